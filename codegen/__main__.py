@@ -1,0 +1,104 @@
+"""``python -m codegen {generate,verify,diagrams,check}``.
+
+* generate — validate, model-check, then write meerkat_runtime/generated/ and
+  diagrams/*.dot (all or nothing).
+* verify   — validate and model-check; print state counts per machine.
+* diagrams — generate, then render every diagrams/*.dot to .svg.
+* check    — regenerate in memory and fail on any stale, missing or orphaned
+  generated file, naming the command that fixes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+from pathlib import Path
+
+from codegen import checker, diagrams, generate
+from codegen.errors import SpecError
+
+FIX_COMMAND = "make generate"
+
+
+def _verify(root: Path) -> bool:
+    spec, _ = generate.load(root)
+    ok = True
+    for machine in spec.machines:
+        result = checker.check_machine(machine)
+        print(result.report())
+        ok = ok and result.ok
+    return ok
+
+
+def cmd_verify(root: Path) -> int:
+    return 0 if _verify(root) else 1
+
+
+def cmd_generate(root: Path) -> int:
+    if not _verify(root):
+        print("model check failed: nothing written", file=sys.stderr)
+        return 1
+    changed = generate.write(root, generate.outputs(root))
+    for path in changed:
+        print(f"wrote {path}")
+    if not changed:
+        print("generated files are up to date")
+    return 0
+
+
+def cmd_diagrams(root: Path) -> int:
+    status = cmd_generate(root)
+    if status:
+        return status
+    for dot in sorted((root / generate.DIAGRAM_DIR).glob("*.dot")):
+        print(f"rendered {diagrams.render_svg(dot).relative_to(root)}")
+    return 0
+
+
+def cmd_check(root: Path) -> int:
+    files = generate.outputs(root)
+    problems = generate.stale(root, files)
+    if not problems:
+        print(f"{len(files)} generated files are fresh")
+        return 0
+    for line in problems:
+        print(line, file=sys.stderr)
+    for path, text in sorted(files.items()):
+        target = root / path
+        if target.exists() and target.read_text(encoding="utf-8") != text:
+            diff = difflib.unified_diff(
+                target.read_text(encoding="utf-8").splitlines(keepends=True),
+                text.splitlines(keepends=True),
+                f"{path} (on disk)",
+                f"{path} (from spec)",
+            )
+            sys.stderr.writelines(list(diff)[:40])
+    print(f"generated files are out of date: run `{FIX_COMMAND}`", file=sys.stderr)
+    return 1
+
+
+COMMANDS = {
+    "generate": cmd_generate,
+    "verify": cmd_verify,
+    "diagrams": cmd_diagrams,
+    "check": cmd_check,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m codegen", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=sorted(COMMANDS))
+    parser.add_argument("--root", type=Path, default=Path("."), help="repository root")
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args.root)
+    except SpecError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) in the spec: nothing written", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

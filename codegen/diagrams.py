@@ -1,0 +1,200 @@
+"""Graphviz diagrams of the machines and the policy table.
+
+The diagrams read the same loaded spec the generator renders, so they cannot
+drift from the code (STYLE.md 4). To stay readable rather than a hairball:
+
+* transitions between the same two phases share one edge, a line per input;
+* a transition from four or more live phases is drawn once, from the cluster
+  of live phases, with the phases it does not come from named;
+* transitions that keep the phase and come from several phases are listed in
+  a "phase unchanged" table instead of as loops;
+* guards appear by name on edges; a legend gives each guard's expression and
+  the invariants.
+
+``.dot`` files are committed and checked for freshness; ``.svg`` files are
+rendered from them by ``make diagrams``.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from pathlib import Path
+
+from codegen import expr as ex
+from codegen.model import Machine, Transition
+from codegen.policy import DECISION_FIELDS, Decision, Policy
+
+BROADCAST_MIN_SOURCES = 4
+FONT = 'fontname="Helvetica"'
+
+
+def _q(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _line(m: Machine, t: Transition) -> str:
+    text = t.on
+    if t.guards:
+        text += " [" + " & ".join(t.guards) + "]"
+    lines = [text]
+    lines += [f"  {name} := {ex.describe(value)}" for name, value in t.sets]
+    effects = [_effect_name(e) for e in t.emits]
+    if effects:
+        lines.append("  => " + ", ".join(effects))
+    return "\\l".join(_q(line)[1:-1] for line in lines) + "\\l"
+
+
+def _effect_name(e: ex.Expr) -> str:
+    text = ex.describe(e)
+    return text.split("(", 1)[0] + ("(...)" if not text.endswith("()") else "")
+
+
+def _live(m: Machine) -> list[str]:
+    return [s for s in m.states if s not in m.terminal]
+
+
+def machine_dot(m: Machine) -> str:
+    live = _live(m)
+    out = [
+        f"// generated from {m.file} by `python -m codegen generate` — edit the spec.",
+        f"digraph {m.name} {{",
+        f'  graph [{FONT}, rankdir=LR, compound=true, nodesep=0.5, ranksep=0.9,'
+        f' label={_q(f"{m.name}: {m.doc}")}, labelloc=t, fontsize=16];',
+        f"  node [{FONT}, shape=box, style=\"rounded,filled\", fillcolor=\"#eef4fb\"];",
+        f"  edge [{FONT}, fontsize=10];",
+        '  __start [shape=point, width=0.15, label=""];',
+        f"  __start -> {m.initial};",
+        "  subgraph cluster_live {",
+        '    label="live phases"; style="dashed"; color="#8899aa";',
+    ]
+    out += [f"    {s} [tooltip={_q(dict(m.state_docs)[s])}];" for s in live]
+    out.append("  }")
+    out += [
+        f"  {s} [shape=box, peripheries=2, fillcolor=\"#dddddd\","
+        f" tooltip={_q(dict(m.state_docs)[s])}];"
+        for s in m.terminal
+    ]
+    out += _edges(m, live)
+    out += _unchanged_table(m)
+    out += _legend(m)
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def _is_broadcast(t: Transition, live: list[str]) -> bool:
+    live_sources = [s for s in t.sources if s in live]
+    return t.target is not None and len(live_sources) >= BROADCAST_MIN_SOURCES
+
+
+def _edges(m: Machine, live: list[str]) -> list[str]:
+    grouped: dict[tuple[str, str], list[str]] = {}
+    broadcast: list[str] = []
+    for t in m.transitions:
+        if t.target is None and len(t.sources) > 1:
+            continue  # listed in the "phase unchanged" table
+        if _is_broadcast(t, live):
+            missing = [s for s in live if s not in t.sources]
+            note = f"(from every live phase{' except ' + ', '.join(missing) if missing else ''})"
+            anchor = next(s for s in live if s in t.sources)
+            label = _line(m, t) + _q(note)[1:-1] + "\\l"
+            broadcast.append(
+                f"  {anchor} -> {t.target} [ltail=cluster_live, label={_q_raw(label)},"
+                ' color="#aa3333", fontcolor="#aa3333", penwidth=1.5];'
+            )
+            for s in t.sources:
+                if s not in live:
+                    grouped.setdefault((s, t.target_from(s)), []).append(_line(m, t))
+            continue
+        for s in t.sources:
+            grouped.setdefault((s, t.target_from(s)), []).append(_line(m, t))
+    edges = [
+        f"  {src} -> {dst} [label={_q_raw(''.join(labels))}];"
+        for (src, dst), labels in grouped.items()
+    ]
+    return edges + broadcast
+
+
+def _q_raw(label: str) -> str:
+    """Quote a label whose escapes (\\l) are already in place."""
+    return '"' + label + '"'
+
+
+def _unchanged_table(m: Machine) -> list[str]:
+    rows = [t for t in m.transitions if t.target is None and len(t.sources) > 1]
+    if not rows:
+        return []
+    cells = "".join(
+        f"<tr><td align='left'>{escape(t.on)}"
+        f"{escape(' [' + ' & '.join(t.guards) + ']') if t.guards else ''}</td>"
+        f"<td align='left'>{escape(', '.join(t.sources))}</td>"
+        f"<td align='left'>{escape(', '.join(_effect_name(e) for e in t.emits))}</td></tr>"
+        for t in rows
+    )
+    header = (
+        "<tr><td colspan='3' bgcolor='#dde6ee'><b>phase unchanged</b></td></tr>"
+        "<tr><td><b>input</b></td><td><b>in phases</b></td><td><b>effects</b></td></tr>"
+    )
+    return [f"  __unchanged [shape=plaintext, style=\"\", label=<<table border='0' cellborder='1' cellspacing='0'>{header}{cells}</table>>];"]
+
+
+def _legend(m: Machine) -> list[str]:
+    rows = "".join(
+        f"<tr><td align='left'>{escape(g.name)}</td><td align='left'>{escape(ex.describe(g.expr))}</td></tr>"
+        for g in m.guards
+    )
+    rows += "".join(
+        f"<tr><td align='left'><i>invariant</i> {escape(i.name)}</td>"
+        f"<td align='left'>{escape(ex.describe(i.expr))}</td></tr>"
+        for i in m.invariants
+    )
+    title = "<tr><td colspan='2' bgcolor='#dde6ee'><b>guards and invariants</b></td></tr>"
+    return [f"  __legend [shape=plaintext, style=\"\", label=<<table border='0' cellborder='1' cellspacing='0'>{title}{rows}</table>>];"]
+
+
+# --------------------------------------------------------------------------
+# policy table
+
+_COLUMNS = ("kind", "apply", "wake idle", "wake running", "queue", "consume", "drain", "routing", "transcript")
+
+
+def _cells(name: str, idle: Decision, running: Decision, color: str = "") -> str:
+    values = [
+        name, idle.apply_mode, idle.wake_mode, running.wake_mode, idle.queue_mode,
+        idle.consume_point, idle.drain_policy, idle.routing_disposition,
+        "yes" if idle.record_transcript else "no",
+    ]
+    bg = f" bgcolor='{color}'" if color else ""
+    return "<tr>" + "".join(f"<td align='left'{bg}>{escape(v)}</td>" for v in values) + "</tr>"
+
+
+def policy_dot(policy: Policy) -> str:
+    head = "<tr>" + "".join(f"<td bgcolor='#dde6ee'><b>{c}</b></td>" for c in _COLUMNS) + "</tr>"
+    rows = [_cells(kind, r.idle, r.running) for kind, r in policy.kinds]
+    rows.append(_cells("(any other kind)", policy.fallback.idle, policy.fallback.running, "#f4f4f4"))
+    span = len(_COLUMNS)
+    rows.append(
+        f"<tr><td colspan='{span}' bgcolor='#dde6ee'><b>handling-mode override</b>: an input with a "
+        f"hint uses these rows, except kinds {escape(', '.join(policy.exempt_kinds))}; "
+        f"transcript is off for {escape(', '.join(policy.silent_kinds))}</td></tr>"
+    )
+    rows += [_cells(f"hint = {mode}", normal.idle, normal.running, "#fbf6e9") for mode, normal, _ in policy.overrides]
+    table = "<table border='0' cellborder='1' cellspacing='0' cellpadding='4'>" + head + "".join(rows) + "</table>"
+    assert set(DECISION_FIELDS)  # the columns above cover every decision field
+    return (
+        f"// generated from {policy.file} by `python -m codegen generate` — edit the spec.\n"
+        "digraph policy {\n"
+        f'  graph [{FONT}, label="default policy table (policy_version {policy.version})", labelloc=t, fontsize=16];\n'
+        f"  node [{FONT}, fontsize=11];\n"
+        f"  table [shape=plaintext, label=<{table}>];\n"
+        "}\n"
+    )
+
+
+def render_svg(dot_path: Path) -> Path:
+    """Render ``x.dot`` to ``x.svg`` next to it with Graphviz."""
+    import graphviz
+
+    svg = dot_path.with_suffix(".svg")
+    source = graphviz.Source(dot_path.read_text(encoding="utf-8"))
+    svg.write_bytes(source.pipe(format="svg"))
+    return svg

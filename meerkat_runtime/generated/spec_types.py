@@ -1,0 +1,96 @@
+# generated from spec/lifecycle.yaml — edit the spec, not this file.
+# Regenerate with `make generate` (python -m codegen generate).
+"""Types shared by the lifecycle machines, declared under `types:` in the spec.
+
+Enums use upstream's serde names as values; unions are msgspec tagged structs
+whose variants are reached as ``Union.Variant(...)``.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import ClassVar
+
+import msgspec
+
+from meerkat_runtime.ids import InputId
+
+
+class HandlingMode(enum.Enum):
+    QUEUE = "queue"
+    STEER = "steer"
+
+
+class AdmissionEffect(enum.Enum):
+    QUEUED = "queued"
+    CONSUMED_ON_ACCEPT = "consumed_on_accept"
+
+
+class InputAbandonReason(msgspec.Struct, frozen=True, tag_field="reason_type"):
+    """Base of the InputAbandonReason variants."""
+
+    Retired: ClassVar[type[Retired]]
+    Reset: ClassVar[type[Reset]]
+    Destroyed: ClassVar[type[Destroyed]]
+    Cancelled: ClassVar[type[Cancelled]]
+    MaxAttemptsExhausted: ClassVar[type[MaxAttemptsExhausted]]
+
+
+class Retired(InputAbandonReason, frozen=True, tag="retired"):
+    pass
+
+
+class Reset(InputAbandonReason, frozen=True, tag="reset"):
+    pass
+
+
+class Destroyed(InputAbandonReason, frozen=True, tag="destroyed"):
+    pass
+
+
+class Cancelled(InputAbandonReason, frozen=True, tag="cancelled"):
+    pass
+
+
+class MaxAttemptsExhausted(
+    InputAbandonReason, frozen=True, tag="max_attempts_exhausted"
+):
+    attempts: int
+
+
+InputAbandonReason.Retired = Retired
+InputAbandonReason.Reset = Reset
+InputAbandonReason.Destroyed = Destroyed
+InputAbandonReason.Cancelled = Cancelled
+InputAbandonReason.MaxAttemptsExhausted = MaxAttemptsExhausted
+
+
+class InputTerminalOutcome(msgspec.Struct, frozen=True, tag_field="outcome_type"):
+    """Base of the InputTerminalOutcome variants."""
+
+    Consumed: ClassVar[type[Consumed]]
+    Superseded: ClassVar[type[Superseded]]
+    Coalesced: ClassVar[type[Coalesced]]
+    Abandoned: ClassVar[type[Abandoned]]
+
+
+class Consumed(InputTerminalOutcome, frozen=True, tag="consumed"):
+    pass
+
+
+class Superseded(InputTerminalOutcome, frozen=True, tag="superseded"):
+    superseded_by: InputId
+
+
+class Coalesced(InputTerminalOutcome, frozen=True, tag="coalesced"):
+    aggregate_id: InputId
+
+
+class Abandoned(InputTerminalOutcome, frozen=True, tag="abandoned"):
+    reason: InputAbandonReason
+
+
+InputTerminalOutcome.Consumed = Consumed
+InputTerminalOutcome.Superseded = Superseded
+InputTerminalOutcome.Coalesced = Coalesced
+InputTerminalOutcome.Abandoned = Abandoned

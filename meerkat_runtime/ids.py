@@ -1,0 +1,134 @@
+"""Identifier value types.
+
+Theory of operation: every id is a small immutable wrapper around its text, so
+ids of different kinds can never be mixed up by the type checker, yet compare,
+hash and serialise as their plain text (BEHAVIOUR.md T-18). ``X.new()`` mints a
+UUIDv7: 48 bits of Unix milliseconds first, so ids sort by creation time, which
+keeps stored rows and logs in arrival order.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from typing import Self
+
+_lock = threading.Lock()
+_last_ms = 0
+_seq = 0
+
+
+def uuid7() -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 version 7), monotonic within this process.
+
+    Within one millisecond a 12-bit counter (the ``rand_a`` field) keeps ids
+    strictly increasing, so two ids minted in a row never sort backwards.
+    """
+    global _last_ms, _seq
+    with _lock:
+        now = time.time_ns() // 1_000_000
+        if now <= _last_ms:
+            _seq += 1
+            if _seq > 0xFFF:  # counter exhausted: borrow the next millisecond
+                _last_ms += 1
+                _seq = 0
+            now = _last_ms
+        else:
+            _last_ms = now
+            _seq = 0
+        seq = _seq
+    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    value = (now & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76 | seq << 64 | 0b10 << 62 | rand_b
+    return uuid.UUID(int=value)
+
+
+class _TextId:
+    """Base of all id types: immutable, hashable, ordered by text."""
+
+    __slots__ = ("_text",)
+    _text: str
+
+    def __init__(self, text: str) -> None:
+        if not isinstance(text, str):
+            raise TypeError(
+                f"{type(self).__name__} takes a str, got {type(text).__name__}"
+            )
+        object.__setattr__(self, "_text", text)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    @classmethod
+    def new(cls) -> Self:
+        """A fresh, unique, time-ordered id."""
+        return cls(str(uuid7()))
+
+    def __str__(self) -> str:
+        return self._text
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._text!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, _TextId)
+            and type(other) is type(self)
+            and other._text == self._text
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._text))
+
+    def __lt__(self, other: Self) -> bool:
+        return self._text < other._text
+
+
+class InputId(_TextId):
+    """Identifies one input (UUIDv7 text)."""
+
+    __slots__ = ()
+
+
+class RunId(_TextId):
+    """Identifies one run of the executor (UUIDv7 text)."""
+
+    __slots__ = ()
+
+
+class LogicalRuntimeId(_TextId):
+    """Names one runtime; the session adapter uses the session id's text."""
+
+    __slots__ = ()
+
+
+class IdempotencyKey(_TextId):
+    """Caller-chosen deduplication key, scoped to one runtime."""
+
+    __slots__ = ()
+
+
+class SupersessionKey(_TextId):
+    """Caller-chosen key; with the kind and runtime it forms a supersession scope."""
+
+    __slots__ = ()
+
+
+class CorrelationId(_TextId):
+    """Carried for callers; never read by a runtime decision (T-9)."""
+
+    __slots__ = ()
+
+
+class BlobId(_TextId):
+    """Content address of a blob (an image moved out of an input record)."""
+
+    __slots__ = ()
+
+
+class SessionId(_TextId):
+    """Identifies an agent session; its runtime is ``LogicalRuntimeId(str(id))``."""
+
+    __slots__ = ()
