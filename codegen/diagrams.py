@@ -32,16 +32,30 @@ def _q(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _line(m: Machine, t: Transition) -> str:
-    text = t.on
-    if t.guards:
-        text += " [" + " & ".join(t.guards) + "]"
-    lines = [text]
-    lines += [f"  {name} := {ex.describe(value)}" for name, value in t.sets]
-    effects = [_effect_name(e) for e in t.emits]
-    if effects:
-        lines.append("  => " + ", ".join(effects))
-    return "\\l".join(_q(line)[1:-1] for line in lines) + "\\l"
+def _label(transitions: list[Transition]) -> str:
+    """One edge label: a block per distinct (guards, updates, effects); inputs
+    that share a block are joined with ``|`` (RunCompleted | RunFailed ...)."""
+    blocks: dict[tuple[str, ...], list[str]] = {}
+    for t in transitions:
+        body = []
+        if t.guards:
+            body.append("[" + " & ".join(t.guards) + "]")
+        body += [f"{n} := {ex.describe(v)}" for n, v in t.sets]
+        effects = [_effect_name(e) for e in t.emits]
+        if effects:
+            body.append("=> " + ", ".join(effects))
+        inputs = blocks.setdefault(tuple(body), [])
+        if t.on not in inputs:
+            inputs.append(t.on)
+    lines = []
+    for body, inputs in blocks.items():
+        lines.append(" | ".join(inputs))
+        lines += [f"   {part}" for part in body]
+    return "".join(_escape_line(line) + "\\l" for line in lines)
+
+
+def _escape_line(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _effect_name(e: ex.Expr) -> str:
@@ -58,25 +72,25 @@ def machine_dot(m: Machine) -> str:
     out = [
         f"// generated from {m.file} by `python -m codegen generate` — edit the spec.",
         f"digraph {m.name} {{",
-        f'  graph [{FONT}, rankdir=LR, compound=true, nodesep=0.5, ranksep=0.9,'
-        f' label={_q(f"{m.name}: {m.doc}")}, labelloc=t, fontsize=16];',
+        f'  graph [{FONT}, rankdir=TB, nodesep=0.6, ranksep=0.7,'
+        f' label={_q(m.name)}, labelloc=t, fontsize=18];',
         f"  node [{FONT}, shape=box, style=\"rounded,filled\", fillcolor=\"#eef4fb\"];",
         f"  edge [{FONT}, fontsize=10];",
         '  __start [shape=point, width=0.15, label=""];',
         f"  __start -> {m.initial};",
-        "  subgraph cluster_live {",
-        '    label="live phases"; style="dashed"; color="#8899aa";',
     ]
-    out += [f"    {s} [tooltip={_q(dict(m.state_docs)[s])}];" for s in live]
-    out.append("  }")
+    out += [f"  {s} [tooltip={_q(dict(m.state_docs)[s])}];" for s in live]
     out += [
         f"  {s} [shape=box, peripheries=2, fillcolor=\"#dddddd\","
         f" tooltip={_q(dict(m.state_docs)[s])}];"
         for s in m.terminal
     ]
     out += _edges(m, live)
-    out += _unchanged_table(m)
-    out += _legend(m)
+    tables = _unchanged_table(m) + _legend(m)
+    out += tables
+    # Tables go below the graph, side by side, so the diagram stays compact.
+    names = " ".join(line.split()[0] for line in tables)
+    out.append(f"  {{ rank=sink; {names} }}")
     out.append("}")
     return "\n".join(out) + "\n"
 
@@ -87,31 +101,33 @@ def _is_broadcast(t: Transition, live: list[str]) -> bool:
 
 
 def _edges(m: Machine, live: list[str]) -> list[str]:
-    grouped: dict[tuple[str, str], list[str]] = {}
-    broadcast: list[str] = []
+    grouped: dict[tuple[str, str], list[Transition]] = {}
+    pseudo: dict[str, str] = {}  # pseudo-node name -> its text
     for t in m.transitions:
         if t.target is None and len(t.sources) > 1:
             continue  # listed in the "phase unchanged" table
+        sources = list(t.sources)
         if _is_broadcast(t, live):
+            # Drawn once from a stand-in node for "any live phase (except ...)".
             missing = [s for s in live if s not in t.sources]
-            note = f"(from every live phase{' except ' + ', '.join(missing) if missing else ''})"
-            anchor = next(s for s in live if s in t.sources)
-            label = _line(m, t) + _q(note)[1:-1] + "\\l"
-            broadcast.append(
-                f"  {anchor} -> {t.target} [ltail=cluster_live, label={_q_raw(label)},"
-                ' color="#aa3333", fontcolor="#aa3333", penwidth=1.5];'
+            node = "__any" + "".join(f"_not_{s}" for s in missing)
+            pseudo[node] = "any live phase" + (
+                "\\nexcept " + ", ".join(missing) if missing else ""
             )
-            for s in t.sources:
-                if s not in live:
-                    grouped.setdefault((s, t.target_from(s)), []).append(_line(m, t))
-            continue
-        for s in t.sources:
-            grouped.setdefault((s, t.target_from(s)), []).append(_line(m, t))
-    edges = [
-        f"  {src} -> {dst} [label={_q_raw(''.join(labels))}];"
-        for (src, dst), labels in grouped.items()
+            grouped.setdefault((node, t.target_from(live[0])), []).append(t)
+            sources = [s for s in t.sources if s not in live]
+        for s in sources:
+            grouped.setdefault((s, t.target_from(s)), []).append(t)
+    nodes = [
+        f"  {name} [shape=ellipse, style=dashed, fontsize=10, label=\"{text}\"];"
+        for name, text in pseudo.items()
     ]
-    return edges + broadcast
+    return nodes + [
+        f"  {src} -> {dst} [label={_q_raw(_label(ts))}"
+        + (", style=dashed, color=\"#aa3333\", fontcolor=\"#aa3333\"" if src in pseudo else "")
+        + "];"
+        for (src, dst), ts in grouped.items()
+    ]
 
 
 def _q_raw(label: str) -> str:

@@ -1,0 +1,63 @@
+# meerkat-runtime developer tasks. `make help` lists them.
+# Every target installs what it needs first (a virtualenv in .venv and the
+# Debian package graphviz), so a fresh clone needs only `make <target>`.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install generate verify diagrams check-generated lint format typecheck \
+        test pytest bench main clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml scripts/install-system-deps
+	@scripts/install-system-deps
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ needed"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the package with its dev tools
+
+main: verify diagrams ## the main job: model-check the lifecycles and draw them
+
+generate: install ## validate + model-check spec/, then write generated/ and diagrams/*.dot
+	$(PY) -m codegen generate
+
+verify: install ## model-check both lifecycle machines, printing state counts
+	$(PY) -m codegen verify
+
+diagrams: install ## regenerate and render diagrams/*.svg with Graphviz
+	$(PY) -m codegen diagrams
+
+check-generated: install ## fail if any generated file is stale, missing or orphaned
+	$(PY) -m codegen check
+
+lint: install ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install ## apply ruff formatting and safe fixes
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: install ## mypy --strict over the package, codegen, tests and benchmarks
+	$(BIN)/mypy
+
+pytest: install ## run the test suite only
+	$(BIN)/pytest
+
+test: lint typecheck check-generated pytest ## everything CI runs: lint, types, freshness, tests
+
+bench: install ## run the benchmarks (ratios against same-run baselines)
+	$(PY) bench/authority.py
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis diagrams/*.svg
