@@ -70,7 +70,7 @@ def _live(m: Machine) -> list[str]:
 def machine_dot(m: Machine) -> str:
     live = _live(m)
     out = [
-        f"// generated from {m.file} by `python -m codegen generate` — edit the spec.",
+        f"// generated from {m.file} — edit the spec, not this file.",
         f"digraph {m.name} {{",
         f'  graph [{FONT}, rankdir=TB, nodesep=0.6, ranksep=0.7,'
         f' label={_q(m.name)}, labelloc=t, fontsize=18];',
@@ -197,7 +197,7 @@ def policy_dot(policy: Policy) -> str:
     table = "<table border='0' cellborder='1' cellspacing='0' cellpadding='4'>" + head + "".join(rows) + "</table>"
     assert set(DECISION_FIELDS)  # the columns above cover every decision field
     return (
-        f"// generated from {policy.file} by `python -m codegen generate` — edit the spec.\n"
+        f"// generated from {policy.file} — edit the spec, not this file.\n"
         "digraph policy {\n"
         f'  graph [{FONT}, label="default policy table (policy_version {policy.version})", labelloc=t, fontsize=16];\n'
         f"  node [{FONT}, fontsize=11];\n"

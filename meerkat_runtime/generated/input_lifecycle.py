@@ -52,6 +52,10 @@ class InputLifecycleState(enum.Enum):
     def is_terminal(self) -> bool:
         return self in _TERMINAL
 
+    def __repr__(self) -> str:
+        # Valid Python, so a shrunk test failure pastes into a regression test.
+        return f"{type(self).__name__}.{self.name}"
+
 
 _TERMINAL = frozenset(
     {

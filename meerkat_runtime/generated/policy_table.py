@@ -25,10 +25,18 @@ class ApplyMode(enum.Enum):
     INJECT_NOW = "inject_now"
     IGNORE = "ignore"
 
+    def __repr__(self) -> str:
+        # Valid Python, so a shrunk test failure pastes into a regression test.
+        return f"{type(self).__name__}.{self.name}"
+
 
 class WakeMode(enum.Enum):
     WAKE_IF_IDLE = "wake_if_idle"
     NONE = "none"
+
+    def __repr__(self) -> str:
+        # Valid Python, so a shrunk test failure pastes into a regression test.
+        return f"{type(self).__name__}.{self.name}"
 
 
 class QueueMode(enum.Enum):
@@ -38,6 +46,10 @@ class QueueMode(enum.Enum):
     SUPERSEDE = "supersede"
     PRIORITY = "priority"
 
+    def __repr__(self) -> str:
+        # Valid Python, so a shrunk test failure pastes into a regression test.
+        return f"{type(self).__name__}.{self.name}"
+
 
 class ConsumePoint(enum.Enum):
     ON_ACCEPT = "on_accept"
@@ -46,6 +58,10 @@ class ConsumePoint(enum.Enum):
     ON_RUN_COMPLETE = "on_run_complete"
     EXPLICIT_ACK = "explicit_ack"
 
+    def __repr__(self) -> str:
+        # Valid Python, so a shrunk test failure pastes into a regression test.
+        return f"{type(self).__name__}.{self.name}"
+
 
 class DrainPolicy(enum.Enum):
     QUEUE_NEXT_TURN = "queue_next_turn"
@@ -53,12 +69,20 @@ class DrainPolicy(enum.Enum):
     IMMEDIATE = "immediate"
     IGNORE = "ignore"
 
+    def __repr__(self) -> str:
+        # Valid Python, so a shrunk test failure pastes into a regression test.
+        return f"{type(self).__name__}.{self.name}"
+
 
 class RoutingDisposition(enum.Enum):
     QUEUE = "queue"
     STEER = "steer"
     IMMEDIATE = "immediate"
     DROP = "drop"
+
+    def __repr__(self) -> str:
+        # Valid Python, so a shrunk test failure pastes into a regression test.
+        return f"{type(self).__name__}.{self.name}"
 
 
 class PolicyDecision(msgspec.Struct, frozen=True, kw_only=True):

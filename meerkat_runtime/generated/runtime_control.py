@@ -48,6 +48,10 @@ class RuntimeState(enum.Enum):
     def is_terminal(self) -> bool:
         return self in _TERMINAL
 
+    def __repr__(self) -> str:
+        # Valid Python, so a shrunk test failure pastes into a regression test.
+        return f"{type(self).__name__}.{self.name}"
+
     def can_accept_input(self) -> bool:
         return self in _CAN_ACCEPT_INPUT
 

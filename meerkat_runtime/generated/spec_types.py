@@ -20,10 +20,18 @@ class HandlingMode(enum.Enum):
     QUEUE = "queue"
     STEER = "steer"
 
+    def __repr__(self) -> str:
+        # Valid Python, so a shrunk test failure pastes into a regression test.
+        return f"{type(self).__name__}.{self.name}"
+
 
 class AdmissionEffect(enum.Enum):
     QUEUED = "queued"
     CONSUMED_ON_ACCEPT = "consumed_on_accept"
+
+    def __repr__(self) -> str:
+        # Valid Python, so a shrunk test failure pastes into a regression test.
+        return f"{type(self).__name__}.{self.name}"
 
 
 class InputAbandonReason(msgspec.Struct, frozen=True, tag_field="reason_type"):
