@@ -87,7 +87,9 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m codegen", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m codegen", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("command", choices=sorted(COMMANDS))
     parser.add_argument("--root", type=Path, default=Path("."), help="repository root")
     args = parser.parse_args(argv)
@@ -96,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        print(f"{len(exc.problems)} problem(s) in the spec: nothing written", file=sys.stderr)
+        print(
+            f"{len(exc.problems)} problem(s) in the spec: nothing written",
+            file=sys.stderr,
+        )
         return 2
 
 

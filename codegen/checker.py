@@ -72,7 +72,9 @@ class Result:
         if self.unreached:
             lines.append(f"  FAILED: phases never reached: {', '.join(self.unreached)}")
         if self.never_fired:
-            lines.append(f"  FAILED: transitions never fired: {', '.join(self.never_fired)}")
+            lines.append(
+                f"  FAILED: transitions never fired: {', '.join(self.never_fired)}"
+            )
         return "\n".join(lines)
 
 
@@ -94,7 +96,7 @@ class _Explorer:
     def run(self) -> Result:
         initial: Config = (self.m.initial, *(f.initial for f in self.m.fields))
         self.parents[initial] = Step(None, "initial", "")
-        if self._violation(initial, "initial"):
+        if self._violation(initial):
             return self.result
         queue = deque([initial])
         while queue:
@@ -104,7 +106,9 @@ class _Explorer:
             if self.result.failure is not None:
                 return self.result
             if len(self.parents) > MAX_CONFIGS:
-                self._fail(config, f"more than {MAX_CONFIGS} states: give fields a range")
+                self._fail(
+                    config, f"more than {MAX_CONFIGS} states: give fields a range"
+                )
                 return self.result
         self.result.configs = len(self.parents)
         return self.result
@@ -131,7 +135,7 @@ class _Explorer:
                 if nxt in self.parents:
                     continue
                 self.parents[nxt] = Step(config, label, enabled[0].name)
-                if self._violation(nxt, label):
+                if self._violation(nxt):
                     return out
                 out.append(nxt)
         self.result.configs = len(self.parents)
@@ -143,21 +147,30 @@ class _Explorer:
     def _fire(self, t: Transition, config: Config, env: Mapping[str, object]) -> Config:
         # All updates read the values from before the transition.
         updates = {name: ex.evaluate(value, env) for name, value in t.sets}
-        fields = tuple(updates.get(n, v) for n, v in zip(self.field_names, config[1:], strict=True))
+        fields = tuple(
+            updates.get(n, v) for n, v in zip(self.field_names, config[1:], strict=True)
+        )
         return (t.target_from(str(config[0])), *fields)
 
-    def _violation(self, config: Config, label: str) -> bool:
+    def _violation(self, config: Config) -> bool:
         env = self.env(config)
         for f in self.m.fields:
             value = env[f.name]
-            if f.range is not None and isinstance(value, int) and not (
-                f.range[0] <= value <= f.range[1]
+            if (
+                f.range is not None
+                and isinstance(value, int)
+                and not (f.range[0] <= value <= f.range[1])
             ):
-                self._fail(config, f"field {f.name} = {value} is outside its range {list(f.range)}")
+                self._fail(
+                    config,
+                    f"field {f.name} = {value} is outside its range {list(f.range)}",
+                )
                 return True
         for inv in self.m.invariants:
             if not ex.evaluate(inv.expr, env):
-                self._fail(config, f"invariant {inv.name} violated: `{ex.describe(inv.expr)}`")
+                self._fail(
+                    config, f"invariant {inv.name} violated: `{ex.describe(inv.expr)}`"
+                )
                 return True
         return False
 
@@ -185,7 +198,9 @@ class _Explorer:
 
     def _show(self, config: Config) -> str:
         parts = [f"phase={config[0]}"]
-        parts += [f"{n}={_fmt(v)}" for n, v in zip(self.field_names, config[1:], strict=True)]
+        parts += [
+            f"{n}={_fmt(v)}" for n, v in zip(self.field_names, config[1:], strict=True)
+        ]
         return " ".join(parts)
 
 

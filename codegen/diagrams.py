@@ -48,9 +48,9 @@ def _label(transitions: list[Transition]) -> str:
         if t.on not in inputs:
             inputs.append(t.on)
     lines = []
-    for body, inputs in blocks.items():
+    for parts, inputs in blocks.items():
         lines.append(" | ".join(inputs))
-        lines += [f"   {part}" for part in body]
+        lines += [f"   {part}" for part in parts]
     return "".join(_escape_line(line) + "\\l" for line in lines)
 
 
@@ -72,16 +72,16 @@ def machine_dot(m: Machine) -> str:
     out = [
         f"// generated from {m.file} — edit the spec, not this file.",
         f"digraph {m.name} {{",
-        f'  graph [{FONT}, rankdir=TB, nodesep=0.6, ranksep=0.7,'
-        f' label={_q(m.name)}, labelloc=t, fontsize=18];',
-        f"  node [{FONT}, shape=box, style=\"rounded,filled\", fillcolor=\"#eef4fb\"];",
+        f"  graph [{FONT}, rankdir=TB, nodesep=0.6, ranksep=0.7,"
+        f" label={_q(m.name)}, labelloc=t, fontsize=18];",
+        f'  node [{FONT}, shape=box, style="rounded,filled", fillcolor="#eef4fb"];',
         f"  edge [{FONT}, fontsize=10];",
         '  __start [shape=point, width=0.15, label=""];',
         f"  __start -> {m.initial};",
     ]
     out += [f"  {s} [tooltip={_q(dict(m.state_docs)[s])}];" for s in live]
     out += [
-        f"  {s} [shape=box, peripheries=2, fillcolor=\"#dddddd\","
+        f'  {s} [shape=box, peripheries=2, fillcolor="#dddddd",'
         f" tooltip={_q(dict(m.state_docs)[s])}];"
         for s in m.terminal
     ]
@@ -119,12 +119,16 @@ def _edges(m: Machine, live: list[str]) -> list[str]:
         for s in sources:
             grouped.setdefault((s, t.target_from(s)), []).append(t)
     nodes = [
-        f"  {name} [shape=ellipse, style=dashed, fontsize=10, label=\"{text}\"];"
+        f'  {name} [shape=ellipse, style=dashed, fontsize=10, label="{text}"];'
         for name, text in pseudo.items()
     ]
     return nodes + [
         f"  {src} -> {dst} [label={_q_raw(_label(ts))}"
-        + (", style=dashed, color=\"#aa3333\", fontcolor=\"#aa3333\"" if src in pseudo else "")
+        + (
+            ', style=dashed, color="#aa3333", fontcolor="#aa3333"'
+            if src in pseudo
+            else ""
+        )
         + "];"
         for (src, dst), ts in grouped.items()
     ]
@@ -150,7 +154,9 @@ def _unchanged_table(m: Machine) -> list[str]:
         "<tr><td colspan='3' bgcolor='#dde6ee'><b>phase unchanged</b></td></tr>"
         "<tr><td><b>input</b></td><td><b>in phases</b></td><td><b>effects</b></td></tr>"
     )
-    return [f"  __unchanged [shape=plaintext, style=\"\", label=<<table border='0' cellborder='1' cellspacing='0'>{header}{cells}</table>>];"]
+    return [
+        f"  __unchanged [shape=plaintext, style=\"\", label=<<table border='0' cellborder='1' cellspacing='0'>{header}{cells}</table>>];"
+    ]
 
 
 def _legend(m: Machine) -> list[str]:
@@ -163,38 +169,78 @@ def _legend(m: Machine) -> list[str]:
         f"<td align='left'>{escape(ex.describe(i.expr))}</td></tr>"
         for i in m.invariants
     )
-    title = "<tr><td colspan='2' bgcolor='#dde6ee'><b>guards and invariants</b></td></tr>"
-    return [f"  __legend [shape=plaintext, style=\"\", label=<<table border='0' cellborder='1' cellspacing='0'>{title}{rows}</table>>];"]
+    title = (
+        "<tr><td colspan='2' bgcolor='#dde6ee'><b>guards and invariants</b></td></tr>"
+    )
+    return [
+        f"  __legend [shape=plaintext, style=\"\", label=<<table border='0' cellborder='1' cellspacing='0'>{title}{rows}</table>>];"
+    ]
 
 
 # --------------------------------------------------------------------------
 # policy table
 
-_COLUMNS = ("kind", "apply", "wake idle", "wake running", "queue", "consume", "drain", "routing", "transcript")
+_COLUMNS = (
+    "kind",
+    "apply",
+    "wake idle",
+    "wake running",
+    "queue",
+    "consume",
+    "drain",
+    "routing",
+    "transcript",
+)
 
 
 def _cells(name: str, idle: Decision, running: Decision, color: str = "") -> str:
     values = [
-        name, idle.apply_mode, idle.wake_mode, running.wake_mode, idle.queue_mode,
-        idle.consume_point, idle.drain_policy, idle.routing_disposition,
+        name,
+        idle.apply_mode,
+        idle.wake_mode,
+        running.wake_mode,
+        idle.queue_mode,
+        idle.consume_point,
+        idle.drain_policy,
+        idle.routing_disposition,
         "yes" if idle.record_transcript else "no",
     ]
     bg = f" bgcolor='{color}'" if color else ""
-    return "<tr>" + "".join(f"<td align='left'{bg}>{escape(v)}</td>" for v in values) + "</tr>"
+    return (
+        "<tr>"
+        + "".join(f"<td align='left'{bg}>{escape(v)}</td>" for v in values)
+        + "</tr>"
+    )
 
 
 def policy_dot(policy: Policy) -> str:
-    head = "<tr>" + "".join(f"<td bgcolor='#dde6ee'><b>{c}</b></td>" for c in _COLUMNS) + "</tr>"
+    head = (
+        "<tr>"
+        + "".join(f"<td bgcolor='#dde6ee'><b>{c}</b></td>" for c in _COLUMNS)
+        + "</tr>"
+    )
     rows = [_cells(kind, r.idle, r.running) for kind, r in policy.kinds]
-    rows.append(_cells("(any other kind)", policy.fallback.idle, policy.fallback.running, "#f4f4f4"))
+    rows.append(
+        _cells(
+            "(any other kind)", policy.fallback.idle, policy.fallback.running, "#f4f4f4"
+        )
+    )
     span = len(_COLUMNS)
     rows.append(
         f"<tr><td colspan='{span}' bgcolor='#dde6ee'><b>handling-mode override</b>: an input with a "
         f"hint uses these rows, except kinds {escape(', '.join(policy.exempt_kinds))}; "
         f"transcript is off for {escape(', '.join(policy.silent_kinds))}</td></tr>"
     )
-    rows += [_cells(f"hint = {mode}", normal.idle, normal.running, "#fbf6e9") for mode, normal, _ in policy.overrides]
-    table = "<table border='0' cellborder='1' cellspacing='0' cellpadding='4'>" + head + "".join(rows) + "</table>"
+    rows += [
+        _cells(f"hint = {mode}", normal.idle, normal.running, "#fbf6e9")
+        for mode, normal, _ in policy.overrides
+    ]
+    table = (
+        "<table border='0' cellborder='1' cellspacing='0' cellpadding='4'>"
+        + head
+        + "".join(rows)
+        + "</table>"
+    )
     assert set(DECISION_FIELDS)  # the columns above cover every decision field
     return (
         f"// generated from {policy.file} — edit the spec, not this file.\n"

@@ -40,7 +40,11 @@ def _union_values(t: UnionT, machine: Machine) -> tuple[object, ...]:
         names = [name for name, _ in variant.fields]
         pools = [values(ftype, machine) for _, ftype in variant.fields]
         for combo in itertools.product(*pools):
-            out.append(UnionVal(t.name, variant.name, tuple(sorted(zip(names, combo, strict=True)))))
+            out.append(
+                UnionVal(
+                    t.name, variant.name, tuple(sorted(zip(names, combo, strict=True)))
+                )
+            )
     return tuple(out)
 
 
@@ -51,7 +55,9 @@ def field_values(f: FieldDef, machine: Machine) -> tuple[object, ...]:
     return values(f.type, machine)
 
 
-def param_bindings(params: Sequence[Param], machine: Machine) -> Iterator[dict[str, object]]:
+def param_bindings(
+    params: Sequence[Param], machine: Machine
+) -> Iterator[dict[str, object]]:
     """Every assignment of values to an input's parameters."""
     pools = [values(p.type, machine) for p in params]
     for combo in itertools.product(*pools):

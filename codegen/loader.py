@@ -44,8 +44,20 @@ _CAMEL = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 
 TOP_KEYS = ("version", "types", "machines")
 MACHINE_KEYS = (
-    "doc", "state_type", "states", "initial", "terminal", "constants", "fields",
-    "inputs", "effects", "guards", "invariants", "checker", "transitions", "predicates",
+    "doc",
+    "state_type",
+    "states",
+    "initial",
+    "terminal",
+    "constants",
+    "fields",
+    "inputs",
+    "effects",
+    "guards",
+    "invariants",
+    "checker",
+    "transitions",
+    "predicates",
 )
 TRANSITION_KEYS = ("name", "from", "on", "guards", "set", "emits", "to")
 FIELD_KEYS = ("type", "initial", "range")
@@ -90,7 +102,11 @@ class _Reader:
         for key, value in mapping.items():
             if key not in allowed:
                 self.problems.add(
-                    value.line, "unknown-key", key, f"unknown key {key!r} in {what}", allowed
+                    value.line,
+                    "unknown-key",
+                    key,
+                    f"unknown key {key!r} in {what}",
+                    allowed,
                 )
 
     def name(self, name: str, line: int, pattern: re.Pattern[str], what: str) -> bool:
@@ -114,8 +130,11 @@ def load_spec(path: Path, display: str | None = None) -> Spec:
     version = top.get("version")
     if version is None or version.value != 1:
         problems.add(
-            version.line if version else 1, "version", str(version and version.value),
-            "this tool reads spec version 1", ("1",),
+            version.line if version else 1,
+            "version",
+            str(version and version.value),
+            "this tool reads spec version 1",
+            ("1",),
         )
     types = _load_types(r, top.get("types"))
     machines = []
@@ -146,17 +165,25 @@ def _load_types(r: _Reader, node: Node | None) -> dict[str, Type]:
             continue
         if kind is None or kind.value not in ("id", "enum", "union"):
             r.problems.add(
-                entry.line, "type-kind", name, f"type {name} needs a kind",
+                entry.line,
+                "type-kind",
+                name,
+                f"type {name} needs a kind",
                 ("id", "enum", "union"),
             )
             continue
-        r.keys(body, ("kind", "doc", "module", "members", "tag_field", "variants"), f"type {name}")
+        r.keys(
+            body,
+            ("kind", "doc", "module", "members", "tag_field", "variants"),
+            f"type {name}",
+        )
         if kind.value == "id":
             module = r.text(body.get("module"), f"{name}.module", entry.line)
             types[name] = IdT(name, module or "meerkat_runtime.ids")
         elif kind.value == "enum":
             members = [
-                str(m.value) for m in r.seq(body.get("members"), f"{name}.members")
+                str(m.value)
+                for m in r.seq(body.get("members"), f"{name}.members")
                 if r.name(str(m.value), m.line, _SNAKE, "enum member")
             ]
             types[name] = EnumT(name, tuple(members))
@@ -196,7 +223,10 @@ def _resolve_type(r: _Reader, node: Node, types: dict[str, Type]) -> Type:
     found = PRIMITIVES.get(text) or types.get(text)
     if found is None:
         r.problems.add(
-            node.line, "unknown-type", text, f"unknown type {text!r}",
+            node.line,
+            "unknown-type",
+            text,
+            f"unknown type {text!r}",
             [*PRIMITIVES, *types, "optional[T]"],
         )
         return INT
@@ -219,7 +249,9 @@ class _MachineLoader:
         r.name(name, node.line, _SNAKE, "machine")
         body = r.mapping(node, f"machine {name}")
         r.keys(body, MACHINE_KEYS, f"machine {name}")
-        state_type_name = r.text(body.get("state_type"), "state_type", node.line) or "State"
+        state_type_name = (
+            r.text(body.get("state_type"), "state_type", node.line) or "State"
+        )
         state_nodes = r.mapping(body.get("states"), "states")
         for state, snode in state_nodes.items():
             r.name(state, snode.line, _SNAKE, "state")
@@ -228,8 +260,12 @@ class _MachineLoader:
         self.types: dict[str, Type] = {**self.shared_types, state_type_name: state_type}
         initial = self._state(body.get("initial"), "initial", node.line)
         terminal = tuple(
-            s for s in (self._state(t, "terminal", node.line)
-                        for t in r.seq(body.get("terminal"), "terminal")) if s
+            s
+            for s in (
+                self._state(t, "terminal", node.line)
+                for t in r.seq(body.get("terminal"), "terminal")
+            )
+            if s
         )
         constants = self._constants(body.get("constants"))
         fields = self._fields(body.get("fields"))
@@ -246,7 +282,9 @@ class _MachineLoader:
         self.inputs = {i.name: i for i in inputs}
         self.scope = scope
         guards = self._named(body.get("guards"), "guard", params_allowed=True)
-        invariants = self._named(body.get("invariants"), "invariant", params_allowed=False)
+        invariants = self._named(
+            body.get("invariants"), "invariant", params_allowed=False
+        )
         self.guard_map = {g.name: g for g in guards}
         transitions = self._transitions(body.get("transitions"))
         domains = self._domains(body.get("checker"))
@@ -278,8 +316,11 @@ class _MachineLoader:
             return None
         if name not in self.states:
             self.p.add(
-                node.line if node else line, "unknown-state", name,
-                f"{what}: unknown state {name!r}", self.states,
+                node.line if node else line,
+                "unknown-state",
+                name,
+                f"{what}: unknown state {name!r}",
+                self.states,
             )
             return None
         return name
@@ -289,8 +330,12 @@ class _MachineLoader:
         for name, pnode in self.r.mapping(node, "predicates").items():
             self.r.name(name, pnode.line, _SNAKE, "predicate")
             members = tuple(
-                s for s in (self._state(n, f"predicate {name}", pnode.line)
-                            for n in self.r.seq(pnode, name)) if s
+                s
+                for s in (
+                    self._state(n, f"predicate {name}", pnode.line)
+                    for n in self.r.seq(pnode, name)
+                )
+                if s
             )
             out.append((name, members))
         return tuple(out)
@@ -318,10 +363,20 @@ class _MachineLoader:
             initial = body["initial"].value if "initial" in body else None
             if not _literal_fits(initial, ftype):
                 self.p.add(
-                    fnode.line, "type", name,
+                    fnode.line,
+                    "type",
+                    name,
                     f"initial value {initial!r} of field {name} is not a {ftype}",
                 )
-            out.append(FieldDef(name, ftype, initial, self._range(body.get("range"), name), fnode.line))
+            out.append(
+                FieldDef(
+                    name,
+                    ftype,
+                    initial,
+                    self._range(body.get("range"), name),
+                    fnode.line,
+                )
+            )
         return tuple(out)
 
     def _range(self, node: Node | None, name: str) -> tuple[int, int] | None:
@@ -332,7 +387,8 @@ class _MachineLoader:
             self.p.add(node.line, "shape", name, f"range of {name} must be [min, max]")
             return None
         lo, hi = bounds
-        assert isinstance(lo, int) and isinstance(hi, int)
+        assert isinstance(lo, int)
+        assert isinstance(hi, int)
         return (lo, hi)
 
     def _signatures(
@@ -357,7 +413,9 @@ class _MachineLoader:
         for effect in effects:
             if effect.name in input_names:
                 self.p.add(
-                    effect.line, "name-clash", effect.name,
+                    effect.line,
+                    "name-clash",
+                    effect.name,
                     f"{effect.name} is both an input and an effect",
                 )
 
@@ -371,10 +429,14 @@ class _MachineLoader:
         names: dict[str, ex.Binding] = {"phase": ex.Binding("phase", state_type)}
         names.update({n: ex.Binding("const", INT, v) for n, v in constants})
         names.update({f.name: ex.Binding("field", f.type) for f in fields})
-        effect_params = {e.name: tuple((p.name, p.type) for p in e.params) for e in effects}
+        effect_params = {
+            e.name: tuple((p.name, p.type) for p in e.params) for e in effects
+        }
         return ex.Scope(names, self.types, effect_params)
 
-    def _named(self, node: Node | None, what: str, params_allowed: bool) -> tuple[Named, ...]:
+    def _named(
+        self, node: Node | None, what: str, params_allowed: bool
+    ) -> tuple[Named, ...]:
         out = []
         for name, enode in self.r.mapping(node, f"{what}s").items():
             self.r.name(name, enode.line, _SNAKE, what)
@@ -392,7 +454,9 @@ class _MachineLoader:
     def _expect_bool(self, parsed: ex.Expr, scope: ex.Scope, what: str) -> None:
         result = ex.check(parsed, scope, self.p)
         if result is not None and result != BOOL:
-            self.p.add(parsed.line, "type", parsed.text, f"{what} must be a bool, got {result}")
+            self.p.add(
+                parsed.line, "type", parsed.text, f"{what} must be a bool, got {result}"
+            )
 
     def _transitions(self, node: Node | None) -> tuple[Transition, ...]:
         seen: dict[str, int] = {}
@@ -403,7 +467,9 @@ class _MachineLoader:
                 continue
             if transition.name in seen:
                 self.p.add(
-                    tnode.line, "duplicate-transition", transition.name,
+                    tnode.line,
+                    "duplicate-transition",
+                    transition.name,
                     f"transition {transition.name!r} is already defined on line "
                     f"{seen[transition.name]}",
                 )
@@ -423,20 +489,29 @@ class _MachineLoader:
         r.name(name, tnode.line, _SNAKE, "transition")
         if on not in self.inputs:
             self.p.add(
-                body["on"].line, "unknown-input", on,
-                f"transition {name}: unknown input {on!r}", self.inputs,
+                body["on"].line,
+                "unknown-input",
+                on,
+                f"transition {name}: unknown input {on!r}",
+                self.inputs,
             )
             return None
         scope = self._param_scope(on)
         sources = tuple(
-            s for s in (self._state(n, f"transition {name}: from", tnode.line)
-                        for n in r.seq(body.get("from"), "from")) if s
+            s
+            for s in (
+                self._state(n, f"transition {name}: from", tnode.line)
+                for n in r.seq(body.get("from"), "from")
+            )
+            if s
         )
         if not sources:
             self.p.add(tnode.line, "missing", name, f"transition {name} needs `from`")
         target_text = r.text(body.get("to"), f"transition {name}: to", tnode.line)
-        target = None if target_text == "same" else self._state(
-            body.get("to"), f"transition {name}: to", tnode.line
+        target = (
+            None
+            if target_text == "same"
+            else self._state(body.get("to"), f"transition {name}: to", tnode.line)
         )
         guards = self._guard_refs(name, body.get("guards"), scope)
         sets = self._sets(name, body.get("set"), scope)
@@ -449,28 +524,40 @@ class _MachineLoader:
             names[param.name] = ex.Binding("param", param.type)
         return ex.Scope(names, self.scope.types, self.scope.effects)
 
-    def _guard_refs(self, name: str, node: Node | None, scope: ex.Scope) -> tuple[str, ...]:
+    def _guard_refs(
+        self, name: str, node: Node | None, scope: ex.Scope
+    ) -> tuple[str, ...]:
         out = []
         for gnode in self.r.seq(node, "guards"):
             guard = self.guard_map.get(str(gnode.value))
             if guard is None:
                 self.p.add(
-                    gnode.line, "unknown-guard", str(gnode.value),
-                    f"transition {name}: unknown guard {gnode.value!r}", self.guard_map,
+                    gnode.line,
+                    "unknown-guard",
+                    str(gnode.value),
+                    f"transition {name}: unknown guard {gnode.value!r}",
+                    self.guard_map,
                 )
                 continue
-            self._expect_bool(guard.expr, scope, f"guard {guard.name} (in transition {name})")
+            self._expect_bool(
+                guard.expr, scope, f"guard {guard.name} (in transition {name})"
+            )
             out.append(guard.name)
         return tuple(out)
 
-    def _sets(self, name: str, node: Node | None, scope: ex.Scope) -> tuple[tuple[str, ex.Expr], ...]:
+    def _sets(
+        self, name: str, node: Node | None, scope: ex.Scope
+    ) -> tuple[tuple[str, ex.Expr], ...]:
         fields = {n: b for n, b in self.scope.names.items() if b.kind == "field"}
         out = []
         for fname, vnode in self.r.mapping(node, "set").items():
             if fname not in fields:
                 self.p.add(
-                    vnode.line, "unknown-field", fname,
-                    f"transition {name}: set of unknown field {fname!r}", fields,
+                    vnode.line,
+                    "unknown-field",
+                    fname,
+                    f"transition {name}: set of unknown field {fname!r}",
+                    fields,
                 )
                 continue
             text = "None" if vnode.value is None else vnode.value
@@ -482,14 +569,18 @@ class _MachineLoader:
             result = ex.check(parsed, scope, self.p)
             if result is not None and not assignable(result, fields[fname].type):
                 self.p.add(
-                    vnode.line, "type", fname,
+                    vnode.line,
+                    "type",
+                    fname,
                     f"transition {name}: {fname} is {fields[fname].type}, "
                     f"`{parsed.text}` is {result}",
                 )
             out.append((fname, parsed))
         return tuple(out)
 
-    def _emits(self, name: str, node: Node | None, scope: ex.Scope) -> tuple[ex.Expr, ...]:
+    def _emits(
+        self, name: str, node: Node | None, scope: ex.Scope
+    ) -> tuple[ex.Expr, ...]:
         out = []
         for enode in self.r.seq(node, "emits"):
             text = enode.value
@@ -500,10 +591,16 @@ class _MachineLoader:
                 continue
             import ast
 
-            if not (isinstance(parsed.tree, ast.Call) and isinstance(parsed.tree.func, ast.Name)):
+            if not (
+                isinstance(parsed.tree, ast.Call)
+                and isinstance(parsed.tree.func, ast.Name)
+            ):
                 self.p.add(
-                    enode.line, "unknown-effect", parsed.text,
-                    f"transition {name}: emits must name an effect", self.scope.effects,
+                    enode.line,
+                    "unknown-effect",
+                    parsed.text,
+                    f"transition {name}: emits must name an effect",
+                    self.scope.effects,
                 )
                 continue
             ex.check(parsed, scope, self.p)
@@ -514,11 +611,21 @@ class _MachineLoader:
         checker = self.r.mapping(node, "checker")
         self.r.keys(checker, ("domains",), "checker")
         out = []
-        for tname, dnode in self.r.mapping(checker.get("domains"), "checker.domains").items():
-            if tname not in ("int", "str") and not isinstance(self.types.get(tname), IdT):
-                valid = ["int", "str", *(n for n, t in self.types.items() if isinstance(t, IdT))]
+        for tname, dnode in self.r.mapping(
+            checker.get("domains"), "checker.domains"
+        ).items():
+            if tname not in ("int", "str") and not isinstance(
+                self.types.get(tname), IdT
+            ):
+                valid = [
+                    "int",
+                    "str",
+                    *(n for n, t in self.types.items() if isinstance(t, IdT)),
+                ]
                 self.p.add(
-                    dnode.line, "unknown-type", tname,
+                    dnode.line,
+                    "unknown-type",
+                    tname,
                     f"checker domain for {tname!r}: only int, str and id types take one",
                     valid,
                 )

@@ -87,7 +87,9 @@ class Machine:
     invariants: tuple[Named, ...]
     transitions: tuple[Transition, ...]
     domains: tuple[tuple[str, tuple[object, ...]], ...]
-    predicates: tuple[tuple[str, tuple[str, ...]], ...]  # phase predicates, e.g. can_accept_input
+    predicates: tuple[
+        tuple[str, tuple[str, ...]], ...
+    ]  # phase predicates, e.g. can_accept_input
     scope: Scope  # names visible to expressions without parameters
 
     @property
@@ -106,9 +108,7 @@ class Machine:
         return next(g for g in self.guards if g.name == name)
 
     def transitions_for(self, source: str, on: str) -> tuple[Transition, ...]:
-        return tuple(
-            t for t in self.transitions if t.on == on and source in t.sources
-        )
+        return tuple(t for t in self.transitions if t.on == on and source in t.sources)
 
     def scope_for(self, on: str) -> Scope:
         """The expression scope inside a transition triggered by input ``on``."""

@@ -16,7 +16,11 @@ from codegen.render import header, member
 from codegen.yamlsrc import Node, load
 
 DECISION_FIELDS = (
-    "apply_mode", "wake_mode", "queue_mode", "consume_point", "drain_policy",
+    "apply_mode",
+    "wake_mode",
+    "queue_mode",
+    "consume_point",
+    "drain_policy",
     "routing_disposition",
 )
 # Row keys in the YAML, and the decision field each one sets.
@@ -29,8 +33,15 @@ ROW_KEYS = {
 }
 # T-3: the nine kind ids the default table must cover.
 KIND_IDS = (
-    "prompt", "peer_message", "peer_request", "peer_response_progress",
-    "peer_response_terminal", "flow_step", "external_event", "continuation", "operation",
+    "prompt",
+    "peer_message",
+    "peer_request",
+    "peer_response_progress",
+    "peer_response_terminal",
+    "flow_step",
+    "external_event",
+    "continuation",
+    "operation",
 )
 HANDLING_MODES = ("queue", "steer")
 
@@ -87,35 +98,65 @@ class _PolicyLoader:
 
     def load(self, root: Node) -> Policy:
         top = self.mapping(root, "the policy", 1)
-        allowed = ("version", "policy_version", "enums", "kinds", "fallback", "handling_mode_override")
+        allowed = (
+            "version",
+            "policy_version",
+            "enums",
+            "kinds",
+            "fallback",
+            "handling_mode_override",
+        )
         for key, node in top.items():
             if key not in allowed:
-                self.p.add(node.line, "unknown-key", key, f"unknown key {key!r}", allowed)
+                self.p.add(
+                    node.line, "unknown-key", key, f"unknown key {key!r}", allowed
+                )
         self._enums(top.get("enums"), root.line)
         kinds = self._kinds(top.get("kinds"), root.line)
-        fallback = self._row(top.get("fallback"), "fallback", root.line, transcript=None)
-        override = self.mapping(top.get("handling_mode_override"), "handling_mode_override", root.line)
+        fallback = self._row(
+            top.get("fallback"), "fallback", root.line, transcript=None
+        )
+        override = self.mapping(
+            top.get("handling_mode_override"), "handling_mode_override", root.line
+        )
         exempt = self._kind_list(override.get("exempt_kinds"), "exempt_kinds")
         silent = self._kind_list(override.get("silent_kinds"), "silent_kinds")
         overrides = []
         for mode in HANDLING_MODES:
-            normal = self._row(override.get(mode), f"override {mode}", root.line, transcript=True)
-            quiet = self._row(override.get(mode), f"override {mode}", root.line, transcript=False)
+            normal = self._row(
+                override.get(mode), f"override {mode}", root.line, transcript=True
+            )
+            quiet = self._row(
+                override.get(mode), f"override {mode}", root.line, transcript=False
+            )
             overrides.append((mode, normal, quiet))
         for key, node in override.items():
             if key not in (*HANDLING_MODES, "exempt_kinds", "silent_kinds"):
                 self.p.add(
-                    node.line, "unknown-key", key, f"unknown key {key!r} in handling_mode_override",
+                    node.line,
+                    "unknown-key",
+                    key,
+                    f"unknown key {key!r} in handling_mode_override",
                     (*HANDLING_MODES, "exempt_kinds", "silent_kinds"),
                 )
         version = top.get("policy_version")
-        if version is None or not isinstance(version.value, int):
-            self.p.add(root.line, "missing", "policy_version", "policy_version must be an int")
+        number = version.value if version is not None else None
+        if not isinstance(number, int) or isinstance(number, bool):
+            self.p.add(
+                root.line, "missing", "policy_version", "policy_version must be an int"
+            )
+            number = 1
         if self.p:
             raise SpecError(self.p.items)
         return Policy(
-            self.p.file, int(version.value) if version else 1, tuple(self.enums.items()),
-            tuple(kinds), fallback, exempt, silent, tuple(overrides),
+            self.p.file,
+            number,
+            tuple(self.enums.items()),
+            tuple(kinds),
+            fallback,
+            exempt,
+            silent,
+            tuple(overrides),
         )
 
     def _enums(self, node: Node | None, line: int) -> None:
@@ -126,60 +167,106 @@ class _PolicyLoader:
                 continue
             items = body[name].value
             if not isinstance(items, list) or not items:
-                self.p.add(body[name].line, "shape", name, f"enums.{name} must list values")
+                self.p.add(
+                    body[name].line, "shape", name, f"enums.{name} must list values"
+                )
                 continue
             self.enums[name] = tuple(str(i.value) for i in items)
         for name, extra in body.items():
             if name not in DECISION_FIELDS:
-                self.p.add(extra.line, "unknown-key", name, f"unknown enum {name!r}", DECISION_FIELDS)
+                self.p.add(
+                    extra.line,
+                    "unknown-key",
+                    name,
+                    f"unknown enum {name!r}",
+                    DECISION_FIELDS,
+                )
 
     def _kinds(self, node: Node | None, line: int) -> list[tuple[str, Row]]:
         body = self.mapping(node, "kinds", line)
         out = []
         for kind in KIND_IDS:
             if kind not in body:
-                self.p.add(line, "missing-kind", kind, f"kinds.{kind} is required (T-3)", KIND_IDS)
+                self.p.add(
+                    line,
+                    "missing-kind",
+                    kind,
+                    f"kinds.{kind} is required (T-3)",
+                    KIND_IDS,
+                )
         for kind, row in body.items():
             if kind not in KIND_IDS:
-                self.p.add(row.line, "unknown-kind", kind, f"unknown kind id {kind!r}", KIND_IDS)
+                self.p.add(
+                    row.line,
+                    "unknown-kind",
+                    kind,
+                    f"unknown kind id {kind!r}",
+                    KIND_IDS,
+                )
                 continue
             out.append((kind, self._row(row, f"kind {kind}", line, transcript=None)))
         return out
 
     def _kind_list(self, node: Node | None, what: str) -> tuple[str, ...]:
         if node is None or not isinstance(node.value, list):
-            self.p.add(node.line if node else 1, "shape", what, f"{what} must be a list of kind ids")
+            self.p.add(
+                node.line if node else 1,
+                "shape",
+                what,
+                f"{what} must be a list of kind ids",
+            )
             return ()
         out = []
         for item in node.value:
             if item.value not in KIND_IDS:
-                self.p.add(item.line, "unknown-kind", str(item.value), f"{what}: unknown kind id", KIND_IDS)
+                self.p.add(
+                    item.line,
+                    "unknown-kind",
+                    str(item.value),
+                    f"{what}: unknown kind id",
+                    KIND_IDS,
+                )
             else:
                 out.append(str(item.value))
         return tuple(out)
 
-    def _row(self, node: Node | None, what: str, line: int, transcript: bool | None) -> Row:
+    def _row(
+        self, node: Node | None, what: str, line: int, transcript: bool | None
+    ) -> Row:
         body = self.mapping(node, what, line)
         here = node.line if node else line
         allowed = (*ROW_KEYS, "wake", *(["transcript"] if transcript is None else []))
         for key, value in body.items():
             if key not in allowed:
-                self.p.add(value.line, "unknown-key", key, f"{what}: unknown key {key!r}", allowed)
-        values = {field: self._value(body.get(key), field, what, here) for key, field in ROW_KEYS.items()}
+                self.p.add(
+                    value.line,
+                    "unknown-key",
+                    key,
+                    f"{what}: unknown key {key!r}",
+                    allowed,
+                )
+        values = {
+            field: self._value(body.get(key), field, what, here)
+            for key, field in ROW_KEYS.items()
+        }
         wake = self.mapping(body.get("wake"), f"{what}: wake", here)
         record = transcript
         if record is None:
             raw = body.get("transcript")
             if raw is None or not isinstance(raw.value, bool):
-                self.p.add(here, "shape", what, f"{what}: transcript must be true or false")
+                self.p.add(
+                    here, "shape", what, f"{what}: transcript must be true or false"
+                )
             record = bool(raw.value) if raw is not None else True
         idle = Decision(
             wake_mode=self._value(wake.get("idle"), "wake_mode", what, here),
-            record_transcript=record, **values,
+            record_transcript=record,
+            **values,
         )
         running = Decision(
             wake_mode=self._value(wake.get("running"), "wake_mode", what, here),
-            record_transcript=record, **values,
+            record_transcript=record,
+            **values,
         )
         return Row(idle, running)
 
@@ -190,7 +277,13 @@ class _PolicyLoader:
             return allowed[0] if allowed else ""
         text = "none" if node.value is None else str(node.value)
         if text not in allowed:
-            self.p.add(node.line, "unknown-value", text, f"{what}: {text!r} is not a {field}", allowed)
+            self.p.add(
+                node.line,
+                "unknown-value",
+                text,
+                f"{what}: {text!r} is not a {field}",
+                allowed,
+            )
         return text
 
 
@@ -231,5 +324,8 @@ def render_policy(policy: Policy, env: jinja2.Environment) -> str:
         fallback=row(policy.fallback),
         exempt=policy.exempt_kinds,
         silent=policy.silent_kinds,
-        overrides=[(member(mode), *row(normal), *row(quiet)) for mode, normal, quiet in policy.overrides],
+        overrides=[
+            (member(mode), *row(normal), *row(quiet))
+            for mode, normal, quiet in policy.overrides
+        ],
     )

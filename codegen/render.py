@@ -9,8 +9,8 @@ so ``make check-generated`` can compare it byte for byte.
 from __future__ import annotations
 
 import subprocess
-import textwrap
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,7 +74,8 @@ def render_types(spec: Spec, env: jinja2.Environment) -> str:
         unions=[_union_context(u) for u in spec.unions],
         id_imports=_id_imports(
             tuple(
-                t for t in spec.types
+                t
+                for t in spec.types
                 if isinstance(t, IdT) and any(_mentions(u, t.name) for u in spec.unions)
             )
         ),
@@ -152,21 +153,31 @@ class _MachineRenderer:
             "states": [(member(s), s, doc) for s, doc in m.state_docs],
             "slots": sorted(["_phase", *(f"_{f.name}" for f in m.fields)]),
             "terminal": [member(s) for s in m.terminal],
-            "predicates": [(n, [member(s) for s in members]) for n, members in m.predicates],
+            "predicates": [
+                (n, [member(s) for s in members]) for n, members in m.predicates
+            ],
             "fields": [
                 (f.name, python_annotation(f.type), py_literal(f.initial, f.type))
                 for f in m.fields
             ],
             "inputs": [
-                {"name": i.name, "params": [(q.name, python_annotation(q.type)) for q in i.params]}
+                {
+                    "name": i.name,
+                    "params": [(q.name, python_annotation(q.type)) for q in i.params],
+                }
                 for i in m.inputs
             ],
             "effects": [
-                {"name": e.name, "params": [(q.name, python_annotation(q.type)) for q in e.params]}
+                {
+                    "name": e.name,
+                    "params": [(q.name, python_annotation(q.type)) for q in e.params],
+                }
                 for e in m.effects
             ],
             "handlers": [self._handler(i.name) for i in m.inputs],
-            "invariants": [(inv.name, self._py(inv.expr, None)) for inv in m.invariants],
+            "invariants": [
+                (inv.name, self._py(inv.expr, None)) for inv in m.invariants
+            ],
             "type_imports": self._type_imports(spec),
             "initial": member(m.initial),
             "transition_count": sum(len(t.sources) for t in m.transitions),
@@ -175,9 +186,8 @@ class _MachineRenderer:
     def _type_imports(self, spec: Spec) -> dict[str, object]:
         used = _types_used(self.m)
         ids = tuple(t for t in spec.types if isinstance(t, IdT) and t.name in used)
-        generated = sorted(
-            t.name for t in (*spec.enums, *spec.unions) if t.name in used
-        )
+        named: list[EnumT | UnionT] = [*spec.enums, *spec.unions]
+        generated = sorted(t.name for t in named if t.name in used)
         return {"ids": _id_imports(ids), "generated": generated}
 
     def _names(self, on: str | None) -> ex.PyNames:
@@ -205,12 +215,16 @@ class _MachineRenderer:
             handler.groups.append(self._group(states, transitions, on))
         return handler
 
-    def _group(self, states: list[str], transitions: list[Transition], on: str) -> _Group:
+    def _group(
+        self, states: list[str], transitions: list[Transition], on: str
+    ) -> _Group:
         enum = self.state_enum
         if len(states) == 1:
             condition = f"phase is {enum}.{member(states[0])}"
         else:
-            condition = "phase in (" + ", ".join(f"{enum}.{member(s)}" for s in states) + ")"
+            condition = (
+                "phase in (" + ", ".join(f"{enum}.{member(s)}" for s in states) + ")"
+            )
         candidates = []
         guard_sources: dict[str, str] = {}
         for t in transitions:
@@ -224,7 +238,9 @@ class _MachineRenderer:
         """Statements that apply ``t``: compute every update from the old values
         first (updates are simultaneous), assign, and build the effects from the
         new values."""
-        target = "phase" if t.target is None else f"{self.state_enum}.{member(t.target)}"
+        target = (
+            "phase" if t.target is None else f"{self.state_enum}.{member(t.target)}"
+        )
         lines = []
         if t.sets:
             # One tuple assignment: every right side reads the old values.
@@ -244,7 +260,8 @@ def _types_used(m: Machine) -> set[str]:
     """Named types the machine's module mentions (to import only those)."""
     used: set[str] = set()
     declared = [f.type for f in m.fields]
-    declared += [q.type for sig in (*m.inputs, *m.effects) for q in sig.params]
+    declared += [q.type for i in m.inputs for q in i.params]
+    declared += [q.type for e in m.effects for q in e.params]
     for t in declared:
         inner = t.inner if isinstance(t, Opt) else t
         used.add(str(inner))
@@ -271,7 +288,16 @@ def render_package_init(spec: Spec, env: jinja2.Environment) -> str:
 def format_python(source: str, name: str) -> str:
     """Format with the project's pinned ruff, so output never depends on taste."""
     result = subprocess.run(
-        [sys.executable, "-m", "ruff", "format", "--quiet", "--stdin-filename", name, "-"],
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "format",
+            "--quiet",
+            "--stdin-filename",
+            name,
+            "-",
+        ],
         input=source,
         capture_output=True,
         text=True,

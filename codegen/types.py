@@ -111,4 +111,4 @@ def python_annotation(t: Type) -> str:
         return f"{python_annotation(t.inner)} | None"
     if isinstance(t, NoneT):
         return "None"
-    return t.name if not isinstance(t, Prim) else t.name
+    return t.name

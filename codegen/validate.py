@@ -27,7 +27,9 @@ def _check_terminal_exits(m: Machine, problems: Problems) -> None:
             target = t.target_from(source)
             if source in m.terminal and target not in m.terminal:
                 problems.add(
-                    t.line, "terminal-exit", t.name,
+                    t.line,
+                    "terminal-exit",
+                    t.name,
                     f"{m.name}: transition {t.name} leaves terminal state {source!r} "
                     f"for live state {target!r}",
                     m.terminal,
@@ -46,7 +48,9 @@ def _check_reachability(m: Machine, problems: Problems) -> None:
     for state in m.states:
         if state not in reached:
             problems.add(
-                m.line, "unreachable-state", state,
+                m.line,
+                "unreachable-state",
+                state,
                 f"{m.name}: state {state!r} cannot be reached from {m.initial!r}",
                 sorted(reached),
             )
@@ -60,9 +64,13 @@ def _check_determinism(m: Machine, problems: Problems) -> None:
                 for second in candidates[i + 1 :]:
                     witness = _overlap(m, first, second)
                     if witness is not None:
-                        shown = ", ".join(f"{k}={v}" for k, v in sorted(witness.items()))
+                        shown = ", ".join(
+                            f"{k}={v}" for k, v in sorted(witness.items())
+                        )
                         problems.add(
-                            second.line, "nondeterministic", second.name,
+                            second.line,
+                            "nondeterministic",
+                            second.name,
                             f"{m.name}: in state {state!r} input {inp.name} enables both "
                             f"{first.name} and {second.name}"
                             + (f" (e.g. {shown})" if shown else "")

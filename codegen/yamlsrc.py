@@ -95,13 +95,24 @@ def _reject_duplicate_keys(node: yaml.MappingNode, file: str) -> None:
         # does not turn the key `on:` into the boolean True.
         if not isinstance(key_node, yaml.ScalarNode):
             raise SpecError(
-                [SpecProblem(file, key_node.start_mark.line + 1, "yaml", "", "keys must be text")]
+                [
+                    SpecProblem(
+                        file,
+                        key_node.start_mark.line + 1,
+                        "yaml",
+                        "",
+                        "keys must be text",
+                    )
+                ]
             )
         if key_node.value in seen:
             raise SpecError(
                 [
                     SpecProblem(
-                        file, key_node.start_mark.line + 1, "duplicate-key", key_node.value,
+                        file,
+                        key_node.start_mark.line + 1,
+                        "duplicate-key",
+                        key_node.value,
                         f"key {key_node.value!r} appears twice in one mapping",
                     )
                 ]

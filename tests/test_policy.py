@@ -19,7 +19,14 @@ from meerkat_runtime import (
     WakeMode,
 )
 
-A, W, Q, C, D, R = ApplyMode, WakeMode, QueueMode, ConsumePoint, DrainPolicy, RoutingDisposition
+A, W, Q, C, D, R = (
+    ApplyMode,
+    WakeMode,
+    QueueMode,
+    ConsumePoint,
+    DrainPolicy,
+    RoutingDisposition,
+)
 
 
 @dataclass(frozen=True)
@@ -112,5 +119,6 @@ def test_decision_json_uses_snake_case_and_upstream_defaults() -> None:
     decoded = msgspec.json.decode(sparse, type=PolicyDecision)
     assert decoded.drain_policy is D.QUEUE_NEXT_TURN
     assert decoded.routing_disposition is R.QUEUE
-    assert decoded.record_transcript and decoded.emit_operator_content
+    assert decoded.record_transcript
+    assert decoded.emit_operator_content
     assert decoded.policy_version == 1

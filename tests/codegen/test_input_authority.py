@@ -178,14 +178,14 @@ def test_restore_round_trips_and_bypasses_the_machine() -> None:
     auth = InputLifecycleAuthority.restore(snap)
     assert auth.snapshot() == snap
     assert auth.violated_invariants() == ("boundary_metadata_requires_application",)
-    assert eval(repr(auth)).snapshot() == snap  # noqa: S307 - repr is valid Python
+    assert eval(repr(auth)).snapshot() == snap
 
 
 def test_state_lives_in_slots_only() -> None:
     """The phase cannot be set through a public attribute (STYLE.md 1)."""
     auth = InputLifecycleAuthority()
     with pytest.raises(AttributeError):
-        auth.phase = S.CONSUMED  # type: ignore[method-assign]
+        auth.phase = S.CONSUMED  # type: ignore[method-assign, assignment]
     with pytest.raises(AttributeError):
         auth.extra = 1  # type: ignore[attr-defined]
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from meerkat_runtime import (
+    AdmissionEffect,
     HandlingMode,
     InputId,
     RunId,
@@ -14,7 +17,6 @@ from meerkat_runtime import (
     RuntimeState,
 )
 from meerkat_runtime.generated.runtime_control import (
-    AdmissionEffect,
     RuntimeControlEffect,
     RuntimeControlSnapshot,
 )
@@ -26,7 +28,9 @@ R1, R2 = RunId("r1"), RunId("r2")
 
 
 def at(phase: S, **fields: object) -> RuntimeControlAuthority:
-    return RuntimeControlAuthority.restore(RuntimeControlSnapshot(phase=phase, **fields))  # type: ignore[arg-type]
+    return RuntimeControlAuthority.restore(
+        RuntimeControlSnapshot(phase=phase, **fields)
+    )  # type: ignore[arg-type]
 
 
 def test_predicates() -> None:
@@ -39,11 +43,16 @@ def test_predicates() -> None:
 
 @pytest.mark.parametrize(
     ("start", "back"),
-    [(S.IDLE, S.IDLE), (S.ATTACHED, S.ATTACHED), (S.RETIRED, S.RETIRED), (S.RECOVERING, S.IDLE)],
+    [
+        (S.IDLE, S.IDLE),
+        (S.ATTACHED, S.ATTACHED),
+        (S.RETIRED, S.RETIRED),
+        (S.RECOVERING, S.IDLE),
+    ],
 )
 @pytest.mark.parametrize("end", [I.RunCompleted, I.RunFailed, I.RunCancelled])
 def test_run_returns_to_where_it_started(
-    start: S, back: S, end: type[RuntimeControlInput.RunCompleted]
+    start: S, back: S, end: Callable[[RunId], RuntimeControlInput]
 ) -> None:
     """C-3: BeginRun remembers the phase; every run terminal returns there
     (recovering returns to idle) and clears the run."""
@@ -72,7 +81,8 @@ def test_begin_run_needs_no_active_run() -> None:
     auth = at(S.IDLE)
     auth.apply(I.BeginRun(R1))
     auth.apply(I.RetireRequested())
-    assert auth.phase() is S.RETIRED and auth.current_run_id() == R1
+    assert auth.phase() is S.RETIRED
+    assert auth.current_run_id() == R1
     with pytest.raises(RuntimeControlError.GuardFailed):
         auth.apply(I.BeginRun(R2))
     assert auth.apply(I.RunCompleted(R1)).next_phase is S.RETIRED
@@ -96,7 +106,9 @@ def test_reset_stop_destroy_effects() -> None:
         E.ApplyControlPlaneCommand("reset"),
         E.ResolveCompletionAsTerminated("reset"),
     )
-    stop = at(S.RUNNING, current_run_id=R1, pre_run_state=S.IDLE).apply(I.StopRequested())
+    stop = at(S.RUNNING, current_run_id=R1, pre_run_state=S.IDLE).apply(
+        I.StopRequested()
+    )
     assert stop.next_phase is S.STOPPED
     assert stop.effects[1] == E.ResolveCompletionAsTerminated("stopped")
 
