@@ -45,9 +45,12 @@ class Problems:
         message: str,
         valid: Iterable[str] = (),
     ) -> None:
-        self.items.append(
-            SpecProblem(self.file, line, kind, name, message, tuple(sorted(valid)))
+        problem = SpecProblem(
+            self.file, line, kind, name, message, tuple(sorted(valid))
         )
+        # A mistake reached twice (a guard used by two transitions) is one mistake.
+        if problem not in self.items:
+            self.items.append(problem)
 
     def __bool__(self) -> bool:
         return bool(self.items)

@@ -77,6 +77,7 @@ class Machine:
     line: int
     state_type: EnumT
     state_docs: tuple[tuple[str, str], ...]
+    state_lines: tuple[tuple[str, int], ...]
     initial: str
     terminal: tuple[str, ...]
     constants: tuple[tuple[str, int], ...]

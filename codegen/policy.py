@@ -139,6 +139,15 @@ class _PolicyLoader:
                     f"unknown key {key!r} in handling_mode_override",
                     (*HANDLING_MODES, "exempt_kinds", "silent_kinds"),
                 )
+        file_version = top.get("version")
+        if file_version is None or file_version.value != 1:
+            self.p.add(
+                file_version.line if file_version else root.line,
+                "version",
+                str(file_version.value if file_version else None),
+                "this tool reads policy version 1",
+                ("1",),
+            )
         version = top.get("policy_version")
         number = version.value if version is not None else None
         if not isinstance(number, int) or isinstance(number, bool):
@@ -188,7 +197,7 @@ class _PolicyLoader:
         for kind in KIND_IDS:
             if kind not in body:
                 self.p.add(
-                    line,
+                    node.key_line if node is not None else line,
                     "missing-kind",
                     kind,
                     f"kinds.{kind} is required (T-3)",

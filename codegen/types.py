@@ -75,7 +75,18 @@ class UnionT:
         return self.name
 
 
-Type = Prim | NoneT | Opt | IdT | EnumT | UnionT
+@dataclass(frozen=True, slots=True)
+class UnknownT:
+    """Stands in for a type name that did not resolve (already reported), so
+    the mistake does not cascade into type errors wherever the field is used."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+Type = Prim | NoneT | Opt | IdT | EnumT | UnionT | UnknownT
 
 BOOL = Prim("bool")
 INT = Prim("int")
@@ -90,7 +101,7 @@ def strip_optional(t: Type) -> Type:
 
 def assignable(source: Type, target: Type) -> bool:
     """Whether a value of type ``source`` may be stored where ``target`` is expected."""
-    if source == target:
+    if source == target or isinstance(source, UnknownT) or isinstance(target, UnknownT):
         return True
     if isinstance(target, Opt):
         return isinstance(source, NoneT) or assignable(source, target.inner)
@@ -100,6 +111,8 @@ def assignable(source: Type, target: Type) -> bool:
 def comparable(a: Type, b: Type) -> bool:
     """Whether ``a == b`` is meaningful (same type, modulo optional/None)."""
     a_inner, b_inner = strip_optional(a), strip_optional(b)
+    if isinstance(a_inner, UnknownT) or isinstance(b_inner, UnknownT):
+        return True
     if isinstance(a_inner, NoneT) or isinstance(b_inner, NoneT):
         return isinstance(a, Opt | NoneT) or isinstance(b, Opt | NoneT)
     return a_inner == b_inner

@@ -45,10 +45,11 @@ def _check_reachability(m: Machine, problems: Problems) -> None:
             if state in t.sources and t.target_from(state) not in reached:
                 reached.add(t.target_from(state))
                 frontier.append(t.target_from(state))
+    lines = dict(m.state_lines)
     for state in m.states:
         if state not in reached:
             problems.add(
-                m.line,
+                lines.get(state, m.line),
                 "unreachable-state",
                 state,
                 f"{m.name}: state {state!r} cannot be reached from {m.initial!r}",

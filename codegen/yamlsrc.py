@@ -24,6 +24,7 @@ class Node:
 
     value: dict[str, Node] | list[Node] | Scalar
     line: int
+    key_line: int = 0  # for a mapping value: the line of its key
 
 
 def load(path: Path, display: str | None = None) -> Node:
@@ -54,7 +55,9 @@ def _convert(node: yaml.Node, file: str) -> Node:
         yaml.SafeLoader("").flatten_mapping(node)
         out: dict[str, Node] = {}
         for key_node, value_node in node.value:
-            out[str(key_node.value)] = _convert(value_node, file)
+            converted = _convert(value_node, file)
+            key_line = key_node.start_mark.line + 1
+            out[str(key_node.value)] = Node(converted.value, converted.line, key_line)
         return Node(out, line)
     if isinstance(node, yaml.SequenceNode):
         return Node([_convert(item, file) for item in node.value], line)

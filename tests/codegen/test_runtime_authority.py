@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -27,10 +28,10 @@ E = RuntimeControlEffect
 R1, R2 = RunId("r1"), RunId("r2")
 
 
-def at(phase: S, **fields: object) -> RuntimeControlAuthority:
+def at(phase: S, **fields: Any) -> RuntimeControlAuthority:
     return RuntimeControlAuthority.restore(
         RuntimeControlSnapshot(phase=phase, **fields)
-    )  # type: ignore[arg-type]
+    )
 
 
 def test_predicates() -> None:
