@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from codegen.errors import SpecError, SpecProblem
+from codegen.errors import SpecProblem
 from codegen.policy import KIND_IDS, load_policy
+from tests.codegen import problems as shared
+from tests.codegen.problems import assert_problem, line_of, only
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = REPO / "spec" / "policy.yaml"
@@ -38,46 +40,12 @@ def policy_text(replace: Mapping[str, str]) -> str:
     return text
 
 
-def line_of(text: str, needle: str) -> int:
-    """The 1-based line containing ``needle``; ``^`` anchors it at line start."""
-    lines = enumerate(text.splitlines(), 1)
-    if needle.startswith("^"):
-        found = [n for n, line in lines if line.startswith(needle[1:])]
-    else:
-        found = [n for n, line in lines if needle in line]
-    assert len(found) == 1, f"{needle!r} is on lines {found}"
-    return found[0]
-
-
 def problems(tmp_path: Path, text: str) -> list[SpecProblem]:
-    path = tmp_path / FILE
-    path.write_text(text, encoding="utf-8")
-    with pytest.raises(SpecError) as caught:
-        load_policy(path, FILE)
-    found = caught.value.problems
-    assert all(p.file == FILE for p in found)
-    return found
+    return shared.problems(load_policy, tmp_path, FILE, text)
 
 
 def one_problem(tmp_path: Path, text: str) -> SpecProblem:
-    found = problems(tmp_path, text)
-    assert len(found) == 1, "\n".join(map(str, found))
-    return found[0]
-
-
-def assert_problem(
-    problem: SpecProblem,
-    *,
-    kind: str,
-    line: int,
-    name: str,
-    valid: tuple[str, ...] | None = None,
-) -> None:
-    """Exact kind, line and name; ``valid`` too unless it is ``None``."""
-    assert (problem.kind, problem.line, problem.name) == (kind, line, name), problem
-    if valid is not None:
-        assert problem.valid == valid, problem
-    assert str(problem).startswith(f"{FILE}:{line}: [{kind}]")
+    return only(problems(tmp_path, text))
 
 
 def test_real_policy_loads() -> None:

@@ -26,6 +26,8 @@ from codegen.errors import SpecError, SpecProblem
 from codegen.expr import ALLOWED_SYNTAX
 from codegen.loader import TRANSITION_KEYS, load_spec
 from codegen.model import Spec
+from tests.codegen import problems as shared
+from tests.codegen.problems import assert_problem, line_of, lines_of, only
 
 REPO = Path(__file__).resolve().parents[2]
 FILE = "lifecycle.yaml"
@@ -125,17 +127,6 @@ def spec_text(
     return text + textwrap.indent(textwrap.dedent(transitions), " " * 6)
 
 
-def lines_of(text: str, needle: str) -> list[int]:
-    """The 1-based numbers of the lines containing ``needle``."""
-    return [n for n, line in enumerate(text.splitlines(), 1) if needle in line]
-
-
-def line_of(text: str, needle: str) -> int:
-    found = lines_of(text, needle)
-    assert len(found) == 1, f"{needle!r} is on lines {found}"
-    return found[0]
-
-
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / FILE
     path.write_text(text, encoding="utf-8")
@@ -147,33 +138,11 @@ def load_ok(tmp_path: Path, text: str) -> Spec:
 
 
 def problems(tmp_path: Path, text: str) -> list[SpecProblem]:
-    with pytest.raises(SpecError) as caught:
-        load_spec(write(tmp_path, text), FILE)
-    found = caught.value.problems
-    assert all(p.file == FILE for p in found)
-    return found
+    return shared.problems(load_spec, tmp_path, FILE, text)
 
 
 def one_problem(tmp_path: Path, text: str) -> SpecProblem:
-    found = problems(tmp_path, text)
-    assert len(found) == 1, "\n".join(map(str, found))
-    return found[0]
-
-
-def assert_problem(
-    problem: SpecProblem,
-    *,
-    kind: str,
-    line: int,
-    name: str,
-    valid: tuple[str, ...] | None = None,
-) -> None:
-    """Exact kind, line and name; ``valid`` too unless it is ``None``."""
-    assert (problem.kind, problem.line, problem.name) == (kind, line, name), problem
-    if valid is not None:
-        assert problem.valid == valid, problem
-    # The rendered form an author sees names the file and the line.
-    assert str(problem).startswith(f"{FILE}:{line}: [{kind}]")
+    return only(problems(tmp_path, text))
 
 
 # --------------------------------------------------------------------------
