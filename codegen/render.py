@@ -187,7 +187,9 @@ class _MachineRenderer:
         used = _types_used(self.m)
         ids = tuple(t for t in spec.types if isinstance(t, IdT) and t.name in used)
         named: list[EnumT | UnionT] = [*spec.enums, *spec.unions]
-        generated = sorted(t.name for t in named if t.name in used)
+        generated = sorted(
+            {n for t in named for n in (t.name, f"Any{t.name}") if n in used}
+        )
         return {"ids": _id_imports(ids), "generated": generated}
 
     def _names(self, on: str | None) -> ex.PyNames:
@@ -263,8 +265,8 @@ def _types_used(m: Machine) -> set[str]:
     declared += [q.type for i in m.inputs for q in i.params]
     declared += [q.type for e in m.effects for q in e.params]
     for t in declared:
-        inner = t.inner if isinstance(t, Opt) else t
-        used.add(str(inner))
+        # Fields and parameters are annotated with a union's Any-alias.
+        used.add(python_annotation(t.inner if isinstance(t, Opt) else t))
     exprs = [g.expr for g in m.guards] + [i.expr for i in m.invariants]
     exprs += [e for t in m.transitions for e in (*t.emits, *(v for _, v in t.sets))]
     for e in exprs:

@@ -124,4 +124,8 @@ def python_annotation(t: Type) -> str:
         return f"{python_annotation(t.inner)} | None"
     if isinstance(t, NoneT):
         return "None"
+    if isinstance(t, UnionT):
+        # msgspec decodes a tagged union only when given its variants, so
+        # annotations use the generated alias ``AnyX = VariantA | VariantB``.
+        return f"Any{t.name}"
     return t.name

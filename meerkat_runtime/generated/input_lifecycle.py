@@ -21,6 +21,8 @@ from typing import Any, ClassVar
 import msgspec
 
 from meerkat_runtime.generated.spec_types import (
+    AnyInputAbandonReason,
+    AnyInputTerminalOutcome,
     InputAbandonReason,
     InputTerminalOutcome,
 )
@@ -122,7 +124,7 @@ class Coalesce(InputLifecycleInput, frozen=True):
 
 
 class Abandon(InputLifecycleInput, frozen=True):
-    reason: InputAbandonReason
+    reason: AnyInputAbandonReason
 
 
 InputLifecycleInput.QueueAccepted = QueueAccepted
@@ -154,7 +156,7 @@ class InputLifecycleNotice(InputLifecycleEffect, frozen=True):
 
 
 class RecordTerminalOutcome(InputLifecycleEffect, frozen=True):
-    outcome: InputTerminalOutcome
+    outcome: AnyInputTerminalOutcome
 
 
 class RecordRunAssociation(InputLifecycleEffect, frozen=True):
@@ -187,7 +189,7 @@ class InputLifecycleSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     """The authority's whole state, for persistence and checkpoints."""
 
     phase: InputLifecycleState
-    terminal_outcome: InputTerminalOutcome | None = None
+    terminal_outcome: AnyInputTerminalOutcome | None = None
     last_run_id: RunId | None = None
     last_boundary_sequence: int | None = None
     attempt_count: int = 0
@@ -259,7 +261,7 @@ class InputLifecycleAuthority:
 
     def __init__(self) -> None:
         self._phase = InputLifecycleState.ACCEPTED
-        self._terminal_outcome: InputTerminalOutcome | None = None
+        self._terminal_outcome: AnyInputTerminalOutcome | None = None
         self._last_run_id: RunId | None = None
         self._last_boundary_sequence: int | None = None
         self._attempt_count: int = 0
@@ -287,7 +289,7 @@ class InputLifecycleAuthority:
     def phase(self) -> InputLifecycleState:
         return self._phase
 
-    def terminal_outcome(self) -> InputTerminalOutcome | None:
+    def terminal_outcome(self) -> AnyInputTerminalOutcome | None:
         return self._terminal_outcome
 
     def last_run_id(self) -> RunId | None:

@@ -2,8 +2,9 @@
 # Regenerate with `make generate` (python -m codegen generate).
 """Types shared by the lifecycle machines, declared under `types:` in the spec.
 
-Enums use upstream's serde names as values; unions are msgspec tagged structs
-whose variants are reached as ``Union.Variant(...)``.
+Enums use upstream's serde names as values; unions are tagged value structs
+(keyword construction, JSON via meerkat_runtime.codec) whose variants are
+reached as ``Union.Variant(...)``.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from __future__ import annotations
 import enum
 from typing import ClassVar
 
-import msgspec
-
+from meerkat_runtime.codec import Value
 from meerkat_runtime.ids import InputId
 
 
@@ -34,7 +34,7 @@ class AdmissionEffect(enum.Enum):
         return f"{type(self).__name__}.{self.name}"
 
 
-class InputAbandonReason(msgspec.Struct, frozen=True, tag_field="reason_type"):
+class InputAbandonReason(Value, frozen=True, tag_field="reason_type"):
     """Base of the InputAbandonReason variants."""
 
     Retired: ClassVar[type[Retired]]
@@ -72,8 +72,11 @@ InputAbandonReason.Destroyed = Destroyed
 InputAbandonReason.Cancelled = Cancelled
 InputAbandonReason.MaxAttemptsExhausted = MaxAttemptsExhausted
 
+AnyInputAbandonReason = Retired | Reset | Destroyed | Cancelled | MaxAttemptsExhausted
+"""Annotation for a field holding any InputAbandonReason (what msgspec decodes)."""
 
-class InputTerminalOutcome(msgspec.Struct, frozen=True, tag_field="outcome_type"):
+
+class InputTerminalOutcome(Value, frozen=True, tag_field="outcome_type"):
     """Base of the InputTerminalOutcome variants."""
 
     Consumed: ClassVar[type[Consumed]]
@@ -95,10 +98,13 @@ class Coalesced(InputTerminalOutcome, frozen=True, tag="coalesced"):
 
 
 class Abandoned(InputTerminalOutcome, frozen=True, tag="abandoned"):
-    reason: InputAbandonReason
+    reason: AnyInputAbandonReason
 
 
 InputTerminalOutcome.Consumed = Consumed
 InputTerminalOutcome.Superseded = Superseded
 InputTerminalOutcome.Coalesced = Coalesced
 InputTerminalOutcome.Abandoned = Abandoned
+
+AnyInputTerminalOutcome = Consumed | Superseded | Coalesced | Abandoned
+"""Annotation for a field holding any InputTerminalOutcome (what msgspec decodes)."""

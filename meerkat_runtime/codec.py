@@ -1,0 +1,108 @@
+"""One JSON codec for every value type.
+
+Theory of operation: value types are frozen msgspec structs (``Value``) whose
+tagged unions use upstream's tag names (``input_type``, ``outcome_type``,
+``event_type`` ...). Ids are not msgspec-native, so the hooks below write them
+as their bare text and wrap them back on the way in. ``Value.to_json()`` and
+``X.from_json()`` go through here; so do the stores, so a record written by one
+tool is readable by another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+from typing import Any, Self, TypeVar, Union, cast
+
+import msgspec
+
+from meerkat_runtime.ids import _TextId
+
+T = TypeVar("T")
+
+# Mutable types that travel inside values (InputState inside AcceptOutcome):
+# class -> (to a msgspec-encodable value, from decoded builtins).
+_CUSTOM: dict[type, tuple[Callable[[Any], object], Callable[[Any], object]]] = {}
+
+
+def register_custom(
+    cls: type, to_wire: Callable[[Any], object], from_wire: Callable[[Any], object]
+) -> None:
+    """Teach the codec a non-struct type (called once, at import of ``cls``)."""
+    _CUSTOM[cls] = (to_wire, from_wire)
+
+
+def _enc_hook(obj: object) -> object:
+    if isinstance(obj, _TextId):
+        return str(obj)
+    custom = _CUSTOM.get(type(obj))
+    if custom is not None:
+        return custom[0](obj)
+    raise NotImplementedError(f"cannot encode {type(obj).__name__} as JSON")
+
+
+def _dec_hook(target: type, obj: object) -> object:
+    if isinstance(target, type) and issubclass(target, _TextId):
+        if not isinstance(obj, str):
+            raise TypeError(f"expected text for {target.__name__}")
+        return target(obj)
+    custom = _CUSTOM.get(target)
+    if custom is not None:
+        return custom[1](obj)
+    raise NotImplementedError(f"cannot decode {target!r}")
+
+
+_ENCODER = msgspec.json.Encoder(enc_hook=_enc_hook)
+
+
+def encode(value: object) -> bytes:
+    """JSON bytes of any value type (or a container of them)."""
+    return _ENCODER.encode(value)
+
+
+def decode(data: bytes | str, target: type[T]) -> T:
+    """Decode JSON into ``target``; a union base decodes into its variants.
+
+    Raises ``msgspec.ValidationError`` (naming the offending path) or
+    ``msgspec.DecodeError`` on malformed input.
+    """
+    wire: Any = _wire_type(cast(Any, target))
+    decoded: T = msgspec.json.decode(data, type=wire, dec_hook=_dec_hook)
+    return decoded
+
+
+def to_builtins(value: object) -> Any:
+    """Plain dicts/lists/strings, as the JSON would hold them."""
+    return msgspec.to_builtins(value, enc_hook=_enc_hook)
+
+
+@cache
+def _wire_type(target: Any) -> Any:
+    """A union base class decodes as the union of its concrete variants."""
+    variants = _leaf_variants(target)
+    if not variants or variants == [target]:
+        return target
+    return Union[tuple(variants)]  # noqa: UP007 - built from a runtime tuple
+
+
+def _leaf_variants(target: type) -> list[type]:
+    if not (isinstance(target, type) and issubclass(target, msgspec.Struct)):
+        return []
+    config = target.__struct_config__
+    if config.tag is not None and not target.__subclasses__():
+        return [target]
+    found: list[type] = []
+    for sub in target.__subclasses__():
+        found += _leaf_variants(sub)
+    return found
+
+
+class Value(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Base of immutable value types: keyword construction, JSON round trip."""
+
+    def to_json(self) -> bytes:
+        return encode(self)
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Self:
+        return decode(data, cls)

@@ -1,0 +1,1 @@
+"""Runtime drivers: the ephemeral one (all logic, no IO) and, later, the persistent one."""

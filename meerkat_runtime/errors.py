@@ -1,0 +1,54 @@
+"""The driver's error family (A-1, C-8 ...): one base, variants as attributes.
+
+``RuntimeDriverError`` is "you asked for something this runtime cannot do"
+(not ready, invalid input, destroyed) or, for ``Internal``, a failure under
+the driver (a store error, wrapped with its text).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class RuntimeDriverError(Exception):
+    """Base of the driver errors; ``except RuntimeDriverError`` catches all."""
+
+    NotReady: ClassVar[type[NotReadyError]]
+    ValidationFailed: ClassVar[type[ValidationFailedError]]
+    Destroyed: ClassVar[type[DestroyedError]]
+    Internal: ClassVar[type[InternalError]]
+
+
+class NotReadyError(RuntimeDriverError):
+    """The runtime's phase does not accept this operation (A-1)."""
+
+    def __init__(self, state: object) -> None:
+        self.state = state
+        super().__init__(f"Runtime not ready: {getattr(state, 'value', state)}")
+
+
+class ValidationFailedError(RuntimeDriverError):
+    """The request is malformed or illegal here; nothing was changed."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"Validation failed: {reason}")
+
+
+class DestroyedError(RuntimeDriverError):
+    def __init__(self) -> None:
+        super().__init__("Runtime destroyed")
+
+
+class InternalError(RuntimeDriverError):
+    """Something under the driver failed; ``str()`` carries the cause's text."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(f"Internal error: {message}")
+
+
+RuntimeDriverError.NotReady = NotReadyError
+RuntimeDriverError.ValidationFailed = ValidationFailedError
+RuntimeDriverError.Destroyed = DestroyedError
+RuntimeDriverError.Internal = InternalError

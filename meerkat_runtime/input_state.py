@@ -1,0 +1,263 @@
+"""``InputState``: one input's ledger entry, wrapping the generated authority.
+
+Theory of operation: the lifecycle phase and its fields (terminal outcome,
+last run, last boundary sequence, attempts) live in an
+``InputLifecycleAuthority`` that only ``apply`` can change, so no caller can
+assign a phase (STYLE.md 1). Around it sit the operational fields upstream
+lets callers set (``persisted_input``, ``policy`` ...) and a history of every
+transition with a stable snake_case reason (decision 15): the transition's
+name in the spec.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+
+from meerkat_runtime import codec
+from meerkat_runtime.codec import Value
+from meerkat_runtime.generated.input_lifecycle import (
+    InputLifecycleAuthority,
+    InputLifecycleInput,
+    InputLifecycleSnapshot,
+    InputLifecycleState,
+    InputLifecycleTransition,
+)
+from meerkat_runtime.generated.policy_table import PolicyDecision
+from meerkat_runtime.generated.spec_types import AnyInputTerminalOutcome
+from meerkat_runtime.ids import IdempotencyKey, InputId, RunId
+from meerkat_runtime.inputs import AnyInput, InputDurability
+
+
+class PolicySnapshot(Value, frozen=True):
+    """The decision recorded for an input, with the table version (A-8)."""
+
+    version: int
+    decision: PolicyDecision
+
+
+class InputStateHistoryEntry(Value, frozen=True):
+    timestamp: datetime
+    from_state: InputLifecycleState
+    to_state: InputLifecycleState
+    reason: str
+
+
+class InputStateRecord(Value, frozen=True):
+    """The wire form of an ``InputState`` (L-10), as stores keep it."""
+
+    input_id: InputId
+    current_state: InputLifecycleState
+    created_at: datetime
+    updated_at: datetime
+    policy: PolicySnapshot | None = None
+    terminal_outcome: AnyInputTerminalOutcome | None = None
+    durability: InputDurability | None = None
+    idempotency_key: IdempotencyKey | None = None
+    attempt_count: int = 0
+    recovery_count: int = 0
+    history: list[InputStateHistoryEntry] = msgspec.field(default_factory=list)
+    reconstruction_source: str | None = None
+    persisted_input: AnyInput | None = None
+    last_run_id: RunId | None = None
+    last_boundary_sequence: int | None = None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class InputState:
+    """One input's lifecycle record. Its phase changes only through ``apply``."""
+
+    __slots__ = (
+        "_authority",
+        "_history",
+        "_updated_at",
+        "created_at",
+        "durability",
+        "idempotency_key",
+        "input_id",
+        "persisted_input",
+        "policy",
+        "reconstruction_source",
+        "recovery_count",
+    )
+
+    def __init__(
+        self,
+        input_id: InputId,
+        authority: InputLifecycleAuthority,
+        created_at: datetime,
+        updated_at: datetime | None = None,
+        history: list[InputStateHistoryEntry] | None = None,
+    ) -> None:
+        self.input_id = input_id
+        self._authority = authority
+        self.created_at = created_at
+        self._updated_at = updated_at or created_at
+        self._history = history if history is not None else []
+        self.policy: PolicySnapshot | None = None
+        self.durability: InputDurability | None = None
+        self.idempotency_key: IdempotencyKey | None = None
+        self.recovery_count = 0
+        self.reconstruction_source: str | None = None
+        self.persisted_input: AnyInput | None = None
+
+    @classmethod
+    def new_accepted(cls, input_id: InputId, now: datetime | None = None) -> InputState:
+        return cls(input_id, InputLifecycleAuthority(), now or _now())
+
+    # -- lifecycle (read) -------------------------------------------------
+
+    def current_state(self) -> InputLifecycleState:
+        return self._authority.phase()
+
+    def is_terminal(self) -> bool:
+        return self._authority.phase().is_terminal()
+
+    def terminal_outcome(self) -> AnyInputTerminalOutcome | None:
+        return self._authority.terminal_outcome()
+
+    def last_run_id(self) -> RunId | None:
+        return self._authority.last_run_id()
+
+    def last_boundary_sequence(self) -> int | None:
+        return self._authority.last_boundary_sequence()
+
+    def attempt_count(self) -> int:
+        return self._authority.attempt_count()
+
+    def history(self) -> list[InputStateHistoryEntry]:
+        return list(self._history)
+
+    def updated_at(self) -> datetime:
+        return self._updated_at
+
+    def lifecycle_snapshot(self) -> InputLifecycleSnapshot:
+        return self._authority.snapshot()
+
+    # -- lifecycle (change) -----------------------------------------------
+
+    def can_accept(self, lifecycle_input: InputLifecycleInput) -> bool:
+        return self._authority.can_accept(lifecycle_input)
+
+    def apply(
+        self, lifecycle_input: InputLifecycleInput, now: datetime | None = None
+    ) -> InputLifecycleTransition:
+        """Apply through the authority (raises and changes nothing if illegal)."""
+        transition = self._authority.apply(lifecycle_input)
+        stamp = now or _now()
+        self._history.append(
+            InputStateHistoryEntry(
+                timestamp=stamp,
+                from_state=transition.from_phase,
+                to_state=transition.next_phase,
+                reason=transition.name,
+            )
+        )
+        self._updated_at = stamp
+        return transition
+
+    def stamp_receipt_metadata(self, run_id: RunId, sequence: int) -> None:
+        """L-9: a store records which boundary applied the input (no transition)."""
+        snap = self._authority.snapshot()
+        self._authority = InputLifecycleAuthority.restore(
+            InputLifecycleSnapshot(
+                phase=snap.phase,
+                terminal_outcome=snap.terminal_outcome,
+                last_run_id=run_id,
+                last_boundary_sequence=sequence,
+                attempt_count=snap.attempt_count,
+            )
+        )
+
+    # -- copies and records -----------------------------------------------
+
+    def clone(self) -> InputState:
+        copy = InputState(
+            self.input_id,
+            InputLifecycleAuthority.restore(self._authority.snapshot()),
+            self.created_at,
+            self._updated_at,
+            list(self._history),
+        )
+        copy.policy = self.policy
+        copy.durability = self.durability
+        copy.idempotency_key = self.idempotency_key
+        copy.recovery_count = self.recovery_count
+        copy.reconstruction_source = self.reconstruction_source
+        copy.persisted_input = self.persisted_input
+        return copy
+
+    def to_record(self) -> InputStateRecord:
+        snap = self._authority.snapshot()
+        return InputStateRecord(
+            input_id=self.input_id,
+            current_state=snap.phase,
+            created_at=self.created_at,
+            updated_at=self._updated_at,
+            policy=self.policy,
+            terminal_outcome=snap.terminal_outcome,
+            durability=self.durability,
+            idempotency_key=self.idempotency_key,
+            attempt_count=snap.attempt_count,
+            recovery_count=self.recovery_count,
+            history=list(self._history),
+            reconstruction_source=self.reconstruction_source,
+            persisted_input=self.persisted_input,
+            last_run_id=snap.last_run_id,
+            last_boundary_sequence=snap.last_boundary_sequence,
+        )
+
+    @classmethod
+    def from_record(cls, record: InputStateRecord) -> InputState:
+        """Rebuild exactly from a stored record (L-10: no validation of phases)."""
+        authority = InputLifecycleAuthority.restore(
+            InputLifecycleSnapshot(
+                phase=record.current_state,
+                terminal_outcome=record.terminal_outcome,
+                last_run_id=record.last_run_id,
+                last_boundary_sequence=record.last_boundary_sequence,
+                attempt_count=record.attempt_count,
+            )
+        )
+        state = cls(
+            record.input_id,
+            authority,
+            record.created_at,
+            record.updated_at,
+            list(record.history),
+        )
+        state.policy = record.policy
+        state.durability = record.durability
+        state.idempotency_key = record.idempotency_key
+        state.recovery_count = record.recovery_count
+        state.reconstruction_source = record.reconstruction_source
+        state.persisted_input = record.persisted_input
+        return state
+
+    def to_json(self) -> bytes:
+        return codec.encode(self.to_record())
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> InputState:
+        return cls.from_record(codec.decode(data, InputStateRecord))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, InputState) and other.to_record() == self.to_record()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"InputState.from_record({self.to_record()!r})"
+
+
+codec.register_custom(
+    InputState,
+    lambda state: codec.to_builtins(state.to_record()),
+    lambda raw: InputState.from_record(
+        codec.decode(codec.encode(raw), InputStateRecord)
+    ),
+)

@@ -1,0 +1,373 @@
+"""The six inputs and their parts (BEHAVIOUR.md section 1).
+
+Theory of operation: every input is an immutable value with a header (id,
+origin, durability, visibility, optional keys) and a kind-specific payload.
+Three derived facts drive the runtime: ``kind_id()`` (nine ids for six
+variants, T-3) selects the policy row and the supersession scope;
+``handling_mode_hint()`` (T-4) may override the row; ``header.durability``
+decides whether the input must be durable before it is acknowledged. JSON is
+internally tagged by ``input_type``; absent optional fields are omitted.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from meerkat_runtime.codec import Value
+from meerkat_runtime.generated.spec_types import HandlingMode
+from meerkat_runtime.ids import (
+    BlobId,
+    CorrelationId,
+    IdempotencyKey,
+    InputId,
+    SupersessionKey,
+)
+
+
+class _Enum(enum.Enum):
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}.{self.name}"
+
+
+class InputDurability(_Enum):
+    """Whether an input must survive a restart (T-10)."""
+
+    DURABLE = "durable"
+    EPHEMERAL = "ephemeral"
+    DERIVED = "derived"
+
+
+class InputVisibility(Value, frozen=True):
+    transcript_eligible: bool = True
+    operator_eligible: bool = True
+
+
+# ---------------------------------------------------------------- origin (T-7)
+
+
+class InputOrigin(Value, frozen=True, tag_field="type"):
+    """Who submitted an input."""
+
+    Operator: ClassVar[type[Operator]]
+    Peer: ClassVar[type[PeerOrigin]]
+    Flow: ClassVar[type[Flow]]
+    System: ClassVar[type[System]]
+    External: ClassVar[type[External]]
+
+
+class Operator(InputOrigin, frozen=True, tag="operator"):
+    pass
+
+
+class PeerOrigin(InputOrigin, frozen=True, tag="peer"):
+    peer_id: str
+    runtime_id: str | None = None
+
+
+class Flow(InputOrigin, frozen=True, tag="flow"):
+    flow_id: str
+    step_index: int
+
+
+class System(InputOrigin, frozen=True, tag="system"):
+    pass
+
+
+class External(InputOrigin, frozen=True, tag="external"):
+    source_name: str
+
+
+InputOrigin.Operator = Operator
+InputOrigin.Peer = PeerOrigin
+InputOrigin.Flow = Flow
+InputOrigin.System = System
+InputOrigin.External = External
+AnyInputOrigin = Operator | PeerOrigin | Flow | System | External
+
+
+class InputHeader(Value, frozen=True):
+    """What every input carries (T-6)."""
+
+    id: InputId
+    timestamp: datetime
+    source: AnyInputOrigin
+    durability: InputDurability
+    visibility: InputVisibility = InputVisibility()
+    idempotency_key: IdempotencyKey | None = None
+    supersession_key: SupersessionKey | None = None
+    correlation_id: CorrelationId | None = None
+
+    @classmethod
+    def new(
+        cls,
+        source: AnyInputOrigin | None = None,
+        durability: InputDurability = InputDurability.DURABLE,
+        **keys: Any,
+    ) -> InputHeader:
+        """A header with a fresh id and the current time."""
+        return cls(
+            id=InputId.new(),
+            timestamp=datetime.now(UTC),
+            source=source if source is not None else Operator(),
+            durability=durability,
+            **keys,
+        )
+
+
+# ---------------------------------------------------------------- content (T-19)
+
+
+class ImageData(Value, frozen=True, tag_field="source"):
+    """Image bytes inline (base64 text) or moved to a blob store."""
+
+    Inline: ClassVar[type[InlineImage]]
+    Blob: ClassVar[type[BlobImage]]
+
+
+class InlineImage(ImageData, frozen=True, tag="inline"):
+    data: str  # base64
+
+
+class BlobImage(ImageData, frozen=True, tag="blob"):
+    blob_id: BlobId
+
+
+ImageData.Inline = InlineImage
+ImageData.Blob = BlobImage
+AnyImageData = InlineImage | BlobImage
+
+
+class ContentBlock(Value, frozen=True, tag_field="type"):
+    Text: ClassVar[type[TextBlock]]
+    Image: ClassVar[type[ImageBlock]]
+
+
+class TextBlock(ContentBlock, frozen=True, tag="text"):
+    text: str
+
+
+class ImageBlock(ContentBlock, frozen=True, tag="image"):
+    """An image. Upstream flattens ``data`` into the block; here it nests."""
+
+    media_type: str
+    data: AnyImageData
+
+
+ContentBlock.Text = TextBlock
+ContentBlock.Image = ImageBlock
+AnyContentBlock = TextBlock | ImageBlock
+
+
+# ---------------------------------------------------------------- peers (T-2)
+
+
+class ResponseProgressPhase(_Enum):
+    ACCEPTED = "accepted"
+    IN_PROGRESS = "in_progress"
+    PARTIAL_RESULT = "partial_result"
+
+
+class ResponseTerminalStatus(_Enum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class PeerConvention(Value, frozen=True, tag_field="convention_type"):
+    Message: ClassVar[type[PeerMessage]]
+    Request: ClassVar[type[PeerRequest]]
+    ResponseProgress: ClassVar[type[PeerResponseProgress]]
+    ResponseTerminal: ClassVar[type[PeerResponseTerminal]]
+
+
+class PeerMessage(PeerConvention, frozen=True, tag="message"):
+    pass
+
+
+class PeerRequest(PeerConvention, frozen=True, tag="request"):
+    request_id: str
+    intent: str
+
+
+class PeerResponseProgress(PeerConvention, frozen=True, tag="response_progress"):
+    request_id: str
+    phase: ResponseProgressPhase
+
+
+class PeerResponseTerminal(PeerConvention, frozen=True, tag="response_terminal"):
+    request_id: str
+    status: ResponseTerminalStatus
+
+
+PeerConvention.Message = PeerMessage
+PeerConvention.Request = PeerRequest
+PeerConvention.ResponseProgress = PeerResponseProgress
+PeerConvention.ResponseTerminal = PeerResponseTerminal
+AnyPeerConvention = (
+    PeerMessage | PeerRequest | PeerResponseProgress | PeerResponseTerminal
+)
+
+
+class RuntimeTurnMetadata(Value, frozen=True):
+    """Per-turn hints a caller attaches to a prompt or flow step (W-9)."""
+
+    handling_mode: HandlingMode | None = None
+    keep_alive: bool | None = None
+    model: str | None = None
+    provider: str | None = None
+    provider_params: Any = None
+    render_metadata: Any = None
+    flow_tool_overlay: Any = None
+    skill_references: list[str] | None = None
+    additional_instructions: list[str] | None = None
+
+
+# ---------------------------------------------------------------- the six inputs
+
+
+class Input(Value, frozen=True, tag_field="input_type"):
+    """Base of the six inputs (T-1)."""
+
+    header: InputHeader
+
+    def id(self) -> InputId:
+        return self.header.id
+
+    def kind_id(self) -> str:
+        """The policy/supersession kind (T-3)."""
+        raise NotImplementedError
+
+    def handling_mode_hint(self) -> HandlingMode | None:
+        """Upstream's ``Input::handling_mode()`` (T-4)."""
+        return None
+
+
+class PromptInput(Input, frozen=True, tag="prompt"):
+    text: str
+    blocks: list[AnyContentBlock] | None = None
+    turn_metadata: RuntimeTurnMetadata | None = None
+
+    def kind_id(self) -> str:
+        return "prompt"
+
+    def handling_mode_hint(self) -> HandlingMode | None:
+        return self.turn_metadata.handling_mode if self.turn_metadata else None
+
+    @classmethod
+    def new(cls, text: str, **fields: Any) -> PromptInput:
+        """A durable operator prompt with a fresh header (T-8)."""
+        return cls(header=InputHeader.new(), text=text, **fields)
+
+
+_PEER_KINDS: dict[type[PeerConvention], str] = {
+    PeerMessage: "peer_message",
+    PeerRequest: "peer_request",
+    PeerResponseProgress: "peer_response_progress",
+    PeerResponseTerminal: "peer_response_terminal",
+}
+
+
+class PeerInput(Input, frozen=True, tag="peer"):
+    body: str
+    convention: AnyPeerConvention | None = None
+    blocks: list[AnyContentBlock] | None = None
+    handling_mode: HandlingMode | None = None
+
+    def kind_id(self) -> str:
+        # A peer without a convention is a plain message (T-3).
+        return _PEER_KINDS[type(self.convention)] if self.convention else "peer_message"
+
+    def handling_mode_hint(self) -> HandlingMode | None:
+        return self.handling_mode
+
+
+class FlowStepInput(Input, frozen=True, tag="flow_step"):
+    step_id: str
+    instructions: str
+    blocks: list[AnyContentBlock] | None = None
+    turn_metadata: RuntimeTurnMetadata | None = None
+
+    def kind_id(self) -> str:
+        return "flow_step"
+
+    def handling_mode_hint(self) -> HandlingMode | None:
+        return self.turn_metadata.handling_mode if self.turn_metadata else None
+
+
+class ExternalEventInput(Input, frozen=True, tag="external_event"):
+    event_type: str
+    payload: Any
+    blocks: list[AnyContentBlock] | None = None
+    handling_mode: HandlingMode = HandlingMode.QUEUE
+    render_metadata: Any = None
+
+    def kind_id(self) -> str:
+        return "external_event"
+
+    def handling_mode_hint(self) -> HandlingMode | None:
+        return self.handling_mode
+
+
+class ContinuationInput(Input, frozen=True, tag="continuation"):
+    reason: str
+    handling_mode: HandlingMode = HandlingMode.QUEUE
+    request_id: str | None = None
+
+    def kind_id(self) -> str:
+        return "continuation"
+
+    def handling_mode_hint(self) -> HandlingMode | None:
+        return self.handling_mode
+
+    @classmethod
+    def detached_background_op_completed(cls) -> ContinuationInput:
+        """T-8: the system's wake-up after a background operation finished."""
+        header = InputHeader.new(
+            source=System(),
+            durability=InputDurability.DERIVED,
+            visibility=InputVisibility(
+                transcript_eligible=False, operator_eligible=False
+            ),
+        )
+        return cls(
+            header=header,
+            reason="detached_background_op_completed",
+            handling_mode=HandlingMode.STEER,
+        )
+
+
+class OperationInput(Input, frozen=True, tag="operation"):
+    operation_id: str
+    event: Any  # an operation lifecycle event, any JSON value
+
+    def kind_id(self) -> str:
+        return "operation"
+
+
+AnyInput = (
+    PromptInput
+    | PeerInput
+    | FlowStepInput
+    | ExternalEventInput
+    | ContinuationInput
+    | OperationInput
+)
+"""Annotation for a field holding any input (what msgspec decodes)."""
+
+INPUT_TYPES: tuple[type[Input], ...] = (
+    PromptInput,
+    PeerInput,
+    FlowStepInput,
+    ExternalEventInput,
+    ContinuationInput,
+    OperationInput,
+)
+
+
+def content_blocks(inp: Input) -> list[AnyContentBlock] | None:
+    """The blocks of an input that can carry them (T-20)."""
+    if isinstance(inp, PromptInput | PeerInput | FlowStepInput | ExternalEventInput):
+        return inp.blocks
+    return None

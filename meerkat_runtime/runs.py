@@ -1,0 +1,85 @@
+"""Runs: boundaries, receipts and the events an executor's run produces (R-1, R-2).
+
+A receipt names, in order, the inputs a run applied at one boundary; the
+store records it atomically with their new states, which is what makes
+recovery exact ("consumed by receipt", D-11).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import ClassVar
+
+import msgspec
+
+from meerkat_runtime.codec import Value
+from meerkat_runtime.ids import InputId, RunId
+
+
+class RunApplyBoundary(enum.Enum):
+    IMMEDIATE = "immediate"
+    RUN_START = "run_start"
+    RUN_CHECKPOINT = "run_checkpoint"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}.{self.name}"
+
+
+class RunBoundaryReceipt(Value, frozen=True):
+    run_id: RunId
+    boundary: RunApplyBoundary
+    contributing_input_ids: list[InputId]
+    conversation_digest: str | None = None
+    message_count: int = 0
+    sequence: int = 0
+
+
+class RunEvent(Value, frozen=True, tag_field="event_type"):
+    """What happened to a run, fed back into the driver (``on_run_event``)."""
+
+    run_id: RunId
+
+    RunStarted: ClassVar[type[RunStarted]]
+    BoundaryApplied: ClassVar[type[BoundaryApplied]]
+    RunCompleted: ClassVar[type[RunCompleted]]
+    RunFailed: ClassVar[type[RunFailed]]
+    RunCancelled: ClassVar[type[RunCancelled]]
+
+    def contributing_input_ids(self) -> list[InputId]:
+        return []
+
+
+class RunStarted(RunEvent, frozen=True, tag="run_started"):
+    pass
+
+
+class BoundaryApplied(RunEvent, frozen=True, tag="boundary_applied"):
+    receipt: RunBoundaryReceipt
+    session_snapshot: bytes | None = None
+
+    def contributing_input_ids(self) -> list[InputId]:
+        return list(self.receipt.contributing_input_ids)
+
+
+class RunCompleted(RunEvent, frozen=True, tag="run_completed"):
+    consumed_input_ids: list[InputId] = msgspec.field(default_factory=list)
+
+    def contributing_input_ids(self) -> list[InputId]:
+        return list(self.consumed_input_ids)
+
+
+class RunFailed(RunEvent, frozen=True, tag="run_failed"):
+    error: str
+    recoverable: bool = True
+
+
+class RunCancelled(RunEvent, frozen=True, tag="run_cancelled"):
+    pass
+
+
+RunEvent.RunStarted = RunStarted
+RunEvent.BoundaryApplied = BoundaryApplied
+RunEvent.RunCompleted = RunCompleted
+RunEvent.RunFailed = RunFailed
+RunEvent.RunCancelled = RunCancelled
+AnyRunEvent = RunStarted | BoundaryApplied | RunCompleted | RunFailed | RunCancelled
