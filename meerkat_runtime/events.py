@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from meerkat_runtime.codec import Value
 from meerkat_runtime.generated.runtime_control import RuntimeState
-from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId, uuid7
+from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId, uuid7_text
 
 
 class InputLifecycleEvent(Value, frozen=True, tag_field="code"):
@@ -160,11 +160,14 @@ class RuntimeEventEnvelope(Value, frozen=True):
 
     @classmethod
     def wrap(
-        cls, runtime_id: LogicalRuntimeId, event: AnyRuntimeEvent
+        cls,
+        runtime_id: LogicalRuntimeId,
+        event: AnyRuntimeEvent,
+        now: datetime | None = None,
     ) -> RuntimeEventEnvelope:
         return cls(
-            id=str(uuid7()),
-            timestamp=datetime.now(UTC),
+            id=uuid7_text(),
+            timestamp=now or datetime.now(UTC),
             runtime_id=runtime_id,
             event=event,
         )

@@ -10,22 +10,38 @@ keeps stored rows and logs in arrival order.
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 import uuid
 from typing import Self
 
 _lock = threading.Lock()
+# Seeded from the OS per process, and again in a forked child, so two
+# processes never mint the same id in the same millisecond.
+_random = random.Random(os.urandom(16))
+os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(16)))
 _last_ms = 0
 _seq = 0
 
 
 def uuid7() -> uuid.UUID:
-    """A time-ordered UUID (RFC 9562 version 7), monotonic within this process.
+    """A time-ordered UUID (RFC 9562 version 7), monotonic within this process."""
+    return uuid.UUID(int=_uuid7_int())
 
-    Within one millisecond a 12-bit counter (the ``rand_a`` field) keeps ids
-    strictly increasing, so two ids minted in a row never sort backwards.
-    """
+
+def uuid7_text() -> str:
+    """``str(uuid7())`` without building a UUID object (ids are minted per
+    event, so this is on the accept path)."""
+    h = f"{_uuid7_int():032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _uuid7_int() -> int:
+    """Within one millisecond a 12-bit counter (the ``rand_a`` field) keeps ids
+    strictly increasing, so two ids minted in a row never sort backwards. The
+    62 random bits make ids from different processes distinct; they need not
+    be secret, so the fast Mersenne generator serves."""
     global _last_ms, _seq
     with _lock:
         now = time.time_ns() // 1_000_000
@@ -39,10 +55,9 @@ def uuid7() -> uuid.UUID:
             _last_ms = now
             _seq = 0
         seq = _seq
-    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    rand_b = _random.getrandbits(62)
     value = (now & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76 | seq << 64 | 0b10 << 62 | rand_b
-    return uuid.UUID(int=value)
+    return value | 0x7 << 76 | seq << 64 | 0b10 << 62 | rand_b
 
 
 class _TextId:
@@ -64,7 +79,7 @@ class _TextId:
     @classmethod
     def new(cls) -> Self:
         """A fresh, unique, time-ordered id."""
-        return cls(str(uuid7()))
+        return cls(uuid7_text())
 
     def __str__(self) -> str:
         return self._text

@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from meerkat_runtime.driver.validation import (
     DEFAULT_MAX_INPUT_BYTES,
@@ -152,6 +153,8 @@ class EphemeralRuntimeDriver:
         self._batch: Batch | None = None
         self._events: list[RuntimeEventEnvelope] = []
         self._signal = PostAdmissionSignal.NONE
+        # One clock read per operation, shared by its history and events.
+        self._now = datetime.now(UTC)
 
     # ================================================================ accept
 
@@ -161,6 +164,7 @@ class EphemeralRuntimeDriver:
     def accept_now(self, inp: Input) -> AcceptOutcome:
         """The accept pipeline (A-1 .. A-18), synchronously."""
         inp = check_structure(inp, self._max_input_bytes)
+        self._tick()
         phase = self._control.phase()
         if not phase.can_accept_input():
             raise NotReadyError(phase)
@@ -181,7 +185,7 @@ class EphemeralRuntimeDriver:
             decision.apply_mode is ApplyMode.IGNORE
             and decision.consume_point is ConsumePoint.ON_ACCEPT
         ):
-            state.apply(il.ConsumeOnAccept())  # A-14: consumed, never queued
+            state.apply(il.ConsumeOnAccept(), self._now)  # A-14: consumed, never queued
         else:
             self._admit_queued(inp, state, decision)
         return Accepted(input_id=state.input_id, policy=decision, state=state.clone())
@@ -197,7 +201,7 @@ class EphemeralRuntimeDriver:
         return inp.id() if inp.id() in self._ledger else None
 
     def _record(self, inp: Input, decision: PolicyDecision) -> InputState:
-        state = InputState.new_accepted(inp.id())
+        state = InputState.new_accepted(inp.id(), self._now)
         state.durability = inp.header.durability
         state.idempotency_key = inp.header.idempotency_key
         state.policy = PolicySnapshot(
@@ -210,7 +214,7 @@ class EphemeralRuntimeDriver:
         self, inp: Input, state: InputState, decision: PolicyDecision
     ) -> None:
         state.persisted_input = inp  # type: ignore[assignment]
-        state.apply(il.QueueAccepted())
+        state.apply(il.QueueAccepted(), self._now)
         if decision.queue_mode in (QueueMode.SUPERSEDE, QueueMode.COALESCE):
             self._replace_older(inp, decision.queue_mode)
         lane = lane_for(state.policy)
@@ -234,12 +238,12 @@ class EphemeralRuntimeDriver:
             return
         self._lanes.remove(older.input_id)
         if mode is QueueMode.SUPERSEDE:
-            older.apply(il.Supersede(superseded_by=inp.id()))
+            older.apply(il.Supersede(superseded_by=inp.id()), self._now)
             self._emit_input(
                 InputSuperseded(input_id=older.input_id, superseded_by=inp.id())
             )
         else:
-            older.apply(il.Coalesce(aggregate_id=inp.id()))
+            older.apply(il.Coalesce(aggregate_id=inp.id()), self._now)
             self._emit_input(
                 InputCoalesced(input_id=older.input_id, aggregate_id=inp.id())
             )
@@ -280,11 +284,12 @@ class EphemeralRuntimeDriver:
 
     def stage_batch(self, ids: Sequence[InputId], run_id: RunId) -> None:
         """R-6: stage the head of the active lane for the current run."""
+        self._tick()
         ids = list(ids)
         self._check_stage(ids, run_id)
         lane = self._lanes.pop_prefix(len(ids))
         for input_id in ids:
-            self._state(input_id).apply(il.StageForRun(run_id))
+            self._state(input_id).apply(il.StageForRun(run_id), self._now)
             self._emit_input(InputStaged(input_id=input_id, run_id=run_id))
         self._batch = Batch(run_id, ids, lane)
 
@@ -312,13 +317,15 @@ class EphemeralRuntimeDriver:
 
     def apply_input(self, input_id: InputId, run_id: RunId) -> None:
         """R-8: mark one staged input applied at boundary 0 (manual path)."""
+        self._tick()
         state = self._staged_for(input_id, run_id)
-        state.apply(il.MarkApplied(run_id))
-        state.apply(il.MarkAppliedPendingConsumption(0))
+        state.apply(il.MarkApplied(run_id), self._now)
+        state.apply(il.MarkAppliedPendingConsumption(0), self._now)
         self._emit_input(InputApplied(input_id=input_id, run_id=run_id))
 
     def rollback_staged(self, ids: Sequence[InputId]) -> None:
         """R-16: put staged inputs back at the front of their lane, in order."""
+        self._tick()
         staged = [
             s
             for s in map(self._ledger.get, ids)
@@ -334,10 +341,11 @@ class EphemeralRuntimeDriver:
 
     def consume_inputs(self, ids: Sequence[InputId], run_id: RunId) -> None:
         """R-15: consume the listed inputs applied by ``run_id``."""
+        self._tick()
         for input_id in ids:
             state = self._ledger.get(input_id)
             if state is not None and self._applied_by(state, run_id):
-                state.apply(il.Consume())
+                state.apply(il.Consume(), self._now)
                 self._emit_input(InputConsumed(input_id=input_id, run_id=run_id))
 
     async def on_run_event(self, event: RunEvent) -> None:
@@ -345,6 +353,7 @@ class EphemeralRuntimeDriver:
 
     def run_event_now(self, event: RunEvent) -> None:
         """R-9 .. R-13; decision 21: an event for a run that is not current raises."""
+        self._tick()
         if isinstance(event, RunStarted):
             return
         if not isinstance(
@@ -370,8 +379,8 @@ class EphemeralRuntimeDriver:
             self._staged_for(i, event.run_id) for i in receipt.contributing_input_ids
         ]
         for state in states:
-            state.apply(il.MarkApplied(event.run_id))
-            state.apply(il.MarkAppliedPendingConsumption(receipt.sequence))
+            state.apply(il.MarkApplied(event.run_id), self._now)
+            state.apply(il.MarkAppliedPendingConsumption(receipt.sequence), self._now)
             self._emit_input(InputApplied(input_id=state.input_id, run_id=event.run_id))
 
     def _run_completed(self, event: RunCompleted) -> None:
@@ -404,7 +413,7 @@ class EphemeralRuntimeDriver:
     def _rollback(self, staged: list[InputState]) -> None:
         requeued: dict[Lane, list[InputId]] = {Lane.QUEUE: [], Lane.STEER: []}
         for state in staged:
-            transition = state.apply(il.RollbackStaged())
+            transition = state.apply(il.RollbackStaged(), self._now)
             if transition.next_phase is il.InputLifecycleState.QUEUED:
                 requeued[lane_for(state.policy)].append(state.input_id)
             else:  # decision 3: attempts exhausted, never runs again
@@ -437,10 +446,12 @@ class EphemeralRuntimeDriver:
 
     def attach(self) -> None:
         """C-5: idle -> attached; raises RuntimeControlError otherwise."""
+        self._tick()
         self._control_step(rc.AttachExecutor())
 
     def detach(self) -> RuntimeState | None:
         """C-6: attached -> idle, returning the previous phase; else nothing."""
+        self._tick()
         if self._control.phase() is not RuntimeState.ATTACHED:
             return None
         self._control_step(rc.DetachExecutor())
@@ -451,6 +462,7 @@ class EphemeralRuntimeDriver:
 
     def retire_now(self) -> RetireReport:
         """C-8: refuse new input, keep queued work for draining."""
+        self._tick()
         self._require(rc.RetireRequested())
         self._control_step(rc.RetireRequested())
         return RetireReport(
@@ -462,6 +474,7 @@ class EphemeralRuntimeDriver:
 
     def reset_now(self) -> ResetReport:
         """C-9 with decision 6: refused (untouched) while running."""
+        self._tick()
         self._require(rc.ResetRequested())
         abandoned = self._abandon_all(REASON_RESET)
         self._signal = PostAdmissionSignal.NONE
@@ -473,6 +486,7 @@ class EphemeralRuntimeDriver:
 
     def destroy_now(self) -> DestroyReport:
         """C-10; decision 12: a destroyed runtime forgets its idempotency keys."""
+        self._tick()
         self._require(rc.DestroyRequested())
         self._control_step(rc.DestroyRequested())
         abandoned = self._abandon_all(REASON_DESTROYED)
@@ -484,6 +498,7 @@ class EphemeralRuntimeDriver:
 
     def runtime_control_now(self, command: RuntimeControlCommand) -> None:
         """C-11 (stop: inputs abandoned as destroyed, L-13) and C-12 (resume)."""
+        self._tick()
         if command is RuntimeControlCommand.RESUME:
             if self._control.can_accept(rc.ResumeRequested()):
                 self._control.apply(rc.ResumeRequested())
@@ -497,6 +512,7 @@ class EphemeralRuntimeDriver:
 
     def recover_now(self) -> RecoveryReport:
         """D-12 with decision 24: unfinished inputs go back to their lanes."""
+        self._tick()
         if self._control.phase() is RuntimeState.DESTROYED:
             raise DestroyedError()
         self._batch = None
@@ -531,13 +547,13 @@ class EphemeralRuntimeDriver:
                 and decision.apply_mode is ApplyMode.IGNORE
                 and decision.consume_point is ConsumePoint.ON_ACCEPT
             ):
-                state.apply(il.ConsumeOnAccept())
+                state.apply(il.ConsumeOnAccept(), self._now)
                 return "kept"
-            state.apply(il.QueueAccepted())
+            state.apply(il.QueueAccepted(), self._now)
             return "requeued"
         if phase is il.InputLifecycleState.STAGED:
             if (
-                state.apply(il.RollbackStaged()).next_phase
+                state.apply(il.RollbackStaged(), self._now).next_phase
                 is il.InputLifecycleState.QUEUED
             ):
                 return "requeued"
@@ -550,6 +566,7 @@ class EphemeralRuntimeDriver:
 
     def recycle_now(self) -> int:
         """C-14 with decision 7: back to idle and accepting, work preserved."""
+        self._tick()
         self._require(rc.RecycleRequested())
         self._control_step(rc.RecycleRequested())
         transferred = len(self._ledger.active_ids())
@@ -576,7 +593,7 @@ class EphemeralRuntimeDriver:
     def _abandon_all(self, reason: InputAbandonReason) -> int:
         states = self._ledger.non_terminal()
         for state in states:
-            state.apply(il.Abandon(reason))  # type: ignore[arg-type]
+            state.apply(il.Abandon(reason), self._now)  # type: ignore[arg-type]
             self._emit_abandoned(state)
         self._lanes.clear()
         self._batch = None
@@ -658,11 +675,16 @@ class EphemeralRuntimeDriver:
             raise ValidationFailedError(f"input {input_id} is unknown")
         return state
 
+    def _tick(self) -> None:
+        self._now = datetime.now(UTC)
+
     def _raise_signal(self, signal: PostAdmissionSignal) -> None:
         self._signal = self._signal.raised_to(signal)
 
     def _emit(self, event: RuntimeStateChange | InputLifecycle) -> None:
-        self._events.append(RuntimeEventEnvelope.wrap(self.runtime_id, event))
+        self._events.append(
+            RuntimeEventEnvelope.wrap(self.runtime_id, event, self._now)
+        )
 
     def _emit_input(self, event: AnyInputLifecycleEvent) -> None:
         self._emit(InputLifecycle(data=event))
