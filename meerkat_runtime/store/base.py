@@ -1,0 +1,195 @@
+"""The ``RuntimeStore`` contract (BEHAVIOUR.md section 8) and its error family.
+
+Theory of operation: a store keeps, per runtime, one record per input state,
+one per boundary receipt, the runtime's phase and its latest session
+snapshot. Multi-row writes (a boundary, a lifecycle commit) are atomic. Stores
+never judge lifecycle legality (S-3); they only persist what drivers hand
+them and report "the world misbehaved" as ``RuntimeStoreError``.
+
+Receipts (decision 16): committing a receipt identical to the stored one is a
+no-op success; a different receipt for the same (run, sequence) is a conflict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar
+
+from meerkat_runtime.codec import Value
+from meerkat_runtime.generated.runtime_control import RuntimeState
+from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
+from meerkat_runtime.input_state import InputState
+from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
+
+
+class RuntimeStoreError(Exception):
+    """Base of store failures; ``except RuntimeStoreError`` catches all."""
+
+    WriteFailed: ClassVar[type[WriteFailedError]]
+    ReadFailed: ClassVar[type[ReadFailedError]]
+    NotFound: ClassVar[type[NotFoundError]]
+    Internal: ClassVar[type[StoreInternalError]]
+
+    prefix: ClassVar[str] = "Store error"
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(f"{self.prefix}: {message}")
+
+
+class WriteFailedError(RuntimeStoreError):
+    prefix = "Store write failed"
+
+
+class ReadFailedError(RuntimeStoreError):
+    prefix = "Store read failed"
+
+
+class NotFoundError(RuntimeStoreError):
+    prefix = "Not found"
+
+
+class StoreInternalError(RuntimeStoreError):
+    prefix = "Internal error"
+
+
+RuntimeStoreError.WriteFailed = WriteFailedError
+RuntimeStoreError.ReadFailed = ReadFailedError
+RuntimeStoreError.NotFound = NotFoundError
+RuntimeStoreError.Internal = StoreInternalError
+
+
+class SessionDelta(Value, frozen=True):
+    """The session snapshot a boundary commits (opaque bytes to the runtime)."""
+
+    session_snapshot: bytes
+
+
+def mint_receipt(
+    run_id: RunId,
+    boundary: RunApplyBoundary,
+    contributing_input_ids: Sequence[InputId],
+    sequence: int,
+    delta: SessionDelta | None,
+) -> RunBoundaryReceipt:
+    """S-4 with a port-defined canonical digest: SHA-256 (lower-case hex) of
+    the snapshot bytes; message_count = the length of a top-level
+    ``messages`` list when the snapshot is such JSON, else 0."""
+    digest = None
+    count = 0
+    if delta is not None:
+        digest = hashlib.sha256(delta.session_snapshot).hexdigest()
+        count = _message_count(delta.session_snapshot)
+    return RunBoundaryReceipt(
+        run_id=run_id,
+        boundary=boundary,
+        contributing_input_ids=list(contributing_input_ids),
+        conversation_digest=digest,
+        message_count=count,
+        sequence=sequence,
+    )
+
+
+def _message_count(snapshot: bytes) -> int:
+    try:
+        parsed = json.loads(snapshot)
+    except (ValueError, UnicodeDecodeError):
+        return 0
+    messages = parsed.get("messages") if isinstance(parsed, dict) else None
+    return len(messages) if isinstance(messages, list) else 0
+
+
+def stored_phase(state: RuntimeState) -> RuntimeState:
+    """D-3: an attached executor is a property of a process, never persisted."""
+    return RuntimeState.IDLE if state is RuntimeState.ATTACHED else state
+
+
+class RuntimeStore(ABC):
+    """Durable state of many runtimes. Every method is async and isolated per
+    ``runtime_id`` (S-3). Subclass to implement or to wrap another store."""
+
+    @abstractmethod
+    async def commit_session_boundary(
+        self,
+        runtime_id: LogicalRuntimeId,
+        session_delta: SessionDelta,
+        run_id: RunId,
+        boundary: RunApplyBoundary,
+        contributing_input_ids: Sequence[InputId],
+        input_updates: Sequence[InputState],
+    ) -> RunBoundaryReceipt:
+        """S-5: mint the next receipt of ``run_id`` and commit it atomically
+        with the snapshot and the (stamped) input states."""
+
+    @abstractmethod
+    async def atomic_apply(
+        self,
+        runtime_id: LogicalRuntimeId,
+        session_delta: SessionDelta | None,
+        receipt: RunBoundaryReceipt,
+        input_updates: Sequence[InputState],
+        session_store_key: str | None = None,
+    ) -> None:
+        """S-6: snapshot (if any), receipt and input states, all or nothing."""
+
+    @abstractmethod
+    async def load_input_states(
+        self, runtime_id: LogicalRuntimeId
+    ) -> list[InputState]: ...
+
+    @abstractmethod
+    async def load_boundary_receipt(
+        self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
+    ) -> RunBoundaryReceipt | None: ...
+
+    @abstractmethod
+    async def load_session_snapshot(
+        self, runtime_id: LogicalRuntimeId
+    ) -> bytes | None: ...
+
+    @abstractmethod
+    async def persist_input_state(
+        self, runtime_id: LogicalRuntimeId, state: InputState
+    ) -> None: ...
+
+    @abstractmethod
+    async def load_input_state(
+        self, runtime_id: LogicalRuntimeId, input_id: InputId
+    ) -> InputState | None: ...
+
+    @abstractmethod
+    async def persist_runtime_state(
+        self, runtime_id: LogicalRuntimeId, state: RuntimeState
+    ) -> None: ...
+
+    @abstractmethod
+    async def load_runtime_state(
+        self, runtime_id: LogicalRuntimeId
+    ) -> RuntimeState | None: ...
+
+    @abstractmethod
+    async def atomic_lifecycle_commit(
+        self,
+        runtime_id: LogicalRuntimeId,
+        runtime_state: RuntimeState,
+        input_states: Sequence[InputState],
+    ) -> None:
+        """S-8: the runtime's phase and every given input state, atomically."""
+
+    async def load_boundary_receipts(
+        self, runtime_id: LogicalRuntimeId
+    ) -> list[RunBoundaryReceipt]:
+        """Every receipt of a runtime (for ``verify``); stores may override."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list receipts")
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Release resources; the store must not be used afterwards."""
+
+    async def __aenter__(self) -> RuntimeStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

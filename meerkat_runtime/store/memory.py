@@ -1,0 +1,209 @@
+"""``InMemoryRuntimeStore``: the contract, in memory, for tests and ephemeral use.
+
+Theory of operation: records are kept as encoded JSON exactly as a durable
+store would hold them, so what a driver reads back is a decoded copy, never
+a shared object. One asyncio lock makes each method one critical section; a
+multi-row write builds every new row first and publishes them together, so a
+failure part-way leaves nothing visible (S-9).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from meerkat_runtime.generated.runtime_control import RuntimeState
+from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
+from meerkat_runtime.input_state import InputState
+from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
+from meerkat_runtime.store import records
+from meerkat_runtime.store.base import (
+    RuntimeStore,
+    SessionDelta,
+    WriteFailedError,
+    mint_receipt,
+)
+
+_Key = tuple[str, str, int]  # (runtime, run, sequence)
+
+
+class InMemoryRuntimeStore(RuntimeStore):
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._inputs: dict[str, dict[str, bytes]] = {}
+        self._receipts: dict[_Key, bytes] = {}
+        self._snapshots: dict[str, bytes] = {}
+        self._states: dict[str, bytes] = {}
+
+    # ---------------------------------------------------------------- writes
+
+    async def persist_input_state(
+        self, runtime_id: LogicalRuntimeId, state: InputState
+    ) -> None:
+        async with self._lock:
+            self._publish(str(runtime_id), self._encode_all([state]))
+
+    async def persist_runtime_state(
+        self, runtime_id: LogicalRuntimeId, state: RuntimeState
+    ) -> None:
+        async with self._lock:
+            self._states[str(runtime_id)] = records.encode_phase(state)
+
+    async def atomic_lifecycle_commit(
+        self,
+        runtime_id: LogicalRuntimeId,
+        runtime_state: RuntimeState,
+        input_states: Sequence[InputState],
+    ) -> None:
+        async with self._lock:
+            rows = self._encode_all(input_states)
+            self._states[str(runtime_id)] = records.encode_phase(runtime_state)
+            self._publish(str(runtime_id), rows)
+
+    async def atomic_apply(
+        self,
+        runtime_id: LogicalRuntimeId,
+        session_delta: SessionDelta | None,
+        receipt: RunBoundaryReceipt,
+        input_updates: Sequence[InputState],
+        session_store_key: str | None = None,  # noqa: ARG002 - unused, as upstream (S-6)
+    ) -> None:
+        async with self._lock:
+            rid = str(runtime_id)
+            key = (rid, str(receipt.run_id), receipt.sequence)
+            encoded = records.encode_receipt(receipt)
+            if self._receipt_exists(key, encoded):
+                return
+            rows = self._encode_all(input_updates)
+            self._receipts[key] = encoded
+            if session_delta is not None:
+                self._snapshots[rid] = session_delta.session_snapshot
+            self._publish(rid, rows)
+
+    async def commit_session_boundary(
+        self,
+        runtime_id: LogicalRuntimeId,
+        session_delta: SessionDelta,
+        run_id: RunId,
+        boundary: RunApplyBoundary,
+        contributing_input_ids: Sequence[InputId],
+        input_updates: Sequence[InputState],
+    ) -> RunBoundaryReceipt:
+        async with self._lock:
+            rid = str(runtime_id)
+            sequence = 1 + max(
+                (
+                    seq
+                    for (r, run, seq) in self._receipts
+                    if r == rid and run == str(run_id)
+                ),
+                default=-1,
+            )
+            receipt = mint_receipt(
+                run_id, boundary, contributing_input_ids, sequence, session_delta
+            )
+            stamped = [s.clone() for s in input_updates]
+            for state in stamped:
+                state.stamp_receipt_metadata(run_id, sequence)
+            rows = self._encode_all(stamped)
+            self._receipts[(rid, str(run_id), sequence)] = records.encode_receipt(
+                receipt
+            )
+            self._snapshots[rid] = session_delta.session_snapshot
+            self._publish(rid, rows)
+            return receipt
+
+    def _receipt_exists(self, key: _Key, encoded: bytes) -> bool:
+        stored = self._receipts.get(key)
+        if stored is None:
+            return False
+        if records.same_receipt(stored, encoded):
+            return True
+        raise WriteFailedError(
+            f"receipt conflict: runtime {key[0]!r} run {key[1]!r} sequence {key[2]} "
+            "already has a different receipt"
+        )
+
+    @staticmethod
+    def _encode_all(states: Sequence[InputState]) -> list[tuple[str, bytes]]:
+        return [(str(s.input_id), records.encode_state(s)) for s in states]
+
+    def _publish(self, runtime_id: str, rows: list[tuple[str, bytes]]) -> None:
+        table = self._inputs.setdefault(runtime_id, {})
+        table.update(rows)
+
+    # ---------------------------------------------------------------- reads
+
+    async def load_input_states(self, runtime_id: LogicalRuntimeId) -> list[InputState]:
+        rid = str(runtime_id)
+        async with self._lock:
+            rows = list(self._inputs.get(rid, {}).items())
+        return [records.decode_state(rid, iid, data) for iid, data in rows]
+
+    async def load_input_state(
+        self, runtime_id: LogicalRuntimeId, input_id: InputId
+    ) -> InputState | None:
+        rid = str(runtime_id)
+        async with self._lock:
+            data = self._inputs.get(rid, {}).get(str(input_id))
+        return None if data is None else records.decode_state(rid, str(input_id), data)
+
+    async def load_boundary_receipt(
+        self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
+    ) -> RunBoundaryReceipt | None:
+        key = (str(runtime_id), str(run_id), sequence)
+        async with self._lock:
+            data = self._receipts.get(key)
+        return (
+            None
+            if data is None
+            else records.decode_receipt(key[0], f"{key[1]}/{key[2]}", data)
+        )
+
+    async def load_boundary_receipts(
+        self, runtime_id: LogicalRuntimeId
+    ) -> list[RunBoundaryReceipt]:
+        rid = str(runtime_id)
+        async with self._lock:
+            rows = [(k, v) for k, v in self._receipts.items() if k[0] == rid]
+        return [records.decode_receipt(rid, f"{k[1]}/{k[2]}", v) for k, v in rows]
+
+    async def load_session_snapshot(self, runtime_id: LogicalRuntimeId) -> bytes | None:
+        async with self._lock:
+            return self._snapshots.get(str(runtime_id))
+
+    async def load_runtime_state(
+        self, runtime_id: LogicalRuntimeId
+    ) -> RuntimeState | None:
+        rid = str(runtime_id)
+        async with self._lock:
+            data = self._states.get(rid)
+        return None if data is None else records.decode_phase(rid, data)
+
+    # ---------------------------------------------------------------- backdoor
+
+    def raw_rows(self, table: str, runtime_id: LogicalRuntimeId) -> dict[str, bytes]:
+        """Stored bytes by record id (tests and the conformance suite)."""
+        rid = str(runtime_id)
+        if table == records.INPUTS:
+            return dict(self._inputs.get(rid, {}))
+        if table == records.RECEIPTS:
+            return {
+                f"{k[1]}/{k[2]}": v for k, v in self._receipts.items() if k[0] == rid
+            }
+        if table == records.STATES:
+            return {rid: self._states[rid]} if rid in self._states else {}
+        return {rid: self._snapshots[rid]} if rid in self._snapshots else {}
+
+    def corrupt_row(
+        self, table: str, runtime_id: LogicalRuntimeId, record_id: str, data: bytes
+    ) -> None:
+        """Overwrite one stored row with arbitrary bytes (corruption tests)."""
+        rid = str(runtime_id)
+        if table == records.INPUTS:
+            self._inputs.setdefault(rid, {})[record_id] = data
+        elif table == records.STATES:
+            self._states[rid] = data
+        else:
+            run, seq = record_id.rsplit("/", 1)
+            self._receipts[(rid, run, int(seq))] = data

@@ -1,0 +1,78 @@
+"""Encoding and decoding of stored records, shared by every store.
+
+A record that fails to decode is reported as ``ReadFailed`` naming the
+runtime, the record and the table, so a corrupt row is found, not guessed at.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from meerkat_runtime import codec
+from meerkat_runtime.generated.runtime_control import RuntimeState
+from meerkat_runtime.input_state import InputState, InputStateRecord
+from meerkat_runtime.runs import RunBoundaryReceipt
+from meerkat_runtime.store.base import ReadFailedError, WriteFailedError
+
+INPUTS = "runtime_input_states"
+RECEIPTS = "runtime_boundary_receipts"
+SNAPSHOTS = "runtime_session_snapshots"
+STATES = "runtime_states"
+
+
+def encode_state(state: InputState) -> bytes:
+    try:
+        return codec.encode(state.to_record())
+    except (TypeError, NotImplementedError, OverflowError, msgspec.EncodeError) as exc:
+        raise WriteFailedError(
+            f"input {state.input_id} cannot be encoded: {exc}"
+        ) from None
+
+
+def decode_state(runtime_id: str, record_id: str, data: bytes) -> InputState:
+    try:
+        record = codec.decode(data, InputStateRecord)
+    except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
+        raise ReadFailedError(
+            f"corrupt record in {INPUTS}: runtime {runtime_id!r}, input {record_id!r}: {exc}"
+        ) from None
+    if str(record.input_id) != record_id:
+        raise ReadFailedError(
+            f"corrupt record in {INPUTS}: runtime {runtime_id!r}, input {record_id!r}: "
+            f"the record names input {record.input_id!r}"
+        )
+    return InputState.from_record(record)
+
+
+def encode_receipt(receipt: RunBoundaryReceipt) -> bytes:
+    return codec.encode(receipt)
+
+
+def decode_receipt(runtime_id: str, record_id: str, data: bytes) -> RunBoundaryReceipt:
+    try:
+        return codec.decode(data, RunBoundaryReceipt)
+    except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
+        raise ReadFailedError(
+            f"corrupt record in {RECEIPTS}: runtime {runtime_id!r}, receipt {record_id!r}: {exc}"
+        ) from None
+
+
+def encode_phase(state: RuntimeState) -> bytes:
+    """S-10: the JSON string of the phase, quotes included."""
+    return codec.encode(state.value)
+
+
+def decode_phase(runtime_id: str, data: bytes) -> RuntimeState:
+    try:
+        return RuntimeState(codec.decode(data, str))
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+        raise ReadFailedError(
+            f"corrupt record in {STATES}: runtime {runtime_id!r}: {exc}"
+        ) from None
+
+
+def same_receipt(stored: bytes, new: bytes) -> bool:
+    """Decision 16: identical means equal decoded values (not byte layout)."""
+    return codec.decode(stored, RunBoundaryReceipt) == codec.decode(
+        new, RunBoundaryReceipt
+    )

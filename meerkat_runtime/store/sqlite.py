@@ -1,0 +1,551 @@
+"""``SqliteRuntimeStore``: the embedded durable store, on the standard sqlite3.
+
+Theory of operation:
+
+* One **writer thread** owns the only write connection. Callers enqueue write
+  requests; the writer takes every request waiting, runs each inside its own
+  SAVEPOINT of one ``BEGIN IMMEDIATE`` transaction, commits once, and only then
+  resolves each caller (**group commit**: concurrent sessions share one
+  flush, and no caller is acknowledged before its data is durable). A request
+  that fails rolls back to its savepoint and fails alone; a failed COMMIT
+  fails the whole group.
+* **Readers** run in worker threads on their own connections. In WAL mode they
+  see the last committed state and never block the writer.
+* ``synchronous=FULL`` (the default) flushes the WAL on every commit: an
+  acknowledged write survives power loss. ``NORMAL`` is faster and survives a
+  process crash but may lose the last commits on power loss; ``OFF`` is for
+  throwaway data only.
+* The schema is versioned (``PRAGMA user_version``); older files are migrated
+  forward on open, a newer file is refused with a clear error.
+* Only this module's transaction boundary touches ``sqlite3`` exceptions; they
+  become ``RuntimeStoreError`` (STYLE.md 7).
+
+Several processes may open the same file: SQLite's locks keep it consistent
+(a writer waits up to ``busy_timeout``). What is *not* coordinated yet is two
+processes driving the same runtime: there is no ownership lease until the
+PostgreSQL issue, so run each runtime in one process at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from meerkat_runtime.generated.runtime_control import RuntimeState
+from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
+from meerkat_runtime.input_state import InputState
+from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
+from meerkat_runtime.store import records
+from meerkat_runtime.store.base import (
+    ReadFailedError,
+    RuntimeStore,
+    RuntimeStoreError,
+    SessionDelta,
+    StoreInternalError,
+    WriteFailedError,
+    mint_receipt,
+)
+
+T = TypeVar("T")
+Synchronous = Literal["FULL", "NORMAL", "OFF"]
+
+SCHEMA_VERSION = 1
+MAX_GROUP = 512  # requests per transaction; bounds one commit's latency
+BUSY_TIMEOUT_MS = 5000
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # version reached -> statements that take a file from the previous version
+    1: (
+        """CREATE TABLE IF NOT EXISTS runtime_input_states (
+            runtime_id TEXT NOT NULL, input_id TEXT NOT NULL, state_json BLOB NOT NULL,
+            PRIMARY KEY (runtime_id, input_id))""",
+        """CREATE TABLE IF NOT EXISTS runtime_boundary_receipts (
+            runtime_id TEXT NOT NULL, run_id TEXT NOT NULL, sequence INTEGER NOT NULL,
+            receipt_json BLOB NOT NULL, PRIMARY KEY (runtime_id, run_id, sequence))""",
+        """CREATE TABLE IF NOT EXISTS runtime_session_snapshots (
+            runtime_id TEXT PRIMARY KEY, session_snapshot BLOB NOT NULL)""",
+        """CREATE TABLE IF NOT EXISTS runtime_states (
+            runtime_id TEXT PRIMARY KEY, runtime_state_json BLOB NOT NULL)""",
+    ),
+}
+
+_UPSERT_INPUT = (
+    "INSERT INTO runtime_input_states (runtime_id, input_id, state_json) VALUES (?, ?, ?) "
+    "ON CONFLICT (runtime_id, input_id) DO UPDATE SET state_json = excluded.state_json"
+)
+_UPSERT_PHASE = (
+    "INSERT INTO runtime_states (runtime_id, runtime_state_json) VALUES (?, ?) "
+    "ON CONFLICT (runtime_id) DO UPDATE SET runtime_state_json = excluded.runtime_state_json"
+)
+_UPSERT_SNAPSHOT = (
+    "INSERT INTO runtime_session_snapshots (runtime_id, session_snapshot) VALUES (?, ?) "
+    "ON CONFLICT (runtime_id) DO UPDATE SET session_snapshot = excluded.session_snapshot"
+)
+
+_memory_names = itertools.count()
+
+
+class SchemaTooNewError(StoreInternalError):
+    """The file was written by a newer meerkat-runtime."""
+
+
+@dataclass(slots=True)
+class _Request:
+    """One caller's write, and how to hand its result back to the caller's
+    event loop (``call_soon_threadsafe`` directly: cheaper than wrapping a
+    concurrent future, and this hop is on every durable acknowledgement)."""
+
+    work: Callable[[sqlite3.Connection], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+    def resolve(self, ok: bool, value: Any) -> None:
+        setter = self.future.set_result if ok else self.future.set_exception
+        self.loop.call_soon_threadsafe(_settle, self.future, setter, value)
+
+
+def _settle(
+    future: asyncio.Future[Any], setter: Callable[[Any], None], value: Any
+) -> None:
+    if not future.done():  # the caller may have been cancelled meanwhile
+        setter(value)
+
+
+_STOP = object()
+
+
+class SqliteRuntimeStore(RuntimeStore):
+    """A ``RuntimeStore`` in one SQLite file (``":memory:"`` for a private one)."""
+
+    def __init__(self, path: str | Path, *, synchronous: Synchronous = "FULL") -> None:
+        if synchronous not in ("FULL", "NORMAL", "OFF"):
+            raise ValueError(
+                f"synchronous must be FULL, NORMAL or OFF, not {synchronous!r}"
+            )
+        self.path = str(path)
+        self.synchronous = synchronous
+        if self.path == ":memory:":
+            # A named shared-cache database, so reader and writer connections
+            # of this store see the same data (and no other store does).
+            self._target = f"file:meerkat-{id(self)}-{next(_memory_names)}?mode=memory&cache=shared"
+            self._uri = True
+        else:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._target, self._uri = self.path, False
+        self._writer_conn = self._connect()
+        self._migrate(self._writer_conn)
+        self._readers = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._reader_lock = threading.Lock()
+        self._requests: queue.SimpleQueue[_Request | object] = queue.SimpleQueue()
+        self._closed = False
+        self._writer = threading.Thread(
+            target=self._write_loop, name="meerkat-sqlite-writer", daemon=True
+        )
+        self._writer.start()
+
+    # ---------------------------------------------------------------- setup
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self._target,
+                uri=self._uri,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if not self._uri:
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        except sqlite3.Error as exc:
+            raise StoreInternalError(f"cannot open {self.path}: {exc}") from None
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise SchemaTooNewError(
+                    f"{self.path} has schema version {version}, newer than this "
+                    f"meerkat-runtime supports ({SCHEMA_VERSION}); upgrade meerkat-runtime"
+                )
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in MIGRATIONS[target]:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {target}")
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreInternalError(
+                f"cannot prepare the schema of {self.path}: {exc}"
+            ) from None
+
+    # ---------------------------------------------------------------- writer
+
+    def _write_loop(self) -> None:
+        while True:
+            first = self._requests.get()
+            if first is _STOP:
+                break
+            group = [first]
+            while len(group) < MAX_GROUP:
+                try:
+                    nxt = self._requests.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    self._requests.put(_STOP)
+                    break
+                group.append(nxt)
+            self._commit_group([g for g in group if isinstance(g, _Request)])
+        self._writer_conn.close()
+
+    def _commit_group(self, group: list[_Request]) -> None:
+        conn = self._writer_conn
+        results: list[tuple[_Request, bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            if len(group) == 1:  # alone: the transaction itself is the unit
+                results.append(self._run_alone(conn, group[0]))
+            else:
+                for index, request in enumerate(group):
+                    results.append(self._run_one(conn, request, f"r{index}"))
+            conn.execute("COMMIT" if any(ok for _, ok, _ in results) else "ROLLBACK")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            error = WriteFailedError(f"commit failed: {exc}")
+            for request in group:
+                request.resolve(False, error)
+            return
+        # Acknowledge only now that the whole group is durable.
+        for request, ok, value in results:
+            request.resolve(ok, value)
+
+    @staticmethod
+    def _run_alone(
+        conn: sqlite3.Connection, request: _Request
+    ) -> tuple[_Request, bool, Any]:
+        try:
+            return request, True, request.work(conn)
+        except RuntimeStoreError as exc:
+            return request, False, exc
+        except sqlite3.Error as exc:
+            return request, False, WriteFailedError(str(exc))
+
+    @staticmethod
+    def _run_one(
+        conn: sqlite3.Connection, request: _Request, name: str
+    ) -> tuple[_Request, bool, Any]:
+        conn.execute(f"SAVEPOINT {name}")
+        try:
+            value = request.work(conn)
+        except RuntimeStoreError as exc:
+            conn.execute(f"ROLLBACK TO {name}")
+            conn.execute(f"RELEASE {name}")
+            return request, False, exc
+        except sqlite3.Error as exc:
+            conn.execute(f"ROLLBACK TO {name}")
+            conn.execute(f"RELEASE {name}")
+            return request, False, WriteFailedError(str(exc))
+        conn.execute(f"RELEASE {name}")
+        return request, True, value
+
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise StoreInternalError(f"store {self.path} is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._requests.put(_Request(work, loop, future))
+        return await future
+
+    # ---------------------------------------------------------------- readers
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._readers, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._readers.conn = conn
+            with self._reader_lock:
+                self._reader_conns.append(conn)
+        return conn
+
+    async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise StoreInternalError(f"store {self.path} is closed")
+
+        def run() -> T:
+            try:
+                return work(self._reader())
+            except sqlite3.Error as exc:
+                raise ReadFailedError(f"{self.path}: {exc}") from None
+
+        return await asyncio.to_thread(run)
+
+    # ---------------------------------------------------------------- contract
+
+    async def persist_input_state(
+        self, runtime_id: LogicalRuntimeId, state: InputState
+    ) -> None:
+        rid = str(runtime_id)
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                _UPSERT_INPUT, (rid, str(state.input_id), records.encode_state(state))
+            )
+
+        await self._write(work)
+
+    async def persist_runtime_state(
+        self, runtime_id: LogicalRuntimeId, state: RuntimeState
+    ) -> None:
+        rid = str(runtime_id)
+        await self._write(
+            lambda conn: conn.execute(_UPSERT_PHASE, (rid, records.encode_phase(state)))
+        )
+
+    async def atomic_lifecycle_commit(
+        self,
+        runtime_id: LogicalRuntimeId,
+        runtime_state: RuntimeState,
+        input_states: Sequence[InputState],
+    ) -> None:
+        rid = str(runtime_id)
+        states = list(input_states)
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(_UPSERT_PHASE, (rid, records.encode_phase(runtime_state)))
+            for state in states:  # encoded row by row: a failure rolls back all
+                conn.execute(
+                    _UPSERT_INPUT,
+                    (rid, str(state.input_id), records.encode_state(state)),
+                )
+
+        await self._write(work)
+
+    async def atomic_apply(
+        self,
+        runtime_id: LogicalRuntimeId,
+        session_delta: SessionDelta | None,
+        receipt: RunBoundaryReceipt,
+        input_updates: Sequence[InputState],
+        session_store_key: str | None = None,  # noqa: ARG002 - unused, as upstream (S-6)
+    ) -> None:
+        rid = str(runtime_id)
+        states = list(input_updates)
+        encoded = records.encode_receipt(receipt)
+
+        def work(conn: sqlite3.Connection) -> None:
+            if _receipt_exists(conn, rid, receipt, encoded):
+                return
+            conn.execute(
+                "INSERT INTO runtime_boundary_receipts VALUES (?, ?, ?, ?)",
+                (rid, str(receipt.run_id), receipt.sequence, encoded),
+            )
+            if session_delta is not None:
+                conn.execute(_UPSERT_SNAPSHOT, (rid, session_delta.session_snapshot))
+            for state in states:
+                conn.execute(
+                    _UPSERT_INPUT,
+                    (rid, str(state.input_id), records.encode_state(state)),
+                )
+
+        await self._write(work)
+
+    async def commit_session_boundary(
+        self,
+        runtime_id: LogicalRuntimeId,
+        session_delta: SessionDelta,
+        run_id: RunId,
+        boundary: RunApplyBoundary,
+        contributing_input_ids: Sequence[InputId],
+        input_updates: Sequence[InputState],
+    ) -> RunBoundaryReceipt:
+        rid = str(runtime_id)
+        stamped = [s.clone() for s in input_updates]
+        ids = list(contributing_input_ids)
+
+        def work(conn: sqlite3.Connection) -> RunBoundaryReceipt:
+            row = conn.execute(
+                "SELECT COALESCE(MAX(sequence), -1) + 1 FROM runtime_boundary_receipts "
+                "WHERE runtime_id = ? AND run_id = ?",
+                (rid, str(run_id)),
+            ).fetchone()
+            receipt = mint_receipt(run_id, boundary, ids, row[0], session_delta)
+            conn.execute(
+                "INSERT INTO runtime_boundary_receipts VALUES (?, ?, ?, ?)",
+                (rid, str(run_id), receipt.sequence, records.encode_receipt(receipt)),
+            )
+            conn.execute(_UPSERT_SNAPSHOT, (rid, session_delta.session_snapshot))
+            for state in stamped:
+                state.stamp_receipt_metadata(run_id, receipt.sequence)
+                conn.execute(
+                    _UPSERT_INPUT,
+                    (rid, str(state.input_id), records.encode_state(state)),
+                )
+            return receipt
+
+        return await self._write(work)
+
+    async def load_input_states(self, runtime_id: LogicalRuntimeId) -> list[InputState]:
+        rid = str(runtime_id)
+        rows = await self._read(
+            lambda conn: conn.execute(
+                "SELECT input_id, state_json FROM runtime_input_states "
+                "WHERE runtime_id = ? ORDER BY input_id",
+                (rid,),
+            ).fetchall()
+        )
+        return [records.decode_state(rid, iid, bytes(data)) for iid, data in rows]
+
+    async def load_input_state(
+        self, runtime_id: LogicalRuntimeId, input_id: InputId
+    ) -> InputState | None:
+        rid, iid = str(runtime_id), str(input_id)
+        row = await self._read(
+            lambda conn: conn.execute(
+                "SELECT state_json FROM runtime_input_states WHERE runtime_id = ? AND input_id = ?",
+                (rid, iid),
+            ).fetchone()
+        )
+        return None if row is None else records.decode_state(rid, iid, bytes(row[0]))
+
+    async def load_boundary_receipt(
+        self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
+    ) -> RunBoundaryReceipt | None:
+        rid = str(runtime_id)
+        row = await self._read(
+            lambda conn: conn.execute(
+                "SELECT receipt_json FROM runtime_boundary_receipts "
+                "WHERE runtime_id = ? AND run_id = ? AND sequence = ?",
+                (rid, str(run_id), sequence),
+            ).fetchone()
+        )
+        return (
+            None
+            if row is None
+            else records.decode_receipt(rid, f"{run_id}/{sequence}", bytes(row[0]))
+        )
+
+    async def load_boundary_receipts(
+        self, runtime_id: LogicalRuntimeId
+    ) -> list[RunBoundaryReceipt]:
+        rid = str(runtime_id)
+        rows = await self._read(
+            lambda conn: conn.execute(
+                "SELECT run_id, sequence, receipt_json FROM runtime_boundary_receipts "
+                "WHERE runtime_id = ? ORDER BY run_id, sequence",
+                (rid,),
+            ).fetchall()
+        )
+        return [
+            records.decode_receipt(rid, f"{run}/{seq}", bytes(data))
+            for run, seq, data in rows
+        ]
+
+    async def load_session_snapshot(self, runtime_id: LogicalRuntimeId) -> bytes | None:
+        rid = str(runtime_id)
+        row = await self._read(
+            lambda conn: conn.execute(
+                "SELECT session_snapshot FROM runtime_session_snapshots WHERE runtime_id = ?",
+                (rid,),
+            ).fetchone()
+        )
+        return None if row is None else bytes(row[0])
+
+    async def load_runtime_state(
+        self, runtime_id: LogicalRuntimeId
+    ) -> RuntimeState | None:
+        rid = str(runtime_id)
+        row = await self._read(
+            lambda conn: conn.execute(
+                "SELECT runtime_state_json FROM runtime_states WHERE runtime_id = ?",
+                (rid,),
+            ).fetchone()
+        )
+        return None if row is None else records.decode_phase(rid, bytes(row[0]))
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._requests.put(_STOP)
+        await asyncio.to_thread(self._writer.join)
+        with self._reader_lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
+
+    # ---------------------------------------------------------------- backdoor
+
+    def raw_rows(self, table: str, runtime_id: LogicalRuntimeId) -> dict[str, bytes]:
+        """Stored bytes by record id, read on a fresh connection (tests)."""
+        queries = {
+            records.INPUTS: "SELECT input_id, state_json FROM runtime_input_states WHERE runtime_id = ?",
+            records.RECEIPTS: "SELECT run_id || '/' || sequence, receipt_json FROM runtime_boundary_receipts WHERE runtime_id = ?",
+            records.STATES: "SELECT runtime_id, runtime_state_json FROM runtime_states WHERE runtime_id = ?",
+            records.SNAPSHOTS: "SELECT runtime_id, session_snapshot FROM runtime_session_snapshots WHERE runtime_id = ?",
+        }
+        conn = self._connect()
+        try:
+            return {
+                str(k): bytes(v)
+                for k, v in conn.execute(queries[table], (str(runtime_id),))
+            }
+        finally:
+            conn.close()
+
+    def corrupt_row(
+        self, table: str, runtime_id: LogicalRuntimeId, record_id: str, data: bytes
+    ) -> None:
+        """Overwrite one stored row with arbitrary bytes (corruption tests)."""
+        conn = self._connect()
+        try:
+            rid = str(runtime_id)
+            if table == records.INPUTS:
+                conn.execute(_UPSERT_INPUT, (rid, record_id, data))
+            elif table == records.STATES:
+                conn.execute(_UPSERT_PHASE, (rid, data))
+            else:
+                run, seq = record_id.rsplit("/", 1)
+                conn.execute(
+                    "UPDATE runtime_boundary_receipts SET receipt_json = ? "
+                    "WHERE runtime_id = ? AND run_id = ? AND sequence = ?",
+                    (data, rid, run, int(seq)),
+                )
+        finally:
+            conn.close()
+
+
+def _receipt_exists(
+    conn: sqlite3.Connection,
+    runtime_id: str,
+    receipt: RunBoundaryReceipt,
+    encoded: bytes,
+) -> bool:
+    """Decision 16: an identical receipt is a no-op; a different one conflicts."""
+    row = conn.execute(
+        "SELECT receipt_json FROM runtime_boundary_receipts "
+        "WHERE runtime_id = ? AND run_id = ? AND sequence = ?",
+        (runtime_id, str(receipt.run_id), receipt.sequence),
+    ).fetchone()
+    if row is None:
+        return False
+    if records.same_receipt(bytes(row[0]), encoded):
+        return True
+    raise WriteFailedError(
+        f"receipt conflict: runtime {runtime_id!r} run {receipt.run_id} sequence "
+        f"{receipt.sequence} already has a different receipt"
+    )
