@@ -15,8 +15,9 @@ to the lanes clears the marks, as upstream's lane rebuild does.
 from __future__ import annotations
 
 import enum
+import functools
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from meerkat_runtime.generated.policy_table import RoutingDisposition
 from meerkat_runtime.ids import IdempotencyKey, InputId
@@ -64,6 +65,16 @@ class InputLedger:
         if state.idempotency_key is not None:
             self._keys[state.idempotency_key] = state.input_id
 
+    def replace(self, state: InputState) -> None:
+        """Put back an earlier copy of an entry (checkpoint restore)."""
+        self._states[state.input_id] = state
+
+    def keys_snapshot(self) -> dict[IdempotencyKey, InputId]:
+        return dict(self._keys)
+
+    def restore_keys(self, keys: dict[IdempotencyKey, InputId]) -> None:
+        self._keys = keys
+
     def remove(self, input_id: InputId) -> InputState | None:
         state = self._states.pop(input_id, None)
         if state is not None and state.idempotency_key is not None:
@@ -87,7 +98,7 @@ class InputLedger:
 class Lanes:
     """The queue and steer lanes of waiting input ids."""
 
-    __slots__ = ("_lanes", "_taken")
+    __slots__ = ("_lanes", "_taken", "journal")
 
     def __init__(self) -> None:
         self._lanes: dict[Lane, deque[InputId]] = {
@@ -95,6 +106,13 @@ class Lanes:
             Lane.STEER: deque(),
         }
         self._taken: set[InputId] = set()
+        # While a checkpoint is open, each change records its inverse here
+        # (cheaper than copying lanes that may hold 100k ids).
+        self.journal: list[Callable[[], object]] | None = None
+
+    def _undo(self, action: Callable[[], object]) -> None:
+        if self.journal is not None:
+            self.journal.append(action)
 
     def ids(self, lane: Lane) -> list[InputId]:
         return list(self._lanes[lane])
@@ -107,22 +125,35 @@ class Lanes:
 
     def push(self, input_id: InputId, lane: Lane, front: bool = False) -> None:
         self._taken.clear()
+        ids = self._lanes[lane]
         if front:
-            self._lanes[lane].appendleft(input_id)
+            ids.appendleft(input_id)
+            self._undo(ids.popleft)
         else:
-            self._lanes[lane].append(input_id)
+            ids.append(input_id)
+            self._undo(ids.pop)
 
     def push_front_in_order(self, ids: Sequence[InputId], lane: Lane) -> None:
         """Decision 2: put a batch back at the front in its original order."""
         self._taken.clear()
-        self._lanes[lane].extendleft(reversed(ids))
+        lane_ids = self._lanes[lane]
+        lane_ids.extendleft(reversed(ids))
+        count = len(ids)
+
+        def undo() -> None:
+            for _ in range(count):
+                lane_ids.popleft()
+
+        self._undo(undo)
 
     def remove(self, input_id: InputId) -> Lane | None:
         """Take an id out of whichever lane holds it; ``None`` if none does."""
         for lane, ids in self._lanes.items():
             if input_id in ids:
-                ids.remove(input_id)
+                index = ids.index(input_id)
+                del ids[index]
                 self._taken.clear()
+                self._undo(functools.partial(ids.insert, index, input_id))
                 return lane
         return None
 
@@ -136,15 +167,18 @@ class Lanes:
 
     def pop_prefix(self, count: int) -> Lane:
         lane = self.active_lane()
-        for _ in range(count):
-            self._lanes[lane].popleft()
+        lane_ids = self._lanes[lane]
+        popped = [lane_ids.popleft() for _ in range(count)]
         self._taken.clear()
+        self._undo(lambda: lane_ids.extendleft(reversed(popped)))
         return lane
 
     def clear(self) -> None:
+        saved = {lane: deque(ids) for lane, ids in self._lanes.items()}
         for ids in self._lanes.values():
             ids.clear()
         self._taken.clear()
+        self._undo(lambda: self._lanes.update(saved))
 
     def take_next(self) -> InputId | None:
         """R-5: the first not-yet-taken id, steer lane first; marks it taken."""

@@ -15,7 +15,7 @@ before an operation, persists, and ``_restore()``s if the store fails.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -52,7 +52,7 @@ from meerkat_runtime.generated.policy_table import (
 )
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.generated.spec_types import HandlingMode, InputAbandonReason
-from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
+from meerkat_runtime.ids import IdempotencyKey, InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState, InputStateRecord, PolicySnapshot
 from meerkat_runtime.inputs import Input
 from meerkat_runtime.ledger import InputLedger, Lane, Lanes, lane_for
@@ -121,16 +121,19 @@ class DriverObservation:
 
 
 @dataclass(slots=True)
-class _Checkpoint:
-    control: rc.RuntimeControlSnapshot
-    states: list[InputState]
-    keys_forgotten: bool
-    queue: list[InputId]
-    steer: list[InputId]
+class Checkpoint:
+    """What an operation changed, so it can be undone (the persistent driver's
+    "memory never runs ahead of the store", D-4 / decision 14). Only what the
+    operation touches is copied: an accept into a 100k-deep queue copies one
+    state, not the queue."""
+
+    control: rc.RuntimeControlAuthority
     batch: Batch | None
-    events: int
     signal: PostAdmissionSignal
-    extra: dict[str, object] = field(default_factory=dict)
+    events: int
+    touched: dict[InputId, InputState | None] = field(default_factory=dict)  # None: new
+    lanes: list[Callable[[], object]] = field(default_factory=list)
+    keys: dict[IdempotencyKey, InputId] | None = None
 
 
 class EphemeralRuntimeDriver:
@@ -153,6 +156,7 @@ class EphemeralRuntimeDriver:
         self._batch: Batch | None = None
         self._events: list[RuntimeEventEnvelope] = []
         self._signal = PostAdmissionSignal.NONE
+        self._open: Checkpoint | None = None
         # One clock read per operation, shared by its history and events.
         self._now = datetime.now(UTC)
 
@@ -185,7 +189,7 @@ class EphemeralRuntimeDriver:
             decision.apply_mode is ApplyMode.IGNORE
             and decision.consume_point is ConsumePoint.ON_ACCEPT
         ):
-            state.apply(il.ConsumeOnAccept(), self._now)  # A-14: consumed, never queued
+            self._apply(state, il.ConsumeOnAccept())  # A-14: consumed, never queued
         else:
             self._admit_queued(inp, state, decision)
         return Accepted(input_id=state.input_id, policy=decision, state=state.clone())
@@ -207,14 +211,14 @@ class EphemeralRuntimeDriver:
         state.policy = PolicySnapshot(
             version=decision.policy_version, decision=decision
         )
-        self._ledger.insert(state)
+        self._insert(state)
         return state
 
     def _admit_queued(
         self, inp: Input, state: InputState, decision: PolicyDecision
     ) -> None:
         state.persisted_input = inp  # type: ignore[assignment]
-        state.apply(il.QueueAccepted(), self._now)
+        self._apply(state, il.QueueAccepted())
         if decision.queue_mode in (QueueMode.SUPERSEDE, QueueMode.COALESCE):
             self._replace_older(inp, decision.queue_mode)
         lane = lane_for(state.policy)
@@ -238,12 +242,12 @@ class EphemeralRuntimeDriver:
             return
         self._lanes.remove(older.input_id)
         if mode is QueueMode.SUPERSEDE:
-            older.apply(il.Supersede(superseded_by=inp.id()), self._now)
+            self._apply(older, il.Supersede(superseded_by=inp.id()))
             self._emit_input(
                 InputSuperseded(input_id=older.input_id, superseded_by=inp.id())
             )
         else:
-            older.apply(il.Coalesce(aggregate_id=inp.id()), self._now)
+            self._apply(older, il.Coalesce(aggregate_id=inp.id()))
             self._emit_input(
                 InputCoalesced(input_id=older.input_id, aggregate_id=inp.id())
             )
@@ -289,7 +293,7 @@ class EphemeralRuntimeDriver:
         self._check_stage(ids, run_id)
         lane = self._lanes.pop_prefix(len(ids))
         for input_id in ids:
-            self._state(input_id).apply(il.StageForRun(run_id), self._now)
+            self._apply(self._state(input_id), il.StageForRun(run_id))
             self._emit_input(InputStaged(input_id=input_id, run_id=run_id))
         self._batch = Batch(run_id, ids, lane)
 
@@ -319,8 +323,8 @@ class EphemeralRuntimeDriver:
         """R-8: mark one staged input applied at boundary 0 (manual path)."""
         self._tick()
         state = self._staged_for(input_id, run_id)
-        state.apply(il.MarkApplied(run_id), self._now)
-        state.apply(il.MarkAppliedPendingConsumption(0), self._now)
+        self._apply(state, il.MarkApplied(run_id))
+        self._apply(state, il.MarkAppliedPendingConsumption(0))
         self._emit_input(InputApplied(input_id=input_id, run_id=run_id))
 
     def rollback_staged(self, ids: Sequence[InputId]) -> None:
@@ -345,7 +349,7 @@ class EphemeralRuntimeDriver:
         for input_id in ids:
             state = self._ledger.get(input_id)
             if state is not None and self._applied_by(state, run_id):
-                state.apply(il.Consume(), self._now)
+                self._apply(state, il.Consume())
                 self._emit_input(InputConsumed(input_id=input_id, run_id=run_id))
 
     async def on_run_event(self, event: RunEvent) -> None:
@@ -379,8 +383,8 @@ class EphemeralRuntimeDriver:
             self._staged_for(i, event.run_id) for i in receipt.contributing_input_ids
         ]
         for state in states:
-            state.apply(il.MarkApplied(event.run_id), self._now)
-            state.apply(il.MarkAppliedPendingConsumption(receipt.sequence), self._now)
+            self._apply(state, il.MarkApplied(event.run_id))
+            self._apply(state, il.MarkAppliedPendingConsumption(receipt.sequence))
             self._emit_input(InputApplied(input_id=state.input_id, run_id=event.run_id))
 
     def _run_completed(self, event: RunCompleted) -> None:
@@ -413,7 +417,7 @@ class EphemeralRuntimeDriver:
     def _rollback(self, staged: list[InputState]) -> None:
         requeued: dict[Lane, list[InputId]] = {Lane.QUEUE: [], Lane.STEER: []}
         for state in staged:
-            transition = state.apply(il.RollbackStaged(), self._now)
+            transition = self._apply(state, il.RollbackStaged())
             if transition.next_phase is il.InputLifecycleState.QUEUED:
                 requeued[lane_for(state.policy)].append(state.input_id)
             else:  # decision 3: attempts exhausted, never runs again
@@ -490,7 +494,7 @@ class EphemeralRuntimeDriver:
         self._require(rc.DestroyRequested())
         self._control_step(rc.DestroyRequested())
         abandoned = self._abandon_all(REASON_DESTROYED)
-        self._ledger.forget_keys()
+        self._forget_keys()
         return DestroyReport(inputs_abandoned=abandoned)
 
     async def on_runtime_control(self, command: RuntimeControlCommand) -> None:
@@ -547,13 +551,13 @@ class EphemeralRuntimeDriver:
                 and decision.apply_mode is ApplyMode.IGNORE
                 and decision.consume_point is ConsumePoint.ON_ACCEPT
             ):
-                state.apply(il.ConsumeOnAccept(), self._now)
+                self._apply(state, il.ConsumeOnAccept())
                 return "kept"
-            state.apply(il.QueueAccepted(), self._now)
+            self._apply(state, il.QueueAccepted())
             return "requeued"
         if phase is il.InputLifecycleState.STAGED:
             if (
-                state.apply(il.RollbackStaged(), self._now).next_phase
+                self._apply(state, il.RollbackStaged()).next_phase
                 is il.InputLifecycleState.QUEUED
             ):
                 return "requeued"
@@ -593,7 +597,7 @@ class EphemeralRuntimeDriver:
     def _abandon_all(self, reason: InputAbandonReason) -> int:
         states = self._ledger.non_terminal()
         for state in states:
-            state.apply(il.Abandon(reason), self._now)  # type: ignore[arg-type]
+            self._apply(state, il.Abandon(reason))  # type: ignore[arg-type]
             self._emit_abandoned(state)
         self._lanes.clear()
         self._batch = None
@@ -674,6 +678,62 @@ class EphemeralRuntimeDriver:
         if state is None:
             raise ValidationFailedError(f"input {input_id} is unknown")
         return state
+
+    def _insert(self, state: InputState) -> None:
+        if self._open is not None:
+            self._open.touched.setdefault(state.input_id, None)
+        self._ledger.insert(state)
+
+    def _apply(
+        self, state: InputState, lifecycle_input: il.InputLifecycleInput
+    ) -> il.InputLifecycleTransition:
+        """Every input transition goes through here (and its authority)."""
+        if self._open is not None and state.input_id not in self._open.touched:
+            self._open.touched[state.input_id] = state.clone()
+        return state.apply(lifecycle_input, self._now)
+
+    def _forget_keys(self) -> None:
+        if self._open is not None and self._open.keys is None:
+            self._open.keys = self._ledger.keys_snapshot()
+        self._ledger.forget_keys()
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def _checkpoint(self) -> Checkpoint:
+        """Start recording what the next operation changes."""
+        batch = self._batch
+        checkpoint = Checkpoint(
+            control=self._control.copy(),
+            batch=Batch(batch.run_id, list(batch.ids), batch.lane) if batch else None,
+            signal=self._signal,
+            events=len(self._events),
+        )
+        self._open = checkpoint
+        self._lanes.journal = checkpoint.lanes
+        return checkpoint
+
+    def _restore(self, checkpoint: Checkpoint) -> None:
+        """Undo everything since ``_checkpoint`` (the store refused it)."""
+        for undo in reversed(checkpoint.lanes):
+            undo()
+        for input_id, before in checkpoint.touched.items():
+            if before is None:
+                self._ledger.remove(input_id)
+            else:
+                self._ledger.replace(before)
+        if checkpoint.keys is not None:
+            self._ledger.restore_keys(checkpoint.keys)
+        self._control = checkpoint.control
+        self._batch = checkpoint.batch
+        self._signal = checkpoint.signal
+        del self._events[checkpoint.events :]
+        self._release(checkpoint)
+
+    def _release(self, checkpoint: Checkpoint) -> None:
+        """Stop recording: the operation's changes stand."""
+        if self._open is checkpoint:
+            self._open = None
+            self._lanes.journal = None
 
     def _tick(self) -> None:
         self._now = datetime.now(UTC)

@@ -277,6 +277,10 @@ class InputLifecycleAuthority:
         self._attempt_count = snapshot.attempt_count
         return self
 
+    def copy(self) -> InputLifecycleAuthority:
+        """An independent authority in the same state (for checkpoints)."""
+        return type(self).restore(self.snapshot())
+
     def snapshot(self) -> InputLifecycleSnapshot:
         return InputLifecycleSnapshot(
             phase=self._phase,

@@ -411,6 +411,10 @@ class RuntimeControlAuthority:
         self._process_pending = snapshot.process_pending
         return self
 
+    def copy(self) -> RuntimeControlAuthority:
+        """An independent authority in the same state (for checkpoints)."""
+        return type(self).restore(self.snapshot())
+
     def snapshot(self) -> RuntimeControlSnapshot:
         return RuntimeControlSnapshot(
             phase=self._phase,

@@ -1,0 +1,210 @@
+"""Blob stores: where inline images go before an input record is written (T-20).
+
+Theory of operation: a blob's id is the SHA-256 of its bytes
+(``sha256:<hex>``), so storing the same image twice is one blob and an id can
+be checked against its content. ``FileBlobStore`` writes a temp file, flushes
+and fsyncs it, then renames it into place, so a crash never leaves a torn blob
+under a valid id; ids are validated before they touch a path, so no id can
+name a file outside the root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+import os
+import re
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar
+
+from meerkat_runtime.codec import Value
+from meerkat_runtime.ids import BlobId
+
+_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+class BlobStoreError(Exception):
+    NotFound: ClassVar[type[BlobNotFoundError]]
+    Invalid: ClassVar[type[BlobInvalidError]]
+    Internal: ClassVar[type[BlobInternalError]]
+
+
+class BlobNotFoundError(BlobStoreError):
+    def __init__(self, blob_id: BlobId) -> None:
+        self.blob_id = blob_id
+        super().__init__(f"blob not found: {blob_id}")
+
+
+class BlobInvalidError(BlobStoreError):
+    """A malformed id or payload (never touches the file system)."""
+
+
+class BlobInternalError(BlobStoreError):
+    """The medium failed (I/O error, corrupt blob)."""
+
+
+BlobStoreError.NotFound = BlobNotFoundError
+BlobStoreError.Invalid = BlobInvalidError
+BlobStoreError.Internal = BlobInternalError
+
+
+class BlobRef(Value, frozen=True):
+    blob_id: BlobId
+    media_type: str
+
+
+class BlobPayload(Value, frozen=True):
+    blob_id: BlobId
+    media_type: str
+    data: str  # base64, as the inline image carried it
+
+
+def blob_id_for(raw: bytes) -> BlobId:
+    return BlobId("sha256:" + hashlib.sha256(raw).hexdigest())
+
+
+def _decode_base64(data: str) -> bytes:
+    """The image bytes; text that is not base64 is stored as its UTF-8 bytes,
+    so any inline payload round-trips exactly (``get`` returns ``data``)."""
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return data.encode("utf-8")
+
+
+def check_id(blob_id: BlobId) -> str:
+    text = str(blob_id)
+    if not _ID.match(text):
+        raise BlobInvalidError(
+            f"invalid blob id {text!r}: expected sha256:<64 hex digits>"
+        )
+    return text[len("sha256:") :]
+
+
+class BlobStore(ABC):
+    @abstractmethod
+    async def put_image(self, media_type: str, data: str) -> BlobRef: ...
+
+    @abstractmethod
+    async def get(self, blob_id: BlobId) -> BlobPayload: ...
+
+    @abstractmethod
+    async def delete(self, blob_id: BlobId) -> None: ...
+
+    @abstractmethod
+    async def exists(self, blob_id: BlobId) -> bool: ...
+
+    @abstractmethod
+    def is_persistent(self) -> bool: ...
+
+
+class MemoryBlobStore(BlobStore):
+    def __init__(self) -> None:
+        self._blobs: dict[str, tuple[str, str]] = {}
+
+    async def put_image(self, media_type: str, data: str) -> BlobRef:
+        blob_id = blob_id_for(_content_key(media_type, data))
+        self._blobs[str(blob_id)] = (media_type, data)
+        return BlobRef(blob_id=blob_id, media_type=media_type)
+
+    async def get(self, blob_id: BlobId) -> BlobPayload:
+        check_id(blob_id)
+        found = self._blobs.get(str(blob_id))
+        if found is None:
+            raise BlobNotFoundError(blob_id)
+        return BlobPayload(blob_id=blob_id, media_type=found[0], data=found[1])
+
+    async def delete(self, blob_id: BlobId) -> None:
+        check_id(blob_id)
+        self._blobs.pop(str(blob_id), None)
+
+    async def exists(self, blob_id: BlobId) -> bool:
+        check_id(blob_id)
+        return str(blob_id) in self._blobs
+
+    def is_persistent(self) -> bool:
+        return False
+
+
+def _content_key(media_type: str, data: str) -> bytes:
+    """What the id addresses: the media type and the image bytes together, so
+    the same bytes under two media types are two blobs."""
+    return media_type.encode("utf-8") + b"\0" + _decode_base64(data)
+
+
+class FileBlobStore(BlobStore):
+    """Blobs as files under ``root/<first two hex digits>/<hex>.json``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, blob_id: BlobId) -> Path:
+        digest = check_id(blob_id)
+        return self.root / digest[:2] / f"{digest}.json"
+
+    async def put_image(self, media_type: str, data: str) -> BlobRef:
+        if not isinstance(media_type, str) or not isinstance(data, str):
+            raise BlobInvalidError("media_type and data must be text")
+        blob_id = blob_id_for(_content_key(media_type, data))
+        body = json.dumps({"media_type": media_type, "data": data}).encode("utf-8")
+        await asyncio.to_thread(self._write_atomically, self._path(blob_id), body)
+        return BlobRef(blob_id=blob_id, media_type=media_type)
+
+    @staticmethod
+    def _write_atomically(path: Path, body: bytes) -> None:
+        if path.exists():  # content-addressed: already stored means identical
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(body)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)  # make the rename itself durable
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            raise BlobInternalError(f"cannot write blob {path.name}: {exc}") from None
+
+    async def get(self, blob_id: BlobId) -> BlobPayload:
+        path = self._path(blob_id)
+        try:
+            raw = await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            raise BlobNotFoundError(blob_id) from None
+        except OSError as exc:
+            raise BlobInternalError(f"cannot read blob {blob_id}: {exc}") from None
+        try:
+            body = json.loads(raw)
+            media_type, data = body["media_type"], body["data"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BlobInternalError(f"corrupt blob {blob_id}: {exc}") from None
+        if blob_id_for(_content_key(media_type, data)) != blob_id:
+            raise BlobInternalError(
+                f"corrupt blob {blob_id}: content does not match its id"
+            )
+        return BlobPayload(blob_id=blob_id, media_type=media_type, data=data)
+
+    async def delete(self, blob_id: BlobId) -> None:
+        path = self._path(blob_id)
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+
+    async def exists(self, blob_id: BlobId) -> bool:
+        return await asyncio.to_thread(self._path(blob_id).exists)
+
+    def is_persistent(self) -> bool:
+        return True
