@@ -85,6 +85,7 @@ class InputLifecycleInput(msgspec.Struct, frozen=True):
     Supersede: ClassVar[type[Supersede]]
     Coalesce: ClassVar[type[Coalesce]]
     Abandon: ClassVar[type[Abandon]]
+    RecoverRequeue: ClassVar[type[RecoverRequeue]]
 
 
 class QueueAccepted(InputLifecycleInput, frozen=True):
@@ -127,6 +128,10 @@ class Abandon(InputLifecycleInput, frozen=True):
     reason: AnyInputAbandonReason
 
 
+class RecoverRequeue(InputLifecycleInput, frozen=True):
+    pass
+
+
 InputLifecycleInput.QueueAccepted = QueueAccepted
 InputLifecycleInput.StageForRun = StageForRun
 InputLifecycleInput.RollbackStaged = RollbackStaged
@@ -137,6 +142,7 @@ InputLifecycleInput.ConsumeOnAccept = ConsumeOnAccept
 InputLifecycleInput.Supersede = Supersede
 InputLifecycleInput.Coalesce = Coalesce
 InputLifecycleInput.Abandon = Abandon
+InputLifecycleInput.RecoverRequeue = RecoverRequeue
 
 
 # ---------------------------------------------------------------- effects
@@ -341,17 +347,10 @@ class InputLifecycleAuthority:
                 ),
             ),
             (
-                "boundary_metadata_requires_application",
+                "boundary_metadata_requires_a_run",
                 (
                     (self._last_boundary_sequence is None)
-                    or (
-                        self._phase
-                        in (
-                            InputLifecycleState.APPLIED_PENDING_CONSUMPTION,
-                            InputLifecycleState.CONSUMED,
-                            InputLifecycleState.ABANDONED,
-                        )
-                    )
+                    or (self._last_run_id is not None)
                 ),
             ),
             (
@@ -645,6 +644,57 @@ class InputLifecycleAuthority:
             )
         raise self._refuse(inp)
 
+    def _on_recover_requeue(
+        self, inp: RecoverRequeue, fire: bool
+    ) -> InputLifecycleTransition | None:
+        phase = self._phase
+        if phase in (
+            InputLifecycleState.APPLIED,
+            InputLifecycleState.APPLIED_PENDING_CONSUMPTION,
+        ):
+            if self._attempt_count < 3:
+                if not fire:
+                    return None
+                self._phase = InputLifecycleState.QUEUED
+                return InputLifecycleTransition(
+                    "recover_requeue",
+                    phase,
+                    InputLifecycleState.QUEUED,
+                    (InputLifecycleNotice(new_state=self._phase),),
+                )
+            if self._attempt_count >= 3:
+                if not fire:
+                    return None
+                self._terminal_outcome = InputTerminalOutcome.Abandoned(
+                    reason=InputAbandonReason.MaxAttemptsExhausted(
+                        attempts=self._attempt_count
+                    )
+                )
+                self._phase = InputLifecycleState.ABANDONED
+                return InputLifecycleTransition(
+                    "recover_requeue_exhausted",
+                    phase,
+                    InputLifecycleState.ABANDONED,
+                    (
+                        InputLifecycleNotice(new_state=self._phase),
+                        RecordTerminalOutcome(
+                            outcome=InputTerminalOutcome.Abandoned(
+                                reason=InputAbandonReason.MaxAttemptsExhausted(
+                                    attempts=self._attempt_count
+                                )
+                            )
+                        ),
+                    ),
+                )
+            raise self._refuse(
+                inp,
+                (
+                    ("attempts_remain", (self._attempt_count < 3)),
+                    ("attempts_exhausted", (self._attempt_count >= 3)),
+                ),
+            )
+        raise self._refuse(inp)
+
 
 # The handler returns None only when called with fire=False (can_accept).
 _Handler = Callable[[InputLifecycleAuthority, Any, bool], Any]
@@ -660,7 +710,8 @@ _HANDLERS: dict[type[InputLifecycleInput], _Handler] = {
     Supersede: InputLifecycleAuthority._on_supersede,
     Coalesce: InputLifecycleAuthority._on_coalesce,
     Abandon: InputLifecycleAuthority._on_abandon,
+    RecoverRequeue: InputLifecycleAuthority._on_recover_requeue,
 }
 
-TRANSITION_COUNT = 15
+TRANSITION_COUNT = 19
 """(phase, transition) pairs: a transition from three phases counts three."""

@@ -173,11 +173,14 @@ def test_can_accept_probes_without_mutating() -> None:
 def test_restore_round_trips_and_bypasses_the_machine() -> None:
     """L-10 / D-11: restore rebuilds exactly from stored fields."""
     snap = InputLifecycleSnapshot(
-        phase=S.QUEUED, last_run_id=RUN, last_boundary_sequence=3, attempt_count=2
+        phase=S.ACCEPTED, last_run_id=None, last_boundary_sequence=3, attempt_count=2
     )
     auth = InputLifecycleAuthority.restore(snap)
     assert auth.snapshot() == snap
-    assert auth.violated_invariants() == ("boundary_metadata_requires_application",)
+    assert auth.violated_invariants() == (
+        "accepted_has_no_run_or_boundary_metadata",
+        "boundary_metadata_requires_a_run",
+    )
     assert eval(repr(auth)).snapshot() == snap
 
 
@@ -194,3 +197,20 @@ def test_foreign_input_is_a_type_error() -> None:
     auth = InputLifecycleAuthority()
     with pytest.raises(TypeError, match="not an input of input_lifecycle"):
         auth.apply("QueueAccepted")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("applied_steps", [1, 2])
+def test_recover_requeue_keeps_metadata_until_attempts_run_out(applied_steps: int) -> None:
+    """D-11: an applied input whose receipt is missing runs again, keeping the
+    run and boundary metadata; after the third attempt it is abandoned (L-4)."""
+    auth = staged()
+    auth.apply(I.MarkApplied(RUN))
+    if applied_steps == 2:
+        auth.apply(I.MarkAppliedPendingConsumption(4))
+    transition = auth.apply(I.RecoverRequeue())
+    assert transition.next_phase is S.QUEUED
+    assert auth.last_run_id() == RUN
+    assert auth.last_boundary_sequence() == (4 if applied_steps == 2 else None)
+    exhausted = staged(attempts=3)
+    exhausted.apply(I.MarkApplied(RUN))
+    assert exhausted.apply(I.RecoverRequeue()).next_phase is S.ABANDONED

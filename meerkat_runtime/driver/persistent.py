@@ -1,0 +1,365 @@
+"""``PersistentRuntimeDriver``: the ephemeral driver plus a store: durable before ack.
+
+Theory of operation (BEHAVIOUR.md section 7 and decisions 4, 5, 13, 14, 18,
+22, 23, 24): every operation that must survive a restart runs inside a
+checkpoint. The in-memory logic runs first; then exactly the input states the
+operation touched (plus the runtime phase where it changed) are written in
+one atomic store call; only when that returns is the caller answered. If the
+store fails, the checkpoint is undone, so memory never runs ahead of the disk
+(decision 14), and the caller gets ``RuntimeDriverError.Internal`` with the
+store's text. Ephemeral-durability inputs are never written (decision 13).
+Staging is not persisted (D-2): after a crash, a staged input is recovered
+from its queued record.
+
+``recover()`` rebuilds the runtime from the store: applied inputs whose
+boundary receipt was committed are consumed, those without one run again,
+everything else pre-run goes back to its lane with its stored kind, lane and
+policy (decision 4); a failure changes nothing in memory or on disk
+(decision 22).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from meerkat_runtime.blobs import BlobStore, BlobStoreError
+from meerkat_runtime.driver.ephemeral import (
+    Checkpoint,
+    EphemeralRuntimeDriver,
+    RuntimeControlCommand,
+    reason_name,
+)
+from meerkat_runtime.driver.images import externalize_images
+from meerkat_runtime.driver.validation import DEFAULT_MAX_INPUT_BYTES
+from meerkat_runtime.errors import InternalError
+from meerkat_runtime.generated import input_lifecycle as il
+from meerkat_runtime.generated import runtime_control as rc
+from meerkat_runtime.generated.runtime_control import RuntimeState
+from meerkat_runtime.generated.spec_types import InputAbandonReason
+from meerkat_runtime.ids import LogicalRuntimeId
+from meerkat_runtime.input_state import InputState, PolicySnapshot
+from meerkat_runtime.inputs import Input, InputDurability
+from meerkat_runtime.ledger import lane_for
+from meerkat_runtime.outcomes import (
+    Accepted,
+    AcceptOutcome,
+    DestroyReport,
+    RecoveryReport,
+    ResetReport,
+    RetireReport,
+)
+from meerkat_runtime.policy import PolicyTable
+from meerkat_runtime.runs import BoundaryApplied, RunEvent, RunStarted
+from meerkat_runtime.store.base import (
+    RuntimeStore,
+    RuntimeStoreError,
+    SessionDelta,
+    stored_phase,
+)
+
+T = TypeVar("T")
+_S = il.InputLifecycleState
+_APPLIED = (_S.APPLIED, _S.APPLIED_PENDING_CONSUMPTION)
+
+
+class PersistentRuntimeDriver(EphemeralRuntimeDriver):
+    """A runtime whose acknowledged inputs survive restarts."""
+
+    def __init__(
+        self,
+        runtime_id: LogicalRuntimeId,
+        store: RuntimeStore,
+        blob_store: BlobStore,
+        *,
+        policy_table: PolicyTable | None = None,
+        max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+    ) -> None:
+        super().__init__(
+            runtime_id, policy_table=policy_table, max_input_bytes=max_input_bytes
+        )
+        self.store = store
+        self.blob_store = blob_store
+
+    # ================================================================ accept
+
+    async def accept_input(self, input: Input) -> AcceptOutcome:
+        """D-5: acknowledged only after the store holds the input."""
+        checkpoint = self._checkpoint()
+        try:
+            outcome = self.accept_now(input)
+            if not isinstance(outcome, Accepted):
+                self._release(checkpoint)  # rejected or deduplicated: nothing to write
+                return outcome
+            state = self._ledger_state(outcome.input_id)
+            await self._externalize(state)
+            await self._persist_accept(checkpoint)
+        except RuntimeStoreError as exc:
+            self._restore(checkpoint)
+            raise InternalError(f"input persist failed: {exc}") from exc
+        except BaseException:
+            self._restore(checkpoint)
+            raise
+        self._release(checkpoint)
+        return Accepted(
+            input_id=outcome.input_id, policy=outcome.policy, state=state.clone()
+        )
+
+    async def _externalize(self, state: InputState) -> None:
+        if (
+            state.persisted_input is None
+            or state.durability is InputDurability.EPHEMERAL
+        ):
+            return
+        try:
+            payload = await externalize_images(self.blob_store, state.persisted_input)
+        except BlobStoreError as exc:
+            raise InternalError(
+                f"failed to externalize runtime input images: {exc}"
+            ) from exc
+        state.persisted_input = payload  # type: ignore[assignment]
+
+    async def _persist_accept(self, checkpoint: Checkpoint) -> None:
+        states = self._durable(checkpoint)
+        if len(states) == 1:
+            await self.store.persist_input_state(self.runtime_id, states[0])
+        elif states:
+            # Decision 23: a superseded or coalesced input is written in the
+            # same commit that acknowledges its replacement.
+            await self.store.atomic_lifecycle_commit(
+                self.runtime_id, stored_phase(self.runtime_state()), states
+            )
+
+    # ================================================================ runs
+
+    async def on_run_event(self, event: RunEvent) -> None:
+        if isinstance(event, RunStarted):
+            return
+        if isinstance(event, BoundaryApplied):
+            await self._persisted(
+                lambda: self.run_event_now(event),
+                "runtime boundary commit failed",
+                event,
+            )
+        else:
+            await self._persisted(
+                lambda: self.run_event_now(event), "terminal event persist failed"
+            )
+
+    async def _commit_boundary(
+        self, checkpoint: Checkpoint, event: BoundaryApplied
+    ) -> None:
+        """D-6: the receipt and the inputs it applied, atomically. A receipt the
+        session layer already committed (commit_session_boundary) is kept; the
+        input states are still written so the store matches memory."""
+        receipt = event.receipt
+        states = self._durable(checkpoint)
+        stored = await self.store.load_boundary_receipt(
+            self.runtime_id, receipt.run_id, receipt.sequence
+        )
+        if stored is None:
+            delta = (
+                SessionDelta(session_snapshot=event.session_snapshot)
+                if event.session_snapshot is not None
+                else None
+            )
+            await self.store.atomic_apply(self.runtime_id, delta, receipt, states)
+        elif stored != receipt:
+            raise RuntimeStoreError.WriteFailed(
+                f"receipt conflict: run {receipt.run_id} sequence {receipt.sequence} "
+                "already has a different receipt"
+            )
+        else:
+            await self._commit_lifecycle(checkpoint)
+
+    # ================================================================ control
+
+    async def retire(self) -> RetireReport:
+        return await self._persisted(self.retire_now, "retire persist failed")
+
+    async def reset(self) -> ResetReport:
+        return await self._persisted(self.reset_now, "reset persist failed")
+
+    async def destroy(self) -> DestroyReport:
+        return await self._persisted(self.destroy_now, "destroy persist failed")
+
+    async def on_runtime_control(self, command: RuntimeControlCommand) -> None:
+        await self._persisted(
+            lambda: self.runtime_control_now(command), "control op persist failed"
+        )
+
+    async def recycle_preserving_work(self) -> int:
+        """Decision 7: back to idle and accepting with pending work preserved;
+        the idle phase is persisted with the requeued inputs."""
+        return await self._persisted(self.recycle_now, "recycle persist failed")
+
+    async def abandon_pending_inputs(self, reason: InputAbandonReason) -> int:
+        """C-15 with decision 8: abandoned inputs leave the lanes for good."""
+        return await self._persisted(
+            lambda: self._abandon_now(reason), "pending input abandon persist failed"
+        )
+
+    def _abandon_now(self, reason: InputAbandonReason) -> int:
+        self._tick()
+        return self._abandon_all(reason)
+
+    async def _persisted(
+        self,
+        operation: Callable[[], T],
+        what: str,
+        boundary: BoundaryApplied | None = None,
+    ) -> T:
+        """Run an in-memory operation, then write what it touched; undo on failure."""
+        checkpoint = self._checkpoint()
+        try:
+            result = operation()
+            if boundary is not None:
+                await self._commit_boundary(checkpoint, boundary)
+            else:
+                await self._commit_lifecycle(checkpoint)
+        except RuntimeStoreError as exc:
+            self._restore(checkpoint)
+            raise InternalError(f"{what}: {exc}") from exc
+        except BaseException:
+            self._restore(checkpoint)
+            raise
+        self._release(checkpoint)
+        return result
+
+    async def _commit_lifecycle(self, checkpoint: Checkpoint) -> None:
+        await self.store.atomic_lifecycle_commit(
+            self.runtime_id,
+            stored_phase(self.runtime_state()),
+            self._durable(checkpoint),
+        )
+
+    def _durable(self, checkpoint: Checkpoint) -> list[InputState]:
+        """The touched states that belong on disk (decision 13)."""
+        states = (self._ledger.get(i) for i in checkpoint.touched)
+        return [
+            s
+            for s in states
+            if s is not None and s.durability is not InputDurability.EPHEMERAL
+        ]
+
+    def _ledger_state(self, input_id: object) -> InputState:
+        state = self._ledger.get(input_id)  # type: ignore[arg-type]
+        assert state is not None
+        return state
+
+    # ================================================================ recovery
+
+    async def recover(self) -> RecoveryReport:
+        """D-11 with decisions 4, 5, 18, 22, 24."""
+        checkpoint = self._checkpoint()
+        try:
+            self._tick()
+            states = await self.store.load_input_states(self.runtime_id)
+            persisted = await self.store.load_runtime_state(self.runtime_id)
+            report = await self._recover_states(states, persisted)
+            self._restore_phase(persisted)
+            await self._commit_lifecycle(checkpoint)
+        except RuntimeStoreError as exc:
+            self._restore(checkpoint)  # decision 22: as before the call
+            raise InternalError(f"recovery failed: {exc}") from exc
+        except BaseException:
+            self._restore(checkpoint)
+            raise
+        self._release(checkpoint)
+        return report
+
+    async def _recover_states(
+        self, states: list[InputState], persisted: RuntimeState | None
+    ) -> RecoveryReport:
+        fresh = [
+            s
+            for s in states
+            if s.input_id not in self._ledger
+            and s.durability is not InputDurability.EPHEMERAL
+        ]
+        live = [s for s in fresh if not s.is_terminal()]
+        if persisted is not None and persisted.is_terminal() and live:
+            raise InternalError(  # decision 5: fail closed, change nothing
+                f"store corruption: terminal runtime {persisted.value!r} has {len(live)} active inputs"
+            )
+        counts = {"requeued": 0, "abandoned": 0}
+        details: list[str] = []
+        for state in fresh:
+            self._insert(state)
+            if not state.is_terminal():
+                state.recovery_count += 1  # decision 18: before normalisation
+                outcome = await self._normalise_recovered(state, details)
+                counts[outcome] = counts.get(outcome, 0) + 1
+            if state.current_state() is _S.QUEUED:
+                self._lanes.push(state.input_id, lane_for(state.policy))
+        if not self._lanes.is_empty():
+            self._signal = self._signal.raised_to(self._signal.WAKE_LOOP)
+        return RecoveryReport(
+            inputs_recovered=len(live),
+            inputs_requeued=counts["requeued"],
+            inputs_abandoned=counts["abandoned"],
+            details=details,
+        )
+
+    async def _normalise_recovered(self, state: InputState, details: list[str]) -> str:
+        """One loaded, unfinished input: consumed by receipt, queued again, or
+        abandoned; its policy and lane come from its record (decision 4)."""
+        if state.policy is None and state.persisted_input is not None:
+            decision = self._policy.resolve(state.persisted_input, True)
+            state.policy = PolicySnapshot(
+                version=decision.policy_version, decision=decision
+            )
+        if state.persisted_input is None:
+            self._apply(state, il.Abandon(InputAbandonReason.Cancelled()))
+            self._emit_abandoned(state)
+            details.append(
+                f"input {state.input_id}: no stored payload to run; abandoned"
+            )
+            return "abandoned"
+        phase = state.current_state()
+        if phase in _APPLIED:
+            # Only a pending-consumption input carries a boundary sequence, so
+            # only it can be named by a committed receipt (D-11 step 1).
+            if phase is _S.APPLIED_PENDING_CONSUMPTION and await self._receipt_names(
+                state
+            ):
+                self._apply(state, il.Consume())
+                return "kept"
+            return self._requeued(state, il.RecoverRequeue())
+        if phase is _S.ACCEPTED:
+            return self._requeued(state, il.QueueAccepted())
+        if phase is _S.STAGED:
+            return self._requeued(state, il.RollbackStaged())
+        return "kept"
+
+    def _requeued(
+        self, state: InputState, lifecycle_input: il.InputLifecycleInput
+    ) -> str:
+        if self._apply(state, lifecycle_input).next_phase is _S.QUEUED:
+            return "requeued"
+        self._emit_abandoned(state)
+        return "abandoned"
+
+    async def _receipt_names(self, state: InputState) -> bool:
+        run_id, sequence = state.last_run_id(), state.last_boundary_sequence()
+        if run_id is None or sequence is None:
+            return False
+        receipt = await self.store.load_boundary_receipt(
+            self.runtime_id, run_id, sequence
+        )
+        return receipt is not None and state.input_id in receipt.contributing_input_ids
+
+    def _restore_phase(self, persisted: RuntimeState | None) -> None:
+        """D-11 step 9: come back in the phase the store remembers."""
+        steps = {
+            RuntimeState.RETIRED: (rc.RetireRequested(),),
+            RuntimeState.STOPPED: (rc.StopRequested(),),
+            RuntimeState.DESTROYED: (rc.DestroyRequested(),),
+        }
+        if persisted is None or self.runtime_state() is persisted:
+            return
+        for control_input in steps.get(persisted, ()):
+            self._control_step(control_input)
+
+
+__all__ = ["PersistentRuntimeDriver", "reason_name"]
