@@ -37,7 +37,7 @@ from meerkat_runtime import (
 from meerkat_runtime.blobs import MemoryBlobStore
 from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
 from meerkat_runtime.ids import InputId as _InputId
-from meerkat_runtime.inputs import BlobImage, ImageBlock, InlineImage
+from meerkat_runtime.inputs import AnyContentBlock, BlobImage, ImageBlock, InlineImage
 from meerkat_runtime.runs import RunBoundaryReceipt as _Receipt
 from meerkat_runtime.store import (
     InMemoryRuntimeStore,
@@ -83,7 +83,7 @@ def make_prompt(text: str, key: str | None = None) -> PromptInput:
 
 
 def make_multimodal_prompt(text: str, label: str) -> PromptInput:
-    blocks = [
+    blocks: list[AnyContentBlock] = [
         ContentBlock.Text(text=text),
         ContentBlock.Image(
             media_type="image/png", data=ImageData.Inline(data=f"base64-{label}")
