@@ -1,0 +1,1 @@
+"""Test kits shipped with the library: store conformance (and, later, faults)."""

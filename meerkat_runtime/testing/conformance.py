@@ -1,0 +1,417 @@
+"""The ``RuntimeStore`` conformance suite, shipped so any store can prove itself.
+
+Use it from a test module::
+
+    from meerkat_runtime.testing.conformance import StoreConformance
+
+    class TestMyStore(StoreConformance):
+        def make_store(self) -> RuntimeStore:
+            return MyStore(...)
+
+``make_store`` is the one hook; ``raw_rows`` and ``corrupt_row`` read and
+damage stored bytes behind the store's back (the built-in stores provide
+them; override for yours). Every test is synchronous and runs its own event
+loop, so no pytest plugin is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import pytest
+
+from meerkat_runtime.generated import input_lifecycle as il
+from meerkat_runtime.generated.runtime_control import RuntimeState
+from meerkat_runtime.generated.spec_types import InputAbandonReason
+from meerkat_runtime.ids import BlobId, IdempotencyKey, InputId, LogicalRuntimeId, RunId
+from meerkat_runtime.input_state import InputState, PolicySnapshot
+from meerkat_runtime.inputs import (
+    BlobImage,
+    ImageBlock,
+    InputDurability,
+    InputHeader,
+    Operator,
+    PromptInput,
+    TextBlock,
+)
+from meerkat_runtime.policy import DefaultPolicyTable
+from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
+from meerkat_runtime.store import records
+from meerkat_runtime.store.base import RuntimeStore, RuntimeStoreError, SessionDelta
+from meerkat_runtime.store.verify import verify
+
+A = LogicalRuntimeId("runtime-a")
+B = LogicalRuntimeId("runtime-b")
+
+
+def rich_state(phase_steps: int = 5, run_id: RunId | None = None) -> InputState:
+    """An input state exercising every record field; ``phase_steps`` walks it
+    accepted -> queued -> staged -> applied -> pending -> consumed."""
+    run_id = run_id or RunId.new()
+    header = InputHeader(
+        id=InputId.new(),
+        timestamp=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        source=Operator(),
+        durability=InputDurability.DURABLE,
+        idempotency_key=IdempotencyKey(f"key-{InputId.new()}"),
+    )
+    blocks = [
+        TextBlock(text="hi"),
+        ImageBlock(
+            media_type="image/png", data=BlobImage(blob_id=BlobId("sha256:" + "a" * 64))
+        ),
+    ]
+    payload = PromptInput(header=header, text="hello", blocks=blocks)
+    state = InputState.new_accepted(header.id)
+    state.persisted_input = payload
+    state.durability = InputDurability.DURABLE
+    state.idempotency_key = header.idempotency_key
+    decision = DefaultPolicyTable().resolve(payload, True)
+    state.policy = PolicySnapshot(version=1, decision=decision)
+    steps: list[il.InputLifecycleInput] = [
+        il.QueueAccepted(),
+        il.StageForRun(run_id),
+        il.MarkApplied(run_id),
+        il.MarkAppliedPendingConsumption(0),
+        il.Consume(),
+    ]
+    for step in steps[:phase_steps]:
+        state.apply(step)
+    return state
+
+
+def poisoned(state: InputState) -> InputState:
+    """A state that cannot be encoded: writing it must fail the whole commit."""
+    bad = state.clone()
+    bad.reconstruction_source = object()  # type: ignore[assignment]
+    return bad
+
+
+def receipt_for(
+    run_id: RunId, ids: list[InputId], sequence: int = 0
+) -> RunBoundaryReceipt:
+    return RunBoundaryReceipt(
+        run_id=run_id,
+        boundary=RunApplyBoundary.RUN_START,
+        contributing_input_ids=ids,
+        message_count=len(ids),
+        sequence=sequence,
+    )
+
+
+class StoreConformance:
+    """The contract every ``RuntimeStore`` meets (BEHAVIOUR.md section 8)."""
+
+    # ---------------------------------------------------------------- hooks
+
+    def make_store(self) -> RuntimeStore:
+        raise NotImplementedError(
+            "override make_store() to return a fresh, empty store"
+        )
+
+    def raw_rows(
+        self, store: RuntimeStore, table: str, runtime_id: LogicalRuntimeId
+    ) -> dict[str, bytes]:
+        return store.raw_rows(table, runtime_id)  # type: ignore[attr-defined, no-any-return]
+
+    def corrupt_row(
+        self,
+        store: RuntimeStore,
+        table: str,
+        runtime_id: LogicalRuntimeId,
+        record_id: str,
+        data: bytes,
+    ) -> None:
+        store.corrupt_row(table, runtime_id, record_id, data)  # type: ignore[attr-defined]
+
+    def run(self, body: Callable[[RuntimeStore], Awaitable[None]]) -> None:
+        async def main() -> None:
+            store = self.make_store()
+            try:
+                await body(store)
+            finally:
+                await store.close()
+
+        asyncio.run(main())
+
+    # ---------------------------------------------------------------- round trips
+
+    @pytest.mark.parametrize("steps", [0, 1, 2, 3, 4, 5])
+    def test_input_state_round_trip(self, steps: int) -> None:
+        async def body(store: RuntimeStore) -> None:
+            state = rich_state(steps)
+            await store.persist_input_state(A, state)
+            loaded = await store.load_input_state(A, state.input_id)
+            assert loaded == state
+            assert [s.to_record() for s in await store.load_input_states(A)] == [
+                state.to_record()
+            ]
+
+        self.run(body)
+
+    def test_abandoned_state_round_trip(self) -> None:
+        async def body(store: RuntimeStore) -> None:
+            state = rich_state(1)
+            state.apply(il.Abandon(InputAbandonReason.MaxAttemptsExhausted(attempts=3)))
+            state.recovery_count = 2
+            await store.persist_input_state(A, state)
+            assert await store.load_input_state(A, state.input_id) == state
+
+        self.run(body)
+
+    @pytest.mark.parametrize("phase", list(RuntimeState))
+    def test_runtime_state_round_trip(self, phase: RuntimeState) -> None:
+        async def body(store: RuntimeStore) -> None:
+            assert await store.load_runtime_state(A) is None
+            await store.persist_runtime_state(A, phase)
+            assert await store.load_runtime_state(A) is phase
+
+        self.run(body)
+
+    def test_upsert_keeps_one_row_per_input(self) -> None:
+        async def body(store: RuntimeStore) -> None:
+            state = rich_state(1)
+            await store.persist_input_state(A, state)
+            state.apply(il.Abandon(InputAbandonReason.Reset()))
+            await store.persist_input_state(A, state)
+            loaded = await store.load_input_states(A)
+            assert len(loaded) == 1
+            assert loaded[0].current_state() is il.InputLifecycleState.ABANDONED
+
+        self.run(body)
+
+    def test_missing_records_read_as_none(self) -> None:
+        async def body(store: RuntimeStore) -> None:
+            assert await store.load_input_state(A, InputId.new()) is None
+            assert await store.load_boundary_receipt(A, RunId.new(), 0) is None
+            assert await store.load_session_snapshot(A) is None
+            assert await store.load_input_states(A) == []
+
+        self.run(body)
+
+    # ---------------------------------------------------------------- boundaries
+
+    def test_atomic_apply_writes_receipt_snapshot_and_states(self) -> None:
+        async def body(store: RuntimeStore) -> None:
+            run_id = RunId.new()
+            state = rich_state(4, run_id)
+            receipt = receipt_for(run_id, [state.input_id])
+            await store.atomic_apply(
+                A, SessionDelta(session_snapshot=b"snap"), receipt, [state]
+            )
+            assert await store.load_boundary_receipt(A, run_id, 0) == receipt
+            assert await store.load_session_snapshot(A) == b"snap"
+            assert await store.load_input_state(A, state.input_id) == state
+
+        self.run(body)
+
+    def test_commit_session_boundary_mints_sequences_per_run(self) -> None:
+        """S-5: sequences start at 0 per run; states are stamped with them."""
+
+        async def body(store: RuntimeStore) -> None:
+            run_id = RunId.new()
+            state = rich_state(4, run_id)
+            delta = SessionDelta(session_snapshot=b'{"messages": [1, 2, 3]}')
+            first = await store.commit_session_boundary(
+                A, delta, run_id, RunApplyBoundary.RUN_START, [state.input_id], [state]
+            )
+            second = await store.commit_session_boundary(
+                A,
+                delta,
+                run_id,
+                RunApplyBoundary.RUN_CHECKPOINT,
+                [state.input_id],
+                [state],
+            )
+            other = await store.commit_session_boundary(
+                A, delta, RunId.new(), RunApplyBoundary.RUN_START, [], []
+            )
+            assert (first.sequence, second.sequence, other.sequence) == (0, 1, 0)
+            assert first.message_count == 3
+            assert first.conversation_digest is not None
+            assert await store.load_boundary_receipt(A, run_id, 1) == second
+            stored = await store.load_input_state(A, state.input_id)
+            assert stored is not None
+            assert (stored.last_run_id(), stored.last_boundary_sequence()) == (
+                run_id,
+                1,
+            )
+
+        self.run(body)
+
+    def test_identical_receipt_recommit_is_a_no_op(self) -> None:
+        """Decision 16."""
+
+        async def body(store: RuntimeStore) -> None:
+            run_id = RunId.new()
+            state = rich_state(4, run_id)
+            receipt = receipt_for(run_id, [state.input_id])
+            await store.atomic_apply(A, None, receipt, [state])
+            await store.atomic_apply(A, None, receipt, [state])
+            assert await store.load_boundary_receipt(A, run_id, 0) == receipt
+
+        self.run(body)
+
+    def test_conflicting_receipt_is_refused_and_writes_nothing(self) -> None:
+        """Decision 16: a different receipt for the same (run, sequence)."""
+
+        async def body(store: RuntimeStore) -> None:
+            run_id = RunId.new()
+            state = rich_state(4, run_id)
+            receipt = receipt_for(run_id, [state.input_id])
+            await store.atomic_apply(
+                A, SessionDelta(session_snapshot=b"one"), receipt, [state]
+            )
+            other = rich_state(4, run_id)
+            conflicting = receipt_for(run_id, [other.input_id])
+            with pytest.raises(RuntimeStoreError.WriteFailed, match="receipt conflict"):
+                await store.atomic_apply(
+                    A, SessionDelta(session_snapshot=b"two"), conflicting, [other]
+                )
+            assert await store.load_boundary_receipt(A, run_id, 0) == receipt
+            assert await store.load_session_snapshot(A) == b"one"
+            assert await store.load_input_state(A, other.input_id) is None
+
+        self.run(body)
+
+    # ---------------------------------------------------------------- atomicity
+
+    def test_lifecycle_commit_is_all_or_nothing(self) -> None:
+        async def body(store: RuntimeStore) -> None:
+            good, bad = rich_state(1), poisoned(rich_state(1))
+            await store.persist_runtime_state(A, RuntimeState.IDLE)
+            with pytest.raises(RuntimeStoreError):
+                await store.atomic_lifecycle_commit(
+                    A, RuntimeState.RETIRED, [good, bad]
+                )
+            assert await store.load_runtime_state(A) is RuntimeState.IDLE
+            assert await store.load_input_states(A) == []
+            assert self.raw_rows(store, records.INPUTS, A) == {}
+
+        self.run(body)
+
+    def test_atomic_apply_is_all_or_nothing(self) -> None:
+        async def body(store: RuntimeStore) -> None:
+            run_id = RunId.new()
+            good, bad = rich_state(4, run_id), poisoned(rich_state(4, run_id))
+            receipt = receipt_for(run_id, [good.input_id, bad.input_id])
+            with pytest.raises(RuntimeStoreError):
+                await store.atomic_apply(
+                    A, SessionDelta(session_snapshot=b"s"), receipt, [good, bad]
+                )
+            assert await store.load_boundary_receipt(A, run_id, 0) is None
+            assert await store.load_session_snapshot(A) is None
+            assert await store.load_input_states(A) == []
+
+        self.run(body)
+
+    def test_session_boundary_commit_is_all_or_nothing(self) -> None:
+        async def body(store: RuntimeStore) -> None:
+            run_id = RunId.new()
+            bad = poisoned(rich_state(4, run_id))
+            with pytest.raises(RuntimeStoreError):
+                await store.commit_session_boundary(
+                    A,
+                    SessionDelta(session_snapshot=b"s"),
+                    run_id,
+                    RunApplyBoundary.RUN_START,
+                    [bad.input_id],
+                    [bad],
+                )
+            assert await store.load_boundary_receipt(A, run_id, 0) is None
+            assert await store.load_session_snapshot(A) is None
+
+        self.run(body)
+
+    def test_failed_write_leaves_the_store_usable(self) -> None:
+        async def body(store: RuntimeStore) -> None:
+            with pytest.raises(RuntimeStoreError):
+                await store.persist_input_state(A, poisoned(rich_state(1)))
+            state = rich_state(1)
+            await store.persist_input_state(A, state)
+            assert await store.load_input_state(A, state.input_id) == state
+
+        self.run(body)
+
+    # ---------------------------------------------------------------- isolation
+
+    def test_runtimes_are_isolated(self) -> None:
+        """S-3: runtime B never sees runtime A's rows."""
+
+        async def body(store: RuntimeStore) -> None:
+            run_id = RunId.new()
+            state = rich_state(4, run_id)
+            await store.atomic_apply(
+                A,
+                SessionDelta(session_snapshot=b"a"),
+                receipt_for(run_id, [state.input_id]),
+                [state],
+            )
+            await store.persist_runtime_state(A, RuntimeState.RETIRED)
+            assert await store.load_input_states(B) == []
+            assert await store.load_input_state(B, state.input_id) is None
+            assert await store.load_boundary_receipt(B, run_id, 0) is None
+            assert await store.load_session_snapshot(B) is None
+            assert await store.load_runtime_state(B) is None
+            assert await store.load_boundary_receipts(B) == []
+
+        self.run(body)
+
+    # ---------------------------------------------------------------- corrupt data
+
+    @pytest.mark.parametrize("data", [b"not json", b'{"input_id": 5}', b"{}"])
+    def test_corrupt_input_row_names_runtime_record_and_table(
+        self, data: bytes
+    ) -> None:
+        async def body(store: RuntimeStore) -> None:
+            state = rich_state(1)
+            await store.persist_input_state(A, state)
+            self.corrupt_row(store, records.INPUTS, A, str(state.input_id), data)
+            for read in (
+                store.load_input_states(A),
+                store.load_input_state(A, state.input_id),
+            ):
+                with pytest.raises(RuntimeStoreError.ReadFailed) as err:
+                    await read
+                message = str(err.value)
+                assert records.INPUTS in message
+                assert str(A) in message
+                assert str(state.input_id) in message
+
+        self.run(body)
+
+    def test_corrupt_receipt_and_phase_rows_are_read_failures(self) -> None:
+        async def body(store: RuntimeStore) -> None:
+            run_id = RunId.new()
+            await store.atomic_apply(A, None, receipt_for(run_id, []), [])
+            await store.persist_runtime_state(A, RuntimeState.IDLE)
+            self.corrupt_row(store, records.RECEIPTS, A, f"{run_id}/0", b"[1]")
+            self.corrupt_row(store, records.STATES, A, str(A), b'"sleeping"')
+            with pytest.raises(RuntimeStoreError.ReadFailed, match=records.RECEIPTS):
+                await store.load_boundary_receipt(A, run_id, 0)
+            with pytest.raises(RuntimeStoreError.ReadFailed, match=records.STATES):
+                await store.load_runtime_state(A)
+
+        self.run(body)
+
+    # ---------------------------------------------------------------- verify
+
+    def test_verify_reports_inconsistencies(self) -> None:
+        async def body(store: RuntimeStore) -> None:
+            run_id = RunId.new()
+            consumed = rich_state(5, run_id)  # consumed by run_id/0 ...
+            await store.persist_input_state(A, consumed)  # ... but no receipt
+            stray = InputId.new()
+            await store.atomic_apply(A, None, receipt_for(RunId.new(), [stray]), [])
+            problems = await verify(store, A)
+            assert len(problems) == 2, problems
+            assert any(
+                "no receipt names it" in p and str(consumed.input_id) in p
+                for p in problems
+            )
+            assert any(str(stray) in p for p in problems)
+            assert await verify(store, B) == []
+
+        self.run(body)
