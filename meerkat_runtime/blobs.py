@@ -53,12 +53,12 @@ BlobStoreError.Invalid = BlobInvalidError
 BlobStoreError.Internal = BlobInternalError
 
 
-class BlobRef(Value, frozen=True):
+class BlobRef(Value, frozen=True, kw_only=True):
     blob_id: BlobId
     media_type: str
 
 
-class BlobPayload(Value, frozen=True):
+class BlobPayload(Value, frozen=True, kw_only=True):
     blob_id: BlobId
     media_type: str
     data: str  # base64, as the inline image carried it

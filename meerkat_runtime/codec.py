@@ -89,12 +89,15 @@ def _leaf_variants(target: type) -> list[type]:
     if not (isinstance(target, type) and issubclass(target, msgspec.Struct)):
         return []
     config = target.__struct_config__
-    if config.tag is not None and not target.__subclasses__():
+    # A variant carries an explicit tag (``tag="prompt"``); a union base only
+    # msgspec's default tag, its class name. A subclass of a variant never
+    # replaces the variant it specialises.
+    if config.tag is not None and config.tag != target.__name__:
         return [target]
     found: list[type] = []
     for sub in target.__subclasses__():
         found += _leaf_variants(sub)
-    return found
+    return found or [target]
 
 
 class Value(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

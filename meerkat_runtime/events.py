@@ -15,7 +15,7 @@ from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId, uuid7_text
 
 
-class InputLifecycleEvent(Value, frozen=True, tag_field="code"):
+class InputLifecycleEvent(Value, frozen=True, kw_only=True, tag_field="code"):
     input_id: InputId
 
     Accepted: ClassVar[type[InputAccepted]]
@@ -29,39 +29,51 @@ class InputLifecycleEvent(Value, frozen=True, tag_field="code"):
     Abandoned: ClassVar[type[InputAbandoned]]
 
 
-class InputAccepted(InputLifecycleEvent, frozen=True, tag="input.accepted"):
+class InputAccepted(
+    InputLifecycleEvent, frozen=True, kw_only=True, tag="input.accepted"
+):
     pass
 
 
-class InputDeduplicated(InputLifecycleEvent, frozen=True, tag="input.deduplicated"):
+class InputDeduplicated(
+    InputLifecycleEvent, frozen=True, kw_only=True, tag="input.deduplicated"
+):
     existing_id: InputId
 
 
-class InputSuperseded(InputLifecycleEvent, frozen=True, tag="input.superseded"):
+class InputSuperseded(
+    InputLifecycleEvent, frozen=True, kw_only=True, tag="input.superseded"
+):
     superseded_by: InputId
 
 
-class InputCoalesced(InputLifecycleEvent, frozen=True, tag="input.coalesced"):
+class InputCoalesced(
+    InputLifecycleEvent, frozen=True, kw_only=True, tag="input.coalesced"
+):
     aggregate_id: InputId
 
 
-class InputQueued(InputLifecycleEvent, frozen=True, tag="input.queued"):
+class InputQueued(InputLifecycleEvent, frozen=True, kw_only=True, tag="input.queued"):
     pass
 
 
-class InputStaged(InputLifecycleEvent, frozen=True, tag="input.staged"):
+class InputStaged(InputLifecycleEvent, frozen=True, kw_only=True, tag="input.staged"):
     run_id: RunId
 
 
-class InputApplied(InputLifecycleEvent, frozen=True, tag="input.applied"):
+class InputApplied(InputLifecycleEvent, frozen=True, kw_only=True, tag="input.applied"):
     run_id: RunId
 
 
-class InputConsumed(InputLifecycleEvent, frozen=True, tag="input.consumed"):
+class InputConsumed(
+    InputLifecycleEvent, frozen=True, kw_only=True, tag="input.consumed"
+):
     run_id: RunId
 
 
-class InputAbandoned(InputLifecycleEvent, frozen=True, tag="input.abandoned"):
+class InputAbandoned(
+    InputLifecycleEvent, frozen=True, kw_only=True, tag="input.abandoned"
+):
     reason: str
 
 
@@ -87,7 +99,7 @@ AnyInputLifecycleEvent = (
 )
 
 
-class RunLifecycleEvent(Value, frozen=True, tag_field="code"):
+class RunLifecycleEvent(Value, frozen=True, kw_only=True, tag_field="code"):
     run_id: RunId
 
     Started: ClassVar[type[RunLifecycleStarted]]
@@ -96,20 +108,28 @@ class RunLifecycleEvent(Value, frozen=True, tag_field="code"):
     Cancelled: ClassVar[type[RunLifecycleCancelled]]
 
 
-class RunLifecycleStarted(RunLifecycleEvent, frozen=True, tag="run.started"):
+class RunLifecycleStarted(
+    RunLifecycleEvent, frozen=True, kw_only=True, tag="run.started"
+):
     pass
 
 
-class RunLifecycleCompleted(RunLifecycleEvent, frozen=True, tag="run.completed"):
+class RunLifecycleCompleted(
+    RunLifecycleEvent, frozen=True, kw_only=True, tag="run.completed"
+):
     pass
 
 
-class RunLifecycleFailed(RunLifecycleEvent, frozen=True, tag="run.failed"):
+class RunLifecycleFailed(
+    RunLifecycleEvent, frozen=True, kw_only=True, tag="run.failed"
+):
     error: str
     recoverable: bool
 
 
-class RunLifecycleCancelled(RunLifecycleEvent, frozen=True, tag="run.cancelled"):
+class RunLifecycleCancelled(
+    RunLifecycleEvent, frozen=True, kw_only=True, tag="run.cancelled"
+):
     pass
 
 
@@ -125,7 +145,7 @@ AnyRunLifecycleEvent = (
 )
 
 
-class RuntimeEvent(Value, frozen=True, tag_field="category"):
+class RuntimeEvent(Value, frozen=True, kw_only=True, tag_field="category"):
     """E-2: the category tag; lifecycle events sit under ``data``."""
 
     InputLifecycle: ClassVar[type[InputLifecycle]]
@@ -133,15 +153,17 @@ class RuntimeEvent(Value, frozen=True, tag_field="category"):
     RuntimeStateChange: ClassVar[type[RuntimeStateChange]]
 
 
-class InputLifecycle(RuntimeEvent, frozen=True, tag="input_lifecycle"):
+class InputLifecycle(RuntimeEvent, frozen=True, kw_only=True, tag="input_lifecycle"):
     data: AnyInputLifecycleEvent
 
 
-class RunLifecycle(RuntimeEvent, frozen=True, tag="run_lifecycle"):
+class RunLifecycle(RuntimeEvent, frozen=True, kw_only=True, tag="run_lifecycle"):
     data: AnyRunLifecycleEvent
 
 
-class RuntimeStateChange(RuntimeEvent, frozen=True, tag="runtime_state_change"):
+class RuntimeStateChange(
+    RuntimeEvent, frozen=True, kw_only=True, tag="runtime_state_change"
+):
     from_state: RuntimeState
     to_state: RuntimeState
 
@@ -152,7 +174,7 @@ RuntimeEvent.RuntimeStateChange = RuntimeStateChange
 AnyRuntimeEvent = InputLifecycle | RunLifecycle | RuntimeStateChange
 
 
-class RuntimeEventEnvelope(Value, frozen=True):
+class RuntimeEventEnvelope(Value, frozen=True, kw_only=True):
     id: str
     timestamp: datetime
     runtime_id: LogicalRuntimeId

@@ -30,21 +30,21 @@ from meerkat_runtime.ids import IdempotencyKey, InputId, RunId
 from meerkat_runtime.inputs import AnyInput, InputDurability
 
 
-class PolicySnapshot(Value, frozen=True):
+class PolicySnapshot(Value, frozen=True, kw_only=True):
     """The decision recorded for an input, with the table version (A-8)."""
 
     version: int
     decision: PolicyDecision
 
 
-class InputStateHistoryEntry(Value, frozen=True):
+class InputStateHistoryEntry(Value, frozen=True, kw_only=True):
     timestamp: datetime
     from_state: InputLifecycleState
     to_state: InputLifecycleState
     reason: str
 
 
-class InputStateRecord(Value, frozen=True):
+class InputStateRecord(Value, frozen=True, kw_only=True):
     """The wire form of an ``InputState`` (L-10), as stores keep it."""
 
     input_id: InputId

@@ -15,6 +15,8 @@ import enum
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+import msgspec
+
 from meerkat_runtime.codec import Value
 from meerkat_runtime.generated.spec_types import HandlingMode
 from meerkat_runtime.ids import (
@@ -39,7 +41,7 @@ class InputDurability(_Enum):
     DERIVED = "derived"
 
 
-class InputVisibility(Value, frozen=True):
+class InputVisibility(Value, frozen=True, kw_only=True, omit_defaults=False):
     transcript_eligible: bool = True
     operator_eligible: bool = True
 
@@ -47,7 +49,7 @@ class InputVisibility(Value, frozen=True):
 # ---------------------------------------------------------------- origin (T-7)
 
 
-class InputOrigin(Value, frozen=True, tag_field="type"):
+class InputOrigin(Value, frozen=True, kw_only=True, tag_field="type"):
     """Who submitted an input."""
 
     Operator: ClassVar[type[Operator]]
@@ -57,25 +59,25 @@ class InputOrigin(Value, frozen=True, tag_field="type"):
     External: ClassVar[type[External]]
 
 
-class Operator(InputOrigin, frozen=True, tag="operator"):
+class Operator(InputOrigin, frozen=True, kw_only=True, tag="operator"):
     pass
 
 
-class PeerOrigin(InputOrigin, frozen=True, tag="peer"):
+class PeerOrigin(InputOrigin, frozen=True, kw_only=True, tag="peer"):
     peer_id: str
     runtime_id: str | None = None
 
 
-class Flow(InputOrigin, frozen=True, tag="flow"):
+class Flow(InputOrigin, frozen=True, kw_only=True, tag="flow"):
     flow_id: str
     step_index: int
 
 
-class System(InputOrigin, frozen=True, tag="system"):
+class System(InputOrigin, frozen=True, kw_only=True, tag="system"):
     pass
 
 
-class External(InputOrigin, frozen=True, tag="external"):
+class External(InputOrigin, frozen=True, kw_only=True, tag="external"):
     source_name: str
 
 
@@ -87,14 +89,16 @@ InputOrigin.External = External
 AnyInputOrigin = Operator | PeerOrigin | Flow | System | External
 
 
-class InputHeader(Value, frozen=True):
+class InputHeader(Value, frozen=True, kw_only=True):
     """What every input carries (T-6)."""
 
     id: InputId
     timestamp: datetime
     source: AnyInputOrigin
     durability: InputDurability
-    visibility: InputVisibility = InputVisibility()
+    # A factory, not a shared default: msgspec then writes it on every record,
+    # as upstream requires (it has no serde default for visibility).
+    visibility: InputVisibility = msgspec.field(default_factory=InputVisibility)
     idempotency_key: IdempotencyKey | None = None
     supersession_key: SupersessionKey | None = None
     correlation_id: CorrelationId | None = None
@@ -119,18 +123,18 @@ class InputHeader(Value, frozen=True):
 # ---------------------------------------------------------------- content (T-19)
 
 
-class ImageData(Value, frozen=True, tag_field="source"):
+class ImageData(Value, frozen=True, kw_only=True, tag_field="source"):
     """Image bytes inline (base64 text) or moved to a blob store."""
 
     Inline: ClassVar[type[InlineImage]]
     Blob: ClassVar[type[BlobImage]]
 
 
-class InlineImage(ImageData, frozen=True, tag="inline"):
+class InlineImage(ImageData, frozen=True, kw_only=True, tag="inline"):
     data: str  # base64
 
 
-class BlobImage(ImageData, frozen=True, tag="blob"):
+class BlobImage(ImageData, frozen=True, kw_only=True, tag="blob"):
     blob_id: BlobId
 
 
@@ -139,16 +143,16 @@ ImageData.Blob = BlobImage
 AnyImageData = InlineImage | BlobImage
 
 
-class ContentBlock(Value, frozen=True, tag_field="type"):
+class ContentBlock(Value, frozen=True, kw_only=True, tag_field="type"):
     Text: ClassVar[type[TextBlock]]
     Image: ClassVar[type[ImageBlock]]
 
 
-class TextBlock(ContentBlock, frozen=True, tag="text"):
+class TextBlock(ContentBlock, frozen=True, kw_only=True, tag="text"):
     text: str
 
 
-class ImageBlock(ContentBlock, frozen=True, tag="image"):
+class ImageBlock(ContentBlock, frozen=True, kw_only=True, tag="image"):
     """An image. Upstream flattens ``data`` into the block; here it nests."""
 
     media_type: str
@@ -175,28 +179,32 @@ class ResponseTerminalStatus(_Enum):
     CANCELLED = "cancelled"
 
 
-class PeerConvention(Value, frozen=True, tag_field="convention_type"):
+class PeerConvention(Value, frozen=True, kw_only=True, tag_field="convention_type"):
     Message: ClassVar[type[PeerMessage]]
     Request: ClassVar[type[PeerRequest]]
     ResponseProgress: ClassVar[type[PeerResponseProgress]]
     ResponseTerminal: ClassVar[type[PeerResponseTerminal]]
 
 
-class PeerMessage(PeerConvention, frozen=True, tag="message"):
+class PeerMessage(PeerConvention, frozen=True, kw_only=True, tag="message"):
     pass
 
 
-class PeerRequest(PeerConvention, frozen=True, tag="request"):
+class PeerRequest(PeerConvention, frozen=True, kw_only=True, tag="request"):
     request_id: str
     intent: str
 
 
-class PeerResponseProgress(PeerConvention, frozen=True, tag="response_progress"):
+class PeerResponseProgress(
+    PeerConvention, frozen=True, kw_only=True, tag="response_progress"
+):
     request_id: str
     phase: ResponseProgressPhase
 
 
-class PeerResponseTerminal(PeerConvention, frozen=True, tag="response_terminal"):
+class PeerResponseTerminal(
+    PeerConvention, frozen=True, kw_only=True, tag="response_terminal"
+):
     request_id: str
     status: ResponseTerminalStatus
 
@@ -210,7 +218,7 @@ AnyPeerConvention = (
 )
 
 
-class RuntimeTurnMetadata(Value, frozen=True):
+class RuntimeTurnMetadata(Value, frozen=True, kw_only=True):
     """Per-turn hints a caller attaches to a prompt or flow step (W-9)."""
 
     handling_mode: HandlingMode | None = None
@@ -227,7 +235,7 @@ class RuntimeTurnMetadata(Value, frozen=True):
 # ---------------------------------------------------------------- the six inputs
 
 
-class Input(Value, frozen=True, tag_field="input_type"):
+class Input(Value, frozen=True, kw_only=True, tag_field="input_type"):
     """Base of the six inputs (T-1)."""
 
     header: InputHeader
@@ -244,7 +252,7 @@ class Input(Value, frozen=True, tag_field="input_type"):
         return None
 
 
-class PromptInput(Input, frozen=True, tag="prompt"):
+class PromptInput(Input, frozen=True, kw_only=True, tag="prompt"):
     text: str
     blocks: list[AnyContentBlock] | None = None
     turn_metadata: RuntimeTurnMetadata | None = None
@@ -269,7 +277,7 @@ _PEER_KINDS: dict[type[PeerConvention], str] = {
 }
 
 
-class PeerInput(Input, frozen=True, tag="peer"):
+class PeerInput(Input, frozen=True, kw_only=True, tag="peer"):
     body: str
     convention: AnyPeerConvention | None = None
     blocks: list[AnyContentBlock] | None = None
@@ -283,7 +291,7 @@ class PeerInput(Input, frozen=True, tag="peer"):
         return self.handling_mode
 
 
-class FlowStepInput(Input, frozen=True, tag="flow_step"):
+class FlowStepInput(Input, frozen=True, kw_only=True, tag="flow_step"):
     step_id: str
     instructions: str
     blocks: list[AnyContentBlock] | None = None
@@ -296,7 +304,7 @@ class FlowStepInput(Input, frozen=True, tag="flow_step"):
         return self.turn_metadata.handling_mode if self.turn_metadata else None
 
 
-class ExternalEventInput(Input, frozen=True, tag="external_event"):
+class ExternalEventInput(Input, frozen=True, kw_only=True, tag="external_event"):
     event_type: str
     payload: Any
     blocks: list[AnyContentBlock] | None = None
@@ -310,7 +318,7 @@ class ExternalEventInput(Input, frozen=True, tag="external_event"):
         return self.handling_mode
 
 
-class ContinuationInput(Input, frozen=True, tag="continuation"):
+class ContinuationInput(Input, frozen=True, kw_only=True, tag="continuation"):
     reason: str
     handling_mode: HandlingMode = HandlingMode.QUEUE
     request_id: str | None = None
@@ -338,7 +346,7 @@ class ContinuationInput(Input, frozen=True, tag="continuation"):
         )
 
 
-class OperationInput(Input, frozen=True, tag="operation"):
+class OperationInput(Input, frozen=True, kw_only=True, tag="operation"):
     operation_id: str
     event: Any  # an operation lifecycle event, any JSON value
 

@@ -174,11 +174,17 @@ class Lanes:
         return lane
 
     def clear(self) -> None:
-        saved = {lane: deque(ids) for lane, ids in self._lanes.items()}
+        saved = {lane: list(ids) for lane, ids in self._lanes.items()}
         for ids in self._lanes.values():
             ids.clear()
         self._taken.clear()
-        self._undo(lambda: self._lanes.update(saved))
+        self._undo(lambda: self._refill(saved))
+
+    def _refill(self, saved: dict[Lane, list[InputId]]) -> None:
+        # In place: earlier undo steps hold references to these same deques.
+        for lane, ids in self._lanes.items():
+            ids.clear()
+            ids.extend(saved[lane])
 
     def take_next(self) -> InputId | None:
         """R-5: the first not-yet-taken id, steer lane first; marks it taken."""

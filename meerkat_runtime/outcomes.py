@@ -19,20 +19,22 @@ from meerkat_runtime.ids import InputId
 from meerkat_runtime.input_state import InputState
 
 
-class RejectReason(Value, frozen=True, tag_field="reject_type"):
+class RejectReason(Value, frozen=True, kw_only=True, tag_field="reject_type"):
     NotReady: ClassVar[type[ReasonNotReady]]
     DurabilityViolation: ClassVar[type[DurabilityViolation]]
     PeerHandlingModeInvalid: ClassVar[type[PeerHandlingModeInvalid]]
 
 
-class ReasonNotReady(RejectReason, frozen=True, tag="not_ready"):
+class ReasonNotReady(RejectReason, frozen=True, kw_only=True, tag="not_ready"):
     state: RuntimeState
 
     def __str__(self) -> str:
         return f"runtime not accepting input while in state: {self.state.value}"
 
 
-class DurabilityViolation(RejectReason, frozen=True, tag="durability_violation"):
+class DurabilityViolation(
+    RejectReason, frozen=True, kw_only=True, tag="durability_violation"
+):
     detail: str
 
     def __str__(self) -> str:
@@ -40,7 +42,7 @@ class DurabilityViolation(RejectReason, frozen=True, tag="durability_violation")
 
 
 class PeerHandlingModeInvalid(
-    RejectReason, frozen=True, tag="peer_handling_mode_invalid"
+    RejectReason, frozen=True, kw_only=True, tag="peer_handling_mode_invalid"
 ):
     detail: str
 
@@ -54,7 +56,7 @@ RejectReason.PeerHandlingModeInvalid = PeerHandlingModeInvalid
 AnyRejectReason = ReasonNotReady | DurabilityViolation | PeerHandlingModeInvalid
 
 
-class AcceptOutcome(Value, frozen=True, tag_field="outcome_type"):
+class AcceptOutcome(Value, frozen=True, kw_only=True, tag_field="outcome_type"):
     Accepted: ClassVar[type[Accepted]]
     Deduplicated: ClassVar[type[Deduplicated]]
     Rejected: ClassVar[type[Rejected]]
@@ -69,18 +71,18 @@ class AcceptOutcome(Value, frozen=True, tag_field="outcome_type"):
         return isinstance(self, Rejected)
 
 
-class Accepted(AcceptOutcome, frozen=True, tag="accepted"):
+class Accepted(AcceptOutcome, frozen=True, kw_only=True, tag="accepted"):
     input_id: InputId
     policy: PolicyDecision
     state: InputState  # a copy of the ledger state after admission (A-15)
 
 
-class Deduplicated(AcceptOutcome, frozen=True, tag="deduplicated"):
+class Deduplicated(AcceptOutcome, frozen=True, kw_only=True, tag="deduplicated"):
     input_id: InputId
     existing_id: InputId
 
 
-class Rejected(AcceptOutcome, frozen=True, tag="rejected"):
+class Rejected(AcceptOutcome, frozen=True, kw_only=True, tag="rejected"):
     reason: AnyRejectReason
 
 
@@ -90,7 +92,7 @@ AcceptOutcome.Rejected = Rejected
 AnyAcceptOutcome = Accepted | Deduplicated | Rejected
 
 
-class RecoveryReport(Value, frozen=True):
+class RecoveryReport(Value, frozen=True, kw_only=True, omit_defaults=False):
     """Decision 24: recovered = non-terminal inputs loaded; requeued = put back
     in a lane; abandoned = given up by recovery."""
 
@@ -100,20 +102,20 @@ class RecoveryReport(Value, frozen=True):
     details: list[str] = msgspec.field(default_factory=list)
 
 
-class RetireReport(Value, frozen=True):
+class RetireReport(Value, frozen=True, kw_only=True, omit_defaults=False):
     inputs_abandoned: int = 0
     inputs_pending_drain: int = 0
 
 
-class ResetReport(Value, frozen=True):
+class ResetReport(Value, frozen=True, kw_only=True, omit_defaults=False):
     inputs_abandoned: int = 0
 
 
-class DestroyReport(Value, frozen=True):
+class DestroyReport(Value, frozen=True, kw_only=True, omit_defaults=False):
     inputs_abandoned: int = 0
 
 
-class RecycleReport(Value, frozen=True):
+class RecycleReport(Value, frozen=True, kw_only=True, omit_defaults=False):
     inputs_transferred: int = 0
 
 

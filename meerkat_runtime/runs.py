@@ -10,8 +10,6 @@ from __future__ import annotations
 import enum
 from typing import ClassVar
 
-import msgspec
-
 from meerkat_runtime.codec import Value
 from meerkat_runtime.ids import InputId, RunId
 
@@ -25,16 +23,19 @@ class RunApplyBoundary(enum.Enum):
         return f"{type(self).__name__}.{self.name}"
 
 
-class RunBoundaryReceipt(Value, frozen=True):
+class RunBoundaryReceipt(Value, frozen=True, kw_only=True):
+    """R-2. The counts are required, as upstream (no serde defaults), so they
+    are always written; an absent digest is omitted."""
+
     run_id: RunId
     boundary: RunApplyBoundary
     contributing_input_ids: list[InputId]
     conversation_digest: str | None = None
-    message_count: int = 0
-    sequence: int = 0
+    message_count: int
+    sequence: int
 
 
-class RunEvent(Value, frozen=True, tag_field="event_type"):
+class RunEvent(Value, frozen=True, kw_only=True, tag_field="event_type"):
     """What happened to a run, fed back into the driver (``on_run_event``)."""
 
     run_id: RunId
@@ -49,11 +50,11 @@ class RunEvent(Value, frozen=True, tag_field="event_type"):
         return []
 
 
-class RunStarted(RunEvent, frozen=True, tag="run_started"):
+class RunStarted(RunEvent, frozen=True, kw_only=True, tag="run_started"):
     pass
 
 
-class BoundaryApplied(RunEvent, frozen=True, tag="boundary_applied"):
+class BoundaryApplied(RunEvent, frozen=True, kw_only=True, tag="boundary_applied"):
     receipt: RunBoundaryReceipt
     session_snapshot: bytes | None = None
 
@@ -61,19 +62,19 @@ class BoundaryApplied(RunEvent, frozen=True, tag="boundary_applied"):
         return list(self.receipt.contributing_input_ids)
 
 
-class RunCompleted(RunEvent, frozen=True, tag="run_completed"):
-    consumed_input_ids: list[InputId] = msgspec.field(default_factory=list)
+class RunCompleted(RunEvent, frozen=True, kw_only=True, tag="run_completed"):
+    consumed_input_ids: list[InputId]
 
     def contributing_input_ids(self) -> list[InputId]:
         return list(self.consumed_input_ids)
 
 
-class RunFailed(RunEvent, frozen=True, tag="run_failed"):
+class RunFailed(RunEvent, frozen=True, kw_only=True, tag="run_failed"):
     error: str
-    recoverable: bool = True
+    recoverable: bool
 
 
-class RunCancelled(RunEvent, frozen=True, tag="run_cancelled"):
+class RunCancelled(RunEvent, frozen=True, kw_only=True, tag="run_cancelled"):
     pass
 
 

@@ -276,7 +276,7 @@ class EphemeralRuntimeDriver:
         run_id = self._control.current_run_id()
         if run_id is None:
             raise NotReadyError(self._control.phase())
-        if self._batch is not None:
+        if self._batch is not None and self._batch.ids:
             raise ValidationFailedError(
                 f"run {run_id} has staged inputs: send a run event instead"
             )
@@ -302,7 +302,7 @@ class EphemeralRuntimeDriver:
             raise ValidationFailedError(f"stage: run {run_id} is not the current run")
         if self._batch is not None:
             raise ValidationFailedError(
-                f"stage: run {run_id} already has staged inputs"
+                f"stage: run {run_id} has already staged its batch"
             )
         if not ids:
             raise ValidationFailedError("stage: no input ids")
@@ -337,11 +337,10 @@ class EphemeralRuntimeDriver:
         ]
         self._rollback(staged)
         if self._batch is not None:
-            self._batch.ids = [
-                i for i in self._batch.ids if i not in {s.input_id for s in staged}
-            ]
-            if not self._batch.ids:
-                self._batch = None
+            # The batch record stays (possibly empty) until the run ends: a run
+            # stages once (R-7), even after its inputs were rolled back.
+            rolled_back = {s.input_id for s in staged}
+            self._batch.ids = [i for i in self._batch.ids if i not in rolled_back]
 
     def consume_inputs(self, ids: Sequence[InputId], run_id: RunId) -> None:
         """R-15: consume the listed inputs applied by ``run_id``."""
@@ -379,6 +378,14 @@ class EphemeralRuntimeDriver:
 
     def _boundary_applied(self, event: BoundaryApplied) -> None:
         receipt = event.receipt
+        if receipt.run_id != event.run_id:
+            raise ValidationFailedError(
+                f"run event: the receipt is for run {receipt.run_id}, not {event.run_id}"
+            )
+        if len(set(receipt.contributing_input_ids)) != len(
+            receipt.contributing_input_ids
+        ):
+            raise ValidationFailedError("run event: the receipt names an input twice")
         states = [
             self._staged_for(i, event.run_id) for i in receipt.contributing_input_ids
         ]
@@ -518,8 +525,9 @@ class EphemeralRuntimeDriver:
         """D-12 with decision 24: unfinished inputs go back to their lanes."""
         self._tick()
         if self._control.phase() is RuntimeState.DESTROYED:
-            raise DestroyedError()
-        self._batch = None
+            return RecoveryReport()  # nothing left to recover (as upstream)
+        if self._batch is not None:
+            self._batch.ids = []  # rolled back below; the run itself goes on
         recovered = requeued = abandoned = 0
         front: dict[Lane, list[InputId]] = {Lane.QUEUE: [], Lane.STEER: []}
         for state in self._ledger.non_terminal():

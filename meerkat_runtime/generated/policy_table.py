@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import enum
 
-import msgspec
-
+from meerkat_runtime.codec import Value
 from meerkat_runtime.generated.spec_types import HandlingMode
 
 POLICY_VERSION = 1
@@ -85,7 +84,7 @@ class RoutingDisposition(enum.Enum):
         return f"{type(self).__name__}.{self.name}"
 
 
-class PolicyDecision(msgspec.Struct, frozen=True, kw_only=True):
+class PolicyDecision(Value, frozen=True, kw_only=True, omit_defaults=False):
     """How the runtime treats one accepted input (P-1).
 
     The defaults are the ones upstream applies when a stored decision lacks

@@ -62,7 +62,7 @@ RuntimeStoreError.NotFound = NotFoundError
 RuntimeStoreError.Internal = StoreInternalError
 
 
-class SessionDelta(Value, frozen=True):
+class SessionDelta(Value, frozen=True, kw_only=True):
     """The session snapshot a boundary commits (opaque bytes to the runtime)."""
 
     session_snapshot: bytes

@@ -29,7 +29,7 @@ async def verify(store: RuntimeStore, runtime_id: LogicalRuntimeId) -> list[str]
         key = (state.last_run_id(), state.last_boundary_sequence())
         named = (
             key in receipts and state.input_id in receipts[key].contributing_input_ids
-        )  # type: ignore[index]
+        )
         if (
             phase is _S.CONSUMED
             and key[0] is not None

@@ -28,6 +28,7 @@ from meerkat_runtime.generated.spec_types import InputAbandonReason
 from meerkat_runtime.ids import BlobId, IdempotencyKey, InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState, PolicySnapshot
 from meerkat_runtime.inputs import (
+    AnyContentBlock,
     BlobImage,
     ImageBlock,
     InputDurability,
@@ -57,7 +58,7 @@ def rich_state(phase_steps: int = 5, run_id: RunId | None = None) -> InputState:
         durability=InputDurability.DURABLE,
         idempotency_key=IdempotencyKey(f"key-{InputId.new()}"),
     )
-    blocks = [
+    blocks: list[AnyContentBlock] = [
         TextBlock(text="hi"),
         ImageBlock(
             media_type="image/png", data=BlobImage(blob_id=BlobId("sha256:" + "a" * 64))

@@ -200,7 +200,9 @@ def test_foreign_input_is_a_type_error() -> None:
 
 
 @pytest.mark.parametrize("applied_steps", [1, 2])
-def test_recover_requeue_keeps_metadata_until_attempts_run_out(applied_steps: int) -> None:
+def test_recover_requeue_keeps_metadata_until_attempts_run_out(
+    applied_steps: int,
+) -> None:
     """D-11: an applied input whose receipt is missing runs again, keeping the
     run and boundary metadata; after the third attempt it is abandoned (L-4)."""
     auth = staged()
