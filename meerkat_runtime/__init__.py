@@ -92,12 +92,24 @@ from meerkat_runtime.policy import (
     WakeMode,
 )
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt, RunEvent
+from meerkat_runtime.store import (
+    InMemoryRuntimeStore,
+    RuntimeStore,
+    RuntimeStoreError,
+    SessionDelta,
+    SqliteRuntimeStore,
+)
+from meerkat_runtime.store.verify import verify
 
 __all__ = [
     "AcceptOutcome",
     "AdmissionEffect",
     "ApplyMode",
     "BlobId",
+    "BlobPayload",
+    "BlobRef",
+    "BlobStore",
+    "BlobStoreError",
     "ConsumePoint",
     "ContentBlock",
     "ContinuationInput",
@@ -107,10 +119,12 @@ __all__ = [
     "DrainPolicy",
     "EphemeralRuntimeDriver",
     "ExternalEventInput",
+    "FileBlobStore",
     "FlowStepInput",
     "HandlingMode",
     "IdempotencyKey",
     "ImageData",
+    "InMemoryRuntimeStore",
     "Input",
     "InputAbandonReason",
     "InputDurability",
@@ -131,9 +145,11 @@ __all__ = [
     "InputVisibility",
     "Lane",
     "LogicalRuntimeId",
+    "MemoryBlobStore",
     "OperationInput",
     "PeerConvention",
     "PeerInput",
+    "PersistentRuntimeDriver",
     "PolicyDecision",
     "PolicySnapshot",
     "PolicyTable",
@@ -164,8 +180,13 @@ __all__ = [
     "RuntimeEvent",
     "RuntimeEventEnvelope",
     "RuntimeState",
+    "RuntimeStore",
+    "RuntimeStoreError",
     "RuntimeTurnMetadata",
+    "SessionDelta",
     "SessionId",
+    "SqliteRuntimeStore",
     "SupersessionKey",
     "WakeMode",
+    "verify",
 ]
