@@ -1,9 +1,18 @@
 """meerkat_runtime: the durable control plane for LLM-agent sessions."""
 
+from meerkat_runtime.blobs import (
+    BlobPayload,
+    BlobRef,
+    BlobStore,
+    BlobStoreError,
+    FileBlobStore,
+    MemoryBlobStore,
+)
 from meerkat_runtime.driver.ephemeral import (
     EphemeralRuntimeDriver,
     RuntimeControlCommand,
 )
+from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
 from meerkat_runtime.errors import RuntimeDriverError
 from meerkat_runtime.events import (
     InputLifecycleEvent,
