@@ -15,7 +15,7 @@ from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId, uuid7_text
 
 
-class InputLifecycleEvent(Value, frozen=True, kw_only=True, tag_field="code"):
+class InputLifecycleEvent(Value, frozen=True, gc=False, kw_only=True, tag_field="code"):
     input_id: InputId
 
     Accepted: ClassVar[type[InputAccepted]]
@@ -30,49 +30,55 @@ class InputLifecycleEvent(Value, frozen=True, kw_only=True, tag_field="code"):
 
 
 class InputAccepted(
-    InputLifecycleEvent, frozen=True, kw_only=True, tag="input.accepted"
+    InputLifecycleEvent, frozen=True, gc=False, kw_only=True, tag="input.accepted"
 ):
     pass
 
 
 class InputDeduplicated(
-    InputLifecycleEvent, frozen=True, kw_only=True, tag="input.deduplicated"
+    InputLifecycleEvent, frozen=True, gc=False, kw_only=True, tag="input.deduplicated"
 ):
     existing_id: InputId
 
 
 class InputSuperseded(
-    InputLifecycleEvent, frozen=True, kw_only=True, tag="input.superseded"
+    InputLifecycleEvent, frozen=True, gc=False, kw_only=True, tag="input.superseded"
 ):
     superseded_by: InputId
 
 
 class InputCoalesced(
-    InputLifecycleEvent, frozen=True, kw_only=True, tag="input.coalesced"
+    InputLifecycleEvent, frozen=True, gc=False, kw_only=True, tag="input.coalesced"
 ):
     aggregate_id: InputId
 
 
-class InputQueued(InputLifecycleEvent, frozen=True, kw_only=True, tag="input.queued"):
+class InputQueued(
+    InputLifecycleEvent, frozen=True, gc=False, kw_only=True, tag="input.queued"
+):
     pass
 
 
-class InputStaged(InputLifecycleEvent, frozen=True, kw_only=True, tag="input.staged"):
+class InputStaged(
+    InputLifecycleEvent, frozen=True, gc=False, kw_only=True, tag="input.staged"
+):
     run_id: RunId
 
 
-class InputApplied(InputLifecycleEvent, frozen=True, kw_only=True, tag="input.applied"):
+class InputApplied(
+    InputLifecycleEvent, frozen=True, gc=False, kw_only=True, tag="input.applied"
+):
     run_id: RunId
 
 
 class InputConsumed(
-    InputLifecycleEvent, frozen=True, kw_only=True, tag="input.consumed"
+    InputLifecycleEvent, frozen=True, gc=False, kw_only=True, tag="input.consumed"
 ):
     run_id: RunId
 
 
 class InputAbandoned(
-    InputLifecycleEvent, frozen=True, kw_only=True, tag="input.abandoned"
+    InputLifecycleEvent, frozen=True, gc=False, kw_only=True, tag="input.abandoned"
 ):
     reason: str
 
@@ -99,7 +105,7 @@ AnyInputLifecycleEvent = (
 )
 
 
-class RunLifecycleEvent(Value, frozen=True, kw_only=True, tag_field="code"):
+class RunLifecycleEvent(Value, frozen=True, gc=False, kw_only=True, tag_field="code"):
     run_id: RunId
 
     Started: ClassVar[type[RunLifecycleStarted]]
@@ -109,26 +115,26 @@ class RunLifecycleEvent(Value, frozen=True, kw_only=True, tag_field="code"):
 
 
 class RunLifecycleStarted(
-    RunLifecycleEvent, frozen=True, kw_only=True, tag="run.started"
+    RunLifecycleEvent, frozen=True, gc=False, kw_only=True, tag="run.started"
 ):
     pass
 
 
 class RunLifecycleCompleted(
-    RunLifecycleEvent, frozen=True, kw_only=True, tag="run.completed"
+    RunLifecycleEvent, frozen=True, gc=False, kw_only=True, tag="run.completed"
 ):
     pass
 
 
 class RunLifecycleFailed(
-    RunLifecycleEvent, frozen=True, kw_only=True, tag="run.failed"
+    RunLifecycleEvent, frozen=True, gc=False, kw_only=True, tag="run.failed"
 ):
     error: str
     recoverable: bool
 
 
 class RunLifecycleCancelled(
-    RunLifecycleEvent, frozen=True, kw_only=True, tag="run.cancelled"
+    RunLifecycleEvent, frozen=True, gc=False, kw_only=True, tag="run.cancelled"
 ):
     pass
 
@@ -145,7 +151,7 @@ AnyRunLifecycleEvent = (
 )
 
 
-class RuntimeEvent(Value, frozen=True, kw_only=True, tag_field="category"):
+class RuntimeEvent(Value, frozen=True, gc=False, kw_only=True, tag_field="category"):
     """E-2: the category tag; lifecycle events sit under ``data``."""
 
     InputLifecycle: ClassVar[type[InputLifecycle]]
@@ -153,16 +159,20 @@ class RuntimeEvent(Value, frozen=True, kw_only=True, tag_field="category"):
     RuntimeStateChange: ClassVar[type[RuntimeStateChange]]
 
 
-class InputLifecycle(RuntimeEvent, frozen=True, kw_only=True, tag="input_lifecycle"):
+class InputLifecycle(
+    RuntimeEvent, frozen=True, gc=False, kw_only=True, tag="input_lifecycle"
+):
     data: AnyInputLifecycleEvent
 
 
-class RunLifecycle(RuntimeEvent, frozen=True, kw_only=True, tag="run_lifecycle"):
+class RunLifecycle(
+    RuntimeEvent, frozen=True, gc=False, kw_only=True, tag="run_lifecycle"
+):
     data: AnyRunLifecycleEvent
 
 
 class RuntimeStateChange(
-    RuntimeEvent, frozen=True, kw_only=True, tag="runtime_state_change"
+    RuntimeEvent, frozen=True, gc=False, kw_only=True, tag="runtime_state_change"
 ):
     from_state: RuntimeState
     to_state: RuntimeState
@@ -174,7 +184,7 @@ RuntimeEvent.RuntimeStateChange = RuntimeStateChange
 AnyRuntimeEvent = InputLifecycle | RunLifecycle | RuntimeStateChange
 
 
-class RuntimeEventEnvelope(Value, frozen=True, kw_only=True):
+class RuntimeEventEnvelope(Value, frozen=True, gc=False, kw_only=True):
     id: str
     timestamp: datetime
     runtime_id: LogicalRuntimeId

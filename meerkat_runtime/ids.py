@@ -30,18 +30,25 @@ def uuid7() -> uuid.UUID:
     return uuid.UUID(int=_uuid7_int())
 
 
+_prefix_ms = -1
+_prefix_text = ""
+
+
 def uuid7_text() -> str:
-    """``str(uuid7())`` without building a UUID object (ids are minted per
-    event, so this is on the accept path)."""
-    h = f"{_uuid7_int():032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """``str(uuid7())`` without building a UUID object or big integers (ids
+    are minted per event, so this is on the accept path); the millisecond
+    part is formatted once per millisecond."""
+    global _prefix_ms, _prefix_text
+    ms, seq = _next_stamp()
+    if ms != _prefix_ms:
+        h = f"{ms & 0xFFFFFFFFFFFF:012x}"
+        _prefix_ms, _prefix_text = ms, f"{h[:8]}-{h[8:]}-7"
+    r = f"{_random.getrandbits(62) | 0x8000000000000000:016x}"
+    return f"{_prefix_text}{seq:03x}-{r[:4]}-{r[4:]}"
 
 
-def _uuid7_int() -> int:
-    """Within one millisecond a 12-bit counter (the ``rand_a`` field) keeps ids
-    strictly increasing, so two ids minted in a row never sort backwards. The
-    62 random bits make ids from different processes distinct; they need not
-    be secret, so the fast Mersenne generator serves."""
+def _next_stamp() -> tuple[int, int]:
+    """(milliseconds, counter): strictly increasing within this process."""
     global _last_ms, _seq
     with _lock:
         now = time.time_ns() // 1_000_000
@@ -54,17 +61,25 @@ def _uuid7_int() -> int:
         else:
             _last_ms = now
             _seq = 0
-        seq = _seq
-    rand_b = _random.getrandbits(62)
+        return now, _seq
+
+
+def _uuid7_int() -> int:
+    """Within one millisecond a 12-bit counter (the ``rand_a`` field) keeps ids
+    strictly increasing, so two ids minted in a row never sort backwards. The
+    62 random bits make ids from different processes distinct; they need not
+    be secret, so the fast Mersenne generator serves."""
+    now, seq = _next_stamp()
     value = (now & ((1 << 48) - 1)) << 80
-    return value | 0x7 << 76 | seq << 64 | 0b10 << 62 | rand_b
+    return value | 0x7 << 76 | seq << 64 | 0b10 << 62 | _random.getrandbits(62)
 
 
 class _TextId:
     """Base of all id types: immutable, hashable, ordered by text."""
 
-    __slots__ = ("_text",)
+    __slots__ = ("_hash", "_text")
     _text: str
+    _hash: int
 
     def __init__(self, text: str) -> None:
         if not isinstance(text, str):
@@ -72,6 +87,8 @@ class _TextId:
                 f"{type(self).__name__} takes a str, got {type(text).__name__}"
             )
         object.__setattr__(self, "_text", text)
+        # Ids key every dict in the runtime: hash once.
+        object.__setattr__(self, "_hash", hash((type(self).__name__, text)))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
@@ -88,14 +105,14 @@ class _TextId:
         return f"{type(self).__name__}({self._text!r})"
 
     def __eq__(self, other: object) -> bool:
-        return (
+        return other is self or (
             isinstance(other, _TextId)
             and type(other) is type(self)
             and other._text == self._text
         )
 
     def __hash__(self) -> int:
-        return hash((type(self).__name__, self._text))
+        return self._hash
 
     def __lt__(self, other: Self) -> bool:
         return self._text < other._text

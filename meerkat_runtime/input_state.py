@@ -30,14 +30,14 @@ from meerkat_runtime.ids import IdempotencyKey, InputId, RunId
 from meerkat_runtime.inputs import AnyInput, InputDurability
 
 
-class PolicySnapshot(Value, frozen=True, kw_only=True):
+class PolicySnapshot(Value, frozen=True, kw_only=True, gc=False):
     """The decision recorded for an input, with the table version (A-8)."""
 
     version: int
     decision: PolicyDecision
 
 
-class InputStateHistoryEntry(Value, frozen=True, kw_only=True):
+class InputStateHistoryEntry(Value, frozen=True, kw_only=True, gc=False):
     timestamp: datetime
     from_state: InputLifecycleState
     to_state: InputLifecycleState
