@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help install generate verify diagrams check-generated lint format typecheck \
-        test pytest bench main clean
+        test pytest fuzz fuzz-seed bench main clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -56,8 +56,19 @@ pytest: install ## run the test suite only
 
 test: lint typecheck check-generated pytest ## everything CI runs: lint, types, freshness, tests
 
+fuzz: install ## long crash fuzzing: thousands of examples, 100+ SIGKILLs, prints seed and totals
+	@seed=$$(date +%s); echo "hypothesis seed: $$seed (reproduce: make fuzz-seed SEED=$$seed)"; \
+	HYPOTHESIS_PROFILE=fuzz MEERKAT_KILLS=$${MEERKAT_KILLS:-120} $(BIN)/pytest -p no:cacheprovider \
+	  --hypothesis-seed=$$seed --hypothesis-show-statistics -s tests/stateful
+
+fuzz-seed: install ## rerun the long fuzzing with a given SEED
+	HYPOTHESIS_PROFILE=fuzz MEERKAT_KILLS=$${MEERKAT_KILLS:-120} $(BIN)/pytest -p no:cacheprovider \
+	  --hypothesis-seed=$(SEED) -s tests/stateful
+
 bench: install ## run the benchmarks (ratios against same-run baselines)
 	$(PY) bench/authority.py
+	$(PY) bench/driver.py
+	$(PY) bench/durable.py
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis diagrams/*.svg

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from codegen.generate import load
 from codegen.model import Machine, Spec
@@ -19,3 +21,27 @@ def spec() -> Spec:
 
 def machine(spec: Spec, name: str) -> Machine:
     return next(m for m in spec.machines if m.name == name)
+
+
+# Hypothesis profiles (issue 5). "ci" is bounded and derandomized, so a
+# failure reproduces exactly on any machine; "fuzz" is the long run behind
+# `make fuzz`. Choose with HYPOTHESIS_PROFILE (default: ci).
+settings.register_profile(
+    "ci",
+    max_examples=150,
+    stateful_step_count=40,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "fuzz",
+    max_examples=1500,
+    stateful_step_count=60,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -1,0 +1,245 @@
+"""Fault injection for ``RuntimeStore``s, shipped so users can fuzz their own.
+
+Theory of operation: ``FaultyStore`` wraps any store and, when armed, fails or
+"crashes" at a chosen point of the next matching write:
+
+* ``FAIL``          the write is refused before it happens (nothing written);
+                    the process goes on and the driver must restore memory.
+* ``CRASH_BEFORE``  the process dies before the write reaches the store.
+* ``CRASH_AFTER``   the write commits, then the process dies before the call
+                    returns: the acknowledgement is lost. This is also "after
+                    the commit but before the driver updates memory".
+
+A crash raises ``SimulatedCrash``, a ``BaseException`` so that no ``except
+Exception`` in the code under test can swallow it. The test then drops every
+in-memory object and recovers a new driver from the store (for SQLite: a new
+store object on the same file). A crash *inside* a multi-row commit is not
+simulated here: a correct store makes it equal to ``CRASH_BEFORE``, and real
+process kills (tests/test_process_kill.py) exercise it for SQLite.
+
+``BrokenStore`` is the opposite: a store with deliberate bugs (acknowledging
+before committing, committing half a boundary) used to prove the fuzzers
+catch them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from meerkat_runtime.generated.runtime_control import RuntimeState
+from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
+from meerkat_runtime.input_state import InputState
+from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
+from meerkat_runtime.store.base import RuntimeStore, RuntimeStoreError, SessionDelta
+
+T = TypeVar("T")
+
+WRITES = (
+    "persist_input_state",
+    "persist_runtime_state",
+    "atomic_lifecycle_commit",
+    "atomic_apply",
+    "commit_session_boundary",
+)
+
+
+class SimulatedCrash(BaseException):
+    """The process "died" here; nothing after this point ran."""
+
+
+class Fault(enum.Enum):
+    FAIL = "fail"
+    CRASH_BEFORE = "crash_before"
+    CRASH_AFTER = "crash_after"
+
+
+@dataclass(slots=True)
+class Armed:
+    fault: Fault
+    method: str | None  # None: the next write of any kind
+    skip: int  # matching writes to let through first
+
+
+class FaultyStore(RuntimeStore):
+    """Delegates to ``inner``; injects the armed fault into one write."""
+
+    def __init__(self, inner: RuntimeStore) -> None:
+        self.inner = inner
+        self.armed: Armed | None = None
+        self.fired: list[tuple[Fault, str]] = []
+
+    def arm(self, fault: Fault, method: str | None = None, skip: int = 0) -> None:
+        if method is not None and method not in WRITES:
+            raise ValueError(
+                f"not a store write: {method!r} (one of {', '.join(WRITES)})"
+            )
+        self.armed = Armed(fault, method, skip)
+
+    def disarm(self) -> None:
+        self.armed = None
+
+    async def _write(self, method: str, call: Callable[[], Awaitable[T]]) -> T:
+        armed = self.armed
+        if armed is None or (armed.method is not None and armed.method != method):
+            return await call()
+        if armed.skip > 0:
+            armed.skip -= 1
+            return await call()
+        self.armed = None
+        self.fired.append((armed.fault, method))
+        if armed.fault is Fault.FAIL:
+            raise RuntimeStoreError.WriteFailed(f"injected failure in {method}")
+        if armed.fault is Fault.CRASH_BEFORE:
+            raise SimulatedCrash(f"crash before {method}")
+        await call()
+        raise SimulatedCrash(f"crash after {method} committed")
+
+    # ---------------------------------------------------------------- writes
+
+    async def persist_input_state(
+        self, runtime_id: LogicalRuntimeId, state: InputState
+    ) -> None:
+        await self._write(
+            "persist_input_state",
+            lambda: self.inner.persist_input_state(runtime_id, state),
+        )
+
+    async def persist_runtime_state(
+        self, runtime_id: LogicalRuntimeId, state: RuntimeState
+    ) -> None:
+        await self._write(
+            "persist_runtime_state",
+            lambda: self.inner.persist_runtime_state(runtime_id, state),
+        )
+
+    async def atomic_lifecycle_commit(
+        self,
+        runtime_id: LogicalRuntimeId,
+        runtime_state: RuntimeState,
+        input_states: Sequence[InputState],
+    ) -> None:
+        await self._write(
+            "atomic_lifecycle_commit",
+            lambda: self.inner.atomic_lifecycle_commit(
+                runtime_id, runtime_state, input_states
+            ),
+        )
+
+    async def atomic_apply(
+        self,
+        runtime_id: LogicalRuntimeId,
+        session_delta: SessionDelta | None,
+        receipt: RunBoundaryReceipt,
+        input_updates: Sequence[InputState],
+        session_store_key: str | None = None,
+    ) -> None:
+        await self._write(
+            "atomic_apply",
+            lambda: self.inner.atomic_apply(
+                runtime_id, session_delta, receipt, input_updates, session_store_key
+            ),
+        )
+
+    async def commit_session_boundary(
+        self,
+        runtime_id: LogicalRuntimeId,
+        session_delta: SessionDelta,
+        run_id: RunId,
+        boundary: RunApplyBoundary,
+        contributing_input_ids: Sequence[InputId],
+        input_updates: Sequence[InputState],
+    ) -> RunBoundaryReceipt:
+        return await self._write(
+            "commit_session_boundary",
+            lambda: self.inner.commit_session_boundary(
+                runtime_id,
+                session_delta,
+                run_id,
+                boundary,
+                contributing_input_ids,
+                input_updates,
+            ),
+        )
+
+    # ---------------------------------------------------------------- reads
+
+    async def load_input_states(self, runtime_id: LogicalRuntimeId) -> list[InputState]:
+        return await self.inner.load_input_states(runtime_id)
+
+    async def load_input_state(
+        self, runtime_id: LogicalRuntimeId, input_id: InputId
+    ) -> InputState | None:
+        return await self.inner.load_input_state(runtime_id, input_id)
+
+    async def load_boundary_receipt(
+        self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
+    ) -> RunBoundaryReceipt | None:
+        return await self.inner.load_boundary_receipt(runtime_id, run_id, sequence)
+
+    async def load_boundary_receipts(
+        self, runtime_id: LogicalRuntimeId
+    ) -> list[RunBoundaryReceipt]:
+        return await self.inner.load_boundary_receipts(runtime_id)
+
+    async def load_session_snapshot(self, runtime_id: LogicalRuntimeId) -> bytes | None:
+        return await self.inner.load_session_snapshot(runtime_id)
+
+    async def load_runtime_state(
+        self, runtime_id: LogicalRuntimeId
+    ) -> RuntimeState | None:
+        return await self.inner.load_runtime_state(runtime_id)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class Defect(enum.Enum):
+    """Deliberate store bugs the fuzzers must catch."""
+
+    ACK_BEFORE_COMMIT = "ack_before_commit"  # input writes are acknowledged, then lost
+    HALF_BOUNDARY = "half_boundary"  # a boundary commit writes only half its inputs
+
+
+class BrokenStore(FaultyStore):
+    """A ``FaultyStore`` whose inner writes are subtly wrong (see ``Defect``)."""
+
+    def __init__(self, inner: RuntimeStore, defect: Defect) -> None:
+        super().__init__(inner)
+        self.defect = defect
+        self.pending: list[tuple[LogicalRuntimeId, InputState]] = []
+
+    async def persist_input_state(
+        self, runtime_id: LogicalRuntimeId, state: InputState
+    ) -> None:
+        if self.defect is Defect.ACK_BEFORE_COMMIT:
+            # Acknowledge now, write "later": a crash in between loses it.
+            self.pending.append((runtime_id, state.clone()))
+            return
+        await super().persist_input_state(runtime_id, state)
+
+    async def flush(self) -> None:
+        """Write what was acknowledged early (the broken store's background job)."""
+        pending, self.pending = self.pending, []
+        for runtime_id, state in pending:
+            await self.inner.persist_input_state(runtime_id, state)
+
+    async def atomic_apply(
+        self,
+        runtime_id: LogicalRuntimeId,
+        session_delta: SessionDelta | None,
+        receipt: RunBoundaryReceipt,
+        input_updates: Sequence[InputState],
+        session_store_key: str | None = None,
+    ) -> None:
+        if self.defect is Defect.HALF_BOUNDARY and len(input_updates) > 1:
+            half = list(input_updates)[: len(input_updates) // 2]
+            await super().atomic_apply(
+                runtime_id, session_delta, receipt, half, session_store_key
+            )
+            return
+        await super().atomic_apply(
+            runtime_id, session_delta, receipt, input_updates, session_store_key
+        )

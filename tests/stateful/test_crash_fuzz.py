@@ -1,0 +1,450 @@
+"""Crash fuzzing: a Hypothesis state machine drives the persistent driver and a
+store beside a reference model, injecting failures and crashes between
+persist and acknowledgement (issue 5; STYLE.md 10).
+
+After every step: the driver's memory equals the model; the store holds
+exactly what the model says was persisted (so an acknowledged durable input
+is recoverable, ephemeral inputs are never stored, and after a failed write
+memory equals the store); no input is named by two receipts and every input a
+run consumed is named by one; a terminal runtime stays terminal. After a
+crash, a new driver recovers from the store alone and must match the model's
+restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import pytest
+from hypothesis import note
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from meerkat_runtime import (
+    ContinuationInput,
+    FlowStepInput,
+    HandlingMode,
+    IdempotencyKey,
+    InputDurability,
+    InputHeader,
+    InputId,
+    InputOrigin,
+    LogicalRuntimeId,
+    OperationInput,
+    PromptInput,
+    RunApplyBoundary,
+    RunBoundaryReceipt,
+    RunEvent,
+    RunId,
+    RuntimeControlCommand,
+    RuntimeDriverError,
+    RuntimeState,
+    RuntimeTurnMetadata,
+)
+from meerkat_runtime.blobs import MemoryBlobStore
+from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
+from meerkat_runtime.generated import runtime_control as rc
+from meerkat_runtime.generated.input_lifecycle import InputLifecycleState
+from meerkat_runtime.generated.runtime_control import RuntimeControlError
+from meerkat_runtime.inputs import Input
+from meerkat_runtime.ledger import Lane
+from meerkat_runtime.outcomes import Accepted, Deduplicated
+from meerkat_runtime.store import InMemoryRuntimeStore, RuntimeStore, SqliteRuntimeStore
+from meerkat_runtime.testing.faults import (
+    WRITES,
+    Fault,
+    FaultyStore,
+    SimulatedCrash,
+)
+from tests.stateful.model import Model, ModelInput
+
+T = TypeVar("T")
+RID = LogicalRuntimeId("fuzzed")
+# Totals over a session, printed at its end (tests/stateful/conftest.py).
+STATS: Counter[str] = Counter()
+KINDS = ("prompt", "steer_prompt", "flow_step", "continuation", "operation")
+KEYS = [IdempotencyKey(f"key-{n}") for n in range(4)]
+
+
+def build_input(
+    kind: str, durable: bool, key: IdempotencyKey | None
+) -> tuple[Input, Lane, bool, bool]:
+    """An input of ``kind`` and what the default policy does with it:
+    (input, lane, consumed on accept, pushed to the lane front)."""
+    header = InputHeader(
+        id=InputId.new(),
+        timestamp=datetime.now(UTC),
+        source=InputOrigin.Operator()
+        if kind != "continuation"
+        else InputOrigin.System(),
+        durability=InputDurability.DURABLE if durable else InputDurability.EPHEMERAL,
+        idempotency_key=key,
+    )
+    if kind == "prompt":
+        return PromptInput(header=header, text="hello"), Lane.QUEUE, False, False
+    if kind == "steer_prompt":
+        meta = RuntimeTurnMetadata(handling_mode=HandlingMode.STEER)
+        return (
+            PromptInput(header=header, text="now", turn_metadata=meta),
+            Lane.STEER,
+            False,
+            False,
+        )
+    if kind == "flow_step":
+        return (
+            FlowStepInput(header=header, step_id="s", instructions="do"),
+            Lane.QUEUE,
+            False,
+            False,
+        )
+    if kind == "continuation":
+        inp = ContinuationInput(
+            header=header, reason="resume", handling_mode=HandlingMode.STEER
+        )
+        return inp, Lane.STEER, False, False
+    return (
+        OperationInput(header=header, operation_id="op", event={"n": 1}),
+        Lane.QUEUE,
+        True,
+        False,
+    )
+
+
+class CrashMachine(RuleBasedStateMachine):
+    """Drives one runtime; subclasses choose the store."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.model = Model()
+        self.disk = self.open_disk()
+        self.store = self.wrap(self.open_store())
+        self.driver = self.new_driver()
+        self.run_id: RunId | None = None
+        self.applied = False
+        self.crashes = 0
+        self.steps = 0
+        self.fired: list[tuple[Fault, str]] = []
+
+    # ---------------------------------------------------------------- plumbing
+
+    def open_disk(self) -> object:
+        raise NotImplementedError
+
+    def open_store(self) -> RuntimeStore:
+        raise NotImplementedError
+
+    def close_store(self, store: RuntimeStore) -> None:
+        self.wait(store.close())
+
+    def wrap(self, store: RuntimeStore) -> FaultyStore:
+        return FaultyStore(store)
+
+    def new_driver(self) -> PersistentRuntimeDriver:
+        return PersistentRuntimeDriver(RID, self.store, MemoryBlobStore())
+
+    def wait(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    def teardown(self) -> None:
+        STATS[f"{type(self).__name__} examples"] += 1
+        STATS[f"{type(self).__name__} steps"] += self.steps
+        STATS[f"{type(self).__name__} crashes"] += self.crashes
+        STATS[f"{type(self).__name__} faults fired"] += len(self.fired) + len(
+            self.store.fired
+        )
+        self.close_store(self.store)
+        self.loop.close()
+
+    def attempt(self, coro: Coroutine[Any, Any, T]) -> tuple[str, T | None]:
+        """Run one driver call: ("ok", result), ("failed", None) for an
+        injected write failure, or ("crashed_before"/"crashed_after", None)."""
+        fired_before = len(self.store.fired)
+        try:
+            return "ok", self.wait(coro)
+        except SimulatedCrash:
+            fault, method = self.store.fired[-1]
+            note(f"crash: {fault.value} in {method}")
+            return (
+                "crashed_after" if fault is Fault.CRASH_AFTER else "crashed_before"
+            ), None
+        except RuntimeDriverError.Internal:
+            assert len(self.store.fired) > fired_before, "a store error nobody injected"
+            assert self.store.fired[-1][0] is Fault.FAIL
+            note(f"injected failure in {self.store.fired[-1][1]}")
+            return "failed", None
+
+    def settle(self, outcome: str, apply_to_model: Any) -> None:
+        """Update the model for what really happened, then crash if it did."""
+        if outcome in ("ok", "crashed_after"):
+            apply_to_model()
+        if outcome.startswith("crashed"):
+            self.restart()
+
+    def restart(self) -> None:
+        """The process died: drop every in-memory object, recover from disk."""
+        self.crashes += 1
+        self.fired += self.store.fired
+        self.close_store(self.store)
+        self.store = self.wrap(self.open_store())
+        self.driver = self.new_driver()
+        self.model.restart()
+        self.run_id, self.applied = None, False
+        outcome, _ = self.attempt(self.driver.recover())
+        assert outcome == "ok", outcome
+
+    # ---------------------------------------------------------------- rules
+
+    @rule(
+        burst=st.lists(
+            st.tuples(
+                st.sampled_from(KINDS),
+                st.sampled_from([True, True, True, False]),
+                st.none() | st.sampled_from(KEYS),
+            ),
+            min_size=1,
+            max_size=3,
+        )
+    )
+    def accept_burst(
+        self, burst: list[tuple[str, bool, IdempotencyKey | None]]
+    ) -> None:
+        """One to three accepts in a row, so lanes grow long enough for
+        multi-input batches."""
+        for kind, durable, key in burst:
+            self.accept(kind, durable, key)
+
+    def accept(self, kind: str, durable: bool, key: IdempotencyKey | None) -> None:
+        inp, lane, consumed, front = build_input(kind, durable, key)
+        note(f"accept {kind} durable={durable} key={key}")
+        if not self.model.phase.can_accept_input():
+            with pytest.raises(RuntimeDriverError.NotReady):
+                self.wait(self.driver.accept_input(inp))
+            return
+        existing = self.model.existing(inp.id(), key)
+        outcome, result = self.attempt(self.driver.accept_input(inp))
+        if outcome == "ok" and existing is not None:
+            assert isinstance(result, Deduplicated)
+            assert result.existing_id == existing
+            return
+        if outcome == "ok":
+            assert isinstance(result, Accepted)
+        item = ModelInput(inp.id(), durable, lane, key, 0, acked=outcome == "ok")
+        self.settle(outcome, lambda: self.model.accept(item, consumed, front))
+
+    @precondition(lambda self: self.run_id is None)
+    @rule(count=st.integers(1, 3))
+    def begin_run(self, count: int) -> None:
+        model = self.model
+        if not model.lanes[model.active_lane()] or model.phase not in (
+            RuntimeState.IDLE,
+            RuntimeState.ATTACHED,
+            RuntimeState.RETIRED,
+        ):
+            return
+        run_id = RunId.new()
+        self.driver.start_run(run_id)
+        ids = model.begin(run_id, count)
+        self.driver.stage_batch(ids, run_id)
+        self.run_id, self.applied = run_id, False
+        note(f"run {run_id} staged {len(ids)}")
+
+    @precondition(lambda self: self.run_id is not None and not self.applied)
+    @rule()
+    def boundary_applied(self) -> None:
+        assert self.run_id is not None
+        run_id = self.run_id
+        receipt = RunBoundaryReceipt(
+            run_id=run_id,
+            boundary=RunApplyBoundary.RUN_START,
+            contributing_input_ids=list(self.model.batch),
+            message_count=len(self.model.batch),
+            sequence=0,
+        )
+        event = RunEvent.BoundaryApplied(run_id=run_id, receipt=receipt)
+        outcome, _ = self.attempt(self.driver.on_run_event(event))
+        if outcome == "ok":
+            self.applied = True
+        self.settle(outcome, lambda: self.model.boundary(run_id))
+
+    @precondition(lambda self: self.run_id is not None)
+    @rule(how=st.sampled_from(["completed", "failed", "cancelled"]))
+    def end_run(self, how: str) -> None:
+        assert self.run_id is not None
+        run_id = self.run_id
+        if how == "completed":
+            done = [
+                i
+                for i in self.model.batch
+                if self.model.inputs[i].phase
+                is InputLifecycleState.APPLIED_PENDING_CONSUMPTION
+            ]
+            event: RunEvent = RunEvent.RunCompleted(
+                run_id=run_id, consumed_input_ids=done
+            )
+        elif how == "failed":
+            event = RunEvent.RunFailed(run_id=run_id, error="boom", recoverable=True)
+        else:
+            event = RunEvent.RunCancelled(run_id=run_id)
+        outcome, _ = self.attempt(self.driver.on_run_event(event))
+        if outcome == "ok":
+            self.run_id = None
+        self.settle(outcome, lambda: self.model.end_run(run_id, how))
+
+    @rule(op=st.sampled_from(["retire", "reset"]))
+    def retire_or_reset(self, op: str) -> None:
+        self.control(op)
+
+    @rule(roll=st.integers(0, 7), op=st.sampled_from(["destroy", "stop"]))
+    def stop_or_destroy(self, roll: int, op: str) -> None:
+        # Rare on purpose: a terminal runtime refuses everything afterwards,
+        # which would end the interesting part of most runs early.
+        if roll == 0:
+            self.control(op)
+
+    def control(self, op: str) -> None:
+        steps: dict[str, rc.RuntimeControlInput] = {
+            "retire": rc.RetireRequested(),
+            "reset": rc.ResetRequested(),
+            "destroy": rc.DestroyRequested(),
+            "stop": rc.StopRequested(),
+        }
+        legal = self.model.control.can_accept(steps[op])
+        if not legal:
+            before = self.driver.observe()
+            with pytest.raises(RuntimeDriverError):
+                self.wait(self.control_call(op))
+            assert self.driver.observe() == before  # decision 6
+            return
+        outcome, _ = self.attempt(self.control_call(op))
+        if outcome == "ok" and op != "retire":
+            self.run_id = None
+        self.settle(outcome, lambda: self.model.control_op(op))
+
+    def control_call(self, op: str) -> Coroutine[Any, Any, object]:
+        if op == "retire":
+            return self.driver.retire()
+        if op == "reset":
+            return self.driver.reset()
+        if op == "destroy":
+            return self.driver.destroy()
+        return self.driver.on_runtime_control(RuntimeControlCommand.STOP)
+
+    @rule()
+    def recycle(self) -> None:
+        if not self.model.control.can_accept(rc.RecycleRequested()):
+            with pytest.raises(RuntimeDriverError):
+                self.wait(self.driver.recycle_preserving_work())
+            return
+        outcome, _ = self.attempt(self.driver.recycle_preserving_work())
+        self.settle(outcome, self.model.recycle)
+
+    @rule()
+    def attach_or_detach(self) -> None:
+        if self.model.phase is RuntimeState.IDLE:
+            self.driver.attach()
+            self.model.control.apply(rc.AttachExecutor())
+        elif self.model.phase is RuntimeState.ATTACHED:
+            assert self.driver.detach() is RuntimeState.ATTACHED
+            self.model.control.apply(rc.DetachExecutor())
+        else:
+            with pytest.raises(RuntimeControlError):
+                self.driver.attach()
+
+    @rule(
+        fault=st.sampled_from(list(Fault)), method=st.none() | st.sampled_from(WRITES)
+    )
+    def inject_fault(self, fault: Fault, method: str | None) -> None:
+        note(f"arm {fault.value} on {method or 'any write'}")
+        self.store.arm(fault, method)
+
+    @rule()
+    def crash(self) -> None:
+        note("crash (between operations)")
+        self.store.disarm()
+        self.restart()
+
+    # ---------------------------------------------------------------- invariants
+
+    @invariant()
+    def count_step(self) -> None:
+        self.steps += 1
+
+    @invariant()
+    def memory_matches_model(self) -> None:
+        seen = self.driver.observe()
+        assert seen.phase is self.model.phase
+        assert list(seen.queue) == self.model.lanes[Lane.QUEUE]
+        assert list(seen.steer) == self.model.lanes[Lane.STEER]
+        phases = {r.input_id: r.current_state for r in seen.inputs}
+        assert phases == {i: m.phase for i, m in self.model.inputs.items()}
+
+    @invariant()
+    def store_matches_model(self) -> None:
+        stored = {s.input_id: s for s in self.wait(self.store.load_input_states(RID))}
+        expected = {
+            i: m for i, m in self.model.inputs.items() if m.persisted is not None
+        }
+        assert set(stored) == set(expected), "store rows differ from what was persisted"
+        for input_id, item in expected.items():
+            assert item.persisted is not None
+            assert (
+                stored[input_id].lifecycle_snapshot().phase is item.persisted.phase
+            ), input_id
+        assert (
+            self.wait(self.store.load_runtime_state(RID)) is self.model.persisted_phase
+        )
+
+    @invariant()
+    def receipts_name_each_input_once(self) -> None:
+        receipts = self.wait(self.store.load_boundary_receipts(RID))
+        named = [i for r in receipts for i in r.contributing_input_ids]
+        assert len(named) == len(set(named)), "an input named by two receipts"
+        stored = self.wait(self.store.load_input_states(RID))
+        for state in stored:
+            if (
+                state.current_state() is InputLifecycleState.CONSUMED
+                and state.last_run_id() is not None
+            ):
+                assert state.input_id in named, (
+                    f"{state.input_id} consumed without a receipt"
+                )
+
+
+class MemoryCrashMachine(CrashMachine):
+    """The in-memory store object plays the disk: it outlives each "process"."""
+
+    def open_disk(self) -> object:
+        self.memory = InMemoryRuntimeStore()
+        return self.memory
+
+    def open_store(self) -> RuntimeStore:
+        return self.memory
+
+    def close_store(self, store: RuntimeStore) -> None:
+        pass  # the disk survives the crash
+
+
+class SqliteCrashMachine(CrashMachine):
+    """A real file; each restart opens a new store object on it."""
+
+    def open_disk(self) -> object:
+        self.folder = tempfile.mkdtemp(prefix="meerkat-fuzz-", dir=".")
+        return self.folder
+
+    def open_store(self) -> RuntimeStore:
+        return SqliteRuntimeStore(f"{self.folder}/runtime.db")
+
+    def teardown(self) -> None:
+        super().teardown()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+TestMemoryCrashes = MemoryCrashMachine.TestCase
+TestSqliteCrashes = SqliteCrashMachine.TestCase
