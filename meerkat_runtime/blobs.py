@@ -11,8 +11,6 @@ name a file outside the root.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import json
 import os
@@ -25,7 +23,7 @@ from typing import ClassVar
 from meerkat_runtime.codec import Value
 from meerkat_runtime.ids import BlobId
 
-_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
+_ID = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class BlobStoreError(Exception):
@@ -68,18 +66,9 @@ def blob_id_for(raw: bytes) -> BlobId:
     return BlobId("sha256:" + hashlib.sha256(raw).hexdigest())
 
 
-def _decode_base64(data: str) -> bytes:
-    """The image bytes; text that is not base64 is stored as its UTF-8 bytes,
-    so any inline payload round-trips exactly (``get`` returns ``data``)."""
-    try:
-        return base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        return data.encode("utf-8")
-
-
 def check_id(blob_id: BlobId) -> str:
     text = str(blob_id)
-    if not _ID.match(text):
+    if not _ID.fullmatch(text):
         raise BlobInvalidError(
             f"invalid blob id {text!r}: expected sha256:<64 hex digits>"
         )
@@ -132,9 +121,10 @@ class MemoryBlobStore(BlobStore):
 
 
 def _content_key(media_type: str, data: str) -> bytes:
-    """What the id addresses: the media type and the image bytes together, so
-    the same bytes under two media types are two blobs."""
-    return media_type.encode("utf-8") + b"\0" + _decode_base64(data)
+    """What the id addresses: the media type and the payload text exactly as
+    given (so two different payloads can never share an id, whatever their
+    base64 decodes to)."""
+    return media_type.encode("utf-8") + b"\0" + data.encode("utf-8")
 
 
 class FileBlobStore(BlobStore):

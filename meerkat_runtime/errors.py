@@ -32,7 +32,7 @@ class ValidationFailedError(RuntimeDriverError):
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
-        super().__init__(f"Validation failed: {reason}")
+        super().__init__(f"Input validation failed: {reason}")
 
 
 class DestroyedError(RuntimeDriverError):

@@ -77,8 +77,9 @@ class InputLedger:
 
     def remove(self, input_id: InputId) -> InputState | None:
         state = self._states.pop(input_id, None)
-        if state is not None and state.idempotency_key is not None:
-            self._keys.pop(state.idempotency_key, None)
+        key = state.idempotency_key if state is not None else None
+        if key is not None and self._keys.get(key) == input_id:  # only its own entry
+            del self._keys[key]
         return state
 
     def id_for_key(self, key: IdempotencyKey) -> InputId | None:

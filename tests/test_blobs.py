@@ -121,12 +121,6 @@ def test_get_returns_exactly_what_was_put(
     run(body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: blobs._content_key hashes the base64-decoded bytes, or the "
-    "UTF-8 bytes of text that is not base64, so the base64 text 'YWJj' and the "
-    "plain text 'abc' get the same id and one of them reads back as the other",
-)
 def test_base64_and_plain_text_payloads_do_not_collide(
     make_blobs: Callable[[], BlobStore],
 ) -> None:
@@ -214,11 +208,6 @@ def test_invalid_ids_are_refused(make_blobs: Callable[[], BlobStore], bad: str) 
     run(body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: blobs._ID uses '$' with re.match, which also matches before "
-    "a trailing newline, so 'sha256:<64 hex>\\n' passes check_id",
-)
 def test_id_with_trailing_newline_is_refused(
     make_blobs: Callable[[], BlobStore],
 ) -> None:

@@ -574,13 +574,6 @@ def test_failed_destroy_keeps_idempotency_keys(backend: Backend) -> None:
     run(backend, body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Checkpoint restore removes a recovered record with "
-    "InputLedger.remove, which pops its idempotency key from the index even "
-    "though the key named another input before recover(); the key snapshot "
-    "is only taken by destroy (_forget_keys)",
-)
 def test_failed_recover_keeps_keys_of_inputs_accepted_before_it(
     backend: Backend,
 ) -> None:

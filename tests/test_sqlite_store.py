@@ -78,13 +78,6 @@ def test_newer_schema_is_refused_with_both_versions(tmp_path: Path) -> None:
     assert user_version(path) == newer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: SqliteRuntimeStore._connect switches the file to WAL "
-    "(PRAGMA journal_mode = WAL rewrites the header) before _migrate checks "
-    "user_version, and the refused writer connection is never closed, so "
-    "the -wal/-shm files stay behind",
-)
 def test_newer_schema_file_is_not_modified(tmp_path: Path) -> None:
     """Schema versioning: refusing a newer file must not change it (an older
     release must not touch what it does not understand)."""
@@ -333,15 +326,6 @@ def test_a_failing_request_fails_alone_in_its_group(
     run(body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: SqliteRuntimeStore._connect runs PRAGMA journal_mode = WAL "
-    "right after connecting; while another connection writes to a file not "
-    "yet in WAL mode, SQLite returns SQLITE_BUSY at once (no busy handler "
-    "for that lock upgrade) and the open fails with 'database is locked' "
-    "instead of waiting busy_timeout; two processes opening a new file "
-    "together hit this",
-)
 def test_open_waits_for_a_writer_on_a_file_not_yet_in_wal(tmp_path: Path) -> None:
     """S-10 (busy_timeout) and the module's promise that several processes
     may open one file: opening waits while another connection briefly holds

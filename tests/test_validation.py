@@ -350,7 +350,7 @@ def test_validation_failed_is_catchable_as_the_base_error() -> None:
     err = caught.value
     assert isinstance(err, RuntimeDriverError.ValidationFailed)
     assert err.reason.startswith("text:")
-    assert str(err) == f"Validation failed: {err.reason}"
+    assert str(err) == f"Input validation failed: {err.reason}"
     assert driver.observe() == before
     assert driver.drain_events() == []
 

@@ -688,8 +688,17 @@ class EphemeralRuntimeDriver:
         return state
 
     def _insert(self, state: InputState) -> None:
-        if self._open is not None:
-            self._open.touched.setdefault(state.input_id, None)
+        checkpoint = self._open
+        if checkpoint is not None:
+            checkpoint.touched.setdefault(state.input_id, None)
+            key = state.idempotency_key
+            if (
+                key is not None
+                and checkpoint.keys is None
+                and self._ledger.id_for_key(key) is not None
+            ):
+                # The insert re-points a key: keep the index to restore it.
+                checkpoint.keys = self._ledger.keys_snapshot()
         self._ledger.insert(state)
 
     def _apply(

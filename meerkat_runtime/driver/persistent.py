@@ -170,7 +170,12 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
                 "already has a different receipt"
             )
         else:
-            await self._commit_lifecycle(checkpoint)
+            # Already committed (by the session layer): write the states, and
+            # leave the runtime's stored phase as it is (never "running").
+            phase = await self.store.load_runtime_state(self.runtime_id)
+            await self.store.atomic_lifecycle_commit(
+                self.runtime_id, phase or RuntimeState.IDLE, self._durable(checkpoint)
+            )
 
     # ================================================================ control
 

@@ -33,6 +33,7 @@ import itertools
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,7 +141,12 @@ class SqliteRuntimeStore(RuntimeStore):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._target, self._uri = self.path, False
         self._writer_conn = self._connect()
-        self._migrate(self._writer_conn)
+        try:
+            self._retrying(lambda: self._migrate(self._writer_conn))
+            self._retrying(lambda: self._enable_wal(self._writer_conn))
+        except BaseException:
+            self._writer_conn.close()
+            raise
         self._readers = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._reader_lock = threading.Lock()
@@ -162,12 +168,34 @@ class SqliteRuntimeStore(RuntimeStore):
                 check_same_thread=False,
             )
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            if not self._uri:
-                conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         except sqlite3.Error as exc:
             raise StoreInternalError(f"cannot open {self.path}: {exc}") from None
         return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        """After the version check, so a refused (newer) file is left untouched."""
+        if not self._uri:
+            conn.execute("PRAGMA journal_mode = WAL")
+
+    def _retrying(self, step: Callable[[], None]) -> None:
+        """Run a setup step, waiting out another connection's lock: SQLite does
+        not call its busy handler for every lock a schema or journal-mode
+        change takes, so two processes opening a new file could collide."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                step()
+                return
+            except StoreInternalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise StoreInternalError(
+                        f"cannot open {self.path}: {exc}"
+                    ) from None
+            time.sleep(0.01)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         try:
