@@ -101,6 +101,22 @@ from meerkat_runtime.policy import (
     WakeMode,
 )
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt, RunEvent
+from meerkat_runtime.sessions.adapter import RuntimeSessionAdapter
+from meerkat_runtime.sessions.completion import CompletionHandle, CompletionOutcome
+from meerkat_runtime.sessions.control_plane import (
+    RuntimeControlPlane,
+    RuntimeControlPlaneError,
+)
+from meerkat_runtime.sessions.executor import (
+    CallbackPending,
+    CoreApplyOutput,
+    CoreExecutor,
+    CoreExecutorError,
+    RunControlCommand,
+    RunPrimitive,
+    RunResult,
+    receipt_for,
+)
 from meerkat_runtime.store import (
     InMemoryRuntimeStore,
     RuntimeStore,
@@ -119,9 +135,15 @@ __all__ = [
     "BlobRef",
     "BlobStore",
     "BlobStoreError",
+    "CallbackPending",
+    "CompletionHandle",
+    "CompletionOutcome",
     "ConsumePoint",
     "ContentBlock",
     "ContinuationInput",
+    "CoreApplyOutput",
+    "CoreExecutor",
+    "CoreExecutorError",
     "CorrelationId",
     "DefaultPolicyTable",
     "DestroyReport",
@@ -175,19 +197,25 @@ __all__ = [
     "RoutingDisposition",
     "RunApplyBoundary",
     "RunBoundaryReceipt",
+    "RunControlCommand",
     "RunEvent",
     "RunId",
     "RunLifecycleEvent",
+    "RunPrimitive",
+    "RunResult",
     "RuntimeControlAuthority",
     "RuntimeControlCommand",
     "RuntimeControlEffect",
     "RuntimeControlError",
     "RuntimeControlInput",
+    "RuntimeControlPlane",
+    "RuntimeControlPlaneError",
     "RuntimeControlSnapshot",
     "RuntimeControlTransition",
     "RuntimeDriverError",
     "RuntimeEvent",
     "RuntimeEventEnvelope",
+    "RuntimeSessionAdapter",
     "RuntimeState",
     "RuntimeStore",
     "RuntimeStoreError",
@@ -197,5 +225,6 @@ __all__ = [
     "SqliteRuntimeStore",
     "SupersessionKey",
     "WakeMode",
+    "receipt_for",
     "verify",
 ]

@@ -643,6 +643,16 @@ class EphemeralRuntimeDriver:
             return None
         return input_id, self._payload(input_id)
 
+    def payload(self, input_id: InputId) -> Input:
+        """The stored input of a known id (what a run hands the executor)."""
+        return self._payload(input_id)
+
+    async def abandon_pending_inputs(self, reason: InputAbandonReason) -> int:
+        """C-15 with decision 8: abandon every unfinished input; they leave the
+        lanes for good. Used when a retired runtime has nothing to drain it."""
+        self._tick()
+        return self._abandon_all(reason)
+
     def _payload(self, input_id: InputId) -> Input:
         payload = self._state(input_id).persisted_input
         assert payload is not None, "a queued input always keeps its payload"

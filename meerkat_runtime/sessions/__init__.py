@@ -1,0 +1,1 @@
+"""Sessions with executors: the runtime loop, completion waiters, the control plane."""

@@ -1,0 +1,286 @@
+"""``RuntimeSessionAdapter``: sessions with executors, and the control plane.
+
+Theory of operation (BEHAVIOUR.md 9.2, 10): each registered session owns a
+driver (ephemeral or persistent), an asyncio lock that serialises every call
+into it (the persistent driver's checkpoint spans an await), a waiter
+registry, and, once an executor is attached, a runtime loop task. Every
+public method is one critical section on the session; after it, waiters whose
+inputs reached a terminal state are resolved. Control commands that end a
+runtime resolve every waiter with ``RuntimeTerminated`` and K-4's text.
+"""
+
+from __future__ import annotations
+
+from meerkat_runtime.blobs import BlobStore
+from meerkat_runtime.driver.ephemeral import (
+    EphemeralRuntimeDriver,
+    RuntimeControlCommand,
+)
+from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
+from meerkat_runtime.errors import (
+    InternalError,
+    NotReadyError,
+    RuntimeDriverError,
+    ValidationFailedError,
+)
+from meerkat_runtime.generated.runtime_control import RuntimeState
+from meerkat_runtime.generated.spec_types import InputAbandonReason
+from meerkat_runtime.ids import InputId, LogicalRuntimeId, SessionId
+from meerkat_runtime.input_state import InputState
+from meerkat_runtime.inputs import Input
+from meerkat_runtime.outcomes import (
+    Accepted,
+    AcceptOutcome,
+    Deduplicated,
+    DestroyReport,
+    RecoveryReport,
+    Rejected,
+    ResetReport,
+    RetireReport,
+)
+from meerkat_runtime.policy import PolicyTable
+from meerkat_runtime.sessions.completion import CompletionHandle, RuntimeTerminated
+from meerkat_runtime.sessions.control_plane import RuntimeControlPlane
+from meerkat_runtime.sessions.executor import (
+    AnyRunControlCommand,
+    CoreExecutor,
+    StopRuntimeExecutor,
+)
+from meerkat_runtime.sessions.loop import RuntimeLoop
+from meerkat_runtime.sessions.session import Session
+from meerkat_runtime.store.base import RuntimeStore
+
+DEFAULT_RETRY_DELAY = 0.05
+
+
+class RuntimeSessionAdapter:
+    """Many sessions in one process, each with its own runtime."""
+
+    def __init__(
+        self,
+        store: RuntimeStore | None = None,
+        blob_store: BlobStore | None = None,
+        *,
+        policy_table: PolicyTable | None = None,
+        run_timeout: float | None = None,
+        retry_delay: float = DEFAULT_RETRY_DELAY,
+    ) -> None:
+        if (store is None) != (blob_store is None):
+            raise ValueError("a persistent adapter needs both a store and a blob store")
+        self.store = store
+        self.blob_store = blob_store
+        self.policy_table = policy_table
+        self.run_timeout = run_timeout
+        self.retry_delay = retry_delay
+        self.sessions: dict[SessionId, Session] = {}
+        self.control_plane = RuntimeControlPlane(self)
+
+    @classmethod
+    def ephemeral(
+        cls, policy_table: PolicyTable | None = None, **options: float | None
+    ) -> RuntimeSessionAdapter:
+        return cls(policy_table=policy_table, **options)  # type: ignore[arg-type]
+
+    @classmethod
+    def persistent(
+        cls,
+        store: RuntimeStore,
+        blob_store: BlobStore,
+        policy_table: PolicyTable | None = None,
+        **options: float | None,
+    ) -> RuntimeSessionAdapter:
+        return cls(store, blob_store, policy_table=policy_table, **options)  # type: ignore[arg-type]
+
+    # ---------------------------------------------------------------- registration
+
+    def _new_driver(self, runtime_id: LogicalRuntimeId) -> EphemeralRuntimeDriver:
+        if self.store is not None and self.blob_store is not None:
+            return PersistentRuntimeDriver(
+                runtime_id, self.store, self.blob_store, policy_table=self.policy_table
+            )
+        return EphemeralRuntimeDriver(runtime_id, policy_table=self.policy_table)
+
+    async def register_session(self, session_id: SessionId) -> None:
+        """X-3: create the session's runtime and recover it from the store."""
+        if session_id in self.sessions:
+            return
+        runtime_id = LogicalRuntimeId(str(session_id))
+        driver = self._new_driver(runtime_id)
+        await driver.recover()  # a failure propagates: the session is not registered
+        self.sessions[session_id] = Session(session_id, runtime_id, driver)
+
+    async def register_session_with_executor(
+        self, session_id: SessionId, executor: CoreExecutor
+    ) -> None:
+        """X-4: attach an executor and start the session's loop."""
+        await self.register_session(session_id)
+        session = self.sessions[session_id]
+        if session.has_live_loop():
+            return
+        async with session.lock:
+            driver = session.driver
+            if driver.runtime_state() is RuntimeState.ATTACHED:
+                driver.detach()  # a dead loop's attachment
+            if driver.runtime_state() is not RuntimeState.IDLE:
+                return  # retired, stopped, destroyed: nothing will run here
+            driver.attach()
+            loop = RuntimeLoop(
+                session,
+                executor,
+                run_timeout=self.run_timeout,
+                retry_delay=self.retry_delay,
+            )
+            session.loop = loop
+            loop.start()
+            if driver.active_input_ids():
+                loop.wake()
+
+    async def unregister_session(self, session_id: SessionId) -> None:
+        """X-5: forget the session; its waiters learn why."""
+        session = self._session(session_id)
+        del self.sessions[session_id]
+        session.waiters.resolve_all(
+            RuntimeTerminated(reason="runtime session unregistered")
+        )
+        if session.loop is not None:
+            await session.loop.cancel()
+        async with session.lock:
+            session.driver.detach()
+
+    def _session(self, session_id: SessionId) -> Session:
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise NotReadyError(RuntimeState.DESTROYED)  # X-2
+        return session
+
+    # ---------------------------------------------------------------- inputs
+
+    async def accept_input(self, session_id: SessionId, input: Input) -> AcceptOutcome:
+        """X-6."""
+        session = self._session(session_id)
+        async with session.lock:
+            outcome = await session.driver.accept_input(input)
+            self._after_admission(session)
+        return outcome
+
+    async def accept_input_with_completion(
+        self, session_id: SessionId, input: Input
+    ) -> tuple[AcceptOutcome, CompletionHandle | None]:
+        """X-7: the outcome and, unless the input is already finished, a
+        handle that resolves exactly once when it is."""
+        session = self._session(session_id)
+        async with session.lock:
+            outcome = await session.driver.accept_input(input)
+            if isinstance(outcome, Rejected):
+                raise ValidationFailedError(str(outcome.reason))
+            target = outcome.input_id if isinstance(outcome, Accepted) else None
+            if isinstance(outcome, Deduplicated):
+                target = outcome.existing_id
+            handle = self._register_waiter(session, target)
+            self._after_admission(session)
+        return outcome, handle
+
+    def _register_waiter(
+        self, session: Session, input_id: InputId | None
+    ) -> CompletionHandle | None:
+        state = session.driver.input_state(input_id) if input_id is not None else None
+        if input_id is None or state is None or state.is_terminal():
+            return None
+        return session.waiters.register(input_id)
+
+    def _after_admission(self, session: Session) -> None:
+        signal = session.driver.take_post_admission_signal()
+        session.settle(None)  # superseded / coalesced inputs resolve at once
+        if session.loop is not None and (
+            signal.should_wake() or session.driver.active_input_ids()
+        ):
+            session.loop.wake()
+
+    async def input_state(
+        self, session_id: SessionId, input_id: InputId
+    ) -> InputState | None:
+        return self._session(session_id).driver.input_state(input_id)
+
+    async def list_active_inputs(self, session_id: SessionId) -> list[InputId]:
+        return self._session(session_id).driver.active_input_ids()
+
+    async def runtime_state(self, session_id: SessionId) -> RuntimeState:
+        return self._session(session_id).driver.runtime_state()
+
+    # ---------------------------------------------------------------- control
+
+    async def retire_runtime(self, session_id: SessionId) -> RetireReport:
+        """X-11: a live loop drains the retired runtime; otherwise its pending
+        inputs are abandoned (reason retired) and their waiters told so."""
+        session = self._session(session_id)
+        async with session.lock:
+            report = await session.driver.retire()
+            if report.inputs_pending_drain == 0:
+                return report
+            if session.has_live_loop():
+                assert session.loop is not None
+                session.loop.wake()
+                return report
+            abandoned = await session.driver.abandon_pending_inputs(
+                InputAbandonReason.Retired()
+            )
+            session.waiters.resolve_all(
+                RuntimeTerminated(reason="retired without runtime loop")
+            )
+        return RetireReport(
+            inputs_abandoned=report.inputs_abandoned + abandoned, inputs_pending_drain=0
+        )
+
+    async def reset_runtime(self, session_id: SessionId) -> ResetReport:
+        """X-12 (decision 25: the runtime ends idle, the loop keeps serving)."""
+        session = self._session(session_id)
+        async with session.lock:
+            state = session.driver.runtime_state()
+            if state is RuntimeState.RUNNING:
+                raise NotReadyError(state)
+            report = await session.driver.reset()
+            session.waiters.resolve_all(RuntimeTerminated(reason="runtime reset"))
+        return report
+
+    async def stop_runtime_executor(
+        self, session_id: SessionId, command: AnyRunControlCommand
+    ) -> None:
+        """X-14: through the loop when there is one (it stops the runtime and
+        tells the executor once); otherwise directly."""
+        session = self._session(session_id)
+        if session.has_live_loop():
+            assert session.loop is not None
+            session.loop.send_control(command)
+            if isinstance(command, StopRuntimeExecutor):
+                await session.loop.join()
+            return
+        if not isinstance(command, StopRuntimeExecutor):
+            raise InternalError("failed to send stop: runtime loop is unavailable")
+        async with session.lock:
+            await session.driver.on_runtime_control(RuntimeControlCommand.STOP)
+            session.waiters.resolve_all(RuntimeTerminated(reason="runtime stopped"))
+
+    async def destroy_runtime(self, session_id: SessionId) -> DestroyReport:
+        session = self._session(session_id)
+        async with session.lock:
+            report = await session.driver.destroy()
+            session.waiters.resolve_all(RuntimeTerminated(reason="runtime destroyed"))
+        return report
+
+    async def recover_runtime(self, session_id: SessionId) -> RecoveryReport:
+        session = self._session(session_id)
+        async with session.lock:
+            report = await session.driver.recover()
+            session.settle(None)
+            if session.loop is not None:
+                session.loop.wake()
+        return report
+
+    async def close(self) -> None:
+        """Stop every loop (waiters: "runtime loop exited")."""
+        for session in list(self.sessions.values()):
+            if session.loop is not None:
+                await session.loop.cancel()
+
+
+__all__ = ["RuntimeDriverError", "RuntimeSessionAdapter"]

@@ -1,0 +1,260 @@
+"""The per-session runtime loop (BEHAVIOUR.md 9.1): an asyncio task.
+
+Theory of operation: the loop sleeps until woken (an admission, a recovery,
+a control command). Awake, it first applies control commands (they preempt
+queued work), then drains the lanes batch by batch: stage the next batch,
+call ``executor.apply`` outside the session lock, then commit the boundary
+and complete the run, or roll the batch back when the executor failed, hung
+past the run timeout, or the loop itself was cancelled. A failed input is
+retried (its attempts are bounded by the input lifecycle, decision 3), so no
+waiter is left waiting forever; waiters are resolved only at terminal states
+(decision 9).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from meerkat_runtime.driver.images import hydrate_images
+from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
+from meerkat_runtime.errors import RuntimeDriverError
+from meerkat_runtime.generated.runtime_control import RuntimeState
+from meerkat_runtime.ids import InputId, RunId
+from meerkat_runtime.inputs import Input
+from meerkat_runtime.ledger import Lane
+from meerkat_runtime.runs import RunEvent
+from meerkat_runtime.sessions.completion import RuntimeTerminated
+from meerkat_runtime.sessions.executor import (
+    AnyRunControlCommand,
+    CoreApplyOutput,
+    CoreExecutor,
+    StopRuntimeExecutor,
+)
+from meerkat_runtime.sessions.primitive import build_primitive, next_batch
+from meerkat_runtime.sessions.session import Session
+
+log = logging.getLogger("meerkat_runtime.loop")
+
+_CAN_RUN = (RuntimeState.IDLE, RuntimeState.ATTACHED, RuntimeState.RETIRED)
+
+
+class RuntimeLoop:
+    """Owns one session's executor and drains its lanes."""
+
+    def __init__(
+        self,
+        session: Session,
+        executor: CoreExecutor,
+        *,
+        run_timeout: float | None,
+        retry_delay: float,
+    ) -> None:
+        self.session = session
+        self.executor = executor
+        self.run_timeout = run_timeout
+        self.retry_delay = retry_delay
+        self._attention = asyncio.Event()
+        self._controls: deque[AnyRunControlCommand] = deque()
+        self.task: asyncio.Task[None] | None = None
+        self.stopped = False
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(
+            self._main(), name=f"meerkat-loop-{self.session.runtime_id}"
+        )
+
+    def alive(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def wake(self) -> None:
+        self._attention.set()
+
+    def send_control(self, command: AnyRunControlCommand) -> None:
+        self._controls.append(command)
+        self._attention.set()
+
+    async def cancel(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    async def join(self) -> None:
+        if self.task is not None:
+            await asyncio.wait({self.task})
+
+    # ---------------------------------------------------------------- main
+
+    async def _main(self) -> None:
+        try:
+            while not self.stopped:
+                await self._attention.wait()
+                self._attention.clear()
+                if await self._apply_controls():
+                    return
+                await self._process_queue()
+        finally:
+            # W-3: whoever is still waiting learns the loop is gone.
+            self.session.waiters.resolve_all(
+                RuntimeTerminated(reason="runtime loop exited")
+            )
+
+    async def _apply_controls(self) -> bool:
+        """W-4: forward every queued command; True when the loop must stop."""
+        while self._controls:
+            command = self._controls.popleft()
+            try:
+                await self.executor.control(command)
+            except Exception:
+                log.exception("executor.control(%r) failed", command)
+            if isinstance(command, StopRuntimeExecutor):
+                await self._stop_runtime()
+                return True
+        return False
+
+    async def _stop_runtime(self) -> None:
+        from meerkat_runtime.driver.ephemeral import RuntimeControlCommand
+
+        async with self.session.lock:
+            driver = self.session.driver
+            if not driver.runtime_state().is_terminal():
+                await driver.on_runtime_control(RuntimeControlCommand.STOP)
+            self.session.waiters.resolve_all(
+                RuntimeTerminated(reason="runtime stopped")
+            )
+        self.stopped = True
+
+    async def _process_queue(self) -> None:
+        """W-5: drain batch after batch until nothing is left to run."""
+        while True:
+            if await self._apply_controls():
+                return
+            staged = await self._stage_next()
+            if staged is None:
+                return
+            run_id, batch, lane = staged
+            finished = await self._run(run_id, batch, lane)
+            if not finished:
+                return
+
+    async def _stage_next(
+        self,
+    ) -> tuple[RunId, list[tuple[InputId, Input]], Lane] | None:
+        async with self.session.lock:
+            driver = self.session.driver
+            if driver.runtime_state() not in _CAN_RUN:
+                return None
+            ids, lane = next_batch(
+                driver.queued_input_ids(Lane.STEER),
+                driver.queued_input_ids(Lane.QUEUE),
+                driver.payload,
+            )
+            if not ids:
+                return None
+            run_id = RunId.new()
+            driver.start_run(run_id)
+            driver.stage_batch(ids, run_id)
+            return run_id, [(i, driver.payload(i)) for i in ids], lane
+
+    async def _run(
+        self, run_id: RunId, batch: list[tuple[InputId, Input]], lane: Lane
+    ) -> bool:
+        """One run; False when the loop should stop draining for now."""
+        try:
+            payloads = await self._hydrated(batch)
+            primitive = build_primitive(payloads, lane)
+            output = await self._with_timeout(self.executor.apply(run_id, primitive))
+        except asyncio.CancelledError:
+            # The loop task is being cancelled mid-run: put the batch back
+            # (shielded, so the rollback itself is not cancelled), then go.
+            await asyncio.shield(
+                self._end_failed(run_id, "run cancelled", cancelled=True)
+            )
+            raise
+        except Exception as exc:
+            if not await self._end_failed(run_id, str(exc) or type(exc).__name__):
+                return False
+            await asyncio.sleep(self.retry_delay)
+            return True
+        return await self._end_applied(run_id, output)
+
+    async def _hydrated(
+        self, batch: list[tuple[InputId, Input]]
+    ) -> list[tuple[InputId, Input]]:
+        """Decision 13: the executor always receives images inline."""
+        driver = self.session.driver
+        if not isinstance(driver, PersistentRuntimeDriver):
+            return batch
+        return [(i, await hydrate_images(driver.blob_store, inp)) for i, inp in batch]
+
+    async def _with_timeout(self, call: Awaitable[CoreApplyOutput]) -> CoreApplyOutput:
+        if self.run_timeout is None:
+            return await call
+        try:
+            return await asyncio.wait_for(call, self.run_timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"executor did not finish within {self.run_timeout} s"
+            ) from None
+
+    async def _end_applied(self, run_id: RunId, output: CoreApplyOutput) -> bool:
+        async with self.session.lock:
+            driver = self.session.driver
+            boundary = RunEvent.BoundaryApplied(
+                run_id=run_id,
+                receipt=output.receipt,
+                session_snapshot=output.session_snapshot,
+            )
+            try:
+                await driver.on_run_event(boundary)
+            except RuntimeDriverError as exc:
+                log.error(
+                    "run %s: boundary not recorded (%s); the batch is rolled back",
+                    run_id,
+                    exc,
+                )
+                return await self._fail_locked(run_id, f"boundary commit failed: {exc}")
+            consumed = list(output.receipt.contributing_input_ids)
+            try:
+                await driver.on_run_event(
+                    RunEvent.RunCompleted(run_id=run_id, consumed_input_ids=consumed)
+                )
+            except RuntimeDriverError:
+                log.exception(
+                    "run %s: completion not recorded; recovery will settle it", run_id
+                )
+                return False
+            self.session.settle(output)
+        return True
+
+    async def _end_failed(
+        self, run_id: RunId, error: str, cancelled: bool = False
+    ) -> bool:
+        async with self.session.lock:
+            return await self._fail_locked(run_id, error, cancelled)
+
+    async def _fail_locked(
+        self, run_id: RunId, error: str, cancelled: bool = False
+    ) -> bool:
+        driver = self.session.driver
+        event: RunEvent = (
+            RunEvent.RunCancelled(run_id=run_id)
+            if cancelled
+            else RunEvent.RunFailed(run_id=run_id, error=error, recoverable=True)
+        )
+        try:
+            await driver.on_run_event(event)
+        except RuntimeDriverError:
+            log.exception(
+                "run %s: failure not recorded; the runtime needs recovery", run_id
+            )
+            return False
+        self.session.settle(None)  # inputs out of attempts resolve now (decision 3)
+        return True
+
+
+Starter = Callable[[Session, CoreExecutor], RuntimeLoop]

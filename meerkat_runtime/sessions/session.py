@@ -1,0 +1,87 @@
+"""One registered session: its driver, lock, waiters and (maybe) its loop."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from meerkat_runtime.driver.ephemeral import EphemeralRuntimeDriver, reason_name
+from meerkat_runtime.generated.input_lifecycle import InputLifecycleState
+from meerkat_runtime.generated.spec_types import Abandoned, Coalesced, Superseded
+from meerkat_runtime.ids import InputId, LogicalRuntimeId, SessionId
+from meerkat_runtime.sessions.completion import (
+    AbandonedOutcome,
+    AnyCompletionOutcome,
+    Completed,
+    CompletedWithoutResult,
+    CompletionRegistry,
+)
+from meerkat_runtime.sessions.executor import CoreApplyOutput, RunResult
+
+if TYPE_CHECKING:
+    from meerkat_runtime.sessions.loop import RuntimeLoop
+
+
+@dataclass(eq=False)
+class Session:
+    session_id: SessionId
+    runtime_id: LogicalRuntimeId
+    driver: EphemeralRuntimeDriver
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    waiters: CompletionRegistry = field(default_factory=CompletionRegistry)
+    loop: RuntimeLoop | None = None
+
+    def has_live_loop(self) -> bool:
+        return self.loop is not None and self.loop.alive()
+
+    def settle(self, output: CoreApplyOutput | None) -> None:
+        """Resolve the waiters of every input that reached a terminal state.
+        ``output`` is the run that just completed, for its result (K-4,
+        decision 10); inputs consumed otherwise complete without a result."""
+        for input_id in self.waiters.ids():
+            target = self._follow_coalesced(input_id)
+            outcome = self._outcome(target, output)
+            if outcome is not None:
+                self.waiters.resolve(target, outcome)
+
+    def _follow_coalesced(self, input_id: InputId) -> InputId:
+        """Decision 19: a coalesced input's waiters move to its aggregate."""
+        while True:
+            state = self.driver.input_state(input_id)
+            terminal = state.terminal_outcome() if state is not None else None
+            if not isinstance(terminal, Coalesced):
+                return input_id
+            self.waiters.move(input_id, terminal.aggregate_id)
+            input_id = terminal.aggregate_id
+
+    def _outcome(
+        self, input_id: InputId, output: CoreApplyOutput | None
+    ) -> AnyCompletionOutcome | None:
+        state = self.driver.input_state(input_id)
+        if state is None or not state.is_terminal():
+            return None
+        terminal = state.terminal_outcome()
+        if isinstance(terminal, Superseded):  # decision 19
+            return AbandonedOutcome(reason="superseded")
+        if isinstance(terminal, Abandoned):  # decision 23
+            return AbandonedOutcome(reason=reason_name(terminal.reason))
+        assert state.current_state() is InputLifecycleState.CONSUMED
+        ran_here = (
+            output is not None and input_id in output.receipt.contributing_input_ids
+        )
+        return (
+            completion_of(output)
+            if ran_here and output is not None
+            else CompletedWithoutResult()
+        )
+
+
+def completion_of(output: CoreApplyOutput) -> AnyCompletionOutcome:
+    """Decision 10: a run result completes the waiter with it, terminal marker
+    or not; a terminal RunResult alone does too."""
+    if output.run_result is not None:
+        return Completed(run_result=output.run_result)
+    if isinstance(output.terminal, RunResult):
+        return Completed(run_result=output.terminal)
+    return CompletedWithoutResult()
