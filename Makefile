@@ -9,6 +9,8 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
+
+.PHONY: demo
 .PHONY: help install generate verify diagrams check-generated lint format typecheck \
         test pytest fuzz fuzz-seed bench main clean
 
@@ -26,7 +28,10 @@ $(STAMP): pyproject.toml scripts/install-system-deps
 
 install: $(STAMP) ## create .venv and install the package with its dev tools
 
-main: verify diagrams ## the main job: model-check the lifecycles and draw them
+demo: install ## the main job: run `meerkat-runtime demo` (sessions, a crash, recovery)
+	$(BIN)/meerkat-runtime demo
+
+main: demo ## alias of demo
 
 generate: install ## validate + model-check spec/, then write generated/ and diagrams/*.dot
 	$(PY) -m codegen generate
