@@ -10,7 +10,9 @@ tool is readable by another.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import Any, Self, TypeVar, Union, cast
 
@@ -69,6 +71,20 @@ def decode(data: bytes | str, target: type[T]) -> T:
     wire: Any = _wire_type(cast(Any, target))
     decoded: T = msgspec.json.decode(data, type=wire, dec_hook=_dec_hook)
     return decoded
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Bulk decoding allocates hundreds of thousands of objects that cannot
+    form cycles; letting the cycle collector scan the growing heap meanwhile
+    doubles the time (measured on recovery of 100k inputs)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def to_builtins(value: object) -> Any:

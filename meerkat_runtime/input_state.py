@@ -44,7 +44,7 @@ class InputStateHistoryEntry(Value, frozen=True, kw_only=True, gc=False):
     reason: str
 
 
-class InputStateRecord(Value, frozen=True, kw_only=True):
+class InputStateRecord(Value, frozen=True, gc=False, kw_only=True):
     """The wire form of an ``InputState`` (L-10), as stores keep it."""
 
     input_id: InputId

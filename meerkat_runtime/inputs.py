@@ -41,7 +41,7 @@ class InputDurability(_Enum):
     DERIVED = "derived"
 
 
-class InputVisibility(Value, frozen=True, kw_only=True, omit_defaults=False):
+class InputVisibility(Value, frozen=True, gc=False, kw_only=True, omit_defaults=False):
     transcript_eligible: bool = True
     operator_eligible: bool = True
 
@@ -49,7 +49,7 @@ class InputVisibility(Value, frozen=True, kw_only=True, omit_defaults=False):
 # ---------------------------------------------------------------- origin (T-7)
 
 
-class InputOrigin(Value, frozen=True, kw_only=True, tag_field="type"):
+class InputOrigin(Value, frozen=True, gc=False, kw_only=True, tag_field="type"):
     """Who submitted an input."""
 
     Operator: ClassVar[type[Operator]]
@@ -59,25 +59,25 @@ class InputOrigin(Value, frozen=True, kw_only=True, tag_field="type"):
     External: ClassVar[type[External]]
 
 
-class Operator(InputOrigin, frozen=True, kw_only=True, tag="operator"):
+class Operator(InputOrigin, frozen=True, gc=False, kw_only=True, tag="operator"):
     pass
 
 
-class PeerOrigin(InputOrigin, frozen=True, kw_only=True, tag="peer"):
+class PeerOrigin(InputOrigin, frozen=True, gc=False, kw_only=True, tag="peer"):
     peer_id: str
     runtime_id: str | None = None
 
 
-class Flow(InputOrigin, frozen=True, kw_only=True, tag="flow"):
+class Flow(InputOrigin, frozen=True, gc=False, kw_only=True, tag="flow"):
     flow_id: str
     step_index: int
 
 
-class System(InputOrigin, frozen=True, kw_only=True, tag="system"):
+class System(InputOrigin, frozen=True, gc=False, kw_only=True, tag="system"):
     pass
 
 
-class External(InputOrigin, frozen=True, kw_only=True, tag="external"):
+class External(InputOrigin, frozen=True, gc=False, kw_only=True, tag="external"):
     source_name: str
 
 
@@ -89,7 +89,7 @@ InputOrigin.External = External
 AnyInputOrigin = Operator | PeerOrigin | Flow | System | External
 
 
-class InputHeader(Value, frozen=True, kw_only=True):
+class InputHeader(Value, frozen=True, gc=False, kw_only=True):
     """What every input carries (T-6)."""
 
     id: InputId
@@ -123,18 +123,18 @@ class InputHeader(Value, frozen=True, kw_only=True):
 # ---------------------------------------------------------------- content (T-19)
 
 
-class ImageData(Value, frozen=True, kw_only=True, tag_field="source"):
+class ImageData(Value, frozen=True, gc=False, kw_only=True, tag_field="source"):
     """Image bytes inline (base64 text) or moved to a blob store."""
 
     Inline: ClassVar[type[InlineImage]]
     Blob: ClassVar[type[BlobImage]]
 
 
-class InlineImage(ImageData, frozen=True, kw_only=True, tag="inline"):
+class InlineImage(ImageData, frozen=True, gc=False, kw_only=True, tag="inline"):
     data: str  # base64
 
 
-class BlobImage(ImageData, frozen=True, kw_only=True, tag="blob"):
+class BlobImage(ImageData, frozen=True, gc=False, kw_only=True, tag="blob"):
     blob_id: BlobId
 
 
@@ -143,16 +143,16 @@ ImageData.Blob = BlobImage
 AnyImageData = InlineImage | BlobImage
 
 
-class ContentBlock(Value, frozen=True, kw_only=True, tag_field="type"):
+class ContentBlock(Value, frozen=True, gc=False, kw_only=True, tag_field="type"):
     Text: ClassVar[type[TextBlock]]
     Image: ClassVar[type[ImageBlock]]
 
 
-class TextBlock(ContentBlock, frozen=True, kw_only=True, tag="text"):
+class TextBlock(ContentBlock, frozen=True, gc=False, kw_only=True, tag="text"):
     text: str
 
 
-class ImageBlock(ContentBlock, frozen=True, kw_only=True, tag="image"):
+class ImageBlock(ContentBlock, frozen=True, gc=False, kw_only=True, tag="image"):
     """An image. Upstream flattens ``data`` into the block; here it nests."""
 
     media_type: str
@@ -179,31 +179,33 @@ class ResponseTerminalStatus(_Enum):
     CANCELLED = "cancelled"
 
 
-class PeerConvention(Value, frozen=True, kw_only=True, tag_field="convention_type"):
+class PeerConvention(
+    Value, frozen=True, gc=False, kw_only=True, tag_field="convention_type"
+):
     Message: ClassVar[type[PeerMessage]]
     Request: ClassVar[type[PeerRequest]]
     ResponseProgress: ClassVar[type[PeerResponseProgress]]
     ResponseTerminal: ClassVar[type[PeerResponseTerminal]]
 
 
-class PeerMessage(PeerConvention, frozen=True, kw_only=True, tag="message"):
+class PeerMessage(PeerConvention, frozen=True, gc=False, kw_only=True, tag="message"):
     pass
 
 
-class PeerRequest(PeerConvention, frozen=True, kw_only=True, tag="request"):
+class PeerRequest(PeerConvention, frozen=True, gc=False, kw_only=True, tag="request"):
     request_id: str
     intent: str
 
 
 class PeerResponseProgress(
-    PeerConvention, frozen=True, kw_only=True, tag="response_progress"
+    PeerConvention, frozen=True, gc=False, kw_only=True, tag="response_progress"
 ):
     request_id: str
     phase: ResponseProgressPhase
 
 
 class PeerResponseTerminal(
-    PeerConvention, frozen=True, kw_only=True, tag="response_terminal"
+    PeerConvention, frozen=True, gc=False, kw_only=True, tag="response_terminal"
 ):
     request_id: str
     status: ResponseTerminalStatus
@@ -218,7 +220,7 @@ AnyPeerConvention = (
 )
 
 
-class RuntimeTurnMetadata(Value, frozen=True, kw_only=True):
+class RuntimeTurnMetadata(Value, frozen=True, gc=False, kw_only=True):
     """Per-turn hints a caller attaches to a prompt or flow step (W-9)."""
 
     handling_mode: HandlingMode | None = None
@@ -235,7 +237,7 @@ class RuntimeTurnMetadata(Value, frozen=True, kw_only=True):
 # ---------------------------------------------------------------- the six inputs
 
 
-class Input(Value, frozen=True, kw_only=True, tag_field="input_type"):
+class Input(Value, frozen=True, gc=False, kw_only=True, tag_field="input_type"):
     """Base of the six inputs (T-1)."""
 
     header: InputHeader
@@ -252,7 +254,7 @@ class Input(Value, frozen=True, kw_only=True, tag_field="input_type"):
         return None
 
 
-class PromptInput(Input, frozen=True, kw_only=True, tag="prompt"):
+class PromptInput(Input, frozen=True, gc=False, kw_only=True, tag="prompt"):
     text: str
     blocks: list[AnyContentBlock] | None = None
     turn_metadata: RuntimeTurnMetadata | None = None
@@ -277,7 +279,7 @@ _PEER_KINDS: dict[type[PeerConvention], str] = {
 }
 
 
-class PeerInput(Input, frozen=True, kw_only=True, tag="peer"):
+class PeerInput(Input, frozen=True, gc=False, kw_only=True, tag="peer"):
     body: str
     convention: AnyPeerConvention | None = None
     blocks: list[AnyContentBlock] | None = None
@@ -291,7 +293,7 @@ class PeerInput(Input, frozen=True, kw_only=True, tag="peer"):
         return self.handling_mode
 
 
-class FlowStepInput(Input, frozen=True, kw_only=True, tag="flow_step"):
+class FlowStepInput(Input, frozen=True, gc=False, kw_only=True, tag="flow_step"):
     step_id: str
     instructions: str
     blocks: list[AnyContentBlock] | None = None
@@ -304,7 +306,9 @@ class FlowStepInput(Input, frozen=True, kw_only=True, tag="flow_step"):
         return self.turn_metadata.handling_mode if self.turn_metadata else None
 
 
-class ExternalEventInput(Input, frozen=True, kw_only=True, tag="external_event"):
+class ExternalEventInput(
+    Input, frozen=True, gc=False, kw_only=True, tag="external_event"
+):
     event_type: str
     payload: Any
     blocks: list[AnyContentBlock] | None = None
@@ -318,7 +322,7 @@ class ExternalEventInput(Input, frozen=True, kw_only=True, tag="external_event")
         return self.handling_mode
 
 
-class ContinuationInput(Input, frozen=True, kw_only=True, tag="continuation"):
+class ContinuationInput(Input, frozen=True, gc=False, kw_only=True, tag="continuation"):
     reason: str
     handling_mode: HandlingMode = HandlingMode.QUEUE
     request_id: str | None = None
@@ -346,7 +350,7 @@ class ContinuationInput(Input, frozen=True, kw_only=True, tag="continuation"):
         )
 
 
-class OperationInput(Input, frozen=True, kw_only=True, tag="operation"):
+class OperationInput(Input, frozen=True, gc=False, kw_only=True, tag="operation"):
     operation_id: str
     event: Any  # an operation lifecycle event, any JSON value
 

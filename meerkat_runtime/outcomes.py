@@ -19,13 +19,15 @@ from meerkat_runtime.ids import InputId
 from meerkat_runtime.input_state import InputState
 
 
-class RejectReason(Value, frozen=True, kw_only=True, tag_field="reject_type"):
+class RejectReason(Value, frozen=True, gc=False, kw_only=True, tag_field="reject_type"):
     NotReady: ClassVar[type[ReasonNotReady]]
     DurabilityViolation: ClassVar[type[DurabilityViolation]]
     PeerHandlingModeInvalid: ClassVar[type[PeerHandlingModeInvalid]]
 
 
-class ReasonNotReady(RejectReason, frozen=True, kw_only=True, tag="not_ready"):
+class ReasonNotReady(
+    RejectReason, frozen=True, gc=False, kw_only=True, tag="not_ready"
+):
     state: RuntimeState
 
     def __str__(self) -> str:
@@ -33,7 +35,7 @@ class ReasonNotReady(RejectReason, frozen=True, kw_only=True, tag="not_ready"):
 
 
 class DurabilityViolation(
-    RejectReason, frozen=True, kw_only=True, tag="durability_violation"
+    RejectReason, frozen=True, gc=False, kw_only=True, tag="durability_violation"
 ):
     detail: str
 
@@ -42,7 +44,7 @@ class DurabilityViolation(
 
 
 class PeerHandlingModeInvalid(
-    RejectReason, frozen=True, kw_only=True, tag="peer_handling_mode_invalid"
+    RejectReason, frozen=True, gc=False, kw_only=True, tag="peer_handling_mode_invalid"
 ):
     detail: str
 
@@ -56,7 +58,9 @@ RejectReason.PeerHandlingModeInvalid = PeerHandlingModeInvalid
 AnyRejectReason = ReasonNotReady | DurabilityViolation | PeerHandlingModeInvalid
 
 
-class AcceptOutcome(Value, frozen=True, kw_only=True, tag_field="outcome_type"):
+class AcceptOutcome(
+    Value, frozen=True, gc=False, kw_only=True, tag_field="outcome_type"
+):
     Accepted: ClassVar[type[Accepted]]
     Deduplicated: ClassVar[type[Deduplicated]]
     Rejected: ClassVar[type[Rejected]]
@@ -71,18 +75,20 @@ class AcceptOutcome(Value, frozen=True, kw_only=True, tag_field="outcome_type"):
         return isinstance(self, Rejected)
 
 
-class Accepted(AcceptOutcome, frozen=True, kw_only=True, tag="accepted"):
+class Accepted(AcceptOutcome, frozen=True, gc=False, kw_only=True, tag="accepted"):
     input_id: InputId
     policy: PolicyDecision
     state: InputState  # a copy of the ledger state after admission (A-15)
 
 
-class Deduplicated(AcceptOutcome, frozen=True, kw_only=True, tag="deduplicated"):
+class Deduplicated(
+    AcceptOutcome, frozen=True, gc=False, kw_only=True, tag="deduplicated"
+):
     input_id: InputId
     existing_id: InputId
 
 
-class Rejected(AcceptOutcome, frozen=True, kw_only=True, tag="rejected"):
+class Rejected(AcceptOutcome, frozen=True, gc=False, kw_only=True, tag="rejected"):
     reason: AnyRejectReason
 
 
@@ -92,7 +98,7 @@ AcceptOutcome.Rejected = Rejected
 AnyAcceptOutcome = Accepted | Deduplicated | Rejected
 
 
-class RecoveryReport(Value, frozen=True, kw_only=True, omit_defaults=False):
+class RecoveryReport(Value, frozen=True, gc=False, kw_only=True, omit_defaults=False):
     """Decision 24: recovered = non-terminal inputs loaded; requeued = put back
     in a lane; abandoned = given up by recovery."""
 
@@ -102,20 +108,20 @@ class RecoveryReport(Value, frozen=True, kw_only=True, omit_defaults=False):
     details: list[str] = msgspec.field(default_factory=list)
 
 
-class RetireReport(Value, frozen=True, kw_only=True, omit_defaults=False):
+class RetireReport(Value, frozen=True, gc=False, kw_only=True, omit_defaults=False):
     inputs_abandoned: int = 0
     inputs_pending_drain: int = 0
 
 
-class ResetReport(Value, frozen=True, kw_only=True, omit_defaults=False):
+class ResetReport(Value, frozen=True, gc=False, kw_only=True, omit_defaults=False):
     inputs_abandoned: int = 0
 
 
-class DestroyReport(Value, frozen=True, kw_only=True, omit_defaults=False):
+class DestroyReport(Value, frozen=True, gc=False, kw_only=True, omit_defaults=False):
     inputs_abandoned: int = 0
 
 
-class RecycleReport(Value, frozen=True, kw_only=True, omit_defaults=False):
+class RecycleReport(Value, frozen=True, gc=False, kw_only=True, omit_defaults=False):
     inputs_transferred: int = 0
 
 

@@ -23,7 +23,7 @@ class RunApplyBoundary(enum.Enum):
         return f"{type(self).__name__}.{self.name}"
 
 
-class RunBoundaryReceipt(Value, frozen=True, kw_only=True):
+class RunBoundaryReceipt(Value, frozen=True, gc=False, kw_only=True):
     """R-2. The counts are required, as upstream (no serde defaults), so they
     are always written; an absent digest is omitted."""
 
@@ -35,7 +35,7 @@ class RunBoundaryReceipt(Value, frozen=True, kw_only=True):
     sequence: int
 
 
-class RunEvent(Value, frozen=True, kw_only=True, tag_field="event_type"):
+class RunEvent(Value, frozen=True, gc=False, kw_only=True, tag_field="event_type"):
     """What happened to a run, fed back into the driver (``on_run_event``)."""
 
     run_id: RunId
@@ -50,11 +50,13 @@ class RunEvent(Value, frozen=True, kw_only=True, tag_field="event_type"):
         return []
 
 
-class RunStarted(RunEvent, frozen=True, kw_only=True, tag="run_started"):
+class RunStarted(RunEvent, frozen=True, gc=False, kw_only=True, tag="run_started"):
     pass
 
 
-class BoundaryApplied(RunEvent, frozen=True, kw_only=True, tag="boundary_applied"):
+class BoundaryApplied(
+    RunEvent, frozen=True, gc=False, kw_only=True, tag="boundary_applied"
+):
     receipt: RunBoundaryReceipt
     session_snapshot: bytes | None = None
 
@@ -62,19 +64,19 @@ class BoundaryApplied(RunEvent, frozen=True, kw_only=True, tag="boundary_applied
         return list(self.receipt.contributing_input_ids)
 
 
-class RunCompleted(RunEvent, frozen=True, kw_only=True, tag="run_completed"):
+class RunCompleted(RunEvent, frozen=True, gc=False, kw_only=True, tag="run_completed"):
     consumed_input_ids: list[InputId]
 
     def contributing_input_ids(self) -> list[InputId]:
         return list(self.consumed_input_ids)
 
 
-class RunFailed(RunEvent, frozen=True, kw_only=True, tag="run_failed"):
+class RunFailed(RunEvent, frozen=True, gc=False, kw_only=True, tag="run_failed"):
     error: str
     recoverable: bool
 
 
-class RunCancelled(RunEvent, frozen=True, kw_only=True, tag="run_cancelled"):
+class RunCancelled(RunEvent, frozen=True, gc=False, kw_only=True, tag="run_cancelled"):
     pass
 
 

@@ -502,7 +502,6 @@ async def _prep_recover_after_accept(
 CASES: dict[str, tuple[str, Prepare]] = {
     "accept": ("persist_input_state", _prep_accept),
     "boundary_applied": ("atomic_apply", _prep_boundary),
-    "boundary_applied_receipt_lookup": ("load_boundary_receipt", _prep_boundary),
     "run_completed": ("atomic_lifecycle_commit", _prep_completed),
     "run_failed": ("atomic_lifecycle_commit", _prep_failed),
     "run_cancelled": ("atomic_lifecycle_commit", _prep_cancelled),

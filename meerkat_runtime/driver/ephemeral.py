@@ -149,6 +149,11 @@ class EphemeralRuntimeDriver:
         self.runtime_id = runtime_id
         self._policy: PolicyTable = policy_table or DefaultPolicyTable()
         self._max_input_bytes = max_input_bytes
+        self._fresh_state()
+
+    def _fresh_state(self) -> None:
+        """Everything a new driver starts with (also: undo of a failed first
+        recovery, which needs no journal)."""
         self._control = rc.RuntimeControlAuthority()
         self._control.apply(rc.Initialize())  # drivers start idle (C-3)
         self._ledger = InputLedger()
@@ -761,6 +766,15 @@ class EphemeralRuntimeDriver:
         if self._open is checkpoint:
             self._open = None
             self._lanes.journal = None
+
+    def _is_pristine(self) -> bool:
+        """Nothing has happened to this driver yet."""
+        return (
+            not len(self._ledger)
+            and self._batch is None
+            and not self._events
+            and self._control.phase() is RuntimeState.IDLE
+        )
 
     def _tick(self) -> None:
         self._now = datetime.now(UTC)

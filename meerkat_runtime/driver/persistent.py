@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from meerkat_runtime.blobs import BlobStore, BlobStoreError
+from meerkat_runtime.codec import gc_paused
 from meerkat_runtime.driver.ephemeral import (
     Checkpoint,
     EphemeralRuntimeDriver,
@@ -149,33 +150,17 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
     async def _commit_boundary(
         self, checkpoint: Checkpoint, event: BoundaryApplied
     ) -> None:
-        """D-6: the receipt and the inputs it applied, atomically. A receipt the
-        session layer already committed (commit_session_boundary) is kept; the
-        input states are still written so the store matches memory."""
-        receipt = event.receipt
-        states = self._durable(checkpoint)
-        stored = await self.store.load_boundary_receipt(
-            self.runtime_id, receipt.run_id, receipt.sequence
+        """D-6: the receipt and the inputs it applied, in one atomic commit. A
+        receipt the session layer already committed is accepted as is (its
+        states are still written); a different one conflicts (decision 16)."""
+        delta = (
+            SessionDelta(session_snapshot=event.session_snapshot)
+            if event.session_snapshot is not None
+            else None
         )
-        if stored is None:
-            delta = (
-                SessionDelta(session_snapshot=event.session_snapshot)
-                if event.session_snapshot is not None
-                else None
-            )
-            await self.store.atomic_apply(self.runtime_id, delta, receipt, states)
-        elif stored != receipt:
-            raise RuntimeStoreError.WriteFailed(
-                f"receipt conflict: run {receipt.run_id} sequence {receipt.sequence} "
-                "already has a different receipt"
-            )
-        else:
-            # Already committed (by the session layer): write the states, and
-            # leave the runtime's stored phase as it is (never "running").
-            phase = await self.store.load_runtime_state(self.runtime_id)
-            await self.store.atomic_lifecycle_commit(
-                self.runtime_id, phase or RuntimeState.IDLE, self._durable(checkpoint)
-            )
+        await self.store.atomic_apply(
+            self.runtime_id, delta, event.receipt, self._durable(checkpoint)
+        )
 
     # ================================================================ control
 
@@ -256,12 +241,14 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
 
     async def recover(self) -> RecoveryReport:
         """D-11 with decisions 4, 5, 18, 22, 24."""
+        if self._is_pristine():
+            return await self._recover_pristine()
         checkpoint = self._checkpoint()
         try:
             self._tick()
             states = await self.store.load_input_states(self.runtime_id)
             persisted = await self.store.load_runtime_state(self.runtime_id)
-            report = await self._recover_states(states, persisted)
+            report, _ = await self._recover_states(states, persisted)
             self._restore_phase(persisted)
             await self._commit_lifecycle(checkpoint)
         except RuntimeStoreError as exc:
@@ -273,9 +260,31 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
         self._release(checkpoint)
         return report
 
+    async def _recover_pristine(self) -> RecoveryReport:
+        """A driver's first recovery (the restart case): nothing to undo but a
+        fresh start, so it skips the journal, and the bulk decode runs with
+        the cycle collector paused. Writes only the inputs it changed."""
+        try:
+            self._tick()
+            with gc_paused():
+                states = await self.store.load_input_states(self.runtime_id)
+                persisted = await self.store.load_runtime_state(self.runtime_id)
+                report, changed = await self._recover_states(states, persisted)
+            self._restore_phase(persisted)
+            await self.store.atomic_lifecycle_commit(
+                self.runtime_id, stored_phase(self.runtime_state()), changed
+            )
+        except RuntimeStoreError as exc:
+            self._fresh_state()  # decision 22: as before the call
+            raise InternalError(f"recovery failed: {exc}") from exc
+        except BaseException:
+            self._fresh_state()
+            raise
+        return report
+
     async def _recover_states(
         self, states: list[InputState], persisted: RuntimeState | None
-    ) -> RecoveryReport:
+    ) -> tuple[RecoveryReport, list[InputState]]:
         fresh = [
             s
             for s in states
@@ -299,12 +308,13 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
                 self._lanes.push(state.input_id, lane_for(state.policy))
         if not self._lanes.is_empty():
             self._signal = self._signal.raised_to(self._signal.WAKE_LOOP)
-        return RecoveryReport(
+        report = RecoveryReport(
             inputs_recovered=len(live),
             inputs_requeued=counts["requeued"],
             inputs_abandoned=counts["abandoned"],
             details=details,
         )
+        return report, live
 
     async def _normalise_recovered(self, state: InputState, details: list[str]) -> str:
         """One loaded, unfinished input: consumed by receipt, queued again, or

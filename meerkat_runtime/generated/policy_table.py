@@ -84,7 +84,7 @@ class RoutingDisposition(enum.Enum):
         return f"{type(self).__name__}.{self.name}"
 
 
-class PolicyDecision(Value, frozen=True, kw_only=True, omit_defaults=False):
+class PolicyDecision(Value, frozen=True, gc=False, kw_only=True, omit_defaults=False):
     """How the runtime treats one accepted input (P-1).
 
     The defaults are the ones upstream applies when a stored decision lacks

@@ -34,7 +34,9 @@ class AdmissionEffect(enum.Enum):
         return f"{type(self).__name__}.{self.name}"
 
 
-class InputAbandonReason(Value, frozen=True, kw_only=True, tag_field="reason_type"):
+class InputAbandonReason(
+    Value, frozen=True, gc=False, kw_only=True, tag_field="reason_type"
+):
     """Base of the InputAbandonReason variants."""
 
     Retired: ClassVar[type[Retired]]
@@ -44,24 +46,32 @@ class InputAbandonReason(Value, frozen=True, kw_only=True, tag_field="reason_typ
     MaxAttemptsExhausted: ClassVar[type[MaxAttemptsExhausted]]
 
 
-class Retired(InputAbandonReason, frozen=True, kw_only=True, tag="retired"):
+class Retired(InputAbandonReason, frozen=True, gc=False, kw_only=True, tag="retired"):
     pass
 
 
-class Reset(InputAbandonReason, frozen=True, kw_only=True, tag="reset"):
+class Reset(InputAbandonReason, frozen=True, gc=False, kw_only=True, tag="reset"):
     pass
 
 
-class Destroyed(InputAbandonReason, frozen=True, kw_only=True, tag="destroyed"):
+class Destroyed(
+    InputAbandonReason, frozen=True, gc=False, kw_only=True, tag="destroyed"
+):
     pass
 
 
-class Cancelled(InputAbandonReason, frozen=True, kw_only=True, tag="cancelled"):
+class Cancelled(
+    InputAbandonReason, frozen=True, gc=False, kw_only=True, tag="cancelled"
+):
     pass
 
 
 class MaxAttemptsExhausted(
-    InputAbandonReason, frozen=True, kw_only=True, tag="max_attempts_exhausted"
+    InputAbandonReason,
+    frozen=True,
+    gc=False,
+    kw_only=True,
+    tag="max_attempts_exhausted",
 ):
     attempts: int
 
@@ -76,7 +86,9 @@ AnyInputAbandonReason = Retired | Reset | Destroyed | Cancelled | MaxAttemptsExh
 """Annotation for a field holding any InputAbandonReason (what msgspec decodes)."""
 
 
-class InputTerminalOutcome(Value, frozen=True, kw_only=True, tag_field="outcome_type"):
+class InputTerminalOutcome(
+    Value, frozen=True, gc=False, kw_only=True, tag_field="outcome_type"
+):
     """Base of the InputTerminalOutcome variants."""
 
     Consumed: ClassVar[type[Consumed]]
@@ -85,19 +97,27 @@ class InputTerminalOutcome(Value, frozen=True, kw_only=True, tag_field="outcome_
     Abandoned: ClassVar[type[Abandoned]]
 
 
-class Consumed(InputTerminalOutcome, frozen=True, kw_only=True, tag="consumed"):
+class Consumed(
+    InputTerminalOutcome, frozen=True, gc=False, kw_only=True, tag="consumed"
+):
     pass
 
 
-class Superseded(InputTerminalOutcome, frozen=True, kw_only=True, tag="superseded"):
+class Superseded(
+    InputTerminalOutcome, frozen=True, gc=False, kw_only=True, tag="superseded"
+):
     superseded_by: InputId
 
 
-class Coalesced(InputTerminalOutcome, frozen=True, kw_only=True, tag="coalesced"):
+class Coalesced(
+    InputTerminalOutcome, frozen=True, gc=False, kw_only=True, tag="coalesced"
+):
     aggregate_id: InputId
 
 
-class Abandoned(InputTerminalOutcome, frozen=True, kw_only=True, tag="abandoned"):
+class Abandoned(
+    InputTerminalOutcome, frozen=True, gc=False, kw_only=True, tag="abandoned"
+):
     reason: AnyInputAbandonReason
 
 

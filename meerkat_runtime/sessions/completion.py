@@ -19,29 +19,39 @@ from meerkat_runtime.ids import InputId
 from meerkat_runtime.sessions.executor import RunResult
 
 
-class CompletionOutcome(Value, frozen=True, kw_only=True, tag_field="outcome_type"):
+class CompletionOutcome(
+    Value, frozen=True, gc=False, kw_only=True, tag_field="outcome_type"
+):
     Completed: ClassVar[type[Completed]]
     CompletedWithoutResult: ClassVar[type[CompletedWithoutResult]]
     Abandoned: ClassVar[type[AbandonedOutcome]]
     RuntimeTerminated: ClassVar[type[RuntimeTerminated]]
 
 
-class Completed(CompletionOutcome, frozen=True, kw_only=True, tag="completed"):
+class Completed(
+    CompletionOutcome, frozen=True, gc=False, kw_only=True, tag="completed"
+):
     run_result: RunResult
 
 
 class CompletedWithoutResult(
-    CompletionOutcome, frozen=True, kw_only=True, tag="completed_without_result"
+    CompletionOutcome,
+    frozen=True,
+    gc=False,
+    kw_only=True,
+    tag="completed_without_result",
 ):
     pass
 
 
-class AbandonedOutcome(CompletionOutcome, frozen=True, kw_only=True, tag="abandoned"):
+class AbandonedOutcome(
+    CompletionOutcome, frozen=True, gc=False, kw_only=True, tag="abandoned"
+):
     reason: str
 
 
 class RuntimeTerminated(
-    CompletionOutcome, frozen=True, kw_only=True, tag="runtime_terminated"
+    CompletionOutcome, frozen=True, gc=False, kw_only=True, tag="runtime_terminated"
 ):
     reason: str
 

@@ -40,19 +40,21 @@ CoreExecutorError.ApplyFailed = ApplyFailedError
 CoreExecutorError.ControlFailed = ControlFailedError
 
 
-class RunControlCommand(Value, frozen=True, kw_only=True, tag_field="command"):
+class RunControlCommand(
+    Value, frozen=True, gc=False, kw_only=True, tag_field="command"
+):
     CancelCurrentRun: ClassVar[type[CancelCurrentRun]]
     StopRuntimeExecutor: ClassVar[type[StopRuntimeExecutor]]
 
 
 class CancelCurrentRun(
-    RunControlCommand, frozen=True, kw_only=True, tag="cancel_current_run"
+    RunControlCommand, frozen=True, gc=False, kw_only=True, tag="cancel_current_run"
 ):
     reason: str = ""
 
 
 class StopRuntimeExecutor(
-    RunControlCommand, frozen=True, kw_only=True, tag="stop_runtime_executor"
+    RunControlCommand, frozen=True, gc=False, kw_only=True, tag="stop_runtime_executor"
 ):
     reason: str = ""
 
@@ -62,7 +64,7 @@ RunControlCommand.StopRuntimeExecutor = StopRuntimeExecutor
 AnyRunControlCommand = CancelCurrentRun | StopRuntimeExecutor
 
 
-class Append(Value, frozen=True, kw_only=True):
+class Append(Value, frozen=True, gc=False, kw_only=True):
     """One message the run appends to the conversation (role ``user`` here)."""
 
     role: str
@@ -70,7 +72,9 @@ class Append(Value, frozen=True, kw_only=True):
     blocks: list[AnyContentBlock] | None = None
 
 
-class RunPrimitive(Value, frozen=True, kw_only=True, tag_field="primitive_type"):
+class RunPrimitive(
+    Value, frozen=True, gc=False, kw_only=True, tag_field="primitive_type"
+):
     StagedInput: ClassVar[type[StagedInput]]
     ImmediateAppend: ClassVar[type[ImmediateAppend]]
     ImmediateContextAppend: ClassVar[type[ImmediateContextAppend]]
@@ -80,7 +84,9 @@ class RunPrimitive(Value, frozen=True, kw_only=True, tag_field="primitive_type")
         return []
 
 
-class StagedInput(RunPrimitive, frozen=True, kw_only=True, tag="staged_input"):
+class StagedInput(
+    RunPrimitive, frozen=True, gc=False, kw_only=True, tag="staged_input"
+):
     boundary: RunApplyBoundary
     appends: list[Append] = msgspec.field(default_factory=list)
     context_appends: list[Append] = msgspec.field(default_factory=list)
@@ -88,12 +94,14 @@ class StagedInput(RunPrimitive, frozen=True, kw_only=True, tag="staged_input"):
     turn_metadata: RuntimeTurnMetadata | None = None
 
 
-class ImmediateAppend(RunPrimitive, frozen=True, kw_only=True, tag="immediate_append"):
+class ImmediateAppend(
+    RunPrimitive, frozen=True, gc=False, kw_only=True, tag="immediate_append"
+):
     append: Append
 
 
 class ImmediateContextAppend(
-    RunPrimitive, frozen=True, kw_only=True, tag="immediate_context_append"
+    RunPrimitive, frozen=True, gc=False, kw_only=True, tag="immediate_context_append"
 ):
     append: Append
 
@@ -103,19 +111,19 @@ RunPrimitive.ImmediateAppend = ImmediateAppend
 RunPrimitive.ImmediateContextAppend = ImmediateContextAppend
 
 
-class RunResult(Value, frozen=True, kw_only=True):
+class RunResult(Value, frozen=True, gc=False, kw_only=True):
     """What a run produced, as the caller's waiter receives it."""
 
     text: str
     data: Any = None
 
 
-class CallbackPending(Value, frozen=True, kw_only=True):
+class CallbackPending(Value, frozen=True, gc=False, kw_only=True):
     tool_name: str
     args: Any = None
 
 
-class CoreApplyOutput(Value, frozen=True, kw_only=True):
+class CoreApplyOutput(Value, frozen=True, gc=False, kw_only=True):
     receipt: RunBoundaryReceipt
     session_snapshot: bytes | None = None
     run_result: RunResult | None = None

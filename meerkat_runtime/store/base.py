@@ -6,8 +6,11 @@ snapshot. Multi-row writes (a boundary, a lifecycle commit) are atomic. Stores
 never judge lifecycle legality (S-3); they only persist what drivers hand
 them and report "the world misbehaved" as ``RuntimeStoreError``.
 
-Receipts (decision 16): committing a receipt identical to the stored one is a
-no-op success; a different receipt for the same (run, sequence) is a conflict.
+Receipts (decision 16): committing a receipt identical to the stored one
+succeeds without a second receipt row (the snapshot and input states given
+with it are still written, so a driver never needs to read first); a
+different receipt for the same (run, sequence) is a conflict and nothing of
+that call is written.
 """
 
 from __future__ import annotations

@@ -72,10 +72,10 @@ class InMemoryRuntimeStore(RuntimeStore):
             rid = str(runtime_id)
             key = (rid, str(receipt.run_id), receipt.sequence)
             encoded = records.encode_receipt(receipt)
-            if self._receipt_exists(key, encoded):
-                return
+            exists = self._receipt_exists(key, encoded)  # a different one raises
             rows = self._encode_all(input_updates)
-            self._receipts[key] = encoded
+            if not exists:
+                self._receipts[key] = encoded
             if session_delta is not None:
                 self._snapshots[rid] = session_delta.session_snapshot
             self._publish(rid, rows)

@@ -374,12 +374,13 @@ class SqliteRuntimeStore(RuntimeStore):
         encoded = records.encode_receipt(receipt)
 
         def work(conn: sqlite3.Connection) -> None:
-            if _receipt_exists(conn, rid, receipt, encoded):
-                return
-            conn.execute(
-                "INSERT INTO runtime_boundary_receipts VALUES (?, ?, ?, ?)",
-                (rid, str(receipt.run_id), receipt.sequence, encoded),
-            )
+            if not _receipt_exists(
+                conn, rid, receipt, encoded
+            ):  # a different one raises
+                conn.execute(
+                    "INSERT INTO runtime_boundary_receipts VALUES (?, ?, ?, ?)",
+                    (rid, str(receipt.run_id), receipt.sequence, encoded),
+                )
             if session_delta is not None:
                 conn.execute(_UPSERT_SNAPSHOT, (rid, session_delta.session_snapshot))
             for state in states:

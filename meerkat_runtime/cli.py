@@ -1,0 +1,139 @@
+"""The ``meerkat-runtime`` command: demo, inspect, verify, diagrams.
+
+Each subcommand is one small function returning the exit status; ``main``
+parses, dispatches and turns the expected failures (a missing file, a file
+that is not a meerkat database, a corrupt row, no spec) into one ``error:``
+line on stderr and a non-zero status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+
+from meerkat_runtime.inspection import (
+    InspectionError,
+    load_database,
+    print_views,
+    runtimes_table,
+    to_json,
+)
+from meerkat_runtime.store.base import RuntimeStoreError
+
+SPEC_FILE = Path("spec") / "lifecycle.yaml"
+
+
+def _console() -> Console:
+    """Wide enough for the tables when the output is not a terminal."""
+    return Console(width=None if sys.stdout.isatty() else 120, highlight=False)
+
+
+def _error(message: str) -> int:
+    print(f"meerkat-runtime: error: {message}", file=sys.stderr)
+    return 1
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from meerkat_runtime.demo import DemoError, run_demo
+
+    try:
+        return run_demo(args.dir, args.keep, _console())
+    except (DemoError, InspectionError, RuntimeStoreError, OSError) as exc:
+        return _error(str(exc))
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    path: Path = args.path
+    try:
+        views = load_database(path)
+    except InspectionError as exc:
+        return _error(str(exc))
+    except RuntimeStoreError as exc:  # a row that does not decode
+        return _error(f"{path}: {exc}")
+    if args.json:
+        print(json.dumps(to_json(path, views), indent=2))
+        return 0
+    console = _console()
+    if not views:
+        console.print(f"{path}: a meerkat database with no runtimes yet")
+        return 0
+    console.print(runtimes_table(views))
+    print_views(console, views)
+    return 0
+
+
+def _codegen(command: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        root: Path = args.root
+        if not (root / SPEC_FILE).is_file():
+            return _error(
+                f"no {SPEC_FILE} under {root.resolve()}: pass --root with the "
+                "directory that holds the spec"
+            )
+        from codegen.__main__ import main as codegen_main
+
+        try:
+            return codegen_main([command, "--root", str(root)])
+        except (OSError, RuntimeError) as exc:  # e.g. Graphviz missing
+            return _error(f"{command} failed: {exc}")
+
+    return run
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="meerkat-runtime",
+        description="Durable control plane for LLM-agent sessions.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = sub.add_parser(
+        "demo", help="run three agent sessions, SIGKILL one mid-run, recover"
+    )
+    demo.add_argument(
+        "--dir", type=Path, help="where to put the SQLite file (default: a temp dir)"
+    )
+    demo.add_argument(
+        "--keep", action="store_true", help="keep the SQLite file afterwards"
+    )
+    demo.set_defaults(handler=cmd_demo)
+    inspect = sub.add_parser(
+        "inspect", help="show the runtimes, inputs and receipts in a SQLite file"
+    )
+    inspect.add_argument("path", type=Path, help="a meerkat SQLite database")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead")
+    inspect.set_defaults(handler=cmd_inspect)
+    for name, text in (
+        ("verify", "validate and model-check spec/ (python -m codegen verify)"),
+        ("diagrams", "regenerate and render the lifecycle diagrams"),
+    ):
+        command = sub.add_parser(name, help=text)
+        command.add_argument(
+            "--root", type=Path, default=Path("."), help="repository root (default: .)"
+        )
+        command.set_defaults(handler=_codegen(name))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error (already printed)
+        return exc.code if isinstance(exc.code, int) else 2
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""Read-only views of a meerkat SQLite file, and rich tables of them.
+
+Theory of operation: ``load_database`` opens the file with a read-only URI
+(never through ``SqliteRuntimeStore``, which would create its schema in any
+file it is given), checks that the meerkat tables are there, and decodes every
+row with ``store.records``, so a corrupt row raises the store's own
+``ReadFailed`` error naming the table, runtime and record. The render helpers
+turn the views into rich tables; ``to_json`` into plain builtins.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from meerkat_runtime import codec
+from meerkat_runtime.generated.runtime_control import RuntimeState
+from meerkat_runtime.input_state import InputState
+from meerkat_runtime.inputs import (
+    ContinuationInput,
+    ExternalEventInput,
+    FlowStepInput,
+    Input,
+    OperationInput,
+    PeerInput,
+    PromptInput,
+)
+from meerkat_runtime.runs import RunBoundaryReceipt
+from meerkat_runtime.store import records
+from meerkat_runtime.store.sqlite import SCHEMA_VERSION
+
+REQUIRED_TABLES = (records.INPUTS, records.RECEIPTS, records.STATES)
+
+
+class InspectionError(Exception):
+    """The file cannot be inspected (missing, not SQLite, not meerkat)."""
+
+
+@dataclass(frozen=True)
+class RuntimeView:
+    """One runtime as the file holds it."""
+
+    runtime_id: str
+    state: RuntimeState | None
+    inputs: list[InputState]
+    receipts: list[RunBoundaryReceipt]
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_database(path: Path) -> list[RuntimeView]:
+    """Every runtime in ``path``. Raises ``InspectionError``, or
+    ``RuntimeStoreError.ReadFailed`` for a row that does not decode."""
+    conn = _open(path)
+    try:
+        _check_schema(conn, path)
+        return [_load_runtime(conn, rid) for rid in _runtime_ids(conn)]
+    finally:
+        conn.close()
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    if not path.exists():
+        raise InspectionError(f"{path}: no such file")
+    if not path.is_file():
+        raise InspectionError(f"{path}: not a file")
+    try:
+        return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise InspectionError(f"{path}: cannot open: {exc}") from None
+
+
+def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
+    try:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        tables = {str(name) for (name,) in rows}
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.DatabaseError as exc:
+        raise InspectionError(
+            f"{path} is not a meerkat database (not an SQLite file: {exc})"
+        ) from None
+    missing = [t for t in REQUIRED_TABLES if t not in tables]
+    if missing:
+        raise InspectionError(
+            f"{path} is not a meerkat database (no table {', '.join(missing)})"
+        )
+    if version > SCHEMA_VERSION:
+        raise InspectionError(
+            f"{path} has schema version {version}, newer than this "
+            f"meerkat-runtime reads ({SCHEMA_VERSION}); upgrade meerkat-runtime"
+        )
+
+
+def _runtime_ids(conn: sqlite3.Connection) -> list[str]:
+    rows = conn.execute(
+        f"SELECT runtime_id FROM {records.INPUTS} "
+        f"UNION SELECT runtime_id FROM {records.RECEIPTS} "
+        f"UNION SELECT runtime_id FROM {records.STATES} ORDER BY 1"
+    )
+    return [str(rid) for (rid,) in rows]
+
+
+def _load_runtime(conn: sqlite3.Connection, rid: str) -> RuntimeView:
+    phase = conn.execute(
+        f"SELECT runtime_state_json FROM {records.STATES} WHERE runtime_id = ?", (rid,)
+    ).fetchone()
+    inputs = [
+        records.decode_state(rid, str(iid), bytes(data))
+        for iid, data in conn.execute(
+            f"SELECT input_id, state_json FROM {records.INPUTS} WHERE runtime_id = ?",
+            (rid,),
+        )
+    ]
+    receipts = [
+        records.decode_receipt(rid, f"{run}/{seq}", bytes(data))
+        for run, seq, data in conn.execute(
+            f"SELECT run_id, sequence, receipt_json FROM {records.RECEIPTS} "
+            "WHERE runtime_id = ? ORDER BY run_id, sequence",
+            (rid,),
+        )
+    ]
+    inputs.sort(key=lambda s: (s.created_at, str(s.input_id)))
+    state = None if phase is None else records.decode_phase(rid, bytes(phase[0]))
+    return RuntimeView(rid, state, inputs, receipts)
+
+
+# ---------------------------------------------------------------- facts
+
+
+def receipts_naming(views: Iterable[RuntimeView]) -> dict[str, list[str]]:
+    """input id -> the receipts (``run/sequence``) that name it."""
+    named: dict[str, list[str]] = {}
+    for view in views:
+        for receipt in view.receipts:
+            for input_id in receipt.contributing_input_ids:
+                key = f"{receipt.run_id}/{receipt.sequence}"
+                named.setdefault(str(input_id), []).append(key)
+    return named
+
+
+def all_inputs(views: Iterable[RuntimeView]) -> dict[str, InputState]:
+    return {str(s.input_id): s for view in views for s in view.inputs}
+
+
+def describe(inp: Input | None) -> str:
+    """A one-line human description of an input's payload."""
+    if isinstance(inp, PromptInput):
+        return inp.text
+    if isinstance(inp, ExternalEventInput):
+        body = inp.payload.get("body") if isinstance(inp.payload, dict) else None
+        return f"{inp.event_type}: {body}" if body else inp.event_type
+    if isinstance(inp, PeerInput):
+        return inp.body
+    if isinstance(inp, FlowStepInput):
+        return inp.instructions
+    if isinstance(inp, ContinuationInput):
+        return f"continuation: {inp.reason}"
+    if isinstance(inp, OperationInput):
+        return f"operation {inp.operation_id}"
+    return "(no stored payload)"
+
+
+def short(identifier: object) -> str:
+    """The distinctive tail of a time-ordered id (its head is the clock)."""
+    return "…" + str(identifier)[-8:]
+
+
+def to_json(path: Path, views: list[RuntimeView]) -> dict[str, Any]:
+    return {
+        "database": str(path),
+        "runtimes": [
+            {
+                "runtime_id": v.runtime_id,
+                "state": None if v.state is None else v.state.value,
+                "inputs": [codec.to_builtins(s.to_record()) for s in v.inputs],
+                "receipts": codec.to_builtins(v.receipts),
+            }
+            for v in views
+        ],
+    }
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def first_timestamp(views: Iterable[RuntimeView]) -> datetime | None:
+    stamps = [s.created_at for v in views for s in v.inputs]
+    return min(stamps) if stamps else None
+
+
+def runtimes_table(views: list[RuntimeView]) -> Table:
+    table = Table(title="Runtimes", title_justify="left")
+    for column in ("runtime", "state", "inputs", "by state", "receipts"):
+        table.add_column(column)
+    for view in views:
+        counts: dict[str, int] = {}
+        for state in view.inputs:
+            name = state.current_state().value
+            counts[name] = counts.get(name, 0) + 1
+        by_state = ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
+        phase = "(none stored)" if view.state is None else view.state.value
+        table.add_row(
+            Text(view.runtime_id),
+            phase,
+            str(len(view.inputs)),
+            by_state,
+            str(len(view.receipts)),
+        )
+    return table
+
+
+def inputs_table(view: RuntimeView, start: datetime | None) -> Table:
+    """Per input: a heading row (id, payload, where it ended), then one row
+    per transition of its stored history, offset from ``start``."""
+    table = Table(
+        title=f"{view.runtime_id}: inputs and their timelines", title_justify="left"
+    )
+    table.add_column("input", no_wrap=True)
+    table.add_column("+t", justify="right", no_wrap=True)
+    table.add_column("from → to")
+    table.add_column("reason")
+    for state in view.inputs:
+        _add_input_rows(table, state, start or state.created_at)
+    return table
+
+
+def _add_input_rows(table: Table, state: InputState, start: datetime) -> None:
+    payload = state.persisted_input
+    kind = payload.kind_id() if payload is not None else "?"
+    heading = Text(f"{kind}: {describe(payload)}", style="bold")
+    table.add_row(short(state.input_id), "", heading, Text(_summary(state)))
+    for entry in state.history():
+        offset = (entry.timestamp - start).total_seconds()
+        table.add_row(
+            "",
+            f"+{offset:.3f}s",
+            f"{entry.from_state.value} → {entry.to_state.value}",
+            entry.reason,
+        )
+    table.add_section()
+
+
+def _summary(state: InputState) -> str:
+    attempts = state.attempt_count()
+    text = f"now {state.current_state().value}, {attempts} attempt"
+    text += "" if attempts == 1 else "s"
+    if state.recovery_count:
+        text += f", {state.recovery_count} recovery"
+    return text
+
+
+def receipts_table(view: RuntimeView, labels: dict[str, str]) -> Table:
+    table = Table(title=f"{view.runtime_id}: boundary receipts", title_justify="left")
+    for column in ("run", "seq", "boundary", "contributing inputs"):
+        table.add_column(column, overflow="fold")
+    for receipt in view.receipts:
+        named = [
+            f"{short(i)} {labels.get(str(i), '')}".rstrip()
+            for i in receipt.contributing_input_ids
+        ]
+        table.add_row(
+            short(receipt.run_id),
+            str(receipt.sequence),
+            receipt.boundary.value,
+            Text("\n".join(named)),
+        )
+    return table
+
+
+def input_labels(views: Iterable[RuntimeView]) -> dict[str, str]:
+    return {
+        str(s.input_id): describe(s.persisted_input) for v in views for s in v.inputs
+    }
+
+
+def print_views(console: Console, views: list[RuntimeView]) -> None:
+    """Each runtime's inputs (with their timelines) and its receipts."""
+    start = first_timestamp(views)
+    labels = input_labels(views)
+    for view in views:
+        console.print(inputs_table(view, start))
+        console.print(receipts_table(view, labels))
