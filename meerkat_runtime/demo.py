@@ -462,8 +462,8 @@ async def _read_until_crash_point(
             raw = await asyncio.wait_for(proc.stdout.readline(), remaining)
         except TimeoutError:
             raise DemoError(f"the worker said nothing for {CHILD_TIMEOUT} s") from None
-        if not raw:
-            return None
+        if not raw.endswith(b"\n"):
+            return None  # end of output (a line cut short never counts)
         event: Event = json.loads(raw)
         journal.record(event)
         narrator.show(event)
@@ -538,13 +538,13 @@ def check_claims(
     states = all_inputs(views)
     named = receipts_naming(views)
     return [
-        _durable(journal, after_crash),
+        durable_claim(journal, after_crash),
         _dedup(journal, states, named),
         _supersede(journal, states, named),
         _steer(journal, views),
         _retry(journal, states, named),
         _recovery(journal, states, named),
-        _nothing_lost(journal, states, named),
+        integrity_claim(journal, views),
     ]
 
 
@@ -552,7 +552,8 @@ States = dict[str, InputState]
 Named = dict[str, list[str]]
 
 
-def _durable(journal: Journal, after_crash: set[str]) -> Claim:
+def durable_claim(journal: Journal, after_crash: set[str]) -> Claim:
+    """Every input acknowledged before the crash is in the file after it."""
     acked = journal.acknowledged()
     missing = [short(i) for i in acked if i not in after_crash]
     return Claim(
@@ -659,7 +660,10 @@ def _recovery(journal: Journal, states: States, named: Named) -> Claim:
     )
 
 
-def _nothing_lost(journal: Journal, states: States, named: Named) -> Claim:
+def integrity_claim(journal: Journal, views: list[RuntimeView]) -> Claim:
+    """Every acknowledged input finished; no input is named by two receipts,
+    and every consumed input by exactly one."""
+    states, named = all_inputs(views), receipts_naming(views)
     acked = journal.acknowledged()
     lost = [short(i) for i in acked if i not in states or not states[i].is_terminal()]
     twice = [short(i) for i, runs in named.items() if len(runs) > 1]

@@ -232,6 +232,9 @@ class RuntimeTurnMetadata(Value, frozen=True, gc=False, kw_only=True):
     flow_tool_overlay: Any = None
     skill_references: list[str] | None = None
     additional_instructions: list[str] | None = None
+    # Set by the runtime on a run's merged metadata (W-9): "resume_pending"
+    # when every input of the run is a continuation, else "content_turn".
+    execution_kind: str | None = None
 
 
 # ---------------------------------------------------------------- the six inputs

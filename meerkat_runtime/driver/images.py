@@ -24,6 +24,15 @@ from meerkat_runtime.inputs import (
 _WITH_BLOCKS = (PromptInput, PeerInput, FlowStepInput, ExternalEventInput)
 
 
+def has_inline_images(inp: Input) -> bool:
+    """Cheap test, so image-less inputs skip the blob store entirely."""
+    blocks = inp.blocks if isinstance(inp, _WITH_BLOCKS) else None
+    return bool(blocks) and any(
+        isinstance(b, ImageBlock) and isinstance(b.data, InlineImage)
+        for b in blocks or ()
+    )
+
+
 async def externalize_images(blobs: BlobStore, inp: Input) -> Input:
     """A copy of ``inp`` whose inline images live in ``blobs``."""
     if not isinstance(inp, _WITH_BLOCKS) or not inp.blocks:

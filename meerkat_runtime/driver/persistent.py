@@ -31,7 +31,7 @@ from meerkat_runtime.driver.ephemeral import (
     RuntimeControlCommand,
     reason_name,
 )
-from meerkat_runtime.driver.images import externalize_images
+from meerkat_runtime.driver.images import externalize_images, has_inline_images
 from meerkat_runtime.driver.validation import DEFAULT_MAX_INPUT_BYTES
 from meerkat_runtime.errors import InternalError
 from meerkat_runtime.generated import input_lifecycle as il
@@ -93,7 +93,7 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
                 self._release(checkpoint)  # rejected or deduplicated: nothing to write
                 return outcome
             state = self._ledger_state(outcome.input_id)
-            await self._externalize(state)
+            moved = has_inline_images(input) and await self._externalize(state)
             await self._persist_accept(checkpoint)
         except RuntimeStoreError as exc:
             self._restore(checkpoint)
@@ -102,16 +102,20 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
             self._restore(checkpoint)
             raise
         self._release(checkpoint)
+        if not moved:
+            return outcome  # its state copy is already what was persisted
         return Accepted(
             input_id=outcome.input_id, policy=outcome.policy, state=state.clone()
         )
 
-    async def _externalize(self, state: InputState) -> None:
+    async def _externalize(self, state: InputState) -> bool:
+        """T-20: inline images go to the blob store before the record is
+        written; True when the stored payload changed."""
         if (
             state.persisted_input is None
             or state.durability is InputDurability.EPHEMERAL
         ):
-            return
+            return False
         try:
             payload = await externalize_images(self.blob_store, state.persisted_input)
         except BlobStoreError as exc:
@@ -119,6 +123,7 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
                 f"failed to externalize runtime input images: {exc}"
             ) from exc
         state.persisted_input = payload  # type: ignore[assignment]
+        return True
 
     async def _persist_accept(self, checkpoint: Checkpoint) -> None:
         states = self._durable(checkpoint)

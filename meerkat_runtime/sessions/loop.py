@@ -169,12 +169,19 @@ class RuntimeLoop:
             primitive = build_primitive(payloads, lane)
             output = await self._with_timeout(self.executor.apply(run_id, primitive))
         except asyncio.CancelledError:
-            # The loop task is being cancelled mid-run: put the batch back
-            # (shielded, so the rollback itself is not cancelled), then go.
-            await asyncio.shield(
-                self._end_failed(run_id, "run cancelled", cancelled=True)
-            )
-            raise
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # The loop task is being cancelled mid-run: put the batch back
+                # (shielded, so the rollback itself is not cancelled), then go.
+                await asyncio.shield(
+                    self._end_failed(run_id, "run cancelled", cancelled=True)
+                )
+                raise
+            # The executor raised CancelledError itself: an ordinary failure.
+            if not await self._end_failed(run_id, "executor cancelled the run"):
+                return False
+            await asyncio.sleep(self.retry_delay)
+            return True
         except Exception as exc:
             if not await self._end_failed(run_id, str(exc) or type(exc).__name__):
                 return False

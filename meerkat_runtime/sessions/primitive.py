@@ -149,6 +149,12 @@ def _merged_metadata(inputs: Sequence[Input]) -> RuntimeTurnMetadata:
     for name, items in lists.items():
         if items:
             merged[name] = items
+    every_continuation = bool(inputs) and all(
+        isinstance(i, ContinuationInput) for i in inputs
+    )
+    merged["execution_kind"] = (
+        "resume_pending" if every_continuation else "content_turn"
+    )
     return RuntimeTurnMetadata(**merged)  # type: ignore[arg-type]
 
 
