@@ -106,8 +106,10 @@ class RuntimeSessionAdapter:
             return
         runtime_id = LogicalRuntimeId(str(session_id))
         driver = self._new_driver(runtime_id)
-        await driver.recover()  # a failure propagates: the session is not registered
-        self.sessions[session_id] = Session(session_id, runtime_id, driver)
+        report = await driver.recover()  # a failure propagates: not registered
+        self.sessions[session_id] = Session(
+            session_id, runtime_id, driver, recovery=report
+        )
 
     async def register_session_with_executor(
         self, session_id: SessionId, executor: CoreExecutor
