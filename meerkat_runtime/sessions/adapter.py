@@ -198,6 +198,19 @@ class RuntimeSessionAdapter:
         ):
             session.loop.wake()
 
+    async def completion_for(
+        self, session_id: SessionId, input_id: InputId
+    ) -> CompletionHandle | None:
+        """A waiter for an input accepted earlier (e.g. before a restart);
+        None when it is unknown or already finished."""
+        session = self._session(session_id)
+        async with session.lock:
+            return self._register_waiter(session, input_id)
+
+    def recovery_report(self, session_id: SessionId) -> RecoveryReport | None:
+        """What registering the session recovered from the store."""
+        return self._session(session_id).recovery
+
     async def input_state(
         self, session_id: SessionId, input_id: InputId
     ) -> InputState | None:

@@ -10,6 +10,7 @@ from meerkat_runtime.driver.ephemeral import EphemeralRuntimeDriver, reason_name
 from meerkat_runtime.generated.input_lifecycle import InputLifecycleState
 from meerkat_runtime.generated.spec_types import Abandoned, Coalesced, Superseded
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, SessionId
+from meerkat_runtime.outcomes import RecoveryReport
 from meerkat_runtime.sessions.completion import (
     AbandonedOutcome,
     AnyCompletionOutcome,
@@ -31,6 +32,7 @@ class Session:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     waiters: CompletionRegistry = field(default_factory=CompletionRegistry)
     loop: RuntimeLoop | None = None
+    recovery: RecoveryReport | None = None  # from registration
 
     def has_live_loop(self) -> bool:
         return self.loop is not None and self.loop.alive()
