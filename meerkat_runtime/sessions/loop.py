@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 
 from meerkat_runtime.driver.images import hydrate_images
 from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
-from meerkat_runtime.errors import RuntimeDriverError
+from meerkat_runtime.errors import InternalError, RuntimeDriverError
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, RunId
 from meerkat_runtime.inputs import Input
@@ -39,6 +39,7 @@ from meerkat_runtime.sessions.session import Session
 
 log = logging.getLogger("meerkat_runtime.loop")
 
+TERMINAL_ATTEMPTS = 5
 _CAN_RUN = (RuntimeState.IDLE, RuntimeState.ATTACHED, RuntimeState.RETIRED)
 
 
@@ -226,17 +227,33 @@ class RuntimeLoop:
                 )
                 return await self._fail_locked(run_id, f"boundary commit failed: {exc}")
             consumed = list(output.receipt.contributing_input_ids)
-            try:
-                await driver.on_run_event(
-                    RunEvent.RunCompleted(run_id=run_id, consumed_input_ids=consumed)
-                )
-            except RuntimeDriverError:
-                log.exception(
-                    "run %s: completion not recorded; recovery will settle it", run_id
-                )
+            done = RunEvent.RunCompleted(run_id=run_id, consumed_input_ids=consumed)
+            if not await self._record_terminal(done):
                 return False
             self.session.settle(output)
         return True
+
+    async def _record_terminal(self, event: RunEvent) -> bool:
+        """Record a run's end, retrying a store that refuses it: the driver
+        undid the failed attempt, so trying again is safe, and until it is
+        recorded the runtime cannot start another run."""
+        for attempt in range(TERMINAL_ATTEMPTS):
+            try:
+                await self.session.driver.on_run_event(event)
+                return True
+            except InternalError as exc:
+                log.warning(
+                    "run %s: end not recorded (%s), attempt %d",
+                    event.run_id,
+                    exc,
+                    attempt + 1,
+                )
+                await asyncio.sleep(self.retry_delay * 2**attempt)
+            except RuntimeDriverError:
+                log.exception("run %s: end refused", event.run_id)
+                return False
+        log.error("run %s: end not recorded; the runtime needs recovery", event.run_id)
+        return False
 
     async def _end_failed(
         self, run_id: RunId, error: str, cancelled: bool = False
@@ -247,18 +264,12 @@ class RuntimeLoop:
     async def _fail_locked(
         self, run_id: RunId, error: str, cancelled: bool = False
     ) -> bool:
-        driver = self.session.driver
         event: RunEvent = (
             RunEvent.RunCancelled(run_id=run_id)
             if cancelled
             else RunEvent.RunFailed(run_id=run_id, error=error, recoverable=True)
         )
-        try:
-            await driver.on_run_event(event)
-        except RuntimeDriverError:
-            log.exception(
-                "run %s: failure not recorded; the runtime needs recovery", run_id
-            )
+        if not await self._record_terminal(event):
             return False
         self.session.settle(None)  # inputs out of attempts resolve now (decision 3)
         return True
