@@ -193,9 +193,7 @@ class RuntimeSessionAdapter:
     def _after_admission(self, session: Session) -> None:
         signal = session.driver.take_post_admission_signal()
         session.settle(None)  # superseded / coalesced inputs resolve at once
-        if session.loop is not None and (
-            signal.should_wake() or session.driver.active_input_ids()
-        ):
+        if session.loop is not None and signal.should_wake():
             session.loop.wake()
 
     async def completion_for(

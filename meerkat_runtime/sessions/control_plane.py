@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from meerkat_runtime.errors import RuntimeDriverError
+from meerkat_runtime.errors import NotReadyError, RuntimeDriverError
 from meerkat_runtime.events import RuntimeEventEnvelope
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import LogicalRuntimeId, RunId
@@ -98,12 +98,17 @@ class RuntimeControlPlane:
             raise ControlPlaneInternalError(str(exc)) from exc
 
     async def reset(self, runtime_id: LogicalRuntimeId) -> ResetReport:
-        """CP-6: refused while running, before anything changes."""
+        """CP-6: refused while running, before anything changes (also when a
+        run starts between this call and the session lock)."""
         session = self._session(runtime_id)
         if session.driver.runtime_state() is RuntimeState.RUNNING:
             raise InvalidStateError(RuntimeState.RUNNING)
         try:
             return await self.adapter.reset_runtime(session.session_id)
+        except NotReadyError as exc:
+            if exc.state is RuntimeState.RUNNING:
+                raise InvalidStateError(RuntimeState.RUNNING) from exc
+            raise ControlPlaneInternalError(str(exc)) from exc
         except RuntimeDriverError as exc:
             raise ControlPlaneInternalError(str(exc)) from exc
 

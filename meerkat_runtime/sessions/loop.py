@@ -39,7 +39,7 @@ from meerkat_runtime.sessions.session import Session
 
 log = logging.getLogger("meerkat_runtime.loop")
 
-TERMINAL_ATTEMPTS = 5
+MAX_RETRY_PAUSE = 2.0  # seconds between attempts to record a run's end
 _CAN_RUN = (RuntimeState.IDLE, RuntimeState.ATTACHED, RuntimeState.RETIRED)
 
 
@@ -188,7 +188,20 @@ class RuntimeLoop:
                 return False
             await asyncio.sleep(self.retry_delay)
             return True
+        if not isinstance(output, CoreApplyOutput):
+            return await self._retry_later(
+                run_id,
+                f"executor returned {type(output).__name__}, not CoreApplyOutput",
+            )
         return await self._end_applied(run_id, output)
+
+    async def _retry_later(self, run_id: RunId, error: str) -> bool:
+        """Fail the run (its inputs go back, attempts counted) and pause
+        before the next one, so a failing executor or store is not hammered."""
+        if not await self._end_failed(run_id, error):
+            return False
+        await asyncio.sleep(self.retry_delay)
+        return True
 
     async def _hydrated(
         self, batch: list[tuple[InputId, Input]]
@@ -210,34 +223,40 @@ class RuntimeLoop:
             ) from None
 
     async def _end_applied(self, run_id: RunId, output: CoreApplyOutput) -> bool:
+        """W-6: commit the boundary, then complete the run; a refused boundary
+        fails the run (its inputs go back) and pauses before the next one."""
         async with self.session.lock:
-            driver = self.session.driver
             boundary = RunEvent.BoundaryApplied(
                 run_id=run_id,
                 receipt=output.receipt,
                 session_snapshot=output.session_snapshot,
             )
             try:
-                await driver.on_run_event(boundary)
+                await self.session.driver.on_run_event(boundary)
             except RuntimeDriverError as exc:
                 log.error(
-                    "run %s: boundary not recorded (%s); the batch is rolled back",
-                    run_id,
-                    exc,
+                    "run %s: boundary not recorded (%s); rolled back", run_id, exc
                 )
-                return await self._fail_locked(run_id, f"boundary commit failed: {exc}")
-            consumed = list(output.receipt.contributing_input_ids)
-            done = RunEvent.RunCompleted(run_id=run_id, consumed_input_ids=consumed)
-            if not await self._record_terminal(done):
-                return False
-            self.session.settle(output)
+                failed: str | None = f"boundary commit failed: {exc}"
+            else:
+                failed = None
+                consumed = list(output.receipt.contributing_input_ids)
+                done = RunEvent.RunCompleted(run_id=run_id, consumed_input_ids=consumed)
+                if not await self._record_terminal(done):
+                    return False
+                self.session.settle(output)
+        if failed is not None:
+            return await self._retry_later(run_id, failed)
         return True
 
     async def _record_terminal(self, event: RunEvent) -> bool:
-        """Record a run's end, retrying a store that refuses it: the driver
-        undid the failed attempt, so trying again is safe, and until it is
-        recorded the runtime cannot start another run."""
-        for attempt in range(TERMINAL_ATTEMPTS):
+        """Record a run's end (called holding the session lock). A store that
+        refuses it is retried until it accepts, with growing pauses during
+        which the lock is released: the driver undid each failed attempt, so
+        trying again is safe, and until the end is recorded the runtime
+        cannot start another run. Stop, unregister or cancellation end this."""
+        attempt = 0
+        while True:
             try:
                 await self.session.driver.on_run_event(event)
                 return True
@@ -248,12 +267,15 @@ class RuntimeLoop:
                     exc,
                     attempt + 1,
                 )
-                await asyncio.sleep(self.retry_delay * 2**attempt)
             except RuntimeDriverError:
                 log.exception("run %s: end refused", event.run_id)
                 return False
-        log.error("run %s: end not recorded; the runtime needs recovery", event.run_id)
-        return False
+            self.session.lock.release()
+            try:
+                await asyncio.sleep(min(self.retry_delay * 2**attempt, MAX_RETRY_PAUSE))
+            finally:
+                await self.session.lock.acquire()
+            attempt += 1
 
     async def _end_failed(
         self, run_id: RunId, error: str, cancelled: bool = False
