@@ -621,6 +621,11 @@ class EphemeralRuntimeDriver:
     def runtime_state(self) -> RuntimeState:
         return self._control.phase()
 
+    def peek_input_state(self, input_id: InputId) -> InputState | None:
+        """The live entry, for read-only use inside the runtime's own layers
+        (waiter settlement on hot paths); never mutate it."""
+        return self._ledger.get(input_id)
+
     def input_state(self, input_id: InputId) -> InputState | None:
         """A copy: changing it does not change the runtime."""
         state = self._ledger.get(input_id)

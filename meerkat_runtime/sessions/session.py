@@ -41,6 +41,7 @@ class Session:
         """Resolve the waiters of every input that reached a terminal state.
         ``output`` is the run that just completed, for its result (K-4,
         decision 10); inputs consumed otherwise complete without a result."""
+        self.driver.drain_events()  # nobody subscribes yet: do not let them pile up
         for input_id in self.waiters.ids():
             target = self._follow_coalesced(input_id)
             outcome = self._outcome(target, output)
@@ -50,7 +51,7 @@ class Session:
     def _follow_coalesced(self, input_id: InputId) -> InputId:
         """Decision 19: a coalesced input's waiters move to its aggregate."""
         while True:
-            state = self.driver.input_state(input_id)
+            state = self.driver.peek_input_state(input_id)
             terminal = state.terminal_outcome() if state is not None else None
             if not isinstance(terminal, Coalesced):
                 return input_id
@@ -60,7 +61,7 @@ class Session:
     def _outcome(
         self, input_id: InputId, output: CoreApplyOutput | None
     ) -> AnyCompletionOutcome | None:
-        state = self.driver.input_state(input_id)
+        state = self.driver.peek_input_state(input_id)
         if state is None or not state.is_terminal():
             return None
         terminal = state.terminal_outcome()

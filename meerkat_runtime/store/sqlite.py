@@ -158,6 +158,7 @@ class SqliteRuntimeStore(RuntimeStore):
         self._conn_lock = threading.Lock()
         self._inflight = 0  # queued requests not yet answered
         self._solo_streak = 0  # consecutive writes that found nothing in flight
+        self._started = 0  # writes started (to notice company during a yield)
         self._writer = threading.Thread(
             target=self._write_loop, name="meerkat-sqlite-writer", daemon=True
         )
@@ -304,16 +305,25 @@ class SqliteRuntimeStore(RuntimeStore):
         Concurrent writers always go through the thread, so they share flushes."""
         if self._closed:
             raise StoreInternalError(f"store {self.path} is closed")
+        self._started += 1
         self._solo_streak = self._solo_streak + 1 if self._inflight == 0 else 0
-        if (
-            self._solo_streak > SOLO_STREAK
-            and self._requests.empty()
-            and self._conn_lock.acquire(blocking=False)
-        ):
-            try:
-                return self._commit_inline(work)
-            finally:
-                self._conn_lock.release()
+        if self._solo_streak > SOLO_STREAK:
+            # An inline commit blocks the event loop for the flush, so no one
+            # else could queue behind it: first let every ready coroutine run
+            # once, and stay inline only if none of them started a write.
+            started = self._started
+            await asyncio.sleep(0)
+            if (
+                self._started == started
+                and self._inflight == 0
+                and self._requests.empty()
+                and self._conn_lock.acquire(blocking=False)
+            ):
+                try:
+                    return self._commit_inline(work)
+                finally:
+                    self._conn_lock.release()
+            self._solo_streak = 0
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._inflight += 1
