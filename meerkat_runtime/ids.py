@@ -39,29 +39,35 @@ def uuid7_text() -> str:
     are minted per event, so this is on the accept path); the millisecond
     part is formatted once per millisecond."""
     global _prefix_ms, _prefix_text
-    ms, seq = _next_stamp()
-    if ms != _prefix_ms:
-        h = f"{ms & 0xFFFFFFFFFFFF:012x}"
-        _prefix_ms, _prefix_text = ms, f"{h[:8]}-{h[8:]}-7"
+    with _lock:
+        ms, seq = _next_stamp_locked()
+        if ms != _prefix_ms:
+            h = f"{ms & 0xFFFFFFFFFFFF:012x}"
+            _prefix_ms, _prefix_text = ms, f"{h[:8]}-{h[8:]}-7"
+        prefix = _prefix_text
     r = f"{_random.getrandbits(62) | 0x8000000000000000:016x}"
-    return f"{_prefix_text}{seq:03x}-{r[:4]}-{r[4:]}"
+    return f"{prefix}{seq:03x}-{r[:4]}-{r[4:]}"
 
 
 def _next_stamp() -> tuple[int, int]:
     """(milliseconds, counter): strictly increasing within this process."""
-    global _last_ms, _seq
     with _lock:
-        now = time.time_ns() // 1_000_000
-        if now <= _last_ms:
-            _seq += 1
-            if _seq > 0xFFF:  # counter exhausted: borrow the next millisecond
-                _last_ms += 1
-                _seq = 0
-            now = _last_ms
-        else:
-            _last_ms = now
+        return _next_stamp_locked()
+
+
+def _next_stamp_locked() -> tuple[int, int]:
+    global _last_ms, _seq
+    now = time.time_ns() // 1_000_000
+    if now <= _last_ms:
+        _seq += 1
+        if _seq > 0xFFF:  # counter exhausted: borrow the next millisecond
+            _last_ms += 1
             _seq = 0
-        return now, _seq
+        now = _last_ms
+    else:
+        _last_ms = now
+        _seq = 0
+    return now, _seq
 
 
 def _uuid7_int() -> int:

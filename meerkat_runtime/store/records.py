@@ -72,7 +72,6 @@ def decode_phase(runtime_id: str, data: bytes) -> RuntimeState:
 
 
 def same_receipt(stored: bytes, new: bytes) -> bool:
-    """Decision 16: identical means equal decoded values (not byte layout)."""
-    return codec.decode(stored, RunBoundaryReceipt) == codec.decode(
-        new, RunBoundaryReceipt
-    )
+    """Decision 16: identical means equal decoded values (not byte layout).
+    A stored receipt that does not decode is a read failure, never a crash."""
+    return decode_receipt("?", "?", stored) == codec.decode(new, RunBoundaryReceipt)

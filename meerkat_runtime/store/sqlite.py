@@ -123,6 +123,13 @@ def _settle(
 _STOP = object()
 
 
+class _Busy:
+    """Another connection holds the write lock (inline commit declined)."""
+
+
+_BUSY = _Busy()
+
+
 class SqliteRuntimeStore(RuntimeStore):
     """A ``RuntimeStore`` in one SQLite file (``":memory:"`` for a private one)."""
 
@@ -257,7 +264,7 @@ class SqliteRuntimeStore(RuntimeStore):
                 for index, request in enumerate(group):
                     results.append(self._run_one(conn, request, f"r{index}"))
             conn.execute("COMMIT" if any(ok for _, ok, _ in results) else "ROLLBACK")
-        except sqlite3.Error as exc:
+        except Exception as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             error = WriteFailedError(f"commit failed: {exc}")
@@ -274,10 +281,8 @@ class SqliteRuntimeStore(RuntimeStore):
     ) -> tuple[_Request, bool, Any]:
         try:
             return request, True, request.work(conn)
-        except RuntimeStoreError as exc:
-            return request, False, exc
-        except sqlite3.Error as exc:
-            return request, False, WriteFailedError(str(exc))
+        except Exception as exc:
+            return request, False, _as_store_error(exc)
 
     @staticmethod
     def _run_one(
@@ -286,14 +291,10 @@ class SqliteRuntimeStore(RuntimeStore):
         conn.execute(f"SAVEPOINT {name}")
         try:
             value = request.work(conn)
-        except RuntimeStoreError as exc:
+        except Exception as exc:
             conn.execute(f"ROLLBACK TO {name}")
             conn.execute(f"RELEASE {name}")
-            return request, False, exc
-        except sqlite3.Error as exc:
-            conn.execute(f"ROLLBACK TO {name}")
-            conn.execute(f"RELEASE {name}")
-            return request, False, WriteFailedError(str(exc))
+            return request, False, _as_store_error(exc)
         conn.execute(f"RELEASE {name}")
         return request, True, value
 
@@ -305,6 +306,10 @@ class SqliteRuntimeStore(RuntimeStore):
         Concurrent writers always go through the thread, so they share flushes."""
         if self._closed:
             raise StoreInternalError(f"store {self.path} is closed")
+        if not self._writer.is_alive():
+            raise StoreInternalError(
+                f"store {self.path}: the writer thread has stopped"
+            )
         self._started += 1
         self._solo_streak = self._solo_streak + 1 if self._inflight == 0 else 0
         if self._solo_streak > SOLO_STREAK:
@@ -320,9 +325,11 @@ class SqliteRuntimeStore(RuntimeStore):
                 and self._conn_lock.acquire(blocking=False)
             ):
                 try:
-                    return self._commit_inline(work)
+                    done = self._commit_inline(work)
                 finally:
                     self._conn_lock.release()
+                if not isinstance(done, _Busy):
+                    return done
             self._solo_streak = 0
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
@@ -334,15 +341,26 @@ class SqliteRuntimeStore(RuntimeStore):
     def _answered(self, _future: asyncio.Future[Any]) -> None:
         self._inflight -= 1
 
-    def _commit_inline(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    def _commit_inline(self, work: Callable[[sqlite3.Connection], T]) -> T | _Busy:
+        """One write on the caller's thread. It never waits for a lock held by
+        another process (that would freeze the event loop): busy means the
+        caller goes through the writer thread instead."""
         conn = self._writer_conn
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    return _BUSY
+                raise
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             try:
                 value = work(conn)
-            except BaseException:
+            except Exception as exc:
                 conn.execute("ROLLBACK")
-                raise
+                raise _as_store_error(exc) from exc
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
@@ -364,6 +382,10 @@ class SqliteRuntimeStore(RuntimeStore):
     async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
             raise StoreInternalError(f"store {self.path} is closed")
+        if self._uri:
+            # A shared-cache memory database locks whole tables and fails at
+            # once instead of waiting; reading through the writer serialises.
+            return await self._write(work)
 
         def run() -> T:
             try:
@@ -609,6 +631,13 @@ class SqliteRuntimeStore(RuntimeStore):
                 )
         finally:
             conn.close()
+
+
+def _as_store_error(exc: Exception) -> RuntimeStoreError:
+    """Whatever a request raised, as the store error family (STYLE.md 6)."""
+    if isinstance(exc, RuntimeStoreError):
+        return exc
+    return WriteFailedError(f"{type(exc).__name__}: {exc}")
 
 
 def _receipt_exists(
