@@ -738,6 +738,7 @@ class EphemeralRuntimeDriver:
 
     def _checkpoint(self) -> Checkpoint:
         """Start recording what the next operation changes."""
+        assert self._open is None, "operations on one driver must not interleave"
         batch = self._batch
         checkpoint = Checkpoint(
             control=self._control.copy(),

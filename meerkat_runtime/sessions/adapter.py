@@ -11,6 +11,8 @@ runtime resolve every waiter with ``RuntimeTerminated`` and K-4's text.
 
 from __future__ import annotations
 
+import asyncio
+
 from meerkat_runtime.blobs import BlobStore
 from meerkat_runtime.driver.ephemeral import (
     EphemeralRuntimeDriver,
@@ -73,6 +75,7 @@ class RuntimeSessionAdapter:
         self.run_timeout = run_timeout
         self.retry_delay = retry_delay
         self.sessions: dict[SessionId, Session] = {}
+        self._registering: dict[SessionId, asyncio.Future[None]] = {}
         self.control_plane = RuntimeControlPlane(self)
 
     @classmethod
@@ -101,9 +104,18 @@ class RuntimeSessionAdapter:
         return EphemeralRuntimeDriver(runtime_id, policy_table=self.policy_table)
 
     async def register_session(self, session_id: SessionId) -> None:
-        """X-3: create the session's runtime and recover it from the store."""
+        """X-3: create the session's runtime and recover it from the store.
+        Concurrent calls for one id share a single registration."""
         if session_id in self.sessions:
             return
+        pending = self._registering.get(session_id)
+        if pending is None:
+            pending = asyncio.ensure_future(self._create_session(session_id))
+            self._registering[session_id] = pending
+            pending.add_done_callback(lambda _: self._registering.pop(session_id, None))
+        await asyncio.shield(pending)
+
+    async def _create_session(self, session_id: SessionId) -> None:
         runtime_id = LogicalRuntimeId(str(session_id))
         driver = self._new_driver(runtime_id)
         report = await driver.recover()  # a failure propagates: not registered
@@ -114,12 +126,13 @@ class RuntimeSessionAdapter:
     async def register_session_with_executor(
         self, session_id: SessionId, executor: CoreExecutor
     ) -> None:
-        """X-4: attach an executor and start the session's loop."""
+        """X-4: attach an executor and start the session's loop (once: a
+        concurrent second call finds the loop under the lock and leaves)."""
         await self.register_session(session_id)
         session = self.sessions[session_id]
-        if session.has_live_loop():
-            return
         async with session.lock:
+            if session.has_live_loop():
+                return
             driver = session.driver
             if driver.runtime_state() is RuntimeState.ATTACHED:
                 driver.detach()  # a dead loop's attachment
@@ -284,7 +297,7 @@ class RuntimeSessionAdapter:
         session = self._session(session_id)
         async with session.lock:
             report = await session.driver.recover()
-            session.settle(None)
+            session.settle(None, everything=True)
             if session.loop is not None:
                 session.loop.wake()
         return report

@@ -85,8 +85,11 @@ class RuntimeLoop:
                 await self.task
 
     async def join(self) -> None:
+        """Wait for the loop to end; re-raise whatever ended it abnormally."""
         if self.task is not None:
             await asyncio.wait({self.task})
+            if not self.task.cancelled() and self.task.exception() is not None:
+                raise self.task.exception()  # type: ignore[misc]
 
     # ---------------------------------------------------------------- main
 
@@ -98,6 +101,11 @@ class RuntimeLoop:
                 if await self._apply_controls():
                     return
                 await self._process_queue()
+        except Exception:
+            log.exception(
+                "runtime loop of %s stopped by an error", self.session.runtime_id
+            )
+            raise
         finally:
             # W-3: whoever is still waiting learns the loop is gone.
             self.session.waiters.resolve_all(
@@ -240,61 +248,52 @@ class RuntimeLoop:
                 failed: str | None = f"boundary commit failed: {exc}"
             else:
                 failed = None
-                consumed = list(output.receipt.contributing_input_ids)
-                done = RunEvent.RunCompleted(run_id=run_id, consumed_input_ids=consumed)
-                if not await self._record_terminal(done):
-                    return False
-                self.session.settle(output)
         if failed is not None:
             return await self._retry_later(run_id, failed)
-        return True
+        consumed = list(output.receipt.contributing_input_ids)
+        done = RunEvent.RunCompleted(run_id=run_id, consumed_input_ids=consumed)
+        return await self._record_terminal(done, output)
 
-    async def _record_terminal(self, event: RunEvent) -> bool:
-        """Record a run's end (called holding the session lock). A store that
-        refuses it is retried until it accepts, with growing pauses during
-        which the lock is released: the driver undid each failed attempt, so
-        trying again is safe, and until the end is recorded the runtime
-        cannot start another run. Stop, unregister or cancellation end this."""
+    async def _record_terminal(
+        self, event: RunEvent, output: CoreApplyOutput | None = None
+    ) -> bool:
+        """Record a run's end, then settle its waiters. A store that refuses
+        it is retried until it accepts, pausing (without the session lock)
+        longer each time: the driver undid each failed attempt, so trying
+        again is safe, and until the end is recorded the runtime cannot start
+        another run. Stop, unregister or cancellation end the retries."""
         attempt = 0
         while True:
-            try:
-                await self.session.driver.on_run_event(event)
-                return True
-            except InternalError as exc:
-                log.warning(
-                    "run %s: end not recorded (%s), attempt %d",
-                    event.run_id,
-                    exc,
-                    attempt + 1,
-                )
-            except RuntimeDriverError:
-                log.exception("run %s: end refused", event.run_id)
-                return False
-            self.session.lock.release()
-            try:
-                await asyncio.sleep(min(self.retry_delay * 2**attempt, MAX_RETRY_PAUSE))
-            finally:
-                await self.session.lock.acquire()
+            async with self.session.lock:
+                try:
+                    await self.session.driver.on_run_event(event)
+                except InternalError as exc:
+                    log.warning(
+                        "run %s: end not recorded (%s), attempt %d",
+                        event.run_id,
+                        exc,
+                        attempt + 1,
+                    )
+                except RuntimeDriverError:
+                    log.exception("run %s: end refused", event.run_id)
+                    return False
+                else:
+                    self.session.settle(output)
+                    return True
+            await asyncio.sleep(min(self.retry_delay * 2**attempt, MAX_RETRY_PAUSE))
             attempt += 1
 
     async def _end_failed(
         self, run_id: RunId, error: str, cancelled: bool = False
     ) -> bool:
-        async with self.session.lock:
-            return await self._fail_locked(run_id, error, cancelled)
-
-    async def _fail_locked(
-        self, run_id: RunId, error: str, cancelled: bool = False
-    ) -> bool:
+        """W-7: the run's staged inputs go back (decision 2); inputs out of
+        attempts are abandoned and their waiters told (decision 3)."""
         event: RunEvent = (
             RunEvent.RunCancelled(run_id=run_id)
             if cancelled
             else RunEvent.RunFailed(run_id=run_id, error=error, recoverable=True)
         )
-        if not await self._record_terminal(event):
-            return False
-        self.session.settle(None)  # inputs out of attempts resolve now (decision 3)
-        return True
+        return await self._record_terminal(event)
 
 
 Starter = Callable[[Session, CoreExecutor], RuntimeLoop]

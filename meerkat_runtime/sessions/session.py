@@ -7,6 +7,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from meerkat_runtime.driver.ephemeral import EphemeralRuntimeDriver, reason_name
+from meerkat_runtime.events import (
+    InputAbandoned,
+    InputCoalesced,
+    InputConsumed,
+    InputLifecycle,
+    InputSuperseded,
+)
 from meerkat_runtime.generated.input_lifecycle import InputLifecycleState
 from meerkat_runtime.generated.spec_types import Abandoned, Coalesced, Superseded
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, SessionId
@@ -19,6 +26,8 @@ from meerkat_runtime.sessions.completion import (
     CompletionRegistry,
 )
 from meerkat_runtime.sessions.executor import CoreApplyOutput, RunResult
+
+_FINISHING = (InputConsumed, InputSuperseded, InputCoalesced, InputAbandoned)
 
 if TYPE_CHECKING:
     from meerkat_runtime.sessions.loop import RuntimeLoop
@@ -37,12 +46,25 @@ class Session:
     def has_live_loop(self) -> bool:
         return self.loop is not None and self.loop.alive()
 
-    def settle(self, output: CoreApplyOutput | None) -> None:
-        """Resolve the waiters of every input that reached a terminal state.
+    def settle(self, output: CoreApplyOutput | None, everything: bool = False) -> None:
+        """Resolve the waiters of inputs that reached a terminal state.
         ``output`` is the run that just completed, for its result (K-4,
-        decision 10); inputs consumed otherwise complete without a result."""
-        self.driver.drain_events()  # nobody subscribes yet: do not let them pile up
-        for input_id in self.waiters.ids():
+        decision 10); inputs consumed otherwise complete without a result.
+        Only inputs the driver's events say just finished are looked at (so
+        a session with thousands of waiters is not rescanned per operation),
+        unless ``everything`` (after a recovery, which emits no such events)."""
+        finished = {
+            envelope.event.data.input_id
+            for envelope in self.driver.drain_events()  # nobody else reads them yet
+            if isinstance(envelope.event, InputLifecycle)
+            and isinstance(envelope.event.data, _FINISHING)
+        }
+        candidates = (
+            self.waiters.ids()
+            if everything
+            else [i for i in self.waiters.ids() if i in finished]
+        )
+        for input_id in candidates:
             target = self._follow_coalesced(input_id)
             outcome = self._outcome(target, output)
             if outcome is not None:
