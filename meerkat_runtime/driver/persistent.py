@@ -20,7 +20,9 @@ policy (decision 4); a failure changes nothing in memory or on disk
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from meerkat_runtime.blobs import BlobStore, BlobStoreError
@@ -60,6 +62,13 @@ from meerkat_runtime.store.base import (
 )
 
 T = TypeVar("T")
+
+
+class _CommittedThenCancelled(BaseException):
+    """The caller was cancelled while its write was in flight, and the write
+    then committed: memory must keep what the store now holds."""
+
+
 _S = il.InputLifecycleState
 _APPLIED = (_S.APPLIED, _S.APPLIED_PENDING_CONSUMPTION)
 
@@ -98,6 +107,9 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
         except RuntimeStoreError as exc:
             self._restore(checkpoint)
             raise InternalError(f"input persist failed: {exc}") from exc
+        except _CommittedThenCancelled:
+            self._release(checkpoint)  # the store has it: memory must too
+            raise asyncio.CancelledError() from None
         except BaseException:
             self._restore(checkpoint)
             raise
@@ -128,13 +140,32 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
     async def _persist_accept(self, checkpoint: Checkpoint) -> None:
         states = self._durable(checkpoint)
         if len(states) == 1:
-            await self.store.persist_input_state(self.runtime_id, states[0])
+            await self._write(
+                self.store.persist_input_state(self.runtime_id, states[0])
+            )
         elif states:
             # Decision 23: a superseded or coalesced input is written in the
             # same commit that acknowledges its replacement.
-            await self.store.atomic_lifecycle_commit(
-                self.runtime_id, stored_phase(self.runtime_state()), states
+            await self._write(
+                self.store.atomic_lifecycle_commit(
+                    self.runtime_id, stored_phase(self.runtime_state()), states
+                )
             )
+
+    async def _write(self, call: Awaitable[None]) -> None:
+        """A store write that a cancelled caller cannot tear in half: the
+        write runs to its end, and the caller learns how it ended, so memory
+        follows what the store did (decision 14 also under cancellation)."""
+        task = asyncio.ensure_future(call)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            while not task.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({task})
+            if task.cancelled() or task.exception() is not None:
+                raise
+            raise _CommittedThenCancelled from None
 
     # ================================================================ runs
 
@@ -163,8 +194,10 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
             if event.session_snapshot is not None
             else None
         )
-        await self.store.atomic_apply(
-            self.runtime_id, delta, event.receipt, self._durable(checkpoint)
+        await self._write(
+            self.store.atomic_apply(
+                self.runtime_id, delta, event.receipt, self._durable(checkpoint)
+            )
         )
 
     # ================================================================ control
@@ -215,6 +248,9 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
         except RuntimeStoreError as exc:
             self._restore(checkpoint)
             raise InternalError(f"{what}: {exc}") from exc
+        except _CommittedThenCancelled:
+            self._release(checkpoint)  # the store has it: memory must too
+            raise asyncio.CancelledError() from None
         except BaseException:
             self._restore(checkpoint)
             raise
@@ -222,10 +258,12 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
         return result
 
     async def _commit_lifecycle(self, checkpoint: Checkpoint) -> None:
-        await self.store.atomic_lifecycle_commit(
-            self.runtime_id,
-            stored_phase(self.runtime_state()),
-            self._durable(checkpoint),
+        await self._write(
+            self.store.atomic_lifecycle_commit(
+                self.runtime_id,
+                stored_phase(self.runtime_state()),
+                self._durable(checkpoint),
+            )
         )
 
     def _durable(self, checkpoint: Checkpoint) -> list[InputState]:
@@ -259,6 +297,9 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
         except RuntimeStoreError as exc:
             self._restore(checkpoint)  # decision 22: as before the call
             raise InternalError(f"recovery failed: {exc}") from exc
+        except _CommittedThenCancelled:
+            self._release(checkpoint)  # the store has it: memory must too
+            raise asyncio.CancelledError() from None
         except BaseException:
             self._restore(checkpoint)
             raise
@@ -276,12 +317,16 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
                 persisted = await self.store.load_runtime_state(self.runtime_id)
                 report, changed = await self._recover_states(states, persisted)
             self._restore_phase(persisted)
-            await self.store.atomic_lifecycle_commit(
-                self.runtime_id, stored_phase(self.runtime_state()), changed
+            await self._write(
+                self.store.atomic_lifecycle_commit(
+                    self.runtime_id, stored_phase(self.runtime_state()), changed
+                )
             )
         except RuntimeStoreError as exc:
             self._fresh_state()  # decision 22: as before the call
             raise InternalError(f"recovery failed: {exc}") from exc
+        except _CommittedThenCancelled:
+            raise asyncio.CancelledError() from None  # recovered, and written
         except BaseException:
             self._fresh_state()
             raise

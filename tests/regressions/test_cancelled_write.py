@@ -1,0 +1,88 @@
+"""Regression (found by the cold review): a caller cancelled while its write
+was in flight used to undo memory although the write then committed, so after
+a restart an input the caller never saw acknowledged ran anyway, and a retry
+with the same key was stored twice. Memory must follow what the store did."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from meerkat_runtime import InputState, LogicalRuntimeId, PromptInput
+from meerkat_runtime.blobs import MemoryBlobStore
+from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
+from meerkat_runtime.generated.runtime_control import RuntimeState
+from meerkat_runtime.store import InMemoryRuntimeStore
+from meerkat_runtime.testing.faults import FaultyStore
+
+RID = LogicalRuntimeId("r")
+
+
+class SlowStore(FaultyStore):
+    """Input writes wait for a gate, then commit (as a writer thread would)."""
+
+    def __init__(self) -> None:
+        super().__init__(InMemoryRuntimeStore())
+        self.gate = asyncio.Event()
+        self.started = asyncio.Event()
+
+    async def persist_input_state(
+        self, runtime_id: LogicalRuntimeId, state: InputState
+    ) -> None:
+        self.started.set()
+        await self.gate.wait()
+        await self.inner.persist_input_state(runtime_id, state)
+
+    async def atomic_lifecycle_commit(
+        self,
+        runtime_id: LogicalRuntimeId,
+        runtime_state: RuntimeState,
+        input_states: Sequence[InputState],
+    ) -> None:
+        self.started.set()
+        await self.gate.wait()
+        await self.inner.atomic_lifecycle_commit(
+            runtime_id, runtime_state, input_states
+        )
+
+
+def test_cancelled_accept_whose_write_commits_keeps_the_input() -> None:
+    async def scenario() -> None:
+        store = SlowStore()
+        driver = PersistentRuntimeDriver(RID, store, MemoryBlobStore())
+        inp = PromptInput.new("hello")
+        task = asyncio.ensure_future(driver.accept_input(inp))
+        await store.started.wait()
+        task.cancel()
+        await asyncio.sleep(0)
+        store.gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await store.load_input_state(RID, inp.id()) is not None
+        assert driver.input_state(inp.id()) is not None  # memory follows the store
+        assert (await driver.accept_input(inp)).is_deduplicated()
+
+    asyncio.run(scenario())
+
+
+def test_cancelled_reset_whose_write_commits_stays_reset() -> None:
+    async def scenario() -> None:
+        store = SlowStore()
+        store.gate.set()
+        driver = PersistentRuntimeDriver(RID, store, MemoryBlobStore())
+        await driver.accept_input(PromptInput.new("hello"))
+        store.gate.clear()
+        store.started.clear()
+        task = asyncio.ensure_future(driver.reset())
+        await store.started.wait()
+        task.cancel()
+        await asyncio.sleep(0)
+        store.gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert driver.active_input_ids() == []
+        assert [s.is_terminal() for s in await store.load_input_states(RID)] == [True]
+
+    asyncio.run(scenario())
