@@ -97,7 +97,7 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
         """D-5: acknowledged only after the store holds the input."""
         checkpoint = self._checkpoint()
         try:
-            outcome = self.accept_now(input)
+            outcome = super().accept_now(input)
             if not isinstance(outcome, Accepted):
                 self._release(checkpoint)  # rejected or deduplicated: nothing to write
                 return outcome
@@ -174,13 +174,14 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
             return
         if isinstance(event, BoundaryApplied):
             await self._persisted(
-                lambda: self.run_event_now(event),
+                lambda: super(PersistentRuntimeDriver, self).run_event_now(event),
                 "runtime boundary commit failed",
                 event,
             )
         else:
             await self._persisted(
-                lambda: self.run_event_now(event), "terminal event persist failed"
+                lambda: super(PersistentRuntimeDriver, self).run_event_now(event),
+                "terminal event persist failed",
             )
 
     async def _commit_boundary(
@@ -203,29 +204,54 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
     # ================================================================ control
 
     async def retire(self) -> RetireReport:
-        return await self._persisted(self.retire_now, "retire persist failed")
+        return await self._persisted(super().retire_now, "retire persist failed")
 
     async def reset(self) -> ResetReport:
-        return await self._persisted(self.reset_now, "reset persist failed")
+        return await self._persisted(super().reset_now, "reset persist failed")
 
     async def destroy(self) -> DestroyReport:
-        return await self._persisted(self.destroy_now, "destroy persist failed")
+        return await self._persisted(super().destroy_now, "destroy persist failed")
 
     async def on_runtime_control(self, command: RuntimeControlCommand) -> None:
         await self._persisted(
-            lambda: self.runtime_control_now(command), "control op persist failed"
+            lambda: super(PersistentRuntimeDriver, self).runtime_control_now(command),
+            "control op persist failed",
         )
 
     async def recycle_preserving_work(self) -> int:
         """Decision 7: back to idle and accepting with pending work preserved;
         the idle phase is persisted with the requeued inputs."""
-        return await self._persisted(self.recycle_now, "recycle persist failed")
+        return await self._persisted(super().recycle_now, "recycle persist failed")
 
     async def abandon_pending_inputs(self, reason: InputAbandonReason) -> int:
         """C-15 with decision 8: abandoned inputs leave the lanes for good."""
         return await self._persisted(
             lambda: self._abandon_now(reason), "pending input abandon persist failed"
         )
+
+    # The synchronous, in-memory entry points of the ephemeral driver would
+    # change this runtime without writing it: on a persistent driver they
+    # refuse, so nobody acknowledges what is not durable.
+    def accept_now(self, inp: Input) -> AcceptOutcome:  # noqa: ARG002
+        raise _not_persisted("accept_now", "accept_input")
+
+    def run_event_now(self, event: RunEvent) -> None:  # noqa: ARG002
+        raise _not_persisted("run_event_now", "on_run_event")
+
+    def retire_now(self) -> RetireReport:
+        raise _not_persisted("retire_now", "retire")
+
+    def reset_now(self) -> ResetReport:
+        raise _not_persisted("reset_now", "reset")
+
+    def destroy_now(self) -> DestroyReport:
+        raise _not_persisted("destroy_now", "destroy")
+
+    def runtime_control_now(self, command: RuntimeControlCommand) -> None:  # noqa: ARG002
+        raise _not_persisted("runtime_control_now", "on_runtime_control")
+
+    def recycle_now(self) -> int:
+        raise _not_persisted("recycle_now", "recycle_preserving_work")
 
     def _abandon_now(self, reason: InputAbandonReason) -> int:
         self._tick()
@@ -425,6 +451,12 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
             return
         for control_input in steps.get(persisted, ()):
             self._control_step(control_input)
+
+
+def _not_persisted(name: str, instead: str) -> TypeError:
+    return TypeError(
+        f"{name}() does not persist; await {instead}() on a persistent driver"
+    )
 
 
 __all__ = ["PersistentRuntimeDriver", "reason_name"]

@@ -86,3 +86,31 @@ def test_cancelled_reset_whose_write_commits_stays_reset() -> None:
         assert [s.is_terminal() for s in await store.load_input_states(RID)] == [True]
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "accept_now",
+        "run_event_now",
+        "retire_now",
+        "reset_now",
+        "destroy_now",
+        "runtime_control_now",
+        "recycle_now",
+    ],
+)
+def test_persistent_driver_refuses_unpersisted_entry_points(call: str) -> None:
+    """Found by the cold review: the ephemeral driver's synchronous entry
+    points changed a persistent runtime without writing it."""
+    driver = PersistentRuntimeDriver(RID, InMemoryRuntimeStore(), MemoryBlobStore())
+    method = getattr(driver, call)
+    with pytest.raises(TypeError, match="does not persist"):
+        method(
+            *(
+                [None]
+                if call in ("accept_now", "run_event_now", "runtime_control_now")
+                else []
+            )
+        )
+    assert driver.observe().inputs == ()
