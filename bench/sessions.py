@@ -89,7 +89,7 @@ from meerkat_runtime.sessions.executor import (
 )
 from meerkat_runtime.store import records
 from meerkat_runtime.store.base import SessionDelta
-from meerkat_runtime.store.sqlite import SqliteRuntimeStore, _Request
+from meerkat_runtime.store.sqlite import SqliteRuntimeStore, _Busy, _Request
 
 GOAL = 0.5  # end-to-end completions/s / one caller's durable accepts/s
 PROMPT_BYTES = 1536
@@ -132,7 +132,7 @@ class BenchStore(SqliteRuntimeStore):
         self.inline = 0
         self.calls.clear()
 
-    def _commit_inline(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    def _commit_inline(self, work: Callable[[sqlite3.Connection], T]) -> T | _Busy:
         # A lone caller's write, committed on the event loop's thread.
         self.inline += 1
         return super()._commit_inline(work)

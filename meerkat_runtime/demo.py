@@ -344,7 +344,14 @@ class Narrator:
         self.texts: dict[str, str] = {}
 
     def show(self, event: Event) -> None:
-        handler = getattr(self, f"_on_{event['event']}", None)
+        handlers = {
+            "note": self._on_note,
+            "ack": self._on_ack,
+            "run_started": self._on_run_started,
+            "run_failed": self._on_run_failed,
+            "settled": self._on_settled,
+        }
+        handler = handlers.get(str(event["event"]))
         if handler is not None:
             handler(event)
 

@@ -15,10 +15,15 @@ before an operation, persists, and ``_restore()``s if the store fails.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
 
+from meerkat_runtime.driver.journal import (
+    REASON_DESTROYED,
+    REASON_RESET,
+    Batch,
+    DriverCore,
+)
 from meerkat_runtime.driver.validation import (
     DEFAULT_MAX_INPUT_BYTES,
     check_structure,
@@ -27,14 +32,11 @@ from meerkat_runtime.driver.validation import (
 )
 from meerkat_runtime.errors import DestroyedError, NotReadyError, ValidationFailedError
 from meerkat_runtime.events import (
-    AnyInputLifecycleEvent,
-    InputAbandoned,
     InputAccepted,
     InputApplied,
     InputCoalesced,
     InputConsumed,
     InputDeduplicated,
-    InputLifecycle,
     InputQueued,
     InputStaged,
     InputSuperseded,
@@ -52,10 +54,10 @@ from meerkat_runtime.generated.policy_table import (
 )
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.generated.spec_types import HandlingMode, InputAbandonReason
-from meerkat_runtime.ids import IdempotencyKey, InputId, LogicalRuntimeId, RunId
+from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState, InputStateRecord, PolicySnapshot
 from meerkat_runtime.inputs import Input
-from meerkat_runtime.ledger import InputLedger, Lane, Lanes, lane_for
+from meerkat_runtime.ledger import Lane, lane_for
 from meerkat_runtime.outcomes import (
     Accepted,
     AcceptOutcome,
@@ -79,15 +81,6 @@ from meerkat_runtime.runs import (
     RunStarted,
 )
 
-# Decision 15 / 23: stable snake_case abandon reasons.
-REASON_RESET = InputAbandonReason.Reset()
-REASON_DESTROYED = InputAbandonReason.Destroyed()
-
-
-def reason_name(reason: InputAbandonReason) -> str:
-    """``max_attempts_exhausted``, ``reset`` ...: the variant's tag."""
-    return str(type(reason).__struct_config__.tag)
-
 
 class RuntimeControlCommand(enum.Enum):
     STOP = "stop"
@@ -95,15 +88,6 @@ class RuntimeControlCommand(enum.Enum):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}.{self.name}"
-
-
-@dataclass(slots=True)
-class Batch:
-    """The inputs staged for the current run, in order, and their lane."""
-
-    run_id: RunId
-    ids: list[InputId]
-    lane: Lane
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,23 +104,7 @@ class DriverObservation:
     events: int
 
 
-@dataclass(slots=True)
-class Checkpoint:
-    """What an operation changed, so it can be undone (the persistent driver's
-    "memory never runs ahead of the store", D-4 / decision 14). Only what the
-    operation touches is copied: an accept into a 100k-deep queue copies one
-    state, not the queue."""
-
-    control: rc.RuntimeControlAuthority
-    batch: Batch | None
-    signal: PostAdmissionSignal
-    events: int
-    touched: dict[InputId, InputState | None] = field(default_factory=dict)  # None: new
-    lanes: list[Callable[[], object]] = field(default_factory=list)
-    keys: dict[IdempotencyKey, InputId] | None = None
-
-
-class EphemeralRuntimeDriver:
+class EphemeralRuntimeDriver(DriverCore):
     """A runtime whose state lives only in memory (starts IDLE)."""
 
     def __init__(
@@ -150,20 +118,6 @@ class EphemeralRuntimeDriver:
         self._policy: PolicyTable = policy_table or DefaultPolicyTable()
         self._max_input_bytes = max_input_bytes
         self._fresh_state()
-
-    def _fresh_state(self) -> None:
-        """Everything a new driver starts with (also: undo of a failed first
-        recovery, which needs no journal)."""
-        self._control = rc.RuntimeControlAuthority()
-        self._control.apply(rc.Initialize())  # drivers start idle (C-3)
-        self._ledger = InputLedger()
-        self._lanes = Lanes()
-        self._batch: Batch | None = None
-        self._events: list[RuntimeEventEnvelope] = []
-        self._signal = PostAdmissionSignal.NONE
-        self._open: Checkpoint | None = None
-        # One clock read per operation, shared by its history and events.
-        self._now = datetime.now(UTC)
 
     # ================================================================ accept
 
@@ -698,106 +652,3 @@ class EphemeralRuntimeDriver:
             signal=self._signal,
             events=len(self._events),
         )
-
-    # ================================================================ internals
-
-    def _state(self, input_id: InputId) -> InputState:
-        state = self._ledger.get(input_id)
-        if state is None:
-            raise ValidationFailedError(f"input {input_id} is unknown")
-        return state
-
-    def _insert(self, state: InputState) -> None:
-        checkpoint = self._open
-        if checkpoint is not None:
-            checkpoint.touched.setdefault(state.input_id, None)
-            key = state.idempotency_key
-            if (
-                key is not None
-                and checkpoint.keys is None
-                and self._ledger.id_for_key(key) is not None
-            ):
-                # The insert re-points a key: keep the index to restore it.
-                checkpoint.keys = self._ledger.keys_snapshot()
-        self._ledger.insert(state)
-
-    def _apply(
-        self, state: InputState, lifecycle_input: il.InputLifecycleInput
-    ) -> il.InputLifecycleTransition:
-        """Every input transition goes through here (and its authority)."""
-        if self._open is not None and state.input_id not in self._open.touched:
-            self._open.touched[state.input_id] = state.clone()
-        return state.apply(lifecycle_input, self._now)
-
-    def _forget_keys(self) -> None:
-        if self._open is not None and self._open.keys is None:
-            self._open.keys = self._ledger.keys_snapshot()
-        self._ledger.forget_keys()
-
-    # ---------------------------------------------------------------- checkpoints
-
-    def _checkpoint(self) -> Checkpoint:
-        """Start recording what the next operation changes."""
-        assert self._open is None, "operations on one driver must not interleave"
-        batch = self._batch
-        checkpoint = Checkpoint(
-            control=self._control.copy(),
-            batch=Batch(batch.run_id, list(batch.ids), batch.lane) if batch else None,
-            signal=self._signal,
-            events=len(self._events),
-        )
-        self._open = checkpoint
-        self._lanes.journal = checkpoint.lanes
-        return checkpoint
-
-    def _restore(self, checkpoint: Checkpoint) -> None:
-        """Undo everything since ``_checkpoint`` (the store refused it)."""
-        for undo in reversed(checkpoint.lanes):
-            undo()
-        for input_id, before in checkpoint.touched.items():
-            if before is None:
-                self._ledger.remove(input_id)
-            else:
-                self._ledger.replace(before)
-        if checkpoint.keys is not None:
-            self._ledger.restore_keys(checkpoint.keys)
-        self._control = checkpoint.control
-        self._batch = checkpoint.batch
-        self._signal = checkpoint.signal
-        del self._events[checkpoint.events :]
-        self._release(checkpoint)
-
-    def _release(self, checkpoint: Checkpoint) -> None:
-        """Stop recording: the operation's changes stand."""
-        if self._open is checkpoint:
-            self._open = None
-            self._lanes.journal = None
-
-    def _is_pristine(self) -> bool:
-        """Nothing has happened to this driver yet."""
-        return (
-            not len(self._ledger)
-            and self._batch is None
-            and not self._events
-            and self._control.phase() is RuntimeState.IDLE
-        )
-
-    def _tick(self) -> None:
-        self._now = datetime.now(UTC)
-
-    def _raise_signal(self, signal: PostAdmissionSignal) -> None:
-        self._signal = self._signal.raised_to(signal)
-
-    def _emit(self, event: RuntimeStateChange | InputLifecycle) -> None:
-        self._events.append(
-            RuntimeEventEnvelope.wrap(self.runtime_id, event, self._now)
-        )
-
-    def _emit_input(self, event: AnyInputLifecycleEvent) -> None:
-        self._emit(InputLifecycle(data=event))
-
-    def _emit_abandoned(self, state: InputState) -> None:
-        outcome = state.terminal_outcome()
-        reason = getattr(outcome, "reason", None)
-        name = reason_name(reason) if reason is not None else "abandoned"
-        self._emit_input(InputAbandoned(input_id=state.input_id, reason=name))

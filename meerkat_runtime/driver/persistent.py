@@ -28,12 +28,11 @@ from typing import TypeVar
 from meerkat_runtime.blobs import BlobStore, BlobStoreError
 from meerkat_runtime.codec import gc_paused
 from meerkat_runtime.driver.ephemeral import (
-    Checkpoint,
     EphemeralRuntimeDriver,
     RuntimeControlCommand,
-    reason_name,
 )
 from meerkat_runtime.driver.images import externalize_images, has_inline_images
+from meerkat_runtime.driver.journal import Checkpoint, reason_name
 from meerkat_runtime.driver.validation import DEFAULT_MAX_INPUT_BYTES
 from meerkat_runtime.errors import InternalError
 from meerkat_runtime.generated import input_lifecycle as il

@@ -6,7 +6,8 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from meerkat_runtime.driver.ephemeral import EphemeralRuntimeDriver, reason_name
+from meerkat_runtime.driver.ephemeral import EphemeralRuntimeDriver
+from meerkat_runtime.driver.journal import reason_name
 from meerkat_runtime.events import (
     InputAbandoned,
     InputCoalesced,

@@ -435,7 +435,7 @@ class SqliteCrashMachine(CrashMachine):
     """A real file; each restart opens a new store object on it."""
 
     def open_disk(self) -> object:
-        self.folder = tempfile.mkdtemp(prefix="meerkat-fuzz-", dir=".")
+        self.folder = tempfile.mkdtemp(prefix="meerkat-fuzz-")
         return self.folder
 
     def open_store(self) -> RuntimeStore:

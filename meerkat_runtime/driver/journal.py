@@ -1,0 +1,188 @@
+"""The state every driver holds, and the journal that can undo an operation.
+
+Theory of operation: ``DriverCore`` owns the runtime control authority, the
+ledger, the lanes, the staged batch, the event buffer and the post-admission
+signal, and the only ways to change them (``_insert``, ``_apply``, lane
+operations, ``_emit``). While a ``Checkpoint`` is open each change records
+what it replaced, so ``_restore`` undoes exactly one operation (the
+persistent driver's "memory never runs ahead of the store", D-4 and decision
+14) without copying anything the operation did not touch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from meerkat_runtime.errors import ValidationFailedError
+from meerkat_runtime.events import (
+    AnyInputLifecycleEvent,
+    InputAbandoned,
+    InputLifecycle,
+    RuntimeEventEnvelope,
+    RuntimeStateChange,
+)
+from meerkat_runtime.generated import input_lifecycle as il
+from meerkat_runtime.generated import runtime_control as rc
+from meerkat_runtime.generated.runtime_control import RuntimeState
+from meerkat_runtime.generated.spec_types import InputAbandonReason
+from meerkat_runtime.ids import IdempotencyKey, InputId, LogicalRuntimeId, RunId
+from meerkat_runtime.input_state import InputState
+from meerkat_runtime.ledger import InputLedger, Lane, Lanes
+from meerkat_runtime.outcomes import PostAdmissionSignal
+
+# Decision 15 / 23: stable snake_case abandon reasons.
+REASON_RESET = InputAbandonReason.Reset()
+REASON_DESTROYED = InputAbandonReason.Destroyed()
+
+
+def reason_name(reason: InputAbandonReason) -> str:
+    """``max_attempts_exhausted``, ``reset`` ...: the variant's tag."""
+    return str(type(reason).__struct_config__.tag)
+
+
+@dataclass(slots=True)
+class Batch:
+    """The inputs staged for the current run, in order, and their lane."""
+
+    run_id: RunId
+    ids: list[InputId]
+    lane: Lane
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    """What an operation changed, so it can be undone (the persistent driver's
+    "memory never runs ahead of the store", D-4 / decision 14). Only what the
+    operation touches is copied: an accept into a 100k-deep queue copies one
+    state, not the queue."""
+
+    control: rc.RuntimeControlAuthority
+    batch: Batch | None
+    signal: PostAdmissionSignal
+    events: int
+    touched: dict[InputId, InputState | None] = field(default_factory=dict)  # None: new
+    lanes: list[Callable[[], object]] = field(default_factory=list)
+    keys: dict[IdempotencyKey, InputId] | None = None
+
+
+class DriverCore:
+    """State and journal shared by the drivers (no public operations)."""
+
+    runtime_id: LogicalRuntimeId
+
+    def _fresh_state(self) -> None:
+        """Everything a new driver starts with (also: undo of a failed first
+        recovery, which needs no journal)."""
+        self._control = rc.RuntimeControlAuthority()
+        self._control.apply(rc.Initialize())  # drivers start idle (C-3)
+        self._ledger = InputLedger()
+        self._lanes = Lanes()
+        self._batch: Batch | None = None
+        self._events: list[RuntimeEventEnvelope] = []
+        self._signal = PostAdmissionSignal.NONE
+        self._open: Checkpoint | None = None
+        # One clock read per operation, shared by its history and events.
+        self._now = datetime.now(UTC)
+
+    def _state(self, input_id: InputId) -> InputState:
+        state = self._ledger.get(input_id)
+        if state is None:
+            raise ValidationFailedError(f"input {input_id} is unknown")
+        return state
+
+    def _insert(self, state: InputState) -> None:
+        checkpoint = self._open
+        if checkpoint is not None:
+            checkpoint.touched.setdefault(state.input_id, None)
+            key = state.idempotency_key
+            if (
+                key is not None
+                and checkpoint.keys is None
+                and self._ledger.id_for_key(key) is not None
+            ):
+                # The insert re-points a key: keep the index to restore it.
+                checkpoint.keys = self._ledger.keys_snapshot()
+        self._ledger.insert(state)
+
+    def _apply(
+        self, state: InputState, lifecycle_input: il.InputLifecycleInput
+    ) -> il.InputLifecycleTransition:
+        """Every input transition goes through here (and its authority)."""
+        if self._open is not None and state.input_id not in self._open.touched:
+            self._open.touched[state.input_id] = state.clone()
+        return state.apply(lifecycle_input, self._now)
+
+    def _forget_keys(self) -> None:
+        if self._open is not None and self._open.keys is None:
+            self._open.keys = self._ledger.keys_snapshot()
+        self._ledger.forget_keys()
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def _checkpoint(self) -> Checkpoint:
+        """Start recording what the next operation changes."""
+        assert self._open is None, "operations on one driver must not interleave"
+        batch = self._batch
+        checkpoint = Checkpoint(
+            control=self._control.copy(),
+            batch=Batch(batch.run_id, list(batch.ids), batch.lane) if batch else None,
+            signal=self._signal,
+            events=len(self._events),
+        )
+        self._open = checkpoint
+        self._lanes.journal = checkpoint.lanes
+        return checkpoint
+
+    def _restore(self, checkpoint: Checkpoint) -> None:
+        """Undo everything since ``_checkpoint`` (the store refused it)."""
+        for undo in reversed(checkpoint.lanes):
+            undo()
+        for input_id, before in checkpoint.touched.items():
+            if before is None:
+                self._ledger.remove(input_id)
+            else:
+                self._ledger.replace(before)
+        if checkpoint.keys is not None:
+            self._ledger.restore_keys(checkpoint.keys)
+        self._control = checkpoint.control
+        self._batch = checkpoint.batch
+        self._signal = checkpoint.signal
+        del self._events[checkpoint.events :]
+        self._release(checkpoint)
+
+    def _release(self, checkpoint: Checkpoint) -> None:
+        """Stop recording: the operation's changes stand."""
+        if self._open is checkpoint:
+            self._open = None
+            self._lanes.journal = None
+
+    def _is_pristine(self) -> bool:
+        """Nothing has happened to this driver yet."""
+        return (
+            not len(self._ledger)
+            and self._batch is None
+            and not self._events
+            and self._control.phase() is RuntimeState.IDLE
+        )
+
+    def _tick(self) -> None:
+        self._now = datetime.now(UTC)
+
+    def _raise_signal(self, signal: PostAdmissionSignal) -> None:
+        self._signal = self._signal.raised_to(signal)
+
+    def _emit(self, event: RuntimeStateChange | InputLifecycle) -> None:
+        self._events.append(
+            RuntimeEventEnvelope.wrap(self.runtime_id, event, self._now)
+        )
+
+    def _emit_input(self, event: AnyInputLifecycleEvent) -> None:
+        self._emit(InputLifecycle(data=event))
+
+    def _emit_abandoned(self, state: InputState) -> None:
+        outcome = state.terminal_outcome()
+        reason = getattr(outcome, "reason", None)
+        name = reason_name(reason) if reason is not None else "abandoned"
+        self._emit_input(InputAbandoned(input_id=state.input_id, reason=name))
