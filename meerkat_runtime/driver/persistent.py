@@ -313,12 +313,21 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
             return await self._recover_pristine()
         checkpoint = self._checkpoint()
         try:
-            self._tick()
+            # A live driver (CP-7): first bring what is in memory back to a
+            # state a runtime can continue from (D-12), then add what only
+            # the store knows.
+            in_memory = super().recover_now()
             states = await self.store.load_input_states(self.runtime_id)
             persisted = await self.store.load_runtime_state(self.runtime_id)
-            report, _ = await self._recover_states(states, persisted)
+            stored, _ = await self._recover_states(states, persisted)
             self._restore_phase(persisted)
             await self._commit_lifecycle(checkpoint)
+            report = RecoveryReport(
+                inputs_recovered=in_memory.inputs_recovered + stored.inputs_recovered,
+                inputs_abandoned=in_memory.inputs_abandoned + stored.inputs_abandoned,
+                inputs_requeued=in_memory.inputs_requeued + stored.inputs_requeued,
+                details=stored.details,
+            )
         except RuntimeStoreError as exc:
             self._restore(checkpoint)  # decision 22: as before the call
             raise InternalError(f"recovery failed: {exc}") from exc
