@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from meerkat_runtime.blobs import BlobStore, BlobStoreError
@@ -94,25 +94,13 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
 
     async def accept_input(self, input: Input) -> AcceptOutcome:
         """D-5: acknowledged only after the store holds the input."""
-        checkpoint = self._checkpoint()
-        try:
+        async with self._undo_on_failure("input persist failed") as checkpoint:
             outcome = super().accept_now(input)
             if not isinstance(outcome, Accepted):
-                self._release(checkpoint)  # rejected or deduplicated: nothing to write
-                return outcome
+                return outcome  # rejected or deduplicated: nothing to write
             state = self._ledger_state(outcome.input_id)
             moved = has_inline_images(input) and await self._externalize(state)
             await self._persist_accept(checkpoint)
-        except RuntimeStoreError as exc:
-            self._restore(checkpoint)
-            raise InternalError(f"input persist failed: {exc}") from exc
-        except _CommittedThenCancelled:
-            self._release(checkpoint)  # the store has it: memory must too
-            raise asyncio.CancelledError() from None
-        except BaseException:
-            self._restore(checkpoint)
-            raise
-        self._release(checkpoint)
         if not moved:
             return outcome  # its state copy is already what was persisted
         return Accepted(
@@ -263,13 +251,23 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
         boundary: BoundaryApplied | None = None,
     ) -> T:
         """Run an in-memory operation, then write what it touched; undo on failure."""
-        checkpoint = self._checkpoint()
-        try:
+        async with self._undo_on_failure(what) as checkpoint:
             result = operation()
             if boundary is not None:
                 await self._commit_boundary(checkpoint, boundary)
             else:
                 await self._commit_lifecycle(checkpoint)
+        return result
+
+    @contextlib.asynccontextmanager
+    async def _undo_on_failure(self, what: str) -> AsyncIterator[Checkpoint]:
+        """Decision 14: if the store refuses (or anything else interrupts the
+        operation), memory goes back to how it was; a store failure becomes
+        ``Internal`` with the store's text. A write that committed although
+        its caller was cancelled is kept (see ``_write``)."""
+        checkpoint = self._checkpoint()
+        try:
+            yield checkpoint
         except RuntimeStoreError as exc:
             self._restore(checkpoint)
             raise InternalError(f"{what}: {exc}") from exc
@@ -280,7 +278,6 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
             self._restore(checkpoint)
             raise
         self._release(checkpoint)
-        return result
 
     async def _commit_lifecycle(self, checkpoint: Checkpoint) -> None:
         await self._write(
@@ -311,8 +308,7 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
         """D-11 with decisions 4, 5, 18, 22, 24."""
         if self._is_pristine():
             return await self._recover_pristine()
-        checkpoint = self._checkpoint()
-        try:
+        async with self._undo_on_failure("recovery failed") as checkpoint:
             # A live driver (CP-7): first bring what is in memory back to a
             # state a runtime can continue from (D-12), then add what only
             # the store knows.
@@ -322,23 +318,12 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
             stored, _ = await self._recover_states(states, persisted)
             self._restore_phase(persisted)
             await self._commit_lifecycle(checkpoint)
-            report = RecoveryReport(
-                inputs_recovered=in_memory.inputs_recovered + stored.inputs_recovered,
-                inputs_abandoned=in_memory.inputs_abandoned + stored.inputs_abandoned,
-                inputs_requeued=in_memory.inputs_requeued + stored.inputs_requeued,
-                details=stored.details,
-            )
-        except RuntimeStoreError as exc:
-            self._restore(checkpoint)  # decision 22: as before the call
-            raise InternalError(f"recovery failed: {exc}") from exc
-        except _CommittedThenCancelled:
-            self._release(checkpoint)  # the store has it: memory must too
-            raise asyncio.CancelledError() from None
-        except BaseException:
-            self._restore(checkpoint)
-            raise
-        self._release(checkpoint)
-        return report
+        return RecoveryReport(
+            inputs_recovered=in_memory.inputs_recovered + stored.inputs_recovered,
+            inputs_abandoned=in_memory.inputs_abandoned + stored.inputs_abandoned,
+            inputs_requeued=in_memory.inputs_requeued + stored.inputs_requeued,
+            details=stored.details,
+        )
 
     async def _recover_pristine(self) -> RecoveryReport:
         """A driver's first recovery (the restart case): nothing to undo but a
