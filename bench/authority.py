@@ -216,6 +216,26 @@ IL_TABLE: list[Row] = [
         [_boundary],
     ),
     ("Consume", "applied_pending_consumption", "consumed", [], [_consumed]),
+    *[
+        row
+        for source in ("applied", "applied_pending_consumption")
+        for row in (
+            (
+                "RecoverRequeue",
+                source,
+                "queued",
+                [lambda e: e.model.attempt_count < 3],
+                [],
+            ),
+            (
+                "RecoverRequeue",
+                source,
+                "abandoned",
+                [lambda e: e.model.attempt_count >= 3],
+                [_exhausted],
+            ),
+        )
+    ],
     ("ConsumeOnAccept", "accepted", "consumed", [], [_consumed]),
     (
         "Supersede",
