@@ -331,9 +331,9 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
         the cycle collector paused. Writes only the inputs it changed."""
         try:
             self._tick()
-            with gc_paused():
-                states = await self.store.load_input_states(self.runtime_id)
-                persisted = await self.store.load_runtime_state(self.runtime_id)
+            states = await self.store.load_input_states(self.runtime_id)
+            persisted = await self.store.load_runtime_state(self.runtime_id)
+            with gc_paused():  # builds one ledger entry per stored input
                 report, changed = await self._recover_states(states, persisted)
             self._restore_phase(persisted)
             await self._write(

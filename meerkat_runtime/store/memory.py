@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from meerkat_runtime.codec import gc_paused
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
@@ -138,7 +139,8 @@ class InMemoryRuntimeStore(RuntimeStore):
         rid = str(runtime_id)
         async with self._lock:
             rows = list(self._inputs.get(rid, {}).items())
-        return [records.decode_state(rid, iid, data) for iid, data in rows]
+        with gc_paused():  # a bulk decode: see codec.gc_paused
+            return [records.decode_state(rid, iid, data) for iid, data in rows]
 
     async def load_input_state(
         self, runtime_id: LogicalRuntimeId, input_id: InputId

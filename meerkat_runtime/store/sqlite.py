@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from meerkat_runtime.codec import gc_paused
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
@@ -510,7 +511,8 @@ class SqliteRuntimeStore(RuntimeStore):
                 (rid,),
             ).fetchall()
         )
-        return [records.decode_state(rid, iid, bytes(data)) for iid, data in rows]
+        with gc_paused():  # a bulk decode: see codec.gc_paused
+            return [records.decode_state(rid, iid, bytes(data)) for iid, data in rows]
 
     async def load_input_state(
         self, runtime_id: LogicalRuntimeId, input_id: InputId
