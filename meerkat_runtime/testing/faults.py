@@ -6,6 +6,9 @@ Theory of operation: ``FaultyStore`` wraps any store and, when armed, fails or
 * ``FAIL``          the write is refused before it happens (nothing written);
                     the process goes on and the driver must restore memory.
 * ``CRASH_BEFORE``  the process dies before the write reaches the store.
+* ``CRASH_MID_COMMIT`` the process dies inside a multi-row commit: the inner
+                    store writes the real rows, fails on an extra row that
+                    cannot be encoded, and must leave nothing behind.
 * ``CRASH_AFTER``   the write commits, then the process dies before the call
                     returns: the acknowledgement is lost. This is also "after
                     the commit but before the driver updates memory".
@@ -13,9 +16,10 @@ Theory of operation: ``FaultyStore`` wraps any store and, when armed, fails or
 A crash raises ``SimulatedCrash``, a ``BaseException`` so that no ``except
 Exception`` in the code under test can swallow it. The test then drops every
 in-memory object and recovers a new driver from the store (for SQLite: a new
-store object on the same file). A crash *inside* a multi-row commit is not
-simulated here: a correct store makes it equal to ``CRASH_BEFORE``, and real
-process kills (tests/test_process_kill.py) exercise it for SQLite.
+store object on the same file). A crash *inside* a multi-row commit is
+made by ``CRASH_MID_COMMIT`` through the store's own transaction; real
+process kills (tests/stateful/test_process_kill.py) add the SQLite file's
+view of it.
 
 ``BrokenStore`` is the opposite: a store with deliberate bugs (acknowledging
 before committing, committing half a boundary) used to prove the fuzzers
@@ -53,6 +57,7 @@ class SimulatedCrash(BaseException):
 class Fault(enum.Enum):
     FAIL = "fail"
     CRASH_BEFORE = "crash_before"
+    CRASH_MID_COMMIT = "crash_mid_commit"
     CRASH_AFTER = "crash_after"
 
 
@@ -81,7 +86,12 @@ class FaultyStore(RuntimeStore):
     def disarm(self) -> None:
         self.armed = None
 
-    async def _write(self, method: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def _write(
+        self,
+        method: str,
+        call: Callable[[], Awaitable[T]],
+        poisoned_call: Callable[[], Awaitable[T]] | None = None,
+    ) -> T:
         armed = self.armed
         if armed is None or (armed.method is not None and armed.method != method):
             return await call()
@@ -94,8 +104,27 @@ class FaultyStore(RuntimeStore):
             raise RuntimeStoreError.WriteFailed(f"injected failure in {method}")
         if armed.fault is Fault.CRASH_BEFORE:
             raise SimulatedCrash(f"crash before {method}")
+        if armed.fault is Fault.CRASH_MID_COMMIT:
+            await self._write_half(method, poisoned_call)
+            raise SimulatedCrash(f"crash in the middle of {method}")
         await call()
         raise SimulatedCrash(f"crash after {method} committed")
+
+    @staticmethod
+    async def _write_half(
+        method: str, poisoned_call: Callable[[], Awaitable[object]] | None
+    ) -> None:
+        """The same write with one more row that cannot be encoded, last: the
+        inner store writes every real row inside its transaction, then fails
+        on the last one and must roll all of it back, as a process that died
+        there would leave it. (A single-row write cannot stop half-way.)"""
+        if poisoned_call is None:
+            return
+        try:
+            await poisoned_call()
+        except RuntimeStoreError:
+            return
+        raise AssertionError(f"{method} accepted a row it cannot have encoded")
 
     # ---------------------------------------------------------------- writes
 
@@ -126,6 +155,9 @@ class FaultyStore(RuntimeStore):
             lambda: self.inner.atomic_lifecycle_commit(
                 runtime_id, runtime_state, input_states
             ),
+            lambda: self.inner.atomic_lifecycle_commit(
+                runtime_id, runtime_state, _poison(input_states)
+            ),
         )
 
     async def atomic_apply(
@@ -140,6 +172,13 @@ class FaultyStore(RuntimeStore):
             "atomic_apply",
             lambda: self.inner.atomic_apply(
                 runtime_id, session_delta, receipt, input_updates, session_store_key
+            ),
+            lambda: self.inner.atomic_apply(
+                runtime_id,
+                session_delta,
+                receipt,
+                _poison(input_updates),
+                session_store_key,
             ),
         )
 
@@ -161,6 +200,14 @@ class FaultyStore(RuntimeStore):
                 boundary,
                 contributing_input_ids,
                 input_updates,
+            ),
+            lambda: self.inner.commit_session_boundary(
+                runtime_id,
+                session_delta,
+                run_id,
+                boundary,
+                contributing_input_ids,
+                _poison(input_updates),
             ),
         )
 
@@ -194,6 +241,13 @@ class FaultyStore(RuntimeStore):
 
     async def close(self) -> None:
         await self.inner.close()
+
+
+def _poison(states: Sequence[InputState]) -> list[InputState]:
+    """``states`` plus, last, a copy of one of them that cannot be encoded."""
+    bad = states[-1].clone() if states else InputState.new_accepted(InputId.new())
+    bad.reconstruction_source = object()  # type: ignore[assignment]
+    return [*states, bad]
 
 
 class Defect(enum.Enum):

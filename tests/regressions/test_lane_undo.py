@@ -58,3 +58,43 @@ def test_failed_reset_commit_restores_abandoned_inputs() -> None:
         assert driver.queued_input_ids(Lane.QUEUE) == [i.id() for i in inputs]
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "sqlite"])
+def test_crash_mid_commit_leaves_nothing_behind(
+    store_kind: str, tmp_path: object
+) -> None:
+    """Issue 5: a crash inside a multi-row commit (the reset's lifecycle
+    commit of three inputs) leaves the store as before, for both stores."""
+    from pathlib import Path
+
+    from meerkat_runtime.store import SqliteRuntimeStore
+    from meerkat_runtime.testing.faults import SimulatedCrash
+
+    async def scenario() -> None:
+        inner = (
+            InMemoryRuntimeStore()
+            if store_kind == "memory"
+            else SqliteRuntimeStore(Path(str(tmp_path)) / "db")
+        )
+        store = FaultyStore(inner)
+        driver = PersistentRuntimeDriver(
+            LogicalRuntimeId("r"), store, MemoryBlobStore()
+        )
+        for n in range(3):
+            await driver.accept_input(
+                FlowStepInput(header=InputHeader.new(), step_id=str(n), instructions="")
+            )
+        before = [
+            s.to_record() for s in await inner.load_input_states(LogicalRuntimeId("r"))
+        ]
+        store.arm(Fault.CRASH_MID_COMMIT, "atomic_lifecycle_commit")
+        with pytest.raises(SimulatedCrash):
+            await driver.reset()
+        after = [
+            s.to_record() for s in await inner.load_input_states(LogicalRuntimeId("r"))
+        ]
+        assert after == before
+        await inner.close()
+
+    asyncio.run(scenario())
