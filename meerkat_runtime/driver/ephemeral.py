@@ -383,11 +383,8 @@ class EphemeralRuntimeDriver(DriverCore):
     def _rollback(self, staged: list[InputState]) -> None:
         requeued: dict[Lane, list[InputId]] = {Lane.QUEUE: [], Lane.STEER: []}
         for state in staged:
-            transition = self._apply(state, il.RollbackStaged())
-            if transition.next_phase is il.InputLifecycleState.QUEUED:
+            if self._requeue(state, il.RollbackStaged()):
                 requeued[lane_for(state.policy)].append(state.input_id)
-            else:  # decision 3: attempts exhausted, never runs again
-                self._emit_abandoned(state)
         for lane, ids in requeued.items():
             if ids:
                 self._lanes.push_front_in_order(ids, lane)
@@ -523,13 +520,9 @@ class EphemeralRuntimeDriver(DriverCore):
             self._apply(state, il.QueueAccepted())
             return "requeued"
         if phase is il.InputLifecycleState.STAGED:
-            if (
-                self._apply(state, il.RollbackStaged()).next_phase
-                is il.InputLifecycleState.QUEUED
-            ):
-                return "requeued"
-            self._emit_abandoned(state)
-            return "abandoned"
+            return (
+                "requeued" if self._requeue(state, il.RollbackStaged()) else "abandoned"
+            )
         return "kept"
 
     async def recycle_preserving_work(self) -> int:

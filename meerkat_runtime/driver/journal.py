@@ -114,6 +114,20 @@ class DriverCore:
             self._open.touched[state.input_id] = state.clone()
         return state.apply(lifecycle_input, self._now)
 
+    def _requeue(
+        self, state: InputState, lifecycle_input: il.InputLifecycleInput
+    ) -> bool:
+        """Apply a transition that puts a run-bound input back in the queue
+        (RollbackStaged, RecoverRequeue): True when it is queued again; False
+        when its attempts were used up and it was abandoned (decision 3)."""
+        if (
+            self._apply(state, lifecycle_input).next_phase
+            is il.InputLifecycleState.QUEUED
+        ):
+            return True
+        self._emit_abandoned(state)
+        return False
+
     def _forget_keys(self) -> None:
         if self._open is not None and self._open.keys is None:
             self._open.keys = self._ledger.keys_snapshot()

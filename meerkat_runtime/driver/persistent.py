@@ -419,10 +419,7 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
     def _requeued(
         self, state: InputState, lifecycle_input: il.InputLifecycleInput
     ) -> str:
-        if self._apply(state, lifecycle_input).next_phase is _S.QUEUED:
-            return "requeued"
-        self._emit_abandoned(state)
-        return "abandoned"
+        return "requeued" if self._requeue(state, lifecycle_input) else "abandoned"
 
     async def _receipt_names(self, state: InputState) -> bool:
         run_id, sequence = state.last_run_id(), state.last_boundary_sequence()

@@ -80,9 +80,15 @@ class RuntimeSessionAdapter:
 
     @classmethod
     def ephemeral(
-        cls, policy_table: PolicyTable | None = None, **options: float | None
+        cls,
+        policy_table: PolicyTable | None = None,
+        *,
+        run_timeout: float | None = None,
+        retry_delay: float = DEFAULT_RETRY_DELAY,
     ) -> RuntimeSessionAdapter:
-        return cls(policy_table=policy_table, **options)  # type: ignore[arg-type]
+        return cls(
+            policy_table=policy_table, run_timeout=run_timeout, retry_delay=retry_delay
+        )
 
     @classmethod
     def persistent(
@@ -90,9 +96,17 @@ class RuntimeSessionAdapter:
         store: RuntimeStore,
         blob_store: BlobStore,
         policy_table: PolicyTable | None = None,
-        **options: float | None,
+        *,
+        run_timeout: float | None = None,
+        retry_delay: float = DEFAULT_RETRY_DELAY,
     ) -> RuntimeSessionAdapter:
-        return cls(store, blob_store, policy_table=policy_table, **options)  # type: ignore[arg-type]
+        return cls(
+            store,
+            blob_store,
+            policy_table=policy_table,
+            run_timeout=run_timeout,
+            retry_delay=retry_delay,
+        )
 
     # ---------------------------------------------------------------- registration
 
