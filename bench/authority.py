@@ -182,6 +182,16 @@ def _boundary(e: Any) -> None:
     e.model.last_boundary_sequence = e.kwargs["boundary_sequence"]
 
 
+def _stamp(e: Any) -> None:
+    e.model.last_run_id = e.kwargs["run_id"]
+    e.model.last_boundary_sequence = e.kwargs["boundary_sequence"]
+
+
+def _stamp_row(source: str) -> Row:
+    """StampReceipt keeps the phase (a self-transition)."""
+    return ("StampReceipt", source, source, [], [_stamp])
+
+
 _exhausted = _outcome(
     lambda e: InputTerminalOutcome.Abandoned(
         reason=InputAbandonReason.MaxAttemptsExhausted(attempts=e.model.attempt_count)
@@ -216,6 +226,19 @@ IL_TABLE: list[Row] = [
         [_boundary],
     ),
     ("Consume", "applied_pending_consumption", "consumed", [], [_consumed]),
+    *[
+        _stamp_row(source)
+        for source in (
+            "queued",
+            "staged",
+            "applied",
+            "applied_pending_consumption",
+            "consumed",
+            "superseded",
+            "coalesced",
+            "abandoned",
+        )
+    ],
     *[
         row
         for source in ("applied", "applied_pending_consumption")

@@ -23,6 +23,7 @@ from meerkat_runtime.generated.input_lifecycle import (
     InputLifecycleSnapshot,
     InputLifecycleState,
     InputLifecycleTransition,
+    StampReceipt,
 )
 from meerkat_runtime.generated.policy_table import PolicyDecision
 from meerkat_runtime.generated.spec_types import AnyInputTerminalOutcome
@@ -161,17 +162,10 @@ class InputState:
         return transition
 
     def stamp_receipt_metadata(self, run_id: RunId, sequence: int) -> None:
-        """L-9: a store records which boundary applied the input (no transition)."""
-        snap = self._authority.snapshot()
-        self._authority = InputLifecycleAuthority.restore(
-            InputLifecycleSnapshot(
-                phase=snap.phase,
-                terminal_outcome=snap.terminal_outcome,
-                last_run_id=run_id,
-                last_boundary_sequence=sequence,
-                attempt_count=snap.attempt_count,
-            )
-        )
+        """L-9: a store records which boundary applied the input. It is a
+        spec transition (``StampReceipt``) that keeps the phase, so it is not
+        part of the history."""
+        self._authority.apply(StampReceipt(run_id, sequence))
 
     # -- copies and records -----------------------------------------------
 

@@ -86,6 +86,7 @@ class InputLifecycleInput(msgspec.Struct, frozen=True):
     Coalesce: ClassVar[type[Coalesce]]
     Abandon: ClassVar[type[Abandon]]
     RecoverRequeue: ClassVar[type[RecoverRequeue]]
+    StampReceipt: ClassVar[type[StampReceipt]]
 
 
 class QueueAccepted(InputLifecycleInput, frozen=True):
@@ -132,6 +133,11 @@ class RecoverRequeue(InputLifecycleInput, frozen=True):
     pass
 
 
+class StampReceipt(InputLifecycleInput, frozen=True):
+    run_id: RunId
+    boundary_sequence: int
+
+
 InputLifecycleInput.QueueAccepted = QueueAccepted
 InputLifecycleInput.StageForRun = StageForRun
 InputLifecycleInput.RollbackStaged = RollbackStaged
@@ -143,6 +149,7 @@ InputLifecycleInput.Supersede = Supersede
 InputLifecycleInput.Coalesce = Coalesce
 InputLifecycleInput.Abandon = Abandon
 InputLifecycleInput.RecoverRequeue = RecoverRequeue
+InputLifecycleInput.StampReceipt = StampReceipt
 
 
 # ---------------------------------------------------------------- effects
@@ -695,6 +702,34 @@ class InputLifecycleAuthority:
             )
         raise self._refuse(inp)
 
+    def _on_stamp_receipt(
+        self, inp: StampReceipt, fire: bool
+    ) -> InputLifecycleTransition | None:
+        phase = self._phase
+        if phase in (
+            InputLifecycleState.QUEUED,
+            InputLifecycleState.STAGED,
+            InputLifecycleState.APPLIED,
+            InputLifecycleState.APPLIED_PENDING_CONSUMPTION,
+            InputLifecycleState.CONSUMED,
+            InputLifecycleState.SUPERSEDED,
+            InputLifecycleState.COALESCED,
+            InputLifecycleState.ABANDONED,
+        ):
+            if not fire:
+                return None
+            self._last_run_id, self._last_boundary_sequence = (
+                inp.run_id,
+                inp.boundary_sequence,
+            )
+            return InputLifecycleTransition(
+                "stamp_receipt",
+                phase,
+                phase,
+                (RecordBoundarySequence(boundary_sequence=inp.boundary_sequence),),
+            )
+        raise self._refuse(inp)
+
 
 # The handler returns None only when called with fire=False (can_accept).
 _Handler = Callable[[InputLifecycleAuthority, Any, bool], Any]
@@ -711,7 +746,8 @@ _HANDLERS: dict[type[InputLifecycleInput], _Handler] = {
     Coalesce: InputLifecycleAuthority._on_coalesce,
     Abandon: InputLifecycleAuthority._on_abandon,
     RecoverRequeue: InputLifecycleAuthority._on_recover_requeue,
+    StampReceipt: InputLifecycleAuthority._on_stamp_receipt,
 }
 
-TRANSITION_COUNT = 19
+TRANSITION_COUNT = 27
 """(phase, transition) pairs: a transition from three phases counts three."""
