@@ -35,7 +35,11 @@ from meerkat_runtime.inputs import (
 )
 from meerkat_runtime.runs import RunBoundaryReceipt
 from meerkat_runtime.store import records
-from meerkat_runtime.store.sqlite import SCHEMA_VERSION
+from meerkat_runtime.store.sqlite import SCHEMA_VERSION, SELECT_INPUTS, decode_input_row
+
+_SELECT_INPUTS_V1 = (
+    f"SELECT input_id, state_json, 0 FROM {records.INPUTS} WHERE runtime_id = ?"
+)
 
 REQUIRED_TABLES = (records.INPUTS, records.RECEIPTS, records.STATES)
 
@@ -62,8 +66,10 @@ def load_database(path: Path) -> list[RuntimeView]:
     ``RuntimeStoreError.ReadFailed`` for a row that does not decode."""
     conn = _open(path)
     try:
-        _check_schema(conn, path)
-        return [_load_runtime(conn, rid) for rid in _runtime_ids(conn)]
+        version = _check_schema(conn, path)
+        # Read-only, so a version-1 file is read as it is: no recovery epochs.
+        select = SELECT_INPUTS if version >= 2 else _SELECT_INPUTS_V1
+        return [_load_runtime(conn, rid, select) for rid in _runtime_ids(conn)]
     finally:
         conn.close()
 
@@ -79,7 +85,7 @@ def _open(path: Path) -> sqlite3.Connection:
         raise InspectionError(f"{path}: cannot open: {exc}") from None
 
 
-def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
+def _check_schema(conn: sqlite3.Connection, path: Path) -> int:
     try:
         rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         tables = {str(name) for (name,) in rows}
@@ -98,6 +104,7 @@ def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
             f"{path} has schema version {version}, newer than this "
             f"meerkat-runtime reads ({SCHEMA_VERSION}); upgrade meerkat-runtime"
         )
+    return version
 
 
 def _runtime_ids(conn: sqlite3.Connection) -> list[str]:
@@ -109,17 +116,11 @@ def _runtime_ids(conn: sqlite3.Connection) -> list[str]:
     return [str(rid) for (rid,) in rows]
 
 
-def _load_runtime(conn: sqlite3.Connection, rid: str) -> RuntimeView:
+def _load_runtime(conn: sqlite3.Connection, rid: str, select: str) -> RuntimeView:
     phase = conn.execute(
         f"SELECT runtime_state_json FROM {records.STATES} WHERE runtime_id = ?", (rid,)
     ).fetchone()
-    inputs = [
-        records.decode_state(rid, str(iid), bytes(data))
-        for iid, data in conn.execute(
-            f"SELECT input_id, state_json FROM {records.INPUTS} WHERE runtime_id = ?",
-            (rid,),
-        )
-    ]
+    inputs = [decode_input_row(rid, row) for row in conn.execute(select, (rid,))]
     receipts = [
         records.decode_receipt(rid, f"{run}/{seq}", bytes(data))
         for run, seq, data in conn.execute(

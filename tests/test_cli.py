@@ -6,6 +6,7 @@ SIGKILLed for real, and the kept database feeds the ``inspect`` tests.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from meerkat_runtime import LogicalRuntimeId, PromptInput
+from meerkat_runtime.blobs import MemoryBlobStore
 from meerkat_runtime.cli import main
 from meerkat_runtime.demo import (
     DB_NAME,
@@ -25,9 +28,10 @@ from meerkat_runtime.demo import (
     durable_claim,
     integrity_claim,
 )
+from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
 from meerkat_runtime.inspection import RuntimeView, load_database
 from meerkat_runtime.runs import RunBoundaryReceipt
-from meerkat_runtime.store import records
+from meerkat_runtime.store import SqliteRuntimeStore, records
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -292,3 +296,22 @@ def test_diagrams_renders_the_spec(
     assert "rendered diagrams/input_lifecycle.svg" in out
     for name in ("input_lifecycle", "runtime_control", "policy"):
         assert (tmp_path / "diagrams" / f"{name}.svg").stat().st_size > 0
+
+
+def test_inspection_counts_recoveries_like_the_store(tmp_path: Path) -> None:
+    """Decision 18 as ``inspect`` shows it: two restarts of a runtime with a
+    queued input read as two recoveries, although the input's row was written
+    once (the store counts recoveries per runtime)."""
+    path, rid = tmp_path / "r.db", LogicalRuntimeId("r")
+
+    async def start(accept: bool) -> None:
+        async with SqliteRuntimeStore(path) as store:
+            driver = PersistentRuntimeDriver(rid, store, MemoryBlobStore())
+            await driver.recover()
+            if accept:
+                await driver.accept_input(PromptInput.new("hello"))
+
+    for accept in (True, False, False):
+        asyncio.run(start(accept))
+    (view,) = load_database(path)
+    assert [s.recovery_count for s in view.inputs] == [2]

@@ -22,8 +22,14 @@ from meerkat_runtime.input_state import InputState
 from meerkat_runtime.inputs import InputDurability
 from meerkat_runtime.store import SqliteRuntimeStore
 from meerkat_runtime.store.base import RuntimeStoreError, SessionDelta
-from meerkat_runtime.store.records import INPUTS, RECEIPTS, SNAPSHOTS, STATES
-from meerkat_runtime.store.sqlite import SCHEMA_VERSION
+from meerkat_runtime.store.records import (
+    INPUTS,
+    RECEIPTS,
+    SNAPSHOTS,
+    STATES,
+    encode_state,
+)
+from meerkat_runtime.store.sqlite import MIGRATIONS, SCHEMA_VERSION
 from meerkat_runtime.testing.conformance import poisoned, receipt_for, rich_state
 
 A = LogicalRuntimeId("sqlite-a")
@@ -109,6 +115,39 @@ def test_fresh_file_gets_current_schema(tmp_path: Path) -> None:
     finally:
         conn.close()
     assert {INPUTS, RECEIPTS, STATES, SNAPSHOTS} <= tables
+
+
+def test_version_1_file_is_migrated_with_its_rows(tmp_path: Path) -> None:
+    """Schema versioning: a file of schema 1 (before recovery epochs) opens
+    as the current version with every row intact and its stored recovery
+    count as written; the first recovery commit then counts from there."""
+    path = tmp_path / "v1.db"
+    state = queued_state()
+    state.recovery_count = 3
+    conn = sqlite3.connect(path)
+    try:
+        for statement in MIGRATIONS[1]:
+            conn.execute(statement)
+        conn.execute(
+            f"INSERT INTO {INPUTS} VALUES (?, ?, ?)",
+            (str(A), str(state.input_id), encode_state(state)),
+        )
+        conn.execute(f"INSERT INTO {STATES} VALUES (?, ?)", (str(A), b'"idle"'))
+        conn.execute("PRAGMA user_version = 1")
+        conn.commit()
+    finally:
+        conn.close()
+
+    async def body() -> None:
+        async with SqliteRuntimeStore(path) as store:
+            assert await store.load_input_states(A) == [state]
+            state.recovery_count = 4
+            await store.commit_recovery(A, RuntimeState.IDLE, [], [state])
+        async with SqliteRuntimeStore(path) as store:
+            assert await store.load_input_states(A) == [state]
+
+    run(body)
+    assert user_version(path) == SCHEMA_VERSION == 2
 
 
 def test_reopening_keeps_the_data(tmp_path: Path) -> None:

@@ -315,7 +315,7 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
             in_memory = super().recover_now()
             states = await self.store.load_input_states(self.runtime_id)
             persisted = await self.store.load_runtime_state(self.runtime_id)
-            stored, _ = await self._recover_states(states, persisted)
+            stored, _, _ = await self._recover_states(states, persisted)
             self._restore_phase(persisted)
             await self._commit_lifecycle(checkpoint)
         return RecoveryReport(
@@ -328,17 +328,25 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
     async def _recover_pristine(self) -> RecoveryReport:
         """A driver's first recovery (the restart case): nothing to undo but a
         fresh start, so it skips the journal, and the bulk decode runs with
-        the cycle collector paused. Writes only the inputs it changed."""
+        the cycle collector paused. It rewrites only the inputs it changed;
+        for the rest the store counts the recovery (``commit_recovery``)."""
         try:
             self._tick()
             states = await self.store.load_input_states(self.runtime_id)
             persisted = await self.store.load_runtime_state(self.runtime_id)
             with gc_paused():  # builds one ledger entry per stored input
-                report, changed = await self._recover_states(states, persisted)
+                report, changed, recounted = await self._recover_states(
+                    states, persisted
+                )
             self._restore_phase(persisted)
+            changed += [s for s in recounted if s.is_terminal()]  # stopped/destroyed
+            recounted = [s for s in recounted if not s.is_terminal()]
             await self._write(
-                self.store.atomic_lifecycle_commit(
-                    self.runtime_id, stored_phase(self.runtime_state()), changed
+                self.store.commit_recovery(
+                    self.runtime_id,
+                    stored_phase(self.runtime_state()),
+                    changed,
+                    recounted,
                 )
             )
         except RuntimeStoreError as exc:
@@ -353,7 +361,9 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
 
     async def _recover_states(
         self, states: list[InputState], persisted: RuntimeState | None
-    ) -> tuple[RecoveryReport, list[InputState]]:
+    ) -> tuple[RecoveryReport, list[InputState], list[InputState]]:
+        """Ledger and lanes from loaded states; returns the report, the
+        unfinished inputs normalisation changed, and those it only counted."""
         fresh = [
             s
             for s in states
@@ -367,12 +377,17 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
             )
         counts = {"requeued": 0, "abandoned": 0}
         details: list[str] = []
+        changed: list[InputState] = []
+        recounted: list[InputState] = []
         for state in fresh:
             self._insert(state)
             if not state.is_terminal():
                 state.recovery_count += 1  # decision 18: before normalisation
+                before = (state.lifecycle_snapshot(), state.policy)
                 outcome = await self._normalise_recovered(state, details)
                 counts[outcome] = counts.get(outcome, 0) + 1
+                after = (state.lifecycle_snapshot(), state.policy)
+                (recounted if after == before else changed).append(state)
             if state.current_state() is _S.QUEUED:
                 self._lanes.push(state.input_id, lane_for(state.policy))
         if not self._lanes.is_empty():
@@ -383,7 +398,7 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
             inputs_abandoned=counts["abandoned"],
             details=details,
         )
-        return report, live
+        return report, changed, recounted
 
     async def _normalise_recovered(self, state: InputState, details: list[str]) -> str:
         """One loaded, unfinished input: consumed by receipt, queued again, or

@@ -182,6 +182,27 @@ class RuntimeStore(ABC):
     ) -> None:
         """S-8: the runtime's phase and every given input state, atomically."""
 
+    async def commit_recovery(
+        self,
+        runtime_id: LogicalRuntimeId,
+        runtime_state: RuntimeState,
+        changed: Sequence[InputState],
+        recounted: Sequence[InputState],
+    ) -> None:
+        """The end of a driver's first recovery of ``runtime_id``, atomically:
+        the phase, the inputs recovery ``changed``, and one more recovery
+        (decision 18) for each input in ``recounted``, whose only change is
+        ``recovery_count`` (already incremented in memory).
+
+        Precondition: ``changed`` and ``recounted`` together hold every
+        unfinished input the store holds for the runtime (a first recovery
+        loads them all). That lets a store count recoveries once per runtime
+        instead of rewriting every pending row (``SqliteRuntimeStore`` does:
+        one row instead of 100k). This default writes them all."""
+        await self.atomic_lifecycle_commit(
+            runtime_id, runtime_state, [*changed, *recounted]
+        )
+
     async def load_boundary_receipts(
         self, runtime_id: LogicalRuntimeId
     ) -> list[RunBoundaryReceipt]:

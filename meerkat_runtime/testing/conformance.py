@@ -293,6 +293,56 @@ class StoreConformance:
 
         self.run(body)
 
+    def test_recovery_commit_counts_and_is_all_or_nothing(self) -> None:
+        """Decision 18 through ``commit_recovery``: a recounted input loads
+        with one more recovery, a changed one as given, a finished one
+        untouched, and a later write of the counted state does not count it
+        twice; a failed recovery commit changes nothing, counts included."""
+
+        async def body(store: RuntimeStore) -> None:
+            queued, staged, done = rich_state(1), rich_state(2), rich_state(5)
+            other = rich_state(1)
+            await store.atomic_lifecycle_commit(
+                A, RuntimeState.IDLE, [queued, staged, done]
+            )
+            await store.persist_input_state(B, other)
+            queued.recovery_count = staged.recovery_count = 1  # as a driver does
+            staged.apply(il.RollbackStaged())
+            await store.commit_recovery(A, RuntimeState.IDLE, [staged], [queued])
+            assert await self._counts(store, A) == {
+                queued.input_id: 1,
+                staged.input_id: 1,
+                done.input_id: 0,
+            }
+            assert await store.load_input_state(A, queued.input_id) == queued
+            assert await store.load_input_states(B) == [other]  # S-3
+            await store.persist_input_state(A, queued)  # written with its count
+            assert (await self._counts(store, A))[queued.input_id] == 1
+            queued.recovery_count = staged.recovery_count = 2
+            with pytest.raises(RuntimeStoreError):
+                await store.commit_recovery(
+                    A, RuntimeState.RETIRED, [poisoned(staged)], [queued, staged]
+                )
+            assert await store.load_runtime_state(A) is RuntimeState.IDLE
+            assert (await self._counts(store, A))[queued.input_id] == 1
+            await store.commit_recovery(A, RuntimeState.IDLE, [], [queued, staged])
+            assert await self._counts(store, A) == {
+                queued.input_id: 2,
+                staged.input_id: 2,
+                done.input_id: 0,
+            }
+
+        self.run(body)
+
+    @staticmethod
+    async def _counts(
+        store: RuntimeStore, runtime_id: LogicalRuntimeId
+    ) -> dict[InputId, int]:
+        return {
+            s.input_id: s.recovery_count
+            for s in await store.load_input_states(runtime_id)
+        }
+
     def test_atomic_apply_is_all_or_nothing(self) -> None:
         async def body(store: RuntimeStore) -> None:
             run_id = RunId.new()

@@ -47,6 +47,7 @@ WRITES = (
     "atomic_lifecycle_commit",
     "atomic_apply",
     "commit_session_boundary",
+    "commit_recovery",
 )
 
 
@@ -157,6 +158,23 @@ class FaultyStore(RuntimeStore):
             ),
             lambda: self.inner.atomic_lifecycle_commit(
                 runtime_id, runtime_state, _poison(input_states)
+            ),
+        )
+
+    async def commit_recovery(
+        self,
+        runtime_id: LogicalRuntimeId,
+        runtime_state: RuntimeState,
+        changed: Sequence[InputState],
+        recounted: Sequence[InputState],
+    ) -> None:
+        await self._write(
+            "commit_recovery",
+            lambda: self.inner.commit_recovery(
+                runtime_id, runtime_state, changed, recounted
+            ),
+            lambda: self.inner.commit_recovery(
+                runtime_id, runtime_state, _poison(changed), recounted
             ),
         )
 

@@ -30,6 +30,7 @@ class ModelInput:
     auth: il.InputLifecycleAuthority = field(default_factory=il.InputLifecycleAuthority)
     persisted: il.InputLifecycleSnapshot | None = None  # what the store must hold
     acked: bool = True
+    recoveries: int = 0  # decision 18: recoveries that loaded it unfinished
 
     @property
     def phase(self) -> S:
@@ -184,6 +185,8 @@ class Model:
         for item in survivors.values():
             assert item.persisted is not None
             item.auth = il.InputLifecycleAuthority.restore(item.persisted)
+            if not item.phase.is_terminal():
+                item.recoveries += 1
             if item.phase is S.APPLIED_PENDING_CONSUMPTION:  # its receipt was committed
                 item.step(il.Consume())
                 item.persist()

@@ -189,15 +189,19 @@ class CrashMachine(RuleBasedStateMachine):
 
     def restart(self) -> None:
         """The process died: drop every in-memory object, recover from disk."""
+        self.reopen()
+        self.model.restart()
+        outcome, _ = self.attempt(self.driver.recover())
+        assert outcome == "ok", outcome
+
+    def reopen(self) -> None:
+        """A new process: a new store object on the same data, a new driver."""
         self.crashes += 1
         self.fired += self.store.fired
         self.close_store(self.store)
         self.store = self.wrap(self.open_store())
         self.driver = self.new_driver()
-        self.model.restart()
         self.run_id, self.applied = None, False
-        outcome, _ = self.attempt(self.driver.recover())
-        assert outcome == "ok", outcome
 
     # ---------------------------------------------------------------- rules
 
@@ -364,6 +368,21 @@ class CrashMachine(RuleBasedStateMachine):
         note(f"arm {fault.value} on {method or 'any write'}")
         self.store.arm(fault, method)
 
+    @rule(fault=st.sampled_from(list(Fault)))
+    def crash_in_recovery(self, fault: Fault) -> None:
+        """A crash, then the recovery's own commit fails or crashes too: the
+        next recovery must find exactly what that one would have (decision
+        18's counts included: they change only if its commit landed)."""
+        note(f"crash, then {fault.value} in the recovery's commit")
+        self.store.disarm()
+        self.reopen()
+        self.store.arm(fault, "commit_recovery")
+        outcome, _ = self.attempt(self.driver.recover())
+        assert outcome != "ok", outcome
+        if outcome == "crashed_after":
+            self.model.restart()  # that recovery is on disk
+        self.restart()
+
     @rule()
     def crash(self) -> None:
         note("crash (between operations)")
@@ -384,6 +403,8 @@ class CrashMachine(RuleBasedStateMachine):
         assert list(seen.steer) == self.model.lanes[Lane.STEER]
         phases = {r.input_id: r.current_state for r in seen.inputs}
         assert phases == {i: m.phase for i, m in self.model.inputs.items()}
+        counts = {r.input_id: r.recovery_count for r in seen.inputs}
+        assert counts == {i: m.recoveries for i, m in self.model.inputs.items()}
 
     @invariant()
     def store_matches_model(self) -> None:
@@ -397,6 +418,7 @@ class CrashMachine(RuleBasedStateMachine):
             assert (
                 stored[input_id].lifecycle_snapshot().phase is item.persisted.phase
             ), input_id
+            assert stored[input_id].recovery_count == item.recoveries, input_id
         assert (
             self.wait(self.store.load_runtime_state(RID)) is self.model.persisted_phase
         )

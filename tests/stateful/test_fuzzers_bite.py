@@ -29,7 +29,7 @@ def test_crash_fuzzer_catches_a_broken_store(defect: Defect) -> None:
     # The CI profile's search with a larger example budget and no shrinking:
     # the point is that the defect is found (in seconds), not its smallest form.
     find = settings(
-        max_examples=400, report_multiple_bugs=False, phases=[Phase.generate]
+        max_examples=1500, report_multiple_bugs=False, phases=[Phase.generate]
     )
     with pytest.raises(AssertionError):
         run_state_machine_as_test(broken_machine(defect), settings=find)
