@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,43 @@ def test_version_1_file_is_migrated_with_its_rows(tmp_path: Path) -> None:
 
     run(body)
     assert user_version(path) == SCHEMA_VERSION == 2
+
+
+@pytest.mark.parametrize("start", [0, 1])
+def test_two_stores_migrating_one_file_at_once_both_open(
+    tmp_path: Path, start: int
+) -> None:
+    """Schema versioning with several openers: two stores that both read an
+    old version (a new file, or schema 1) while a third connection holds the
+    write lock must not both migrate; the second finds the work done. (A
+    migration that ran twice failed with "duplicate column name".)"""
+    path = tmp_path / "shared.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    for version in range(1, start + 1):
+        for statement in MIGRATIONS[version]:
+            holder.execute(statement)
+    holder.execute(f"PRAGMA user_version = {start}")
+    holder.execute("PRAGMA journal_mode = WAL")
+    holder.execute("BEGIN IMMEDIATE")  # both openers now wait to migrate
+    outcomes: dict[str, str] = {}
+
+    def open_store(name: str) -> None:
+        try:
+            run(SqliteRuntimeStore(path).close)
+            outcomes[name] = "opened"
+        except RuntimeStoreError as exc:
+            outcomes[name] = str(exc)
+
+    threads = [threading.Thread(target=open_store, args=(n,)) for n in "AB"]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)  # let both read the old version and queue on the lock
+    holder.execute("COMMIT")
+    holder.close()
+    for thread in threads:
+        thread.join()
+    assert outcomes == {"A": "opened", "B": "opened"}
+    assert user_version(path) == SCHEMA_VERSION
 
 
 def test_reopening_keeps_the_data(tmp_path: Path) -> None:

@@ -83,6 +83,7 @@ class DriverCore:
         self._events: list[RuntimeEventEnvelope] = []
         self._signal = PostAdmissionSignal.NONE
         self._open: Checkpoint | None = None
+        self._recovering = False  # a first recovery runs without a checkpoint
         # One clock read per operation, shared by its history and events.
         self._now = datetime.now(UTC)
 
@@ -137,7 +138,8 @@ class DriverCore:
 
     def _checkpoint(self) -> Checkpoint:
         """Start recording what the next operation changes."""
-        assert self._open is None, "operations on one driver must not interleave"
+        interleaved = self._open is not None or self._recovering
+        assert not interleaved, "operations on one driver must not interleave"
         batch = self._batch
         checkpoint = Checkpoint(
             control=self._control.copy(),

@@ -330,6 +330,8 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
         fresh start, so it skips the journal, and the bulk decode runs with
         the cycle collector paused. It rewrites only the inputs it changed;
         for the rest the store counts the recovery (``commit_recovery``)."""
+        assert not self._recovering, "operations on one driver must not interleave"
+        self._recovering = True
         try:
             self._tick()
             states = await self.store.load_input_states(self.runtime_id)
@@ -338,9 +340,9 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
                 report, changed, recounted = await self._recover_states(
                     states, persisted
                 )
+            # No input finishes here: a stopped or destroyed runtime with
+            # unfinished inputs has already failed closed (decision 5).
             self._restore_phase(persisted)
-            changed += [s for s in recounted if s.is_terminal()]  # stopped/destroyed
-            recounted = [s for s in recounted if not s.is_terminal()]
             await self._write(
                 self.store.commit_recovery(
                     self.runtime_id,
@@ -357,6 +359,8 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
         except BaseException:
             self._fresh_state()
             raise
+        finally:
+            self._recovering = False
         return report
 
     async def _recover_states(

@@ -195,8 +195,9 @@ class RuntimeStore(ABC):
         ``recovery_count`` (already incremented in memory).
 
         Precondition: ``changed`` and ``recounted`` together hold every
-        unfinished input the store holds for the runtime (a first recovery
-        loads them all). That lets a store count recoveries once per runtime
+        unfinished input the store holds for the runtime except ephemeral
+        ones, which recovery drops unread (decision 13) and whose counts
+        never change (a first recovery loads them all). That lets a store count recoveries once per runtime
         instead of rewriting every pending row (``SqliteRuntimeStore`` does:
         one row instead of 100k). This default writes them all."""
         await self.atomic_lifecycle_commit(

@@ -49,6 +49,7 @@ from meerkat_runtime.codec import gc_paused
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
+from meerkat_runtime.inputs import InputDurability
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
 from meerkat_runtime.store import records
 from meerkat_runtime.store.base import (
@@ -240,25 +241,37 @@ class SqliteRuntimeStore(RuntimeStore):
             time.sleep(0.01)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Refuse a newer file without writing to it; otherwise migrate under
+        the write lock, reading the version again there: another store or
+        process may have migrated meanwhile, and a migration (ALTER TABLE)
+        must not run twice."""
         try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise SchemaTooNewError(
-                    f"{self.path} has schema version {version}, newer than this "
-                    f"meerkat-runtime supports ({SCHEMA_VERSION}); upgrade meerkat-runtime"
-                )
+            if self._refuse_newer(conn) == SCHEMA_VERSION:
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            version = self._refuse_newer(conn)
             for target in range(version + 1, SCHEMA_VERSION + 1):
-                conn.execute("BEGIN IMMEDIATE")
                 for statement in MIGRATIONS[target]:
                     conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {target}")
-                conn.execute("COMMIT")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise StoreInternalError(
                 f"cannot prepare the schema of {self.path}: {exc}"
             ) from None
+
+    def _refuse_newer(self, conn: sqlite3.Connection) -> int:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise SchemaTooNewError(
+                f"{self.path} has schema version {version}, newer than this "
+                f"meerkat-runtime supports ({SCHEMA_VERSION}); upgrade meerkat-runtime"
+            )
+        return version
 
     # ---------------------------------------------------------------- writer
 
@@ -667,8 +680,13 @@ class SqliteRuntimeStore(RuntimeStore):
         conn = self._connect()
         try:
             rid = str(runtime_id)
-            if table == records.INPUTS:
-                conn.execute(_UPSERT_INPUT, (rid, record_id, data))
+            if table == records.INPUTS:  # the row keeps its recovery epoch
+                conn.execute(
+                    "INSERT INTO runtime_input_states (runtime_id, input_id, state_json) "
+                    "VALUES (?, ?, ?) ON CONFLICT (runtime_id, input_id) "
+                    "DO UPDATE SET state_json = excluded.state_json",
+                    (rid, record_id, data),
+                )
             elif table == records.STATES:
                 conn.execute(_UPSERT_PHASE, (rid, data))
             else:
@@ -687,7 +705,12 @@ def decode_input_row(runtime_id: str, row: tuple[Any, ...]) -> InputState:
     it unfinished since it was written (see the module notes)."""
     input_id, data, lag = row
     state = records.decode_state(runtime_id, str(input_id), bytes(data))
-    if lag > 0 and not state.is_terminal():
+    # Recovery drops ephemeral records unread (decision 13): never counted.
+    if (
+        lag > 0
+        and not state.is_terminal()
+        and state.durability is not InputDurability.EPHEMERAL
+    ):
         state.recovery_count += lag
     return state
 

@@ -297,13 +297,15 @@ class StoreConformance:
         """Decision 18 through ``commit_recovery``: a recounted input loads
         with one more recovery, a changed one as given, a finished one
         untouched, and a later write of the counted state does not count it
-        twice; a failed recovery commit changes nothing, counts included."""
+        twice, an ephemeral record (decision 13) is never counted; a failed
+        recovery commit changes nothing, counts included."""
 
         async def body(store: RuntimeStore) -> None:
             queued, staged, done = rich_state(1), rich_state(2), rich_state(5)
-            other = rich_state(1)
+            other, ephemeral = rich_state(1), rich_state(1)
+            ephemeral.durability = InputDurability.EPHEMERAL  # recovery drops it
             await store.atomic_lifecycle_commit(
-                A, RuntimeState.IDLE, [queued, staged, done]
+                A, RuntimeState.IDLE, [queued, staged, done, ephemeral]
             )
             await store.persist_input_state(B, other)
             queued.recovery_count = staged.recovery_count = 1  # as a driver does
@@ -313,6 +315,7 @@ class StoreConformance:
                 queued.input_id: 1,
                 staged.input_id: 1,
                 done.input_id: 0,
+                ephemeral.input_id: 0,
             }
             assert await store.load_input_state(A, queued.input_id) == queued
             assert await store.load_input_states(B) == [other]  # S-3
@@ -330,6 +333,7 @@ class StoreConformance:
                 queued.input_id: 2,
                 staged.input_id: 2,
                 done.input_id: 0,
+                ephemeral.input_id: 0,
             }
 
         self.run(body)
