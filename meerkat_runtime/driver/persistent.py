@@ -54,6 +54,7 @@ from meerkat_runtime.outcomes import (
 from meerkat_runtime.policy import PolicyTable
 from meerkat_runtime.runs import BoundaryApplied, RunEvent, RunStarted
 from meerkat_runtime.store.base import (
+    CommittedThenCancelled,
     RuntimeStore,
     RuntimeStoreError,
     SessionDelta,
@@ -61,11 +62,6 @@ from meerkat_runtime.store.base import (
 )
 
 T = TypeVar("T")
-
-
-class _CommittedThenCancelled(BaseException):
-    """The caller was cancelled while its write was in flight, and the write
-    then committed: memory must keep what the store now holds."""
 
 
 _S = il.InputLifecycleState
@@ -142,7 +138,11 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
     async def _write(self, call: Awaitable[None]) -> None:
         """A store write that a cancelled caller cannot tear in half: the
         write runs to its end, and the caller learns how it ended, so memory
-        follows what the store did (decision 14 also under cancellation)."""
+        follows what the store did (decision 14 also under cancellation). A
+        store whose writes are cancel-safe does this itself, more cheaply."""
+        if self.store.cancel_safe_writes:
+            await call
+            return
         task = asyncio.ensure_future(call)
         try:
             await asyncio.shield(task)
@@ -152,7 +152,7 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
                     await asyncio.wait({task})
             if task.cancelled() or task.exception() is not None:
                 raise
-            raise _CommittedThenCancelled from None
+            raise CommittedThenCancelled from None
 
     # ================================================================ runs
 
@@ -271,7 +271,7 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
         except RuntimeStoreError as exc:
             self._restore(checkpoint)
             raise InternalError(f"{what}: {exc}") from exc
-        except _CommittedThenCancelled:
+        except CommittedThenCancelled:
             self._release(checkpoint)  # the store has it: memory must too
             raise asyncio.CancelledError() from None
         except BaseException:
@@ -354,7 +354,7 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
         except RuntimeStoreError as exc:
             self._fresh_state()  # decision 22: as before the call
             raise InternalError(f"recovery failed: {exc}") from exc
-        except _CommittedThenCancelled:
+        except CommittedThenCancelled:
             raise asyncio.CancelledError() from None  # recovered, and written
         except BaseException:
             self._fresh_state()

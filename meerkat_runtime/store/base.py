@@ -15,11 +15,12 @@ that call is written.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import ClassVar, Self
 
 from meerkat_runtime.codec import Value
 from meerkat_runtime.generated.runtime_control import RuntimeState
@@ -110,9 +111,22 @@ def stored_phase(state: RuntimeState) -> RuntimeState:
     return RuntimeState.IDLE if state is RuntimeState.ATTACHED else state
 
 
+class CommittedThenCancelled(asyncio.CancelledError):
+    """A write's caller was cancelled while the write was in flight, and the
+    write then committed: the caller must treat it as done (memory keeps
+    what the store now holds), then go on being cancelled."""
+
+
 class RuntimeStore(ABC):
     """Durable state of many runtimes. Every method is async and isolated per
     ``runtime_id`` (S-3). Subclass to implement or to wrap another store."""
+
+    # True when a cancelled write call either wrote nothing (it raises
+    # ``CancelledError``) or committed (it raises ``CommittedThenCancelled``).
+    # Drivers then await writes directly; otherwise they run each write in
+    # its own task and wait it out when cancelled (one more event-loop turn
+    # per write). A subclass that adds an ``await`` to a write must say False.
+    cancel_safe_writes: ClassVar[bool] = False
 
     @abstractmethod
     async def commit_session_boundary(
@@ -213,7 +227,7 @@ class RuntimeStore(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Release resources; the store must not be used afterwards."""
 
-    async def __aenter__(self) -> RuntimeStore:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -29,6 +29,10 @@ _Key = tuple[str, str, int]  # (runtime, run, sequence)
 
 
 class InMemoryRuntimeStore(RuntimeStore):
+    # A write's only suspension point is waiting for the lock, before it
+    # changes anything; the body under the lock never awaits.
+    cancel_safe_writes = True
+
     def __init__(self) -> None:
         self._lock = asyncio.Lock()
         self._inputs: dict[str, dict[str, bytes]] = {}

@@ -35,6 +35,7 @@ PostgreSQL issue, so run each runtime in one process at a time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import queue
 import sqlite3
@@ -53,6 +54,7 @@ from meerkat_runtime.inputs import InputDurability
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
 from meerkat_runtime.store import records
 from meerkat_runtime.store.base import (
+    CommittedThenCancelled,
     ReadFailedError,
     RuntimeStore,
     RuntimeStoreError,
@@ -136,17 +138,32 @@ class _Request:
     work: Callable[[sqlite3.Connection], Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    # Set by the writer thread before it hands the result over, so a caller
+    # cancelled meanwhile can still learn whether its write committed.
+    committed: bool | None = None
+    waiter: asyncio.Future[None] | None = None
 
     def resolve(self, ok: bool, value: Any) -> None:
+        self.committed = ok
         setter = self.future.set_result if ok else self.future.set_exception
-        self.loop.call_soon_threadsafe(_settle, self.future, setter, value)
+        self.loop.call_soon_threadsafe(_settle, self, setter, value)
+
+    async def outcome_after_cancel(self) -> bool:
+        """Whether the write committed, waiting for the writer (on the loop
+        thread, so no hand-over can slip between the check and the wait)."""
+        if self.committed is None:
+            self.waiter = self.loop.create_future()
+            while not self.waiter.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({self.waiter})
+        return bool(self.committed)
 
 
-def _settle(
-    future: asyncio.Future[Any], setter: Callable[[Any], None], value: Any
-) -> None:
-    if not future.done():  # the caller may have been cancelled meanwhile
+def _settle(request: _Request, setter: Callable[[Any], None], value: Any) -> None:
+    if not request.future.done():  # the caller may have been cancelled meanwhile
         setter(value)
+    if request.waiter is not None and not request.waiter.done():
+        request.waiter.set_result(None)
 
 
 _STOP = object()
@@ -161,6 +178,10 @@ _BUSY = _Busy()
 
 class SqliteRuntimeStore(RuntimeStore):
     """A ``RuntimeStore`` in one SQLite file (``":memory:"`` for a private one)."""
+
+    # A cancelled write either never started (the inline path's one yield
+    # comes before any SQL) or waits out the writer thread (``_write``).
+    cancel_safe_writes = True
 
     def __init__(self, path: str | Path, *, synchronous: Synchronous = "FULL") -> None:
         if synchronous not in ("FULL", "NORMAL", "OFF"):
@@ -376,8 +397,15 @@ class SqliteRuntimeStore(RuntimeStore):
         future: asyncio.Future[T] = loop.create_future()
         self._inflight += 1
         future.add_done_callback(self._answered)
-        self._requests.put(_Request(work, loop, future))
-        return await future
+        request = _Request(work, loop, future)
+        self._requests.put(request)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # The writer runs the request anyway: tell the caller how it ended.
+            if future.cancelled() and await request.outcome_after_cancel():
+                raise CommittedThenCancelled from None
+            raise
 
     def _answered(self, _future: asyncio.Future[Any]) -> None:
         self._inflight -= 1

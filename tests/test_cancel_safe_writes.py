@@ -1,0 +1,126 @@
+"""Cancel-safe stores (decision 14 under cancellation, without a task per
+write): a caller cancelled while its write is in flight learns how the write
+ended, so the driver's memory follows the store. A write that committed is
+kept (the store raises ``CommittedThenCancelled``, a ``CancelledError``; the
+driver keeps memory and its caller stays cancelled); one that never ran or
+failed leaves nothing. The generic path, for stores that
+do not declare ``cancel_safe_writes``, is tests/regressions/test_cancelled_write.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from meerkat_runtime import LogicalRuntimeId, PromptInput
+from meerkat_runtime.blobs import MemoryBlobStore
+from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
+from meerkat_runtime.outcomes import Accepted, Deduplicated
+from meerkat_runtime.store import InMemoryRuntimeStore, SqliteRuntimeStore
+from meerkat_runtime.store.base import CommittedThenCancelled
+from meerkat_runtime.store.sqlite import SOLO_STREAK
+from meerkat_runtime.testing.conformance import poisoned, rich_state
+
+RID = LogicalRuntimeId("c")
+
+
+def run(body: Callable[[], Awaitable[None]]) -> None:
+    async def main() -> None:
+        await body()
+
+    asyncio.run(main())
+
+
+async def started(store: SqliteRuntimeStore) -> PersistentRuntimeDriver:
+    driver = PersistentRuntimeDriver(RID, store, MemoryBlobStore())
+    await driver.recover()
+    return driver
+
+
+def test_stores_declare_cancel_safe_writes() -> None:
+    assert SqliteRuntimeStore.cancel_safe_writes
+    assert InMemoryRuntimeStore.cancel_safe_writes
+
+
+def test_cancelled_while_the_writer_thread_commits_keeps_the_input(
+    tmp_path: Path,
+) -> None:
+    async def body() -> None:
+        async with SqliteRuntimeStore(tmp_path / "c.db") as store:
+            driver = await started(store)  # one write: still through the thread
+            inp = PromptInput.new("in flight")
+            store._conn_lock.acquire()  # the writer takes the request, then waits
+            task = asyncio.ensure_future(driver.accept_input(inp))
+            await asyncio.sleep(0.05)
+            task.cancel()
+            await asyncio.sleep(0.01)
+            store._conn_lock.release()
+            with pytest.raises(asyncio.CancelledError):  # the caller stays cancelled
+                await task
+            assert await store.load_input_state(RID, inp.id()) is not None
+            assert driver.input_state(inp.id()) is not None
+            assert isinstance(await driver.accept_input(inp), Deduplicated)
+
+    run(body)
+
+
+def test_cancelled_while_the_writer_thread_fails_raises_plain_cancel(
+    tmp_path: Path,
+) -> None:
+    async def body() -> None:
+        async with SqliteRuntimeStore(tmp_path / "c.db") as store:
+            bad = poisoned(rich_state(1))
+            store._conn_lock.acquire()
+            task = asyncio.ensure_future(store.persist_input_state(RID, bad))
+            await asyncio.sleep(0.05)
+            task.cancel()
+            await asyncio.sleep(0.01)
+            store._conn_lock.release()
+            with pytest.raises(asyncio.CancelledError) as raised:
+                await task
+            assert not isinstance(raised.value, CommittedThenCancelled)
+            assert await store.load_input_states(RID) == []
+
+    run(body)
+
+
+def test_cancelled_before_an_inline_commit_leaves_nothing(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with SqliteRuntimeStore(tmp_path / "c.db") as store:
+            driver = await started(store)
+            for i in range(SOLO_STREAK):
+                await driver.accept_input(PromptInput.new(f"warm {i}"))
+            assert store._solo_streak >= SOLO_STREAK  # the next write goes inline
+            inp = PromptInput.new("cancelled at the yield")
+            task = asyncio.ensure_future(driver.accept_input(inp))
+            await asyncio.sleep(0)  # the accept now waits at the store's one yield
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError) as raised:
+                await task
+            assert not isinstance(raised.value, CommittedThenCancelled)
+            assert await store.load_input_state(RID, inp.id()) is None
+            assert driver.input_state(inp.id()) is None
+            assert isinstance(await driver.accept_input(inp), Accepted)
+
+    run(body)
+
+
+def test_memory_store_cancelled_while_waiting_for_its_lock_leaves_nothing() -> None:
+    async def body() -> None:
+        store = InMemoryRuntimeStore()
+        driver = PersistentRuntimeDriver(RID, store, MemoryBlobStore())
+        await driver.recover()
+        inp = PromptInput.new("waits for the lock")
+        await store._lock.acquire()
+        task = asyncio.ensure_future(driver.accept_input(inp))
+        await asyncio.sleep(0)
+        task.cancel()
+        store._lock.release()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await store.load_input_state(RID, inp.id()) is None
+        assert driver.input_state(inp.id()) is None
+
+    run(body)
