@@ -124,3 +124,32 @@ def test_memory_store_cancelled_while_waiting_for_its_lock_leaves_nothing() -> N
         assert driver.input_state(inp.id()) is None
 
     run(body)
+
+
+class CancelOnAnswer(SqliteRuntimeStore):
+    """Cancels a chosen task the moment its write is answered, before the
+    task resumes: the answer is in its future, the cancellation wins."""
+
+    victim: asyncio.Task[object] | None = None
+
+    def _answered(self, future: asyncio.Future[object]) -> None:
+        super()._answered(future)
+        if self.victim is not None:
+            self.victim.cancel()
+            self.victim = None
+
+
+def test_cancelled_after_the_answer_arrived_keeps_the_input(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with CancelOnAnswer(tmp_path / "c.db") as store:
+            driver = await started(store)
+            inp = PromptInput.new("answered, then cancelled")
+            task: asyncio.Task[object] = asyncio.ensure_future(driver.accept_input(inp))
+            store.victim = task
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert store.victim is None  # the cancellation did happen
+            assert await store.load_input_state(RID, inp.id()) is not None
+            assert driver.input_state(inp.id()) is not None
+
+    run(body)

@@ -402,8 +402,10 @@ class SqliteRuntimeStore(RuntimeStore):
         try:
             return await future
         except asyncio.CancelledError:
-            # The writer runs the request anyway: tell the caller how it ended.
-            if future.cancelled() and await request.outcome_after_cancel():
+            # The writer runs the request anyway (or has run it: a task can be
+            # cancelled after its answer arrived, before it resumed), so ask
+            # the request, not the future, how it ended.
+            if await request.outcome_after_cancel():
                 raise CommittedThenCancelled from None
             raise
 
