@@ -74,6 +74,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -306,14 +307,13 @@ class BenchStore(SqliteRuntimeStore):
         self.writer_profile = cProfile.Profile()
         super().__init__(path)
 
-    def _commit_group(self, group: list[_Request]) -> None:
+    def _commit_group(self, group: list[_Request]) -> list[tuple[_Request, bool, Any]]:
         self.groups.append(len(group))
         if not self.profiling:
-            super()._commit_group(group)
-            return
+            return super()._commit_group(group)
         self.writer_profile.enable()
         try:
-            super()._commit_group(group)
+            return super()._commit_group(group)
         finally:
             self.writer_profile.disable()
 

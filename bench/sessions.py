@@ -66,7 +66,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -137,14 +137,13 @@ class BenchStore(SqliteRuntimeStore):
         self.inline += 1
         return super()._commit_inline(work)
 
-    def _commit_group(self, group: list[_Request]) -> None:
+    def _commit_group(self, group: list[_Request]) -> list[tuple[_Request, bool, Any]]:
         self.groups.append(len(group))
         if not self.profiling:
-            super()._commit_group(group)
-            return
+            return super()._commit_group(group)
         self.writer_profile.enable()
         try:
-            super()._commit_group(group)
+            return super()._commit_group(group)
         finally:
             self.writer_profile.disable()
 

@@ -19,7 +19,7 @@ from meerkat_runtime.blobs import MemoryBlobStore
 from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
 from meerkat_runtime.outcomes import Accepted, Deduplicated
 from meerkat_runtime.store import InMemoryRuntimeStore, SqliteRuntimeStore
-from meerkat_runtime.store.base import CommittedThenCancelled
+from meerkat_runtime.store.base import CommittedThenCancelled, RuntimeStoreError
 from meerkat_runtime.store.sqlite import SOLO_STREAK
 from meerkat_runtime.testing.conformance import poisoned, rich_state
 
@@ -92,6 +92,8 @@ def test_cancelled_before_an_inline_commit_leaves_nothing(tmp_path: Path) -> Non
             driver = await started(store)
             for i in range(SOLO_STREAK):
                 await driver.accept_input(PromptInput.new(f"warm {i}"))
+            while store._conn_lock.locked():  # the writer answers, then lets go
+                await asyncio.sleep(0.001)
             assert store._solo_streak >= SOLO_STREAK  # the next write goes inline
             inp = PromptInput.new("cancelled at the yield")
             task = asyncio.ensure_future(driver.accept_input(inp))
@@ -132,8 +134,8 @@ class CancelOnAnswer(SqliteRuntimeStore):
 
     victim: asyncio.Task[object] | None = None
 
-    def _answered(self, future: asyncio.Future[object]) -> None:
-        super()._answered(future)
+    def _answered(self) -> None:  # called right after the answer is set
+        super()._answered()
         if self.victim is not None:
             self.victim.cancel()
             self.victim = None
@@ -151,5 +153,72 @@ def test_cancelled_after_the_answer_arrived_keeps_the_input(tmp_path: Path) -> N
             assert store.victim is None  # the cancellation did happen
             assert await store.load_input_state(RID, inp.id()) is not None
             assert driver.input_state(inp.id()) is not None
+
+    run(body)
+
+
+def test_a_cancelled_request_counts_as_in_flight_until_answered(
+    tmp_path: Path,
+) -> None:
+    """While the writer still holds a cancelled caller's request, no lone
+    caller may take the inline path (it would find the store busy, or be
+    queued behind a close and wait for ever)."""
+
+    async def body() -> None:
+        async with SqliteRuntimeStore(tmp_path / "c.db") as store:
+            store._conn_lock.acquire()
+            try:  # (a failing assert must not leave the writer locked out)
+                task = asyncio.ensure_future(
+                    store.persist_input_state(RID, rich_state(1))
+                )
+                await asyncio.sleep(0.05)
+                task.cancel()
+                await asyncio.sleep(0.01)
+                in_flight = store._inflight
+            finally:
+                store._conn_lock.release()
+            assert in_flight == 1
+            with pytest.raises(CommittedThenCancelled):
+                await task
+            assert store._inflight == 0
+
+    run(body)
+
+
+def test_a_write_at_its_yield_when_the_store_closes_fails_at_once(
+    tmp_path: Path,
+) -> None:
+    async def body() -> None:
+        store = SqliteRuntimeStore(tmp_path / "c.db")
+        for _ in range(SOLO_STREAK):
+            await store.persist_input_state(RID, rich_state(1))
+            while store._conn_lock.locked():
+                await asyncio.sleep(0.001)
+        write = asyncio.ensure_future(store.persist_input_state(RID, rich_state(1)))
+        closing = asyncio.ensure_future(store.close())  # runs during the yield
+        done, _ = await asyncio.wait({write}, timeout=5)
+        assert done, "the write waited for a writer that had stopped"
+        with pytest.raises(RuntimeStoreError, match="closed"):
+            write.result()
+        await closing
+
+    run(body)
+
+
+def test_a_cancelled_read_of_a_memory_database_is_a_plain_cancel() -> None:
+    """``":memory:"`` reads go through the writer; a cancelled one must not
+    claim to have committed (a driver would keep unwritten changes)."""
+
+    async def body() -> None:
+        async with SqliteRuntimeStore(":memory:") as store:
+            store._conn_lock.acquire()
+            task = asyncio.ensure_future(store.load_input_states(RID))
+            await asyncio.sleep(0.05)
+            task.cancel()
+            await asyncio.sleep(0.01)
+            store._conn_lock.release()
+            with pytest.raises(asyncio.CancelledError) as raised:
+                await task
+            assert not isinstance(raised.value, CommittedThenCancelled)
 
     run(body)

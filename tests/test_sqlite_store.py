@@ -369,9 +369,9 @@ def test_a_failing_request_fails_alone_in_its_group(
             sizes: list[int] = []
             commit_group = store._commit_group
 
-            def recording(group: list[Any]) -> None:
+            def recording(group: list[Any]) -> list[Any]:
                 sizes.append(len(group))
-                commit_group(group)
+                return commit_group(group)
 
             monkeypatch.setattr(store, "_commit_group", recording)
             good = [queued_state(f"g{i}") for i in range(60)]

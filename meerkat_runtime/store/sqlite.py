@@ -138,6 +138,7 @@ class _Request:
     work: Callable[[sqlite3.Connection], Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    answered: Callable[[], None]  # the store's count of requests in flight
     # Set by the writer thread before it hands the result over, so a caller
     # cancelled meanwhile can still learn whether its write committed.
     committed: bool | None = None
@@ -146,7 +147,9 @@ class _Request:
     def resolve(self, ok: bool, value: Any) -> None:
         self.committed = ok
         setter = self.future.set_result if ok else self.future.set_exception
-        self.loop.call_soon_threadsafe(_settle, self, setter, value)
+        # A closed loop means its caller is gone: nobody is left to tell.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(_settle, self, setter, value)
 
     async def outcome_after_cancel(self) -> bool:
         """Whether the write committed, waiting for the writer (on the loop
@@ -164,6 +167,9 @@ def _settle(request: _Request, setter: Callable[[Any], None], value: Any) -> Non
         setter(value)
     if request.waiter is not None and not request.waiter.done():
         request.waiter.set_result(None)
+    # Only now is the request out of the writer's hands (not when a cancelled
+    # caller gave up on it): until then no lone caller may commit inline.
+    request.answered()
 
 
 _STOP = object()
@@ -312,10 +318,31 @@ class SqliteRuntimeStore(RuntimeStore):
                     break
                 group.append(nxt)
             with self._conn_lock:
-                self._commit_group([g for g in group if isinstance(g, _Request)])
+                answers = self._commit_group(
+                    [g for g in group if isinstance(g, _Request)]
+                )
+            # Answer after releasing the connection, so a caller that goes on
+            # writing alone finds it free and may commit inline.
+            for request, ok, value in answers:
+                request.resolve(ok, value)
         self._writer_conn.close()
+        self._refuse_leftovers()
 
-    def _commit_group(self, group: list[_Request]) -> None:
+    def _refuse_leftovers(self) -> None:
+        """Nothing may wait for ever on a stopped writer (``_write`` checks
+        ``_closed`` after its last yield, so this is a second line)."""
+        closed = StoreInternalError(f"store {self.path} is closed")
+        while True:
+            try:
+                request = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(request, _Request):
+                request.resolve(False, closed)
+
+    def _commit_group(self, group: list[_Request]) -> list[tuple[_Request, bool, Any]]:
+        """Run and commit a group; each request's answer, to give only now
+        that the whole group is durable (or failed as one)."""
         conn = self._writer_conn
         results: list[tuple[_Request, bool, Any]] = []
         try:
@@ -327,15 +354,14 @@ class SqliteRuntimeStore(RuntimeStore):
                     results.append(self._run_one(conn, request, f"r{index}"))
             conn.execute("COMMIT" if any(ok for _, ok, _ in results) else "ROLLBACK")
         except Exception as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            # A failed ROLLBACK must not stop the writer: every caller of the
+            # group still gets its answer.
+            with contextlib.suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
             error = WriteFailedError(f"commit failed: {exc}")
-            for request in group:
-                request.resolve(False, error)
-            return
-        # Acknowledge only now that the whole group is durable.
-        for request, ok, value in results:
-            request.resolve(ok, value)
+            return [(request, False, error) for request in group]
+        return results
 
     @staticmethod
     def _run_alone(
@@ -360,18 +386,15 @@ class SqliteRuntimeStore(RuntimeStore):
         conn.execute(f"RELEASE {name}")
         return request, True, value
 
-    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(
+        self, work: Callable[[sqlite3.Connection], T], *, commits: bool = True
+    ) -> T:
         """Group commit through the writer thread; or, for a caller that has
         been writing alone for a while, inline: two thread hand-offs cost
         more than the flush they would share with nobody (a lone caller's
         acks went from 0.5x to about 0.7x of raw sqlite3 in bench/durable.py).
         Concurrent writers always go through the thread, so they share flushes."""
-        if self._closed:
-            raise StoreInternalError(f"store {self.path} is closed")
-        if not self._writer.is_alive():
-            raise StoreInternalError(
-                f"store {self.path}: the writer thread has stopped"
-            )
+        self._check_open()
         self._started += 1
         self._solo_streak = self._solo_streak + 1 if self._inflight == 0 else 0
         if self._solo_streak > SOLO_STREAK:
@@ -380,6 +403,7 @@ class SqliteRuntimeStore(RuntimeStore):
             # once, and stay inline only if none of them started a write.
             started = self._started
             await asyncio.sleep(0)
+            self._check_open()  # close() may have run during the yield
             if (
                 self._started == started
                 and self._inflight == 0
@@ -396,8 +420,7 @@ class SqliteRuntimeStore(RuntimeStore):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._inflight += 1
-        future.add_done_callback(self._answered)
-        request = _Request(work, loop, future)
+        request = _Request(work, loop, future, self._answered)
         self._requests.put(request)
         try:
             return await future
@@ -405,11 +428,19 @@ class SqliteRuntimeStore(RuntimeStore):
             # The writer runs the request anyway (or has run it: a task can be
             # cancelled after its answer arrived, before it resumed), so ask
             # the request, not the future, how it ended.
-            if await request.outcome_after_cancel():
+            if commits and await request.outcome_after_cancel():
                 raise CommittedThenCancelled from None
             raise
 
-    def _answered(self, _future: asyncio.Future[Any]) -> None:
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreInternalError(f"store {self.path} is closed")
+        if not self._writer.is_alive():
+            raise StoreInternalError(
+                f"store {self.path}: the writer thread has stopped"
+            )
+
+    def _answered(self) -> None:
         self._inflight -= 1
 
     def _commit_inline(self, work: Callable[[sqlite3.Connection], T]) -> T | _Busy:
@@ -456,7 +487,7 @@ class SqliteRuntimeStore(RuntimeStore):
         if self._uri:
             # A shared-cache memory database locks whole tables and fails at
             # once instead of waiting; reading through the writer serialises.
-            return await self._write(work)
+            return await self._write(work, commits=False)
 
         def run() -> T:
             try:
