@@ -9,8 +9,9 @@ do not declare ``cancel_safe_writes``, is tests/regressions/test_cancelled_write
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -24,6 +25,7 @@ from meerkat_runtime.store.sqlite import SOLO_STREAK
 from meerkat_runtime.testing.conformance import poisoned, rich_state
 
 RID = LogicalRuntimeId("c")
+T = TypeVar("T")
 
 
 def run(body: Callable[[], Awaitable[None]]) -> None:
@@ -39,6 +41,24 @@ async def started(store: SqliteRuntimeStore) -> PersistentRuntimeDriver:
     return driver
 
 
+async def cancelled_in_the_writer(
+    store: SqliteRuntimeStore, call: Coroutine[Any, Any, T]
+) -> tuple[asyncio.Task[T], int]:
+    """Start ``call`` while the writer thread cannot commit, cancel it once
+    the writer holds its request, then let the writer go on. Returns the
+    task and how many requests the store counted in flight meanwhile."""
+    store._conn_lock.acquire()
+    try:
+        task = asyncio.ensure_future(call)
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.sleep(0.01)
+        in_flight = store._inflight
+    finally:  # a failure here must not leave the writer locked out
+        store._conn_lock.release()
+    return task, in_flight
+
+
 def test_stores_declare_cancel_safe_writes() -> None:
     assert SqliteRuntimeStore.cancel_safe_writes
     assert InMemoryRuntimeStore.cancel_safe_writes
@@ -51,12 +71,7 @@ def test_cancelled_while_the_writer_thread_commits_keeps_the_input(
         async with SqliteRuntimeStore(tmp_path / "c.db") as store:
             driver = await started(store)  # one write: still through the thread
             inp = PromptInput.new("in flight")
-            store._conn_lock.acquire()  # the writer takes the request, then waits
-            task = asyncio.ensure_future(driver.accept_input(inp))
-            await asyncio.sleep(0.05)
-            task.cancel()
-            await asyncio.sleep(0.01)
-            store._conn_lock.release()
+            task, _ = await cancelled_in_the_writer(store, driver.accept_input(inp))
             with pytest.raises(asyncio.CancelledError):  # the caller stays cancelled
                 await task
             assert await store.load_input_state(RID, inp.id()) is not None
@@ -72,12 +87,9 @@ def test_cancelled_while_the_writer_thread_fails_raises_plain_cancel(
     async def body() -> None:
         async with SqliteRuntimeStore(tmp_path / "c.db") as store:
             bad = poisoned(rich_state(1))
-            store._conn_lock.acquire()
-            task = asyncio.ensure_future(store.persist_input_state(RID, bad))
-            await asyncio.sleep(0.05)
-            task.cancel()
-            await asyncio.sleep(0.01)
-            store._conn_lock.release()
+            task, _ = await cancelled_in_the_writer(
+                store, store.persist_input_state(RID, bad)
+            )
             with pytest.raises(asyncio.CancelledError) as raised:
                 await task
             assert not isinstance(raised.value, CommittedThenCancelled)
@@ -166,17 +178,9 @@ def test_a_cancelled_request_counts_as_in_flight_until_answered(
 
     async def body() -> None:
         async with SqliteRuntimeStore(tmp_path / "c.db") as store:
-            store._conn_lock.acquire()
-            try:  # (a failing assert must not leave the writer locked out)
-                task = asyncio.ensure_future(
-                    store.persist_input_state(RID, rich_state(1))
-                )
-                await asyncio.sleep(0.05)
-                task.cancel()
-                await asyncio.sleep(0.01)
-                in_flight = store._inflight
-            finally:
-                store._conn_lock.release()
+            task, in_flight = await cancelled_in_the_writer(
+                store, store.persist_input_state(RID, rich_state(1))
+            )
             assert in_flight == 1
             with pytest.raises(CommittedThenCancelled):
                 await task
@@ -211,12 +215,7 @@ def test_a_cancelled_read_of_a_memory_database_is_a_plain_cancel() -> None:
 
     async def body() -> None:
         async with SqliteRuntimeStore(":memory:") as store:
-            store._conn_lock.acquire()
-            task = asyncio.ensure_future(store.load_input_states(RID))
-            await asyncio.sleep(0.05)
-            task.cancel()
-            await asyncio.sleep(0.01)
-            store._conn_lock.release()
+            task, _ = await cancelled_in_the_writer(store, store.load_input_states(RID))
             with pytest.raises(asyncio.CancelledError) as raised:
                 await task
             assert not isinstance(raised.value, CommittedThenCancelled)
