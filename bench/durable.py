@@ -58,25 +58,23 @@ import argparse
 import asyncio
 import cProfile
 import gc
-import itertools
 import os
 import platform
 import pstats
-import shutil
 import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import msgspec
+from sqlite_tools import GroupCountingStore as BenchStore
+from sqlite_tools import Scratch, count, scratch_dir
 
 from meerkat_runtime.blobs import MemoryBlobStore
 from meerkat_runtime.driver.ephemeral import EphemeralRuntimeDriver
@@ -98,7 +96,6 @@ from meerkat_runtime.store.sqlite import (
     MIGRATIONS,
     SCHEMA_VERSION,
     SqliteRuntimeStore,
-    _Request,
 )
 
 ACCEPT_RATIO_GOAL = 0.90  # durable one-caller accepts / raw sqlite3 rows
@@ -236,44 +233,6 @@ def boundary_case(index: int) -> BoundaryCase:
 # ------------------------------------------------------------ files
 
 
-class Scratch:
-    """Database files in one temporary directory, each removed after use."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self._names = itertools.count()
-
-    def path(self, name: str) -> Path:
-        return self.dir / f"{name}-{next(self._names)}.db"
-
-    @staticmethod
-    def remove(path: Path) -> None:
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-
-    def copy(self, source: Path, name: str) -> Path:
-        """A copy of a closed database (and its WAL, if any), fsynced."""
-        target = self.path(name)
-        for suffix in ("", "-wal"):
-            if Path(f"{source}{suffix}").exists():
-                shutil.copyfile(f"{source}{suffix}", f"{target}{suffix}")
-                fd = os.open(f"{target}{suffix}", os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        return target
-
-
-@contextmanager
-def scratch_dir(parent: Path) -> Iterator[Scratch]:
-    directory = Path(tempfile.mkdtemp(prefix="meerkat-bench-durable-", dir=parent))
-    try:
-        yield Scratch(directory)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
 def raw_connect(path: Path) -> sqlite3.Connection:
     """Plain sqlite3 as the store configures it: WAL, synchronous=FULL, the
     store's schema; autocommit, so transactions are explicit."""
@@ -286,36 +245,6 @@ def raw_connect(path: Path) -> sqlite3.Connection:
                 conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return conn
-
-
-def count(path: Path, table: str) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        row = conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
-        return int(row[0])
-    finally:
-        conn.close()
-
-
-class BenchStore(SqliteRuntimeStore):
-    """The SQLite store, counting the requests of each commit group and, while
-    ``profiling`` is set, profiling its writer thread's commits."""
-
-    def __init__(self, path: Path) -> None:
-        self.groups: list[int] = []  # set before the writer thread starts
-        self.profiling = False
-        self.writer_profile = cProfile.Profile()
-        super().__init__(path)
-
-    def _commit_group(self, group: list[_Request]) -> list[tuple[_Request, bool, Any]]:
-        self.groups.append(len(group))
-        if not self.profiling:
-            return super()._commit_group(group)
-        self.writer_profile.enable()
-        try:
-            return super()._commit_group(group)
-        finally:
-            self.writer_profile.disable()
 
 
 # ------------------------------------------------------------ timing
@@ -890,7 +819,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         n_accepts, per_session, n_cases, n_pending = 2_000, 100, 500, 100_000
         repeats, recovery_repeats = 5, 3
 
-    with scratch_dir(args.dir) as scratch:
+    with scratch_dir(args.dir, "durable") as scratch:
         environment(scratch, repeats, recovery_repeats)
 
         inputs = prompts(0, n_accepts)

@@ -50,25 +50,22 @@ import argparse
 import asyncio
 import cProfile
 import gc
-import itertools
 import os
 import platform
 import pstats
-import shutil
 import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import msgspec
+from sqlite_tools import GroupCountingStore, Scratch, count, scratch_dir
 
 from meerkat_runtime.blobs import MemoryBlobStore
 from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
@@ -89,7 +86,7 @@ from meerkat_runtime.sessions.executor import (
 )
 from meerkat_runtime.store import records
 from meerkat_runtime.store.base import SessionDelta
-from meerkat_runtime.store.sqlite import SqliteRuntimeStore, _Busy, _Request
+from meerkat_runtime.store.sqlite import _Busy
 
 GOAL = 0.5  # end-to-end completions/s / one caller's durable accepts/s
 PROMPT_BYTES = 1536
@@ -114,17 +111,14 @@ def prompts(start: int, stop: int) -> list[PromptInput]:
 # ------------------------------------------------------------ store, executor
 
 
-class BenchStore(SqliteRuntimeStore):
-    """The SQLite store, counting its calls by name and the requests of each
-    commit group, and profiling its writer thread while ``profiling`` is set."""
+class BenchStore(GroupCountingStore):
+    """The group-counting store, also counting its calls by name and the
+    commits made inline."""
 
     def __init__(self, path: Path) -> None:
         # Set before the writer thread starts (the base __init__ starts it).
-        self.groups: list[int] = []
         self.inline = 0  # commits made inline, without the writer thread
         self.calls: Counter[str] = Counter()
-        self.profiling = False
-        self.writer_profile = cProfile.Profile()
         super().__init__(path)
 
     def reset_counts(self) -> None:
@@ -136,16 +130,6 @@ class BenchStore(SqliteRuntimeStore):
         # A lone caller's write, committed on the event loop's thread.
         self.inline += 1
         return super()._commit_inline(work)
-
-    def _commit_group(self, group: list[_Request]) -> list[tuple[_Request, bool, Any]]:
-        self.groups.append(len(group))
-        if not self.profiling:
-            return super()._commit_group(group)
-        self.writer_profile.enable()
-        try:
-            return super()._commit_group(group)
-        finally:
-            self.writer_profile.disable()
 
     async def persist_input_state(
         self, runtime_id: LogicalRuntimeId, state: InputState
@@ -197,40 +181,6 @@ class NoOpExecutor:
 
 
 # ------------------------------------------------------------ files
-
-
-class Scratch:
-    """Database files in one temporary directory, each removed after use."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self._names = itertools.count()
-
-    def path(self, name: str) -> Path:
-        return self.dir / f"{name}-{next(self._names)}.db"
-
-    @staticmethod
-    def remove(path: Path) -> None:
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-
-
-@contextmanager
-def scratch_dir(parent: Path) -> Iterator[Scratch]:
-    directory = Path(tempfile.mkdtemp(prefix="meerkat-bench-sessions-", dir=parent))
-    try:
-        yield Scratch(directory)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def count(path: Path, table: str) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        row = conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
-        return int(row[0])
-    finally:
-        conn.close()
 
 
 # ------------------------------------------------------------ baseline
@@ -513,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         n_sessions, per_session, n_baseline, n_rounds = 100, 100, 2_000, 3
     total = n_sessions * per_session
 
-    with scratch_dir(args.dir) as scratch:
+    with scratch_dir(args.dir, "sessions") as scratch:
         environment(scratch, n_rounds)
         baseline_inputs = prompts(0, n_baseline)
         sessions = [

@@ -284,7 +284,10 @@ def test_a_root_without_a_spec_is_a_clear_error(
     assert str(tmp_path) in err
 
 
-@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is not installed")
+@pytest.mark.skipif(
+    shutil.which("dot") is None,
+    reason="Graphviz dot is not on PATH; make test installs it (scripts/install-system-deps), so CI runs this",
+)
 def test_diagrams_renders_the_spec(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1,0 +1,89 @@
+"""Pieces the SQLite benchmarks (durable.py, sessions.py) share: scratch
+database files on the project's file system, a row count, and a store that
+records its commit groups and can profile its writer thread. Not a
+benchmark itself."""
+
+from __future__ import annotations
+
+import cProfile
+import itertools
+import os
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from meerkat_runtime.store.sqlite import SqliteRuntimeStore, _Request
+
+
+class Scratch:
+    """Database files in one temporary directory, each removed after use."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self._names = itertools.count()
+
+    def path(self, name: str) -> Path:
+        return self.dir / f"{name}-{next(self._names)}.db"
+
+    @staticmethod
+    def remove(path: Path) -> None:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+    def copy(self, source: Path, name: str) -> Path:
+        """A copy of a closed database (and its WAL, if any), fsynced."""
+        target = self.path(name)
+        for suffix in ("", "-wal"):
+            if Path(f"{source}{suffix}").exists():
+                shutil.copyfile(f"{source}{suffix}", f"{target}{suffix}")
+                fd = os.open(f"{target}{suffix}", os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        return target
+
+
+@contextmanager
+def scratch_dir(parent: Path, benchmark: str) -> Iterator[Scratch]:
+    directory = Path(tempfile.mkdtemp(prefix=f"meerkat-bench-{benchmark}-", dir=parent))
+    try:
+        yield Scratch(directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def count(path: Path, table: str) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        row = conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
+        return int(row[0])
+    finally:
+        conn.close()
+
+
+class GroupCountingStore(SqliteRuntimeStore):
+    """The SQLite store, recording the requests of each commit group and,
+    while ``profiling`` is set, profiling its writer thread's commits
+    (cProfile hooks only the thread that enables it)."""
+
+    def __init__(self, path: Path) -> None:
+        # Set before the writer thread starts (the base __init__ starts it).
+        self.groups: list[int] = []
+        self.profiling = False
+        self.writer_profile = cProfile.Profile()
+        super().__init__(path)
+
+    def _commit_group(self, group: list[_Request]) -> list[tuple[_Request, bool, Any]]:
+        self.groups.append(len(group))
+        if not self.profiling:
+            return super()._commit_group(group)
+        self.writer_profile.enable()
+        try:
+            return super()._commit_group(group)
+        finally:
+            self.writer_profile.disable()
