@@ -18,7 +18,7 @@ from typing import Any, Self, TypeVar, Union, cast
 
 import msgspec
 
-from meerkat_runtime.ids import _TextId
+from meerkat_runtime.ids import _TextId, id_types
 
 T = TypeVar("T")
 
@@ -44,6 +44,10 @@ def _enc_hook(obj: object) -> object:
 
 
 def _dec_hook(target: type, obj: object) -> object:
+    # Ids come first and by exact type: two per stored input, so this hook
+    # is on recovery's path 200k times for 100k inputs.
+    if type(obj) is str and target in _ID_TYPES:
+        return target._from_text(obj)
     if isinstance(target, type) and issubclass(target, _TextId):
         if not isinstance(obj, str):
             raise TypeError(f"expected text for {target.__name__}")
@@ -54,12 +58,19 @@ def _dec_hook(target: type, obj: object) -> object:
     raise NotImplementedError(f"cannot decode {target!r}")
 
 
+_ID_TYPES = frozenset(id_types())
 _ENCODER = msgspec.json.Encoder(enc_hook=_enc_hook)
 
 
 def encode(value: object) -> bytes:
     """JSON bytes of any value type (or a container of them)."""
     return _ENCODER.encode(value)
+
+
+def decoder(target: type[T]) -> msgspec.json.Decoder[T]:
+    """A reusable decoder for one type (for bulk decoding: building the
+    decoder per call costs about 5% of a stored input's decode)."""
+    return msgspec.json.Decoder(_wire_type(cast(Any, target)), dec_hook=_dec_hook)
 
 
 def decode(data: bytes | str, target: type[T]) -> T:

@@ -96,6 +96,14 @@ class _TextId:
         # Ids key every dict in the runtime: hash once.
         object.__setattr__(self, "_hash", hash((type(self).__name__, text)))
 
+    @classmethod
+    def _from_text(cls, text: str) -> Self:
+        """``cls(text)`` for text known to be a ``str`` (the decoder's path)."""
+        self = object.__new__(cls)
+        _set_text(self, text)
+        _set_hash(self, hash((cls.__name__, text)))
+        return self
+
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
 
@@ -170,3 +178,19 @@ class SessionId(_TextId):
     """Identifies an agent session; its runtime is ``LogicalRuntimeId(str(id))``."""
 
     __slots__ = ()
+
+
+# The slots' own setters: ``__setattr__`` refuses every write after creation.
+_set_text = vars(_TextId)["_text"].__set__
+_set_hash = vars(_TextId)["_hash"].__set__
+
+
+def id_types() -> list[type[_TextId]]:
+    """Every concrete id type (the codec decodes them without a lookup)."""
+    found: list[type[_TextId]] = []
+    pending = list(_TextId.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        found.append(cls)
+        pending += cls.__subclasses__()
+    return found

@@ -206,8 +206,12 @@ class InputState:
         )
 
     @classmethod
-    def from_record(cls, record: InputStateRecord) -> InputState:
-        """Rebuild exactly from a stored record (L-10: no validation of phases)."""
+    def from_record(
+        cls, record: InputStateRecord, *, owned: bool = False
+    ) -> InputState:
+        """Rebuild exactly from a stored record (L-10: no validation of phases).
+        ``owned``: the record was just decoded and is dropped after this, so
+        the state may keep its history list instead of copying it."""
         authority = InputLifecycleAuthority.restore(
             InputLifecycleSnapshot(
                 phase=record.current_state,
@@ -222,7 +226,7 @@ class InputState:
             authority,
             record.created_at,
             record.updated_at,
-            list(record.history),
+            record.history if owned else list(record.history),
         )
         state.policy = record.policy
         state.durability = record.durability

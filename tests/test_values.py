@@ -73,6 +73,7 @@ from meerkat_runtime import (
 )
 from meerkat_runtime.codec import Value, decode, encode
 from meerkat_runtime.events import AnyInputLifecycleEvent, AnyRunLifecycleEvent
+from meerkat_runtime.ids import id_types
 from meerkat_runtime.inputs import AnyContentBlock, AnyInputOrigin, AnyPeerConvention
 
 T0 = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
@@ -1223,6 +1224,11 @@ ID_TYPES = [
 ]
 
 
+def test_every_id_type_is_listed_for_the_codec() -> None:
+    """The codec decodes exactly these without a subclass check."""
+    assert set(id_types()) == set(ID_TYPES)
+
+
 @pytest.mark.parametrize("id_type", ID_TYPES, ids=lambda t: t.__name__)
 def test_id_value_semantics(id_type: type[InputId]) -> None:
     """T-18: ids wrap text; str() is the text; equal and hashable by value;
@@ -1235,7 +1241,13 @@ def test_id_value_semantics(id_type: type[InputId]) -> None:
     assert {a: 1}[id_type("abc")] == 1
     assert len({a, id_type("abc"), id_type("x")}) == 2
     assert encode(a) == b'"abc"'
-    assert decode(b'"abc"', id_type) == a
+    decoded = decode(b'"abc"', id_type)  # the decoder's own constructor
+    assert decoded == a
+    assert type(decoded) is id_type
+    assert hash(decoded) == hash(a)
+    assert {a: 1}[decoded] == 1
+    with pytest.raises(AttributeError):
+        setattr(decoded, "_text", "other")  # noqa: B010
     with pytest.raises(AttributeError):
         setattr(a, "_text", "other")  # noqa: B010 - mypy would reject the assignment
     with pytest.raises(TypeError):

@@ -29,9 +29,12 @@ def encode_state(state: InputState) -> bytes:
         ) from None
 
 
+_STATE_DECODER = codec.decoder(InputStateRecord)
+
+
 def decode_state(runtime_id: str, record_id: str, data: bytes) -> InputState:
     try:
-        record = codec.decode(data, InputStateRecord)
+        record = _STATE_DECODER.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
         raise ReadFailedError(
             f"corrupt record in {INPUTS}: runtime {runtime_id!r}, input {record_id!r}: {exc}"
@@ -41,7 +44,7 @@ def decode_state(runtime_id: str, record_id: str, data: bytes) -> InputState:
             f"corrupt record in {INPUTS}: runtime {runtime_id!r}, input {record_id!r}: "
             f"the record names input {record.input_id!r}"
         )
-    return InputState.from_record(record)
+    return InputState.from_record(record, owned=True)
 
 
 def encode_receipt(receipt: RunBoundaryReceipt) -> bytes:
