@@ -22,6 +22,7 @@ from meerkat_runtime import LogicalRuntimeId, PromptInput, RuntimeState
 from meerkat_runtime.input_state import InputState
 from meerkat_runtime.inputs import InputDurability
 from meerkat_runtime.store import SqliteRuntimeStore
+from meerkat_runtime.store import sqlite as sqlite_module
 from meerkat_runtime.store.base import RuntimeStoreError, SessionDelta
 from meerkat_runtime.store.records import (
     INPUTS,
@@ -486,3 +487,87 @@ def test_two_processes_write_the_same_file(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     finally:
         conn.close()
+
+
+# ---------------------------------------------------------------- bulk reads
+
+
+def test_bulk_load_streams_every_chunk_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S-3 through the streamed read: a reader thread hands rows over in
+    chunks (``READ_CHUNK``); every row arrives once, in input-id order, also
+    when the last chunk is partial and when the map is off."""
+    monkeypatch.setattr(sqlite_module, "READ_CHUNK", 3)
+    states = [queued_state(f"prompt {i}") for i in range(10)]
+
+    async def body(mmap: int) -> None:
+        path = tmp_path / f"bulk-{mmap}.db"
+        async with SqliteRuntimeStore(path, read_mmap_bytes=mmap) as store:
+            await store.atomic_lifecycle_commit(A, RuntimeState.IDLE, states)
+            loaded = await store.load_input_states(A)
+        assert [s.input_id for s in loaded] == sorted(s.input_id for s in states)
+        assert [s.to_record() for s in loaded] == [
+            s.to_record() for s in sorted(states, key=lambda s: s.input_id)
+        ]
+
+    for mmap in (0, 1 << 20):
+        run(lambda mmap=mmap: body(mmap))  # type: ignore[misc]
+
+
+def test_corrupt_row_in_a_later_chunk_fails_the_load_and_the_store_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A corrupt row in the fourth chunk fails the whole load with
+    ``ReadFailed`` naming it; the reader thread is waited for, and the store goes on
+    serving reads and writes (nothing half-loaded is returned)."""
+    monkeypatch.setattr(sqlite_module, "READ_CHUNK", 2)
+    states = sorted(
+        (queued_state(f"prompt {i}") for i in range(9)), key=lambda s: s.input_id
+    )
+    victim = states[7]
+
+    async def body() -> None:
+        async with SqliteRuntimeStore(tmp_path / "corrupt.db") as store:
+            await store.atomic_lifecycle_commit(A, RuntimeState.IDLE, states)
+            store.corrupt_row(INPUTS, A, str(victim.input_id), b'{"input_id": 7')
+            with pytest.raises(RuntimeStoreError.ReadFailed) as failure:
+                await store.load_input_states(A)
+            assert str(victim.input_id) in str(failure.value)
+            assert INPUTS in str(failure.value)
+            await store.persist_input_state(A, victim)  # repaired
+            assert len(await store.load_input_states(A)) == len(states)
+
+    run(body)
+
+
+def test_bulk_load_of_a_closed_store_is_refused(tmp_path: Path) -> None:
+    async def body() -> None:
+        store = SqliteRuntimeStore(tmp_path / "closed.db")
+        await store.close()
+        with pytest.raises(RuntimeStoreError, match="closed"):
+            await store.load_input_states(A)
+
+    run(body)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "1G", True])
+def test_bad_read_mmap_bytes_is_refused(tmp_path: Path, bad: object) -> None:
+    with pytest.raises(ValueError, match="read_mmap_bytes"):
+        SqliteRuntimeStore(tmp_path / "runtime.db", read_mmap_bytes=bad)  # type: ignore[arg-type]
+    assert not (tmp_path / "runtime.db").exists()
+
+
+def test_readers_map_the_file_as_configured(tmp_path: Path) -> None:
+    """Readers use ``read_mmap_bytes``; the writer never maps (its default)."""
+
+    async def body() -> None:
+        async with SqliteRuntimeStore(
+            tmp_path / "m.db", read_mmap_bytes=1 << 20
+        ) as store:
+            reader = await asyncio.to_thread(store._reader)
+            assert reader.execute("PRAGMA mmap_size").fetchone()[0] == 1 << 20
+            writer = store._writer_conn.execute("PRAGMA mmap_size").fetchone()[0]
+            assert writer == 0
+
+    run(body)
