@@ -593,6 +593,8 @@ def test_failed_recover_keeps_keys_of_inputs_accepted_before_it(
         store.fail = {"atomic_lifecycle_commit"}
         with pytest.raises(RuntimeDriverError.Internal):
             await driver.recover()
+        # The stored input it queued (in one step) is out of the lane again.
+        assert driver.queued_input_ids() == [mine.id()]
         store.fail = set()
         outcome = await driver.accept_input(prompt("dup", key="shared-key"))
         assert outcome.is_deduplicated()

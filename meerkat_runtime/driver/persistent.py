@@ -39,10 +39,10 @@ from meerkat_runtime.generated import input_lifecycle as il
 from meerkat_runtime.generated import runtime_control as rc
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.generated.spec_types import InputAbandonReason
-from meerkat_runtime.ids import LogicalRuntimeId
+from meerkat_runtime.ids import InputId, LogicalRuntimeId
 from meerkat_runtime.input_state import InputState, PolicySnapshot
 from meerkat_runtime.inputs import Input, InputDurability
-from meerkat_runtime.ledger import lane_for
+from meerkat_runtime.ledger import Lane, lane_for
 from meerkat_runtime.outcomes import (
     Accepted,
     AcceptOutcome,
@@ -334,9 +334,11 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
         self._recovering = True
         try:
             self._tick()
-            states = await self.store.load_input_states(self.runtime_id)
-            persisted = await self.store.load_runtime_state(self.runtime_id)
-            with gc_paused():  # builds one ledger entry per stored input
+            # Loads and builds one ledger entry per stored input: one pause
+            # for both, so the young objects are scanned once, not twice.
+            with gc_paused():
+                states = await self.store.load_input_states(self.runtime_id)
+                persisted = await self.store.load_runtime_state(self.runtime_id)
                 report, changed, recounted = await self._recover_states(
                     states, persisted
                 )
@@ -374,18 +376,22 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
             if s.input_id not in self._ledger
             and s.durability is not InputDurability.EPHEMERAL
         ]
-        live = [s for s in fresh if not s.is_terminal()]
+        live = sum(1 for s in fresh if not s.is_terminal())
         if persisted is not None and persisted.is_terminal() and live:
             raise InternalError(  # decision 5: fail closed, change nothing
-                f"store corruption: terminal runtime {persisted.value!r} has {len(live)} active inputs"
+                f"store corruption: terminal runtime {persisted.value!r} has {live} active inputs"
             )
         counts = {"requeued": 0, "abandoned": 0}
         details: list[str] = []
         changed: list[InputState] = []
         recounted: list[InputState] = []
+        lanes: dict[Lane, list[InputId]] = {Lane.QUEUE: [], Lane.STEER: []}
         for state in fresh:
             self._insert(state)
-            if not state.is_terminal():
+            if _kept_as_queued(state):  # the common case, without a coroutine
+                state.recovery_count += 1  # decision 18
+                recounted.append(state)
+            elif not state.is_terminal():
                 state.recovery_count += 1  # decision 18: before normalisation
                 before = (state.lifecycle_snapshot(), state.policy)
                 outcome = await self._normalise_recovered(state, details)
@@ -393,11 +399,13 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
                 after = (state.lifecycle_snapshot(), state.policy)
                 (recounted if after == before else changed).append(state)
             if state.current_state() is _S.QUEUED:
-                self._lanes.push(state.input_id, lane_for(state.policy))
+                lanes[lane_for(state.policy)].append(state.input_id)
+        for lane, ids in lanes.items():  # in the order of the loop, per lane
+            self._lanes.push_all(ids, lane)
         if not self._lanes.is_empty():
             self._signal = self._signal.raised_to(self._signal.WAKE_LOOP)
         report = RecoveryReport(
-            inputs_recovered=len(live),
+            inputs_recovered=live,
             inputs_requeued=counts["requeued"],
             inputs_abandoned=counts["abandoned"],
             details=details,
@@ -460,6 +468,16 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
             return
         for control_input in steps.get(persisted, ()):
             self._control_step(control_input)
+
+
+def _kept_as_queued(state: InputState) -> bool:
+    """A queued input with its policy and payload: ``_normalise_recovered``
+    would keep it as it is."""
+    return (
+        state.current_state() is _S.QUEUED
+        and state.policy is not None
+        and state.persisted_input is not None
+    )
 
 
 def _not_persisted(name: str, instead: str) -> TypeError:
