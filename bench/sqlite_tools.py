@@ -14,9 +14,8 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-from meerkat_runtime.store.sqlite import SqliteRuntimeStore, _Request
+from meerkat_runtime.store.sqlite import Answer, SqliteRuntimeStore, _Request
 
 
 class Scratch:
@@ -78,7 +77,7 @@ class GroupCountingStore(SqliteRuntimeStore):
         self.writer_profile = cProfile.Profile()
         super().__init__(path)
 
-    def _commit_group(self, group: list[_Request]) -> list[tuple[_Request, bool, Any]]:
+    def _commit_group(self, group: list[_Request]) -> list[Answer]:
         self.groups.append(len(group))
         if not self.profiling:
             return super()._commit_group(group)

@@ -355,6 +355,62 @@ def test_many_concurrent_writers_all_commit(tmp_path: Path) -> None:
     run(body)
 
 
+def test_callers_on_several_event_loops_each_get_their_own_answers(
+    tmp_path: Path,
+) -> None:
+    """One store shared by three threads, each with its own event loop and
+    40 concurrent writes: the writer answers each loop's callers on that
+    loop (answers go out batched per loop), every write is acknowledged
+    once and is on disk."""
+
+    async def writes(store: SqliteRuntimeStore, rid: LogicalRuntimeId) -> None:
+        states = [queued_state(f"{rid} {i}") for i in range(40)]
+        loop = asyncio.get_running_loop()
+        acked: list[asyncio.AbstractEventLoop] = []
+
+        async def one(state: InputState) -> None:
+            await store.persist_input_state(rid, state)
+            acked.append(asyncio.get_running_loop())
+
+        await asyncio.gather(*(one(s) for s in states))
+        assert acked == [loop] * len(states)
+
+    errors: list[BaseException] = []
+
+    def in_own_loop(store: SqliteRuntimeStore, rid: LogicalRuntimeId) -> None:
+        try:
+            asyncio.run(writes(store, rid), debug=True)
+        except BaseException as exc:  # reported by the test
+            errors.append(exc)
+
+    async def body() -> None:
+        async with SqliteRuntimeStore(tmp_path / "loops.db") as store:
+            rids = [LogicalRuntimeId(f"loop-{i}") for i in range(3)]
+            threads = [
+                threading.Thread(target=in_own_loop, args=(store, rid), daemon=True)
+                for rid in rids
+            ]
+            for thread in threads:
+                thread.start()
+
+            # A guard, not a timing: an answer settled on the wrong loop
+            # raises there (debug loops check the thread), and its caller's
+            # task is never woken again, so its thread would never end.
+            def join_all() -> None:
+                for thread in threads:
+                    thread.join(timeout=30)
+
+            await asyncio.to_thread(join_all)
+            assert not [t for t in threads if t.is_alive()], (
+                "a caller was never answered"
+            )
+            assert errors == []
+            for rid in rids:
+                assert len(await store.load_input_states(rid)) == 40
+
+    run(body)
+
+
 def test_a_failing_request_fails_alone_in_its_group(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

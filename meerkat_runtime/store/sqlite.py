@@ -157,13 +157,6 @@ class _Request:
     committed: bool | None = None
     waiter: asyncio.Future[None] | None = None
 
-    def resolve(self, ok: bool, value: Any) -> None:
-        self.committed = ok
-        setter = self.future.set_result if ok else self.future.set_exception
-        # A closed loop means its caller is gone: nobody is left to tell.
-        with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(_settle, self, setter, value)
-
     async def outcome_after_cancel(self) -> bool:
         """Whether the write committed, waiting for the writer (on the loop
         thread, so no hand-over can slip between the check and the wait)."""
@@ -175,9 +168,36 @@ class _Request:
         return bool(self.committed)
 
 
-def _settle(request: _Request, setter: Callable[[Any], None], value: Any) -> None:
-    if not request.future.done():  # the caller may have been cancelled meanwhile
-        setter(value)
+Answer = tuple[_Request, bool, Any]  # (request, committed, result or error)
+
+
+def _answer_all(answers: list[Answer]) -> None:
+    """Hand each answer to its caller's event loop: one wake-up per loop, not
+    per caller (a group of 64 acks was 64 self-pipe writes and 64 loop
+    callbacks). ``committed`` is set here, in the writer thread, before the
+    hand-over, so a caller cancelled meanwhile can still learn the outcome."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Answer]] = {}
+    for answer in answers:
+        answer[0].committed = answer[1]
+        by_loop.setdefault(answer[0].loop, []).append(answer)
+    for loop, batch in by_loop.items():
+        # A closed loop means its callers are gone: nobody is left to tell.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle_all, batch)
+
+
+def _settle_all(answers: list[Answer]) -> None:
+    for request, ok, value in answers:
+        _settle(request, ok, value)
+
+
+def _settle(request: _Request, ok: bool, value: Any) -> None:
+    future = request.future
+    if not future.done():  # the caller may have been cancelled meanwhile
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
     if request.waiter is not None and not request.waiter.done():
         request.waiter.set_result(None)
     # Only now is the request out of the writer's hands (not when a cancelled
@@ -243,7 +263,10 @@ class SqliteRuntimeStore(RuntimeStore):
         # The write connection is used by the writer thread or, for a lone
         # caller, inline on the caller's thread (see _write); never both.
         self._conn_lock = threading.Lock()
-        self._inflight = 0  # queued requests not yet answered
+        # Queued requests not yet answered. Only a hint for the inline path
+        # (which re-checks the queue and the connection lock): callers on
+        # several event loops update it from several threads.
+        self._inflight = 0
         self._solo_streak = 0  # consecutive writes that found nothing in flight
         self._started = 0  # writes started (to notice company during a yield)
         self._writer = threading.Thread(
@@ -347,8 +370,7 @@ class SqliteRuntimeStore(RuntimeStore):
                 )
             # Answer after releasing the connection, so a caller that goes on
             # writing alone finds it free and may commit inline.
-            for request, ok, value in answers:
-                request.resolve(ok, value)
+            _answer_all(answers)
         self._writer_conn.close()
         self._refuse_leftovers()
 
@@ -362,20 +384,20 @@ class SqliteRuntimeStore(RuntimeStore):
             except queue.Empty:
                 return
             if isinstance(request, _Request):
-                request.resolve(False, closed)
+                _answer_all([(request, False, closed)])
 
-    def _commit_group(self, group: list[_Request]) -> list[tuple[_Request, bool, Any]]:
+    def _commit_group(self, group: list[_Request]) -> list[Answer]:
         """Run and commit a group; each request's answer, to give only now
         that the whole group is durable (or failed as one)."""
         conn = self._writer_conn
-        results: list[tuple[_Request, bool, Any]] = []
+        results: list[Answer] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             if len(group) == 1:  # alone: the transaction itself is the unit
                 results.append(self._run_alone(conn, group[0]))
             else:
-                for index, request in enumerate(group):
-                    results.append(self._run_one(conn, request, f"r{index}"))
+                for request in group:
+                    results.append(self._run_one(conn, request))
             conn.execute("COMMIT" if any(ok for _, ok, _ in results) else "ROLLBACK")
         except Exception as exc:
             # A failed ROLLBACK must not stop the writer: every caller of the
@@ -388,26 +410,25 @@ class SqliteRuntimeStore(RuntimeStore):
         return results
 
     @staticmethod
-    def _run_alone(
-        conn: sqlite3.Connection, request: _Request
-    ) -> tuple[_Request, bool, Any]:
+    def _run_alone(conn: sqlite3.Connection, request: _Request) -> Answer:
         try:
             return request, True, request.work(conn)
         except Exception as exc:
             return request, False, _as_store_error(exc)
 
     @staticmethod
-    def _run_one(
-        conn: sqlite3.Connection, request: _Request, name: str
-    ) -> tuple[_Request, bool, Any]:
-        conn.execute(f"SAVEPOINT {name}")
+    def _run_one(conn: sqlite3.Connection, request: _Request) -> Answer:
+        # One savepoint name for all: each is released before the next, and
+        # fixed statements stay in sqlite3's statement cache (names r0..r511
+        # would not fit its 128 entries and were compiled again every time).
+        conn.execute("SAVEPOINT request")
         try:
             value = request.work(conn)
         except Exception as exc:
-            conn.execute(f"ROLLBACK TO {name}")
-            conn.execute(f"RELEASE {name}")
+            conn.execute("ROLLBACK TO request")
+            conn.execute("RELEASE request")
             return request, False, _as_store_error(exc)
-        conn.execute(f"RELEASE {name}")
+        conn.execute("RELEASE request")
         return request, True, value
 
     async def _write(
