@@ -31,7 +31,7 @@ from meerkat_runtime.store.records import (
     STATES,
     encode_state,
 )
-from meerkat_runtime.store.sqlite import MIGRATIONS, SCHEMA_VERSION
+from meerkat_runtime.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SOLO_STREAK
 from meerkat_runtime.testing.conformance import poisoned, receipt_for, rich_state
 
 A = LogicalRuntimeId("sqlite-a")
@@ -456,6 +456,55 @@ def test_a_failing_request_fails_alone_in_its_group(
             assert max(sizes) > 30, sizes
         finally:
             await store.close()
+
+    run(body)
+
+
+def test_a_lone_writer_blocked_by_another_connection_waits_without_freezing_the_loop(
+    tmp_path: Path,
+) -> None:
+    """A caller writing alone commits inline; when another connection (a
+    sibling process) holds the write lock, the inline attempt must not wait
+    inside SQLite on the event loop's thread: it hands the write to the
+    writer thread, which waits the lock out and commits. Other coroutines
+    keep running meanwhile."""
+    path = tmp_path / "blocked.db"
+
+    async def body() -> None:
+        async with SqliteRuntimeStore(path) as store:
+            for i in range(SOLO_STREAK + 2):  # long enough to be inline
+                await store.persist_input_state(A, queued_state(f"warm {i}"))
+            blocker = sqlite3.connect(path, isolation_level=None)
+            try:
+                blocker.execute("BEGIN IMMEDIATE")
+                ticks = 0
+                writing = True
+
+                async def ticker() -> None:
+                    nonlocal ticks
+                    while writing:
+                        ticks += 1
+                        await asyncio.sleep(0.01)
+
+                ticks_before_release: list[int] = []
+
+                def release() -> None:
+                    ticks_before_release.append(ticks)
+                    blocker.execute("COMMIT")
+
+                ticking = asyncio.create_task(ticker())
+                asyncio.get_running_loop().call_later(0.3, release)
+                blocked = queued_state("blocked")
+                await store.persist_input_state(A, blocked)
+                writing = False
+                await ticking
+            finally:
+                blocker.close()
+            # The loop ran while the lock was held (a frozen loop would
+            # have run neither the ticker nor, until SQLite gave up, this).
+            assert ticks_before_release[0] > 1
+            stored = await store.load_input_state(A, blocked.input_id)
+            assert stored == blocked
 
     run(body)
 
