@@ -136,6 +136,8 @@ class Lanes:
 
     def push_all(self, ids: Sequence[InputId], lane: Lane) -> None:
         """``push`` of each id in turn, as one step (recovery queues 100k)."""
+        if not ids:
+            return  # the lanes stay as they are, and so do the taken marks
         self._taken.clear()
         lane_ids = self._lanes[lane]
         lane_ids.extend(ids)

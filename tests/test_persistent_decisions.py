@@ -603,6 +603,28 @@ def test_failed_recover_keeps_keys_of_inputs_accepted_before_it(
     run(backend, body)
 
 
+def test_live_recover_with_nothing_new_keeps_what_dequeue_handed_out(
+    backend: Backend,
+) -> None:
+    """R-5 (review finding): ``dequeue_next`` marks what it handed out until
+    the lanes change; a live ``recover()`` that queues nothing new leaves
+    the lanes, so the next dequeue still moves on to the next input."""
+
+    async def body(b: Backend) -> None:
+        driver = new_driver(b.open())
+        first, second = prompt("first"), prompt("second")
+        await accepted(driver, first, second)
+        taken = driver.dequeue_next()
+        assert taken is not None
+        assert taken[0] == first.id()
+        await driver.recover()
+        after = driver.dequeue_next()
+        assert after is not None
+        assert after[0] == second.id()
+
+    run(backend, body)
+
+
 class FailingBlobStore(MemoryBlobStore):
     async def put_image(self, media_type: str, data: str) -> BlobRef:
         raise BlobStoreError.Internal(

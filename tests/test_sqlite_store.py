@@ -7,6 +7,7 @@ contract is covered by the conformance suite (test_store_conformance.py).
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import os
 import sqlite3
@@ -23,7 +24,11 @@ from meerkat_runtime.input_state import InputState
 from meerkat_runtime.inputs import InputDurability
 from meerkat_runtime.store import SqliteRuntimeStore
 from meerkat_runtime.store import sqlite as sqlite_module
-from meerkat_runtime.store.base import RuntimeStoreError, SessionDelta
+from meerkat_runtime.store.base import (
+    RuntimeStoreError,
+    SessionDelta,
+    StoreInternalError,
+)
 from meerkat_runtime.store.records import (
     INPUTS,
     RECEIPTS,
@@ -674,5 +679,118 @@ def test_readers_map_the_file_as_configured(tmp_path: Path) -> None:
             assert reader.execute("PRAGMA mmap_size").fetchone()[0] == 1 << 20
             writer = store._writer_conn.execute("PRAGMA mmap_size").fetchone()[0]
             assert writer == 0
+
+    run(body)
+
+
+def test_a_reader_that_cannot_open_fails_the_bulk_load_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding: a reader thread failing with something other than an
+    SQLite error (here its connection cannot be opened, as when file
+    descriptors run out) must reach the caller, not leave it waiting on the
+    chunks for ever with the garbage collector paused."""
+
+    async def body() -> None:
+        async with SqliteRuntimeStore(tmp_path / "fds.db") as store:
+            await store.persist_input_state(A, queued_state())
+
+            def no_connection() -> sqlite3.Connection:
+                raise StoreInternalError("cannot open fds.db: too many open files")
+
+            monkeypatch.setattr(store, "_connect", no_connection)
+            load = asyncio.create_task(store.load_input_states(A))
+            done, _ = await asyncio.wait({load}, timeout=30)  # a guard, not a timing
+            assert done, "the load never ended"
+            with pytest.raises(StoreInternalError, match="too many open files"):
+                load.result()
+            assert gc.isenabled()
+
+    run(body)
+
+
+class _SlowCursor:
+    """Delegates to a cursor, slowly; remembers when its reader closed it."""
+
+    def __init__(self, cursor: sqlite3.Cursor, started: threading.Event) -> None:
+        self.cursor, self.started, self.closed = cursor, started, False
+
+    def fetchmany(self, size: int) -> list[Any]:
+        self.started.set()
+        time.sleep(0.05)
+        return self.cursor.fetchmany(size)
+
+    def close(self) -> None:
+        self.cursor.close()
+        self.closed = True
+
+
+def test_a_bulk_load_cancelled_twice_returns_only_after_its_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding: timeouts and task groups cancel twice; the second
+    cancel must not let the call return while the reader thread still
+    steps its statement (a close() next would pull the connection from
+    under it)."""
+    monkeypatch.setattr(sqlite_module, "READ_CHUNK", 1)
+    started = threading.Event()
+    cursors: list[_SlowCursor] = []
+
+    async def body() -> None:
+        async with SqliteRuntimeStore(tmp_path / "cancel.db") as store:
+            states = [queued_state(f"p{i}") for i in range(20)]
+            await store.atomic_lifecycle_commit(A, RuntimeState.IDLE, states)
+            reader = store._reader
+
+            class SlowConnection:
+                def __init__(self, conn: sqlite3.Connection) -> None:
+                    self.conn = conn
+
+                def execute(self, sql: str, params: Any) -> _SlowCursor:
+                    cursors.append(_SlowCursor(self.conn.execute(sql, params), started))
+                    return cursors[-1]
+
+            monkeypatch.setattr(store, "_reader", lambda: SlowConnection(reader()))
+            load = asyncio.create_task(store.load_input_states(A))
+            while not started.is_set():
+                await asyncio.sleep(0.005)
+            load.cancel()
+            await asyncio.sleep(0.01)  # now waiting for the reader to stop
+            load.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await load
+            assert cursors
+            assert cursors[0].closed  # the reader had finished
+
+    run(body)
+
+
+def test_a_reader_connection_opened_after_close_is_refused(tmp_path: Path) -> None:
+    """Review finding: a reader thread opening its connection after close()
+    must not leave it open (a leak of the file's descriptors)."""
+
+    async def body() -> None:
+        store = SqliteRuntimeStore(tmp_path / "late.db")
+        await store.close()
+        with pytest.raises(StoreInternalError, match="closed"):
+            await asyncio.to_thread(store._reader)
+        assert store._reader_conns == []
+
+    run(body)
+
+
+def test_a_file_sqlite_cannot_put_in_wal_mode_is_refused(tmp_path: Path) -> None:
+    """The store's concurrency rests on WAL; where SQLite keeps another
+    journal mode (it answers with the old mode), opening fails and says why."""
+
+    class NoWal:
+        def execute(self, sql: str) -> Any:
+            assert sql == "PRAGMA journal_mode = WAL"
+            return sqlite3.connect(":memory:").execute("SELECT 'delete'")
+
+    async def body() -> None:
+        async with SqliteRuntimeStore(tmp_path / "wal.db") as store:
+            with pytest.raises(StoreInternalError, match=r"WAL mode.*'delete'"):
+                store._enable_wal(NoWal())  # type: ignore[arg-type]
 
     run(body)

@@ -296,9 +296,19 @@ class SqliteRuntimeStore(RuntimeStore):
         return conn
 
     def _enable_wal(self, conn: sqlite3.Connection) -> None:
-        """After the version check, so a refused (newer) file is left untouched."""
-        if not self._uri:
-            conn.execute("PRAGMA journal_mode = WAL")
+        """After the version check, so a refused (newer) file is left untouched.
+        SQLite keeps the old journal mode where WAL is impossible (some
+        network file systems): refuse such a file, since the store's
+        concurrency rests on WAL (readers beside the writer, and a write
+        connection that only ever waits at BEGIN)."""
+        if self._uri:
+            return
+        mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        if mode.lower() != "wal":
+            raise StoreInternalError(
+                f"cannot use {self.path}: SQLite could not switch it to WAL "
+                f"mode (journal_mode stays {mode!r}); put it on a local file system"
+            )
 
     def _retrying(self, step: Callable[[], None]) -> None:
         """Run a setup step, waiting out another connection's lock: SQLite does
@@ -524,9 +534,12 @@ class SqliteRuntimeStore(RuntimeStore):
         if conn is None:
             conn = self._connect()
             conn.execute(f"PRAGMA mmap_size = {self.read_mmap_bytes}")
-            self._readers.conn = conn
             with self._reader_lock:
+                if self._closed:  # close() has already closed the others
+                    conn.close()
+                    raise StoreInternalError(f"store {self.path} is closed")
                 self._reader_conns.append(conn)
+            self._readers.conn = conn
         return conn
 
     async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -558,14 +571,17 @@ class SqliteRuntimeStore(RuntimeStore):
             consume(await self._read(lambda conn: conn.execute(sql, params).fetchall()))
             return
         loop = asyncio.get_running_loop()
-        chunks: asyncio.Queue[list[Any] | ReadFailedError | None] = asyncio.Queue()
+        chunks: asyncio.Queue[list[Any] | BaseException | None] = asyncio.Queue()
         stop = threading.Event()  # ``consume`` raised: no more chunks wanted
 
-        def hand_over(item: list[Any] | ReadFailedError | None) -> None:
+        def hand_over(item: list[Any] | BaseException | None) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is gone
                 loop.call_soon_threadsafe(chunks.put_nowait, item)
 
         def produce() -> None:
+            # Every way out hands something over: a caller waiting on the
+            # queue must never be left waiting (with the GC paused, as
+            # recovery reads).
             try:
                 cursor = self._reader().execute(sql, params)
                 while not stop.is_set() and (rows := cursor.fetchmany(READ_CHUNK)):
@@ -574,16 +590,18 @@ class SqliteRuntimeStore(RuntimeStore):
                 hand_over(None)
             except sqlite3.Error as exc:
                 hand_over(ReadFailedError(f"{self.path}: {exc}"))
+            except BaseException as exc:  # e.g. no reader connection: told, not lost
+                hand_over(exc)
 
         producer = loop.run_in_executor(None, produce)
         try:
             while (item := await chunks.get()) is not None:
-                if isinstance(item, ReadFailedError):
+                if isinstance(item, BaseException):
                     raise item
                 consume(item)
         finally:
             stop.set()
-            await asyncio.shield(producer)  # the reader connection is free again
+            await _wait_out(producer)  # the reader connection is free again
 
     # ---------------------------------------------------------------- contract
 
@@ -864,6 +882,20 @@ def decode_input_row(runtime_id: str, row: tuple[Any, ...]) -> InputState:
     ):
         state.recovery_count += lag
     return state
+
+
+async def _wait_out(future: asyncio.Future[None]) -> None:
+    """Wait until ``future`` is done, also when cancelled meanwhile (again and
+    again: timeouts and task groups cancel twice); the cancellation is
+    raised once it is done. ``future`` reports its errors elsewhere."""
+    cancelled = False
+    while not future.done():
+        try:
+            await asyncio.wait({future})
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def _is_busy(exc: Exception) -> bool:
