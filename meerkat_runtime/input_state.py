@@ -221,8 +221,16 @@ class InputState:
                 attempt_count=record.attempt_count,
             )
         )
+        payload = record.persisted_input
+        # One id object for the state and its payload's header, as accepting
+        # makes them (a decoded record carries two equal copies).
+        input_id = (
+            payload.header.id
+            if payload is not None and payload.header.id == record.input_id
+            else record.input_id
+        )
         state = cls(
-            record.input_id,
+            input_id,
             authority,
             record.created_at,
             record.updated_at,

@@ -388,10 +388,16 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
         lanes: dict[Lane, list[InputId]] = {Lane.QUEUE: [], Lane.STEER: []}
         for state in fresh:
             self._insert(state)
-            if _kept_as_queued(state):  # the common case, without a coroutine
+            if (  # the common case: kept as it is, without a coroutine
+                state.current_state() is _S.QUEUED
+                and state.policy is not None
+                and state.persisted_input is not None
+            ):
                 state.recovery_count += 1  # decision 18
                 recounted.append(state)
-            elif not state.is_terminal():
+                lanes[lane_for(state.policy)].append(state.input_id)
+                continue
+            if not state.is_terminal():
                 state.recovery_count += 1  # decision 18: before normalisation
                 before = (state.lifecycle_snapshot(), state.policy)
                 outcome = await self._normalise_recovered(state, details)
@@ -468,16 +474,6 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
             return
         for control_input in steps.get(persisted, ()):
             self._control_step(control_input)
-
-
-def _kept_as_queued(state: InputState) -> bool:
-    """A queued input with its policy and payload: ``_normalise_recovered``
-    would keep it as it is."""
-    return (
-        state.current_state() is _S.QUEUED
-        and state.policy is not None
-        and state.persisted_input is not None
-    )
 
 
 def _not_persisted(name: str, instead: str) -> TypeError:

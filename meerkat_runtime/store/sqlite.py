@@ -78,7 +78,7 @@ SCHEMA_VERSION = 2
 MAX_GROUP = 512  # requests per transaction; bounds one commit's latency
 SOLO_STREAK = 3  # lone writes in a row before a caller may commit inline
 BUSY_TIMEOUT_MS = 5000
-READ_CHUNK = 2000  # rows a reader thread hands over at a time
+READ_CHUNK = 1000  # rows a reader thread hands over at a time
 # Readers map the file instead of copying pages through read(): a third off
 # fetching 100k stored inputs (bench/durable.py). Writes never use the map.
 READ_MMAP_BYTES = 1 << 30
