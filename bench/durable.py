@@ -97,11 +97,8 @@ from meerkat_runtime.runs import (
     RunEvent,
 )
 from meerkat_runtime.store import records
-from meerkat_runtime.store.sqlite import (
-    MIGRATIONS,
-    SCHEMA_VERSION,
-    SqliteRuntimeStore,
-)
+from meerkat_runtime.store.sqlite import SqliteRuntimeStore
+from meerkat_runtime.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 
 ACCEPT_RATIO_GOAL = 0.90  # durable one-caller accepts / raw sqlite3 rows
 SESSIONS_GOAL = 25_000.0  # durable acks per second, 64 sessions

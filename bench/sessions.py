@@ -86,7 +86,7 @@ from meerkat_runtime.sessions.executor import (
 )
 from meerkat_runtime.store import records
 from meerkat_runtime.store.base import SessionDelta
-from meerkat_runtime.store.sqlite import _Busy
+from meerkat_runtime.store.sqlite_requests import Busy
 
 GOAL = 0.5  # end-to-end completions/s / one caller's durable accepts/s
 PROMPT_BYTES = 1536
@@ -126,7 +126,7 @@ class BenchStore(GroupCountingStore):
         self.inline = 0
         self.calls.clear()
 
-    def _commit_inline(self, work: Callable[[sqlite3.Connection], T]) -> T | _Busy:
+    def _commit_inline(self, work: Callable[[sqlite3.Connection], T]) -> T | Busy:
         # A lone caller's write, committed on the event loop's thread.
         self.inline += 1
         return super()._commit_inline(work)

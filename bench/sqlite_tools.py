@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from meerkat_runtime.store.sqlite import Answer, SqliteRuntimeStore, _Request
+from meerkat_runtime.store.sqlite import SqliteRuntimeStore
+from meerkat_runtime.store.sqlite_requests import Answer, Request
 
 
 class Scratch:
@@ -77,7 +78,7 @@ class GroupCountingStore(SqliteRuntimeStore):
         self.writer_profile = cProfile.Profile()
         super().__init__(path)
 
-    def _commit_group(self, group: list[_Request]) -> list[Answer]:
+    def _commit_group(self, group: list[Request]) -> list[Answer]:
         self.groups.append(len(group))
         if not self.profiling:
             return super()._commit_group(group)

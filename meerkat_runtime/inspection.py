@@ -35,7 +35,11 @@ from meerkat_runtime.inputs import (
 )
 from meerkat_runtime.runs import RunBoundaryReceipt
 from meerkat_runtime.store import records
-from meerkat_runtime.store.sqlite import SCHEMA_VERSION, SELECT_INPUTS, decode_input_row
+from meerkat_runtime.store.sqlite_schema import (
+    SCHEMA_VERSION,
+    SELECT_INPUTS,
+    decode_input_row,
+)
 
 _SELECT_INPUTS_V1 = (
     f"SELECT input_id, state_json, 0 FROM {records.INPUTS} WHERE runtime_id = ?"

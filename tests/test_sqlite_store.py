@@ -36,7 +36,8 @@ from meerkat_runtime.store.records import (
     STATES,
     encode_state,
 )
-from meerkat_runtime.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SOLO_STREAK
+from meerkat_runtime.store.sqlite import SOLO_STREAK
+from meerkat_runtime.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 from meerkat_runtime.testing.conformance import poisoned, receipt_for, rich_state
 
 A = LogicalRuntimeId("sqlite-a")

@@ -17,12 +17,8 @@ Theory of operation:
   throwaway data only.
 * The schema is versioned (``PRAGMA user_version``); older files are migrated
   forward on open, a newer file is refused with a clear error.
-* **Recovery counts** (decision 18) are kept per runtime, not per row: each
-  runtime has a ``recovery_epoch`` that a first recovery bumps, and each input
-  row remembers the epoch it was written in. An unfinished row was loaded by
-  every recovery since, so its count is the stored one plus the difference.
-  A restart with 100k pending inputs then writes one row, not 100k (2.4 of
-  the 3.9 s bench/durable.py measured for recovery went into that rewrite).
+* **Recovery counts** (decision 18) are kept per runtime, not per row (see
+  ``sqlite_schema``), so a restart with 100k pending inputs writes one row.
 * **Readers memory-map** the database file (``read_mmap_bytes``, 1 GiB by
   default; 0 turns it off). SQLite only reads through the map, so durability
   is unchanged; the trade-off is that an I/O error while reading a mapped
@@ -30,6 +26,7 @@ Theory of operation:
   a local disk, or turn it off.
 * Bulk reads (``load_input_states``) stream: a reader thread fetches chunks
   while the caller decodes the chunk before.
+* Requests and their answers travel as ``sqlite_requests`` describes.
 * Only this module's transaction boundary touches ``sqlite3`` exceptions; they
   become ``RuntimeStoreError`` (STYLE.md 7).
 
@@ -49,7 +46,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -57,24 +53,44 @@ from meerkat_runtime.codec import gc_paused
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
-from meerkat_runtime.inputs import InputDurability
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
 from meerkat_runtime.store import records
 from meerkat_runtime.store.base import (
     CommittedThenCancelled,
     ReadFailedError,
     RuntimeStore,
-    RuntimeStoreError,
     SessionDelta,
     StoreInternalError,
     WriteFailedError,
     mint_receipt,
 )
+from meerkat_runtime.store.sqlite_requests import (
+    BUSY,
+    Answer,
+    Busy,
+    Request,
+    answer_all,
+    as_store_error,
+    begin,
+    is_busy,
+    wait_out,
+)
+from meerkat_runtime.store.sqlite_schema import (
+    BUMP_EPOCH,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    SELECT_INPUTS,
+    UPSERT_INPUT,
+    UPSERT_PHASE,
+    UPSERT_SNAPSHOT,
+    SchemaTooNewError,
+    decode_input_row,
+    receipt_exists,
+)
 
 T = TypeVar("T")
 Synchronous = Literal["FULL", "NORMAL", "OFF"]
 
-SCHEMA_VERSION = 2
 MAX_GROUP = 512  # requests per transaction; bounds one commit's latency
 SOLO_STREAK = 3  # lone writes in a row before a caller may commit inline
 BUSY_TIMEOUT_MS = 5000
@@ -83,136 +99,10 @@ READ_CHUNK = 1000  # rows a reader thread hands over at a time
 # fetching 100k stored inputs (bench/durable.py). Writes never use the map.
 READ_MMAP_BYTES = 1 << 30
 
-MIGRATIONS: dict[int, tuple[str, ...]] = {
-    # version reached -> statements that take a file from the previous version
-    1: (
-        """CREATE TABLE IF NOT EXISTS runtime_input_states (
-            runtime_id TEXT NOT NULL, input_id TEXT NOT NULL, state_json BLOB NOT NULL,
-            PRIMARY KEY (runtime_id, input_id))""",
-        """CREATE TABLE IF NOT EXISTS runtime_boundary_receipts (
-            runtime_id TEXT NOT NULL, run_id TEXT NOT NULL, sequence INTEGER NOT NULL,
-            receipt_json BLOB NOT NULL, PRIMARY KEY (runtime_id, run_id, sequence))""",
-        """CREATE TABLE IF NOT EXISTS runtime_session_snapshots (
-            runtime_id TEXT PRIMARY KEY, session_snapshot BLOB NOT NULL)""",
-        """CREATE TABLE IF NOT EXISTS runtime_states (
-            runtime_id TEXT PRIMARY KEY, runtime_state_json BLOB NOT NULL)""",
-    ),
-    2: (
-        "ALTER TABLE runtime_input_states "
-        "ADD COLUMN recovery_epoch INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE runtime_states ADD COLUMN recovery_epoch INTEGER NOT NULL DEFAULT 0",
-    ),
-}
-
-# Every input row is stamped with its runtime's current recovery epoch.
-_UPSERT_INPUT = (
-    "INSERT INTO runtime_input_states (runtime_id, input_id, state_json, recovery_epoch) "
-    "VALUES (?1, ?2, ?3, COALESCE("
-    "(SELECT recovery_epoch FROM runtime_states WHERE runtime_id = ?1), 0)) "
-    "ON CONFLICT (runtime_id, input_id) DO UPDATE SET state_json = excluded.state_json, "
-    "recovery_epoch = excluded.recovery_epoch"
-)
-# (input_id, state_json, recoveries since the row was written) of runtime ?1.
-# The runtime's epoch is a constant subquery, evaluated once: a join would
-# look it up again for every row (0.07 s of 100k rows, measured).
-SELECT_INPUTS = (
-    "SELECT input_id, state_json, COALESCE((SELECT recovery_epoch FROM runtime_states "
-    "WHERE runtime_id = ?1), 0) - recovery_epoch "
-    "FROM runtime_input_states WHERE runtime_id = ?1"
-)
-_BUMP_EPOCH = (
-    "INSERT INTO runtime_states (runtime_id, runtime_state_json, recovery_epoch) "
-    "VALUES (?, ?, 1) ON CONFLICT (runtime_id) DO UPDATE SET "
-    "runtime_state_json = excluded.runtime_state_json, "
-    "recovery_epoch = runtime_states.recovery_epoch + 1"
-)
-_UPSERT_PHASE = (
-    "INSERT INTO runtime_states (runtime_id, runtime_state_json) VALUES (?, ?) "
-    "ON CONFLICT (runtime_id) DO UPDATE SET runtime_state_json = excluded.runtime_state_json"
-)
-_UPSERT_SNAPSHOT = (
-    "INSERT INTO runtime_session_snapshots (runtime_id, session_snapshot) VALUES (?, ?) "
-    "ON CONFLICT (runtime_id) DO UPDATE SET session_snapshot = excluded.session_snapshot"
-)
-
 _memory_names = itertools.count()
 
 
-class SchemaTooNewError(StoreInternalError):
-    """The file was written by a newer meerkat-runtime."""
-
-
-@dataclass(slots=True)
-class _Request:
-    """One caller's write, and how to hand its result back to the caller's
-    event loop (``call_soon_threadsafe`` directly: cheaper than wrapping a
-    concurrent future, and this hop is on every durable acknowledgement)."""
-
-    work: Callable[[sqlite3.Connection], Any]
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Any]
-    answered: Callable[[], None]  # the store's count of requests in flight
-    # Set by the writer thread before it hands the result over, so a caller
-    # cancelled meanwhile can still learn whether its write committed.
-    committed: bool | None = None
-    waiter: asyncio.Future[None] | None = None
-
-    async def outcome_after_cancel(self) -> bool:
-        """Whether the write committed, waiting for the writer (on the loop
-        thread, so no hand-over can slip between the check and the wait)."""
-        if self.committed is None:
-            self.waiter = self.loop.create_future()
-            while not self.waiter.done():
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.wait({self.waiter})
-        return bool(self.committed)
-
-
-Answer = tuple[_Request, bool, Any]  # (request, committed, result or error)
-
-
-def _answer_all(answers: list[Answer]) -> None:
-    """Hand each answer to its caller's event loop: one wake-up per loop, not
-    per caller (a group of 64 acks was 64 self-pipe writes and 64 loop
-    callbacks). ``committed`` is set here, in the writer thread, before the
-    hand-over, so a caller cancelled meanwhile can still learn the outcome."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[Answer]] = {}
-    for answer in answers:
-        answer[0].committed = answer[1]
-        by_loop.setdefault(answer[0].loop, []).append(answer)
-    for loop, batch in by_loop.items():
-        # A closed loop means its callers are gone: nobody is left to tell.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(_settle_all, batch)
-
-
-def _settle_all(answers: list[Answer]) -> None:
-    for request, ok, value in answers:
-        _settle(request, ok, value)
-
-
-def _settle(request: _Request, ok: bool, value: Any) -> None:
-    future = request.future
-    if not future.done():  # the caller may have been cancelled meanwhile
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
-    if request.waiter is not None and not request.waiter.done():
-        request.waiter.set_result(None)
-    # Only now is the request out of the writer's hands (not when a cancelled
-    # caller gave up on it): until then no lone caller may commit inline.
-    request.answered()
-
-
 _STOP = object()
-
-
-class _Busy:
-    """Another connection holds the write lock (inline commit declined)."""
-
-
-_BUSY = _Busy()
 
 
 class SqliteRuntimeStore(RuntimeStore):
@@ -263,7 +153,7 @@ class SqliteRuntimeStore(RuntimeStore):
         self._readers = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._reader_lock = threading.Lock()
-        self._requests: queue.SimpleQueue[_Request | object] = queue.SimpleQueue()
+        self._requests: queue.SimpleQueue[Request | object] = queue.SimpleQueue()
         self._closed = False
         # The write connection is used by the writer thread or, for a lone
         # caller, inline on the caller's thread (see _write); never both.
@@ -320,10 +210,10 @@ class SqliteRuntimeStore(RuntimeStore):
                 step()
                 return
             except StoreInternalError as exc:
-                if not _is_busy(exc) or time.monotonic() > deadline:
+                if not is_busy(exc) or time.monotonic() > deadline:
                     raise
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() > deadline:
+                if not is_busy(exc) or time.monotonic() > deadline:
                     raise StoreInternalError(
                         f"cannot open {self.path}: {exc}"
                     ) from None
@@ -381,11 +271,11 @@ class SqliteRuntimeStore(RuntimeStore):
                 group.append(nxt)
             with self._conn_lock:
                 answers = self._commit_group(
-                    [g for g in group if isinstance(g, _Request)]
+                    [g for g in group if isinstance(g, Request)]
                 )
             # Answer after releasing the connection, so a caller that goes on
             # writing alone finds it free and may commit inline.
-            _answer_all(answers)
+            answer_all(answers)
         self._writer_conn.close()
         self._refuse_leftovers()
 
@@ -398,16 +288,16 @@ class SqliteRuntimeStore(RuntimeStore):
                 request = self._requests.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(request, _Request):
-                _answer_all([(request, False, closed)])
+            if isinstance(request, Request):
+                answer_all([(request, False, closed)])
 
-    def _commit_group(self, group: list[_Request]) -> list[Answer]:
+    def _commit_group(self, group: list[Request]) -> list[Answer]:
         """Run and commit a group; each request's answer, to give only now
         that the whole group is durable (or failed as one)."""
         conn = self._writer_conn
         results: list[Answer] = []
         try:
-            _begin(conn, time.monotonic() + BUSY_TIMEOUT_MS / 1000)
+            begin(conn, time.monotonic() + BUSY_TIMEOUT_MS / 1000)
             if len(group) == 1:  # alone: the transaction itself is the unit
                 results.append(self._run_alone(conn, group[0]))
             else:
@@ -425,14 +315,14 @@ class SqliteRuntimeStore(RuntimeStore):
         return results
 
     @staticmethod
-    def _run_alone(conn: sqlite3.Connection, request: _Request) -> Answer:
+    def _run_alone(conn: sqlite3.Connection, request: Request) -> Answer:
         try:
             return request, True, request.work(conn)
         except Exception as exc:
-            return request, False, _as_store_error(exc)
+            return request, False, as_store_error(exc)
 
     @staticmethod
-    def _run_one(conn: sqlite3.Connection, request: _Request) -> Answer:
+    def _run_one(conn: sqlite3.Connection, request: Request) -> Answer:
         # One savepoint name for all: each is released before the next, and
         # fixed statements stay in sqlite3's statement cache (names r0..r511
         # would not fit its 128 entries and were compiled again every time).
@@ -442,7 +332,7 @@ class SqliteRuntimeStore(RuntimeStore):
         except Exception as exc:
             conn.execute("ROLLBACK TO request")
             conn.execute("RELEASE request")
-            return request, False, _as_store_error(exc)
+            return request, False, as_store_error(exc)
         conn.execute("RELEASE request")
         return request, True, value
 
@@ -474,13 +364,13 @@ class SqliteRuntimeStore(RuntimeStore):
                     done = self._commit_inline(work)
                 finally:
                     self._conn_lock.release()
-                if not isinstance(done, _Busy):
+                if not isinstance(done, Busy):
                     return done
             self._solo_streak = 0
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._inflight += 1
-        request = _Request(work, loop, future, self._answered)
+        request = Request(work, loop, future, self._answered)
         self._requests.put(request)
         try:
             return await future
@@ -503,7 +393,7 @@ class SqliteRuntimeStore(RuntimeStore):
     def _answered(self) -> None:
         self._inflight -= 1
 
-    def _commit_inline(self, work: Callable[[sqlite3.Connection], T]) -> T | _Busy:
+    def _commit_inline(self, work: Callable[[sqlite3.Connection], T]) -> T | Busy:
         """One write on the caller's thread. It never waits for a lock held by
         another process (that would freeze the event loop): busy means the
         caller goes through the writer thread instead."""
@@ -512,14 +402,14 @@ class SqliteRuntimeStore(RuntimeStore):
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
-                if _is_busy(exc):
-                    return _BUSY
+                if is_busy(exc):
+                    return BUSY
                 raise
             try:
                 value = work(conn)
             except Exception as exc:
                 conn.execute("ROLLBACK")
-                raise _as_store_error(exc) from exc
+                raise as_store_error(exc) from exc
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
@@ -601,7 +491,7 @@ class SqliteRuntimeStore(RuntimeStore):
                 consume(item)
         finally:
             stop.set()
-            await _wait_out(producer)  # the reader connection is free again
+            await wait_out(producer)  # the reader connection is free again
 
     # ---------------------------------------------------------------- contract
 
@@ -612,7 +502,7 @@ class SqliteRuntimeStore(RuntimeStore):
 
         def work(conn: sqlite3.Connection) -> None:
             conn.execute(
-                _UPSERT_INPUT, (rid, str(state.input_id), records.encode_state(state))
+                UPSERT_INPUT, (rid, str(state.input_id), records.encode_state(state))
             )
 
         await self._write(work)
@@ -622,7 +512,7 @@ class SqliteRuntimeStore(RuntimeStore):
     ) -> None:
         rid = str(runtime_id)
         await self._write(
-            lambda conn: conn.execute(_UPSERT_PHASE, (rid, records.encode_phase(state)))
+            lambda conn: conn.execute(UPSERT_PHASE, (rid, records.encode_phase(state)))
         )
 
     async def atomic_lifecycle_commit(
@@ -635,10 +525,10 @@ class SqliteRuntimeStore(RuntimeStore):
         states = list(input_states)
 
         def work(conn: sqlite3.Connection) -> None:
-            conn.execute(_UPSERT_PHASE, (rid, records.encode_phase(runtime_state)))
+            conn.execute(UPSERT_PHASE, (rid, records.encode_phase(runtime_state)))
             for state in states:  # encoded row by row: a failure rolls back all
                 conn.execute(
-                    _UPSERT_INPUT,
+                    UPSERT_INPUT,
                     (rid, str(state.input_id), records.encode_state(state)),
                 )
 
@@ -658,10 +548,10 @@ class SqliteRuntimeStore(RuntimeStore):
         states = list(changed)
 
         def work(conn: sqlite3.Connection) -> None:
-            conn.execute(_BUMP_EPOCH, (rid, records.encode_phase(runtime_state)))
+            conn.execute(BUMP_EPOCH, (rid, records.encode_phase(runtime_state)))
             for state in states:
                 conn.execute(
-                    _UPSERT_INPUT,
+                    UPSERT_INPUT,
                     (rid, str(state.input_id), records.encode_state(state)),
                 )
 
@@ -680,7 +570,7 @@ class SqliteRuntimeStore(RuntimeStore):
         encoded = records.encode_receipt(receipt)
 
         def work(conn: sqlite3.Connection) -> None:
-            if not _receipt_exists(
+            if not receipt_exists(
                 conn, rid, receipt, encoded
             ):  # a different one raises
                 conn.execute(
@@ -688,10 +578,10 @@ class SqliteRuntimeStore(RuntimeStore):
                     (rid, str(receipt.run_id), receipt.sequence, encoded),
                 )
             if session_delta is not None:
-                conn.execute(_UPSERT_SNAPSHOT, (rid, session_delta.session_snapshot))
+                conn.execute(UPSERT_SNAPSHOT, (rid, session_delta.session_snapshot))
             for state in states:
                 conn.execute(
-                    _UPSERT_INPUT,
+                    UPSERT_INPUT,
                     (rid, str(state.input_id), records.encode_state(state)),
                 )
 
@@ -721,11 +611,11 @@ class SqliteRuntimeStore(RuntimeStore):
                 "INSERT INTO runtime_boundary_receipts VALUES (?, ?, ?, ?)",
                 (rid, str(run_id), receipt.sequence, records.encode_receipt(receipt)),
             )
-            conn.execute(_UPSERT_SNAPSHOT, (rid, session_delta.session_snapshot))
+            conn.execute(UPSERT_SNAPSHOT, (rid, session_delta.session_snapshot))
             for state in stamped:
                 state.stamp_receipt_metadata(run_id, receipt.sequence)
                 conn.execute(
-                    _UPSERT_INPUT,
+                    UPSERT_INPUT,
                     (rid, str(state.input_id), records.encode_state(state)),
                 )
             return receipt
@@ -857,7 +747,7 @@ class SqliteRuntimeStore(RuntimeStore):
                     (rid, record_id, data),
                 )
             elif table == records.STATES:
-                conn.execute(_UPSERT_PHASE, (rid, data))
+                conn.execute(UPSERT_PHASE, (rid, data))
             else:
                 run, seq = record_id.rsplit("/", 1)
                 conn.execute(
@@ -867,83 +757,3 @@ class SqliteRuntimeStore(RuntimeStore):
                 )
         finally:
             conn.close()
-
-
-def decode_input_row(runtime_id: str, row: tuple[Any, ...]) -> InputState:
-    """One ``SELECT_INPUTS`` row: the record, plus the recoveries that loaded
-    it unfinished since it was written (see the module notes)."""
-    input_id, data, lag = row
-    state = records.decode_state(runtime_id, str(input_id), bytes(data))
-    # Recovery drops ephemeral records unread (decision 13): never counted.
-    if (
-        lag > 0
-        and not state.is_terminal()
-        and state.durability is not InputDurability.EPHEMERAL
-    ):
-        state.recovery_count += lag
-    return state
-
-
-async def _wait_out(future: asyncio.Future[None]) -> None:
-    """Wait until ``future`` is done, also when cancelled meanwhile (again and
-    again: timeouts and task groups cancel twice); the cancellation is
-    raised once it is done. ``future`` reports its errors elsewhere."""
-    cancelled = False
-    while not future.done():
-        try:
-            await asyncio.wait({future})
-        except asyncio.CancelledError:
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-
-
-def _is_busy(exc: Exception) -> bool:
-    """Another connection holds a lock SQLite would have to wait for."""
-    text = str(exc)
-    return "locked" in text or "busy" in text
-
-
-def _begin(conn: sqlite3.Connection, deadline: float) -> None:
-    """``BEGIN IMMEDIATE``, waiting out another connection's write lock until
-    ``deadline`` (the writer thread's busy handler: its connection has
-    busy_timeout 0), with the backoff SQLite's own handler would use."""
-    delay = 0.001
-    while True:
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as exc:
-            if not _is_busy(exc) or time.monotonic() >= deadline:
-                raise
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
-
-
-def _as_store_error(exc: Exception) -> RuntimeStoreError:
-    """Whatever a request raised, as the store error family (STYLE.md 6)."""
-    if isinstance(exc, RuntimeStoreError):
-        return exc
-    return WriteFailedError(f"{type(exc).__name__}: {exc}")
-
-
-def _receipt_exists(
-    conn: sqlite3.Connection,
-    runtime_id: str,
-    receipt: RunBoundaryReceipt,
-    encoded: bytes,
-) -> bool:
-    """Decision 16: an identical receipt is a no-op; a different one conflicts."""
-    row = conn.execute(
-        "SELECT receipt_json FROM runtime_boundary_receipts "
-        "WHERE runtime_id = ? AND run_id = ? AND sequence = ?",
-        (runtime_id, str(receipt.run_id), receipt.sequence),
-    ).fetchone()
-    if row is None:
-        return False
-    if records.same_receipt(bytes(row[0]), encoded):
-        return True
-    raise WriteFailedError(
-        f"receipt conflict: runtime {runtime_id!r} run {receipt.run_id} sequence "
-        f"{receipt.sequence} already has a different receipt"
-    )
