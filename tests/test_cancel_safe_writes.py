@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from meerkat_runtime import LogicalRuntimeId, PromptInput
+from meerkat_runtime import LogicalRuntimeId, PromptInput, RuntimeState
 from meerkat_runtime.blobs import MemoryBlobStore
 from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
 from meerkat_runtime.outcomes import Accepted, Deduplicated
@@ -86,9 +86,9 @@ def test_cancelled_while_the_writer_thread_fails_raises_plain_cancel(
 ) -> None:
     async def body() -> None:
         async with SqliteRuntimeStore(tmp_path / "c.db") as store:
-            bad = poisoned(rich_state(1))
+            bad = poisoned(rich_state(1))  # fails in the writer thread
             task, _ = await cancelled_in_the_writer(
-                store, store.persist_input_state(RID, bad)
+                store, store.atomic_lifecycle_commit(RID, RuntimeState.IDLE, [bad])
             )
             with pytest.raises(asyncio.CancelledError) as raised:
                 await task

@@ -22,7 +22,7 @@ import pytest
 from meerkat_runtime import LogicalRuntimeId, PromptInput, RuntimeState
 from meerkat_runtime.input_state import InputState
 from meerkat_runtime.inputs import InputDurability
-from meerkat_runtime.store import SqliteRuntimeStore
+from meerkat_runtime.store import SqliteRuntimeStore, sqlite_schema
 from meerkat_runtime.store import sqlite as sqlite_module
 from meerkat_runtime.store.base import (
     RuntimeStoreError,
@@ -420,8 +420,9 @@ def test_callers_on_several_event_loops_each_get_their_own_answers(
 def test_a_failing_request_fails_alone_in_its_group(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Group commit: when one request of a group fails (a state that cannot be
-    encoded) only its caller gets the error; the others are written. A second
+    """Group commit: when one request of a group fails in the writer (a
+    lifecycle commit carrying a state that cannot be encoded) only its
+    caller gets the error; the others are written. A second
     connection holds the write lock meanwhile, so the requests pile up and
     are committed together (the group sizes are recorded to prove it)."""
     path = tmp_path / "runtime.db"
@@ -446,7 +447,7 @@ def test_a_failing_request_fails_alone_in_its_group(
                 loop.call_later(0.3, blocker.execute, "COMMIT")
                 results = await asyncio.gather(
                     *(store.persist_input_state(A, s) for s in good[:30]),
-                    store.persist_input_state(A, bad),
+                    store.atomic_lifecycle_commit(A, RuntimeState.IDLE, [bad]),
                     *(store.persist_input_state(A, s) for s in good[30:]),
                     return_exceptions=True,
                 )
@@ -513,6 +514,76 @@ def test_a_lone_writer_blocked_by_another_connection_waits_without_freezing_the_
             assert stored == blocked
 
     run(body)
+
+
+def test_a_group_of_input_rows_commits_merged_and_a_failing_row_fails_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group of nothing but ``persist_input_state`` calls is written as a
+    few merged statements (up to ``MERGED_ROWS`` rows each); when one row
+    fails inside SQLite (here a trigger refuses it), nothing of the merged
+    attempt stays, the rows run one by one, and only that caller fails."""
+    path = tmp_path / "merged.db"
+    monkeypatch.setattr(sqlite_schema, "MERGED_ROWS", 7)
+    monkeypatch.setattr(sqlite_module, "MERGED_ROWS", 7)
+    merged: list[int] = []  # rows per merged statement
+    build = sqlite_schema.upsert_inputs_sql
+
+    def counting(count: int) -> str:
+        merged.append(count)
+        return build(count)
+
+    monkeypatch.setattr(sqlite_module, "upsert_inputs_sql", counting)
+
+    async def body(refused: InputState | None) -> list[object]:
+        states = [queued_state(f"m{i}") for i in range(40)]
+        if refused is not None:
+            states[25] = refused
+        async with SqliteRuntimeStore(path) as store:
+            sizes: list[int] = []
+            commit_group = store._commit_group
+
+            def recording(group: list[Any]) -> list[Any]:
+                sizes.append(len(group))
+                return commit_group(group)
+
+            monkeypatch.setattr(store, "_commit_group", recording)
+            blocker = sqlite3.connect(path, isolation_level=None)
+            try:  # the requests pile up behind another connection's lock
+                blocker.execute("BEGIN IMMEDIATE")
+                asyncio.get_running_loop().call_later(0.2, blocker.execute, "COMMIT")
+                results: list[object] = await asyncio.gather(
+                    *(store.persist_input_state(A, s) for s in states),
+                    return_exceptions=True,
+                )
+            finally:
+                blocker.close()
+            assert max(sizes) > MERGED_ROWS_UNDER_TEST, sizes  # merged statements
+            mine = {s.input_id for s in states}
+            stored = {s.input_id for s in await store.load_input_states(A)} & mine
+            ok = {s.input_id for s, r in zip(states, results, strict=True) if r is None}
+            assert stored == ok
+        return results
+
+    results = asyncio.run(body(None))
+    assert all(r is None for r in results)
+    assert max(merged) == MERGED_ROWS_UNDER_TEST  # statements of 7 rows were used
+    refused = queued_state("refused by the trigger")
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON runtime_input_states "
+        f"WHEN NEW.input_id = '{refused.input_id}' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+    )
+    conn.commit()
+    conn.close()
+    results = asyncio.run(body(refused))
+    failures = [r for r in results if r is not None]
+    assert len(failures) == 1
+    assert isinstance(results[25], RuntimeStoreError)
+    assert "refused" in str(results[25])
+
+
+MERGED_ROWS_UNDER_TEST = 7
 
 
 def test_open_waits_for_a_writer_on_a_file_not_yet_in_wal(tmp_path: Path) -> None:

@@ -35,6 +35,9 @@ class Request:
     # cancelled meanwhile can still learn whether its write committed.
     committed: bool | None = None
     waiter: asyncio.Future[None] | None = None
+    # A request that only upserts this one input row (runtime_id, input_id,
+    # state_json): the writer may merge such rows into one statement.
+    row: tuple[str, str, bytes] | None = None
 
     async def outcome_after_cancel(self) -> bool:
         """Whether the write committed, waiting for the writer (on the loop
