@@ -417,6 +417,21 @@ def test_callers_on_several_event_loops_each_get_their_own_answers(
     run(body)
 
 
+def group_sizes(
+    store: SqliteRuntimeStore, monkeypatch: pytest.MonkeyPatch
+) -> list[int]:
+    """The size of every group the store's writer commits from now on."""
+    sizes: list[int] = []
+    commit_group = store._commit_group
+
+    def recording(group: list[Any]) -> list[Any]:
+        sizes.append(len(group))
+        return commit_group(group)
+
+    monkeypatch.setattr(store, "_commit_group", recording)
+    return sizes
+
+
 def test_a_failing_request_fails_alone_in_its_group(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -430,14 +445,7 @@ def test_a_failing_request_fails_alone_in_its_group(
     async def body() -> None:
         store = SqliteRuntimeStore(path)
         try:
-            sizes: list[int] = []
-            commit_group = store._commit_group
-
-            def recording(group: list[Any]) -> list[Any]:
-                sizes.append(len(group))
-                return commit_group(group)
-
-            monkeypatch.setattr(store, "_commit_group", recording)
+            sizes = group_sizes(store, monkeypatch)
             good = [queued_state(f"g{i}") for i in range(60)]
             bad = poisoned(rich_state(1))
             blocker = sqlite3.connect(path, isolation_level=None)
@@ -540,14 +548,7 @@ def test_a_group_of_input_rows_commits_merged_and_a_failing_row_fails_alone(
         if refused is not None:
             states[25] = refused
         async with SqliteRuntimeStore(path) as store:
-            sizes: list[int] = []
-            commit_group = store._commit_group
-
-            def recording(group: list[Any]) -> list[Any]:
-                sizes.append(len(group))
-                return commit_group(group)
-
-            monkeypatch.setattr(store, "_commit_group", recording)
+            sizes = group_sizes(store, monkeypatch)
             blocker = sqlite3.connect(path, isolation_level=None)
             try:  # the requests pile up behind another connection's lock
                 blocker.execute("BEGIN IMMEDIATE")
