@@ -8,7 +8,11 @@ Theory of operation:
   resolves each caller (**group commit**: concurrent sessions share one
   flush, and no caller is acknowledged before its data is durable). A request
   that fails rolls back to its savepoint and fails alone; a failed COMMIT
-  fails the whole group.
+  fails the whole group. A group of nothing but input-row upserts (the
+  acknowledgement of an accept) is first tried as a few merged statements.
+* The event loop lets the writer thread in after every few queued requests
+  (a GIL hand-over), so the writer commits the first requests while the
+  loop queues the next, instead of starting only when the loop runs dry.
 * **Readers** run in worker threads on their own connections. In WAL mode they
   see the last committed state and never block the writer.
 * ``synchronous=FULL`` (the default) flushes the WAL on every commit: an
