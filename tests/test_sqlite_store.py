@@ -867,3 +867,100 @@ def test_a_file_sqlite_cannot_put_in_wal_mode_is_refused(tmp_path: Path) -> None
                 store._enable_wal(NoWal())  # type: ignore[arg-type]
 
     run(body)
+
+
+def test_merged_statement_sizes_add_up_and_stay_few() -> None:
+    """Every row lands in exactly one statement; at most eight statement
+    shapes exist, so they all stay in sqlite3's statement cache."""
+    shapes: set[int] = set()
+    for count in range(0, 1200):
+        sizes = sqlite_module.merged_sizes(count)
+        assert sum(sizes) == count
+        assert all(0 < size <= sqlite_schema.MERGED_ROWS for size in sizes)
+        shapes.update(sizes)
+    assert len(shapes) <= 8
+
+
+async def _piled_up(
+    path: Path, writes: list[Coroutine[Any, Any, None]]
+) -> list[object]:
+    """Run ``writes`` at once while another connection holds the write lock,
+    so they reach the writer thread as one group."""
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        asyncio.get_running_loop().call_later(0.2, blocker.execute, "COMMIT")
+        return list(await asyncio.gather(*writes, return_exceptions=True))
+    finally:
+        blocker.close()
+
+
+def test_a_row_sqlite_cannot_bind_fails_alone_in_a_merged_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding: a value that fails while the merged statement is
+    bound (a runtime id with a lone surrogate is not UTF-8) must not fail the
+    group: the rows run one by one and only that caller fails."""
+    path = tmp_path / "bind.db"
+    odd = LogicalRuntimeId("odd \udc80 runtime")
+
+    async def body() -> None:
+        async with SqliteRuntimeStore(path) as store:
+            sizes = group_sizes(store, monkeypatch)
+            good = [queued_state(f"g{i}") for i in range(10)]
+            writes = [store.persist_input_state(A, s) for s in good]
+            writes.insert(5, store.persist_input_state(odd, queued_state("odd")))
+            results = await _piled_up(path, writes)
+            assert max(sizes) > 1
+            assert [i for i, r in enumerate(results) if r is not None] == [5]
+            assert isinstance(results[5], RuntimeStoreError)
+            stored = {s.input_id for s in await store.load_input_states(A)}
+            assert stored == {s.input_id for s in good}
+
+    run(body)
+
+
+def test_a_state_that_cannot_be_encoded_fails_as_a_store_write(
+    tmp_path: Path,
+) -> None:
+    """Review finding: ``persist_input_state`` encodes on the caller; any
+    encoding failure is still a ``RuntimeStoreError``, and nothing is written."""
+
+    async def body() -> None:
+        async with SqliteRuntimeStore(tmp_path / "enc.db") as store:
+            state = queued_state()
+            state.reconstruction_source = "not UTF-8 \udc80"
+            with pytest.raises(RuntimeStoreError):
+                await store.persist_input_state(A, state)
+            assert await store.load_input_states(A) == []
+
+    run(body)
+
+
+@pytest.mark.parametrize(("slow", "expected_calls"), [(False, 8), (True, 1)])
+def test_hand_overs_to_the_writer_stop_when_another_thread_keeps_the_gil(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slow: bool, expected_calls: int
+) -> None:
+    """Review finding: the loop lets the writer in after every 8th queued
+    request; when a hand-over comes back late (another thread kept the GIL,
+    simulated here), hand-overs pause, so such a thread stalls the loop
+    once, not once per 8 writes."""
+    calls: list[float] = []
+
+    def release() -> None:
+        calls.append(time.monotonic())
+        if slow:
+            time.sleep(sqlite_module.HAND_OVER_SLOW_S * 3)
+
+    monkeypatch.setattr(sqlite_module, "release_gil", release)
+    path = tmp_path / "hand.db"
+
+    async def body() -> None:
+        async with SqliteRuntimeStore(path) as store:
+            states = [queued_state(f"h{i}") for i in range(64)]
+            writes = [store.persist_input_state(A, s) for s in states]
+            results = await _piled_up(path, writes)
+            assert all(r is None for r in results)
+
+    run(body)
+    assert len(calls) == expected_calls

@@ -101,6 +101,10 @@ MAX_GROUP = 512  # requests per transaction; bounds one commit's latency
 SOLO_STREAK = 3  # lone writes in a row before a caller may commit inline
 BUSY_TIMEOUT_MS = 5000
 HAND_OVER_EVERY = 8  # queued requests between two moments for the writer (best of 2-32)
+HAND_OVER_SLOW_S = (
+    0.003  # longer: another thread kept the GIL (for its 5 ms switch interval)
+)
+HAND_OVER_PAUSE_S = 1.0  # then no hand-overs for this long
 READ_CHUNK = 1000  # rows a reader thread hands over at a time
 # Readers map the file instead of copying pages through read(): a third off
 # fetching 100k stored inputs (bench/durable.py). Writes never use the map.
@@ -170,6 +174,7 @@ class SqliteRuntimeStore(RuntimeStore):
         # several event loops update it from several threads.
         self._inflight = 0
         self._solo_streak = 0  # consecutive writes that found nothing in flight
+        self._hand_over_paused_until = 0.0  # see _hand_over
         self._started = 0  # writes started (to notice company during a yield)
         self._writer = threading.Thread(
             target=self._write_loop, name="meerkat-sqlite-writer", daemon=True
@@ -386,15 +391,7 @@ class SqliteRuntimeStore(RuntimeStore):
         request = Request(work, loop, future, self._answered, row=row)
         self._requests.put(request)
         if self._inflight % HAND_OVER_EVERY == 0:
-            # The writer thread cannot take the GIL from a busy event loop for
-            # up to 5 ms (the switch interval), so it would start only once
-            # the loop runs dry, and then every caller waits for one group.
-            # Letting it in now and then keeps it committing the first
-            # requests while the loop queues the next (64 sessions: about
-            # +18% acks/s with the merged rows, measured in bench/durable.py).
-            # sleep(0) releases the GIL to a waiting thread (os.sched_yield,
-            # which does not, measured no gain).
-            time.sleep(0)
+            self._hand_over()
         try:
             return await future
         except asyncio.CancelledError:
@@ -404,6 +401,24 @@ class SqliteRuntimeStore(RuntimeStore):
             if commits and await request.outcome_after_cancel():
                 raise CommittedThenCancelled from None
             raise
+
+    def _hand_over(self) -> None:
+        """Let the writer thread in for a moment. It cannot take the GIL from
+        a busy event loop for up to 5 ms (the switch interval), so it would
+        start only once the loop runs dry, and then every caller waits for
+        one group; let in now and then, it commits the first requests while
+        the loop queues the next (64 sessions: +15-25% acks/s with merged
+        rows, bench/durable.py). ``time.sleep(0)`` releases the GIL to a
+        waiting thread (``os.sched_yield`` does not: no gain, measured). Any
+        runnable thread may take it, though: when one keeps it (a CPU-bound
+        thread of the application), hand-overs stop for a while, so such a
+        thread stalls this loop at most once per ``HAND_OVER_PAUSE_S``."""
+        now = time.monotonic()
+        if now < self._hand_over_paused_until:
+            return
+        release_gil()
+        if time.monotonic() - now > HAND_OVER_SLOW_S:
+            self._hand_over_paused_until = time.monotonic() + HAND_OVER_PAUSE_S
 
     def _check_open(self) -> None:
         if self._closed:
@@ -522,7 +537,10 @@ class SqliteRuntimeStore(RuntimeStore):
         self, runtime_id: LogicalRuntimeId, state: InputState
     ) -> None:
         # Encoded here, so the writer thread may merge the row with others.
-        row = (str(runtime_id), str(state.input_id), records.encode_state(state))
+        try:
+            row = (str(runtime_id), str(state.input_id), records.encode_state(state))
+        except Exception as exc:  # as the writer would report it
+            raise as_store_error(exc) from exc
 
         def work(conn: sqlite3.Connection) -> None:
             conn.execute(UPSERT_INPUT, row)
@@ -785,22 +803,45 @@ def _merged_rows(conn: sqlite3.Connection, group: list[Request]) -> bool:
     """A group of nothing but input-row upserts, as few statements: each
     row costs the writer thread one GIL hand-back less (SQLite runs a whole
     statement without the GIL). False, with nothing written, if the group
-    holds other requests or a statement fails: then each request runs on
-    its own, and only a failing one fails."""
+    holds other requests or anything fails (a statement, or binding a value
+    SQLite refuses): then each request runs on its own, and only a failing
+    one fails."""
     rows = [request.row for request in group]
     if any(row is None for row in rows):
         return False
     conn.execute("SAVEPOINT merged")
     try:
-        for start in range(0, len(rows), MERGED_ROWS):
-            part = rows[start : start + MERGED_ROWS]
+        start = 0
+        for size in merged_sizes(len(rows)):
+            part = rows[start : start + size]
+            start += size
             conn.execute(
-                upsert_inputs_sql(len(part)),
+                upsert_inputs_sql(size),
                 [value for row in part if row is not None for value in (*row, row[0])],
             )
-    except sqlite3.Error:
+    except Exception:
         conn.execute("ROLLBACK TO merged")
         conn.execute("RELEASE merged")
         return False
     conn.execute("RELEASE merged")
     return True
+
+
+def release_gil() -> None:
+    """Give the GIL to a thread waiting for it, if any."""
+    time.sleep(0)
+
+
+def merged_sizes(count: int) -> list[int]:
+    """Statement sizes for ``count`` merged rows: ``MERGED_ROWS`` at a time,
+    then powers of two, so at most eight distinct statements exist (one per
+    size would crowd sqlite3's statement cache of 128, and preparing a
+    100-row statement costs about 0.4 ms)."""
+    sizes = [MERGED_ROWS] * (count // MERGED_ROWS)
+    rest, power = count % MERGED_ROWS, 64
+    while rest:
+        while power > rest:
+            power //= 2
+        sizes.append(power)
+        rest -= power
+    return sizes
