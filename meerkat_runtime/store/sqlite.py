@@ -366,25 +366,40 @@ class SqliteRuntimeStore(RuntimeStore):
         self._started += 1
         self._solo_streak = self._solo_streak + 1 if self._inflight == 0 else 0
         if self._solo_streak > SOLO_STREAK:
-            # An inline commit blocks the event loop for the flush, so no one
-            # else could queue behind it: first let every ready coroutine run
-            # once, and stay inline only if none of them started a write.
-            started = self._started
-            await asyncio.sleep(0)
-            self._check_open()  # close() may have run during the yield
-            if (
-                self._started == started
-                and self._inflight == 0
-                and self._requests.empty()
-                and self._conn_lock.acquire(blocking=False)
-            ):
-                try:
-                    done = self._commit_inline(work)
-                finally:
-                    self._conn_lock.release()
-                if not isinstance(done, Busy):
-                    return done
+            done = await self._alone(work)
+            if not isinstance(done, Busy):
+                return done
             self._solo_streak = 0
+        return await self._queued(work, commits, row)
+
+    async def _alone(self, work: Callable[[sqlite3.Connection], T]) -> T | Busy:
+        """Commit inline, unless company turns up. An inline commit blocks the
+        event loop for the flush, so no one else could queue behind it:
+        first let every ready coroutine run once, and stay inline only if
+        none of them started a write (``Busy`` otherwise, or when another
+        process holds the file's write lock)."""
+        started = self._started
+        await asyncio.sleep(0)
+        self._check_open()  # close() may have run during the yield
+        if (
+            self._started != started
+            or self._inflight != 0
+            or not self._requests.empty()
+            or not self._conn_lock.acquire(blocking=False)
+        ):
+            return BUSY
+        try:
+            return self._commit_inline(work)
+        finally:
+            self._conn_lock.release()
+
+    async def _queued(
+        self,
+        work: Callable[[sqlite3.Connection], T],
+        commits: bool,
+        row: tuple[str, str, bytes] | None,
+    ) -> T:
+        """Through the writer thread: answered after its group commits."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._inflight += 1
