@@ -295,28 +295,39 @@ def rounds(repeats: int, runs: dict[str, Repeat]) -> dict[str, list[float]]:
     return figures
 
 
+def raw_rows_timed(
+    scratch: Scratch,
+    name: str,
+    rows: list[Row],
+    insert: Callable[[sqlite3.Connection, Clock], None],
+) -> float:
+    """Seconds per row that ``insert`` takes to write ``rows`` with plain
+    sqlite3 into a fresh file (checked, then removed)."""
+    path = scratch.path(name)
+    conn = raw_connect(path)
+    clock = Clock()
+    try:
+        insert(conn, clock)
+    finally:
+        conn.close()
+    assert count(path, records.INPUTS) == len(rows)
+    scratch.remove(path)
+    return clock.elapsed / len(rows)
+
+
 def one_raw_rows(scratch: Scratch, rows: list[Row], per_txn: int) -> Repeat:
     """Seconds per row of plain sqlite3 inserts, ``per_txn`` rows per
     ``BEGIN IMMEDIATE ... COMMIT``."""
 
-    def run() -> float:
-        path = scratch.path(f"raw-{per_txn}")
-        conn = raw_connect(path)
-        try:
-            clock = Clock()
-            with clock.section():
-                for start in range(0, len(rows), per_txn):
-                    conn.execute("BEGIN IMMEDIATE")
-                    for row in rows[start : start + per_txn]:
-                        conn.execute(_INSERT_INPUT, row)
-                    conn.execute("COMMIT")
-        finally:
-            conn.close()
-        assert count(path, records.INPUTS) == len(rows)
-        scratch.remove(path)
-        return clock.elapsed / len(rows)
+    def insert(conn: sqlite3.Connection, clock: Clock) -> None:
+        with clock.section():
+            for start in range(0, len(rows), per_txn):
+                conn.execute("BEGIN IMMEDIATE")
+                for row in rows[start : start + per_txn]:
+                    conn.execute(_INSERT_INPUT, row)
+                conn.execute("COMMIT")
 
-    return run
+    return lambda: raw_rows_timed(scratch, f"raw-{per_txn}", rows, insert)
 
 
 def one_raw_rows_in_a_loop(scratch: Scratch, rows: list[Row]) -> Repeat:
@@ -334,19 +345,12 @@ def one_raw_rows_in_a_loop(scratch: Scratch, rows: list[Row]) -> Repeat:
                 conn.execute(_INSERT_INPUT, row)
                 conn.execute("COMMIT")
 
-    def run() -> float:
-        path = scratch.path("raw-loop")
-        conn = raw_connect(path)
-        clock = Clock()
-        try:
-            asyncio.run(insert_all(conn, clock))
-        finally:
-            conn.close()
-        assert count(path, records.INPUTS) == len(rows)
-        scratch.remove(path)
-        return clock.elapsed / len(rows)
-
-    return run
+    return lambda: raw_rows_timed(
+        scratch,
+        "raw-loop",
+        rows,
+        lambda conn, clock: asyncio.run(insert_all(conn, clock)),
+    )
 
 
 async def accept_all(

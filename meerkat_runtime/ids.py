@@ -92,16 +92,13 @@ class _TextId:
             raise TypeError(
                 f"{type(self).__name__} takes a str, got {type(text).__name__}"
             )
-        object.__setattr__(self, "_text", text)
-        # Ids key every dict in the runtime: hash once.
-        object.__setattr__(self, "_hash", hash((type(self).__name__, text)))
+        _fill(self, text)
 
     @classmethod
     def _from_text(cls, text: str) -> Self:
         """``cls(text)`` for text known to be a ``str`` (the decoder's path)."""
         self = object.__new__(cls)
-        _set_text(self, text)
-        _set_hash(self, hash((cls.__name__, text)))
+        _fill(self, text)
         return self
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -183,6 +180,12 @@ class SessionId(_TextId):
 # The slots' own setters: ``__setattr__`` refuses every write after creation.
 _set_text = vars(_TextId)["_text"].__set__
 _set_hash = vars(_TextId)["_hash"].__set__
+
+
+def _fill(new_id: _TextId, text: str) -> None:
+    _set_text(new_id, text)
+    # Ids key every dict in the runtime: hash once.
+    _set_hash(new_id, hash((type(new_id).__name__, text)))
 
 
 def id_types() -> list[type[_TextId]]:

@@ -522,7 +522,7 @@ class SqliteRuntimeStore(RuntimeStore):
         chunks: asyncio.Queue[list[Any] | BaseException | None] = asyncio.Queue()
         stop = threading.Event()  # ``consume`` raised: no more chunks wanted
 
-        def hand_over(item: list[Any] | BaseException | None) -> None:
+        def deliver(item: list[Any] | BaseException | None) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is gone
                 loop.call_soon_threadsafe(chunks.put_nowait, item)
 
@@ -533,13 +533,13 @@ class SqliteRuntimeStore(RuntimeStore):
             try:
                 cursor = self._reader().execute(sql, params)
                 while not stop.is_set() and (rows := cursor.fetchmany(READ_CHUNK)):
-                    hand_over(rows)
+                    deliver(rows)
                 cursor.close()
-                hand_over(None)
+                deliver(None)
             except sqlite3.Error as exc:
-                hand_over(ReadFailedError(f"{self.path}: {exc}"))
+                deliver(ReadFailedError(f"{self.path}: {exc}"))
             except BaseException as exc:  # e.g. no reader connection: told, not lost
-                hand_over(exc)
+                deliver(exc)
 
         producer = loop.run_in_executor(None, produce)
         try:
@@ -826,8 +826,8 @@ def _merged_rows(conn: sqlite3.Connection, group: list[Request]) -> bool:
     holds other requests or anything fails (a statement, or binding a value
     SQLite refuses): then each request runs on its own, and only a failing
     one fails."""
-    rows = [request.row for request in group]
-    if any(row is None for row in rows):
+    rows = [request.row for request in group if request.row is not None]
+    if len(rows) < len(group):
         return False
     conn.execute("SAVEPOINT merged")
     try:
@@ -837,7 +837,7 @@ def _merged_rows(conn: sqlite3.Connection, group: list[Request]) -> bool:
             start += size
             conn.execute(
                 upsert_inputs_sql(size),
-                [value for row in part if row is not None for value in (*row, row[0])],
+                [value for row in part for value in (*row, row[0])],
             )
     except Exception:
         conn.execute("ROLLBACK TO merged")

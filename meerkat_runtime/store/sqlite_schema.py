@@ -44,14 +44,20 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
 }
 
-# Every input row is stamped with its runtime's current recovery epoch.
-UPSERT_INPUT = (
-    "INSERT INTO runtime_input_states (runtime_id, input_id, state_json, recovery_epoch) "
-    "VALUES (?1, ?2, ?3, COALESCE("
-    "(SELECT recovery_epoch FROM runtime_states WHERE runtime_id = ?1), 0)) "
-    "ON CONFLICT (runtime_id, input_id) DO UPDATE SET state_json = excluded.state_json, "
-    "recovery_epoch = excluded.recovery_epoch"
+# Every input row is stamped with its runtime's current recovery epoch. One
+# statement writes one row (parameters ?1-?3) or many (see upsert_inputs_sql).
+_INSERT_INPUTS = (
+    "INSERT INTO runtime_input_states "
+    "(runtime_id, input_id, state_json, recovery_epoch) VALUES "
 )
+_EPOCH_OF = (
+    "COALESCE((SELECT recovery_epoch FROM runtime_states WHERE runtime_id = {}), 0)"
+)
+_ON_CONFLICT = (
+    " ON CONFLICT (runtime_id, input_id) DO UPDATE SET "
+    "state_json = excluded.state_json, recovery_epoch = excluded.recovery_epoch"
+)
+UPSERT_INPUT = f"{_INSERT_INPUTS}(?1, ?2, ?3, {_EPOCH_OF.format('?1')}){_ON_CONFLICT}"
 MERGED_ROWS = 100  # input rows per merged statement (4 parameters each)
 
 
@@ -61,17 +67,8 @@ def upsert_inputs_sql(count: int) -> str:
     (runtime_id, input_id, state_json, runtime_id) per row: SQLite runs it in
     one step, so the writer thread takes the GIL once for all of them
     instead of once per row (see ``SqliteRuntimeStore._commit_group``)."""
-    row = (
-        "(?, ?, ?, COALESCE("
-        "(SELECT recovery_epoch FROM runtime_states WHERE runtime_id = ?), 0))"
-    )
-    return (
-        "INSERT INTO runtime_input_states "
-        "(runtime_id, input_id, state_json, recovery_epoch) VALUES "
-        + ", ".join([row] * count)
-        + " ON CONFLICT (runtime_id, input_id) DO UPDATE SET "
-        "state_json = excluded.state_json, recovery_epoch = excluded.recovery_epoch"
-    )
+    row = f"(?, ?, ?, {_EPOCH_OF.format('?')})"
+    return _INSERT_INPUTS + ", ".join([row] * count) + _ON_CONFLICT
 
 
 # (input_id, state_json, recoveries since the row was written) of runtime ?1.
