@@ -74,6 +74,7 @@ bench: install ## run the benchmarks (ratios against same-run baselines)
 	$(PY) bench/authority.py
 	$(PY) bench/driver.py
 	$(PY) bench/durable.py
+	$(PY) bench/sessions.py
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis diagrams/*.svg

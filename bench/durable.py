@@ -32,6 +32,11 @@ in the same run, on the same file system, with the same record bytes:
   alone (no driver), every runtime's boundary at once (group commit), and
   plain ``sqlite3`` writing half the boundaries per transaction: the most
   any group commit could reach on this disk.
+* **floors** (``durable_floors``): for one caller, 64 sessions and
+  boundaries, the in-memory driver, the store's encoding and plain sqlite3
+  on one thread, with no event loop and no store: what any durable design
+  in this process pays at least when nothing runs in parallel. A goal above
+  its floor is out of reach of a cheaper store; the report says which.
 * **recovery**: a file holding 100k queued prompts (built untimed through
   ``store.atomic_lifecycle_commit``) is copied before each repeat (and the copy
   fsynced, so its write-back does not land on the timed commits); the clock
@@ -72,12 +77,39 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
+from durable_floors import (
+    one_floor_accepts,
+    one_floor_boundaries,
+    one_floor_sessions,
+)
+from durable_parts import (
+    BATCH,
+    DRAIN_EVERY,
+    INSERT_RECEIPT,
+    INSERT_ROW,
+    PROMPT_BYTES,
+    RUNTIME_ID,
+    SELECT_ROWS,
+    SESSIONS,
+    UPSERT_ROW,
+    BoundaryCase,
+    Clock,
+    Repeat,
+    Row,
+    accepted_states,
+    boundary_case,
+    prompts,
+    queued_file,
+    raw_rows_timed,
+    rounds,
+    rows_of,
+    state_of,
+)
 from sqlite_tools import GroupCountingStore as BenchStore
 from sqlite_tools import Scratch, count, scratch_dir
 
@@ -86,19 +118,12 @@ from meerkat_runtime.driver.ephemeral import EphemeralRuntimeDriver
 from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
 from meerkat_runtime.generated.input_lifecycle import InputLifecycleState
 from meerkat_runtime.generated.runtime_control import RuntimeState
-from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
+from meerkat_runtime.ids import LogicalRuntimeId
 from meerkat_runtime.input_state import InputState
-from meerkat_runtime.inputs import Flow, FlowStepInput, InputHeader, PromptInput
+from meerkat_runtime.inputs import PromptInput
 from meerkat_runtime.outcomes import Accepted
-from meerkat_runtime.runs import (
-    BoundaryApplied,
-    RunApplyBoundary,
-    RunBoundaryReceipt,
-    RunEvent,
-)
 from meerkat_runtime.store import records
 from meerkat_runtime.store.sqlite import SqliteRuntimeStore
-from meerkat_runtime.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 
 ACCEPT_RATIO_GOAL = 0.90  # durable one-caller accepts / raw sqlite3 rows
 SESSIONS_GOAL = 25_000.0  # durable acks per second, 64 sessions
@@ -106,213 +131,9 @@ SESSIONS_RATIO_GOAL = 3.5  # 64-session rate / one-caller rate
 BOUNDARY_GOAL = 5_000.0  # boundary commits per second
 RECOVERY_BUDGET_S = 1.0  # 100k pending inputs, open to first dequeue
 
-SESSIONS = 64
-BATCH = 10  # inputs per boundary commit
-PROMPT_BYTES = 1536
-DRAIN_EVERY = 64  # accepts between two drain_events() per driver
 BUILD_CHUNK = 10_000  # queued states per transaction when building the file
 ROOT = Path(__file__).resolve().parent.parent
-RUNTIME_ID = LogicalRuntimeId("bench-durable")
 FIGURES = ("accept", "sessions", "boundary", "recovery")
-_FILLER = "The quick brown fox jumps over the lazy dog, then naps. " * 30
-
-_INSERT_INPUT = (
-    "INSERT INTO runtime_input_states (runtime_id, input_id, state_json) "
-    "VALUES (?, ?, ?)"
-)
-_UPSERT_INPUT = (
-    f"{_INSERT_INPUT} ON CONFLICT (runtime_id, input_id) "
-    "DO UPDATE SET state_json = excluded.state_json"
-)
-_INSERT_RECEIPT = "INSERT INTO runtime_boundary_receipts VALUES (?, ?, ?, ?)"
-_SELECT_INPUTS = (
-    "SELECT input_id, state_json FROM runtime_input_states "
-    "WHERE runtime_id = ? ORDER BY input_id"
-)
-
-Row = tuple[str, str, bytes]  # (runtime_id, input_id, state_json)
-
-
-# ------------------------------------------------------------ inputs
-
-
-def text(i: int, prefix: str = "prompt") -> str:
-    """A distinct ASCII text of exactly ``PROMPT_BYTES`` bytes."""
-    body = f"{prefix} {i:08d}: {_FILLER}"[:PROMPT_BYTES]
-    assert len(body.encode()) == PROMPT_BYTES
-    return body
-
-
-def prompts(start: int, stop: int) -> list[PromptInput]:
-    return [PromptInput.new(text(i)) for i in range(start, stop)]
-
-
-def flow_step(case: int, step: int) -> FlowStepInput:
-    return FlowStepInput(
-        header=InputHeader.new(source=Flow(flow_id=f"flow-{case}", step_index=step)),
-        step_id=f"step-{step}",
-        instructions=text(case * BATCH + step, "step"),
-    )
-
-
-def state_of(driver: EphemeralRuntimeDriver, input_id: InputId) -> InputState:
-    state = driver.input_state(input_id)
-    assert state is not None
-    return state
-
-
-def accepted_states(
-    runtime_id: LogicalRuntimeId, inputs: Sequence[PromptInput]
-) -> list[InputState]:
-    """Each input's state once accepted (queued), as the driver persists it."""
-    driver = EphemeralRuntimeDriver(runtime_id)
-    states: list[InputState] = []
-    for inp in inputs:
-        outcome = driver.accept_now(inp)
-        assert isinstance(outcome, Accepted), outcome
-        states.append(outcome.state)
-    return states
-
-
-def rows_of(runtime_id: LogicalRuntimeId, states: Sequence[InputState]) -> list[Row]:
-    """The rows the store writes for these states, encoded as it encodes them."""
-    rid = str(runtime_id)
-    return [(rid, str(s.input_id), records.encode_state(s)) for s in states]
-
-
-@dataclass(frozen=True, slots=True)
-class BoundaryCase:
-    """One runtime's run: 10 flow steps, staged, and their boundary, with the
-    rows the store holds before (queued) and writes at the boundary."""
-
-    runtime_id: LogicalRuntimeId
-    inputs: list[FlowStepInput]
-    ids: list[InputId]
-    run_id: RunId
-    event: BoundaryApplied
-    queued_rows: list[Row]
-    applied: list[InputState]
-    applied_rows: list[Row]
-    receipt_row: tuple[str, str, int, bytes]
-
-
-def boundary_case(index: int) -> BoundaryCase:
-    runtime_id = LogicalRuntimeId(f"bench-boundary-{index:05d}")
-    rid = str(runtime_id)
-    inputs = [flow_step(index, step) for step in range(BATCH)]
-    ids = [inp.id() for inp in inputs]
-    run_id = RunId.new()
-    receipt = RunBoundaryReceipt(
-        run_id=run_id,
-        boundary=RunApplyBoundary.RUN_START,
-        contributing_input_ids=ids,
-        message_count=0,
-        sequence=0,
-    )
-    event = RunEvent.BoundaryApplied(run_id=run_id, receipt=receipt)
-    # The same steps through the in-memory driver give the exact rows.
-    driver = EphemeralRuntimeDriver(runtime_id)
-    for inp in inputs:
-        assert isinstance(driver.accept_now(inp), Accepted)
-    queued = rows_of(runtime_id, [state_of(driver, i) for i in ids])
-    driver.start_run(run_id)
-    driver.stage_batch(ids, run_id)
-    driver.run_event_now(event)
-    applied = [state_of(driver, i) for i in ids]
-    return BoundaryCase(
-        runtime_id=runtime_id,
-        inputs=inputs,
-        ids=ids,
-        run_id=run_id,
-        event=event,
-        queued_rows=queued,
-        applied=applied,
-        applied_rows=rows_of(runtime_id, applied),
-        receipt_row=(rid, str(run_id), 0, records.encode_receipt(receipt)),
-    )
-
-
-# ------------------------------------------------------------ files
-
-
-def raw_connect(path: Path) -> sqlite3.Connection:
-    """Plain sqlite3 as the store configures it: WAL, synchronous=FULL, the
-    store's schema; autocommit, so transactions are explicit."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = FULL")
-    if conn.execute("PRAGMA user_version").fetchone()[0] == 0:  # a new file
-        for version in range(1, SCHEMA_VERSION + 1):
-            for statement in MIGRATIONS[version]:
-                conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    return conn
-
-
-# ------------------------------------------------------------ timing
-
-
-@dataclass(slots=True)
-class Clock:
-    """Times a repeat's measured section (after a full collection), and
-    profiles it, main thread and store writer, when given a profiler."""
-
-    profiler: cProfile.Profile | None = None
-    store: BenchStore | None = None
-    elapsed: float = 0.0
-    groups: list[int] = field(default_factory=list)
-
-    @contextmanager
-    def section(self) -> Iterator[None]:
-        gc.collect()
-        if self.profiler is not None:
-            if self.store is not None:
-                self.store.profiling = True
-            self.profiler.enable()
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.elapsed += time.perf_counter() - t0
-            if self.profiler is not None:
-                self.profiler.disable()
-                if self.store is not None:
-                    self.store.profiling = False
-
-
-# Each ``one_*`` below builds one repeat: a callable that runs it once on a
-# fresh file and returns seconds per item. ``rounds`` interleaves them.
-Repeat = Callable[[], float]
-
-
-def rounds(repeats: int, runs: dict[str, Repeat]) -> dict[str, list[float]]:
-    """Every run's figures over ``repeats`` rounds, each round running each
-    once in turn, so a slow spell of the machine or disk hits all alike."""
-    figures: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            figures[name].append(run())
-    return figures
-
-
-def raw_rows_timed(
-    scratch: Scratch,
-    name: str,
-    rows: list[Row],
-    insert: Callable[[sqlite3.Connection, Clock], None],
-) -> float:
-    """Seconds per row that ``insert`` takes to write ``rows`` with plain
-    sqlite3 into a fresh file (checked, then removed)."""
-    path = scratch.path(name)
-    conn = raw_connect(path)
-    clock = Clock()
-    try:
-        insert(conn, clock)
-    finally:
-        conn.close()
-    assert count(path, records.INPUTS) == len(rows)
-    scratch.remove(path)
-    return clock.elapsed / len(rows)
 
 
 def one_raw_rows(scratch: Scratch, rows: list[Row], per_txn: int) -> Repeat:
@@ -324,10 +145,10 @@ def one_raw_rows(scratch: Scratch, rows: list[Row], per_txn: int) -> Repeat:
             for start in range(0, len(rows), per_txn):
                 conn.execute("BEGIN IMMEDIATE")
                 for row in rows[start : start + per_txn]:
-                    conn.execute(_INSERT_INPUT, row)
+                    conn.execute(INSERT_ROW, row)
                 conn.execute("COMMIT")
 
-    return lambda: raw_rows_timed(scratch, f"raw-{per_txn}", rows, insert)
+    return lambda: raw_rows_timed(scratch, f"raw-{per_txn}", len(rows), insert)
 
 
 def one_raw_rows_in_a_loop(scratch: Scratch, rows: list[Row]) -> Repeat:
@@ -342,13 +163,13 @@ def one_raw_rows_in_a_loop(scratch: Scratch, rows: list[Row]) -> Repeat:
             for row in rows:
                 await asyncio.sleep(0)
                 conn.execute("BEGIN IMMEDIATE")
-                conn.execute(_INSERT_INPUT, row)
+                conn.execute(INSERT_ROW, row)
                 conn.execute("COMMIT")
 
     return lambda: raw_rows_timed(
         scratch,
         "raw-loop",
-        rows,
+        len(rows),
         lambda conn, clock: asyncio.run(insert_all(conn, clock)),
     )
 
@@ -491,9 +312,9 @@ def one_raw_boundaries(
                 for start in range(0, len(cases), per_txn):
                     conn.execute("BEGIN IMMEDIATE")
                     for case in cases[start : start + per_txn]:
-                        conn.execute(_INSERT_RECEIPT, case.receipt_row)
+                        conn.execute(INSERT_RECEIPT, case.receipt_row)
                         for row in case.applied_rows:
-                            conn.execute(_UPSERT_INPUT, row)
+                            conn.execute(UPSERT_ROW, row)
                     conn.execute("COMMIT")
         finally:
             conn.close()
@@ -502,15 +323,6 @@ def one_raw_boundaries(
         return clock.elapsed / len(cases)
 
     return run
-
-
-def queued_file(path: Path, cases: list[BoundaryCase]) -> sqlite3.Connection:
-    """A new file holding every case's queued rows (one transaction)."""
-    conn = raw_connect(path)
-    conn.execute("BEGIN IMMEDIATE")
-    conn.executemany(_INSERT_INPUT, [r for c in cases for r in c.queued_rows])
-    conn.execute("COMMIT")
-    return conn
 
 
 async def store_applies(path: Path, cases: list[BoundaryCase], clock: Clock) -> None:
@@ -683,7 +495,7 @@ def one_fetch(scratch: Scratch, pristine: Path, n: int) -> Repeat:
         try:
             with clock.section():
                 conn = sqlite3.connect(path)
-                rows = conn.execute(_SELECT_INPUTS, (str(RUNTIME_ID),)).fetchall()
+                rows = conn.execute(SELECT_ROWS, (str(RUNTIME_ID),)).fetchall()
                 conn.close()
             assert len(rows) == n
         finally:
@@ -813,6 +625,18 @@ def us(seconds: float) -> str:
     return f"{seconds * 1e6:.1f} µs"
 
 
+def floor_line(label: str, seconds: float, unit: str) -> str:
+    """A floor (see durable_floors): one thread, no event loop, no store."""
+    return line(f"  floor: {label}", seconds, unit)
+
+
+def above(floor: float, goal: float) -> str:
+    """Whether a goal lies beyond what its one-thread floor reaches."""
+    if floor >= goal:
+        return "the goal is below the floor"
+    return "the goal is above the floor"
+
+
 def line(label: str, seconds: float, unit: str) -> str:
     return f"  {label:<44} {1 / seconds:>9,.0f} {unit}/s  {us(seconds):>10} each"
 
@@ -886,12 +710,18 @@ def main(argv: Sequence[str] | None = None) -> None:
             {
                 "raw_1": one_raw_rows(scratch, one_rows, 1),
                 "raw_1_loop": one_raw_rows_in_a_loop(scratch, one_rows),
+                "floor_1": one_floor_accepts(scratch, inputs),
                 "accept": one_durable_accepts(scratch, inputs),
                 "memory_accept": one_memory_accepts(inputs),
                 "store_persist": one_store_persists(scratch, one_states),
                 "raw_64": one_raw_rows(scratch, session_rows, SESSIONS),
+                "floor_64": one_floor_sessions(scratch, sessions),
                 "sessions": one_durable_sessions(scratch, sessions, group_sizes),
                 "raw_boundary": one_raw_boundaries(scratch, cases),
+                "floor_boundary": one_floor_boundaries(scratch, cases, 1),
+                "floor_boundary_grouped": one_floor_boundaries(
+                    scratch, cases, max(1, n_cases // 2)
+                ),
                 "raw_boundary_grouped": one_raw_boundaries(
                     scratch, cases, max(1, n_cases // 2)
                 ),
@@ -935,6 +765,17 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"    one loop turn beside a flush costs {us(raw_loop - raw)}; "
             f"durable / (raw + loop turn) = {raw_loop / accept:.2f}x"
         )
+        floor_1 = best["floor_1"]
+        print(
+            "  floors (durable_floors.py): the driver's decision, the store's "
+            "encoding and plain sqlite3, on one thread; no event loop, no store"
+        )
+        print(floor_line("accept_now, encode, raw insert", floor_1, "acks"))
+        print(
+            f"    the best ratio any durable accept could reach here: floor / raw "
+            f"= {raw / floor_1:.2f}x ({above(raw / floor_1, ACCEPT_RATIO_GOAL)}); "
+            f"durable / floor = {floor_1 / accept:.2f}x"
+        )
 
         total = SESSIONS * per_session
         print(
@@ -959,6 +800,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{SESSIONS_RATIO_GOAL:.1f}x: {verdict(speedup >= SESSIONS_RATIO_GOAL)}); "
             f"{best['raw_64'] / sessions_s:.2f}x the raw {SESSIONS}-row rate; "
             f"median {mean_group:.1f} acks per commit"
+        )
+        floor_64 = best["floor_64"]
+        print(
+            floor_line(f"{SESSIONS} x (accept_now, encode); raw txn", floor_64, "acks")
+        )
+        print(
+            f"    {1 / floor_64 / SESSIONS_GOAL:.2f}x the goal "
+            f"({above(1 / floor_64, SESSIONS_GOAL)}); durable / floor = "
+            f"{floor_64 / sessions_s:.2f}x"
         )
 
         print(
@@ -998,6 +848,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"    the most group commit could reach on this disk: "
             f"{1 / grouped:,.0f}/s ({1 / grouped / BOUNDARY_GOAL:.2f}x the goal); "
             f"durable at once / that = {grouped / together:.2f}x"
+        )
+        floor_b, floor_grouped = best["floor_boundary"], best["floor_boundary_grouped"]
+        print(floor_line("in-memory boundary, encode, raw", floor_b, "commits"))
+        print(floor_line(f"the same, {per_txn} per txn", floor_grouped, "commits"))
+        print(
+            f"    grouped: {1 / floor_grouped / BOUNDARY_GOAL:.2f}x the goal "
+            f"({above(1 / floor_grouped, BOUNDARY_GOAL)}); durable at once / "
+            f"grouped floor = {floor_grouped / together:.2f}x"
         )
 
         pristine = scratch.path("pending")
