@@ -499,23 +499,53 @@ async def _prep_recover_after_accept(
     return driver, call
 
 
-CASES: dict[str, tuple[str, Prepare]] = {
-    "accept": ("persist_input_state", _prep_accept),
-    "boundary_applied": ("atomic_apply", _prep_boundary),
-    "run_completed": ("atomic_lifecycle_commit", _prep_completed),
-    "run_failed": ("atomic_lifecycle_commit", _prep_failed),
-    "run_cancelled": ("atomic_lifecycle_commit", _prep_cancelled),
-    "retire": ("atomic_lifecycle_commit", _prep_retire),
-    "reset": ("atomic_lifecycle_commit", _prep_reset),
-    "destroy": ("atomic_lifecycle_commit", _prep_destroy),
-    "stop": ("atomic_lifecycle_commit", _prep_stop),
-    "recycle_preserving_work": ("atomic_lifecycle_commit", _prep_recycle),
-    "abandon_pending_inputs": ("atomic_lifecycle_commit", _prep_abandon),
-    "recover": ("atomic_lifecycle_commit", _prep_recover),
-    "recover_load_states": ("load_input_states", _prep_recover),
-    "recover_load_receipt": ("load_boundary_receipt", _prep_recover),
-    "recover_load_runtime_state": ("load_runtime_state", _prep_recover),
-    "recover_after_accept": ("atomic_lifecycle_commit", _prep_recover_after_accept),
+# case -> (the failing store method, the operation, what the driver's
+# Internal error says before the store's own text: D-5 .. D-9, D-11)
+CASES: dict[str, tuple[str, Prepare, str]] = {
+    "accept": ("persist_input_state", _prep_accept, ""),
+    "boundary_applied": (
+        "atomic_apply",
+        _prep_boundary,
+        "runtime boundary commit failed: ",
+    ),
+    "run_completed": (
+        "atomic_lifecycle_commit",
+        _prep_completed,
+        "terminal event persist failed: ",
+    ),
+    "run_failed": (
+        "atomic_lifecycle_commit",
+        _prep_failed,
+        "terminal event persist failed: ",
+    ),
+    "run_cancelled": (
+        "atomic_lifecycle_commit",
+        _prep_cancelled,
+        "terminal event persist failed: ",
+    ),
+    "retire": ("atomic_lifecycle_commit", _prep_retire, "retire persist failed: "),
+    "reset": ("atomic_lifecycle_commit", _prep_reset, "reset persist failed: "),
+    "destroy": ("atomic_lifecycle_commit", _prep_destroy, "destroy persist failed: "),
+    "stop": ("atomic_lifecycle_commit", _prep_stop, "control op persist failed: "),
+    "recycle_preserving_work": (
+        "atomic_lifecycle_commit",
+        _prep_recycle,
+        "recycle persist failed: ",
+    ),
+    "abandon_pending_inputs": (
+        "atomic_lifecycle_commit",
+        _prep_abandon,
+        "pending input abandon persist failed: ",
+    ),
+    "recover": ("atomic_lifecycle_commit", _prep_recover, "recovery persist failed: "),
+    "recover_load_states": ("load_input_states", _prep_recover, ""),
+    "recover_load_receipt": ("load_boundary_receipt", _prep_recover, ""),
+    "recover_load_runtime_state": ("load_runtime_state", _prep_recover, ""),
+    "recover_after_accept": (
+        "atomic_lifecycle_commit",
+        _prep_recover_after_accept,
+        "recovery persist failed: ",
+    ),
 }
 
 
@@ -524,11 +554,13 @@ def test_store_failure_restores_memory_and_writes_nothing(
     backend: Backend, case: str
 ) -> None:
     """Decision 14 (D-4 .. D-9, D-11, D-13) and decision 22: whatever
-    operation's store call fails, the caller gets ``Internal`` carrying the
-    store's text, memory is exactly as before the call (states, lanes, batch,
-    phase, signal, event buffer), nothing reached the store, and the same call
-    succeeds once the store works again."""
-    failing, prepare = CASES[case]
+    operation's store call fails, the caller gets ``Internal`` with the
+    operation's text and then the store's (D-5: the store's alone; D-11 step
+    11: "recovery persist failed"; a failed read: the store's alone), memory
+    is exactly as before the call (states, lanes, batch, phase, signal, event
+    buffer), nothing reached the store, and the same call succeeds once the
+    store works again."""
+    failing, prepare, context = CASES[case]
 
     async def body(b: Backend) -> None:
         inner = b.open()
@@ -540,7 +572,10 @@ def test_store_failure_restores_memory_and_writes_nothing(
         store.fail = {failing}
         with pytest.raises(RuntimeDriverError.Internal) as err:
             await call()
-        assert message_for(failing) in str(err.value)
+        kind = "read" if failing.startswith("load_") else "write"
+        assert str(err.value) == (
+            f"Internal error: {context}Store {kind} failed: {message_for(failing)}"
+        )
         assert everything(driver) == before
         assert raw(inner) == rows_before
         assert len(driver.drain_events()) == before[0].events

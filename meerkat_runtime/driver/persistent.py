@@ -67,6 +67,7 @@ T = TypeVar("T")
 
 _S = il.InputLifecycleState
 _APPLIED = (_S.APPLIED, _S.APPLIED_PENDING_CONSUMPTION)
+RECOVERY_PERSIST_FAILED = "recovery persist failed"  # D-11 step 11
 
 
 class PersistentRuntimeDriver(EphemeralRuntimeDriver):
@@ -91,7 +92,8 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
 
     async def accept_input(self, input: Input) -> AcceptOutcome:
         """D-5: acknowledged only after the store holds the input."""
-        with self._undo_on_failure("input persist failed") as checkpoint:
+        # D-5: a refused write surfaces as the store's own text, unprefixed.
+        with self._undo_on_failure(None) as checkpoint:
             outcome = super().accept_now(input)
             if not isinstance(outcome, Accepted):
                 return outcome  # rejected or deduplicated: nothing to write
@@ -260,10 +262,10 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
                 await self._commit_lifecycle(checkpoint)
         return result
 
-    def _undo_on_failure(self, what: str) -> _UndoOnFailure:
+    def _undo_on_failure(self, what: str | None) -> _UndoOnFailure:
         """Decision 14: if the store refuses (or anything else interrupts the
         operation), memory goes back to how it was; a store failure becomes
-        ``Internal`` with the store's text. A write that committed although
+        ``Internal`` with the store's text, after ``what: `` when given. A write that committed although
         its caller was cancelled is kept (see ``_write``)."""
         return _UndoOnFailure(self, what)
 
@@ -296,7 +298,8 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
         """D-11 with decisions 4, 5, 18, 22, 24."""
         if self._is_pristine():
             return await self._recover_pristine()
-        with self._undo_on_failure("recovery failed") as checkpoint:
+        guard = self._undo_on_failure(None)  # a failed read: the store's text
+        with guard as checkpoint:
             # A live driver (CP-7): first bring what is in memory back to a
             # state a runtime can continue from (D-12), then add what only
             # the store knows.
@@ -305,6 +308,7 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
             persisted = await self.store.load_runtime_state(self.runtime_id)
             stored, _, _ = await self._recover_states(states, persisted)
             self._restore_phase(persisted)
+            guard.what = RECOVERY_PERSIST_FAILED
             await self._commit_lifecycle(checkpoint)
         return RecoveryReport(
             inputs_recovered=in_memory.inputs_recovered + stored.inputs_recovered,
@@ -320,6 +324,7 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
         for the rest the store counts the recovery (``commit_recovery``)."""
         assert not self._recovering, "operations on one driver must not interleave"
         self._recovering = True
+        prefix = ""  # a failed read: the store's own text
         try:
             self._tick()
             # Loads and builds one ledger entry per stored input: one pause
@@ -333,6 +338,7 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
             # No input finishes here: a stopped or destroyed runtime with
             # unfinished inputs has already failed closed (decision 5).
             self._restore_phase(persisted)
+            prefix = f"{RECOVERY_PERSIST_FAILED}: "
             await self._write(
                 self.store.commit_recovery(
                     self.runtime_id,
@@ -343,7 +349,7 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
             )
         except RuntimeStoreError as exc:
             self._fresh_state()  # decision 22: as before the call
-            raise InternalError(f"recovery failed: {exc}") from exc
+            raise InternalError(f"{prefix}{exc}") from exc
         except CommittedThenCancelled:
             raise asyncio.CancelledError() from None  # recovered, and written
         except BaseException:
@@ -471,7 +477,7 @@ class _UndoOnFailure:
 
     __slots__ = ("checkpoint", "driver", "what")
 
-    def __init__(self, driver: PersistentRuntimeDriver, what: str) -> None:
+    def __init__(self, driver: PersistentRuntimeDriver, what: str | None) -> None:
         self.driver, self.what = driver, what
         self.checkpoint = driver._checkpoint()
 
@@ -489,7 +495,8 @@ class _UndoOnFailure:
             driver._release(checkpoint)
         elif isinstance(exc, RuntimeStoreError):
             driver._restore(checkpoint)
-            raise InternalError(f"{self.what}: {exc}") from exc
+            text = str(exc) if self.what is None else f"{self.what}: {exc}"
+            raise InternalError(text) from exc
         elif isinstance(exc, CommittedThenCancelled):
             driver._release(checkpoint)  # the store has it: memory must too
             raise asyncio.CancelledError() from None
