@@ -37,6 +37,9 @@ class BlobNotFoundError(BlobStoreError):
         self.blob_id = blob_id
         super().__init__(f"blob not found: {blob_id}")
 
+    def __reduce__(self) -> tuple[type[BlobNotFoundError], tuple[BlobId]]:
+        return type(self), (self.blob_id,)
+
 
 class BlobInvalidError(BlobStoreError):
     """A malformed id or payload (never touches the file system)."""

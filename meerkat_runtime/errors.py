@@ -26,6 +26,9 @@ class NotReadyError(RuntimeDriverError):
         self.state = state
         super().__init__(f"Runtime not ready: {getattr(state, 'value', state)}")
 
+    def __reduce__(self) -> tuple[type[NotReadyError], tuple[object]]:
+        return type(self), (self.state,)
+
 
 class ValidationFailedError(RuntimeDriverError):
     """The request is malformed or illegal here; nothing was changed."""
@@ -34,10 +37,16 @@ class ValidationFailedError(RuntimeDriverError):
         self.reason = reason
         super().__init__(f"Input validation failed: {reason}")
 
+    def __reduce__(self) -> tuple[type[ValidationFailedError], tuple[str]]:
+        return type(self), (self.reason,)
+
 
 class DestroyedError(RuntimeDriverError):
     def __init__(self) -> None:
         super().__init__("Runtime destroyed")
+
+    def __reduce__(self) -> tuple[type[DestroyedError], tuple[()]]:
+        return type(self), ()
 
 
 class InternalError(RuntimeDriverError):
@@ -46,6 +55,9 @@ class InternalError(RuntimeDriverError):
     def __init__(self, message: str) -> None:
         self.message = message
         super().__init__(f"Internal error: {message}")
+
+    def __reduce__(self) -> tuple[type[InternalError], tuple[str]]:
+        return type(self), (self.message,)
 
 
 RuntimeDriverError.NotReady = NotReadyError

@@ -104,6 +104,17 @@ class _TextId:
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
 
+    # Immutable: a copy is the id itself, and pickling goes through the
+    # constructor (the default would set the slots, which __setattr__ refuses).
+    def __copy__(self) -> Self:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Self:
+        return self
+
+    def __reduce__(self) -> tuple[type[Self], tuple[str]]:
+        return type(self), (self._text,)
+
     @classmethod
     def new(cls) -> Self:
         """A fresh, unique, time-ordered id."""

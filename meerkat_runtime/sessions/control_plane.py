@@ -43,11 +43,17 @@ class RuntimeNotFoundError(RuntimeControlPlaneError):
         self.runtime_id = runtime_id
         super().__init__(f"Runtime not found: {runtime_id}")
 
+    def __reduce__(self) -> tuple[type[RuntimeNotFoundError], tuple[LogicalRuntimeId]]:
+        return type(self), (self.runtime_id,)
+
 
 class InvalidStateError(RuntimeControlPlaneError):
     def __init__(self, state: RuntimeState) -> None:
         self.state = state
         super().__init__(f"Invalid state for operation: {state.value}")
+
+    def __reduce__(self) -> tuple[type[InvalidStateError], tuple[RuntimeState]]:
+        return type(self), (self.state,)
 
 
 class ControlPlaneStoreError(RuntimeControlPlaneError):
@@ -55,11 +61,17 @@ class ControlPlaneStoreError(RuntimeControlPlaneError):
         self.message = message
         super().__init__(f"Store error: {message}")
 
+    def __reduce__(self) -> tuple[type[ControlPlaneStoreError], tuple[str]]:
+        return type(self), (self.message,)
+
 
 class ControlPlaneInternalError(RuntimeControlPlaneError):
     def __init__(self, message: str) -> None:
         self.message = message
         super().__init__(f"Internal error: {message}")
+
+    def __reduce__(self) -> tuple[type[ControlPlaneInternalError], tuple[str]]:
+        return type(self), (self.message,)
 
 
 RuntimeControlPlaneError.NotFound = RuntimeNotFoundError

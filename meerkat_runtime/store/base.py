@@ -43,6 +43,10 @@ class RuntimeStoreError(Exception):
         self.message = message
         super().__init__(f"{self.prefix}: {message}")
 
+    def __reduce__(self) -> tuple[type[RuntimeStoreError], tuple[str]]:
+        # Rebuilt from the message, not from str(): no doubled prefix.
+        return type(self), (self.message,)
+
 
 class WriteFailedError(RuntimeStoreError):
     prefix = "Store write failed"
