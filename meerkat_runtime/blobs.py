@@ -78,6 +78,18 @@ def check_id(blob_id: BlobId) -> str:
     return text[len("sha256:") :]
 
 
+def content_key(media_type: str, data: str) -> bytes:
+    """What an id addresses: the media type and the payload text exactly as
+    given (so two different payloads can never share an id, whatever their
+    base64 decodes to). Refuses anything but text, for every blob store."""
+    if not isinstance(media_type, str) or not isinstance(data, str):
+        raise BlobInvalidError(
+            "media_type and data must be text, not "
+            f"{type(media_type).__name__} and {type(data).__name__}"
+        )
+    return media_type.encode("utf-8") + b"\0" + data.encode("utf-8")
+
+
 class BlobStore(ABC):
     @abstractmethod
     async def put_image(self, media_type: str, data: str) -> BlobRef: ...
@@ -100,7 +112,7 @@ class MemoryBlobStore(BlobStore):
         self._blobs: dict[str, tuple[str, str]] = {}
 
     async def put_image(self, media_type: str, data: str) -> BlobRef:
-        blob_id = blob_id_for(_content_key(media_type, data))
+        blob_id = blob_id_for(content_key(media_type, data))
         self._blobs[str(blob_id)] = (media_type, data)
         return BlobRef(blob_id=blob_id, media_type=media_type)
 
@@ -123,13 +135,6 @@ class MemoryBlobStore(BlobStore):
         return False
 
 
-def _content_key(media_type: str, data: str) -> bytes:
-    """What the id addresses: the media type and the payload text exactly as
-    given (so two different payloads can never share an id, whatever their
-    base64 decodes to)."""
-    return media_type.encode("utf-8") + b"\0" + data.encode("utf-8")
-
-
 class FileBlobStore(BlobStore):
     """Blobs as files under ``root/<first two hex digits>/<hex>.json``."""
 
@@ -142,9 +147,7 @@ class FileBlobStore(BlobStore):
         return self.root / digest[:2] / f"{digest}.json"
 
     async def put_image(self, media_type: str, data: str) -> BlobRef:
-        if not isinstance(media_type, str) or not isinstance(data, str):
-            raise BlobInvalidError("media_type and data must be text")
-        blob_id = blob_id_for(_content_key(media_type, data))
+        blob_id = blob_id_for(content_key(media_type, data))
         body = json.dumps({"media_type": media_type, "data": data}).encode("utf-8")
         await asyncio.to_thread(self._write_atomically, self._path(blob_id), body)
         return BlobRef(blob_id=blob_id, media_type=media_type)
@@ -184,9 +187,10 @@ class FileBlobStore(BlobStore):
         try:
             body = json.loads(raw)
             media_type, data = body["media_type"], body["data"]
-        except (ValueError, KeyError, TypeError) as exc:
+            key = content_key(media_type, data)
+        except (ValueError, KeyError, TypeError, BlobInvalidError) as exc:
             raise BlobInternalError(f"corrupt blob {blob_id}: {exc}") from None
-        if blob_id_for(_content_key(media_type, data)) != blob_id:
+        if blob_id_for(key) != blob_id:
             raise BlobInternalError(
                 f"corrupt blob {blob_id}: content does not match its id"
             )

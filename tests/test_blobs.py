@@ -208,6 +208,26 @@ def test_invalid_ids_are_refused(make_blobs: Callable[[], BlobStore], bad: str) 
     run(body)
 
 
+@pytest.mark.parametrize(
+    ("media_type", "data"), [("image/png", b"raw"), (None, PNG), ("image/png", 7)]
+)
+def test_non_text_payloads_are_invalid_in_every_store(
+    make_blobs: Callable[[], BlobStore], media_type: object, data: object
+) -> None:
+    """T-20: both blob stores refuse a payload that is not text alike, with
+    ``Invalid`` naming the types."""
+
+    async def body() -> None:
+        blobs = make_blobs()
+        with pytest.raises(BlobStoreError.Invalid) as err:
+            await blobs.put_image(media_type, data)  # type: ignore[arg-type]
+        assert type(data).__name__ in str(err.value)
+        ref = await blobs.put_image("image/png", PNG)  # still works, still empty
+        assert await blobs.exists(ref.blob_id)
+
+    run(body)
+
+
 def test_id_with_trailing_newline_is_refused(
     make_blobs: Callable[[], BlobStore],
 ) -> None:
@@ -312,6 +332,7 @@ def test_failed_write_leaves_no_trace(
         b'{"media_type": "image/png"}',
         json.dumps({"media_type": "image/png", "data": JPEG}).encode(),
         json.dumps({"media_type": "image/gif", "data": PNG}).encode(),
+        json.dumps({"media_type": 7, "data": None}).encode(),
     ],
 )
 def test_corrupt_file_is_internal_on_get(tmp_path: Path, damage: bytes) -> None:

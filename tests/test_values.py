@@ -68,6 +68,7 @@ from meerkat_runtime import (
     RuntimeEventEnvelope,
     RuntimeState,
     RuntimeTurnMetadata,
+    SessionDelta,
     SessionId,
     SupersessionKey,
 )
@@ -1451,3 +1452,12 @@ def test_malformed_or_mistagged_json_raises(
     if target is InputState:
         with pytest.raises(error):
             InputState.from_json(data)
+
+
+@pytest.mark.parametrize("snapshot", ["text", None, bytearray(b"x"), 7])
+def test_session_delta_refuses_anything_but_bytes(snapshot: object) -> None:
+    """S-4: the snapshot is opaque bytes; anything else is refused where it is
+    built, naming the field and the type, before any store sees it."""
+    with pytest.raises(TypeError, match="session_snapshot must be bytes, not "):
+        SessionDelta(session_snapshot=snapshot)  # type: ignore[arg-type]
+    assert SessionDelta(session_snapshot=b"x").session_snapshot == b"x"

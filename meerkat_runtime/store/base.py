@@ -70,10 +70,27 @@ RuntimeStoreError.NotFound = NotFoundError
 RuntimeStoreError.Internal = StoreInternalError
 
 
+def as_store_error(exc: Exception) -> RuntimeStoreError:
+    """Whatever a write raised, as the store error family (STYLE.md 6): the
+    same for every store, so a bad value fails alike in memory and on disk."""
+    if isinstance(exc, RuntimeStoreError):
+        return exc
+    return WriteFailedError(f"{type(exc).__name__}: {exc}")
+
+
 class SessionDelta(Value, frozen=True, kw_only=True):
     """The session snapshot a boundary commits (opaque bytes to the runtime)."""
 
     session_snapshot: bytes
+
+    def __post_init__(self) -> None:
+        # A struct does not check its fields when built in code; a str here
+        # would be stored as text by one store and kept as-is by another.
+        if not isinstance(self.session_snapshot, bytes):
+            raise TypeError(
+                "SessionDelta.session_snapshot must be bytes, not "
+                f"{type(self.session_snapshot).__name__}"
+            )
 
 
 def mint_receipt(

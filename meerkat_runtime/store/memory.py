@@ -10,7 +10,8 @@ failure part-way leaves nothing visible (S-9).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 
 from meerkat_runtime.codec import gc_paused
 from meerkat_runtime.generated.runtime_control import RuntimeState
@@ -22,6 +23,7 @@ from meerkat_runtime.store.base import (
     RuntimeStore,
     SessionDelta,
     WriteFailedError,
+    as_store_error,
     mint_receipt,
 )
 
@@ -45,13 +47,13 @@ class InMemoryRuntimeStore(RuntimeStore):
     async def persist_input_state(
         self, runtime_id: LogicalRuntimeId, state: InputState
     ) -> None:
-        async with self._lock:
+        async with self._writing():
             self._publish(str(runtime_id), self._encode_all([state]))
 
     async def persist_runtime_state(
         self, runtime_id: LogicalRuntimeId, state: RuntimeState
     ) -> None:
-        async with self._lock:
+        async with self._writing():
             self._states[str(runtime_id)] = records.encode_phase(state)
 
     async def atomic_lifecycle_commit(
@@ -60,7 +62,7 @@ class InMemoryRuntimeStore(RuntimeStore):
         runtime_state: RuntimeState,
         input_states: Sequence[InputState],
     ) -> None:
-        async with self._lock:
+        async with self._writing():
             rows = self._encode_all(input_states)
             self._states[str(runtime_id)] = records.encode_phase(runtime_state)
             self._publish(str(runtime_id), rows)
@@ -73,7 +75,7 @@ class InMemoryRuntimeStore(RuntimeStore):
         input_updates: Sequence[InputState],
         session_store_key: str | None = None,  # noqa: ARG002 - unused, as upstream (S-6)
     ) -> None:
-        async with self._lock:
+        async with self._writing():
             rid = str(runtime_id)
             key = (rid, str(receipt.run_id), receipt.sequence)
             encoded = records.encode_receipt(receipt)
@@ -94,7 +96,7 @@ class InMemoryRuntimeStore(RuntimeStore):
         contributing_input_ids: Sequence[InputId],
         input_updates: Sequence[InputState],
     ) -> RunBoundaryReceipt:
-        async with self._lock:
+        async with self._writing():
             rid = str(runtime_id)
             sequence = 1 + max(
                 (
@@ -118,6 +120,17 @@ class InMemoryRuntimeStore(RuntimeStore):
             self._publish(rid, rows)
             return receipt
 
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[None]:
+        """One write's critical section. Whatever it raises (a value that
+        cannot be encoded or stamped, a wrong type) is a store error, as the
+        SQLite store reports it; nothing was published."""
+        async with self._lock:
+            try:
+                yield
+            except Exception as exc:
+                raise as_store_error(exc) from exc
+
     def _receipt_exists(self, key: _Key, encoded: bytes) -> bool:
         stored = self._receipts.get(key)
         if stored is None:
@@ -131,7 +144,7 @@ class InMemoryRuntimeStore(RuntimeStore):
 
     @staticmethod
     def _encode_all(states: Sequence[InputState]) -> list[tuple[str, bytes]]:
-        return [(str(s.input_id), records.encode_state(s)) for s in states]
+        return [records.input_row(s) for s in states]
 
     def _publish(self, runtime_id: str, rows: list[tuple[str, bytes]]) -> None:
         table = self._inputs.setdefault(runtime_id, {})

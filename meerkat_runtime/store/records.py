@@ -21,12 +21,23 @@ STATES = "runtime_states"
 
 
 def encode_state(state: InputState) -> bytes:
+    if not isinstance(state, InputState):
+        raise WriteFailedError(
+            f"an input state must be an InputState, not {type(state).__name__}"
+        )
     try:
         return codec.encode(state.to_record())
     except (TypeError, NotImplementedError, OverflowError, msgspec.EncodeError) as exc:
         raise WriteFailedError(
             f"input {state.input_id} cannot be encoded: {exc}"
         ) from None
+
+
+def input_row(state: InputState) -> tuple[str, bytes]:
+    """(input id, record) of a state, as every store keeps it; a value that
+    is not an ``InputState`` is refused by name before anything else."""
+    encoded = encode_state(state)
+    return str(state.input_id), encoded
 
 
 _STATE_DECODER = codec.decoder(InputStateRecord)
@@ -62,6 +73,10 @@ def decode_receipt(runtime_id: str, record_id: str, data: bytes) -> RunBoundaryR
 
 def encode_phase(state: RuntimeState) -> bytes:
     """S-10: the JSON string of the phase, quotes included."""
+    if not isinstance(state, RuntimeState):
+        raise WriteFailedError(
+            f"a runtime state must be a RuntimeState, not {type(state).__name__}"
+        )
     return codec.encode(state.value)
 
 

@@ -66,6 +66,7 @@ from meerkat_runtime.store.base import (
     SessionDelta,
     StoreInternalError,
     WriteFailedError,
+    as_store_error,
     mint_receipt,
 )
 from meerkat_runtime.store.sqlite_requests import (
@@ -74,7 +75,6 @@ from meerkat_runtime.store.sqlite_requests import (
     Busy,
     Request,
     answer_all,
-    as_store_error,
     begin,
     is_busy,
     wait_out,
@@ -558,7 +558,7 @@ class SqliteRuntimeStore(RuntimeStore):
     ) -> None:
         # Encoded here, so the writer thread may merge the row with others.
         try:
-            row = (str(runtime_id), str(state.input_id), records.encode_state(state))
+            row = (str(runtime_id), *records.input_row(state))
         except Exception as exc:  # as the writer would report it
             raise as_store_error(exc) from exc
 
@@ -589,7 +589,7 @@ class SqliteRuntimeStore(RuntimeStore):
             for state in states:  # encoded row by row: a failure rolls back all
                 conn.execute(
                     UPSERT_INPUT,
-                    (rid, str(state.input_id), records.encode_state(state)),
+                    (rid, *records.input_row(state)),
                 )
 
         await self._write(work)
@@ -612,7 +612,7 @@ class SqliteRuntimeStore(RuntimeStore):
             for state in states:
                 conn.execute(
                     UPSERT_INPUT,
-                    (rid, str(state.input_id), records.encode_state(state)),
+                    (rid, *records.input_row(state)),
                 )
 
         await self._write(work)
@@ -642,7 +642,7 @@ class SqliteRuntimeStore(RuntimeStore):
             for state in states:
                 conn.execute(
                     UPSERT_INPUT,
-                    (rid, str(state.input_id), records.encode_state(state)),
+                    (rid, *records.input_row(state)),
                 )
 
         await self._write(work)
@@ -676,7 +676,7 @@ class SqliteRuntimeStore(RuntimeStore):
                 state.stamp_receipt_metadata(run_id, receipt.sequence)
                 conn.execute(
                     UPSERT_INPUT,
-                    (rid, str(state.input_id), records.encode_state(state)),
+                    (rid, *records.input_row(state)),
                 )
             return receipt
 

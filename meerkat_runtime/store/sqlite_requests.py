@@ -18,8 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from meerkat_runtime.store.base import RuntimeStoreError, WriteFailedError
-
 
 @dataclass(slots=True)
 class Request:
@@ -128,10 +126,3 @@ def begin(conn: sqlite3.Connection, deadline: float) -> None:
                 raise
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
-
-
-def as_store_error(exc: Exception) -> RuntimeStoreError:
-    """Whatever a request raised, as the store error family (STYLE.md 6)."""
-    if isinstance(exc, RuntimeStoreError):
-        return exc
-    return WriteFailedError(f"{type(exc).__name__}: {exc}")

@@ -390,6 +390,49 @@ class StoreConformance:
 
         self.run(body)
 
+    def test_wrongly_typed_values_are_write_failures_naming_them(self) -> None:
+        """S-2: a value of the wrong type is ``WriteFailed`` naming what was
+        expected, from every store alike, and nothing is written."""
+
+        async def body(store: RuntimeStore) -> None:
+            with pytest.raises(RuntimeStoreError.WriteFailed, match="RuntimeState"):
+                await store.persist_runtime_state(A, "idle")  # type: ignore[arg-type]
+            with pytest.raises(RuntimeStoreError.WriteFailed, match="InputState"):
+                await store.persist_input_state(A, "x")  # type: ignore[arg-type]
+            with pytest.raises(RuntimeStoreError.WriteFailed, match="InputState"):
+                await store.atomic_lifecycle_commit(
+                    A,
+                    RuntimeState.IDLE,
+                    [rich_state(1), None],  # type: ignore[list-item]
+                )
+            for table in (records.INPUTS, records.STATES):
+                assert self.raw_rows(store, table, A) == {}
+
+        self.run(body)
+
+    def test_stamping_an_accepted_input_is_a_write_failure(self) -> None:
+        """L-9 with the spec's invariant (an accepted input carries no run
+        metadata): a session boundary naming an input still in ``accepted``
+        is refused as ``WriteFailed`` by every store, and writes nothing."""
+
+        async def body(store: RuntimeStore) -> None:
+            accepted = InputState.new_accepted(InputId.new())
+            run_id = RunId.new()
+            with pytest.raises(RuntimeStoreError.WriteFailed):
+                await store.commit_session_boundary(
+                    A,
+                    SessionDelta(session_snapshot=b"s"),
+                    run_id,
+                    RunApplyBoundary.RUN_START,
+                    [accepted.input_id],
+                    [accepted],
+                )
+            assert await store.load_boundary_receipt(A, run_id, 0) is None
+            assert await store.load_session_snapshot(A) is None
+            assert self.raw_rows(store, records.INPUTS, A) == {}
+
+        self.run(body)
+
     # ---------------------------------------------------------------- isolation
 
     def test_runtimes_are_isolated(self) -> None:
