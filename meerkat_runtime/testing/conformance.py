@@ -362,21 +362,31 @@ class StoreConformance:
 
         self.run(body)
 
-    def test_session_boundary_commit_is_all_or_nothing(self) -> None:
+    @pytest.mark.parametrize("bad", ["poisoned", "accepted"])
+    def test_session_boundary_commit_is_all_or_nothing(self, bad: str) -> None:
+        """S-5 and L-9: a state that cannot be encoded, or one still in
+        ``accepted`` (the spec's invariant: no run metadata there), fails the
+        whole commit as ``WriteFailed`` in every store; nothing is written."""
+
         async def body(store: RuntimeStore) -> None:
             run_id = RunId.new()
-            bad = poisoned(rich_state(4, run_id))
-            with pytest.raises(RuntimeStoreError):
+            state = (
+                poisoned(rich_state(4, run_id))
+                if bad == "poisoned"
+                else InputState.new_accepted(InputId.new())
+            )
+            with pytest.raises(RuntimeStoreError.WriteFailed):
                 await store.commit_session_boundary(
                     A,
                     SessionDelta(session_snapshot=b"s"),
                     run_id,
                     RunApplyBoundary.RUN_START,
-                    [bad.input_id],
-                    [bad],
+                    [state.input_id],
+                    [state],
                 )
             assert await store.load_boundary_receipt(A, run_id, 0) is None
             assert await store.load_session_snapshot(A) is None
+            assert self.raw_rows(store, records.INPUTS, A) == {}
 
         self.run(body)
 
@@ -407,29 +417,6 @@ class StoreConformance:
                 )
             for table in (records.INPUTS, records.STATES):
                 assert self.raw_rows(store, table, A) == {}
-
-        self.run(body)
-
-    def test_stamping_an_accepted_input_is_a_write_failure(self) -> None:
-        """L-9 with the spec's invariant (an accepted input carries no run
-        metadata): a session boundary naming an input still in ``accepted``
-        is refused as ``WriteFailed`` by every store, and writes nothing."""
-
-        async def body(store: RuntimeStore) -> None:
-            accepted = InputState.new_accepted(InputId.new())
-            run_id = RunId.new()
-            with pytest.raises(RuntimeStoreError.WriteFailed):
-                await store.commit_session_boundary(
-                    A,
-                    SessionDelta(session_snapshot=b"s"),
-                    run_id,
-                    RunApplyBoundary.RUN_START,
-                    [accepted.input_id],
-                    [accepted],
-                )
-            assert await store.load_boundary_receipt(A, run_id, 0) is None
-            assert await store.load_session_snapshot(A) is None
-            assert self.raw_rows(store, records.INPUTS, A) == {}
 
         self.run(body)
 
