@@ -115,6 +115,15 @@ class Lanes:
         if self.journal is not None:
             self.journal.append(action)
 
+    def _forget_taken(self) -> None:
+        """A change to the lanes resets what ``dequeue_next`` has handed out;
+        undoing the change brings those marks back (decision 14: a refused
+        operation leaves memory as it was, the read position included)."""
+        taken = self._taken
+        if taken:
+            self._taken = set()
+            self._undo(functools.partial(setattr, self, "_taken", taken))
+
     def ids(self, lane: Lane) -> list[InputId]:
         return list(self._lanes[lane])
 
@@ -125,7 +134,7 @@ class Lanes:
         return not self._lanes[Lane.QUEUE] and not self._lanes[Lane.STEER]
 
     def push(self, input_id: InputId, lane: Lane, front: bool = False) -> None:
-        self._taken.clear()
+        self._forget_taken()
         ids = self._lanes[lane]
         if front:
             ids.appendleft(input_id)
@@ -138,7 +147,7 @@ class Lanes:
         """``push`` of each id in turn, as one step (recovery queues 100k)."""
         if not ids:
             return  # the lanes stay as they are, and so do the taken marks
-        self._taken.clear()
+        self._forget_taken()
         lane_ids = self._lanes[lane]
         lane_ids.extend(ids)
         count = len(ids)
@@ -151,7 +160,7 @@ class Lanes:
 
     def push_front_in_order(self, ids: Sequence[InputId], lane: Lane) -> None:
         """Decision 2: put a batch back at the front in its original order."""
-        self._taken.clear()
+        self._forget_taken()
         lane_ids = self._lanes[lane]
         lane_ids.extendleft(reversed(ids))
         count = len(ids)
@@ -168,7 +177,7 @@ class Lanes:
             if input_id in ids:
                 index = ids.index(input_id)
                 del ids[index]
-                self._taken.clear()
+                self._forget_taken()
                 self._undo(functools.partial(ids.insert, index, input_id))
                 return lane
         return None
@@ -185,7 +194,7 @@ class Lanes:
         lane = self.active_lane()
         lane_ids = self._lanes[lane]
         popped = [lane_ids.popleft() for _ in range(count)]
-        self._taken.clear()
+        self._forget_taken()
         self._undo(lambda: lane_ids.extendleft(reversed(popped)))
         return lane
 
@@ -193,7 +202,7 @@ class Lanes:
         saved = {lane: list(ids) for lane, ids in self._lanes.items()}
         for ids in self._lanes.values():
             ids.clear()
-        self._taken.clear()
+        self._forget_taken()
         self._undo(lambda: self._refill(saved))
 
     def _refill(self, saved: dict[Lane, list[InputId]]) -> None:

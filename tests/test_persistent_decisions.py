@@ -384,7 +384,7 @@ async def assert_store_matches_memory(
 ) -> None:
     """Decision 14's other half: after a successful operation the store holds
     exactly what memory holds for every durable input (staged inputs excepted:
-    staging is never persisted, D-2)."""
+    staging itself writes nothing, D-2; the next lifecycle commit does)."""
     on_disk = {s.input_id: s.to_record() for s in await store.load_input_states(RID)}
     for record in driver.observe().inputs:
         if record.durability is InputDurability.EPHEMERAL:

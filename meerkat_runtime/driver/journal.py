@@ -71,6 +71,11 @@ class DriverCore:
     """State and journal shared by the drivers (no public operations)."""
 
     runtime_id: LogicalRuntimeId
+    # A driver that writes (the persistent one) notes the inputs changed
+    # outside any operation it writes (D-2's pure delegations: stage_input,
+    # apply_input, rollback_staged ...), so its next lifecycle commit carries
+    # them (upstream's "all ledger states", D-7 .. D-9).
+    _notes_unsaved = False
 
     def _fresh_state(self) -> None:
         """Everything a new driver starts with (also: undo of a failed first
@@ -84,6 +89,7 @@ class DriverCore:
         self._signal = PostAdmissionSignal.NONE
         self._open: Checkpoint | None = None
         self._recovering = False  # a first recovery runs without a checkpoint
+        self._unsaved: dict[InputId, None] = {}  # see _notes_unsaved (ordered)
         # One clock read per operation, shared by its history and events.
         self._now = datetime.now(UTC)
 
@@ -111,8 +117,12 @@ class DriverCore:
         self, state: InputState, lifecycle_input: il.InputLifecycleInput
     ) -> il.InputLifecycleTransition:
         """Every input transition goes through here (and its authority)."""
-        if self._open is not None and state.input_id not in self._open.touched:
-            self._open.touched[state.input_id] = state.clone()
+        checkpoint = self._open
+        if checkpoint is not None:
+            if state.input_id not in checkpoint.touched:
+                checkpoint.touched[state.input_id] = state.clone()
+        elif self._notes_unsaved and not self._recovering:
+            self._unsaved[state.input_id] = None
         return state.apply(lifecycle_input, self._now)
 
     def _requeue(

@@ -73,6 +73,8 @@ RECOVERY_PERSIST_FAILED = "recovery persist failed"  # D-11 step 11
 class PersistentRuntimeDriver(EphemeralRuntimeDriver):
     """A runtime whose acknowledged inputs survive restarts."""
 
+    _notes_unsaved = True
+
     def __init__(
         self,
         runtime_id: LogicalRuntimeId,
@@ -134,7 +136,7 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
             # same commit that acknowledges its replacement.
             await self._write(
                 self.store.atomic_lifecycle_commit(
-                    self.runtime_id, stored_phase(self.runtime_state()), states
+                    self.runtime_id, self._stored_phase(), states
                 )
             )
 
@@ -270,17 +272,49 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
         return _UndoOnFailure(self, what)
 
     async def _commit_lifecycle(self, checkpoint: Checkpoint) -> None:
-        await self._write(
-            self.store.atomic_lifecycle_commit(
-                self.runtime_id,
-                stored_phase(self.runtime_state()),
-                self._durable(checkpoint),
+        """Upstream writes every ledger state here (D-7 .. D-9); what differs
+        from the store is what this operation touched plus what pure
+        delegations changed since the last such commit (``_unsaved``)."""
+        unsaved = self._unsaved
+        self._unsaved = {}
+        try:
+            await self._write(
+                self.store.atomic_lifecycle_commit(
+                    self.runtime_id,
+                    self._stored_phase(),
+                    self._durable(checkpoint, unsaved),
+                )
             )
-        )
+        except BaseException as exc:
+            if not isinstance(exc, CommittedThenCancelled):
+                self._unsaved = unsaved | self._unsaved  # not written: still owed
+            raise
 
-    def _durable(self, checkpoint: Checkpoint) -> list[InputState]:
-        """The touched states that belong on disk (decision 13)."""
-        states = (self._ledger.get(i) for i in checkpoint.touched)
+    def _stored_phase(self) -> RuntimeState:
+        """D-3, and a port decision: a retired runtime running its drain is
+        stored as retired, so a crash mid-drain brings it back retired (a
+        stored ``running`` recovers as idle, D-11 step 9, and would reopen
+        a runtime its owner retired)."""
+        phase = self.runtime_state()
+        if (
+            phase is RuntimeState.RUNNING
+            and self._control.pre_run_state() is RuntimeState.RETIRED
+        ):
+            return RuntimeState.RETIRED
+        return stored_phase(phase)
+
+    def _durable(
+        self, checkpoint: Checkpoint, unsaved: dict[InputId, None] | None = None
+    ) -> list[InputState]:
+        """The states that belong on disk (decision 13): those the operation
+        touched, then the ``unsaved`` ones it did not."""
+        ids = (
+            checkpoint.touched
+            | {i: None for i in unsaved if i not in checkpoint.touched}
+            if unsaved
+            else checkpoint.touched
+        )
+        states = (self._ledger.get(i) for i in ids)
         return [
             s
             for s in states
@@ -342,7 +376,7 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
             await self._write(
                 self.store.commit_recovery(
                     self.runtime_id,
-                    stored_phase(self.runtime_state()),
+                    self._stored_phase(),
                     changed,
                     recounted,
                 )
@@ -429,11 +463,14 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
             return "abandoned"
         phase = state.current_state()
         if phase in _APPLIED:
-            # Only a pending-consumption input carries a boundary sequence, so
-            # only it can be named by a committed receipt (D-11 step 1).
-            if phase is _S.APPLIED_PENDING_CONSUMPTION and await self._receipt_names(
-                state
-            ):
+            # D-11 step 1: a committed receipt naming it means it was applied.
+            # An applied input carries one only when a store stamped it
+            # (commit_session_boundary): through pending consumption, from
+            # where the spec lets it be consumed.
+            sequence = state.last_boundary_sequence()
+            if sequence is not None and await self._receipt_names(state):
+                if phase is _S.APPLIED:
+                    self._apply(state, il.MarkAppliedPendingConsumption(sequence))
                 self._apply(state, il.Consume())
                 return "kept"
             return self._requeued(state, il.RecoverRequeue())

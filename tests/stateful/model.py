@@ -164,6 +164,11 @@ class Model:
             self.batch = []
         if name == "destroy":
             self.keys.clear()
+        # A lifecycle commit also writes what staging changed since the last
+        # one (upstream writes every ledger state, D-9): a retire during a
+        # run stores its batch as staged.
+        for input_id in self.batch:
+            self.inputs[input_id].persist()
         self._persist_phase()
 
     def recycle(self) -> None:
@@ -173,6 +178,11 @@ class Model:
 
     def _persist_phase(self) -> None:
         phase = self.phase
+        if (
+            phase is RuntimeState.RUNNING
+            and self.control.pre_run_state() is RuntimeState.RETIRED
+        ):
+            phase = RuntimeState.RETIRED  # a draining runtime stays retired on disk
         self.persisted_phase = (
             RuntimeState.IDLE if phase is RuntimeState.ATTACHED else phase
         )
@@ -189,6 +199,9 @@ class Model:
                 item.recoveries += 1
             if item.phase is S.APPLIED_PENDING_CONSUMPTION:  # its receipt was committed
                 item.step(il.Consume())
+                item.persist()
+            elif item.phase is S.STAGED:  # D-11 step 2: back to the queue
+                item.step(il.RollbackStaged())
                 item.persist()
         self.inputs = survivors
         self.keys = {k: i for k, i in self.keys.items() if i in survivors}
