@@ -59,6 +59,8 @@ from meerkat_runtime.store.base import (
     RuntimeStore,
     RuntimeStoreError,
     SessionDelta,
+    cancel_safe,
+    commit_recovery,
     stored_phase,
 )
 
@@ -145,7 +147,7 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
         write runs to its end, and the caller learns how it ended, so memory
         follows what the store did (decision 14 also under cancellation). A
         store whose writes are cancel-safe does this itself, more cheaply."""
-        if self.store.cancel_safe_writes:
+        if cancel_safe(self.store):
             await call
             return
         task = asyncio.ensure_future(call)
@@ -374,7 +376,8 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
             self._restore_phase(persisted)
             prefix = f"{RECOVERY_PERSIST_FAILED}: "
             await self._write(
-                self.store.commit_recovery(
+                commit_recovery(
+                    self.store,
                     self.runtime_id,
                     self._stored_phase(),
                     changed,

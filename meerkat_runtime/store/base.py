@@ -253,3 +253,32 @@ class RuntimeStore(ABC):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+# API.md calls RuntimeStore a protocol: a store that only has its ten
+# methods, without subclassing, works too. These two read the extras the
+# persistent driver relies on from any store, with the base class's answers
+# for one that lacks them.
+
+
+def cancel_safe(store: object) -> bool:
+    """``cancel_safe_writes``; a store that does not say is not."""
+    return bool(getattr(store, "cancel_safe_writes", False))
+
+
+async def commit_recovery(
+    store: RuntimeStore,
+    runtime_id: LogicalRuntimeId,
+    runtime_state: RuntimeState,
+    changed: Sequence[InputState],
+    recounted: Sequence[InputState],
+) -> None:
+    """``store.commit_recovery``, or the default (every state written) for a
+    store without one."""
+    own = getattr(store, "commit_recovery", None)
+    if own is None:
+        await RuntimeStore.commit_recovery(
+            store, runtime_id, runtime_state, changed, recounted
+        )
+    else:
+        await own(runtime_id, runtime_state, changed, recounted)

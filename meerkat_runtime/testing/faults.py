@@ -37,7 +37,12 @@ from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
-from meerkat_runtime.store.base import RuntimeStore, RuntimeStoreError, SessionDelta
+from meerkat_runtime.store.base import (
+    RuntimeStore,
+    RuntimeStoreError,
+    SessionDelta,
+    commit_recovery,
+)
 
 T = TypeVar("T")
 
@@ -170,11 +175,11 @@ class FaultyStore(RuntimeStore):
     ) -> None:
         await self._write(
             "commit_recovery",
-            lambda: self.inner.commit_recovery(
-                runtime_id, runtime_state, changed, recounted
+            lambda: commit_recovery(
+                self.inner, runtime_id, runtime_state, changed, recounted
             ),
-            lambda: self.inner.commit_recovery(
-                runtime_id, runtime_state, _poison(changed), recounted
+            lambda: commit_recovery(
+                self.inner, runtime_id, runtime_state, _poison(changed), recounted
             ),
         )
 
