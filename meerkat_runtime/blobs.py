@@ -18,9 +18,10 @@ import re
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from meerkat_runtime.codec import Value
+from meerkat_runtime.errors import rebuilt
 from meerkat_runtime.ids import BlobId
 
 _ID = re.compile(r"sha256:[0-9a-f]{64}")
@@ -37,8 +38,8 @@ class BlobNotFoundError(BlobStoreError):
         self.blob_id = blob_id
         super().__init__(f"blob not found: {blob_id}")
 
-    def __reduce__(self) -> tuple[type[BlobNotFoundError], tuple[BlobId]]:
-        return type(self), (self.blob_id,)
+    def __reduce__(self) -> tuple[Any, ...]:
+        return rebuilt(self, self.blob_id)
 
 
 class BlobInvalidError(BlobStoreError):
@@ -87,7 +88,12 @@ def content_key(media_type: str, data: str) -> bytes:
             "media_type and data must be text, not "
             f"{type(media_type).__name__} and {type(data).__name__}"
         )
-    return media_type.encode("utf-8") + b"\0" + data.encode("utf-8")
+    try:
+        return media_type.encode("utf-8") + b"\0" + data.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: not storable text
+        raise BlobInvalidError(
+            f"media_type and data must be UTF-8 text: {exc}"
+        ) from None
 
 
 class BlobStore(ABC):

@@ -7,7 +7,15 @@ the driver (a store error, wrapped with its text).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
+
+
+def rebuilt(error: BaseException, *args: object) -> tuple[Any, ...]:
+    """``__reduce__`` of an error whose constructor formats its text: it is
+    built again from ``args`` (copying or pickling it would otherwise feed
+    the formatted text back in, doubling its prefix), and its other
+    attributes (notes added on the way) come along."""
+    return type(error), args, error.__dict__
 
 
 class RuntimeDriverError(Exception):
@@ -26,8 +34,8 @@ class NotReadyError(RuntimeDriverError):
         self.state = state
         super().__init__(f"Runtime not ready: {getattr(state, 'value', state)}")
 
-    def __reduce__(self) -> tuple[type[NotReadyError], tuple[object]]:
-        return type(self), (self.state,)
+    def __reduce__(self) -> tuple[Any, ...]:
+        return rebuilt(self, self.state)
 
 
 class ValidationFailedError(RuntimeDriverError):
@@ -37,16 +45,16 @@ class ValidationFailedError(RuntimeDriverError):
         self.reason = reason
         super().__init__(f"Input validation failed: {reason}")
 
-    def __reduce__(self) -> tuple[type[ValidationFailedError], tuple[str]]:
-        return type(self), (self.reason,)
+    def __reduce__(self) -> tuple[Any, ...]:
+        return rebuilt(self, self.reason)
 
 
 class DestroyedError(RuntimeDriverError):
     def __init__(self) -> None:
         super().__init__("Runtime destroyed")
 
-    def __reduce__(self) -> tuple[type[DestroyedError], tuple[()]]:
-        return type(self), ()
+    def __reduce__(self) -> tuple[Any, ...]:
+        return rebuilt(self)
 
 
 class InternalError(RuntimeDriverError):
@@ -56,8 +64,8 @@ class InternalError(RuntimeDriverError):
         self.message = message
         super().__init__(f"Internal error: {message}")
 
-    def __reduce__(self) -> tuple[type[InternalError], tuple[str]]:
-        return type(self), (self.message,)
+    def __reduce__(self) -> tuple[Any, ...]:
+        return rebuilt(self, self.message)
 
 
 RuntimeDriverError.NotReady = NotReadyError

@@ -83,3 +83,14 @@ def test_a_state_holding_ids_deep_copies() -> None:
     state.persisted_input = inp
     again = copy.deepcopy(state)
     assert again.to_record() == state.to_record()
+
+
+@pytest.mark.parametrize("how", list(COPIES))
+def test_notes_added_to_an_error_come_along(how: str) -> None:
+    """An error a framework annotated on its way up keeps its notes."""
+    error = RuntimeStoreError.WriteFailed("disk full")
+    error.add_note("while retiring runtime r")
+    again = COPIES[how](error)
+    assert isinstance(again, RuntimeStoreError.WriteFailed)
+    assert str(again) == "Store write failed: disk full"
+    assert again.__notes__ == ["while retiring runtime r"]

@@ -35,7 +35,7 @@ from meerkat_runtime.driver.ephemeral import (
 from meerkat_runtime.driver.images import externalize_images, has_inline_images
 from meerkat_runtime.driver.journal import Checkpoint, reason_name
 from meerkat_runtime.driver.validation import DEFAULT_MAX_INPUT_BYTES
-from meerkat_runtime.errors import InternalError
+from meerkat_runtime.errors import InternalError, ValidationFailedError
 from meerkat_runtime.generated import input_lifecycle as il
 from meerkat_runtime.generated import runtime_control as rc
 from meerkat_runtime.generated.runtime_control import RuntimeState
@@ -167,6 +167,14 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
         if isinstance(event, RunStarted):
             return
         if isinstance(event, BoundaryApplied):
+            snapshot = event.session_snapshot
+            if snapshot is not None and not isinstance(snapshot, bytes):
+                # Refused before anything changes: a run whose executor
+                # hands back text fails like any refused boundary (W-6).
+                raise ValidationFailedError(
+                    "BoundaryApplied.session_snapshot must be bytes, not "
+                    f"{type(snapshot).__name__}"
+                )
             await self._persisted(
                 lambda: super(PersistentRuntimeDriver, self).run_event_now(event),
                 "runtime boundary commit failed",

@@ -7,9 +7,9 @@ id, runs the operation under the session lock, converts driver errors into
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from meerkat_runtime.errors import NotReadyError, RuntimeDriverError
+from meerkat_runtime.errors import NotReadyError, RuntimeDriverError, rebuilt
 from meerkat_runtime.events import RuntimeEventEnvelope
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import LogicalRuntimeId, RunId
@@ -43,8 +43,8 @@ class RuntimeNotFoundError(RuntimeControlPlaneError):
         self.runtime_id = runtime_id
         super().__init__(f"Runtime not found: {runtime_id}")
 
-    def __reduce__(self) -> tuple[type[RuntimeNotFoundError], tuple[LogicalRuntimeId]]:
-        return type(self), (self.runtime_id,)
+    def __reduce__(self) -> tuple[Any, ...]:
+        return rebuilt(self, self.runtime_id)
 
 
 class InvalidStateError(RuntimeControlPlaneError):
@@ -52,8 +52,8 @@ class InvalidStateError(RuntimeControlPlaneError):
         self.state = state
         super().__init__(f"Invalid state for operation: {state.value}")
 
-    def __reduce__(self) -> tuple[type[InvalidStateError], tuple[RuntimeState]]:
-        return type(self), (self.state,)
+    def __reduce__(self) -> tuple[Any, ...]:
+        return rebuilt(self, self.state)
 
 
 class ControlPlaneStoreError(RuntimeControlPlaneError):
@@ -61,8 +61,8 @@ class ControlPlaneStoreError(RuntimeControlPlaneError):
         self.message = message
         super().__init__(f"Store error: {message}")
 
-    def __reduce__(self) -> tuple[type[ControlPlaneStoreError], tuple[str]]:
-        return type(self), (self.message,)
+    def __reduce__(self) -> tuple[Any, ...]:
+        return rebuilt(self, self.message)
 
 
 class ControlPlaneInternalError(RuntimeControlPlaneError):
@@ -70,8 +70,8 @@ class ControlPlaneInternalError(RuntimeControlPlaneError):
         self.message = message
         super().__init__(f"Internal error: {message}")
 
-    def __reduce__(self) -> tuple[type[ControlPlaneInternalError], tuple[str]]:
-        return type(self), (self.message,)
+    def __reduce__(self) -> tuple[Any, ...]:
+        return rebuilt(self, self.message)
 
 
 RuntimeControlPlaneError.NotFound = RuntimeNotFoundError

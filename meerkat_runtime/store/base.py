@@ -16,13 +16,15 @@ that call is written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import ClassVar, Self
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar, Self
 
 from meerkat_runtime.codec import Value
+from meerkat_runtime.errors import rebuilt
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
@@ -43,9 +45,8 @@ class RuntimeStoreError(Exception):
         self.message = message
         super().__init__(f"{self.prefix}: {message}")
 
-    def __reduce__(self) -> tuple[type[RuntimeStoreError], tuple[str]]:
-        # Rebuilt from the message, not from str(): no doubled prefix.
-        return type(self), (self.message,)
+    def __reduce__(self) -> tuple[Any, ...]:
+        return rebuilt(self, self.message)
 
 
 class WriteFailedError(RuntimeStoreError):
@@ -78,6 +79,15 @@ def as_store_error(exc: Exception) -> RuntimeStoreError:
     return WriteFailedError(f"{type(exc).__name__}: {exc}")
 
 
+@contextlib.contextmanager
+def store_errors() -> Iterator[None]:
+    """Whatever the block raises is raised as a store error (``as_store_error``)."""
+    try:
+        yield
+    except Exception as exc:
+        raise as_store_error(exc) from exc
+
+
 class SessionDelta(Value, frozen=True, kw_only=True):
     """The session snapshot a boundary commits (opaque bytes to the runtime)."""
 
@@ -91,6 +101,22 @@ class SessionDelta(Value, frozen=True, kw_only=True):
                 "SessionDelta.session_snapshot must be bytes, not "
                 f"{type(self.session_snapshot).__name__}"
             )
+
+
+def snapshot_of(delta: SessionDelta | None) -> bytes | None:
+    """The snapshot bytes a boundary commit stores (``None``: no delta),
+    read before the commit writes anything: a value that is not a
+    ``SessionDelta`` is refused, naming it."""
+    return None if delta is None else required_snapshot(delta)
+
+
+def required_snapshot(delta: SessionDelta) -> bytes:
+    """``snapshot_of`` where S-5 needs a delta."""
+    if not isinstance(delta, SessionDelta):
+        raise WriteFailedError(
+            f"session_delta must be a SessionDelta, not {type(delta).__name__}"
+        )
+    return delta.session_snapshot
 
 
 def mint_receipt(

@@ -23,8 +23,10 @@ from meerkat_runtime.store.base import (
     RuntimeStore,
     SessionDelta,
     WriteFailedError,
-    as_store_error,
     mint_receipt,
+    required_snapshot,
+    snapshot_of,
+    store_errors,
 )
 
 _Key = tuple[str, str, int]  # (runtime, run, sequence)
@@ -76,6 +78,9 @@ class InMemoryRuntimeStore(RuntimeStore):
         session_store_key: str | None = None,  # noqa: ARG002 - unused, as upstream (S-6)
     ) -> None:
         async with self._writing():
+            # Everything is read and encoded first: a bad value fails before
+            # anything is published.
+            snapshot = snapshot_of(session_delta)
             rid = str(runtime_id)
             key = (rid, str(receipt.run_id), receipt.sequence)
             encoded = records.encode_receipt(receipt)
@@ -83,8 +88,8 @@ class InMemoryRuntimeStore(RuntimeStore):
             rows = self._encode_all(input_updates)
             if not exists:
                 self._receipts[key] = encoded
-            if session_delta is not None:
-                self._snapshots[rid] = session_delta.session_snapshot
+            if snapshot is not None:
+                self._snapshots[rid] = snapshot
             self._publish(rid, rows)
 
     async def commit_session_boundary(
@@ -97,6 +102,7 @@ class InMemoryRuntimeStore(RuntimeStore):
         input_updates: Sequence[InputState],
     ) -> RunBoundaryReceipt:
         async with self._writing():
+            snapshot = required_snapshot(session_delta)
             rid = str(runtime_id)
             sequence = 1 + max(
                 (
@@ -113,10 +119,9 @@ class InMemoryRuntimeStore(RuntimeStore):
             for state in stamped:
                 state.stamp_receipt_metadata(run_id, sequence)
             rows = self._encode_all(stamped)
-            self._receipts[(rid, str(run_id), sequence)] = records.encode_receipt(
-                receipt
-            )
-            self._snapshots[rid] = session_delta.session_snapshot
+            encoded = records.encode_receipt(receipt)
+            self._receipts[(rid, str(run_id), sequence)] = encoded
+            self._snapshots[rid] = snapshot
             self._publish(rid, rows)
             return receipt
 
@@ -126,10 +131,8 @@ class InMemoryRuntimeStore(RuntimeStore):
         cannot be encoded or stamped, a wrong type) is a store error, as the
         SQLite store reports it; nothing was published."""
         async with self._lock:
-            try:
+            with store_errors():
                 yield
-            except Exception as exc:
-                raise as_store_error(exc) from exc
 
     def _receipt_exists(self, key: _Key, encoded: bytes) -> bool:
         stored = self._receipts.get(key)

@@ -68,6 +68,9 @@ from meerkat_runtime.store.base import (
     WriteFailedError,
     as_store_error,
     mint_receipt,
+    required_snapshot,
+    snapshot_of,
+    store_errors,
 )
 from meerkat_runtime.store.sqlite_requests import (
     BUSY,
@@ -557,10 +560,8 @@ class SqliteRuntimeStore(RuntimeStore):
         self, runtime_id: LogicalRuntimeId, state: InputState
     ) -> None:
         # Encoded here, so the writer thread may merge the row with others.
-        try:
+        with store_errors():  # as the writer would report it
             row = (str(runtime_id), *records.input_row(state))
-        except Exception as exc:  # as the writer would report it
-            raise as_store_error(exc) from exc
 
         def work(conn: sqlite3.Connection) -> None:
             conn.execute(UPSERT_INPUT, row)
@@ -627,7 +628,9 @@ class SqliteRuntimeStore(RuntimeStore):
     ) -> None:
         rid = str(runtime_id)
         states = list(input_updates)
-        encoded = records.encode_receipt(receipt)
+        with store_errors():  # a bad value fails before anything is queued
+            encoded = records.encode_receipt(receipt)
+            snapshot = snapshot_of(session_delta)
 
         def work(conn: sqlite3.Connection) -> None:
             if not receipt_exists(
@@ -637,8 +640,8 @@ class SqliteRuntimeStore(RuntimeStore):
                     "INSERT INTO runtime_boundary_receipts VALUES (?, ?, ?, ?)",
                     (rid, str(receipt.run_id), receipt.sequence, encoded),
                 )
-            if session_delta is not None:
-                conn.execute(UPSERT_SNAPSHOT, (rid, session_delta.session_snapshot))
+            if snapshot is not None:
+                conn.execute(UPSERT_SNAPSHOT, (rid, snapshot))
             for state in states:
                 conn.execute(
                     UPSERT_INPUT,
@@ -657,7 +660,9 @@ class SqliteRuntimeStore(RuntimeStore):
         input_updates: Sequence[InputState],
     ) -> RunBoundaryReceipt:
         rid = str(runtime_id)
-        stamped = [s.clone() for s in input_updates]
+        with store_errors():  # a bad value fails before anything is queued
+            snapshot = required_snapshot(session_delta)
+            stamped = [s.clone() for s in input_updates]
         ids = list(contributing_input_ids)
 
         def work(conn: sqlite3.Connection) -> RunBoundaryReceipt:
@@ -671,7 +676,7 @@ class SqliteRuntimeStore(RuntimeStore):
                 "INSERT INTO runtime_boundary_receipts VALUES (?, ?, ?, ?)",
                 (rid, str(run_id), receipt.sequence, records.encode_receipt(receipt)),
             )
-            conn.execute(UPSERT_SNAPSHOT, (rid, session_delta.session_snapshot))
+            conn.execute(UPSERT_SNAPSHOT, (rid, snapshot))
             for state in stamped:
                 state.stamp_receipt_metadata(run_id, receipt.sequence)
                 conn.execute(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -387,6 +388,29 @@ class StoreConformance:
             assert await store.load_boundary_receipt(A, run_id, 0) is None
             assert await store.load_session_snapshot(A) is None
             assert self.raw_rows(store, records.INPUTS, A) == {}
+
+        self.run(body)
+
+    @pytest.mark.parametrize("call", ["atomic_apply", "commit_session_boundary"])
+    def test_a_wrongly_typed_session_delta_writes_nothing(self, call: str) -> None:
+        """S-5 / S-6: a session delta that is not a ``SessionDelta`` (or a
+        missing one where a boundary needs it) is ``WriteFailed`` naming it,
+        and neither the receipt nor anything else is written."""
+
+        async def body(store: RuntimeStore) -> None:
+            run_id = RunId.new()
+            bad: Any = b"raw" if call == "atomic_apply" else None
+            write = (
+                store.atomic_apply(A, bad, receipt_for(run_id, []), [])
+                if call == "atomic_apply"
+                else store.commit_session_boundary(
+                    A, bad, run_id, RunApplyBoundary.RUN_START, [], []
+                )
+            )
+            with pytest.raises(RuntimeStoreError.WriteFailed, match="SessionDelta"):
+                await write
+            assert await store.load_boundary_receipts(A) == []
+            assert await store.load_session_snapshot(A) is None
 
         self.run(body)
 

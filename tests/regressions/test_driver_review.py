@@ -33,7 +33,7 @@ from meerkat_runtime.generated.input_lifecycle import (
     StageForRun,
 )
 from meerkat_runtime.inputs import PromptInput
-from meerkat_runtime.runs import RunCompleted, RunFailed
+from meerkat_runtime.runs import BoundaryApplied, RunCompleted, RunFailed
 from tests.test_persistent_decisions import (
     _S,
     RID,
@@ -42,6 +42,7 @@ from tests.test_persistent_decisions import (
     RoutingTable,
     accepted,
     assert_store_matches_memory,
+    everything,
     new_driver,
     prompt,
     receipt,
@@ -219,5 +220,32 @@ def test_a_refused_accept_gives_back_what_dequeue_handed_out(
         following = driver.dequeue_next()
         assert following is not None
         assert following[0] == second.id()
+
+    run(backend, body)
+
+
+def test_a_text_snapshot_is_refused_before_anything_changes(backend: Backend) -> None:
+    """D-6 with decision 14: a boundary whose session snapshot is not bytes
+    is ``ValidationFailed`` (a driver error the session loop handles by
+    failing the run), with memory and store untouched."""
+
+    async def body(b: Backend) -> None:
+        store = b.open()
+        driver = new_driver(store)
+        a = prompt("a")
+        await accepted(driver, a)
+        run_id = RunId.new()
+        driver.start_run(run_id)
+        driver.stage_input(a.id(), run_id)
+        before = everything(driver)
+        event = BoundaryApplied(
+            run_id=run_id,
+            receipt=receipt(run_id, [a.id()]),
+            session_snapshot='{"messages": []}',  # type: ignore[arg-type]
+        )
+        with pytest.raises(RuntimeDriverError.ValidationFailed, match="bytes, not str"):
+            await driver.on_run_event(event)
+        assert everything(driver) == before
+        assert await store.load_boundary_receipt(RID, run_id, 0) is None
 
     run(backend, body)
