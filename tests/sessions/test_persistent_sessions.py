@@ -25,6 +25,7 @@ import pytest
 
 from meerkat_runtime import (
     ContentBlock,
+    CoreApplyOutput,
     FileBlobStore,
     ImageData,
     InputId,
@@ -32,6 +33,7 @@ from meerkat_runtime import (
     InputState,
     LogicalRuntimeId,
     RunId,
+    RunPrimitive,
     RunResult,
     RuntimeSessionAdapter,
     RuntimeState,
@@ -40,7 +42,11 @@ from meerkat_runtime import (
     SqliteRuntimeStore,
 )
 from meerkat_runtime.inputs import BlobImage, ImageBlock, InlineImage
-from meerkat_runtime.sessions.completion import Completed, RuntimeTerminated
+from meerkat_runtime.sessions.completion import (
+    AbandonedOutcome,
+    Completed,
+    RuntimeTerminated,
+)
 from meerkat_runtime.store.base import RuntimeStoreError
 from meerkat_runtime.testing.faults import Fault, FaultyStore
 
@@ -537,6 +543,58 @@ def test_runtime_recovers_after_a_long_store_outage(tmp_path: Path, step: Step) 
             await outcome_of(handle, 2.0)
             _, later = await adapter.accept_input_with_completion(sid, prompt("x"))
             await outcome_of(later, 0.3)
+        finally:
+            await adapter.close()
+            await store.close()
+
+    asyncio.run(main())
+
+
+class TextSnapshotExecutor(ToyExecutor):
+    """Answers every run with a session snapshot that is text, not bytes."""
+
+    async def apply(self, run_id: RunId, primitive: RunPrimitive) -> CoreApplyOutput:
+        output = await super().apply(run_id, primitive)
+        return CoreApplyOutput(
+            receipt=output.receipt,
+            run_result=output.run_result,
+            session_snapshot='{"messages": []}',  # type: ignore[arg-type]
+        )
+
+
+def test_an_executor_answering_a_text_snapshot_fails_its_runs_not_the_loop(
+    tmp_path: Path,
+) -> None:
+    """W-6a with decision 3: a boundary whose snapshot is not bytes is refused
+    (ValidationFailed) before anything changes; each run fails like a refused
+    boundary, so after three attempts the input is abandoned and its waiter
+    told, no receipt is stored, and the loop keeps serving the session."""
+    files = Files(tmp_path)
+    sid = SessionId.new()
+    rid = LogicalRuntimeId(str(sid))
+
+    async def main() -> None:
+        store = SqliteRuntimeStore(files.db)
+        adapter = files.adapter(store)
+        try:
+            executor = TextSnapshotExecutor(result=RESULT)
+            await adapter.register_session_with_executor(sid, executor)
+            p = prompt()
+            _, handle = await adapter.accept_input_with_completion(sid, p)
+            assert handle is not None
+            assert await outcome_of(handle) == AbandonedOutcome(
+                reason="max_attempts_exhausted"
+            )
+            assert len(executor.calls) == 3
+            assert await receipt_counts(store, rid) == Counter()
+            assert (
+                await stored_phase(store, rid, p.id()) is InputLifecycleState.ABANDONED
+            )
+
+            async def serving() -> bool:
+                return await adapter.runtime_state(sid) is RuntimeState.ATTACHED
+
+            await eventually(serving)
         finally:
             await adapter.close()
             await store.close()
