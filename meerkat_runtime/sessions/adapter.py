@@ -12,6 +12,8 @@ runtime resolve every waiter with ``RuntimeTerminated`` and K-4's text.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from meerkat_runtime.blobs import BlobStore
 from meerkat_runtime.driver.ephemeral import (
@@ -51,6 +53,8 @@ from meerkat_runtime.sessions.executor import (
 from meerkat_runtime.sessions.loop import RuntimeLoop
 from meerkat_runtime.sessions.session import Session
 from meerkat_runtime.store.base import RuntimeStore
+
+T = TypeVar("T")
 
 DEFAULT_RETRY_DELAY = 0.05
 
@@ -175,6 +179,11 @@ class RuntimeSessionAdapter:
             await session.loop.cancel()
         async with session.lock:
             session.driver.detach()
+            # An accept that held the lock when the session was removed has
+            # registered its waiter since: it learns the same.
+            session.waiters.resolve_all(
+                RuntimeTerminated(reason="runtime session unregistered")
+            )
 
     def _session(self, session_id: SessionId) -> Session:
         session = self.sessions.get(session_id)
@@ -188,9 +197,18 @@ class RuntimeSessionAdapter:
         """X-6."""
         session = self._session(session_id)
         async with session.lock:
-            outcome = await session.driver.accept_input(input)
+            outcome = await self._admitted(session, input)
             self._after_admission(session)
         return outcome
+
+    async def _admitted(self, session: Session, input: Input) -> AcceptOutcome:
+        """The driver's accept. Cancelled after its write committed, the
+        input is queued all the same (decision 14): the loop still hears."""
+        try:
+            return await session.driver.accept_input(input)
+        except asyncio.CancelledError:
+            self._after_admission(session)
+            raise
 
     async def accept_input_with_completion(
         self, session_id: SessionId, input: Input
@@ -199,7 +217,7 @@ class RuntimeSessionAdapter:
         handle that resolves exactly once when it is."""
         session = self._session(session_id)
         async with session.lock:
-            outcome = await session.driver.accept_input(input)
+            outcome = await self._admitted(session, input)
             if isinstance(outcome, Rejected):
                 raise ValidationFailedError(str(outcome.reason))
             target = outcome.input_id if isinstance(outcome, Accepted) else None
@@ -261,11 +279,10 @@ class RuntimeSessionAdapter:
                 assert session.loop is not None
                 session.loop.wake()
                 return report
-            abandoned = await session.driver.abandon_pending_inputs(
-                InputAbandonReason.Retired()
-            )
-            session.waiters.resolve_all(
-                RuntimeTerminated(reason="retired without runtime loop")
+            abandoned = await self._terminating(
+                session,
+                session.driver.abandon_pending_inputs(InputAbandonReason.Retired()),
+                "retired without runtime loop",
             )
         return RetireReport(
             inputs_abandoned=report.inputs_abandoned + abandoned, inputs_pending_drain=0
@@ -278,9 +295,9 @@ class RuntimeSessionAdapter:
             state = session.driver.runtime_state()
             if state is RuntimeState.RUNNING:
                 raise NotReadyError(state)
-            report = await session.driver.reset()
-            session.waiters.resolve_all(RuntimeTerminated(reason="runtime reset"))
-        return report
+            return await self._terminating(
+                session, session.driver.reset(), "runtime reset"
+            )
 
     async def stop_runtime_executor(
         self, session_id: SessionId, command: AnyRunControlCommand
@@ -297,15 +314,18 @@ class RuntimeSessionAdapter:
         if not isinstance(command, StopRuntimeExecutor):
             raise InternalError("failed to send stop: runtime loop is unavailable")
         async with session.lock:
-            await session.driver.on_runtime_control(RuntimeControlCommand.STOP)
-            session.waiters.resolve_all(RuntimeTerminated(reason="runtime stopped"))
+            await self._terminating(
+                session,
+                session.driver.on_runtime_control(RuntimeControlCommand.STOP),
+                "runtime stopped",
+            )
 
     async def destroy_runtime(self, session_id: SessionId) -> DestroyReport:
         session = self._session(session_id)
         async with session.lock:
-            report = await session.driver.destroy()
-            session.waiters.resolve_all(RuntimeTerminated(reason="runtime destroyed"))
-        return report
+            return await self._terminating(
+                session, session.driver.destroy(), "runtime destroyed"
+            )
 
     async def recover_runtime(self, session_id: SessionId) -> RecoveryReport:
         session = self._session(session_id)
@@ -316,11 +336,35 @@ class RuntimeSessionAdapter:
                 session.loop.wake()
         return report
 
+    @staticmethod
+    async def _terminating(session: Session, operation: Awaitable[T], reason: str) -> T:
+        """A driver operation that ends every pending input; their waiters
+        learn ``reason`` (K-4). Cancelled after its write committed, the
+        operation stands (decision 14): the waiters of the inputs it
+        finished are answered all the same."""
+        try:
+            result = await operation
+        except asyncio.CancelledError:
+            driver = session.driver
+            session.waiters.resolve_where(
+                lambda i: not _finished(driver, i), RuntimeTerminated(reason=reason)
+            )
+            raise
+        session.waiters.resolve_all(RuntimeTerminated(reason=reason))
+        return result
+
     async def close(self) -> None:
-        """Stop every loop (waiters: "runtime loop exited")."""
+        """Stop every loop; every waiter still pending (with a loop or
+        without) learns "runtime loop exited"."""
         for session in list(self.sessions.values()):
             if session.loop is not None:
                 await session.loop.cancel()
+            session.waiters.resolve_all(RuntimeTerminated(reason="runtime loop exited"))
+
+
+def _finished(driver: EphemeralRuntimeDriver, input_id: InputId) -> bool:
+    state = driver.peek_input_state(input_id)
+    return state is None or state.is_terminal()
 
 
 __all__ = ["RuntimeDriverError", "RuntimeSessionAdapter"]

@@ -7,6 +7,7 @@ id, runs the operation under the session lock, converts driver errors into
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from meerkat_runtime.errors import NotReadyError, RuntimeDriverError, rebuilt
@@ -136,20 +137,14 @@ class RuntimeControlPlane:
                 raise InvalidStateError(state)
             try:
                 transferred = await driver.recycle_preserving_work()
-                if (
-                    session.has_live_loop()
-                    and driver.runtime_state() is RuntimeState.IDLE
-                ):
-                    driver.attach()
             except RuntimeDriverError as exc:
                 raise ControlPlaneInternalError(str(exc)) from exc
-            active = set(driver.active_input_ids())
-            session.waiters.resolve_where(
-                active.__contains__,
-                RuntimeTerminated(reason="recycled input no longer pending"),
-            )
-            if session.loop is not None:
-                session.loop.wake()
+            except asyncio.CancelledError:
+                # Cancelled after its write committed, the recycle stands
+                # (decision 14): finish it; if it did not, this changes nothing.
+                _after_recycle(session)
+                raise
+            _after_recycle(session)
         return RecycleReport(inputs_transferred=transferred)
 
     async def recover(self, runtime_id: LogicalRuntimeId) -> RecoveryReport:
@@ -181,3 +176,18 @@ class RuntimeControlPlane:
             )
         except RuntimeStoreError as exc:
             raise ControlPlaneStoreError(str(exc)) from exc
+
+
+def _after_recycle(session: Session) -> None:
+    """A live loop's executor is attached again, waiters of inputs no longer
+    pending are told so, and the loop looks at the preserved work."""
+    driver = session.driver
+    if session.has_live_loop() and driver.runtime_state() is RuntimeState.IDLE:
+        driver.attach()
+    active = set(driver.active_input_ids())
+    session.waiters.resolve_where(
+        active.__contains__,
+        RuntimeTerminated(reason="recycled input no longer pending"),
+    )
+    if session.loop is not None:
+        session.loop.wake()

@@ -62,6 +62,7 @@ class RuntimeLoop:
         self._controls: deque[AnyRunControlCommand] = deque()
         self.task: asyncio.Task[None] | None = None
         self.stopped = False
+        self._closing = False  # cancel() was called: end retries, then go
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(
@@ -79,10 +80,16 @@ class RuntimeLoop:
         self._attention.set()
 
     async def cancel(self) -> None:
+        """End the loop and wait for it (a run in flight is rolled back, one
+        attempt). A caller cancelled meanwhile is still cancelled."""
+        self._closing = True
         if self.task is not None and not self.task.done():
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
+            caller = asyncio.current_task()
+            if caller is not None and caller.cancelling():
+                raise asyncio.CancelledError()
 
     async def join(self) -> None:
         """Wait for the loop to end; re-raise whatever ended it abnormally."""
@@ -241,7 +248,10 @@ class RuntimeLoop:
             )
             try:
                 await self.session.driver.on_run_event(boundary)
-            except RuntimeDriverError as exc:
+            except Exception as exc:
+                # A refused commit, a malformed output (no receipt), or a
+                # store failing oddly: the driver undid the boundary; the run
+                # fails and the loop goes on (it must not die holding a run).
                 log.error(
                     "run %s: boundary not recorded (%s); rolled back", run_id, exc
                 )
@@ -267,21 +277,34 @@ class RuntimeLoop:
             async with self.session.lock:
                 try:
                     await self.session.driver.on_run_event(event)
-                except InternalError as exc:
-                    log.warning(
-                        "run %s: end not recorded (%s), attempt %d",
-                        event.run_id,
-                        exc,
-                        attempt + 1,
-                    )
-                except RuntimeDriverError:
-                    log.exception("run %s: end refused", event.run_id)
-                    return False
+                except RuntimeDriverError as exc:
+                    if not isinstance(exc, InternalError):
+                        log.exception("run %s: end refused", event.run_id)
+                        return False
+                    self._not_recorded(event, exc, attempt)
+                except Exception as exc:  # a store failing oddly: as Internal
+                    self._not_recorded(event, exc, attempt)
                 else:
                     self.session.settle(output)
                     return True
+            if self._closing or self._stop_requested():
+                # Unregister, close or Stop ends the retries: the driver undid
+                # each attempt, so memory still matches the store.
+                return False
             await asyncio.sleep(min(self.retry_delay * 2**attempt, MAX_RETRY_PAUSE))
             attempt += 1
+
+    @staticmethod
+    def _not_recorded(event: RunEvent, error: Exception, attempt: int) -> None:
+        log.warning(
+            "run %s: end not recorded (%s), attempt %d",
+            event.run_id,
+            error,
+            attempt + 1,
+        )
+
+    def _stop_requested(self) -> bool:
+        return any(isinstance(c, StopRuntimeExecutor) for c in self._controls)
 
     async def _end_failed(
         self, run_id: RunId, error: str, cancelled: bool = False

@@ -1,0 +1,342 @@
+"""Regressions found by a cold review of the sessions layer: waiters left
+pending for ever, a loop that died holding a run, and stop, unregister or
+close hanging while a store refuses a run's end.
+
+Rules: K-3/K-4 (every waiter answered exactly once), X-5 (unregister), X-6
+(an accept wakes the loop), X-11/X-12/X-14 and CP-5 (lifecycle operations
+answer the waiters of the inputs they end), W-4 (stop), W-6/W-7 (a run that
+cannot be recorded fails; the loop goes on), decision 14 (a write cancelled
+after it committed stands).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from meerkat_runtime import (
+    CoreApplyOutput,
+    InputState,
+    MemoryBlobStore,
+    RunControlCommand,
+    RunId,
+    RunPrimitive,
+    RuntimeSessionAdapter,
+    RuntimeState,
+    SessionId,
+)
+from meerkat_runtime.sessions.completion import RuntimeTerminated
+from meerkat_runtime.store.base import RuntimeStoreError
+from meerkat_runtime.store.memory import InMemoryRuntimeStore
+from meerkat_runtime.testing.faults import FaultyStore
+
+from .executors import Step, ToyExecutor
+from .helpers import eventually, held, outcome_of, prompt
+
+SHORT = 1.0  # seconds: what "promptly" means here
+
+
+class GatedStore(FaultyStore):
+    """In memory; while a gate is set, the matching writes wait at it."""
+
+    def __init__(self) -> None:
+        super().__init__(InMemoryRuntimeStore())
+        self.accepts: asyncio.Event | None = None
+        self.lifecycle: asyncio.Event | None = None
+        self.lifecycle_skip = 0  # lifecycle commits let through before the gate
+        self.entered = asyncio.Event()
+
+    async def _at(self, gate: asyncio.Event | None) -> None:
+        if gate is not None:
+            self.entered.set()
+            await gate.wait()
+
+    async def persist_input_state(self, runtime_id: Any, state: InputState) -> None:
+        await self._at(self.accepts)
+        await super().persist_input_state(runtime_id, state)
+
+    async def atomic_lifecycle_commit(
+        self, runtime_id: Any, runtime_state: RuntimeState, input_states: Any
+    ) -> None:
+        if self.lifecycle_skip > 0:
+            self.lifecycle_skip -= 1
+        else:
+            await self._at(self.lifecycle)
+        await super().atomic_lifecycle_commit(runtime_id, runtime_state, input_states)
+
+
+class EndOutageStore(FaultyStore):
+    """In memory; while ``down``, refuses every lifecycle commit but a stop."""
+
+    def __init__(self) -> None:
+        super().__init__(InMemoryRuntimeStore())
+        self.down = False
+        self.refused = 0
+
+    async def atomic_lifecycle_commit(
+        self, runtime_id: Any, runtime_state: RuntimeState, input_states: Any
+    ) -> None:
+        if self.down and runtime_state is not RuntimeState.STOPPED:
+            self.refused += 1
+            raise RuntimeStoreError.WriteFailed("store down")
+        await super().atomic_lifecycle_commit(runtime_id, runtime_state, input_states)
+
+
+def run(body: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(body())
+
+
+async def cancelled_mid_write(
+    store: GatedStore, gate: asyncio.Event, call: Awaitable[object]
+) -> None:
+    """Start ``call``, cancel it while its write waits at ``gate``, then let
+    the write commit: the caller is cancelled, the write stands."""
+    task = asyncio.ensure_future(call)
+    await asyncio.wait_for(store.entered.wait(), SHORT)
+    task.cancel()
+    await asyncio.sleep(0)
+    gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def test_an_accept_racing_unregister_still_answers_its_waiter() -> None:
+    """X-5 with K-4: unregister removes the session while an accept holds its
+    lock mid-write; the waiter that accept registers learns the same."""
+
+    async def body() -> None:
+        store = GatedStore()
+        adapter = RuntimeSessionAdapter.persistent(store, MemoryBlobStore())
+        sid = SessionId.new()
+        await adapter.register_session(sid)
+        store.accepts = asyncio.Event()
+        accept = asyncio.ensure_future(
+            adapter.accept_input_with_completion(sid, prompt())
+        )
+        await asyncio.wait_for(store.entered.wait(), SHORT)
+        unregister = asyncio.ensure_future(adapter.unregister_session(sid))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        store.accepts.set()
+        _, handle = await accept
+        await unregister
+        assert await outcome_of(handle, SHORT) == RuntimeTerminated(
+            reason="runtime session unregistered"
+        )
+
+    run(body)
+
+
+def test_an_accept_cancelled_after_it_committed_still_wakes_the_loop() -> None:
+    """X-6 with decision 14: the input is queued on disk and in memory, so
+    the loop hears of it and runs it."""
+
+    async def body() -> None:
+        store = GatedStore()
+        adapter = RuntimeSessionAdapter.persistent(store, MemoryBlobStore())
+        sid = SessionId.new()
+        executor = ToyExecutor()
+        await adapter.register_session_with_executor(sid, executor)
+        store.accepts = gate = asyncio.Event()
+        p = prompt()
+        await cancelled_mid_write(store, gate, adapter.accept_input(sid, p))
+        store.accepts = None
+
+        async def ran() -> bool:
+            return executor.applied_ids() == [p.id()]
+
+        await eventually(ran, SHORT)
+        await adapter.close()
+
+    run(body)
+
+
+@pytest.mark.parametrize("operation", ["reset", "destroy", "stop", "retire"])
+def test_a_lifecycle_operation_cancelled_after_it_committed_answers_its_waiters(
+    operation: str,
+) -> None:
+    """X-11, X-12, X-14 and K-4 with decision 14: the inputs it ended are
+    ended in memory and on disk, so their waiters are told why."""
+    reasons = {
+        "reset": "runtime reset",
+        "destroy": "runtime destroyed",
+        "stop": "runtime stopped",
+        "retire": "retired without runtime loop",
+    }
+
+    async def body() -> None:
+        store = GatedStore()
+        adapter = RuntimeSessionAdapter.persistent(store, MemoryBlobStore())
+        sid = SessionId.new()
+        await adapter.register_session(sid)
+        p = prompt()
+        _, handle = await adapter.accept_input_with_completion(sid, p)
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
+            "reset": lambda: adapter.reset_runtime(sid),
+            "destroy": lambda: adapter.destroy_runtime(sid),
+            "stop": lambda: adapter.stop_runtime_executor(
+                sid, RunControlCommand.StopRuntimeExecutor()
+            ),
+            "retire": lambda: adapter.retire_runtime(sid),
+        }
+        # Without a loop, retire commits twice: it retires, then abandons.
+        store.lifecycle_skip = 1 if operation == "retire" else 0
+        store.lifecycle = gate = asyncio.Event()
+        await cancelled_mid_write(store, gate, calls[operation]())
+        state = await adapter.input_state(sid, p.id())
+        assert state is not None
+        assert state.is_terminal()
+        assert await outcome_of(handle, SHORT) == RuntimeTerminated(
+            reason=reasons[operation]
+        )
+
+    run(body)
+
+
+class NoReceiptOnce(ToyExecutor):
+    """Answers its first run without a receipt (a malformed output)."""
+
+    async def apply(self, run_id: RunId, primitive: RunPrimitive) -> CoreApplyOutput:
+        output = await super().apply(run_id, primitive)
+        if len(self.calls) == 1:
+            return CoreApplyOutput(receipt=None)  # type: ignore[arg-type]
+        return output
+
+
+class OddStore(FaultyStore):
+    """Its first boundary commit fails with a non-store error."""
+
+    def __init__(self) -> None:
+        super().__init__(InMemoryRuntimeStore())
+        self.failed = False
+
+    async def atomic_apply(self, *args: Any, **kwargs: Any) -> None:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionResetError("peer went away")
+        await super().atomic_apply(*args, **kwargs)
+
+
+@pytest.mark.parametrize("cause", ["no_receipt", "store_raises_oddly"])
+def test_a_boundary_that_fails_oddly_fails_the_run_not_the_loop(cause: str) -> None:
+    """W-6 with decision 3: the run fails (its input goes back, one attempt
+    used) and the loop keeps serving: the input then completes."""
+
+    async def body() -> None:
+        executor: ToyExecutor
+        if cause == "no_receipt":
+            adapter = RuntimeSessionAdapter.ephemeral(retry_delay=0.001)
+            executor = NoReceiptOnce()
+        else:
+            adapter = RuntimeSessionAdapter.persistent(
+                OddStore(), MemoryBlobStore(), retry_delay=0.001
+            )
+            executor = ToyExecutor()
+        sid = SessionId.new()
+        await adapter.register_session_with_executor(sid, executor)
+        _, handle = await adapter.accept_input_with_completion(sid, prompt("a"))
+        outcome = await outcome_of(handle, SHORT)
+        assert not isinstance(outcome, RuntimeTerminated), outcome
+        assert len(executor.calls) == 2
+        assert await adapter.runtime_state(sid) is RuntimeState.ATTACHED
+        _, later = await adapter.accept_input_with_completion(sid, prompt("b"))
+        assert not isinstance(await outcome_of(later, SHORT), RuntimeTerminated)
+        await adapter.close()
+
+    run(body)
+
+
+def test_stop_ends_the_retries_of_a_run_end_the_store_refuses() -> None:
+    """W-4 and X-14: while the store refuses a run's end, a Stop still stops
+    the runtime promptly, and the waiter learns "runtime stopped"."""
+
+    async def body() -> None:
+        store = EndOutageStore()
+        adapter = RuntimeSessionAdapter.persistent(
+            store, MemoryBlobStore(), retry_delay=0.001
+        )
+        sid = SessionId.new()
+        await adapter.register_session(sid)
+        _, handle = await adapter.accept_input_with_completion(sid, prompt())
+        store.down = True
+        await adapter.register_session_with_executor(sid, ToyExecutor())
+
+        async def retrying() -> bool:
+            return store.refused >= 2
+
+        await eventually(retrying, SHORT)
+        await asyncio.wait_for(
+            adapter.stop_runtime_executor(sid, RunControlCommand.StopRuntimeExecutor()),
+            SHORT,
+        )
+        assert await adapter.runtime_state(sid) is RuntimeState.STOPPED
+        assert await outcome_of(handle, SHORT) == RuntimeTerminated(
+            reason="runtime stopped"
+        )
+
+    run(body)
+
+
+async def refusing_mid_run() -> tuple[RuntimeSessionAdapter, SessionId]:
+    """A session whose run is in flight while the store refuses its end."""
+    store = EndOutageStore()
+    adapter = RuntimeSessionAdapter.persistent(
+        store, MemoryBlobStore(), retry_delay=0.001
+    )
+    sid = SessionId.new()
+    executor = ToyExecutor([Step.HOLD])
+    await adapter.register_session_with_executor(sid, executor)
+    await adapter.accept_input_with_completion(sid, prompt())
+    await held(executor.held)
+    store.down = True
+    return adapter, sid
+
+
+def test_unregister_returns_promptly_while_the_store_refuses_the_rollback() -> None:
+    """X-5: unregister cancels the loop, whose rollback of the run in flight
+    the store refuses; one attempt, then the loop goes."""
+
+    async def body() -> None:
+        adapter, sid = await refusing_mid_run()
+        task = asyncio.ensure_future(adapter.unregister_session(sid))
+        # Not wait_for: cancelling on timeout could hide a hang behind a
+        # swallowed cancellation (see the next test).
+        await asyncio.wait({task}, timeout=SHORT)
+        assert task.done()
+        assert task.exception() is None
+
+    run(body)
+
+
+def test_a_cancelled_unregister_is_cancelled() -> None:
+    """Cancellation reaches the caller of unregister (a timeout, a task group,
+    shutdown): it is not swallowed by the loop it cancels."""
+
+    async def body() -> None:
+        adapter, sid = await refusing_mid_run()
+        task = asyncio.ensure_future(adapter.unregister_session(sid))
+        await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.wait({task}, timeout=SHORT)
+        assert task.cancelled()
+
+    run(body)
+
+
+def test_close_answers_the_waiters_of_sessions_without_a_loop() -> None:
+    """K-4: close tells every waiter still pending "runtime loop exited"."""
+
+    async def body() -> None:
+        adapter = RuntimeSessionAdapter.ephemeral()
+        sid = SessionId.new()
+        await adapter.register_session(sid)
+        _, handle = await adapter.accept_input_with_completion(sid, prompt())
+        await adapter.close()
+        assert await outcome_of(handle, SHORT) == RuntimeTerminated(
+            reason="runtime loop exited"
+        )
+
+    run(body)
