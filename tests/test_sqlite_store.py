@@ -11,6 +11,8 @@ import gc
 import multiprocessing
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -37,6 +39,7 @@ from meerkat_runtime.store.records import (
     encode_state,
 )
 from meerkat_runtime.store.sqlite import SOLO_STREAK
+from meerkat_runtime.store.sqlite_requests import Request
 from meerkat_runtime.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 from meerkat_runtime.testing.conformance import poisoned, receipt_for, rich_state
 
@@ -964,3 +967,85 @@ def test_hand_overs_to_the_writer_stop_when_another_thread_keeps_the_gil(
 
     run(body)
     assert len(calls) == expected_calls
+
+
+def test_close_while_another_thread_commits_inline_does_not_crash(
+    tmp_path: Path,
+) -> None:
+    """Review finding: the writer thread closed the write connection while a
+    lone caller on another thread's event loop was committing on it inline,
+    and the process died of a segmentation fault. Now every write either
+    commits or is refused as closed, and the process lives."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("close_race_child.py")),
+            str(tmp_path / "race.db"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    outcomes = done.stdout.strip().split(" | ")
+    assert len(outcomes) == 5
+    assert all(o == "committed" or "closed" in o for o in outcomes), outcomes
+
+
+class _LateQueue:
+    """The store's request queue, with close() landing between a write's
+    open check and its queueing (as another thread's close() may)."""
+
+    def __init__(self, store: SqliteRuntimeStore) -> None:
+        self.store, self.inner = store, store._requests
+
+    def put(self, item: object) -> None:
+        if isinstance(item, Request) and not self.store._closed:
+            self.store._closed = True
+            self.inner.put(sqlite_module._STOP)
+            self.store._writer.join()
+        self.inner.put(item)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_write_queued_as_the_store_closes_is_refused_not_left_waiting(
+    tmp_path: Path,
+) -> None:
+    """Review finding: a write that passed the open check just before
+    close() was queued after the writer's last look at the queue, and
+    waited for ever (cancelling it did not help). It is refused as closed."""
+
+    async def body() -> None:
+        store = SqliteRuntimeStore(tmp_path / "late.db")
+        store._requests = _LateQueue(store)  # type: ignore[assignment]
+        write = asyncio.ensure_future(store.persist_runtime_state(A, RuntimeState.IDLE))
+        await asyncio.wait({write}, timeout=5)
+        assert write.done()
+        with pytest.raises(StoreInternalError, match="closed"):
+            write.result()
+        await store.close()
+
+    run(body)
+
+
+def test_a_newer_file_is_refused_at_once_whatever_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding: the refusal's text holds the path, and a path saying
+    "locked" made the open-retry loop take it for a busy file and retry for
+    5 s. It is refused on the first attempt (no retry pause)."""
+    path = tmp_path / "unlocked-busy.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+
+    def no_retry(seconds: float) -> None:
+        raise AssertionError(f"retried opening after a {seconds} s pause")
+
+    monkeypatch.setattr(time, "sleep", no_retry)  # what the retry loop calls
+    with pytest.raises(sqlite_schema.SchemaTooNewError, match="newer"):
+        SqliteRuntimeStore(path)

@@ -49,7 +49,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -165,10 +165,15 @@ class SqliteRuntimeStore(RuntimeStore):
             self._writer_conn.close()
             raise
         self._readers = threading.local()
-        self._reader_conns: list[sqlite3.Connection] = []
+        # Each reader connection with the lock held while a thread uses it:
+        # close() takes it before closing, since closing a connection that
+        # another thread is stepping crashes the process (sqlite3 frees the
+        # statement under it).
+        self._reader_conns: list[tuple[sqlite3.Connection, threading.Lock]] = []
         self._reader_lock = threading.Lock()
         self._requests: queue.SimpleQueue[Request | object] = queue.SimpleQueue()
         self._closed = False
+        self._writer_done = False  # the writer thread has stopped taking requests
         # The write connection is used by the writer thread or, for a lone
         # caller, inline on the caller's thread (see _write); never both.
         self._conn_lock = threading.Lock()
@@ -224,6 +229,8 @@ class SqliteRuntimeStore(RuntimeStore):
             try:
                 step()
                 return
+            except SchemaTooNewError:
+                raise  # its text holds the path, which may say "locked"
             except StoreInternalError as exc:
                 if not is_busy(exc) or time.monotonic() > deadline:
                     raise
@@ -291,7 +298,9 @@ class SqliteRuntimeStore(RuntimeStore):
             # Answer after releasing the connection, so a caller that goes on
             # writing alone finds it free and may commit inline.
             answer_all(answers)
-        self._writer_conn.close()
+        with self._conn_lock:  # a lone caller may be committing inline on it
+            self._writer_conn.close()
+        self._writer_done = True  # before the drain: see _queued
         self._refuse_leftovers()
 
     def _refuse_leftovers(self) -> None:
@@ -408,6 +417,10 @@ class SqliteRuntimeStore(RuntimeStore):
         self._inflight += 1
         request = Request(work, loop, future, self._answered, row=row)
         self._requests.put(request)
+        if self._writer_done:
+            # close() ran since _check_open and the writer has refused its
+            # leftovers already: it would never see this one.
+            self._refuse_leftovers()
         # Only for an accept's row: the writer merges those into a statement
         # or two, so its turn is short; for other writes it needs the GIL
         # per statement, and an early start only made the threads trade it
@@ -480,18 +493,33 @@ class SqliteRuntimeStore(RuntimeStore):
 
     # ---------------------------------------------------------------- readers
 
-    def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._readers, "conn", None)
-        if conn is None:
+    def _reader_pair(self) -> tuple[sqlite3.Connection, threading.Lock]:
+        """This thread's reader connection (opened on first use) and its lock."""
+        pair: tuple[sqlite3.Connection, threading.Lock] | None = getattr(
+            self._readers, "pair", None
+        )
+        if pair is None:
             conn = self._connect()
             conn.execute(f"PRAGMA mmap_size = {self.read_mmap_bytes}")
+            pair = (conn, threading.Lock())
             with self._reader_lock:
                 if self._closed:  # close() has already closed the others
                     conn.close()
                     raise StoreInternalError(f"store {self.path} is closed")
-                self._reader_conns.append(conn)
-            self._readers.conn = conn
-        return conn
+                self._reader_conns.append(pair)
+            self._readers.pair = pair
+        return pair
+
+    def _reader(self) -> sqlite3.Connection:
+        return self._reader_pair()[0]
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """This thread's reader connection, held against close() meanwhile."""
+        with self._reader_pair()[1]:
+            if self._closed:
+                raise StoreInternalError(f"store {self.path} is closed")
+            yield self._reader()
 
     async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
@@ -503,7 +531,8 @@ class SqliteRuntimeStore(RuntimeStore):
 
         def run() -> T:
             try:
-                return work(self._reader())
+                with self._reading() as conn:
+                    return work(conn)
             except sqlite3.Error as exc:
                 raise ReadFailedError(f"{self.path}: {exc}") from None
 
@@ -534,10 +563,11 @@ class SqliteRuntimeStore(RuntimeStore):
             # queue must never be left waiting (with the GC paused, as
             # recovery reads).
             try:
-                cursor = self._reader().execute(sql, params)
-                while not stop.is_set() and (rows := cursor.fetchmany(READ_CHUNK)):
-                    deliver(rows)
-                cursor.close()
+                with self._reading() as conn:
+                    cursor = conn.execute(sql, params)
+                    while not stop.is_set() and (rows := cursor.fetchmany(READ_CHUNK)):
+                        deliver(rows)
+                    cursor.close()
                 deliver(None)
             except sqlite3.Error as exc:
                 deliver(ReadFailedError(f"{self.path}: {exc}"))
@@ -773,10 +803,15 @@ class SqliteRuntimeStore(RuntimeStore):
         self._closed = True
         self._requests.put(_STOP)
         await asyncio.to_thread(self._writer.join)
+        await asyncio.to_thread(self._close_readers)
+
+    def _close_readers(self) -> None:
+        """Each once no thread is reading on it (see ``_reader_conns``)."""
         with self._reader_lock:
-            for conn in self._reader_conns:
+            pairs, self._reader_conns = self._reader_conns, []
+        for conn, lock in pairs:
+            with lock:
                 conn.close()
-            self._reader_conns.clear()
 
     # ---------------------------------------------------------------- backdoor
 
