@@ -126,7 +126,7 @@ def _load_runtime(conn: sqlite3.Connection, rid: str, select: str) -> RuntimeVie
     ).fetchone()
     inputs = [decode_input_row(rid, row) for row in conn.execute(select, (rid,))]
     receipts = [
-        records.decode_receipt(rid, f"{run}/{seq}", bytes(data))
+        records.decode_receipt(rid, f"{run}/{seq}", data)
         for run, seq, data in conn.execute(
             f"SELECT run_id, sequence, receipt_json FROM {records.RECEIPTS} "
             "WHERE runtime_id = ? ORDER BY run_id, sequence",
@@ -134,7 +134,7 @@ def _load_runtime(conn: sqlite3.Connection, rid: str, select: str) -> RuntimeVie
         )
     ]
     inputs.sort(key=lambda s: (s.created_at, str(s.input_id)))
-    state = None if phase is None else records.decode_phase(rid, bytes(phase[0]))
+    state = None if phase is None else records.decode_phase(rid, phase[0])
     return RuntimeView(rid, state, inputs, receipts)
 
 

@@ -21,12 +21,21 @@ from typing import Any
 
 import pytest
 
-from meerkat_runtime import LogicalRuntimeId, PromptInput, RuntimeState
+from meerkat_runtime import (
+    LogicalRuntimeId,
+    MemoryBlobStore,
+    PersistentRuntimeDriver,
+    PromptInput,
+    RunId,
+    RuntimeDriverError,
+    RuntimeState,
+)
 from meerkat_runtime.input_state import InputState
 from meerkat_runtime.inputs import InputDurability
 from meerkat_runtime.store import SqliteRuntimeStore, sqlite_schema
 from meerkat_runtime.store import sqlite as sqlite_module
 from meerkat_runtime.store.base import (
+    ReadFailedError,
     RuntimeStoreError,
     SessionDelta,
     StoreInternalError,
@@ -41,6 +50,7 @@ from meerkat_runtime.store.records import (
 from meerkat_runtime.store.sqlite import SOLO_STREAK
 from meerkat_runtime.store.sqlite_requests import Request
 from meerkat_runtime.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
+from meerkat_runtime.store.verify import verify
 from meerkat_runtime.testing.conformance import poisoned, receipt_for, rich_state
 
 A = LogicalRuntimeId("sqlite-a")
@@ -1049,3 +1059,60 @@ def test_a_newer_file_is_refused_at_once_whatever_its_name(
     monkeypatch.setattr(time, "sleep", no_retry)  # what the retry loop calls
     with pytest.raises(sqlite_schema.SchemaTooNewError, match="newer"):
         SqliteRuntimeStore(path)
+
+
+@pytest.mark.parametrize(
+    ("table", "column"),
+    [
+        ("runtime_input_states", "state_json"),
+        ("runtime_boundary_receipts", "receipt_json"),
+        ("runtime_session_snapshots", "session_snapshot"),
+        ("runtime_states", "runtime_state_json"),
+    ],
+)
+def test_a_record_stored_as_text_is_a_read_failure_on_every_path(
+    tmp_path: Path, table: str, column: str
+) -> None:
+    """S-10 and the corrupt-data rule: a column holding text instead of bytes
+    (foreign or damaged data) is ``ReadFailed`` naming the table wherever it
+    is read, never a bare TypeError; recovery fails closed."""
+    path = tmp_path / "text.db"
+
+    async def body() -> None:
+        async with SqliteRuntimeStore(path) as store:
+            state = queued_state()
+            run_id = state.last_run_id() or RunId.new()
+            await store.atomic_lifecycle_commit(A, RuntimeState.RETIRED, [state])
+            await store.atomic_apply(
+                A, SessionDelta(session_snapshot=b"{}"), receipt_for(run_id, []), []
+            )
+        conn = sqlite3.connect(path)
+        conn.execute(f"UPDATE {table} SET {column} = CAST({column} AS TEXT)")
+        conn.commit()
+        conn.close()
+        async with SqliteRuntimeStore(path) as store:
+            reads: dict[str, list[Callable[[], Awaitable[object]]]] = {
+                "runtime_input_states": [
+                    lambda: store.load_input_states(A),
+                    lambda: store.load_input_state(A, state.input_id),
+                    lambda: verify(store, A),
+                ],
+                "runtime_boundary_receipts": [
+                    lambda: store.load_boundary_receipt(A, run_id, 0),
+                    lambda: store.load_boundary_receipts(A),
+                    lambda: verify(store, A),
+                ],
+                "runtime_session_snapshots": [lambda: store.load_session_snapshot(A)],
+                "runtime_states": [lambda: store.load_runtime_state(A)],
+            }
+            for read in reads[table]:
+                with pytest.raises(ReadFailedError, match=f"{table}.*stored as str"):
+                    await read()
+            if table in ("runtime_input_states", "runtime_states"):
+                driver = PersistentRuntimeDriver(A, store, MemoryBlobStore())
+                with pytest.raises(RuntimeDriverError.Internal, match=table):
+                    await driver.recover()
+                assert driver.runtime_state() is RuntimeState.IDLE
+                assert driver.queued_input_ids() == []
+
+    run(body)

@@ -138,7 +138,7 @@ class InMemoryRuntimeStore(RuntimeStore):
         stored = self._receipts.get(key)
         if stored is None:
             return False
-        if records.same_receipt(stored, encoded):
+        if records.same_receipt(key[0], stored, encoded):
             return True
         raise WriteFailedError(
             f"receipt conflict: runtime {key[0]!r} run {key[1]!r} sequence {key[2]} "

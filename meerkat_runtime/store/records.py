@@ -43,7 +43,19 @@ def input_row(state: InputState) -> tuple[str, bytes]:
 _STATE_DECODER = codec.decoder(InputStateRecord)
 
 
-def decode_state(runtime_id: str, record_id: str, data: bytes) -> InputState:
+def stored_bytes(where: str, data: object) -> bytes:
+    """A stored record's bytes; anything else in its column (text, a number,
+    NULL: foreign or damaged data) is a read failure naming ``where``."""
+    if isinstance(data, bytes):
+        return data
+    raise ReadFailedError(
+        f"corrupt record in {where}: stored as {type(data).__name__}, not bytes"
+    )
+
+
+def decode_state(runtime_id: str, record_id: str, data: object) -> InputState:
+    where = f"{INPUTS}: runtime {runtime_id!r}, input {record_id!r}"
+    data = stored_bytes(where, data)
     try:
         record = _STATE_DECODER.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
@@ -62,13 +74,21 @@ def encode_receipt(receipt: RunBoundaryReceipt) -> bytes:
     return codec.encode(receipt)
 
 
-def decode_receipt(runtime_id: str, record_id: str, data: bytes) -> RunBoundaryReceipt:
+def decode_receipt(runtime_id: str, record_id: str, data: object) -> RunBoundaryReceipt:
+    """The receipt stored under ``record_id`` ("<run id>/<sequence>"); one
+    that names another run or sequence is corrupt (recovery trusts it)."""
+    where = f"{RECEIPTS}: runtime {runtime_id!r}, receipt {record_id!r}"
+    data = stored_bytes(where, data)
     try:
-        return codec.decode(data, RunBoundaryReceipt)
+        receipt = codec.decode(data, RunBoundaryReceipt)
     except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
+        raise ReadFailedError(f"corrupt record in {where}: {exc}") from None
+    named = f"{receipt.run_id}/{receipt.sequence}"
+    if named != record_id:
         raise ReadFailedError(
-            f"corrupt record in {RECEIPTS}: runtime {runtime_id!r}, receipt {record_id!r}: {exc}"
-        ) from None
+            f"corrupt record in {where}: the record names receipt {named!r}"
+        )
+    return receipt
 
 
 def encode_phase(state: RuntimeState) -> bytes:
@@ -80,7 +100,8 @@ def encode_phase(state: RuntimeState) -> bytes:
     return codec.encode(state.value)
 
 
-def decode_phase(runtime_id: str, data: bytes) -> RuntimeState:
+def decode_phase(runtime_id: str, data: object) -> RuntimeState:
+    data = stored_bytes(f"{STATES}: runtime {runtime_id!r}", data)
     try:
         return RuntimeState(codec.decode(data, str))
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
@@ -89,7 +110,9 @@ def decode_phase(runtime_id: str, data: bytes) -> RuntimeState:
         ) from None
 
 
-def same_receipt(stored: bytes, new: bytes) -> bool:
+def same_receipt(runtime_id: str, stored: object, new: bytes) -> bool:
     """Decision 16: identical means equal decoded values (not byte layout).
     A stored receipt that does not decode is a read failure, never a crash."""
-    return decode_receipt("?", "?", stored) == codec.decode(new, RunBoundaryReceipt)
+    receipt = codec.decode(new, RunBoundaryReceipt)
+    key = f"{receipt.run_id}/{receipt.sequence}"
+    return decode_receipt(runtime_id, key, stored) == receipt

@@ -754,7 +754,7 @@ class SqliteRuntimeStore(RuntimeStore):
         return (
             None
             if row is None
-            else records.decode_receipt(rid, f"{run_id}/{sequence}", bytes(row[0]))
+            else records.decode_receipt(rid, f"{run_id}/{sequence}", row[0])
         )
 
     async def load_boundary_receipts(
@@ -769,8 +769,7 @@ class SqliteRuntimeStore(RuntimeStore):
             ).fetchall()
         )
         return [
-            records.decode_receipt(rid, f"{run}/{seq}", bytes(data))
-            for run, seq, data in rows
+            records.decode_receipt(rid, f"{run}/{seq}", data) for run, seq, data in rows
         ]
 
     async def load_session_snapshot(self, runtime_id: LogicalRuntimeId) -> bytes | None:
@@ -781,7 +780,8 @@ class SqliteRuntimeStore(RuntimeStore):
                 (rid,),
             ).fetchone()
         )
-        return None if row is None else bytes(row[0])
+        where = f"{records.SNAPSHOTS}: runtime {rid!r}"
+        return None if row is None else records.stored_bytes(where, row[0])
 
     async def load_runtime_state(
         self, runtime_id: LogicalRuntimeId
@@ -793,7 +793,7 @@ class SqliteRuntimeStore(RuntimeStore):
                 (rid,),
             ).fetchone()
         )
-        return None if row is None else records.decode_phase(rid, bytes(row[0]))
+        return None if row is None else records.decode_phase(rid, row[0])
 
     # ---------------------------------------------------------------- lifecycle
 

@@ -103,7 +103,7 @@ def decode_input_row(runtime_id: str, row: tuple[Any, ...]) -> InputState:
     """One ``SELECT_INPUTS`` row: the record, plus the recoveries that loaded
     it unfinished since it was written (see the module notes)."""
     input_id, data, lag = row
-    state = records.decode_state(runtime_id, str(input_id), bytes(data))
+    state = records.decode_state(runtime_id, str(input_id), data)
     # Recovery drops ephemeral records unread (decision 13): never counted.
     if (
         lag > 0
@@ -128,7 +128,7 @@ def receipt_exists(
     ).fetchone()
     if row is None:
         return False
-    if records.same_receipt(bytes(row[0]), encoded):
+    if records.same_receipt(runtime_id, row[0], encoded):
         return True
     raise WriteFailedError(
         f"receipt conflict: runtime {runtime_id!r} run {receipt.run_id} sequence "

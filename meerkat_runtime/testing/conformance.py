@@ -505,6 +505,23 @@ class StoreConformance:
 
         self.run(body)
 
+    def test_a_receipt_row_naming_another_receipt_is_a_read_failure(self) -> None:
+        """Decision 16 and D-11: recovery trusts a receipt to be the one its
+        key names; a row holding another run's (or sequence's) receipt is
+        corrupt, on every read path, naming the table and the record."""
+
+        async def body(store: RuntimeStore) -> None:
+            run_id, other = RunId.new(), RunId.new()
+            await store.atomic_apply(A, None, receipt_for(run_id, []), [])
+            foreign = records.encode_receipt(receipt_for(other, [], sequence=7))
+            self.corrupt_row(store, records.RECEIPTS, A, f"{run_id}/0", foreign)
+            with pytest.raises(RuntimeStoreError.ReadFailed, match=f"{run_id}/0"):
+                await store.load_boundary_receipt(A, run_id, 0)
+            with pytest.raises(RuntimeStoreError.ReadFailed, match=records.RECEIPTS):
+                await store.load_boundary_receipts(A)
+
+        self.run(body)
+
     # ---------------------------------------------------------------- verify
 
     def test_verify_reports_inconsistencies(self) -> None:
