@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from meerkat_runtime.inspection import (
     InspectionError,
@@ -63,7 +64,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return 0
     console = _console()
     if not views:
-        console.print(f"{path}: a meerkat database with no runtimes yet")
+        console.print(escape(f"{path}: a meerkat database with no runtimes yet"))
         return 0
     console.print(runtimes_table(views))
     print_views(console, views)

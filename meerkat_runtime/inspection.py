@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -74,6 +75,8 @@ def load_database(path: Path) -> list[RuntimeView]:
         # Read-only, so a version-1 file is read as it is: no recovery epochs.
         select = SELECT_INPUTS if version >= 2 else _SELECT_INPUTS_V1
         return [_load_runtime(conn, rid, select) for rid in _runtime_ids(conn)]
+    except sqlite3.Error as exc:  # damaged pages, an I/O error: said, not raised
+        raise InspectionError(f"{path}: cannot read: {exc}") from None
     finally:
         conn.close()
 
@@ -227,7 +230,8 @@ def inputs_table(view: RuntimeView, start: datetime | None) -> Table:
     """Per input: a heading row (id, payload, where it ended), then one row
     per transition of its stored history, offset from ``start``."""
     table = Table(
-        title=f"{view.runtime_id}: inputs and their timelines", title_justify="left"
+        title=f"{escape(view.runtime_id)}: inputs and their timelines",
+        title_justify="left",
     )
     table.add_column("input", no_wrap=True)
     table.add_column("+t", justify="right", no_wrap=True)
@@ -242,14 +246,14 @@ def _add_input_rows(table: Table, state: InputState, start: datetime) -> None:
     payload = state.persisted_input
     kind = payload.kind_id() if payload is not None else "?"
     heading = Text(f"{kind}: {describe(payload)}", style="bold")
-    table.add_row(short(state.input_id), "", heading, Text(_summary(state)))
+    table.add_row(Text(short(state.input_id)), "", heading, Text(_summary(state)))
     for entry in state.history():
         offset = (entry.timestamp - start).total_seconds()
         table.add_row(
             "",
             f"+{offset:.3f}s",
             f"{entry.from_state.value} → {entry.to_state.value}",
-            entry.reason,
+            Text(entry.reason),  # stored text: never read as markup
         )
     table.add_section()
 
@@ -264,7 +268,9 @@ def _summary(state: InputState) -> str:
 
 
 def receipts_table(view: RuntimeView, labels: dict[str, str]) -> Table:
-    table = Table(title=f"{view.runtime_id}: boundary receipts", title_justify="left")
+    table = Table(
+        title=f"{escape(view.runtime_id)}: boundary receipts", title_justify="left"
+    )
     for column in ("run", "seq", "boundary", "contributing inputs"):
         table.add_column(column, overflow="fold")
     for receipt in view.receipts:
@@ -273,7 +279,7 @@ def receipts_table(view: RuntimeView, labels: dict[str, str]) -> Table:
             for i in receipt.contributing_input_ids
         ]
         table.add_row(
-            short(receipt.run_id),
+            Text(short(receipt.run_id)),
             str(receipt.sequence),
             receipt.boundary.value,
             Text("\n".join(named)),

@@ -262,6 +262,49 @@ def test_inspect_a_corrupt_row_prints_the_read_failure(
     assert "'ops-watch'" in err
 
 
+def test_inspect_a_damaged_file_is_an_error_not_a_traceback(
+    demo_run: DemoRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review finding: damaged pages made inspect raise sqlite3's
+    DatabaseError; it says what is wrong and exits 1."""
+    copy = tmp_path / "damaged.sqlite3"
+    with (
+        contextlib.closing(sqlite3.connect(demo_run.database)) as source,
+        contextlib.closing(sqlite3.connect(copy)) as target,
+    ):
+        source.backup(target)
+    page = 4096
+    data = bytearray(copy.read_bytes())
+    data[2 * page : 6 * page] = b"\xa5" * (4 * page)  # pages 3-6: tables' b-trees
+    copy.write_bytes(bytes(data))
+    assert main(["inspect", str(copy)]) == 1
+    err = capsys.readouterr().err
+    assert str(copy) in err
+    assert "Traceback" not in err
+
+
+def test_inspect_shows_runtime_ids_literally_not_as_markup(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review finding: an id holding rich markup ("tenant[/]") crashed
+    inspect, and "[red]" in one vanished from the output."""
+    path = tmp_path / "markup.sqlite3"
+
+    async def build() -> None:
+        async with SqliteRuntimeStore(path) as store:
+            for rid in ("tenant[/]", "team[red]7"):
+                driver = PersistentRuntimeDriver(
+                    LogicalRuntimeId(rid), store, MemoryBlobStore()
+                )
+                await driver.accept_input(PromptInput.new("hello [bold]world[/bold]"))
+
+    asyncio.run(build())
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "tenant[/]: inputs" in out
+    assert "team[red]7: inputs" in out
+
+
 # ---------------------------------------------------------------- verify / diagrams
 
 
