@@ -18,6 +18,9 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import msgspec
+
+from meerkat_runtime import codec
 from meerkat_runtime.driver.journal import (
     REASON_DESTROYED,
     REASON_RESET,
@@ -74,6 +77,7 @@ from meerkat_runtime.outcomes import (
 from meerkat_runtime.policy import DefaultPolicyTable, PolicyTable
 from meerkat_runtime.runs import (
     BoundaryApplied,
+    RunBoundaryReceipt,
     RunCancelled,
     RunCompleted,
     RunEvent,
@@ -336,7 +340,7 @@ class EphemeralRuntimeDriver(DriverCore):
             self._run_failed(event)
 
     def _boundary_applied(self, event: BoundaryApplied) -> None:
-        receipt = event.receipt
+        receipt = checked_receipt(event.receipt)
         if receipt.run_id != event.run_id:
             raise ValidationFailedError(
                 f"run event: the receipt is for run {receipt.run_id}, not {event.run_id}"
@@ -645,3 +649,18 @@ class EphemeralRuntimeDriver(DriverCore):
             signal=self._signal,
             events=len(self._events),
         )
+
+
+def checked_receipt(receipt: object) -> RunBoundaryReceipt:
+    """An executor's receipt with its fields' types checked: a struct built
+    in code is not, and a wrong one (a sequence "0") would be stored and
+    then fail every later recovery. Refused before anything changes."""
+    if not isinstance(receipt, RunBoundaryReceipt):
+        raise ValidationFailedError(
+            f"run event: the receipt is a {type(receipt).__name__}, "
+            "not a RunBoundaryReceipt"
+        )
+    try:
+        return codec.decode(codec.encode(receipt), RunBoundaryReceipt)
+    except (msgspec.MsgspecError, TypeError, ValueError) as exc:
+        raise ValidationFailedError(f"run event: malformed receipt: {exc}") from None

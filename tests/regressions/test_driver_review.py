@@ -17,6 +17,7 @@ stores:
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from meerkat_runtime import (
@@ -247,5 +248,32 @@ def test_a_text_snapshot_is_refused_before_anything_changes(backend: Backend) ->
             await driver.on_run_event(event)
         assert everything(driver) == before
         assert await store.load_boundary_receipt(RID, run_id, 0) is None
+
+    run(backend, body)
+
+
+def test_a_receipt_with_a_wrongly_typed_field_is_refused_before_it_is_stored(
+    backend: Backend,
+) -> None:
+    """D-6 with decision 14 and D-11: a receipt whose sequence is text (an
+    executor's struct is not type-checked when built) is ``ValidationFailed``
+    before anything changes; stored, it would have failed every recovery."""
+
+    async def body(b: Backend) -> None:
+        store = b.open()
+        driver = new_driver(store)
+        a = prompt("a")
+        await accepted(driver, a)
+        run_id = RunId.new()
+        driver.start_run(run_id)
+        driver.stage_input(a.id(), run_id)
+        before = everything(driver)
+        bad = receipt(run_id, [a.id()])
+        bad = msgspec.structs.replace(bad, sequence="0")
+        with pytest.raises(RuntimeDriverError.ValidationFailed, match="receipt"):
+            await driver.on_run_event(BoundaryApplied(run_id=run_id, receipt=bad))
+        assert everything(driver) == before
+        _, report, _ = await restart(b)
+        assert report.inputs_recovered == 1
 
     run(backend, body)
