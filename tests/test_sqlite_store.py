@@ -1116,3 +1116,67 @@ def test_a_record_stored_as_text_is_a_read_failure_on_every_path(
                 assert driver.queued_input_ids() == []
 
     run(body)
+
+
+def test_a_damaged_file_whose_path_says_locked_is_refused_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Second review: whether to retry opening was read from the error's text,
+    which holds the path; now from SQLite's result code. A version-1 file
+    without its tables fails to migrate on the first attempt, under a
+    directory called "locked" too."""
+    path = tmp_path / "locked" / "runtime.db"
+    path.parent.mkdir()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+
+    def no_retry(seconds: float) -> None:
+        raise AssertionError(f"retried opening after a {seconds} s pause")
+
+    monkeypatch.setattr(time, "sleep", no_retry)
+    with pytest.raises(StoreInternalError, match="no such table"):
+        SqliteRuntimeStore(path)
+
+
+class _ClosingLock:
+    """The store's connection lock; the first acquire made by an inline
+    commit first lets another thread close the store (as a GIL switch may)."""
+
+    def __init__(self, store: SqliteRuntimeStore) -> None:
+        self.store, self.inner = store, store._conn_lock
+        self.armed = True
+
+    def acquire(self, blocking: bool = True) -> bool:
+        if self.armed and not blocking:
+            self.armed = False
+            closer = threading.Thread(target=lambda: asyncio.run(self.store.close()))
+            closer.start()
+            closer.join()
+        return self.inner.acquire(blocking)
+
+    def release(self) -> None:
+        self.inner.release()
+
+    def __enter__(self) -> bool:
+        return self.inner.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.inner.__exit__(*exc)  # type: ignore[arg-type]
+
+
+def test_an_inline_commit_racing_close_is_refused_as_closed(tmp_path: Path) -> None:
+    """Second review: a lone caller that passed the open check while another
+    thread closed the store committed on the closed connection and got a bare
+    sqlite3.ProgrammingError; it gets the store's "closed" error."""
+
+    async def body() -> None:
+        store = SqliteRuntimeStore(tmp_path / "inline-close.db")
+        for _ in range(SOLO_STREAK + 2):  # alone long enough to commit inline
+            await store.persist_runtime_state(A, RuntimeState.IDLE)
+        store._conn_lock = _ClosingLock(store)  # type: ignore[assignment]
+        with pytest.raises(StoreInternalError, match="closed"):
+            await store.persist_runtime_state(A, RuntimeState.RETIRED)
+        await store.close()
+
+    run(body)

@@ -172,15 +172,21 @@ class RuntimeSessionAdapter:
         """X-5: forget the session; its waiters learn why."""
         session = self._session(session_id)
         del self.sessions[session_id]
-        session.waiters.resolve_all(
-            RuntimeTerminated(reason="runtime session unregistered")
-        )
-        if session.loop is not None:
-            await session.loop.cancel()
-        async with session.lock:
-            session.driver.detach()
-            # An accept that held the lock when the session was removed has
-            # registered its waiter since: it learns the same.
+        gone = RuntimeTerminated(reason="runtime session unregistered")
+        session.waiters.resolve_all(gone)
+        try:
+            if session.loop is not None:
+                await session.loop.cancel()
+            async with session.lock:
+                session.driver.detach()
+        finally:
+            session.waiters.resolve_all(gone)  # registered meanwhile
+
+    def _still_registered(self, session: Session) -> None:
+        """An accept that held the lock while unregister removed its session
+        (X-5): the waiter it registered learns that, whenever unregister
+        got to its last word."""
+        if self.sessions.get(session.session_id) is not session:
             session.waiters.resolve_all(
                 RuntimeTerminated(reason="runtime session unregistered")
             )
@@ -225,6 +231,7 @@ class RuntimeSessionAdapter:
                 target = outcome.existing_id
             handle = self._register_waiter(session, target)
             self._after_admission(session)
+            self._still_registered(session)
         return outcome, handle
 
     def _register_waiter(
@@ -248,7 +255,9 @@ class RuntimeSessionAdapter:
         None when it is unknown or already finished."""
         session = self._session(session_id)
         async with session.lock:
-            return self._register_waiter(session, input_id)
+            handle = self._register_waiter(session, input_id)
+            self._still_registered(session)
+            return handle
 
     def recovery_report(self, session_id: SessionId) -> RecoveryReport | None:
         """What registering the session recovered from the store."""
@@ -355,11 +364,18 @@ class RuntimeSessionAdapter:
 
     async def close(self) -> None:
         """Stop every loop; every waiter still pending (with a loop or
-        without) learns "runtime loop exited"."""
+        without) learns "runtime loop exited". Cancelled meanwhile, it
+        still closes every session, then is cancelled."""
+        cancelled = False
         for session in list(self.sessions.values()):
             if session.loop is not None:
-                await session.loop.cancel()
+                try:
+                    await session.loop.cancel()
+                except asyncio.CancelledError:
+                    cancelled = True
             session.waiters.resolve_all(RuntimeTerminated(reason="runtime loop exited"))
+        if cancelled:
+            raise asyncio.CancelledError()
 
 
 def _finished(driver: EphemeralRuntimeDriver, input_id: InputId) -> bool:

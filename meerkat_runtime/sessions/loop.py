@@ -84,11 +84,15 @@ class RuntimeLoop:
         attempt). A caller cancelled meanwhile is still cancelled."""
         self._closing = True
         if self.task is not None and not self.task.done():
+            caller = asyncio.current_task()
+            before = caller.cancelling() if caller is not None else 0
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
-            caller = asyncio.current_task()
-            if caller is not None and caller.cancelling():
+            # Only a cancellation that arrived while waiting is the caller's
+            # to see here (one delivered before, as in a ``finally:`` of a
+            # cancelled task, is already on its way up).
+            if caller is not None and caller.cancelling() > before:
                 raise asyncio.CancelledError()
 
     async def join(self) -> None:

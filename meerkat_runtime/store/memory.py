@@ -173,7 +173,7 @@ class InMemoryRuntimeStore(RuntimeStore):
     async def load_boundary_receipt(
         self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
     ) -> RunBoundaryReceipt | None:
-        key = (str(runtime_id), str(run_id), sequence)
+        key = (str(runtime_id), str(run_id), records.receipt_sequence(sequence))
         async with self._lock:
             data = self._receipts.get(key)
         return (

@@ -11,7 +11,7 @@ import msgspec
 from meerkat_runtime import codec
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.input_state import InputState, InputStateRecord
-from meerkat_runtime.runs import RunBoundaryReceipt
+from meerkat_runtime.runs import RunBoundaryReceipt, receipt_problem
 from meerkat_runtime.store.base import ReadFailedError, WriteFailedError
 
 INPUTS = "runtime_input_states"
@@ -43,19 +43,20 @@ def input_row(state: InputState) -> tuple[str, bytes]:
 _STATE_DECODER = codec.decoder(InputStateRecord)
 
 
-def stored_bytes(where: str, data: object) -> bytes:
+def stored_bytes(data: object, table: str, runtime_id: str, record: str) -> bytes:
     """A stored record's bytes; anything else in its column (text, a number,
-    NULL: foreign or damaged data) is a read failure naming ``where``."""
+    NULL: foreign or damaged data) is a read failure naming the record. (The
+    message is only built then: recovery calls this for every row.)"""
     if isinstance(data, bytes):
         return data
     raise ReadFailedError(
-        f"corrupt record in {where}: stored as {type(data).__name__}, not bytes"
+        f"corrupt record in {table}: runtime {runtime_id!r}{record}: "
+        f"stored as {type(data).__name__}, not bytes"
     )
 
 
 def decode_state(runtime_id: str, record_id: str, data: object) -> InputState:
-    where = f"{INPUTS}: runtime {runtime_id!r}, input {record_id!r}"
-    data = stored_bytes(where, data)
+    data = stored_bytes(data, INPUTS, runtime_id, f", input {record_id!r}")
     try:
         record = _STATE_DECODER.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
@@ -71,24 +72,40 @@ def decode_state(runtime_id: str, record_id: str, data: object) -> InputState:
 
 
 def encode_receipt(receipt: RunBoundaryReceipt) -> bytes:
+    """Refuses a receipt that could not be read back (``receipt_problem``)."""
+    problem = receipt_problem(receipt)
+    if problem is not None:
+        raise WriteFailedError(f"receipt cannot be stored: {problem}")
     return codec.encode(receipt)
+
+
+def receipt_sequence(sequence: object) -> int:
+    """A receipt lookup's sequence; anything but an int is refused by name
+    (``True`` would find receipt 1, and "1" nothing or a text match)."""
+    if isinstance(sequence, int) and not isinstance(sequence, bool):
+        return sequence
+    raise ReadFailedError(
+        f"a receipt sequence must be an int, not {type(sequence).__name__}"
+    )
 
 
 def decode_receipt(runtime_id: str, record_id: str, data: object) -> RunBoundaryReceipt:
     """The receipt stored under ``record_id`` ("<run id>/<sequence>"); one
     that names another run or sequence is corrupt (recovery trusts it)."""
-    where = f"{RECEIPTS}: runtime {runtime_id!r}, receipt {record_id!r}"
-    data = stored_bytes(where, data)
+    data = stored_bytes(data, RECEIPTS, runtime_id, f", receipt {record_id!r}")
     try:
         receipt = codec.decode(data, RunBoundaryReceipt)
     except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
-        raise ReadFailedError(f"corrupt record in {where}: {exc}") from None
-    named = f"{receipt.run_id}/{receipt.sequence}"
-    if named != record_id:
-        raise ReadFailedError(
-            f"corrupt record in {where}: the record names receipt {named!r}"
-        )
-    return receipt
+        problem = str(exc)
+    else:
+        named = f"{receipt.run_id}/{receipt.sequence}"
+        if named == record_id:
+            return receipt
+        problem = f"the record names receipt {named!r}"
+    raise ReadFailedError(
+        f"corrupt record in {RECEIPTS}: runtime {runtime_id!r}, "
+        f"receipt {record_id!r}: {problem}"
+    )
 
 
 def encode_phase(state: RuntimeState) -> bytes:
@@ -101,7 +118,7 @@ def encode_phase(state: RuntimeState) -> bytes:
 
 
 def decode_phase(runtime_id: str, data: object) -> RuntimeState:
-    data = stored_bytes(f"{STATES}: runtime {runtime_id!r}", data)
+    data = stored_bytes(data, STATES, runtime_id, "")
     try:
         return RuntimeState(codec.decode(data, str))
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:

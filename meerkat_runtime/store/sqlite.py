@@ -229,8 +229,6 @@ class SqliteRuntimeStore(RuntimeStore):
             try:
                 step()
                 return
-            except SchemaTooNewError:
-                raise  # its text holds the path, which may say "locked"
             except StoreInternalError as exc:
                 if not is_busy(exc) or time.monotonic() > deadline:
                     raise
@@ -261,7 +259,7 @@ class SqliteRuntimeStore(RuntimeStore):
                 conn.execute("ROLLBACK")
             raise StoreInternalError(
                 f"cannot prepare the schema of {self.path}: {exc}"
-            ) from None
+            ) from exc  # _retrying asks the cause whether the file was busy
 
     def _refuse_newer(self, conn: sqlite3.Connection) -> int:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
@@ -299,8 +297,10 @@ class SqliteRuntimeStore(RuntimeStore):
             # writing alone finds it free and may commit inline.
             answer_all(answers)
         with self._conn_lock:  # a lone caller may be committing inline on it
+            # Set under the lock (an inline caller checks it there) and
+            # before the drain (a late caller checks it after queueing).
+            self._writer_done = True
             self._writer_conn.close()
-        self._writer_done = True  # before the drain: see _queued
         self._refuse_leftovers()
 
     def _refuse_leftovers(self) -> None:
@@ -401,6 +401,8 @@ class SqliteRuntimeStore(RuntimeStore):
         ):
             return BUSY
         try:
+            if self._writer_done:  # close() from another thread got here first
+                raise StoreInternalError(f"store {self.path} is closed")
             return self._commit_inline(work)
         finally:
             self._conn_lock.release()
@@ -590,8 +592,10 @@ class SqliteRuntimeStore(RuntimeStore):
         self, runtime_id: LogicalRuntimeId, state: InputState
     ) -> None:
         # Encoded here, so the writer thread may merge the row with others.
-        with store_errors():  # as the writer would report it
+        try:  # not store_errors(): a context manager costs ~1 µs per accept
             row = (str(runtime_id), *records.input_row(state))
+        except Exception as exc:  # as the writer would report it
+            raise as_store_error(exc) from exc
 
         def work(conn: sqlite3.Connection) -> None:
             conn.execute(UPSERT_INPUT, row)
@@ -744,6 +748,7 @@ class SqliteRuntimeStore(RuntimeStore):
         self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
     ) -> RunBoundaryReceipt | None:
         rid = str(runtime_id)
+        sequence = records.receipt_sequence(sequence)
         row = await self._read(
             lambda conn: conn.execute(
                 "SELECT receipt_json FROM runtime_boundary_receipts "
@@ -780,8 +785,11 @@ class SqliteRuntimeStore(RuntimeStore):
                 (rid,),
             ).fetchone()
         )
-        where = f"{records.SNAPSHOTS}: runtime {rid!r}"
-        return None if row is None else records.stored_bytes(where, row[0])
+        return (
+            None
+            if row is None
+            else records.stored_bytes(row[0], records.SNAPSHOTS, rid, "")
+        )
 
     async def load_runtime_state(
         self, runtime_id: LogicalRuntimeId

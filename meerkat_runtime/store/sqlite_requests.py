@@ -106,10 +106,17 @@ async def wait_out(future: asyncio.Future[None]) -> None:
         raise asyncio.CancelledError
 
 
-def is_busy(exc: Exception) -> bool:
-    """Another connection holds a lock SQLite would have to wait for."""
-    text = str(exc)
-    return "locked" in text or "busy" in text
+_BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def is_busy(exc: BaseException | None) -> bool:
+    """Another connection holds a lock SQLite would have to wait for. By
+    SQLite's result code (the message may hold a path saying "locked"); a
+    store error is asked about the SQLite error behind it."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code is not None and code & 0xFF in _BUSY_CODES
+    return exc is not None and is_busy(exc.__cause__)
 
 
 def begin(conn: sqlite3.Connection, deadline: float) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import pytest
 
 from meerkat_runtime.generated import input_lifecycle as il
@@ -519,6 +520,44 @@ class StoreConformance:
                 await store.load_boundary_receipt(A, run_id, 0)
             with pytest.raises(RuntimeStoreError.ReadFailed, match=records.RECEIPTS):
                 await store.load_boundary_receipts(A)
+
+        self.run(body)
+
+    @pytest.mark.parametrize(
+        "field", ["sequence", "message_count", "run_id", "contributing_input_ids"]
+    )
+    def test_a_receipt_it_could_not_read_back_is_refused(self, field: str) -> None:
+        """S-6 and the bad-input rule: a receipt with a wrongly typed field
+        (a struct is not checked when built in code) is ``WriteFailed``
+        naming the field, and nothing is written: stored, it would fail
+        every later read, and so every recovery."""
+
+        async def body(store: RuntimeStore) -> None:
+            run_id = RunId.new()
+            good = receipt_for(run_id, [InputId.new()])
+            wrong: dict[str, object] = {
+                "sequence": "0",
+                "message_count": True,
+                "run_id": str(run_id),
+                "contributing_input_ids": ["not-an-id"],
+            }
+            bad = msgspec.structs.replace(good, **{field: wrong[field]})
+            with pytest.raises(RuntimeStoreError.WriteFailed, match=field):
+                await store.atomic_apply(A, None, bad, [])
+            assert await store.load_boundary_receipts(A) == []
+
+        self.run(body)
+
+    @pytest.mark.parametrize("sequence", [True, "0", 0.0])
+    def test_a_receipt_lookup_needs_an_int_sequence(self, sequence: object) -> None:
+        """A lookup by a sequence that is not an int is refused naming it,
+        never blamed on the stored receipt."""
+
+        async def body(store: RuntimeStore) -> None:
+            run_id = RunId.new()
+            await store.atomic_apply(A, None, receipt_for(run_id, []), [])
+            with pytest.raises(RuntimeStoreError.ReadFailed, match="must be an int"):
+                await store.load_boundary_receipt(A, run_id, sequence)  # type: ignore[arg-type]
 
         self.run(body)
 

@@ -103,9 +103,13 @@ async def cancelled_mid_write(
         await task
 
 
-def test_an_accept_racing_unregister_still_answers_its_waiter() -> None:
-    """X-5 with K-4: unregister removes the session while an accept holds its
-    lock mid-write; the waiter that accept registers learns the same."""
+@pytest.mark.parametrize("unregister_cancelled", [False, True])
+def test_an_accept_racing_unregister_still_answers_its_waiter(
+    unregister_cancelled: bool,
+) -> None:
+    """X-5 with K-3/K-4: unregister removes the session while an accept holds
+    its lock mid-write; the waiter that accept registers learns the same,
+    even when unregister is cancelled before its last word."""
 
     async def body() -> None:
         store = GatedStore()
@@ -120,9 +124,12 @@ def test_an_accept_racing_unregister_still_answers_its_waiter() -> None:
         unregister = asyncio.ensure_future(adapter.unregister_session(sid))
         for _ in range(5):
             await asyncio.sleep(0)
+        if unregister_cancelled:
+            unregister.cancel()
         store.accepts.set()
         _, handle = await accept
-        await unregister
+        await asyncio.wait({unregister})
+        await adapter.close()
         assert await outcome_of(handle, SHORT) == RuntimeTerminated(
             reason="runtime session unregistered"
         )
@@ -335,6 +342,41 @@ def test_close_answers_the_waiters_of_sessions_without_a_loop() -> None:
         await adapter.register_session(sid)
         _, handle = await adapter.accept_input_with_completion(sid, prompt())
         await adapter.close()
+        assert await outcome_of(handle, SHORT) == RuntimeTerminated(
+            reason="runtime loop exited"
+        )
+
+    run(body)
+
+
+def test_close_from_the_cleanup_of_a_cancelled_task_closes_every_session() -> None:
+    """W-3 and K-4 (second review): ``finally: await adapter.close()`` in a
+    cancelled task stops every loop and answers every waiter, then the task
+    ends cancelled."""
+
+    async def body() -> None:
+        adapter = RuntimeSessionAdapter.ephemeral()
+        first, second, third = SessionId.new(), SessionId.new(), SessionId.new()
+        await adapter.register_session_with_executor(first, ToyExecutor())
+        await adapter.register_session_with_executor(second, ToyExecutor())
+        await adapter.register_session(third)
+        _, handle = await adapter.accept_input_with_completion(third, prompt())
+
+        async def serve() -> None:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await adapter.close()
+
+        task = asyncio.ensure_future(serve())
+        await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.wait({task}, timeout=SHORT)
+        assert task.cancelled()
+        for sid in (first, second):
+            loop = adapter.sessions[sid].loop
+            assert loop is not None
+            assert not loop.alive()
         assert await outcome_of(handle, SHORT) == RuntimeTerminated(
             reason="runtime loop exited"
         )
