@@ -1180,3 +1180,23 @@ def test_an_inline_commit_racing_close_is_refused_as_closed(tmp_path: Path) -> N
         await store.close()
 
     run(body)
+
+
+def test_close_again_after_a_cancelled_close_finishes_it(tmp_path: Path) -> None:
+    """Review suspicion: a close() cancelled while waiting for the writer left
+    the reader connections open, and a second close() returned at once."""
+
+    async def body() -> None:
+        store = SqliteRuntimeStore(tmp_path / "reclose.db")
+        await store.persist_runtime_state(A, RuntimeState.IDLE)
+        assert await store.load_runtime_state(A) is RuntimeState.IDLE  # a reader
+        assert store._reader_conns
+        first = asyncio.ensure_future(store.close())
+        await asyncio.sleep(0)
+        first.cancel()
+        await asyncio.wait({first})
+        await store.close()
+        assert store._reader_conns == []
+        assert not store._writer.is_alive()
+
+    run(body)

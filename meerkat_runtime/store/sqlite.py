@@ -806,10 +806,12 @@ class SqliteRuntimeStore(RuntimeStore):
     # ---------------------------------------------------------------- lifecycle
 
     async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._requests.put(_STOP)
+        """Stop the writer (every queued write answered) and close every
+        connection. Safe to call again, also after a cancelled call: each
+        call finishes whatever an earlier one left undone."""
+        if not self._closed:
+            self._closed = True
+            self._requests.put(_STOP)
         await asyncio.to_thread(self._writer.join)
         await asyncio.to_thread(self._close_readers)
 
