@@ -42,28 +42,45 @@ def receipt_problem(receipt: object) -> str | None:
     than encoding and decoding it (2-40 µs per boundary, measured)."""
     if not isinstance(receipt, RunBoundaryReceipt):
         return f"a {type(receipt).__name__}, not a RunBoundaryReceipt"
+    digest = receipt.conversation_digest
+    ids = receipt.contributing_input_ids
     checks = (
-        ("run_id", isinstance(receipt.run_id, RunId)),
+        ("run_id", isinstance(receipt.run_id, RunId) and _text(str(receipt.run_id))),
         ("boundary", isinstance(receipt.boundary, RunApplyBoundary)),
-        ("message_count", _is_int(receipt.message_count)),
-        ("sequence", _is_int(receipt.sequence)),
-        (
-            "conversation_digest",
-            receipt.conversation_digest is None
-            or isinstance(receipt.conversation_digest, str),
-        ),
+        ("message_count", _count(receipt.message_count)),
+        ("sequence", _count(receipt.sequence)),
+        ("conversation_digest", digest is None or _text(digest)),
         (
             "contributing_input_ids",
-            isinstance(receipt.contributing_input_ids, list)
-            and all(isinstance(i, InputId) for i in receipt.contributing_input_ids),
+            isinstance(ids, list)
+            and all(isinstance(i, InputId) and _text(str(i)) for i in ids),
         ),
     )
     wrong = [name for name, ok in checks if not ok]
     return f"wrongly typed {', '.join(wrong)}" if wrong else None
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+MAX_COUNT = 2**63 - 1  # SQLite's largest INTEGER
+
+
+def _count(value: object) -> bool:
+    """An int (not a bool) from 0 up to what every store can hold."""
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and 0 <= value <= MAX_COUNT
+    )
+
+
+def _text(value: object) -> bool:
+    """Text every store can encode (no lone surrogate)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class RunEvent(Value, frozen=True, gc=False, kw_only=True, tag_field="event_type"):

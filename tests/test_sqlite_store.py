@@ -48,7 +48,7 @@ from meerkat_runtime.store.records import (
     encode_state,
 )
 from meerkat_runtime.store.sqlite import SOLO_STREAK
-from meerkat_runtime.store.sqlite_requests import Request
+from meerkat_runtime.store.sqlite_requests import Request, is_busy
 from meerkat_runtime.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 from meerkat_runtime.store.verify import verify
 from meerkat_runtime.testing.conformance import poisoned, receipt_for, rich_state
@@ -1200,3 +1200,57 @@ def test_close_again_after_a_cancelled_close_finishes_it(tmp_path: Path) -> None
         assert not store._writer.is_alive()
 
     run(body)
+
+
+def test_a_close_after_one_cancelled_among_the_readers_waits_for_them(
+    tmp_path: Path,
+) -> None:
+    """Final review: cancelled while closing a busy reader connection, a first
+    close() had already emptied the list, and a second returned at once with
+    the reader still open. The second waits until it is closed."""
+
+    async def body() -> None:
+        store = SqliteRuntimeStore(tmp_path / "readers.db")
+        await store.persist_runtime_state(A, RuntimeState.IDLE)
+        assert await store.load_runtime_state(A) is RuntimeState.IDLE
+        conn, lock = store._reader_conns[0]
+        lock.acquire()  # a reader in the middle of a query
+        try:
+            first = asyncio.ensure_future(store.close())
+            while store._writer.is_alive():
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)  # now waiting for the reader
+            first.cancel()
+            await asyncio.wait({first})
+            second = asyncio.ensure_future(store.close())
+            await asyncio.sleep(0.05)
+            assert not second.done()  # waits for the reader
+        finally:
+            lock.release()  # (also on failure: the worker thread waits on it)
+        await second
+        with pytest.raises(sqlite3.ProgrammingError):
+            conn.execute("SELECT 1")
+
+    run(body)
+
+
+def test_a_receipt_sequence_beyond_sqlite_integers_is_a_read_failure(
+    tmp_path: Path,
+) -> None:
+    """Final review: 2**63 reached sqlite3 and came back as a bare
+    OverflowError."""
+
+    async def body() -> None:
+        async with SqliteRuntimeStore(tmp_path / "big.db") as store:
+            with pytest.raises(ReadFailedError, match="out of range"):
+                await store.load_boundary_receipt(A, RunId.new(), 2**63)
+
+    run(body)
+
+
+def test_is_busy_survives_an_error_that_is_its_own_cause() -> None:
+    """``raise as_store_error(exc) from exc`` makes a store error its own
+    cause; asking whether it means "busy" must not recurse for ever."""
+    error = StoreInternalError("x")
+    error.__cause__ = error
+    assert not is_busy(error)

@@ -14,7 +14,6 @@ waiter is left waiting forever; waiters are resolved only at terminal states
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -81,19 +80,15 @@ class RuntimeLoop:
 
     async def cancel(self) -> None:
         """End the loop and wait for it (a run in flight is rolled back, one
-        attempt). A caller cancelled meanwhile is still cancelled."""
+        attempt). ``asyncio.wait``, not ``await task``: a caller's own
+        cancellation (new, or pending when this began) then reaches the
+        caller instead of being spent on the loop task, which ends anyway."""
         self._closing = True
         if self.task is not None and not self.task.done():
-            caller = asyncio.current_task()
-            before = caller.cancelling() if caller is not None else 0
             self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-            # Only a cancellation that arrived while waiting is the caller's
-            # to see here (one delivered before, as in a ``finally:`` of a
-            # cancelled task, is already on its way up).
-            if caller is not None and caller.cancelling() > before:
-                raise asyncio.CancelledError()
+            await asyncio.wait({self.task})
+            if not self.task.cancelled():
+                self.task.exception()  # _main logged it; retrieved here
 
     async def join(self) -> None:
         """Wait for the loop to end; re-raise whatever ended it abnormally."""

@@ -11,7 +11,7 @@ import msgspec
 from meerkat_runtime import codec
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.input_state import InputState, InputStateRecord
-from meerkat_runtime.runs import RunBoundaryReceipt, receipt_problem
+from meerkat_runtime.runs import MAX_COUNT, RunBoundaryReceipt, receipt_problem
 from meerkat_runtime.store.base import ReadFailedError, WriteFailedError
 
 INPUTS = "runtime_input_states"
@@ -43,12 +43,15 @@ def input_row(state: InputState) -> tuple[str, bytes]:
 _STATE_DECODER = codec.decoder(InputStateRecord)
 
 
-def stored_bytes(data: object, table: str, runtime_id: str, record: str) -> bytes:
+def stored_bytes(
+    data: object, table: str, runtime_id: str, kind: str = "", record_id: str = ""
+) -> bytes:
     """A stored record's bytes; anything else in its column (text, a number,
-    NULL: foreign or damaged data) is a read failure naming the record. (The
-    message is only built then: recovery calls this for every row.)"""
+    NULL: foreign or damaged data) is a read failure naming the record. (Its
+    text is built only then: recovery calls this for every row.)"""
     if isinstance(data, bytes):
         return data
+    record = f", {kind} {record_id!r}" if kind else ""
     raise ReadFailedError(
         f"corrupt record in {table}: runtime {runtime_id!r}{record}: "
         f"stored as {type(data).__name__}, not bytes"
@@ -56,7 +59,7 @@ def stored_bytes(data: object, table: str, runtime_id: str, record: str) -> byte
 
 
 def decode_state(runtime_id: str, record_id: str, data: object) -> InputState:
-    data = stored_bytes(data, INPUTS, runtime_id, f", input {record_id!r}")
+    data = stored_bytes(data, INPUTS, runtime_id, "input", record_id)
     try:
         record = _STATE_DECODER.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
@@ -82,17 +85,19 @@ def encode_receipt(receipt: RunBoundaryReceipt) -> bytes:
 def receipt_sequence(sequence: object) -> int:
     """A receipt lookup's sequence; anything but an int is refused by name
     (``True`` would find receipt 1, and "1" nothing or a text match)."""
-    if isinstance(sequence, int) and not isinstance(sequence, bool):
-        return sequence
-    raise ReadFailedError(
-        f"a receipt sequence must be an int, not {type(sequence).__name__}"
-    )
+    if not isinstance(sequence, int) or isinstance(sequence, bool):
+        raise ReadFailedError(
+            f"a receipt sequence must be an int, not {type(sequence).__name__}"
+        )
+    if not -MAX_COUNT - 1 <= sequence <= MAX_COUNT:
+        raise ReadFailedError(f"a receipt sequence out of range: {sequence}")
+    return sequence
 
 
 def decode_receipt(runtime_id: str, record_id: str, data: object) -> RunBoundaryReceipt:
     """The receipt stored under ``record_id`` ("<run id>/<sequence>"); one
     that names another run or sequence is corrupt (recovery trusts it)."""
-    data = stored_bytes(data, RECEIPTS, runtime_id, f", receipt {record_id!r}")
+    data = stored_bytes(data, RECEIPTS, runtime_id, "receipt", record_id)
     try:
         receipt = codec.decode(data, RunBoundaryReceipt)
     except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
@@ -118,7 +123,7 @@ def encode_phase(state: RuntimeState) -> bytes:
 
 
 def decode_phase(runtime_id: str, data: object) -> RuntimeState:
-    data = stored_bytes(data, STATES, runtime_id, "")
+    data = stored_bytes(data, STATES, runtime_id)
     try:
         return RuntimeState(codec.decode(data, str))
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:

@@ -788,7 +788,7 @@ class SqliteRuntimeStore(RuntimeStore):
         return (
             None
             if row is None
-            else records.stored_bytes(row[0], records.SNAPSHOTS, rid, "")
+            else records.stored_bytes(row[0], records.SNAPSHOTS, rid)
         )
 
     async def load_runtime_state(
@@ -816,12 +816,18 @@ class SqliteRuntimeStore(RuntimeStore):
         await asyncio.to_thread(self._close_readers)
 
     def _close_readers(self) -> None:
-        """Each once no thread is reading on it (see ``_reader_conns``)."""
+        """Each once no thread is reading on it (see ``_reader_conns``); a
+        connection leaves the list only once closed, so a close() after a
+        cancelled one still waits for it."""
         with self._reader_lock:
-            pairs, self._reader_conns = self._reader_conns, []
-        for conn, lock in pairs:
+            pairs = list(self._reader_conns)
+        for pair in pairs:
+            conn, lock = pair
             with lock:
                 conn.close()
+            with self._reader_lock:
+                if pair in self._reader_conns:
+                    self._reader_conns.remove(pair)
 
     # ---------------------------------------------------------------- backdoor
 

@@ -113,10 +113,14 @@ def is_busy(exc: BaseException | None) -> bool:
     """Another connection holds a lock SQLite would have to wait for. By
     SQLite's result code (the message may hold a path saying "locked"); a
     store error is asked about the SQLite error behind it."""
-    if isinstance(exc, sqlite3.Error):
-        code = getattr(exc, "sqlite_errorcode", None)
-        return code is not None and code & 0xFF in _BUSY_CODES
-    return exc is not None and is_busy(exc.__cause__)
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:  # a cause may be itself
+        if isinstance(exc, sqlite3.Error):
+            code = getattr(exc, "sqlite_errorcode", None)
+            return code is not None and code & 0xFF in _BUSY_CODES
+        seen.add(id(exc))
+        exc = exc.__cause__
+    return False
 
 
 def begin(conn: sqlite3.Connection, deadline: float) -> None:

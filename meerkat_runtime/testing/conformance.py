@@ -524,7 +524,15 @@ class StoreConformance:
         self.run(body)
 
     @pytest.mark.parametrize(
-        "field", ["sequence", "message_count", "run_id", "contributing_input_ids"]
+        "field",
+        [
+            "sequence",
+            "message_count",
+            "run_id",
+            "contributing_input_ids",
+            "conversation_digest",
+            "big_sequence",
+        ],
     )
     def test_a_receipt_it_could_not_read_back_is_refused(self, field: str) -> None:
         """S-6 and the bad-input rule: a receipt with a wrongly typed field
@@ -540,9 +548,12 @@ class StoreConformance:
                 "message_count": True,
                 "run_id": str(run_id),
                 "contributing_input_ids": ["not-an-id"],
+                "conversation_digest": "\ud800",  # a lone surrogate
+                "big_sequence": 2**63,
             }
-            bad = msgspec.structs.replace(good, **{field: wrong[field]})
-            with pytest.raises(RuntimeStoreError.WriteFailed, match=field):
+            name = "sequence" if field == "big_sequence" else field
+            bad = msgspec.structs.replace(good, **{name: wrong[field]})
+            with pytest.raises(RuntimeStoreError.WriteFailed, match=name):
                 await store.atomic_apply(A, None, bad, [])
             assert await store.load_boundary_receipts(A) == []
 

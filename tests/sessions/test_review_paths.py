@@ -382,3 +382,32 @@ def test_close_from_the_cleanup_of_a_cancelled_task_closes_every_session() -> No
         )
 
     run(body)
+
+
+def test_a_caller_that_cancelled_itself_before_closing_stays_cancelled() -> None:
+    """A cancellation requested but not yet delivered when close() starts is
+    the caller's: close() still stops the loop, then raises it."""
+
+    async def body() -> None:
+        adapter = RuntimeSessionAdapter.ephemeral()
+        sid = SessionId.new()
+        await adapter.register_session_with_executor(sid, ToyExecutor())
+        went_on: list[str] = []
+
+        async def caller() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()  # requested, not yet delivered
+            await adapter.close()
+            went_on.append("went on")
+
+        task = asyncio.ensure_future(caller())
+        await asyncio.wait({task}, timeout=SHORT)
+        assert task.cancelled()
+        assert went_on == []
+        await adapter.close()
+        loop = adapter.sessions[sid].loop
+        assert loop is not None
+        assert not loop.alive()
+
+    run(body)
