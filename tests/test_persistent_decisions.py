@@ -359,6 +359,18 @@ async def accepted(driver: PersistentRuntimeDriver, *inputs: PromptInput) -> Non
         assert outcome.is_accepted(), outcome
 
 
+async def staged_alone(
+    driver: PersistentRuntimeDriver, first: PromptInput, *more: PromptInput
+) -> RunId:
+    """Accept ``first`` (then ``more``), start a run and stage ``first``
+    alone in it (staging writes nothing, D-2); the run's id."""
+    await accepted(driver, first, *more)
+    run_id = RunId.new()
+    driver.start_run(run_id)
+    driver.stage_input(first.id(), run_id)
+    return run_id
+
+
 # ---------------------------------------------------------------- observing
 
 
@@ -779,10 +791,7 @@ def test_restart_with_a_staged_input_brings_it_back_queued(backend: Backend) -> 
     async def body(b: Backend) -> None:
         driver = new_driver(b.open())
         a, c = prompt("a"), prompt("c")
-        await accepted(driver, a, c)
-        run_id = RunId.new()
-        driver.start_run(run_id)
-        driver.stage_input(a.id(), run_id)
+        await staged_alone(driver, a, c)
 
         driver, report, store = await restart(b)
         assert report == RecoveryReport(inputs_recovered=2)
@@ -805,10 +814,7 @@ def test_restart_after_committed_boundary_consumes(backend: Backend) -> None:
     async def body(b: Backend) -> None:
         driver = new_driver(b.open())
         a, c = prompt("a"), prompt("c")
-        await accepted(driver, a, c)
-        run_id = RunId.new()
-        driver.start_run(run_id)
-        driver.stage_input(a.id(), run_id)
+        run_id = await staged_alone(driver, a, c)
         await driver.on_run_event(boundary(run_id, [a.id()]))
 
         driver, report, store = await restart(b)
@@ -1074,10 +1080,7 @@ def test_corrupt_row_fails_recovery_without_side_effects(
         store = b.open()
         driver = new_driver(store)
         a, c = prompt("a"), prompt("c")
-        await accepted(driver, a, c)
-        run_id = RunId.new()
-        driver.start_run(run_id)
-        driver.stage_input(a.id(), run_id)
+        run_id = await staged_alone(driver, a, c)
         await driver.on_run_event(boundary(run_id, [a.id()]))
         await driver.retire()
         record = {
@@ -1159,10 +1162,7 @@ def test_boundary_with_identical_stored_receipt_persists_states(
         store = b.open()
         driver = new_driver(store)
         a = prompt("a")
-        await accepted(driver, a)
-        run_id = RunId.new()
-        driver.start_run(run_id)
-        driver.stage_input(a.id(), run_id)
+        run_id = await staged_alone(driver, a)
         await store.atomic_apply(RID, None, receipt(run_id, [a.id()]), [])
 
         await driver.on_run_event(
@@ -1189,10 +1189,7 @@ def test_boundary_with_conflicting_stored_receipt_fails_and_restores(
         store = b.open()
         driver = new_driver(store)
         a = prompt("a")
-        await accepted(driver, a)
-        run_id = RunId.new()
-        driver.start_run(run_id)
-        driver.stage_input(a.id(), run_id)
+        run_id = await staged_alone(driver, a)
         theirs = msgspec.structs.replace(receipt(run_id, [a.id()]), message_count=7)
         await store.atomic_apply(RID, None, theirs, [])
         before, rows = everything(driver), raw(store)

@@ -49,6 +49,7 @@ from tests.test_persistent_decisions import (
     receipt,
     restart,
     run,
+    staged_alone,
     stored,
     stored_state,
 )
@@ -59,10 +60,7 @@ async def consumed_by_delegation(
 ) -> RunCompleted:
     """Accept ``inp``, then run, apply and consume it through D-2's pure
     delegations (nothing written); the event that ends the run."""
-    await accepted(driver, inp)
-    run_id = RunId.new()
-    driver.start_run(run_id)
-    driver.stage_input(inp.id(), run_id)
+    run_id = await staged_alone(driver, inp)
     driver.apply_input(inp.id(), run_id)
     driver.consume_inputs([inp.id()], run_id)
     return RunCompleted(run_id=run_id, consumed_input_ids=[inp.id()])
@@ -225,54 +223,39 @@ def test_a_refused_accept_gives_back_what_dequeue_handed_out(
     run(backend, body)
 
 
-def test_a_text_snapshot_is_refused_before_anything_changes(backend: Backend) -> None:
-    """D-6 with decision 14: a boundary whose session snapshot is not bytes
-    is ``ValidationFailed`` (a driver error the session loop handles by
-    failing the run), with memory and store untouched."""
+@pytest.mark.parametrize("malformed", ["text_snapshot", "text_sequence"])
+def test_a_malformed_boundary_is_refused_before_anything_changes(
+    backend: Backend, malformed: str
+) -> None:
+    """D-6 with decision 14 (and D-11): a boundary whose session snapshot is
+    text, or whose receipt has a text sequence (an executor's struct is not
+    type-checked when built), is ``ValidationFailed``, a driver error the
+    session loop handles by failing the run, with memory and store
+    untouched. Stored, such a receipt would have failed every recovery."""
 
     async def body(b: Backend) -> None:
         store = b.open()
         driver = new_driver(store)
         a = prompt("a")
-        await accepted(driver, a)
-        run_id = RunId.new()
-        driver.start_run(run_id)
-        driver.stage_input(a.id(), run_id)
+        run_id = await staged_alone(driver, a)
         before = everything(driver)
-        event = BoundaryApplied(
-            run_id=run_id,
-            receipt=receipt(run_id, [a.id()]),
-            session_snapshot='{"messages": []}',  # type: ignore[arg-type]
+        good = receipt(run_id, [a.id()])
+        event = (
+            BoundaryApplied(
+                run_id=run_id,
+                receipt=good,
+                session_snapshot='{"messages": []}',  # type: ignore[arg-type]
+            )
+            if malformed == "text_snapshot"
+            else BoundaryApplied(
+                run_id=run_id, receipt=msgspec.structs.replace(good, sequence="0")
+            )
         )
-        with pytest.raises(RuntimeDriverError.ValidationFailed, match="bytes, not str"):
+        says = "bytes, not str" if malformed == "text_snapshot" else "receipt"
+        with pytest.raises(RuntimeDriverError.ValidationFailed, match=says):
             await driver.on_run_event(event)
         assert everything(driver) == before
         assert await store.load_boundary_receipt(RID, run_id, 0) is None
-
-    run(backend, body)
-
-
-def test_a_receipt_with_a_wrongly_typed_field_is_refused_before_it_is_stored(
-    backend: Backend,
-) -> None:
-    """D-6 with decision 14 and D-11: a receipt whose sequence is text (an
-    executor's struct is not type-checked when built) is ``ValidationFailed``
-    before anything changes; stored, it would have failed every recovery."""
-
-    async def body(b: Backend) -> None:
-        store = b.open()
-        driver = new_driver(store)
-        a = prompt("a")
-        await accepted(driver, a)
-        run_id = RunId.new()
-        driver.start_run(run_id)
-        driver.stage_input(a.id(), run_id)
-        before = everything(driver)
-        bad = receipt(run_id, [a.id()])
-        bad = msgspec.structs.replace(bad, sequence="0")
-        with pytest.raises(RuntimeDriverError.ValidationFailed, match="receipt"):
-            await driver.on_run_event(BoundaryApplied(run_id=run_id, receipt=bad))
-        assert everything(driver) == before
         _, report, _ = await restart(b)
         assert report.inputs_recovered == 1
 
