@@ -10,8 +10,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import pytest
-
 from meerkat_runtime import (
     InMemoryRuntimeStore,
     LogicalRuntimeId,
@@ -21,6 +19,7 @@ from meerkat_runtime import (
     RuntimeState,
 )
 from meerkat_runtime.generated.input_lifecycle import InputLifecycleState
+from tests.cancelling import cancelled_mid_write
 
 RID = LogicalRuntimeId("duck")
 
@@ -60,6 +59,7 @@ class DuckStore:
         self.inner = InMemoryRuntimeStore()
         self.writes: list[str] = []
         self.gate: asyncio.Event | None = None
+        self.entered = asyncio.Event()  # a write reached the gate
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
         if name not in PROTOCOL:
@@ -71,6 +71,7 @@ class DuckStore:
         async def write(*args: Any, **kwargs: Any) -> Any:
             self.writes.append(name)
             if self.gate is not None:
+                self.entered.set()
                 await self.gate.wait()
             return await method(*args, **kwargs)
 
@@ -121,17 +122,8 @@ def test_a_cancelled_accept_on_a_duck_store_follows_the_store() -> None:
         store.gate = asyncio.Event()
         driver = driver_on(store)
         inp = PromptInput.new("cancel me")
-        task = asyncio.ensure_future(driver.accept_input(inp))
-        for _ in range(100):  # until the write is in flight, held at the gate
-            if store.writes or task.done():
-                break
-            await asyncio.sleep(0)
-        assert store.writes == ["persist_input_state"], task
-        task.cancel()
-        await asyncio.sleep(0)
-        store.gate.set()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await cancelled_mid_write(driver.accept_input(inp), store.entered, store.gate)
+        assert store.writes == ["persist_input_state"]
         assert await store.load_input_state(RID, inp.id()) is not None
         assert driver.input_state(inp.id()) is not None
 

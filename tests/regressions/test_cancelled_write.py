@@ -16,6 +16,7 @@ from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.store import InMemoryRuntimeStore
 from meerkat_runtime.testing.faults import FaultyStore
+from tests.cancelling import cancelled_mid_write
 
 RID = LogicalRuntimeId("r")
 
@@ -53,13 +54,7 @@ def test_cancelled_accept_whose_write_commits_keeps_the_input() -> None:
         store = SlowStore()
         driver = PersistentRuntimeDriver(RID, store, MemoryBlobStore())
         inp = PromptInput.new("hello")
-        task = asyncio.ensure_future(driver.accept_input(inp))
-        await store.started.wait()
-        task.cancel()
-        await asyncio.sleep(0)
-        store.gate.set()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await cancelled_mid_write(driver.accept_input(inp), store.started, store.gate)
         assert await store.load_input_state(RID, inp.id()) is not None
         assert driver.input_state(inp.id()) is not None  # memory follows the store
         assert (await driver.accept_input(inp)).is_deduplicated()
@@ -75,13 +70,7 @@ def test_cancelled_reset_whose_write_commits_stays_reset() -> None:
         await driver.accept_input(PromptInput.new("hello"))
         store.gate.clear()
         store.started.clear()
-        task = asyncio.ensure_future(driver.reset())
-        await store.started.wait()
-        task.cancel()
-        await asyncio.sleep(0)
-        store.gate.set()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await cancelled_mid_write(driver.reset(), store.started, store.gate)
         assert driver.active_input_ids() == []
         assert [s.is_terminal() for s in await store.load_input_states(RID)] == [True]
 

@@ -32,6 +32,7 @@ from meerkat_runtime.sessions.completion import RuntimeTerminated
 from meerkat_runtime.store.base import RuntimeStoreError
 from meerkat_runtime.store.memory import InMemoryRuntimeStore
 from meerkat_runtime.testing.faults import FaultyStore
+from tests.cancelling import cancelled_mid_write
 
 from .executors import Step, ToyExecutor
 from .helpers import eventually, held, outcome_of, prompt
@@ -89,20 +90,6 @@ def run(body: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(body())
 
 
-async def cancelled_mid_write(
-    store: GatedStore, gate: asyncio.Event, call: Awaitable[object]
-) -> None:
-    """Start ``call``, cancel it while its write waits at ``gate``, then let
-    the write commit: the caller is cancelled, the write stands."""
-    task = asyncio.ensure_future(call)
-    await asyncio.wait_for(store.entered.wait(), SHORT)
-    task.cancel()
-    await asyncio.sleep(0)
-    gate.set()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-
-
 @pytest.mark.parametrize("unregister_cancelled", [False, True])
 def test_an_accept_racing_unregister_still_answers_its_waiter(
     unregister_cancelled: bool,
@@ -149,7 +136,7 @@ def test_an_accept_cancelled_after_it_committed_still_wakes_the_loop() -> None:
         await adapter.register_session_with_executor(sid, executor)
         store.accepts = gate = asyncio.Event()
         p = prompt()
-        await cancelled_mid_write(store, gate, adapter.accept_input(sid, p))
+        await cancelled_mid_write(adapter.accept_input(sid, p), store.entered, gate)
         store.accepts = None
 
         async def ran() -> bool:
@@ -192,7 +179,7 @@ def test_a_lifecycle_operation_cancelled_after_it_committed_answers_its_waiters(
         # Without a loop, retire commits twice: it retires, then abandons.
         store.lifecycle_skip = 1 if operation == "retire" else 0
         store.lifecycle = gate = asyncio.Event()
-        await cancelled_mid_write(store, gate, calls[operation]())
+        await cancelled_mid_write(calls[operation](), store.entered, gate)
         state = await adapter.input_state(sid, p.id())
         assert state is not None
         assert state.is_terminal()
