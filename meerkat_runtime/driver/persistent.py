@@ -277,8 +277,9 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
     def _undo_on_failure(self, what: str | None) -> _UndoOnFailure:
         """Decision 14: if the store refuses (or anything else interrupts the
         operation), memory goes back to how it was; a store failure becomes
-        ``Internal`` with the store's text, after ``what: `` when given. A write that committed although
-        its caller was cancelled is kept (see ``_write``)."""
+        ``Internal`` with the store's text, after ``what: `` when given. A
+        write that committed although its caller was cancelled is kept (see
+        ``_write``)."""
         return _UndoOnFailure(self, what)
 
     async def _commit_lifecycle(self, checkpoint: Checkpoint) -> None:
@@ -295,9 +296,10 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
                     self._durable(checkpoint, unsaved),
                 )
             )
-        except BaseException as exc:
-            if not isinstance(exc, CommittedThenCancelled):
-                self._unsaved = unsaved | self._unsaved  # not written: still owed
+        except CommittedThenCancelled:
+            raise  # written after all
+        except BaseException:
+            self._unsaved = unsaved | self._unsaved  # not written: still owed
             raise
 
     def _stored_phase(self) -> RuntimeState:
@@ -319,8 +321,7 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
         """The states that belong on disk (decision 13): those the operation
         touched, then the ``unsaved`` ones it did not."""
         ids = (
-            checkpoint.touched
-            | {i: None for i in unsaved if i not in checkpoint.touched}
+            dict.fromkeys([*checkpoint.touched, *unsaved])
             if unsaved
             else checkpoint.touched
         )
