@@ -1,4 +1,4 @@
-"""Value types and the one JSON codec (API.md "Translation rules"; BEHAVIOUR.md
+"""Value types and the one JSON codec (API.md "Translation rules"; docs/behaviour.md
 T-1..T-7, T-18, T-19, P-1, R-1, R-2, A-19, L-10, L-12, E-1..E-3).
 
 Every value type round-trips through ``encode``/``decode`` (a union base class

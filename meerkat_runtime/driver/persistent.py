@@ -1,6 +1,6 @@
 """``PersistentRuntimeDriver``: the ephemeral driver plus a store: durable before ack.
 
-Theory of operation (BEHAVIOUR.md section 7 and decisions 4, 5, 13, 14, 18,
+Theory of operation (docs/behaviour.md section 7 and decisions 4, 5, 13, 14, 18,
 22, 23, 24): every operation that must survive a restart runs inside a
 checkpoint. The in-memory logic runs first; then exactly the input states the
 operation touched (plus the runtime phase where it changed) are written in

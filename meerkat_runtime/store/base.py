@@ -1,4 +1,4 @@
-"""The ``RuntimeStore`` contract (BEHAVIOUR.md section 8) and its error family.
+"""The ``RuntimeStore`` contract (docs/behaviour.md section 8) and its error family.
 
 Theory of operation: a store keeps, per runtime, one record per input state,
 one per boundary receipt, the runtime's phase and its latest session

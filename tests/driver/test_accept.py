@@ -1,4 +1,4 @@
-"""``accept_input`` of the ephemeral driver (BEHAVIOUR.md section 3, decisions 1, 12, 19, 20)."""
+"""``accept_input`` of the ephemeral driver (docs/behaviour.md section 3, decisions 1, 12, 19, 20)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Runs in the ephemeral driver: dequeue, staging, run events, rollback,
-consumption (BEHAVIOUR.md section 6, Z-1, Z-2, decisions 2, 3, 21)."""
+consumption (docs/behaviour.md section 6, Z-1, Z-2, decisions 2, 3, 21)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The runtime loop behind ``RuntimeSessionAdapter`` (BEHAVIOUR.md 9.1, Z-9).
+"""The runtime loop behind ``RuntimeSessionAdapter`` (docs/behaviour.md §9.1, Z-9).
 
 Rules: W-1 .. W-9 (loop, batching, primitive), C-20 (batching policy),
 K-4 with decisions 9 and 10 (waiters), decision 17 (steer at a checkpoint),
