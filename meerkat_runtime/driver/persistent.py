@@ -522,7 +522,7 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
 class _UndoOnFailure:
     """``with driver._undo_on_failure(what) as checkpoint:`` (see there). A
     plain context manager, not an async one: entering and leaving never
-    wait, and a generator-based one cost about 2 µs of every accept."""
+    wait, and a generator-based one is a real cost on every accept."""
 
     __slots__ = ("checkpoint", "driver", "what")
 
