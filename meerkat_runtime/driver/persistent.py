@@ -303,7 +303,7 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
             raise
 
     def _stored_phase(self) -> RuntimeState:
-        """D-3, and a port decision: a retired runtime running its drain is
+        """D-3 and PD-8: a retired runtime running its drain is
         stored as retired, so a crash mid-drain brings it back retired (a
         stored ``running`` recovers as idle, D-11 step 9, and would reopen
         a runtime its owner retired)."""
