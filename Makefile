@@ -39,8 +39,9 @@ generate: install ## validate + model-check spec/, then write generated/ and dia
 verify: install ## model-check both lifecycle machines, printing state counts
 	$(PY) -m codegen verify
 
-diagrams: install ## regenerate and render diagrams/*.svg with Graphviz
+diagrams: install ## regenerate and render diagrams/*.svg and docs/*.svg with Graphviz
 	$(PY) -m codegen diagrams
+	@for f in docs/*.dot; do dot -Tsvg "$$f" -o "$${f%.dot}.svg" && echo "rendered $${f%.dot}.svg"; done
 
 check-generated: install ## fail if any generated file is stale, missing or orphaned
 	$(PY) -m codegen check
@@ -77,4 +78,4 @@ bench: install ## run the benchmarks (ratios against same-run baselines)
 	$(PY) bench/sessions.py
 
 clean: ## remove the virtualenv and caches
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis diagrams/*.svg
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis diagrams/*.svg docs/*.svg

@@ -1,4 +1,4 @@
-"""Runtime events (BEHAVIOUR.md section 11).
+"""Runtime events (docs/behaviour.md section 11).
 
 Drivers buffer them in memory (``drain_events()``); they are never persisted.
 Input lifecycle events carry stable codes (``input.accepted`` ...). Abandon

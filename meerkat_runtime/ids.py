@@ -2,7 +2,7 @@
 
 Theory of operation: every id is a small immutable wrapper around its text, so
 ids of different kinds can never be mixed up by the type checker, yet compare,
-hash and serialise as their plain text (BEHAVIOUR.md T-18). ``X.new()`` mints a
+hash and serialise as their plain text (docs/behaviour.md T-18). ``X.new()`` mints a
 UUIDv7: 48 bits of Unix milliseconds first, so ids sort by creation time, which
 keeps stored rows and logs in arrival order.
 """

@@ -1,4 +1,4 @@
-"""The six inputs and their parts (BEHAVIOUR.md section 1).
+"""The six inputs and their parts (docs/behaviour.md section 1).
 
 Theory of operation: every input is an immutable value with a header (id,
 origin, durability, visibility, optional keys) and a kind-specific payload.

@@ -1,4 +1,5 @@
-"""Policy resolution: which decision an accepted input gets (BEHAVIOUR.md section 2).
+"""Policy resolution: which decision an accepted input gets (docs/behaviour.md
+section 2).
 
 Theory of operation: the default table is data generated from
 ``spec/policy.yaml`` (``generated.policy_table``), precomputed per kind and

@@ -3,7 +3,7 @@
 Rule ids: D-5 (durable before ack), D-6 (boundary commit), D-7 .. D-9 (terminal
 events and control ops), D-11 (recovery), D-13 (recycle), Z-7 / Z-8 (restart
 scenarios), T-15 / T-20 (keys and images across restarts), and the port
-decisions 4, 5, 7, 12, 13, 14, 16, 18, 22, 23 and 24 of BEHAVIOUR.md section 13.
+decisions 4, 5, 7, 12, 13, 14, 16, 18, 22, 23 and 24 of docs/behaviour.md section 13.
 
 A "restart" is a new driver on the same store followed by ``recover()``; for
 SQLite it also opens a new store object on the same file while the old one is

@@ -1,4 +1,4 @@
-"""The default policy table (BEHAVIOUR.md section 2, P-1 to P-5)."""
+"""The default policy table (docs/behaviour.md section 2, P-1 to P-5)."""
 
 from __future__ import annotations
 

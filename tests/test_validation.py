@@ -1,4 +1,4 @@
-"""Admission validation (issue deliverable 6; BEHAVIOUR.md A-1..A-3,
+"""Admission validation (issue deliverable 6; docs/behaviour.md A-1..A-3,
 T-10..T-14, decision 11).
 
 Bad input gets a clear error and leaves nothing behind: a malformed input

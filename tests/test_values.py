@@ -1,4 +1,4 @@
-"""Value types and the one JSON codec (API.md "Translation rules"; BEHAVIOUR.md
+"""Value types and the one JSON codec (API.md "Translation rules"; docs/behaviour.md
 T-1..T-7, T-18, T-19, P-1, R-1, R-2, A-19, L-10, L-12, E-1..E-3).
 
 Every value type round-trips through ``encode``/``decode`` (a union base class
@@ -411,7 +411,7 @@ def test_convention_round_trips_tagged_by_convention_type(
         (ContentBlock.Text(text="hi"), {"type": "text", "text": "hi"}),
         (
             INLINE_IMAGE,
-            # Port deviation: image data nests under ``data`` (not flattened).
+            # Port deviation (PD-7): image data nests under ``data`` (not flattened).
             {
                 "type": "image",
                 "media_type": "image/png",
@@ -978,7 +978,7 @@ def test_run_lifecycle_event_envelope_round_trips(
 def test_runtime_state_change_envelope_round_trips(
     from_state: RuntimeState, to_state: RuntimeState
 ) -> None:
-    """E-2: category ``runtime_state_change``. Port deviation: the states sit
+    """E-2: category ``runtime_state_change``. Port deviation (PD-7): the states sit
     at the top level as ``from_state``/``to_state``, not under ``data``."""
     change = RuntimeEvent.RuntimeStateChange(from_state=from_state, to_state=to_state)
     data = _round_trip(_envelope(change), RuntimeEventEnvelope)
@@ -1018,7 +1018,7 @@ ABANDON_REASONS = [
 
 @pytest.mark.parametrize(("reason", "tag"), ABANDON_REASONS)
 def test_abandon_reason_round_trips(reason: Any, tag: str) -> None:
-    """L-12, decision 23. Port deviation: internally tagged by ``reason_type``."""
+    """L-12, decision 23, PD-7: internally tagged by ``reason_type``."""
     data = _round_trip(reason, InputAbandonReason)
     assert data["reason_type"] == tag
     if tag == "max_attempts_exhausted":

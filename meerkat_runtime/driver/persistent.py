@@ -1,6 +1,6 @@
 """``PersistentRuntimeDriver``: the ephemeral driver plus a store: durable before ack.
 
-Theory of operation (BEHAVIOUR.md section 7 and decisions 4, 5, 13, 14, 18,
+Theory of operation (docs/behaviour.md section 7 and decisions 4, 5, 13, 14, 18,
 22, 23, 24): every operation that must survive a restart runs inside a
 checkpoint. The in-memory logic runs first; then exactly the input states the
 operation touched (plus the runtime phase where it changed) are written in
@@ -303,7 +303,7 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
             raise
 
     def _stored_phase(self) -> RuntimeState:
-        """D-3, and a port decision: a retired runtime running its drain is
+        """D-3 and PD-8: a retired runtime running its drain is
         stored as retired, so a crash mid-drain brings it back retired (a
         stored ``running`` recovers as idle, D-11 step 9, and would reopen
         a runtime its owner retired)."""
@@ -522,7 +522,7 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
 class _UndoOnFailure:
     """``with driver._undo_on_failure(what) as checkpoint:`` (see there). A
     plain context manager, not an async one: entering and leaving never
-    wait, and a generator-based one cost about 2 µs of every accept."""
+    wait, and a generator-based one is a real cost on every accept."""
 
     __slots__ = ("checkpoint", "driver", "what")
 

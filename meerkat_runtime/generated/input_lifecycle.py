@@ -1,8 +1,8 @@
 # generated from spec/lifecycle.yaml — edit the spec, not this file.
 # Regenerate with `make generate` (python -m codegen generate).
 """The input_lifecycle authority: The lifecycle of one input, from acceptance to a
-terminal outcome (BEHAVIOUR.md section 4). A staged input that is rolled back
-for the third time is abandoned (L-4, decision 3).
+terminal outcome (docs/behaviour.md section 4). A staged input that is rolled
+back for the third time is abandoned (L-4, decision 3).
 
 Theory of operation: the authority owns the phase and the fields; nothing else
 may change them. ``apply(input)`` finds the one transition enabled in the

@@ -1,6 +1,6 @@
 # generated from spec/policy.yaml — edit the spec, not this file.
 # Regenerate with `make generate` (python -m codegen generate).
-"""The default policy table (BEHAVIOUR.md section 2) as precomputed data.
+"""The default policy table (docs/behaviour.md section 2) as precomputed data.
 
 ``KIND_ROWS[kind]`` is ``(decision when idle, decision when running)``;
 ``OVERRIDE_ROWS[(mode, silent)]`` the same for inputs whose handling-mode hint

@@ -1,9 +1,9 @@
 # generated from spec/lifecycle.yaml — edit the spec, not this file.
 # Regenerate with `make generate` (python -m codegen generate).
-"""The runtime_control authority: The phase of one runtime (BEHAVIOUR.md section
-5): attach, runs, retire and drain, reset, stop, destroy, recycle, recover. A
-run returns to the phase it started from (retired and attached are remembered
-in pre_run_state; idle, recovering or none return to idle).
+"""The runtime_control authority: The phase of one runtime (docs/behaviour.md
+section 5): attach, runs, retire and drain, reset, stop, destroy, recycle,
+recover. A run returns to the phase it started from (retired and attached are
+remembered in pre_run_state; idle, recovering or none return to idle).
 
 Theory of operation: the authority owns the phase and the fields; nothing else
 may change them. ``apply(input)`` finds the one transition enabled in the

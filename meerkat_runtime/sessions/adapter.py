@@ -1,6 +1,6 @@
 """``RuntimeSessionAdapter``: sessions with executors, and the control plane.
 
-Theory of operation (BEHAVIOUR.md 9.2, 10): each registered session owns a
+Theory of operation (docs/behaviour.md §9.2, §10): each registered session owns a
 driver (ephemeral or persistent), an asyncio lock that serialises every call
 into it (the persistent driver's checkpoint spans an await), a waiter
 registry, and, once an executor is attached, a runtime loop task. Every

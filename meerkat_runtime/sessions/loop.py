@@ -1,4 +1,4 @@
-"""The per-session runtime loop (BEHAVIOUR.md 9.1): an asyncio task.
+"""The per-session runtime loop (docs/behaviour.md §9.1): an asyncio task.
 
 Theory of operation: the loop sleeps until woken (an admission, a recovery,
 a control command). Awake, it first applies control commands (they preempt

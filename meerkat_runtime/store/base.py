@@ -1,4 +1,4 @@
-"""The ``RuntimeStore`` contract (BEHAVIOUR.md section 8) and its error family.
+"""The ``RuntimeStore`` contract (docs/behaviour.md section 8) and its error family.
 
 Theory of operation: a store keeps, per runtime, one record per input state,
 one per boundary receipt, the runtime's phase and its latest session
@@ -260,7 +260,8 @@ class RuntimeStore(ABC):
         ones, which recovery drops unread (decision 13) and whose counts
         never change (a first recovery loads them all). That lets a store count recoveries once per runtime
         instead of rewriting every pending row (``SqliteRuntimeStore`` does:
-        one row instead of 100k). This default writes them all."""
+        one row instead of one per pending input). This default writes them
+        all."""
         await self.atomic_lifecycle_commit(
             runtime_id, runtime_state, [*changed, *recounted]
         )

@@ -103,14 +103,14 @@ Synchronous = Literal["FULL", "NORMAL", "OFF"]
 MAX_GROUP = 512  # requests per transaction; bounds one commit's latency
 SOLO_STREAK = 3  # lone writes in a row before a caller may commit inline
 BUSY_TIMEOUT_MS = 5000
-HAND_OVER_EVERY = 8  # queued requests between two moments for the writer (best of 2-32)
+HAND_OVER_EVERY = 8  # queued requests between two moments for the writer (tuned with bench/durable.py)
 HAND_OVER_SLOW_S = (
     0.003  # longer: another thread kept the GIL (for its 5 ms switch interval)
 )
 HAND_OVER_PAUSE_S = 1.0  # then no hand-overs for this long
 READ_CHUNK = 1000  # rows a reader thread hands over at a time
-# Readers map the file instead of copying pages through read(): a third off
-# fetching 100k stored inputs (bench/durable.py). Writes never use the map.
+# Readers map the file instead of copying pages through read(): a bulk load
+# copies no pages (bench/durable.py's recovery figure). Writes never use it.
 READ_MMAP_BYTES = 1 << 30
 
 _memory_names = itertools.count()
@@ -159,7 +159,7 @@ class SqliteRuntimeStore(RuntimeStore):
             # From here the write connection never waits inside SQLite: the
             # writer thread waits in ``_begin``, and an inline commit must not
             # wait at all. (Toggling busy_timeout around each inline BEGIN
-            # cost two statements, 8 of a lone write's 170 µs, measured.)
+            # would add two statements to every lone write.)
             self._writer_conn.execute("PRAGMA busy_timeout = 0")
         except BaseException:
             self._writer_conn.close()
@@ -371,8 +371,8 @@ class SqliteRuntimeStore(RuntimeStore):
     ) -> T:
         """Group commit through the writer thread; or, for a caller that has
         been writing alone for a while, inline: two thread hand-offs cost
-        more than the flush they would share with nobody (a lone caller's
-        acks went from 0.5x to about 0.7x of raw sqlite3 in bench/durable.py).
+        more than the flush they would share with nobody (bench/durable.py's
+        one-caller figure compares the result with raw sqlite3).
         Concurrent writers always go through the thread, so they share flushes."""
         self._check_open()
         self._started += 1
@@ -426,8 +426,8 @@ class SqliteRuntimeStore(RuntimeStore):
         # Only for an accept's row: the writer merges those into a statement
         # or two, so its turn is short; for other writes it needs the GIL
         # per statement, and an early start only made the threads trade it
-        # (bench/sessions.py end to end: 3.0k completions/s this way, 2.55k
-        # handing over for every write).
+        # (bench/sessions.py end to end: handing over for every write was
+        # slower).
         if row is not None and self._inflight % HAND_OVER_EVERY == 0:
             self._hand_over()
         try:
@@ -445,8 +445,8 @@ class SqliteRuntimeStore(RuntimeStore):
         a busy event loop for up to 5 ms (the switch interval), so it would
         start only once the loop runs dry, and then every caller waits for
         one group; let in now and then, it commits the first requests while
-        the loop queues the next (64 sessions: +15-25% acks/s with merged
-        rows, bench/durable.py). ``time.sleep(0)`` releases the GIL to a
+        the loop queues the next (bench/durable.py's 64-session figure gains
+        from it). ``time.sleep(0)`` releases the GIL to a
         waiting thread (``os.sched_yield`` does not: no gain, measured). Any
         runnable thread may take it, though: when one keeps it (a CPU-bound
         thread of the application), hand-overs stop for a while, so such a
@@ -592,7 +592,7 @@ class SqliteRuntimeStore(RuntimeStore):
         self, runtime_id: LogicalRuntimeId, state: InputState
     ) -> None:
         # Encoded here, so the writer thread may merge the row with others.
-        try:  # not store_errors(): a context manager costs ~1 µs per accept
+        try:  # not store_errors(): no context manager on every accept's path
             row = (str(runtime_id), *records.input_row(state))
         except Exception as exc:  # as the writer would report it
             raise as_store_error(exc) from exc
@@ -912,7 +912,7 @@ def merged_sizes(count: int) -> list[int]:
     """Statement sizes for ``count`` merged rows: ``MERGED_ROWS`` at a time,
     then powers of two, so at most eight distinct statements exist (one per
     size would crowd sqlite3's statement cache of 128, and preparing a
-    100-row statement costs about 0.4 ms)."""
+    large statement again costs more than running it)."""
     sizes = [MERGED_ROWS] * (count // MERGED_ROWS)
     rest, power = count % MERGED_ROWS, 64
     while rest:

@@ -5,8 +5,8 @@ shared by the store and by read-only inspection.
 runtime has a ``recovery_epoch`` that a first recovery bumps, and each input
 row remembers the epoch it was written in. An unfinished row was loaded by
 every recovery since, so its count is the stored one plus the difference. A
-restart with 100k pending inputs then writes one row, not 100k (2.4 of the
-3.9 s bench/durable.py measured for recovery went into that rewrite).
+restart with 100k pending inputs then writes one row, not 100k (that
+rewrite was most of a deep queue's recovery time; bench/durable.py prints it).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def upsert_inputs_sql(count: int) -> str:
 
 # (input_id, state_json, recoveries since the row was written) of runtime ?1.
 # The runtime's epoch is a constant subquery, evaluated once: a join would
-# look it up again for every row (0.07 s of 100k rows, measured).
+# look it up again for every row.
 SELECT_INPUTS = (
     "SELECT input_id, state_json, COALESCE((SELECT recovery_epoch FROM runtime_states "
     "WHERE runtime_id = ?1), 0) - recovery_epoch "

@@ -105,7 +105,7 @@ def receipt_for(
 
 
 class StoreConformance:
-    """The contract every ``RuntimeStore`` meets (BEHAVIOUR.md section 8)."""
+    """The contract every ``RuntimeStore`` meets (docs/behaviour.md section 8)."""
 
     # ---------------------------------------------------------------- hooks
 

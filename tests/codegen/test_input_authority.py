@@ -1,4 +1,4 @@
-"""The generated input lifecycle authority (BEHAVIOUR.md section 4)."""
+"""The generated input lifecycle authority (docs/behaviour.md section 4)."""
 
 from __future__ import annotations
 

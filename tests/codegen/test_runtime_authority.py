@@ -1,4 +1,4 @@
-"""The generated runtime control authority (BEHAVIOUR.md section 5)."""
+"""The generated runtime control authority (docs/behaviour.md section 5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``accept_input`` of the ephemeral driver (BEHAVIOUR.md section 3, decisions 1, 12, 19, 20)."""
+"""``accept_input`` of the ephemeral driver (docs/behaviour.md section 3, decisions 1, 12, 19, 20)."""
 
 from __future__ import annotations
 
@@ -265,7 +265,7 @@ def test_destroy_forgets_keys() -> None:
 
 
 def test_reaccepting_a_known_input_id_is_deduplicated_against_itself() -> None:
-    """Port choice replacing A-17: the same InputId again (no key) is a retry:
+    """PD-4, replacing A-17: the same InputId again (no key) is a retry:
     Deduplicated{id, id}, the recorded state untouched."""
     driver = new_driver()
     inp = prompt()

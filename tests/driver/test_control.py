@@ -1,4 +1,4 @@
-"""Runtime control of the ephemeral driver (BEHAVIOUR.md section 5, D-12,
+"""Runtime control of the ephemeral driver (docs/behaviour.md section 5, D-12,
 Z-3 .. Z-5, decisions 6, 7, 8, 24)."""
 
 from __future__ import annotations

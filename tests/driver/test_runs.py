@@ -1,5 +1,5 @@
 """Runs in the ephemeral driver: dequeue, staging, run events, rollback,
-consumption (BEHAVIOUR.md section 6, Z-1, Z-2, decisions 2, 3, 21)."""
+consumption (docs/behaviour.md section 6, Z-1, Z-2, decisions 2, 3, 21)."""
 
 from __future__ import annotations
 
@@ -314,7 +314,7 @@ def test_dequeued_input_can_still_be_staged() -> None:
 
 
 def test_receipt_subset_then_completion_returns_the_rest_to_the_front() -> None:
-    """R-9/R-10 (port): applied inputs are consumed; staged-but-unapplied ones
+    """R-9/R-10, PD-5: applied inputs are consumed; staged-but-unapplied ones
     go back to the lane front in order when the run completes."""
     driver = new_driver()
     a, b, c, d = accept_all(driver, *(flow_step(x) for x in "abcd"))
@@ -594,7 +594,7 @@ def test_rollback_staged_puts_inputs_back_in_order() -> None:
 
 
 def test_rolled_back_run_cannot_stage_a_second_batch() -> None:
-    """R-7 / port note "one staged batch per run": rolling the batch back does
+    """R-7 / PD-5 (one staged batch per run): rolling the batch back does
     not reopen the run for staging; the caller unwinds it (complete_run)."""
     driver = new_driver()
     a, b = accept_all(driver, flow_step("a"), flow_step("b"))

@@ -10,7 +10,7 @@ stores:
   applied ones (D-11 step 1);
 * a retired runtime running its drain was stored as running by a Stop/Resume
   or a superseding accept, and a crash then brought it back idle and
-  accepting (port decision: stored as retired);
+  accepting (PD-8: stored as retired);
 * a refused operation did not give back what ``dequeue_next`` had handed out
   (decision 14: memory exactly as before).
 """
@@ -171,7 +171,7 @@ def test_a_retired_runtime_comes_back_retired_after_a_crash_mid_drain(
     backend: Backend, during_drain: str
 ) -> None:
     """Z-8 and D-11 step 9: a commit made while a retired runtime drains its
-    queue stores it as retired (a port decision; a stored ``running`` would
+    queue stores it as retired (PD-8; a stored ``running`` would
     recover as idle and accept again)."""
 
     async def body(b: Backend) -> None:

@@ -1,4 +1,4 @@
-"""``RuntimeControlPlane``: many runtimes addressed by id (BEHAVIOUR.md 10).
+"""``RuntimeControlPlane``: many runtimes addressed by id (docs/behaviour.md §10).
 
 Rules: CP-1 .. CP-11 with decisions 6, 7 and 25, plus K-4's control-plane
 rows. Each test drives an adapter's ``control_plane`` with toy executors; the

@@ -1,4 +1,4 @@
-"""The runtime loop behind ``RuntimeSessionAdapter`` (BEHAVIOUR.md 9.1, Z-9).
+"""The runtime loop behind ``RuntimeSessionAdapter`` (docs/behaviour.md §9.1, Z-9).
 
 Rules: W-1 .. W-9 (loop, batching, primitive), C-20 (batching policy),
 K-4 with decisions 9 and 10 (waiters), decision 17 (steer at a checkpoint),
@@ -520,7 +520,7 @@ def test_cancelled_error_from_apply_is_a_failed_run() -> None:
 
 
 def test_run_timeout_turns_a_hung_executor_into_a_failed_run() -> None:
-    """Port rule: with ``run_timeout`` a hung apply is cancelled and the run
+    """PD-19: with ``run_timeout`` a hung apply is cancelled and the run
     fails; the input is retried and its waiter resolves with the retry."""
 
     async def body(adapter: RuntimeSessionAdapter, sid: SessionId) -> None:
@@ -537,7 +537,7 @@ def test_run_timeout_turns_a_hung_executor_into_a_failed_run() -> None:
 
 
 def test_always_hanging_executor_ends_in_max_attempts_exhausted() -> None:
-    """Port rule + decision 3: a waiter never waits forever on a hung executor."""
+    """PD-19 + decision 3: a waiter never waits forever on a hung executor."""
 
     async def body(adapter: RuntimeSessionAdapter, sid: SessionId) -> None:
         executor = ToyExecutor(default=Step.HANG)

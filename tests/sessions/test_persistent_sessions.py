@@ -365,7 +365,7 @@ RETRY_DELAY = 0.15
 
 
 def test_failed_run_is_retried_after_retry_delay(tmp_path: Path) -> None:
-    """Port rule (decision 9): a failed run's inputs are retried after
+    """PD-10 with decision 9: a failed run's inputs are retried after
     ``retry_delay``, not in a hot loop."""
     files = Files(tmp_path)
 

@@ -1,4 +1,4 @@
-"""Completion waiters (BEHAVIOUR.md 9.3, Z-10): who resolves them, with what.
+"""Completion waiters (docs/behaviour.md §9.3, Z-10): who resolves them, with what.
 
 Rules: K-1 .. K-5 (the K-4 table of RuntimeTerminated texts), X-2, X-5,
 X-7, X-11, X-12, X-14, CP-9, and decisions 9, 19, 23, 25. Every waiter is
