@@ -520,7 +520,8 @@ def test_consume_on_accept_gives_no_handle() -> None:
 
 def test_unknown_session_is_not_ready_destroyed() -> None:
     """X-2: every per-session method on an unknown session raises
-    NotReady(state=destroyed)."""
+    NotReady(state=destroyed), and its text names the session and says it
+    is not registered (not that a runtime was destroyed)."""
 
     async def body(adapter: RuntimeSessionAdapter, sid: SessionId) -> None:
         calls: list[Callable[[], Awaitable[object]]] = [
@@ -542,7 +543,9 @@ def test_unknown_session_is_not_ready_destroyed() -> None:
             with pytest.raises(RuntimeDriverError.NotReady) as caught:
                 await call()
             assert caught.value.state is RuntimeState.DESTROYED
-            assert str(caught.value) == "Runtime not ready: destroyed"
+            assert str(caught.value) == (
+                f"Runtime not ready: session {sid} is not registered"
+            )
 
     run(body)
 
