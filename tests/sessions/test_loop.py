@@ -108,7 +108,8 @@ def test_failure_is_retried_then_abandoned_after_three_attempts() -> None:
         p = prompt()
         _, handle = await adapter.accept_input_with_completion(sid, p)
         assert await outcome_of(handle) == AbandonedOutcome(
-            reason="max_attempts_exhausted"
+            reason="max_attempts_exhausted",
+            error="ApplyFailedError: Apply failed: toy failure",
         )
         assert executor.applied_ids() == [p.id()] * 3
         state = await adapter.input_state(sid, p.id())
@@ -494,7 +495,9 @@ def test_crashing_executor_exhausts_attempts_and_loop_survives() -> None:
         executor = ToyExecutor([Step.CRASH] * 3)
         await adapter.register_session_with_executor(sid, executor)
         _, h1 = await adapter.accept_input_with_completion(sid, prompt("bad"))
-        assert await outcome_of(h1) == AbandonedOutcome(reason="max_attempts_exhausted")
+        assert await outcome_of(h1) == AbandonedOutcome(
+            reason="max_attempts_exhausted", error="RuntimeError: toy crash"
+        )
         _, h2 = await adapter.accept_input_with_completion(sid, prompt("good"))
         assert await outcome_of(h2) == CompletedWithoutResult()
         assert len(executor.calls) == 4
@@ -545,7 +548,8 @@ def test_always_hanging_executor_ends_in_max_attempts_exhausted() -> None:
         await adapter.register_session_with_executor(sid, executor)
         _, handle = await adapter.accept_input_with_completion(sid, prompt())
         assert await outcome_of(handle) == AbandonedOutcome(
-            reason="max_attempts_exhausted"
+            reason="max_attempts_exhausted",
+            error="TimeoutError: executor did not finish within 0.03 s",
         )
         assert executor.cancelled == 3
 

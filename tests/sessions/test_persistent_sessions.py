@@ -581,9 +581,11 @@ def test_an_executor_answering_a_text_snapshot_fails_its_runs_not_the_loop(
             p = prompt()
             _, handle = await adapter.accept_input_with_completion(sid, p)
             assert handle is not None
-            assert await outcome_of(handle) == AbandonedOutcome(
-                reason="max_attempts_exhausted"
-            )
+            outcome = await outcome_of(handle)
+            assert isinstance(outcome, AbandonedOutcome)
+            assert outcome.reason == "max_attempts_exhausted"
+            assert outcome.error is not None
+            assert "session_snapshot must be bytes, not str" in outcome.error
             assert len(executor.calls) == 3
             assert await receipt_counts(store, rid) == Counter()
             assert (

@@ -469,7 +469,10 @@ def test_coalesced_waiters_follow_an_abandoned_aggregate() -> None:
         _, ha = await adapter.accept_input_with_completion(sid, a)
         _, hb = await adapter.accept_input_with_completion(sid, b)
         await adapter.register_session_with_executor(sid, executor)
-        expected = AbandonedOutcome(reason="max_attempts_exhausted")
+        expected = AbandonedOutcome(
+            reason="max_attempts_exhausted",
+            error="ApplyFailedError: Apply failed: toy failure",
+        )
         assert await outcome_of(ha) == expected
         assert await outcome_of(hb) == expected
 
