@@ -28,14 +28,18 @@ class RuntimeDriverError(Exception):
 
 
 class NotReadyError(RuntimeDriverError):
-    """The runtime's phase does not accept this operation (A-1)."""
+    """The runtime's phase does not accept this operation (A-1). ``detail``
+    says why when the phase alone would mislead (an unregistered session, a
+    closed adapter); the text then names that instead of the phase."""
 
-    def __init__(self, state: object) -> None:
+    def __init__(self, state: object, detail: str | None = None) -> None:
         self.state = state
-        super().__init__(f"Runtime not ready: {getattr(state, 'value', state)}")
+        self.detail = detail
+        why = detail if detail is not None else getattr(state, "value", state)
+        super().__init__(f"Runtime not ready: {why}")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return rebuilt(self, self.state)
+        return rebuilt(self, self.state, self.detail)
 
 
 class ValidationFailedError(RuntimeDriverError):

@@ -6,7 +6,11 @@ last run, last boundary sequence, attempts) live in an
 assign a phase (STYLE.md 1). Around it sit the operational fields upstream
 lets callers set (``persisted_input``, ``policy`` ...) and a history of every
 transition with a stable snake_case reason (decision 15): the transition's
-name in the spec.
+name in the spec. A transition caused by a failed run (its inputs go back, or
+are abandoned when out of attempts) also records the run's error, bounded to
+``MAX_ERROR_CHARS``, so a failure stays visible in the record, in ``inspect``
+and in the waiter's outcome; records written before that field decode
+without it.
 """
 
 from __future__ import annotations
@@ -38,11 +42,23 @@ class PolicySnapshot(Value, frozen=True, kw_only=True, gc=False):
     decision: PolicyDecision
 
 
+MAX_ERROR_CHARS = 500  # one failure's text in a history entry or an outcome
+
+
+def bounded_error(text: str) -> str:
+    """``text`` cut to ``MAX_ERROR_CHARS`` (a traceback-sized message must
+    not bloat every stored record of the batch)."""
+    if len(text) <= MAX_ERROR_CHARS:
+        return text
+    return text[: MAX_ERROR_CHARS - 1] + "…"
+
+
 class InputStateHistoryEntry(Value, frozen=True, kw_only=True, gc=False):
     timestamp: datetime
     from_state: InputLifecycleState
     to_state: InputLifecycleState
     reason: str
+    error: str | None = None  # the failed run's error, for its rollback
 
 
 class InputStateRecord(Value, frozen=True, gc=False, kw_only=True):
@@ -136,6 +152,13 @@ class InputState:
     def updated_at(self) -> datetime:
         return self._updated_at
 
+    def last_error(self) -> str | None:
+        """The error of the most recent failed run this input took part in."""
+        for entry in reversed(self._history):
+            if entry.error is not None:
+                return entry.error
+        return None
+
     def lifecycle_snapshot(self) -> InputLifecycleSnapshot:
         return self._authority.snapshot()
 
@@ -145,9 +168,13 @@ class InputState:
         return self._authority.can_accept(lifecycle_input)
 
     def apply(
-        self, lifecycle_input: InputLifecycleInput, now: datetime | None = None
+        self,
+        lifecycle_input: InputLifecycleInput,
+        now: datetime | None = None,
+        error: str | None = None,
     ) -> InputLifecycleTransition:
-        """Apply through the authority (raises and changes nothing if illegal)."""
+        """Apply through the authority (raises and changes nothing if illegal).
+        ``error``: why, when a failed run caused it (kept in the history)."""
         transition = self._authority.apply(lifecycle_input)
         stamp = now or _now()
         self._history.append(
@@ -156,6 +183,7 @@ class InputState:
                 from_state=transition.from_phase,
                 to_state=transition.next_phase,
                 reason=transition.name,
+                error=None if error is None else bounded_error(error),
             )
         )
         self._updated_at = stamp

@@ -10,6 +10,7 @@ turn the views into rich tables; ``to_json`` into plain builtins.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -76,7 +77,7 @@ def load_database(path: Path) -> list[RuntimeView]:
         select = SELECT_INPUTS if version >= 2 else _SELECT_INPUTS_V1
         return [_load_runtime(conn, rid, select) for rid in _runtime_ids(conn)]
     except sqlite3.Error as exc:  # damaged pages, an I/O error: said, not raised
-        raise InspectionError(f"{path}: cannot read: {exc}") from None
+        raise _read_failure(path, exc) from None
     finally:
         conn.close()
 
@@ -89,7 +90,38 @@ def _open(path: Path) -> sqlite3.Connection:
     try:
         return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     except sqlite3.Error as exc:
-        raise InspectionError(f"{path}: cannot open: {exc}") from None
+        raise _read_failure(path, exc) from None
+
+
+def _read_failure(path: Path, exc: sqlite3.Error) -> InspectionError:
+    """What stopped SQLite, said once: a file that is not SQLite, a file or
+    directory this user may not use, or else the engine's own text. SQLite
+    reports a permission problem as "unable to open" or "readonly", which
+    names neither the path nor the cause, so the cause is looked up."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary code
+    if code == sqlite3.SQLITE_NOTADB:
+        return InspectionError(f"{path} is not a meerkat database (not an SQLite file)")
+    if code in _ACCESS_CODES:
+        denied = _permission_problem(path)
+        if denied is not None:
+            return InspectionError(denied)
+    return InspectionError(f"{path}: cannot read: {exc}")
+
+
+_ACCESS_CODES = (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM)
+
+
+def _permission_problem(path: Path) -> str | None:
+    if not os.access(path, os.R_OK):
+        return f"{path}: permission denied: this user cannot read the file"
+    directory = path.resolve().parent
+    shm = directory / f"{path.name}-shm"
+    if not os.access(directory, os.W_OK) and not shm.exists():
+        return (
+            f"{path}: permission denied: reading this WAL database needs "
+            f"{shm.name} created in {directory}, which this user cannot write"
+        )
+    return None
 
 
 def _check_schema(conn: sqlite3.Connection, path: Path) -> int:
@@ -98,9 +130,7 @@ def _check_schema(conn: sqlite3.Connection, path: Path) -> int:
         tables = {str(name) for (name,) in rows}
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     except sqlite3.DatabaseError as exc:
-        raise InspectionError(
-            f"{path} is not a meerkat database (not an SQLite file: {exc})"
-        ) from None
+        raise _read_failure(path, exc) from None
     missing = [t for t in REQUIRED_TABLES if t not in tables]
     if missing:
         raise InspectionError(
@@ -255,6 +285,8 @@ def _add_input_rows(table: Table, state: InputState, start: datetime) -> None:
             f"{entry.from_state.value} → {entry.to_state.value}",
             Text(entry.reason),  # stored text: never read as markup
         )
+        if entry.error is not None:  # the failed run that caused it
+            table.add_row("", "", "", Text(f"error: {entry.error}", style="red"))
     table.add_section()
 
 

@@ -12,7 +12,7 @@ import base64
 import hashlib
 import json
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -304,7 +304,7 @@ def test_failed_write_leaves_no_trace(
     root = tmp_path / "blobs"
     blobs = FileBlobStore(root)
 
-    def refuse(*_: object) -> None:
+    def refuse(*_: object, **__: object) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", refuse)
@@ -351,3 +351,96 @@ def test_corrupt_file_is_internal_on_get(tmp_path: Path, damage: bytes) -> None:
         assert str(ref.blob_id) in str(err.value)
 
     run(body)
+
+
+def shard_of(blob_id: BlobId) -> str:
+    return str(blob_id)[len("sha256:") :][:2]
+
+
+def test_a_damaged_blob_is_repaired_by_the_next_put(tmp_path: Path) -> None:
+    """Content-addressed means verified: a blob file replaced by garbage is
+    not "already stored". The next put of the same image rewrites it, so an
+    input accepted with that image later can still be run."""
+    root = tmp_path / "blobs"
+
+    async def body() -> None:
+        blobs = FileBlobStore(root)
+        ref = await blobs.put_image("image/png", PNG)
+        [path] = list(root.rglob("*.json"))
+        good = path.read_bytes()
+        path.write_bytes(b"\x00garbage")
+        with pytest.raises(BlobStoreError.Internal, match=str(ref.blob_id)):
+            await blobs.get(ref.blob_id)
+        assert await blobs.put_image("image/png", PNG) == ref
+        assert path.read_bytes() == good
+        assert (await blobs.get(ref.blob_id)).data == PNG
+        assert not list(root.rglob(".tmp-*"))
+
+    run(body)
+
+
+def test_a_linked_shard_directory_is_not_followed_out_of_the_root(
+    tmp_path: Path,
+) -> None:
+    """A symbolic link planted as a shard directory would redirect writes
+    outside the root: every operation refuses it, naming the link, and
+    nothing is written where it points."""
+    root, outside = tmp_path / "blobs", tmp_path / "outside"
+    outside.mkdir()
+    blobs = FileBlobStore(root)
+    blob_id = blob_id_of("image/png", PNG)
+    link = root / shard_of(blob_id)
+    link.symlink_to(outside, target_is_directory=True)
+
+    async def body() -> None:
+        calls: list[Callable[[], Awaitable[object]]] = [
+            lambda: blobs.put_image("image/png", PNG),
+            lambda: blobs.get(blob_id),
+            lambda: blobs.exists(blob_id),
+            lambda: blobs.delete(blob_id),
+        ]
+        for call in calls:
+            with pytest.raises(BlobStoreError.Internal) as caught:
+                await call()
+            assert str(link) in str(caught.value)
+            assert str(blob_id) in str(caught.value)
+            assert "symbolic link" in str(caught.value)
+
+    run(body)
+    assert list(outside.iterdir()) == []
+    assert link.is_symlink()
+
+
+def test_a_linked_blob_file_is_never_followed(tmp_path: Path) -> None:
+    """A blob file that is a link to a file outside the root (even one
+    holding the right bytes) is refused on get and exists; put replaces the
+    link itself by the real blob and leaves the outside file as it was."""
+    root, outside = tmp_path / "blobs", tmp_path / "outside.json"
+    body_bytes = json.dumps({"media_type": "image/png", "data": PNG}).encode()
+    outside.write_bytes(body_bytes)
+    blobs = FileBlobStore(root)
+    blob_id = blob_id_of("image/png", PNG)
+    shard = root / shard_of(blob_id)
+    shard.mkdir()
+    link = shard / (str(blob_id)[len("sha256:") :] + ".json")
+    link.symlink_to(outside)
+
+    async def body() -> None:
+        reads: list[Callable[[], Awaitable[object]]] = [
+            lambda: blobs.get(blob_id),
+            lambda: blobs.exists(blob_id),
+        ]
+        for call in reads:
+            with pytest.raises(BlobStoreError.Internal, match="symbolic link"):
+                await call()
+        await blobs.put_image("image/png", PNG)
+        assert not link.is_symlink()
+        assert (await blobs.get(blob_id)).data == PNG
+
+    run(body)
+    assert outside.read_bytes() == body_bytes
+
+
+def blob_id_of(media_type: str, data: str) -> BlobId:
+    raw = media_type.encode() + b"\0" + data.encode()
+    return BlobId("sha256:" + hashlib.sha256(raw).hexdigest())

@@ -361,7 +361,8 @@ class EphemeralRuntimeDriver(DriverCore):
         self._control.apply(rc.RunCompleted(event.run_id))
 
     def _run_failed(self, event: RunFailed | RunCancelled) -> None:
-        self._end_batch()
+        # The run's error goes into the history of every input it puts back.
+        self._end_batch(event.error if isinstance(event, RunFailed) else None)
         if not self._lanes.is_empty():
             self._raise_signal(PostAdmissionSignal.WAKE_LOOP)
         if isinstance(event, RunFailed):
@@ -369,7 +370,7 @@ class EphemeralRuntimeDriver(DriverCore):
         else:
             self._control.apply(rc.RunCancelled(event.run_id))
 
-    def _end_batch(self) -> None:
+    def _end_batch(self, error: str | None = None) -> None:
         """Inputs of the batch still staged (not applied) go back to the front
         of their lane in their original order (decision 2)."""
         if self._batch is None:
@@ -380,12 +381,12 @@ class EphemeralRuntimeDriver(DriverCore):
             if s.current_state() is il.InputLifecycleState.STAGED
         ]
         self._batch = None
-        self._rollback(staged)
+        self._rollback(staged, error)
 
-    def _rollback(self, staged: list[InputState]) -> None:
+    def _rollback(self, staged: list[InputState], error: str | None = None) -> None:
         requeued: dict[Lane, list[InputId]] = {Lane.QUEUE: [], Lane.STEER: []}
         for state in staged:
-            if self._requeue(state, il.RollbackStaged()):
+            if self._requeue(state, il.RollbackStaged(), error):
                 requeued[lane_for(state.policy)].append(state.input_id)
         for lane, ids in requeued.items():
             if ids:

@@ -114,25 +114,32 @@ class DriverCore:
         self._ledger.insert(state)
 
     def _apply(
-        self, state: InputState, lifecycle_input: il.InputLifecycleInput
+        self,
+        state: InputState,
+        lifecycle_input: il.InputLifecycleInput,
+        error: str | None = None,
     ) -> il.InputLifecycleTransition:
-        """Every input transition goes through here (and its authority)."""
+        """Every input transition goes through here (and its authority);
+        ``error`` is a failed run's, kept in the input's history."""
         checkpoint = self._open
         if checkpoint is not None:
             if state.input_id not in checkpoint.touched:
                 checkpoint.touched[state.input_id] = state.clone()
         elif self._notes_unsaved and not self._recovering:
             self._unsaved[state.input_id] = None
-        return state.apply(lifecycle_input, self._now)
+        return state.apply(lifecycle_input, self._now, error)
 
     def _requeue(
-        self, state: InputState, lifecycle_input: il.InputLifecycleInput
+        self,
+        state: InputState,
+        lifecycle_input: il.InputLifecycleInput,
+        error: str | None = None,
     ) -> bool:
         """Apply a transition that puts a run-bound input back in the queue
         (RollbackStaged, RecoverRequeue): True when it is queued again; False
         when its attempts were used up and it was abandoned (decision 3)."""
         if (
-            self._apply(state, lifecycle_input).next_phase
+            self._apply(state, lifecycle_input, error).next_phase
             is il.InputLifecycleState.QUEUED
         ):
             return True

@@ -419,7 +419,8 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
         live = sum(1 for s in fresh if not s.is_terminal())
         if persisted is not None and persisted.is_terminal() and live:
             raise InternalError(  # decision 5: fail closed, change nothing
-                f"store corruption: terminal runtime {persisted.value!r} has {live} active inputs"
+                f"store corruption: runtime {self.runtime_id} is stored "
+                f"{persisted.value} but has {live} active inputs"
             )
         counts = {"requeued": 0, "abandoned": 0}
         details: list[str] = []

@@ -7,6 +7,11 @@ registry, and, once an executor is attached, a runtime loop task. Every
 public method is one critical section on the session; after it, waiters whose
 inputs reached a terminal state are resolved. Control commands that end a
 runtime resolve every waiter with ``RuntimeTerminated`` and K-4's text.
+
+``close`` ends the adapter: from its first line on, nothing new is accepted,
+registered or waited on (``NotReady`` saying the adapter is closed), and
+every waiter, also one an accept racing the close registers after it, is
+answered ``RuntimeTerminated(CLOSED_REASON)``.
 """
 
 from __future__ import annotations
@@ -57,6 +62,9 @@ from meerkat_runtime.store.base import RuntimeStore
 T = TypeVar("T")
 
 DEFAULT_RETRY_DELAY = 0.05
+CLOSED_REASON = "session adapter closed"
+CLOSED = RuntimeTerminated(reason=CLOSED_REASON)
+UNREGISTERED = RuntimeTerminated(reason="runtime session unregistered")
 
 
 class RuntimeSessionAdapter:
@@ -80,6 +88,7 @@ class RuntimeSessionAdapter:
         self.retry_delay = retry_delay
         self.sessions: dict[SessionId, Session] = {}
         self._registering: dict[SessionId, asyncio.Future[None]] = {}
+        self._closed = False
         self.control_plane = RuntimeControlPlane(self)
 
     @classmethod
@@ -124,6 +133,7 @@ class RuntimeSessionAdapter:
     async def register_session(self, session_id: SessionId) -> None:
         """X-3: create the session's runtime and recover it from the store.
         Concurrent calls for one id share a single registration."""
+        self._refuse_if_closed(session_id)
         if session_id in self.sessions:
             return
         pending = self._registering.get(session_id)
@@ -132,6 +142,7 @@ class RuntimeSessionAdapter:
             self._registering[session_id] = pending
             pending.add_done_callback(lambda _: self._registering.pop(session_id, None))
         await asyncio.shield(pending)
+        self._refuse_if_closed(session_id)  # closed while it recovered
 
     async def _create_session(self, session_id: SessionId) -> None:
         runtime_id = LogicalRuntimeId(str(session_id))
@@ -149,6 +160,7 @@ class RuntimeSessionAdapter:
         await self.register_session(session_id)
         session = self.sessions[session_id]
         async with session.lock:
+            self._refuse_if_closed(session_id)  # no loop starts after close
             if session.has_live_loop():
                 return
             driver = session.driver
@@ -172,36 +184,53 @@ class RuntimeSessionAdapter:
         """X-5: forget the session; its waiters learn why."""
         session = self._session(session_id)
         del self.sessions[session_id]
-        gone = RuntimeTerminated(reason="runtime session unregistered")
-        session.waiters.resolve_all(gone)
+        session.waiters.resolve_all(UNREGISTERED)
         try:
             if session.loop is not None:
                 await session.loop.cancel()
             async with session.lock:
                 session.driver.detach()
         finally:
-            session.waiters.resolve_all(gone)  # registered meanwhile
+            session.waiters.resolve_all(UNREGISTERED)  # registered meanwhile
 
-    def _still_registered(self, session: Session) -> None:
-        """An accept that held the lock while unregister removed its session
-        (X-5): the waiter it registered learns that, whenever unregister
-        got to its last word."""
-        if self.sessions.get(session.session_id) is not session:
-            session.waiters.resolve_all(
-                RuntimeTerminated(reason="runtime session unregistered")
-            )
+    def _answer_if_gone(self, session: Session) -> None:
+        """An accept that held the lock while close or unregister (X-5) got
+        past this session: the waiter it registered learns that, whenever
+        they got to their last word."""
+        if self._closed:
+            session.waiters.resolve_all(CLOSED)
+        elif self.sessions.get(session.session_id) is not session:
+            session.waiters.resolve_all(UNREGISTERED)
 
     def _session(self, session_id: SessionId) -> Session:
         session = self.sessions.get(session_id)
-        if session is None:
-            raise NotReadyError(RuntimeState.DESTROYED)  # X-2
+        if session is None:  # X-2: the phase says destroyed, the text says why
+            raise NotReadyError(
+                RuntimeState.DESTROYED, f"session {session_id} is not registered"
+            )
         return session
+
+    def _open_session(self, session_id: SessionId) -> Session:
+        """The session, for an operation that adds work or a waiter."""
+        self._refuse_if_closed(session_id)
+        return self._session(session_id)
+
+    def _refuse_if_closed(self, session_id: SessionId) -> None:
+        if not self._closed:
+            return
+        session = self.sessions.get(session_id)
+        state = (
+            session.driver.runtime_state()
+            if session is not None
+            else RuntimeState.DESTROYED
+        )
+        raise NotReadyError(state, "the session adapter is closed")
 
     # ---------------------------------------------------------------- inputs
 
     async def accept_input(self, session_id: SessionId, input: Input) -> AcceptOutcome:
         """X-6."""
-        session = self._session(session_id)
+        session = self._open_session(session_id)
         async with session.lock:
             outcome = await self._admitted(session, input)
             self._after_admission(session)
@@ -221,7 +250,7 @@ class RuntimeSessionAdapter:
     ) -> tuple[AcceptOutcome, CompletionHandle | None]:
         """X-7: the outcome and, unless the input is already finished, a
         handle that resolves exactly once when it is."""
-        session = self._session(session_id)
+        session = self._open_session(session_id)
         async with session.lock:
             outcome = await self._admitted(session, input)
             if isinstance(outcome, Rejected):
@@ -231,7 +260,7 @@ class RuntimeSessionAdapter:
                 target = outcome.existing_id
             handle = self._register_waiter(session, target)
             self._after_admission(session)
-            self._still_registered(session)
+            self._answer_if_gone(session)
         return outcome, handle
 
     def _register_waiter(
@@ -253,10 +282,10 @@ class RuntimeSessionAdapter:
     ) -> CompletionHandle | None:
         """A waiter for an input accepted earlier (e.g. before a restart);
         None when it is unknown or already finished."""
-        session = self._session(session_id)
+        session = self._open_session(session_id)
         async with session.lock:
             handle = self._register_waiter(session, input_id)
-            self._still_registered(session)
+            self._answer_if_gone(session)
             return handle
 
     def recovery_report(self, session_id: SessionId) -> RecoveryReport | None:
@@ -363,17 +392,24 @@ class RuntimeSessionAdapter:
         return result
 
     async def close(self) -> None:
-        """Stop every loop; every waiter still pending (with a loop or
-        without) learns "runtime loop exited". Cancelled meanwhile, it
-        still closes every session, then is cancelled."""
+        """Refuse new work, answer every waiter ``CLOSED``, stop every loop (a
+        run in flight is rolled back). The waiters are answered before the
+        loops are stopped, so none hears "runtime loop exited" instead; an
+        accept that was already past its check answers its own waiter
+        (``_answer_if_gone``). Cancelled meanwhile, it still closes every
+        session, then is cancelled."""
+        self._closed = True
+        sessions = list(self.sessions.values())
+        for session in sessions:
+            session.waiters.resolve_all(CLOSED)
         cancelled = False
-        for session in list(self.sessions.values()):
+        for session in sessions:
             if session.loop is not None:
                 try:
                     await session.loop.cancel()
                 except asyncio.CancelledError:
                     cancelled = True
-            session.waiters.resolve_all(RuntimeTerminated(reason="runtime loop exited"))
+            session.waiters.resolve_all(CLOSED)
         if cancelled:
             raise asyncio.CancelledError()
 

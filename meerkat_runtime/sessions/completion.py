@@ -47,7 +47,11 @@ class CompletedWithoutResult(
 class AbandonedOutcome(
     CompletionOutcome, frozen=True, gc=False, kw_only=True, tag="abandoned"
 ):
+    """``reason`` is the abandon reason's name; ``error`` the last failed
+    run's error (type and message), when one ran the input and failed."""
+
     reason: str
+    error: str | None = None
 
 
 class RuntimeTerminated(

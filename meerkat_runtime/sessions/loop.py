@@ -8,7 +8,9 @@ and complete the run, or roll the batch back when the executor failed, hung
 past the run timeout, or the loop itself was cancelled. A failed input is
 retried (its attempts are bounded by the input lifecycle, decision 3), so no
 waiter is left waiting forever; waiters are resolved only at terminal states
-(decision 9).
+(decision 9). Every failure is described as "<exception type>: <message>"
+(bounded): the run event carries it, the driver keeps it in the history of
+each input the run puts back, and it is logged here.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
 from meerkat_runtime.errors import InternalError, RuntimeDriverError
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, RunId
+from meerkat_runtime.input_state import bounded_error
 from meerkat_runtime.inputs import Input
 from meerkat_runtime.ledger import Lane
 from meerkat_runtime.runs import RunEvent
@@ -36,7 +39,7 @@ from meerkat_runtime.sessions.executor import (
 from meerkat_runtime.sessions.primitive import build_primitive, next_batch
 from meerkat_runtime.sessions.session import Session
 
-log = logging.getLogger("meerkat_runtime.loop")
+log = logging.getLogger(__name__)
 
 MAX_RETRY_PAUSE = 2.0  # seconds between attempts to record a run's end
 _CAN_RUN = (RuntimeState.IDLE, RuntimeState.ATTACHED, RuntimeState.RETIRED)
@@ -193,19 +196,15 @@ class RuntimeLoop:
                 )
                 raise
             # The executor raised CancelledError itself: an ordinary failure.
-            if not await self._end_failed(run_id, "executor cancelled the run"):
-                return False
-            await asyncio.sleep(self.retry_delay)
-            return True
+            failure = "CancelledError: the executor cancelled the run"
+            return await self._retry_later(run_id, failure)
         except Exception as exc:
-            if not await self._end_failed(run_id, str(exc) or type(exc).__name__):
-                return False
-            await asyncio.sleep(self.retry_delay)
-            return True
+            return await self._retry_later(run_id, failure_text(exc))
         if not isinstance(output, CoreApplyOutput):
             return await self._retry_later(
                 run_id,
-                f"executor returned {type(output).__name__}, not CoreApplyOutput",
+                f"TypeError: the executor returned {type(output).__name__}, "
+                "not CoreApplyOutput",
             )
         return await self._end_applied(run_id, output)
 
@@ -310,12 +309,26 @@ class RuntimeLoop:
     ) -> bool:
         """W-7: the run's staged inputs go back (decision 2); inputs out of
         attempts are abandoned and their waiters told (decision 3)."""
+        if not cancelled:
+            log.warning(
+                "run %s of runtime %s failed: %s",
+                run_id,
+                self.session.runtime_id,
+                error,
+            )
         event: RunEvent = (
             RunEvent.RunCancelled(run_id=run_id)
             if cancelled
             else RunEvent.RunFailed(run_id=run_id, error=error, recoverable=True)
         )
         return await self._record_terminal(event)
+
+
+def failure_text(exc: BaseException) -> str:
+    """What a failed run records: the exception's type and message, bounded."""
+    message = str(exc)
+    name = type(exc).__name__
+    return bounded_error(f"{name}: {message}" if message else name)
 
 
 Starter = Callable[[Session, CoreExecutor], RuntimeLoop]

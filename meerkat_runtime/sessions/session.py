@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,7 @@ from meerkat_runtime.sessions.completion import (
 from meerkat_runtime.sessions.executor import CoreApplyOutput, RunResult
 
 _FINISHING = (InputConsumed, InputSuperseded, InputCoalesced, InputAbandoned)
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from meerkat_runtime.sessions.loop import RuntimeLoop
@@ -54,12 +56,13 @@ class Session:
         Only inputs the driver's events say just finished are looked at (so
         a session with thousands of waiters is not rescanned per operation),
         unless ``everything`` (after a recovery, which emits no such events)."""
-        finished = {
-            envelope.event.data.input_id
-            for envelope in self.driver.drain_events()  # nobody else reads them yet
-            if isinstance(envelope.event, InputLifecycle)
-            and isinstance(envelope.event.data, _FINISHING)
-        }
+        finished: set[InputId] = set()
+        for envelope in self.driver.drain_events():  # nobody else reads them yet
+            event = envelope.event
+            if isinstance(event, InputLifecycle) and isinstance(event.data, _FINISHING):
+                finished.add(event.data.input_id)
+                if isinstance(event.data, InputAbandoned):
+                    self._log_abandoned(event.data)
         candidates = (
             self.waiters.ids()
             if everything
@@ -70,6 +73,20 @@ class Session:
             outcome = self._outcome(target, output)
             if outcome is not None:
                 self.waiters.resolve(target, outcome)
+
+    def _log_abandoned(self, event: InputAbandoned) -> None:
+        """An input its runs used up: the one place its loss is reported
+        (an operator's reset, retire or destroy is not an error)."""
+        if event.reason != "max_attempts_exhausted":
+            return
+        state = self.driver.peek_input_state(event.input_id)
+        log.error(
+            "input %s of runtime %s abandoned after %d failed attempts; last error: %s",
+            event.input_id,
+            self.runtime_id,
+            state.attempt_count() if state is not None else 0,
+            state.last_error() if state is not None else None,
+        )
 
     def _follow_coalesced(self, input_id: InputId) -> InputId:
         """Decision 19: a coalesced input's waiters move to its aggregate."""
@@ -89,9 +106,11 @@ class Session:
             return None
         terminal = state.terminal_outcome()
         if isinstance(terminal, Superseded):  # decision 19
-            return AbandonedOutcome(reason="superseded")
+            return AbandonedOutcome(reason="superseded", error=state.last_error())
         if isinstance(terminal, Abandoned):  # decision 23
-            return AbandonedOutcome(reason=reason_name(terminal.reason))
+            return AbandonedOutcome(
+                reason=reason_name(terminal.reason), error=state.last_error()
+            )
         assert state.current_state() is InputLifecycleState.CONSUMED
         ran_here = (
             output is not None and input_id in output.receipt.contributing_input_ids

@@ -16,10 +16,13 @@ from meerkat_runtime import (
     FlowStepInput,
     HandlingMode,
     IdempotencyKey,
+    InMemoryRuntimeStore,
     InputDurability,
     InputHeader,
     InputLifecycleState,
     InputOrigin,
+    InputState,
+    LogicalRuntimeId,
     OperationInput,
     PeerConvention,
     PeerInput,
@@ -186,3 +189,22 @@ async def drained(adapter: RuntimeSessionAdapter, sid: SessionId) -> None:
 
 async def held(event: asyncio.Event) -> None:
     await asyncio.wait_for(event.wait(), TIMEOUT)
+
+
+class GatedStore(InMemoryRuntimeStore):
+    """An in-memory store whose next ``persist_input_state`` waits for ``gate``
+    (holding the session lock meanwhile, as a slow disk would)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate: asyncio.Event | None = None
+        self.entered = asyncio.Event()
+
+    async def persist_input_state(
+        self, runtime_id: LogicalRuntimeId, state: InputState
+    ) -> None:
+        gate, self.gate = self.gate, None
+        if gate is not None:
+            self.entered.set()
+            await gate.wait()
+        await super().persist_input_state(runtime_id, state)

@@ -15,9 +15,7 @@ import pytest
 
 from meerkat_runtime import (
     FileBlobStore,
-    InMemoryRuntimeStore,
     InputLifecycleState,
-    InputState,
     LogicalRuntimeId,
     MemoryBlobStore,
     RecoveryReport,
@@ -40,6 +38,7 @@ from meerkat_runtime.sessions.completion import (
 
 from .executors import Step, ToyExecutor
 from .helpers import (
+    GatedStore,
     derived_prompt,
     drained,
     event,
@@ -538,25 +537,6 @@ def test_hundreds_of_sessions_in_one_process() -> None:
 
 
 # ---------------------------------------------------------------- CP-6 under contention
-
-
-class GatedStore(InMemoryRuntimeStore):
-    """An in-memory store whose next ``persist_input_state`` waits for ``gate``
-    (holding the session lock meanwhile, as a slow disk would)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate: asyncio.Event | None = None
-        self.entered = asyncio.Event()
-
-    async def persist_input_state(
-        self, runtime_id: LogicalRuntimeId, state: InputState
-    ) -> None:
-        gate, self.gate = self.gate, None
-        if gate is not None:
-            self.entered.set()
-            await gate.wait()
-        await super().persist_input_state(runtime_id, state)
 
 
 def test_reset_racing_a_run_start_is_invalid_state() -> None:

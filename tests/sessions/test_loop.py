@@ -26,6 +26,7 @@ from meerkat_runtime import (
     RunApplyBoundary,
     RunControlCommand,
     RunResult,
+    RuntimeDriverError,
     RuntimeSessionAdapter,
     RuntimeState,
     RuntimeTurnMetadata,
@@ -107,7 +108,8 @@ def test_failure_is_retried_then_abandoned_after_three_attempts() -> None:
         p = prompt()
         _, handle = await adapter.accept_input_with_completion(sid, p)
         assert await outcome_of(handle) == AbandonedOutcome(
-            reason="max_attempts_exhausted"
+            reason="max_attempts_exhausted",
+            error="ApplyFailedError: Apply failed: toy failure",
         )
         assert executor.applied_ids() == [p.id()] * 3
         state = await adapter.input_state(sid, p.id())
@@ -493,7 +495,9 @@ def test_crashing_executor_exhausts_attempts_and_loop_survives() -> None:
         executor = ToyExecutor([Step.CRASH] * 3)
         await adapter.register_session_with_executor(sid, executor)
         _, h1 = await adapter.accept_input_with_completion(sid, prompt("bad"))
-        assert await outcome_of(h1) == AbandonedOutcome(reason="max_attempts_exhausted")
+        assert await outcome_of(h1) == AbandonedOutcome(
+            reason="max_attempts_exhausted", error="RuntimeError: toy crash"
+        )
         _, h2 = await adapter.accept_input_with_completion(sid, prompt("good"))
         assert await outcome_of(h2) == CompletedWithoutResult()
         assert len(executor.calls) == 4
@@ -544,7 +548,8 @@ def test_always_hanging_executor_ends_in_max_attempts_exhausted() -> None:
         await adapter.register_session_with_executor(sid, executor)
         _, handle = await adapter.accept_input_with_completion(sid, prompt())
         assert await outcome_of(handle) == AbandonedOutcome(
-            reason="max_attempts_exhausted"
+            reason="max_attempts_exhausted",
+            error="TimeoutError: executor did not finish within 0.03 s",
         )
         assert executor.cancelled == 3
 
@@ -556,8 +561,9 @@ def test_always_hanging_executor_ends_in_max_attempts_exhausted() -> None:
 
 def test_closing_the_adapter_mid_run_requeues_and_terminates_waiters() -> None:
     """W-3 and the port's cancellation rule: cancelling the loop mid-run puts
-    the batch back (nothing lost), waiters get RuntimeTerminated("runtime
-    loop exited"), and a new executor runs the input later."""
+    the batch back (nothing lost) and waiters get RuntimeTerminated("session
+    adapter closed"); the closed adapter starts no new loop (a restart runs
+    the inputs)."""
 
     async def body(adapter: RuntimeSessionAdapter, sid: SessionId) -> None:
         executor = ToyExecutor([Step.HOLD])
@@ -567,9 +573,9 @@ def test_closing_the_adapter_mid_run_requeues_and_terminates_waiters() -> None:
         await held(executor.held)
         _, hb = await adapter.accept_input_with_completion(sid, b)
         await adapter.close()
-        exited = RuntimeTerminated(reason="runtime loop exited")
-        assert await outcome_of(ha) == exited
-        assert await outcome_of(hb) == exited
+        closed = RuntimeTerminated(reason="session adapter closed")
+        assert await outcome_of(ha) == closed
+        assert await outcome_of(hb) == closed
         assert executor.cancelled == 1
         assert await state_of(adapter, sid, a) is InputLifecycleState.QUEUED
         assert await state_of(adapter, sid, b) is InputLifecycleState.QUEUED
@@ -577,10 +583,9 @@ def test_closing_the_adapter_mid_run_requeues_and_terminates_waiters() -> None:
         assert await adapter.runtime_state(sid) is not RuntimeState.RUNNING
 
         second = ToyExecutor()
-        await adapter.register_session_with_executor(sid, second)
-        await drained(adapter, sid)
-        assert second.batches() == [[a.id()], [b.id()]]
-        assert await adapter.runtime_state(sid) is RuntimeState.ATTACHED
+        with pytest.raises(RuntimeDriverError.NotReady, match="adapter is closed"):
+            await adapter.register_session_with_executor(sid, second)
+        assert second.calls == []
 
     run(body)
 

@@ -42,6 +42,7 @@ from meerkat_runtime import (
     SqliteRuntimeStore,
 )
 from meerkat_runtime.inputs import BlobImage, ImageBlock, InlineImage
+from meerkat_runtime.sessions.adapter import CLOSED_REASON
 from meerkat_runtime.sessions.completion import (
     AbandonedOutcome,
     Completed,
@@ -214,9 +215,7 @@ def test_cancelled_loops_then_new_adapter_runs_input_once(tmp_path: Path) -> Non
         _, handle = await adapter.accept_input_with_completion(sid, p)
         await held(executor.held)
         await adapter.close()
-        assert await outcome_of(handle) == RuntimeTerminated(
-            reason="runtime loop exited"
-        )
+        assert await outcome_of(handle) == RuntimeTerminated(reason=CLOSED_REASON)
         await store.close()
 
         store = SqliteRuntimeStore(files.db)
@@ -582,9 +581,11 @@ def test_an_executor_answering_a_text_snapshot_fails_its_runs_not_the_loop(
             p = prompt()
             _, handle = await adapter.accept_input_with_completion(sid, p)
             assert handle is not None
-            assert await outcome_of(handle) == AbandonedOutcome(
-                reason="max_attempts_exhausted"
-            )
+            outcome = await outcome_of(handle)
+            assert isinstance(outcome, AbandonedOutcome)
+            assert outcome.reason == "max_attempts_exhausted"
+            assert outcome.error is not None
+            assert "session_snapshot must be bytes, not str" in outcome.error
             assert len(executor.calls) == 3
             assert await receipt_counts(store, rid) == Counter()
             assert (

@@ -28,6 +28,7 @@ from meerkat_runtime import (
     RuntimeState,
     SessionId,
 )
+from meerkat_runtime.sessions.adapter import CLOSED_REASON
 from meerkat_runtime.sessions.completion import RuntimeTerminated
 from meerkat_runtime.store.base import RuntimeStoreError
 from meerkat_runtime.store.memory import InMemoryRuntimeStore
@@ -321,7 +322,7 @@ def test_a_cancelled_unregister_is_cancelled() -> None:
 
 
 def test_close_answers_the_waiters_of_sessions_without_a_loop() -> None:
-    """K-4: close tells every waiter still pending "runtime loop exited"."""
+    """Close tells every waiter still pending that the adapter closed."""
 
     async def body() -> None:
         adapter = RuntimeSessionAdapter.ephemeral()
@@ -330,7 +331,7 @@ def test_close_answers_the_waiters_of_sessions_without_a_loop() -> None:
         _, handle = await adapter.accept_input_with_completion(sid, prompt())
         await adapter.close()
         assert await outcome_of(handle, SHORT) == RuntimeTerminated(
-            reason="runtime loop exited"
+            reason=CLOSED_REASON
         )
 
     run(body)
@@ -365,7 +366,7 @@ def test_close_from_the_cleanup_of_a_cancelled_task_closes_every_session() -> No
             assert loop is not None
             assert not loop.alive()
         assert await outcome_of(handle, SHORT) == RuntimeTerminated(
-            reason="runtime loop exited"
+            reason=CLOSED_REASON
         )
 
     run(body)

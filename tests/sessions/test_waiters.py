@@ -469,7 +469,10 @@ def test_coalesced_waiters_follow_an_abandoned_aggregate() -> None:
         _, ha = await adapter.accept_input_with_completion(sid, a)
         _, hb = await adapter.accept_input_with_completion(sid, b)
         await adapter.register_session_with_executor(sid, executor)
-        expected = AbandonedOutcome(reason="max_attempts_exhausted")
+        expected = AbandonedOutcome(
+            reason="max_attempts_exhausted",
+            error="ApplyFailedError: Apply failed: toy failure",
+        )
         assert await outcome_of(ha) == expected
         assert await outcome_of(hb) == expected
 
@@ -520,7 +523,8 @@ def test_consume_on_accept_gives_no_handle() -> None:
 
 def test_unknown_session_is_not_ready_destroyed() -> None:
     """X-2: every per-session method on an unknown session raises
-    NotReady(state=destroyed)."""
+    NotReady(state=destroyed), and its text names the session and says it
+    is not registered (not that a runtime was destroyed)."""
 
     async def body(adapter: RuntimeSessionAdapter, sid: SessionId) -> None:
         calls: list[Callable[[], Awaitable[object]]] = [
@@ -542,7 +546,9 @@ def test_unknown_session_is_not_ready_destroyed() -> None:
             with pytest.raises(RuntimeDriverError.NotReady) as caught:
                 await call()
             assert caught.value.state is RuntimeState.DESTROYED
-            assert str(caught.value) == "Runtime not ready: destroyed"
+            assert str(caught.value) == (
+                f"Runtime not ready: session {sid} is not registered"
+            )
 
     run(body)
 
