@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,7 +23,6 @@ from typing import Any
 
 from transitions import Machine
 
-from codegen.generate import load
 from meerkat_runtime.generated import input_lifecycle as il
 from meerkat_runtime.generated import runtime_control as rc
 from meerkat_runtime.generated.spec_types import (
@@ -336,6 +336,11 @@ def build(
 
 def check_tables() -> None:
     """Fail unless each hand-written table has exactly the spec's edges."""
+    # codegen/ is a directory of the checkout, not an installed package.
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from codegen.generate import load
+
     machines = {m.name: m for m in load(ROOT)[0].machines}
     for name, table in (("runtime_control", RC_TABLE), ("input_lifecycle", IL_TABLE)):
         m = machines[name]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from meerkat_runtime import LogicalRuntimeId, PromptInput
+from meerkat_runtime import LogicalRuntimeId, PromptInput, __version__, cli
 from meerkat_runtime.blobs import MemoryBlobStore
 from meerkat_runtime.cli import main
 from meerkat_runtime.demo import (
@@ -309,12 +309,39 @@ def test_inspect_shows_runtime_ids_literally_not_as_markup(
 
 
 def test_verify_model_checks_the_repository_spec(
-    capsys: pytest.CaptureFixture[str],
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     assert main(["verify", "--root", str(ROOT)]) == 0
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out  # printed by the `python -m codegen` child
     assert "input_lifecycle:" in out
     assert "runtime_control:" in out
+
+
+@pytest.mark.parametrize("command", ["verify", "diagrams"])
+def test_without_a_checkout_the_spec_tooling_says_it_needs_one(
+    command: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # As installed from a wheel: the package's parent is site-packages, with
+    # no codegen/ (an unrelated `codegen` there is not taken for ours).
+    site = tmp_path / "site-packages"
+    (site / "codegen").mkdir(parents=True)
+    (site / "codegen" / "__main__.py").write_text("raise SystemExit(0)\n")
+    monkeypatch.setattr(cli, "PACKAGE_PARENT", site)
+    shutil.copytree(ROOT / "spec", tmp_path / "spec")
+    assert main([command, "--root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "needs a checkout of the meerkat-runtime repository" in err
+    assert str(tmp_path) in err
+
+
+def test_version_is_the_package_version(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"meerkat-runtime {__version__}\n"
 
 
 @pytest.mark.parametrize("command", ["verify", "diagrams"])
@@ -327,18 +354,15 @@ def test_a_root_without_a_spec_is_a_clear_error(
     assert str(tmp_path) in err
 
 
-@pytest.mark.skipif(
-    shutil.which("dot") is None,
-    reason="Graphviz dot is not on PATH; make test installs it (scripts/install-system-deps), so CI runs this",
-)
 def test_diagrams_renders_the_spec(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
+    """Needs Graphviz's `dot`: `make test` installs it (scripts/install-system-deps)."""
     # A copy of the repository's spec, so the test never rewrites the
-    # checkout's generated files while someone edits spec/.
+    # checkout's files while someone edits spec/; codegen/ is the checkout's.
     shutil.copytree(ROOT / "spec", tmp_path / "spec")
     assert main(["diagrams", "--root", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     assert "rendered diagrams/input_lifecycle.svg" in out
     for name in ("input_lifecycle", "runtime_control", "policy"):
         assert (tmp_path / "diagrams" / f"{name}.svg").stat().st_size > 0
