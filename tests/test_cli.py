@@ -15,9 +15,11 @@ import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from meerkat_runtime import LogicalRuntimeId, PromptInput, __version__, cli
 from meerkat_runtime.blobs import MemoryBlobStore
@@ -29,7 +31,19 @@ from meerkat_runtime.demo import (
     integrity_claim,
 )
 from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
-from meerkat_runtime.inspection import RuntimeView, load_database
+from meerkat_runtime.generated.input_lifecycle import InputLifecycleState
+from meerkat_runtime.ids import InputId
+from meerkat_runtime.input_state import (
+    InputState,
+    InputStateHistoryEntry,
+    InputStateRecord,
+)
+from meerkat_runtime.inspection import (
+    RuntimeView,
+    load_database,
+    print_views,
+    runtimes_table,
+)
 from meerkat_runtime.runs import RunBoundaryReceipt
 from meerkat_runtime.store import SqliteRuntimeStore, records
 
@@ -303,6 +317,55 @@ def test_inspect_shows_runtime_ids_literally_not_as_markup(
     out = capsys.readouterr().out
     assert "tenant[/]: inputs" in out
     assert "team[red]7: inputs" in out
+
+
+def _queued_view(runtime_id: str, created: datetime) -> RuntimeView:
+    """A runtime holding one input, queued 1.5 s after it was accepted."""
+    record = InputStateRecord(
+        input_id=InputId.new(),
+        current_state=InputLifecycleState.QUEUED,
+        created_at=created,
+        updated_at=created,
+        history=[
+            InputStateHistoryEntry(
+                timestamp=created + timedelta(seconds=1.5),
+                from_state=InputLifecycleState.ACCEPTED,
+                to_state=InputLifecycleState.QUEUED,
+                reason="queue_accepted",
+            )
+        ],
+    )
+    return RuntimeView(runtime_id, None, [InputState.from_record(record)], [])
+
+
+def _rendered(views: list[RuntimeView], width: int) -> str:
+    out = io.StringIO()
+    console = Console(file=out, width=width, highlight=False)
+    console.print(runtimes_table(views))
+    print_views(console, views)
+    return out.getvalue()
+
+
+def test_inspect_times_count_from_each_runtimes_first_input() -> None:
+    early = datetime(2025, 1, 1, 9, 0, tzinfo=UTC)
+    views = [
+        _queued_view("early", early),
+        _queued_view("late", early + timedelta(hours=3)),
+    ]
+    out = _rendered(views, 120)
+    assert out.count("+1.500s") == 2  # not +10801.500s for the later runtime
+    assert "+10801" not in out
+
+
+def test_inspect_shows_a_long_runtime_id_whole() -> None:
+    long_id = "tenant-" + "0123456789abcdef" * 8 + "-session"
+    out = _rendered([_queued_view(long_id, datetime(2025, 1, 1, tzinfo=UTC))], 80)
+    runtimes = out.split("inputs and their timelines")[0]
+    cells = "".join(
+        row.split("│")[1].strip() for row in runtimes.splitlines() if "│" in row
+    )
+    assert long_id in cells
+    assert all(len(line) <= 80 for line in out.splitlines())
 
 
 # ---------------------------------------------------------------- verify / diagrams

@@ -21,14 +21,19 @@ from codegen.__main__ import main as codegen_main
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_TOOLING = {"pyyaml", "jinja2", "graphviz"}
+NOT_SOURCE = (".git", ".venv", ".hypothesis", "build", "*.egg-info", "__pycache__", ".*_cache")
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     out = tmp_path_factory.mktemp("wheel")
+    # From a copy: pip builds in the source tree, and setuptools' build/
+    # keeps files since deleted from the source, which would reach the wheel.
+    source = out / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
     pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q"]
     done = subprocess.run(
-        [*pip_wheel, "-w", str(out), str(ROOT)],
+        [*pip_wheel, "-w", str(out), str(source)],
         capture_output=True,
         text=True,
         timeout=300,
