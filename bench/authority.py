@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from goals import goal
 from transitions import Machine
 
 from meerkat_runtime.generated import input_lifecycle as il
@@ -437,12 +438,11 @@ def bench_input_lifecycle(lifecycles: int, repeats: int) -> tuple[float, float]:
 
 
 def report(title: str, unit: str, gen: float, other: float) -> None:
-    ratio = gen / other
-    verdict = "met" if ratio >= GOAL else "NOT MET"
     print(title)
     print(f"  generated    {gen:>12,.0f} {unit}/s")
     print(f"  transitions  {other:>12,.0f} {unit}/s")
-    print(f"  generated / transitions = {ratio:.1f}x (goal >= {GOAL:.0f}x: {verdict})")
+    machine = title.split(":")[0]
+    print(goal(machine, gen / other, GOAL, unit="x", of="transitions", digits=1))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
