@@ -21,7 +21,15 @@ from codegen.__main__ import main as codegen_main
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_TOOLING = {"pyyaml", "jinja2", "graphviz"}
-NOT_SOURCE = (".git", ".venv", ".hypothesis", "build", "*.egg-info", "__pycache__", ".*_cache")
+NOT_SOURCE = (
+    ".git",
+    ".venv",
+    ".hypothesis",
+    "build",
+    "*.egg-info",
+    "__pycache__",
+    ".*_cache",
+)
 
 
 @pytest.fixture(scope="module")
