@@ -1,6 +1,7 @@
 # meerkat-runtime developer tasks. `make help` lists them.
-# Every target installs what it needs first (a virtualenv in .venv and the
-# Debian package graphviz), so a fresh clone needs only `make <target>`.
+# Every target installs what it needs first (a virtualenv in .venv; the
+# targets that render diagrams also the Debian package graphviz, which needs
+# root or sudo), so a fresh clone needs only `make <target>`.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -11,15 +12,14 @@ STAMP  := $(VENV)/.installed
 .DEFAULT_GOAL := help
 
 .PHONY: demo
-.PHONY: help install generate verify diagrams check-generated lint format typecheck \
-        test pytest fuzz fuzz-seed bench main clean
+.PHONY: help install system-deps generate verify diagrams check-generated lint format \
+        typecheck test pytest fuzz fuzz-seed bench main clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml scripts/install-system-deps
-	@scripts/install-system-deps
+$(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ needed"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -27,6 +27,11 @@ $(STAMP): pyproject.toml scripts/install-system-deps
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the package with its dev tools
+
+# Only what renders needs Graphviz's `dot`: `make diagrams` and the tests that
+# render SVGs. `make demo` never installs a Debian package.
+system-deps: ## install Graphviz (Debian package) if `dot` is missing
+	@scripts/install-system-deps
 
 demo: install ## the main job: run `meerkat-runtime demo` (sessions, a crash, recovery)
 	$(BIN)/meerkat-runtime demo
@@ -39,7 +44,7 @@ generate: install ## validate + model-check spec/, then write generated/ and dia
 verify: install ## model-check both lifecycle machines, printing state counts
 	$(PY) -m codegen verify
 
-diagrams: install ## regenerate and render diagrams/*.svg and docs/*.svg with Graphviz
+diagrams: install system-deps ## model-check and render diagrams/*.svg and docs/*.svg with Graphviz
 	$(PY) -m codegen diagrams
 	@for f in docs/*.dot; do dot -Tsvg "$$f" -o "$${f%.dot}.svg" && echo "rendered $${f%.dot}.svg"; done
 
@@ -57,7 +62,7 @@ format: install ## apply ruff formatting and safe fixes
 typecheck: install ## mypy --strict over the package, codegen, tests and benchmarks
 	$(BIN)/mypy
 
-pytest: install ## run the test suite only
+pytest: install system-deps ## run the test suite only (some tests render SVGs)
 	$(BIN)/pytest
 
 test: lint typecheck check-generated pytest ## everything CI runs: lint, types, freshness, tests
@@ -71,7 +76,7 @@ fuzz-seed: install ## rerun the long fuzzing with a given SEED
 	HYPOTHESIS_PROFILE=fuzz MEERKAT_KILLS=$${MEERKAT_KILLS:-120} $(BIN)/pytest -p no:cacheprovider \
 	  --hypothesis-seed=$(SEED) -s tests/stateful
 
-bench: install ## run the benchmarks (ratios against same-run baselines)
+bench: install ## run the benchmarks (ratios against same-run baselines, goal verdicts)
 	$(PY) bench/authority.py
 	$(PY) bench/driver.py
 	$(PY) bench/durable.py

@@ -44,6 +44,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from goals import goal
+
 from meerkat_runtime import codec
 from meerkat_runtime.driver.ephemeral import EphemeralRuntimeDriver
 from meerkat_runtime.generated.input_lifecycle import InputLifecycleState
@@ -353,10 +355,6 @@ def profile_accepts(inputs: list[PromptInput]) -> None:
 # ------------------------------------------------------------ report
 
 
-def verdict(ok: bool) -> str:
-    return "met" if ok else "NOT met"
-
-
 def us(seconds: float) -> str:
     return f"{seconds * 1e6:.2f} µs"
 
@@ -432,14 +430,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     rate = 1 / accept
     print(f"accept_now: {n_accepts:,} accepts per repeat into one fresh driver")
     print(f"  {rate:>12,.0f} accepts/s = {us(accept)} per accept")
+    print(goal("accept_now", rate, ACCEPT_GOAL, unit=" accepts/s", digits=0))
     print(
-        f"  goal >= {ACCEPT_GOAL:,.0f} accepts/s: {verdict(rate >= ACCEPT_GOAL)} "
-        f"({rate / ACCEPT_GOAL:.2f}x the goal)"
-    )
-    print(
-        f"  budget <= {ACCEPT_BUDGET_US:.0f} µs per accept: "
-        f"{verdict(accept * 1e6 <= ACCEPT_BUDGET_US)} "
-        f"({accept * 1e6 / ACCEPT_BUDGET_US:.2f}x the budget)"
+        goal(
+            "accept_now per accept",
+            accept * 1e6,
+            ACCEPT_BUDGET_US,
+            unit=" µs",
+            at_most=True,
+        )
     )
     print(
         f"  = {accept / ref_dict:,.0f}x a dict insert + deque append, "
@@ -462,10 +461,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "(accept_now, start_run, stage_batch, BoundaryApplied, RunCompleted)"
     )
     print(f"  {rate:>12,.0f} lifecycles/s = {us(lifecycle)} per lifecycle")
-    print(
-        f"  goal >= {LIFECYCLE_GOAL:,.0f} lifecycles/s: "
-        f"{verdict(rate >= LIFECYCLE_GOAL)} ({rate / LIFECYCLE_GOAL:.2f}x the goal)"
-    )
+    print(goal("full lifecycle", rate, LIFECYCLE_GOAL, unit=" lifecycles/s", digits=0))
     print(
         f"  = {lifecycle / ref_dict:,.0f}x a dict insert + deque append, "
         f"{lifecycle / accept:.1f}x an accept"

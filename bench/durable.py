@@ -52,8 +52,9 @@ Each repeat gets a fresh database file (removed after it), and the timed
 figures run in rounds (every measurement once per round, best of several
 rounds), so a slow spell of a shared machine or disk hits all of them and
 the ratios hold. The garbage collector stays on, as in a deployed process.
-The database files live in a temporary directory next to the project (the
-project's file system, not ``/tmp``), removed at the end. The stores are a
+The database files live in a temporary directory under the system's
+temporary directory (``--dir`` puts it elsewhere, e.g. on the file system
+you deploy on), removed at the end; the report names its file system. The stores are a
 subclass that only counts commit groups (and profiles the writer thread when
 asked): cProfile hooks only the thread that enables it, and the writer
 thread does the encoding and the SQLite work.
@@ -73,7 +74,6 @@ import platform
 import pstats
 import sqlite3
 import statistics
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -110,8 +110,9 @@ from durable_parts import (
     rows_of,
     state_of,
 )
+from goals import goal
 from sqlite_tools import GroupCountingStore as BenchStore
-from sqlite_tools import Scratch, count, scratch_dir
+from sqlite_tools import Scratch, count, describe_file_system, scratch_dir
 
 from meerkat_runtime.blobs import MemoryBlobStore
 from meerkat_runtime.driver.ephemeral import EphemeralRuntimeDriver
@@ -132,7 +133,6 @@ BOUNDARY_GOAL = 5_000.0  # boundary commits per second
 RECOVERY_BUDGET_S = 1.0  # 100k pending inputs, open to first dequeue
 
 BUILD_CHUNK = 10_000  # queued states per transaction when building the file
-ROOT = Path(__file__).resolve().parent.parent
 FIGURES = ("accept", "sessions", "boundary", "recovery")
 
 
@@ -617,10 +617,6 @@ def noise(figures: dict[str, list[float]]) -> None:
         print(f"rounds agree: median / best <= {worst:.2f}x for every figure")
 
 
-def verdict(ok: bool) -> str:
-    return "met" if ok else "NOT met"
-
-
 def us(seconds: float) -> str:
     return f"{seconds * 1e6:.1f} µs"
 
@@ -647,12 +643,7 @@ def environment(scratch: Scratch, repeats: int, recovery_repeats: int) -> None:
         f"msgspec {msgspec.__version__}, {platform.platform()}, "
         f"{os.cpu_count()} CPUs"
     )
-    df = subprocess.run(
-        ["df", "-hT", str(scratch.dir)], capture_output=True, text=True, check=False
-    )
-    print(f"database files in {scratch.dir} (removed afterwards); df -hT:")
-    for row in df.stdout.splitlines():
-        print(f"  {row}")
+    describe_file_system(scratch)
     print(
         "every file WAL + synchronous=FULL; fresh file per repeat; GC on; "
         f"best of {repeats} interleaved rounds (recovery: {recovery_repeats})"
@@ -672,8 +663,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--dir",
         type=Path,
-        default=ROOT.parent,
-        help="where the temporary directory goes (default: the project's parent)",
+        default=None,
+        help="where the temporary directory goes (default: the system's, "
+        "tempfile.gettempdir())",
     )
     args = parser.parse_args(argv)
     if args.quick:
@@ -740,12 +732,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         raw, accept = best["raw_1"], best["accept"]
         print(line("raw sqlite3, 1 row per transaction", raw, "rows"))
         print(line("durable accept_input", accept, "acks"))
-        ratio = raw / accept
         print(
-            f"  durable / raw = {ratio:.2f}x (goal >= {ACCEPT_RATIO_GOAL:.2f}x: "
-            f"{verdict(ratio >= ACCEPT_RATIO_GOAL)}); durable - raw = "
-            f"{us(accept - raw)} per ack"
+            goal(
+                "one-caller accepts",
+                raw / accept,
+                ACCEPT_RATIO_GOAL,
+                unit="x",
+                of="raw sqlite3",
+            )
         )
+        print(f"  durable - raw = {us(accept - raw)} per ack")
         memory_accept, store_persist = best["memory_accept"], best["store_persist"]
         print("  where it goes (diagnostic, same rounds):")
         print(
@@ -792,13 +788,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         rate, speedup = 1 / sessions_s, accept / sessions_s
         mean_group = sorted(group_sizes)[len(group_sizes) // 2]
         print(
-            f"  goal >= {SESSIONS_GOAL:,.0f} acks/s: {verdict(rate >= SESSIONS_GOAL)} "
-            f"({rate / SESSIONS_GOAL:.2f}x the goal)"
+            goal(f"{SESSIONS} sessions", rate, SESSIONS_GOAL, unit=" acks/s", digits=0)
         )
         print(
-            f"  = {speedup:.2f}x the one-caller durable rate (goal >= "
-            f"{SESSIONS_RATIO_GOAL:.1f}x: {verdict(speedup >= SESSIONS_RATIO_GOAL)}); "
-            f"{best['raw_64'] / sessions_s:.2f}x the raw {SESSIONS}-row rate; "
+            goal(
+                f"{SESSIONS} sessions speed-up",
+                speedup,
+                SESSIONS_RATIO_GOAL,
+                unit="x",
+                of="one caller",
+            )
+        )
+        print(
+            f"  {best['raw_64'] / sessions_s:.2f}x the raw {SESSIONS}-row rate; "
             f"median {mean_group:.1f} acks per commit"
         )
         floor_64 = best["floor_64"]
@@ -820,11 +822,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(line(f"raw sqlite3, receipt + {BATCH} upserts per txn", raw_b, "commits"))
         print(line("durable on_run_event(BoundaryApplied)", boundary, "commits"))
         rate = 1 / boundary
-        print(
-            f"  goal >= {BOUNDARY_GOAL:,.0f} commits/s: "
-            f"{verdict(rate >= BOUNDARY_GOAL)} ({rate / BOUNDARY_GOAL:.2f}x the goal); "
-            f"durable / raw = {raw_b / boundary:.2f}x"
-        )
+        print(goal("boundary commits", rate, BOUNDARY_GOAL, unit="/s", digits=0))
+        print(f"  durable / raw = {raw_b / boundary:.2f}x")
         store_apply = best["store_apply"]
         print("  where it goes (diagnostic, same rounds):")
         print(line("  store.atomic_apply alone (no driver)", store_apply, "commits"))
@@ -886,10 +885,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"  {'open + store.load_input_states (+ decode)':<44} {load:>9.3f} s")
         print(f"  {'open + recover() until dequeue_next()':<44} {recover:>9.3f} s")
         print(
-            f"  goal <= {RECOVERY_BUDGET_S:.1f} s: "
-            f"{verdict(recover <= RECOVERY_BUDGET_S)} "
-            f"({recover / RECOVERY_BUDGET_S:.2f}x the budget); "
-            f"{recover / load:.1f}x load + decode, {recover / fetch:.1f}x the raw fetch"
+            goal(
+                f"recovery of {n_pending:,}",
+                recover,
+                RECOVERY_BUDGET_S,
+                unit=" s",
+                at_most=True,
+            )
+        )
+        print(
+            f"  {recover / load:.1f}x load + decode, {recover / fetch:.1f}x the raw fetch"
         )
 
         path = scratch.copy(pristine, "memory")

@@ -55,7 +55,6 @@ import platform
 import pstats
 import sqlite3
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -65,7 +64,14 @@ from pathlib import Path
 from typing import TypeVar
 
 import msgspec
-from sqlite_tools import GroupCountingStore, Scratch, count, scratch_dir
+from goals import goal
+from sqlite_tools import (
+    GroupCountingStore,
+    Scratch,
+    count,
+    describe_file_system,
+    scratch_dir,
+)
 
 from meerkat_runtime.blobs import MemoryBlobStore
 from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
@@ -91,7 +97,6 @@ from meerkat_runtime.store.sqlite_requests import Busy
 GOAL = 0.5  # end-to-end completions/s / one caller's durable accepts/s
 PROMPT_BYTES = 1536
 DRAIN_EVERY = 64  # baseline: accepts between two drain_events()
-ROOT = Path(__file__).resolve().parent.parent
 BASELINE_ID = LogicalRuntimeId("bench-sessions-baseline")
 T = TypeVar("T")
 _FILLER = "The quick brown fox jumps over the lazy dog, then naps. " * 30
@@ -395,10 +400,6 @@ def run_end_to_end(
 # ------------------------------------------------------------ report
 
 
-def verdict(ok: bool) -> str:
-    return "met" if ok else "NOT met"
-
-
 def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile, ``q`` in (0, 100]."""
     ordered = sorted(values)
@@ -420,12 +421,7 @@ def environment(scratch: Scratch, rounds: int) -> None:
         f"msgspec {msgspec.__version__}, {platform.platform()}, "
         f"{os.cpu_count()} CPUs"
     )
-    df = subprocess.run(
-        ["df", "-hT", str(scratch.dir)], capture_output=True, text=True, check=False
-    )
-    print(f"database files in {scratch.dir} (removed afterwards); df -hT:")
-    for row in df.stdout.splitlines():
-        print(f"  {row}")
+    describe_file_system(scratch)
     print(
         "every file WAL + synchronous=FULL; fresh file per repeat; GC on; "
         f"best of {rounds} interleaved rounds (one caller, then end to end)"
@@ -453,8 +449,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--dir",
         type=Path,
-        default=ROOT.parent,
-        help="where the temporary directory goes (default: the project's parent)",
+        default=None,
+        help="where the temporary directory goes (default: the system's, "
+        "tempfile.gettempdir())",
     )
     args = parser.parse_args(argv)
     if args.quick:
@@ -521,8 +518,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         ratio = rate / base.rate
         print(
-            f"  end to end / one caller's durable accepts = {ratio:.2f}x "
-            f"(goal >= {GOAL:.2f}x: {verdict(ratio >= GOAL)})"
+            goal(
+                "end to end",
+                ratio,
+                GOAL,
+                unit="x",
+                of="one caller's durable accepts",
+            )
         )
 
         print("\ncommits (end to end, best round; registration not counted):")

@@ -1,7 +1,7 @@
 """Pieces the SQLite benchmarks (durable.py, sessions.py) share: scratch
-database files on the project's file system, a row count, and a store that
-records its commit groups and can profile its writer thread. Not a
-benchmark itself."""
+database files (under the system's temporary directory unless ``--dir``
+says otherwise), a row count, and a store that records its commit groups and
+can profile its writer thread. Not a benchmark itself."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import itertools
 import os
 import shutil
 import sqlite3
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,12 +50,30 @@ class Scratch:
 
 
 @contextmanager
-def scratch_dir(parent: Path, benchmark: str) -> Iterator[Scratch]:
+def scratch_dir(parent: Path | None, benchmark: str) -> Iterator[Scratch]:
+    """A fresh directory under ``parent`` (None: the system's temporary
+    directory), removed with everything in it at the end."""
     directory = Path(tempfile.mkdtemp(prefix=f"meerkat-bench-{benchmark}-", dir=parent))
     try:
         yield Scratch(directory)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def describe_file_system(scratch: Scratch) -> None:
+    """Print where the database files go, and warn when that file system is
+    memory: an fsync there costs nothing, so durable figures say little."""
+    df = subprocess.run(
+        ["df", "-hT", str(scratch.dir)], capture_output=True, text=True, check=False
+    )
+    print(f"database files in {scratch.dir} (removed afterwards); df -hT:")
+    for row in df.stdout.splitlines():
+        print(f"  {row}")
+    if " tmpfs " in df.stdout:
+        print(
+            "WARNING: tmpfs keeps files in memory and fsync costs nothing: "
+            "pass --dir with a directory on a disk"
+        )
 
 
 def count(path: Path, table: str) -> int:

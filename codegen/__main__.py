@@ -3,9 +3,14 @@
 * generate — validate, model-check, then write meerkat_runtime/generated/ and
   diagrams/*.dot (all or nothing).
 * verify   — validate and model-check; print state counts per machine.
-* diagrams — generate, then render every diagrams/*.dot to .svg.
+* diagrams — validate and model-check, then render each machine's diagram
+  (and the policy table's) from the spec to diagrams/*.svg with Graphviz.
+  It writes no Python, so it needs neither ruff nor a fresh generate.
 * check    — regenerate in memory and fail on any stale, missing or orphaned
   generated file, naming the command that fixes it.
+
+This is the spec tooling of a checkout: run it from the repository root
+(``python -m codegen``, or ``make``), with the ``spec`` extra installed.
 """
 
 from __future__ import annotations
@@ -15,8 +20,14 @@ import difflib
 import sys
 from pathlib import Path
 
-from codegen import checker, diagrams, generate
-from codegen.errors import SpecError
+try:
+    from codegen import checker, diagrams, generate
+    from codegen.errors import SpecError
+except ModuleNotFoundError as exc:  # PyYAML or Jinja2 missing
+    sys.exit(
+        f"python -m codegen: error: {exc}: the spec tooling needs the `spec` "
+        "extra (pip install 'meerkat-runtime[spec]', or `make install`)"
+    )
 
 FIX_COMMAND = "make generate"
 
@@ -48,11 +59,15 @@ def cmd_generate(root: Path) -> int:
 
 
 def cmd_diagrams(root: Path) -> int:
-    status = cmd_generate(root)
-    if status:
-        return status
-    for dot in sorted((root / generate.DIAGRAM_DIR).glob("*.dot")):
-        print(f"rendered {diagrams.render_svg(dot).relative_to(root)}")
+    if not _verify(root):
+        print("model check failed: nothing rendered", file=sys.stderr)
+        return 1
+    spec, table = generate.load(root)
+    for path, text in sorted(generate.diagram_outputs(spec, table).items()):
+        svg = (root / path).with_suffix(".svg")
+        svg.parent.mkdir(parents=True, exist_ok=True)
+        diagrams.render_svg(text, svg)
+        print(f"rendered {svg.relative_to(root)}")
     return 0
 
 
@@ -95,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args.root)
+    except (OSError, RuntimeError) as exc:  # Graphviz's dot or ruff missing
+        print(
+            f"python -m codegen: error: {args.command} failed: {exc}", file=sys.stderr
+        )
+        return 1
     except SpecError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

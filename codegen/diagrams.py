@@ -252,11 +252,8 @@ def policy_dot(policy: Policy) -> str:
     )
 
 
-def render_svg(dot_path: Path) -> Path:
-    """Render ``x.dot`` to ``x.svg`` next to it with Graphviz."""
+def render_svg(dot: str, svg: Path) -> None:
+    """Render Graphviz source ``dot`` to the file ``svg``."""
     import graphviz
 
-    svg = dot_path.with_suffix(".svg")
-    source = graphviz.Source(dot_path.read_text(encoding="utf-8"))
-    svg.write_bytes(source.pipe(format="svg"))
-    return svg
+    svg.write_bytes(graphviz.Source(dot).pipe(format="svg"))

@@ -36,8 +36,14 @@ def outputs(root: Path) -> dict[Path, str]:
     for m in spec.machines:
         files[GENERATED_DIR / f"{m.name}.py"] = render.render_machine(spec, m, env)
     files = {p: render.format_python(text, str(p)) for p, text in files.items()}
-    for m in spec.machines:
-        files[DIAGRAM_DIR / f"{m.name}.dot"] = diagrams.machine_dot(m)
+    return files | diagram_outputs(spec, table)
+
+
+def diagram_outputs(spec: Spec, table: policy.Policy) -> dict[Path, str]:
+    """The ``.dot`` files alone (no rendering, no formatting)."""
+    files = {
+        DIAGRAM_DIR / f"{m.name}.dot": diagrams.machine_dot(m) for m in spec.machines
+    }
     files[DIAGRAM_DIR / "policy.dot"] = diagrams.policy_dot(table)
     return files
 

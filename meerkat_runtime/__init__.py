@@ -1,5 +1,8 @@
 """meerkat_runtime: the durable control plane for LLM-agent sessions."""
 
+# The one place the version is set: pyproject.toml reads it from here.
+__version__ = "0.1.0"
+
 from meerkat_runtime.blobs import (
     BlobPayload,
     BlobRef,

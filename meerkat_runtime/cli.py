@@ -4,12 +4,17 @@ Each subcommand is one small function returning the exit status; ``main``
 parses, dispatches and turns the expected failures (a missing file, a file
 that is not a meerkat database, a corrupt row, no spec) into one ``error:``
 line on stderr and a non-zero status, never a traceback.
+
+``verify`` and ``diagrams`` are the spec tooling of a checkout: they run
+``python -m codegen`` (a directory of the repository, not an installed
+package) in a child process, and say so plainly when there is no checkout.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +22,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from meerkat_runtime import __version__
 from meerkat_runtime.inspection import (
     InspectionError,
     load_database,
@@ -27,6 +33,10 @@ from meerkat_runtime.inspection import (
 from meerkat_runtime.store.base import RuntimeStoreError
 
 SPEC_FILE = Path("spec") / "lifecycle.yaml"
+CODEGEN = Path("codegen") / "__main__.py"
+# Where this package runs from: a checkout when it is run in place or
+# installed editable; site-packages (no spec, no codegen/) when installed.
+PACKAGE_PARENT = Path(__file__).resolve().parent.parent
 
 
 def _console() -> Console:
@@ -71,20 +81,40 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def find_checkout(root: Path) -> Path | None:
+    """The checkout whose ``codegen/`` runs the spec tooling: ``root`` itself,
+    else the one this package runs from. Both a spec and ``codegen/`` are
+    required, so an unrelated ``codegen`` beside an installed package is
+    never taken for ours."""
+    for candidate in (root, PACKAGE_PARENT):
+        if (candidate / CODEGEN).is_file() and (candidate / SPEC_FILE).is_file():
+            return candidate
+    return None
+
+
+NEEDS_CHECKOUT = (
+    "`{command}` is spec tooling: it needs a checkout of the meerkat-runtime "
+    "repository (spec/ and codegen/) and the `spec` extra; run it from the "
+    "checkout or pass --root with its directory"
+)
+
+
 def _codegen(command: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        root: Path = args.root
+        root: Path = args.root.resolve()
+        needs = NEEDS_CHECKOUT.format(command=command)
         if not (root / SPEC_FILE).is_file():
-            return _error(
-                f"no {SPEC_FILE} under {root.resolve()}: pass --root with the "
-                "directory that holds the spec"
-            )
-        from codegen.__main__ import main as codegen_main
-
-        try:
-            return codegen_main([command, "--root", str(root)])
-        except (OSError, RuntimeError) as exc:  # e.g. Graphviz missing
-            return _error(f"{command} failed: {exc}")
+            return _error(f"no {SPEC_FILE} under {root}: {needs}")
+        checkout = find_checkout(root)
+        if checkout is None:
+            return _error(f"no {CODEGEN.parent}/ under {root}: {needs}")
+        sys.stdout.flush()  # the child writes to the same descriptors
+        done = subprocess.run(
+            [sys.executable, "-m", "codegen", command, "--root", str(root)],
+            cwd=checkout,  # `-m` imports codegen/ from the working directory
+            check=False,
+        )
+        return done.returncode
 
     return run
 
@@ -96,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="meerkat-runtime",
         description="Durable control plane for LLM-agent sessions.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = sub.add_parser(
@@ -115,8 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print JSON instead")
     inspect.set_defaults(handler=cmd_inspect)
     for name, text in (
-        ("verify", "validate and model-check spec/ (python -m codegen verify)"),
-        ("diagrams", "regenerate and render the lifecycle diagrams"),
+        ("verify", "validate and model-check spec/ (needs a checkout)"),
+        ("diagrams", "render the lifecycle diagrams to SVG (needs a checkout)"),
     ):
         command = sub.add_parser(name, help=text)
         command.add_argument(

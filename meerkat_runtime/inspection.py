@@ -237,7 +237,10 @@ def first_timestamp(views: Iterable[RuntimeView]) -> datetime | None:
 
 def runtimes_table(views: list[RuntimeView]) -> Table:
     table = Table(title="Runtimes", title_justify="left")
-    for column in ("runtime", "state", "inputs", "by state", "receipts"):
+    # A runtime id is shown whole (folded over lines when long): it is the
+    # name to pass on, unlike the input and run ids the other tables shorten.
+    table.add_column("runtime", overflow="fold")
+    for column in ("state", "inputs", "by state", "receipts"):
         table.add_column(column)
     for view in views:
         counts: dict[str, int] = {}
@@ -258,7 +261,8 @@ def runtimes_table(views: list[RuntimeView]) -> Table:
 
 def inputs_table(view: RuntimeView, start: datetime | None) -> Table:
     """Per input: a heading row (id, payload, where it ended), then one row
-    per transition of its stored history, offset from ``start``."""
+    per transition of its stored history, offset from ``start`` (the
+    runtime's first input, so each runtime's times start near zero)."""
     table = Table(
         title=f"{escape(view.runtime_id)}: inputs and their timelines",
         title_justify="left",
@@ -326,9 +330,10 @@ def input_labels(views: Iterable[RuntimeView]) -> dict[str, str]:
 
 
 def print_views(console: Console, views: list[RuntimeView]) -> None:
-    """Each runtime's inputs (with their timelines) and its receipts."""
-    start = first_timestamp(views)
+    """Each runtime's inputs (with their timelines) and its receipts. Times
+    count from each runtime's own first input: runtimes that lived hours
+    apart in one file would otherwise all read from the oldest."""
     labels = input_labels(views)
     for view in views:
-        console.print(inputs_table(view, start))
+        console.print(inputs_table(view, first_timestamp([view])))
         console.print(receipts_table(view, labels))

@@ -15,11 +15,13 @@ import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
-from meerkat_runtime import LogicalRuntimeId, PromptInput
+from meerkat_runtime import LogicalRuntimeId, PromptInput, __version__, cli
 from meerkat_runtime.blobs import MemoryBlobStore
 from meerkat_runtime.cli import main
 from meerkat_runtime.demo import (
@@ -29,7 +31,19 @@ from meerkat_runtime.demo import (
     integrity_claim,
 )
 from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
-from meerkat_runtime.inspection import RuntimeView, load_database
+from meerkat_runtime.generated.input_lifecycle import InputLifecycleState
+from meerkat_runtime.ids import InputId
+from meerkat_runtime.input_state import (
+    InputState,
+    InputStateHistoryEntry,
+    InputStateRecord,
+)
+from meerkat_runtime.inspection import (
+    RuntimeView,
+    load_database,
+    print_views,
+    runtimes_table,
+)
 from meerkat_runtime.runs import RunBoundaryReceipt
 from meerkat_runtime.store import SqliteRuntimeStore, records
 
@@ -305,16 +319,92 @@ def test_inspect_shows_runtime_ids_literally_not_as_markup(
     assert "team[red]7: inputs" in out
 
 
+def _queued_view(runtime_id: str, created: datetime) -> RuntimeView:
+    """A runtime holding one input, queued 1.5 s after it was accepted."""
+    record = InputStateRecord(
+        input_id=InputId.new(),
+        current_state=InputLifecycleState.QUEUED,
+        created_at=created,
+        updated_at=created,
+        history=[
+            InputStateHistoryEntry(
+                timestamp=created + timedelta(seconds=1.5),
+                from_state=InputLifecycleState.ACCEPTED,
+                to_state=InputLifecycleState.QUEUED,
+                reason="queue_accepted",
+            )
+        ],
+    )
+    return RuntimeView(runtime_id, None, [InputState.from_record(record)], [])
+
+
+def _rendered(views: list[RuntimeView], width: int) -> str:
+    out = io.StringIO()
+    console = Console(file=out, width=width, highlight=False)
+    console.print(runtimes_table(views))
+    print_views(console, views)
+    return out.getvalue()
+
+
+def test_inspect_times_count_from_each_runtimes_first_input() -> None:
+    early = datetime(2025, 1, 1, 9, 0, tzinfo=UTC)
+    views = [
+        _queued_view("early", early),
+        _queued_view("late", early + timedelta(hours=3)),
+    ]
+    out = _rendered(views, 120)
+    assert out.count("+1.500s") == 2  # not +10801.500s for the later runtime
+    assert "+10801" not in out
+
+
+def test_inspect_shows_a_long_runtime_id_whole() -> None:
+    long_id = "tenant-" + "0123456789abcdef" * 8 + "-session"
+    out = _rendered([_queued_view(long_id, datetime(2025, 1, 1, tzinfo=UTC))], 80)
+    runtimes = out.split("inputs and their timelines")[0]
+    cells = "".join(
+        row.split("│")[1].strip() for row in runtimes.splitlines() if "│" in row
+    )
+    assert long_id in cells
+    assert all(len(line) <= 80 for line in out.splitlines())
+
+
 # ---------------------------------------------------------------- verify / diagrams
 
 
 def test_verify_model_checks_the_repository_spec(
-    capsys: pytest.CaptureFixture[str],
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     assert main(["verify", "--root", str(ROOT)]) == 0
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out  # printed by the `python -m codegen` child
     assert "input_lifecycle:" in out
     assert "runtime_control:" in out
+
+
+@pytest.mark.parametrize("command", ["verify", "diagrams"])
+def test_without_a_checkout_the_spec_tooling_says_it_needs_one(
+    command: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # As installed from a wheel: the package's parent is site-packages, with
+    # no codegen/ (an unrelated `codegen` there is not taken for ours).
+    site = tmp_path / "site-packages"
+    (site / "codegen").mkdir(parents=True)
+    (site / "codegen" / "__main__.py").write_text("raise SystemExit(0)\n")
+    monkeypatch.setattr(cli, "PACKAGE_PARENT", site)
+    shutil.copytree(ROOT / "spec", tmp_path / "spec")
+    assert main([command, "--root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "needs a checkout of the meerkat-runtime repository" in err
+    assert str(tmp_path) in err
+
+
+def test_version_is_the_package_version(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"meerkat-runtime {__version__}\n"
 
 
 @pytest.mark.parametrize("command", ["verify", "diagrams"])
@@ -327,18 +417,15 @@ def test_a_root_without_a_spec_is_a_clear_error(
     assert str(tmp_path) in err
 
 
-@pytest.mark.skipif(
-    shutil.which("dot") is None,
-    reason="Graphviz dot is not on PATH; make test installs it (scripts/install-system-deps), so CI runs this",
-)
 def test_diagrams_renders_the_spec(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
+    """Needs Graphviz's `dot`: `make test` installs it (scripts/install-system-deps)."""
     # A copy of the repository's spec, so the test never rewrites the
-    # checkout's generated files while someone edits spec/.
+    # checkout's files while someone edits spec/; codegen/ is the checkout's.
     shutil.copytree(ROOT / "spec", tmp_path / "spec")
     assert main(["diagrams", "--root", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     assert "rendered diagrams/input_lifecycle.svg" in out
     for name in ("input_lifecycle", "runtime_control", "policy"):
         assert (tmp_path / "diagrams" / f"{name}.svg").stat().st_size > 0
