@@ -4,17 +4,18 @@ Theory of operation: a damaged byte must never make recovery return less
 than was acknowledged without saying so. Two defences sit beside the strict
 decoding of ``records``:
 
-* **Framed records.** Every record a store writes is ``FRAMED`` (one byte),
-  the CRC-32 of the JSON body (eight lower-case hex digits), then the body.
-  CRC-32 catches every single-bit flip and every burst up to 32 bits, and
-  the standard library computes it far faster than recovery decodes JSON.
-  The frame is ASCII, so a record stays valid UTF-8 (text tools, and a
-  column cast to text, still read it). Records
-  written before framing are bare JSON, which always starts with ``{`` (an
-  input or a receipt) or ``"`` (a runtime phase): they are recognised by that
-  first byte and read without a checksum, so old files keep opening. The
-  frame byte is several bit flips away from both, so one flip cannot turn a
-  framed record into one that skips its check, nor the other way round.
+* **Framed records.** Every record a store writes is its JSON document
+  followed by the CRC-32 of that document, written as 16 characters of JSON
+  whitespace (two bits each: space, tab, line feed, carriage return). The
+  record stays one valid JSON document, which the decoder reads in place:
+  a prefix would have to be sliced off first, and decoding a slice or a
+  memoryview cost more than the checksum itself. CRC-32 catches every
+  single-bit flip and every burst up to 32 bits. Records written before
+  framing end with ``}`` (an input, a receipt) or ``"`` (a phase), never
+  with whitespace: they are read without a checksum, so old files keep
+  opening. A damaged suffix cannot pass as either: a character that is no
+  longer whitespace is trailing garbage to the decoder, one that is still
+  whitespace changes the checksum.
 * **A second access path.** SQLite finds a runtime's input rows through the
   primary-key index; a damaged index page can hide rows while the page still
   passes ``PRAGMA quick_check``. After loading, the rows are counted again by
@@ -32,9 +33,14 @@ import zlib
 
 from meerkat_runtime.store.base import ReadFailedError
 
-FRAMED = 0x01
-_HEADER = 9  # the frame byte and the CRC-32 in hex
-_LEGACY_FIRST_BYTES = frozenset(b'{"')
+_WHITESPACE = b" \t\n\r"  # the base-4 digits 0-3 of the checksum
+_SUFFIX = 16  # characters: 32 bits, two per character
+_TO_DIGITS = bytes.maketrans(_WHITESPACE, b"0123")
+_QUADS = [  # a byte of the checksum -> its four characters
+    bytes(_WHITESPACE[(byte >> shift) & 3] for shift in (6, 4, 2, 0))
+    for byte in range(256)
+]
+_LEGACY_LAST_BYTES = frozenset(b'}"')
 
 
 def corruption(
@@ -48,30 +54,32 @@ def corruption(
     )
 
 
-def frame(body: bytes) -> bytes:
-    """``body`` as a store keeps it: frame byte, CRC-32, body."""
-    return b"%c%08x" % (FRAMED, zlib.crc32(body)) + body
+def frame(document: bytes) -> bytes:
+    """``document`` as a store keeps it: followed by its checksum."""
+    crc = zlib.crc32(document).to_bytes(4, "big")
+    return document + b"".join([_QUADS[byte] for byte in crc])
 
 
-def body_problem(data: bytes) -> tuple[bytes | memoryview, str | None]:
-    """The JSON body of a stored record and ``None``; or, for a record that
-    is damaged (a checksum that does not match, a frame it cannot be), the
-    data and a sentence saying why. A bare JSON record predates framing and
-    is passed through for the strict decoder to judge."""
-    first = data[0] if data else None
-    if first == FRAMED and len(data) >= _HEADER:
-        body = memoryview(data)[_HEADER:]
-        computed = b"%08x" % zlib.crc32(body)
-        if data[1:_HEADER] == computed:
-            return body, None
-        return data, (
-            f"checksum mismatch (stored {data[1:_HEADER]!r}, computed "
-            f"{computed.decode()}): the record was damaged"
+def frame_problem(data: bytes) -> str | None:
+    """Why a stored record is damaged (a checksum that does not match, an
+    ending no record has), or ``None``. A record from before framing passes
+    here, for the strict decoder to judge."""
+    suffix = data[-_SUFFIX:]
+    if len(data) > _SUFFIX and not suffix.translate(None, _WHITESPACE):
+        stored = int(suffix.translate(_TO_DIGITS), 4)
+        computed = zlib.crc32(memoryview(data)[:-_SUFFIX])
+        if stored == computed:
+            return None
+        return (
+            f"checksum mismatch (stored {stored:08x}, computed {computed:08x}): "
+            "the record was damaged"
         )
-    if first in _LEGACY_FIRST_BYTES:
-        return data, None
-    shown = "empty" if first is None else f"first byte 0x{first:02x}"
-    return data, f"not a record this store writes ({shown})"
+    if data and data[-1] in _LEGACY_LAST_BYTES:
+        return None
+    return (
+        "not a record this store writes, or its checksum is damaged "
+        f"(it ends with {data[-4:]!r})"
+    )
 
 
 # The rows of one runtime, counted by a full scan of the table: the load goes

@@ -17,7 +17,7 @@ from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.input_state import InputState, InputStateRecord
 from meerkat_runtime.runs import MAX_COUNT, RunBoundaryReceipt, receipt_problem
 from meerkat_runtime.store.base import ReadFailedError, WriteFailedError
-from meerkat_runtime.store.integrity import body_problem, corruption, frame
+from meerkat_runtime.store.integrity import corruption, frame, frame_problem
 
 INPUTS = "runtime_input_states"
 RECEIPTS = "runtime_boundary_receipts"
@@ -69,12 +69,13 @@ def stored_bytes(
 
 def stored_body(
     data: object, table: str, runtime_id: str, kind: str = "", record_id: str = ""
-) -> bytes | memoryview:
-    """The checked JSON body of a stored record (see ``integrity``)."""
-    body, problem = body_problem(stored_bytes(data, table, runtime_id, kind, record_id))
+) -> bytes:
+    """A stored record whose checksum matches (see ``integrity``)."""
+    data = stored_bytes(data, table, runtime_id, kind, record_id)
+    problem = frame_problem(data)
     if problem is not None:
         raise corruption(table, runtime_id, problem, kind, record_id)
-    return body
+    return data
 
 
 def decode_state(runtime_id: str, record_id: str, data: object) -> InputState:
@@ -150,6 +151,6 @@ def decode_phase(runtime_id: str, data: object) -> RuntimeState:
 def same_receipt(runtime_id: str, stored: object, new: bytes) -> bool:
     """Decision 16: identical means equal decoded values (not byte layout).
     A stored receipt that does not decode is a read failure, never a crash."""
-    receipt = _RECEIPT_DECODER.decode(body_problem(new)[0])
+    receipt = _RECEIPT_DECODER.decode(new)
     key = f"{receipt.run_id}/{receipt.sequence}"
     return decode_receipt(runtime_id, key, stored) == receipt
