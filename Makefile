@@ -67,10 +67,11 @@ pytest: install system-deps ## run the test suite only (some tests render SVGs)
 
 test: lint typecheck check-generated pytest ## everything CI runs: lint, types, freshness, tests
 
-fuzz: install ## long crash fuzzing: thousands of examples, 100+ SIGKILLs, prints seed and totals
+fuzz: install ## long crash fuzzing (thousands of examples, 100+ SIGKILLs) and 4,000 bit flips; prints seed and totals
 	@seed=$$(date +%s); echo "hypothesis seed: $$seed (reproduce: make fuzz-seed SEED=$$seed)"; \
 	HYPOTHESIS_PROFILE=fuzz MEERKAT_KILLS=$${MEERKAT_KILLS:-120} $(BIN)/pytest -p no:cacheprovider \
 	  --hypothesis-seed=$$seed --hypothesis-show-statistics -s tests/stateful
+	MEERKAT_CORRUPTION_OFFSETS=$${MEERKAT_CORRUPTION_OFFSETS:-4000} $(BIN)/pytest -p no:cacheprovider -s tests/corruption
 
 fuzz-seed: install ## rerun the long fuzzing with a given SEED
 	HYPOTHESIS_PROFILE=fuzz MEERKAT_KILLS=$${MEERKAT_KILLS:-120} $(BIN)/pytest -p no:cacheprovider \

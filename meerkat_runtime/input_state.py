@@ -35,7 +35,11 @@ from meerkat_runtime.ids import IdempotencyKey, InputId, RunId
 from meerkat_runtime.inputs import AnyInput, InputDurability
 
 
-class PolicySnapshot(Value, frozen=True, kw_only=True, gc=False):
+# The stored record types refuse unknown keys: in a stored record one is
+# damage (a flipped bit in a key), never a field to skip.
+class PolicySnapshot(
+    Value, frozen=True, kw_only=True, gc=False, forbid_unknown_fields=True
+):
     """The decision recorded for an input, with the table version (A-8)."""
 
     version: int
@@ -53,7 +57,9 @@ def bounded_error(text: str) -> str:
     return text[: MAX_ERROR_CHARS - 1] + "…"
 
 
-class InputStateHistoryEntry(Value, frozen=True, kw_only=True, gc=False):
+class InputStateHistoryEntry(
+    Value, frozen=True, kw_only=True, gc=False, forbid_unknown_fields=True
+):
     timestamp: datetime
     from_state: InputLifecycleState
     to_state: InputLifecycleState
@@ -61,7 +67,9 @@ class InputStateHistoryEntry(Value, frozen=True, kw_only=True, gc=False):
     error: str | None = None  # the failed run's error, for its rollback
 
 
-class InputStateRecord(Value, frozen=True, gc=False, kw_only=True):
+class InputStateRecord(
+    Value, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True
+):
     """The wire form of an ``InputState`` (L-10), as stores keep it."""
 
     input_id: InputId

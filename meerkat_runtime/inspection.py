@@ -37,6 +37,7 @@ from meerkat_runtime.inputs import (
 )
 from meerkat_runtime.runs import RunBoundaryReceipt
 from meerkat_runtime.store import records
+from meerkat_runtime.store.integrity import check_input_count
 from meerkat_runtime.store.sqlite_schema import (
     SCHEMA_VERSION,
     SELECT_INPUTS,
@@ -158,6 +159,7 @@ def _load_runtime(conn: sqlite3.Connection, rid: str, select: str) -> RuntimeVie
         f"SELECT runtime_state_json FROM {records.STATES} WHERE runtime_id = ?", (rid,)
     ).fetchone()
     inputs = [decode_input_row(rid, row) for row in conn.execute(select, (rid,))]
+    check_input_count(conn, rid, len(inputs))  # a damaged index hides rows
     receipts = [
         records.decode_receipt(rid, f"{run}/{seq}", data)
         for run, seq, data in conn.execute(

@@ -23,7 +23,9 @@ class RunApplyBoundary(enum.Enum):
         return f"{type(self).__name__}.{self.name}"
 
 
-class RunBoundaryReceipt(Value, frozen=True, gc=False, kw_only=True):
+class RunBoundaryReceipt(
+    Value, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True
+):
     """R-2. The counts are required, as upstream (no serde defaults), so they
     are always written; an absent digest is omitted."""
 

@@ -1,7 +1,11 @@
 """Encoding and decoding of stored records, shared by every store.
 
-A record that fails to decode is reported as ``ReadFailed`` naming the
-runtime, the record and the table, so a corrupt row is found, not guessed at.
+Every record is written in the checksum frame of ``integrity`` and decoded
+strictly: a key the record type does not have is damage, not something to
+skip (one flipped bit in ``"persisted_input"`` would otherwise read as an
+input without its payload). A record that fails either check is reported by
+``integrity.corruption``, naming the runtime, the record and the table, so a
+corrupt row is found, not guessed at.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.input_state import InputState, InputStateRecord
 from meerkat_runtime.runs import MAX_COUNT, RunBoundaryReceipt, receipt_problem
 from meerkat_runtime.store.base import ReadFailedError, WriteFailedError
+from meerkat_runtime.store.integrity import corruption, frame, frame_problem
 
 INPUTS = "runtime_input_states"
 RECEIPTS = "runtime_boundary_receipts"
@@ -26,7 +31,7 @@ def encode_state(state: InputState) -> bytes:
             f"an input state must be an InputState, not {type(state).__name__}"
         )
     try:
-        return codec.encode(state.to_record())
+        return frame(codec.encode(state.to_record()))
     except (TypeError, NotImplementedError, OverflowError, msgspec.EncodeError) as exc:
         raise WriteFailedError(
             f"input {state.input_id} cannot be encoded: {exc}"
@@ -41,6 +46,8 @@ def input_row(state: InputState) -> tuple[str, bytes]:
 
 
 _STATE_DECODER = codec.decoder(InputStateRecord)
+_RECEIPT_DECODER = codec.decoder(RunBoundaryReceipt)
+_PHASE_DECODER = codec.decoder(str)
 
 
 def stored_bytes(
@@ -51,25 +58,39 @@ def stored_bytes(
     text is built only then: recovery calls this for every row.)"""
     if isinstance(data, bytes):
         return data
-    record = f", {kind} {record_id!r}" if kind else ""
-    raise ReadFailedError(
-        f"corrupt record in {table}: runtime {runtime_id!r}{record}: "
-        f"stored as {type(data).__name__}, not bytes"
+    raise corruption(
+        table,
+        runtime_id,
+        f"stored as {type(data).__name__}, not bytes",
+        kind,
+        record_id,
     )
 
 
+def stored_body(
+    data: object, table: str, runtime_id: str, kind: str = "", record_id: str = ""
+) -> bytes:
+    """A stored record whose checksum matches (see ``integrity``)."""
+    data = stored_bytes(data, table, runtime_id, kind, record_id)
+    problem = frame_problem(data)
+    if problem is not None:
+        raise corruption(table, runtime_id, problem, kind, record_id)
+    return data
+
+
 def decode_state(runtime_id: str, record_id: str, data: object) -> InputState:
-    data = stored_bytes(data, INPUTS, runtime_id, "input", record_id)
+    body = stored_body(data, INPUTS, runtime_id, "input", record_id)
     try:
-        record = _STATE_DECODER.decode(data)
+        record = _STATE_DECODER.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
-        raise ReadFailedError(
-            f"corrupt record in {INPUTS}: runtime {runtime_id!r}, input {record_id!r}: {exc}"
-        ) from None
+        raise corruption(INPUTS, runtime_id, str(exc), "input", record_id) from None
     if str(record.input_id) != record_id:
-        raise ReadFailedError(
-            f"corrupt record in {INPUTS}: runtime {runtime_id!r}, input {record_id!r}: "
-            f"the record names input {record.input_id!r}"
+        raise corruption(
+            INPUTS,
+            runtime_id,
+            f"the record names input {record.input_id!r}",
+            "input",
+            record_id,
         )
     return InputState.from_record(record, owned=True)
 
@@ -79,7 +100,7 @@ def encode_receipt(receipt: RunBoundaryReceipt) -> bytes:
     problem = receipt_problem(receipt)
     if problem is not None:
         raise WriteFailedError(f"receipt cannot be stored: {problem}")
-    return codec.encode(receipt)
+    return frame(codec.encode(receipt))
 
 
 def receipt_sequence(sequence: object) -> int:
@@ -97,9 +118,9 @@ def receipt_sequence(sequence: object) -> int:
 def decode_receipt(runtime_id: str, record_id: str, data: object) -> RunBoundaryReceipt:
     """The receipt stored under ``record_id`` ("<run id>/<sequence>"); one
     that names another run or sequence is corrupt (recovery trusts it)."""
-    data = stored_bytes(data, RECEIPTS, runtime_id, "receipt", record_id)
+    body = stored_body(data, RECEIPTS, runtime_id, "receipt", record_id)
     try:
-        receipt = codec.decode(data, RunBoundaryReceipt)
+        receipt = _RECEIPT_DECODER.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
         problem = str(exc)
     else:
@@ -107,34 +128,29 @@ def decode_receipt(runtime_id: str, record_id: str, data: object) -> RunBoundary
         if named == record_id:
             return receipt
         problem = f"the record names receipt {named!r}"
-    raise ReadFailedError(
-        f"corrupt record in {RECEIPTS}: runtime {runtime_id!r}, "
-        f"receipt {record_id!r}: {problem}"
-    )
+    raise corruption(RECEIPTS, runtime_id, problem, "receipt", record_id)
 
 
 def encode_phase(state: RuntimeState) -> bytes:
-    """S-10: the JSON string of the phase, quotes included."""
+    """S-10: the JSON string of the phase, quotes included (framed)."""
     if not isinstance(state, RuntimeState):
         raise WriteFailedError(
             f"a runtime state must be a RuntimeState, not {type(state).__name__}"
         )
-    return codec.encode(state.value)
+    return frame(codec.encode(state.value))
 
 
 def decode_phase(runtime_id: str, data: object) -> RuntimeState:
-    data = stored_bytes(data, STATES, runtime_id)
+    body = stored_body(data, STATES, runtime_id)
     try:
-        return RuntimeState(codec.decode(data, str))
+        return RuntimeState(_PHASE_DECODER.decode(body))
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-        raise ReadFailedError(
-            f"corrupt record in {STATES}: runtime {runtime_id!r}: {exc}"
-        ) from None
+        raise corruption(STATES, runtime_id, str(exc)) from None
 
 
 def same_receipt(runtime_id: str, stored: object, new: bytes) -> bool:
     """Decision 16: identical means equal decoded values (not byte layout).
     A stored receipt that does not decode is a read failure, never a crash."""
-    receipt = codec.decode(new, RunBoundaryReceipt)
+    receipt = _RECEIPT_DECODER.decode(new)
     key = f"{receipt.run_id}/{receipt.sequence}"
     return decode_receipt(runtime_id, key, stored) == receipt

@@ -72,6 +72,7 @@ from meerkat_runtime.store.base import (
     snapshot_of,
     store_errors,
 )
+from meerkat_runtime.store.integrity import check_input_count
 from meerkat_runtime.store.sqlite_requests import (
     BUSY,
     Answer,
@@ -731,6 +732,8 @@ class SqliteRuntimeStore(RuntimeStore):
 
         with gc_paused():  # a bulk decode: see codec.gc_paused
             await self._read_chunks(*query, decode)
+        # A damaged index can hide rows: count them again by the table.
+        await self._read(lambda c: check_input_count(c, rid, len(states)))
         return states
 
     async def load_input_state(
