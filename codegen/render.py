@@ -180,6 +180,15 @@ class _MachineRenderer:
             ],
             "type_imports": self._type_imports(spec),
             "initial": member(m.initial),
+            "stored_as": [
+                (f"{self.state_enum}.{member(st)}", self._py(e, None))
+                for st, e in m.stored_as
+            ],
+            "restore": [
+                (f"{self.state_enum}.{member(st)}", list(inputs))
+                for st, inputs in m.restore
+            ],
+            "has_storage": bool(m.stored_as or m.restore),
             "transition_count": sum(len(t.sources) for t in m.transitions),
         }
 
@@ -269,6 +278,7 @@ def _types_used(m: Machine) -> set[str]:
         used.add(python_annotation(t.inner if isinstance(t, Opt) else t))
     exprs = [g.expr for g in m.guards] + [i.expr for i in m.invariants]
     exprs += [e for t in m.transitions for e in (*t.emits, *(v for _, v in t.sets))]
+    exprs += [e for _, e in m.stored_as]
     for e in exprs:
         used |= ex.type_names_used(e)
     return used

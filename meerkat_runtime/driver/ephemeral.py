@@ -41,7 +41,6 @@ from meerkat_runtime.events import (
     InputStaged,
     InputSuperseded,
     RuntimeEventEnvelope,
-    RuntimeStateChange,
 )
 from meerkat_runtime.generated import input_lifecycle as il
 from meerkat_runtime.generated import runtime_control as rc
@@ -187,10 +186,15 @@ class EphemeralRuntimeDriver(DriverCore):
             state.input_id, lane, front=decision.queue_mode is QueueMode.PRIORITY
         )
         self._emit_input(InputQueued(input_id=state.input_id))
-        if decision.wake_mode is WakeMode.WAKE_IF_IDLE:
-            self._raise_signal(PostAdmissionSignal.WAKE_LOOP)
-        if inp.handling_mode_hint() is HandlingMode.STEER:
-            self._raise_signal(PostAdmissionSignal.REQUEST_IMMEDIATE)
+        # A-16: the runtime-control machine decides the loop's signals.
+        steer = inp.handling_mode_hint() is HandlingMode.STEER
+        self._drive(
+            rc.AdmissionAccepted(
+                work_id=state.input_id,
+                handling_mode=HandlingMode.STEER if steer else HandlingMode.QUEUE,
+                wake_if_idle=decision.wake_mode is WakeMode.WAKE_IF_IDLE,
+            )
+        )
 
     def _replace_older(self, inp: Input, mode: QueueMode) -> None:
         """Decision 1: the older input in the same scope (kind, key) leaves its
@@ -230,7 +234,7 @@ class EphemeralRuntimeDriver(DriverCore):
 
     def start_run(self, run_id: RunId) -> None:
         """C-7: BeginRun only; raises RuntimeControlError if not allowed."""
-        self._control.apply(rc.BeginRun(run_id))
+        self._drive(rc.BeginRun(run_id))
 
     def complete_run(self) -> RunId:
         """C-7: end the current run without touching inputs (a failed staging)."""
@@ -241,7 +245,7 @@ class EphemeralRuntimeDriver(DriverCore):
             raise ValidationFailedError(
                 f"run {run_id} has staged inputs: send a run event instead"
             )
-        self._control.apply(rc.RunCompleted(run_id))
+        self._drive(rc.RunCompleted(run_id))
         return run_id
 
     def stage_input(self, input_id: InputId, run_id: RunId) -> None:
@@ -358,16 +362,16 @@ class EphemeralRuntimeDriver(DriverCore):
     def _run_completed(self, event: RunCompleted) -> None:
         self.consume_inputs(event.consumed_input_ids, event.run_id)
         self._end_batch()
-        self._control.apply(rc.RunCompleted(event.run_id))
+        self._drive(rc.RunCompleted(event.run_id))
 
     def _run_failed(self, event: RunFailed | RunCancelled) -> None:
         self._end_batch()
         if not self._lanes.is_empty():
-            self._raise_signal(PostAdmissionSignal.WAKE_LOOP)
+            self._drive(rc.WorkWaiting())  # R-13: the inputs put back wait
         if isinstance(event, RunFailed):
-            self._control.apply(rc.RunFailed(event.run_id))
+            self._drive(rc.RunFailed(event.run_id))
         else:
-            self._control.apply(rc.RunCancelled(event.run_id))
+            self._drive(rc.RunCancelled(event.run_id))
 
     def _end_batch(self) -> None:
         """Inputs of the batch still staged (not applied) go back to the front
@@ -416,14 +420,14 @@ class EphemeralRuntimeDriver(DriverCore):
     def attach(self) -> None:
         """C-5: idle -> attached; raises RuntimeControlError otherwise."""
         self._tick()
-        self._control_step(rc.AttachExecutor())
+        self._drive(rc.AttachExecutor())
 
     def detach(self) -> RuntimeState | None:
         """C-6: attached -> idle, returning the previous phase; else nothing."""
         self._tick()
         if self._control.phase() is not RuntimeState.ATTACHED:
             return None
-        self._control_step(rc.DetachExecutor())
+        self._drive(rc.DetachExecutor())
         return RuntimeState.ATTACHED
 
     async def retire(self) -> RetireReport:
@@ -433,7 +437,7 @@ class EphemeralRuntimeDriver(DriverCore):
         """C-8: refuse new input, keep queued work for draining."""
         self._tick()
         self._require(rc.RetireRequested())
-        self._control_step(rc.RetireRequested())
+        self._drive(rc.RetireRequested())
         return RetireReport(
             inputs_abandoned=0, inputs_pending_drain=len(self._ledger.active_ids())
         )
@@ -446,8 +450,7 @@ class EphemeralRuntimeDriver(DriverCore):
         self._tick()
         self._require(rc.ResetRequested())
         abandoned = self._abandon_all(REASON_RESET)
-        self._signal = PostAdmissionSignal.NONE
-        self._control_step(rc.ResetRequested())
+        self._drive(rc.ResetRequested())  # also withdraws the pending signals
         return ResetReport(inputs_abandoned=abandoned)
 
     async def destroy(self) -> DestroyReport:
@@ -457,7 +460,7 @@ class EphemeralRuntimeDriver(DriverCore):
         """C-10; decision 12: a destroyed runtime forgets its idempotency keys."""
         self._tick()
         self._require(rc.DestroyRequested())
-        self._control_step(rc.DestroyRequested())
+        self._drive(rc.DestroyRequested())
         abandoned = self._abandon_all(REASON_DESTROYED)
         self._forget_keys()
         return DestroyReport(inputs_abandoned=abandoned)
@@ -470,10 +473,10 @@ class EphemeralRuntimeDriver(DriverCore):
         self._tick()
         if command is RuntimeControlCommand.RESUME:
             if self._control.can_accept(rc.ResumeRequested()):
-                self._control.apply(rc.ResumeRequested())
+                self._drive(rc.ResumeRequested())
             return
         self._require(rc.StopRequested())
-        self._control_step(rc.StopRequested())
+        self._drive(rc.StopRequested())
         self._abandon_all(REASON_DESTROYED)
 
     async def recover(self) -> RecoveryReport:
@@ -500,7 +503,7 @@ class EphemeralRuntimeDriver(DriverCore):
             if ids:
                 self._lanes.push_front_in_order(ids, lane)
         if not self._lanes.is_empty():
-            self._raise_signal(PostAdmissionSignal.WAKE_LOOP)
+            self._drive(rc.WorkWaiting())
         return RecoveryReport(
             inputs_recovered=recovered,
             inputs_abandoned=abandoned,
@@ -534,10 +537,10 @@ class EphemeralRuntimeDriver(DriverCore):
         """C-14 with decision 7: back to idle and accepting, work preserved."""
         self._tick()
         self._require(rc.RecycleRequested())
-        self._control_step(rc.RecycleRequested())
+        self._drive(rc.RecycleRequested())
         transferred = len(self._ledger.active_ids())
         self.recover_now()
-        self._control_step(rc.RecycleSucceeded())
+        self._drive(rc.RecycleSucceeded())
         return transferred
 
     def _require(self, control_input: rc.RuntimeControlInput) -> None:
@@ -547,14 +550,6 @@ class EphemeralRuntimeDriver(DriverCore):
             if phase is RuntimeState.DESTROYED:
                 raise DestroyedError()
             raise NotReadyError(phase)
-
-    def _control_step(self, control_input: rc.RuntimeControlInput) -> None:
-        transition = self._control.apply(control_input)
-        self._emit(
-            RuntimeStateChange(
-                from_state=transition.from_phase, to_state=transition.next_phase
-            )
-        )
 
     def _abandon_all(self, reason: InputAbandonReason) -> int:
         states = self._ledger.non_terminal()

@@ -196,8 +196,30 @@ class DriverCore:
     def _tick(self) -> None:
         self._now = datetime.now(UTC)
 
-    def _raise_signal(self, signal: PostAdmissionSignal) -> None:
-        self._signal = self._signal.raised_to(signal)
+    def _drive(
+        self, control_input: rc.RuntimeControlInput
+    ) -> rc.RuntimeControlTransition:
+        """Every runtime-control input goes through here: the authority
+        decides (or raises, changing nothing), and this carries out the
+        effects its transition names. No other code raises or clears the
+        post-admission signal or announces a phase change."""
+        transition = self._control.apply(control_input)
+        for effect in transition.effects:
+            if isinstance(effect, rc.SignalWake):
+                self._signal = self._signal.raised_to(PostAdmissionSignal.WAKE_LOOP)
+            elif isinstance(effect, rc.SignalImmediateProcess):
+                self._signal = PostAdmissionSignal.REQUEST_IMMEDIATE
+            elif isinstance(effect, rc.WithdrawSignals):
+                self._signal = PostAdmissionSignal.NONE
+            else:
+                assert isinstance(effect, rc.AnnouncePhaseChange)
+                self._emit(
+                    RuntimeStateChange(
+                        from_state=transition.from_phase,
+                        to_state=transition.next_phase,
+                    )
+                )
+        return transition
 
     def _emit(self, event: RuntimeStateChange | InputLifecycle) -> None:
         self._events.append(

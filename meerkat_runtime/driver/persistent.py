@@ -61,7 +61,6 @@ from meerkat_runtime.store.base import (
     SessionDelta,
     cancel_safe,
     commit_recovery,
-    stored_phase,
 )
 
 T = TypeVar("T")
@@ -138,7 +137,7 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
             # same commit that acknowledges its replacement.
             await self._write(
                 self.store.atomic_lifecycle_commit(
-                    self.runtime_id, self._stored_phase(), states
+                    self.runtime_id, self._control.stored_phase(), states
                 )
             )
 
@@ -292,7 +291,7 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
             await self._write(
                 self.store.atomic_lifecycle_commit(
                     self.runtime_id,
-                    self._stored_phase(),
+                    self._control.stored_phase(),
                     self._durable(checkpoint, unsaved),
                 )
             )
@@ -301,19 +300,6 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
         except BaseException:
             self._unsaved = unsaved | self._unsaved  # not written: still owed
             raise
-
-    def _stored_phase(self) -> RuntimeState:
-        """D-3, and a port decision: a retired runtime running its drain is
-        stored as retired, so a crash mid-drain brings it back retired (a
-        stored ``running`` recovers as idle, D-11 step 9, and would reopen
-        a runtime its owner retired)."""
-        phase = self.runtime_state()
-        if (
-            phase is RuntimeState.RUNNING
-            and self._control.pre_run_state() is RuntimeState.RETIRED
-        ):
-            return RuntimeState.RETIRED
-        return stored_phase(phase)
 
     def _durable(
         self, checkpoint: Checkpoint, unsaved: dict[InputId, None] | None = None
@@ -388,7 +374,7 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
                 commit_recovery(
                     self.store,
                     self.runtime_id,
-                    self._stored_phase(),
+                    self._control.stored_phase(),
                     changed,
                     recounted,
                 )
@@ -449,7 +435,7 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
         for lane, ids in lanes.items():  # in the order of the loop, per lane
             self._lanes.push_all(ids, lane)
         if not self._lanes.is_empty():
-            self._signal = self._signal.raised_to(self._signal.WAKE_LOOP)
+            self._drive(rc.WorkWaiting())
         report = RecoveryReport(
             inputs_recovered=live,
             inputs_requeued=counts["requeued"],
@@ -507,16 +493,12 @@ class PersistentRuntimeDriver(EphemeralRuntimeDriver):
         return receipt is not None and state.input_id in receipt.contributing_input_ids
 
     def _restore_phase(self, persisted: RuntimeState | None) -> None:
-        """D-11 step 9: come back in the phase the store remembers."""
-        steps = {
-            RuntimeState.RETIRED: (rc.RetireRequested(),),
-            RuntimeState.STOPPED: (rc.StopRequested(),),
-            RuntimeState.DESTROYED: (rc.DestroyRequested(),),
-        }
+        """D-11 step 9: come back in the phase the store remembers, by the
+        inputs the spec lists for it (``restore``)."""
         if persisted is None or self.runtime_state() is persisted:
             return
-        for control_input in steps.get(persisted, ()):
-            self._control_step(control_input)
+        for control_input in rc.RESTORE_INPUTS.get(persisted, ()):
+            self._drive(control_input)
 
 
 class _UndoOnFailure:
