@@ -80,6 +80,17 @@ from meerkat_runtime.runs import (
     receipt_problem,
 )
 
+# The four admissions the machine can be told of, built once (inputs are
+# immutable values): (steer requested, the policy wakes an idle runtime).
+_ADMISSIONS = {
+    (steer, wake): rc.AdmissionAccepted(
+        handling_mode=HandlingMode.STEER if steer else HandlingMode.QUEUE,
+        wake_if_idle=wake,
+    )
+    for steer in (False, True)
+    for wake in (False, True)
+}
+
 
 class RuntimeControlCommand(enum.Enum):
     STOP = "stop"
@@ -185,13 +196,7 @@ class RuntimeCore(RecoveringCore):
         self._emit_input(InputQueued(input_id=state.input_id))
         # A-16: the runtime-control machine decides the loop's signals.
         steer = inp.handling_mode_hint() is HandlingMode.STEER
-        self._drive(
-            rc.AdmissionAccepted(
-                work_id=state.input_id,
-                handling_mode=HandlingMode.STEER if steer else HandlingMode.QUEUE,
-                wake_if_idle=decision.wake_mode is WakeMode.WAKE_IF_IDLE,
-            )
-        )
+        self._drive(_ADMISSIONS[steer, decision.wake_mode is WakeMode.WAKE_IF_IDLE])
 
     def _replace_older(self, inp: Input, mode: QueueMode) -> None:
         """Decision 1: the older input in the same scope (kind, key) leaves its

@@ -40,6 +40,15 @@ REASON_RESET = InputAbandonReason.Reset()
 REASON_DESTROYED = InputAbandonReason.Destroyed()
 
 
+# Bound once: the effect loop runs on every accept.
+_SIGNAL_WAKE = rc.SignalWake
+_SIGNAL_IMMEDIATE = rc.SignalImmediateProcess
+_WITHDRAW_SIGNALS = rc.WithdrawSignals
+_NO_SIGNAL = PostAdmissionSignal.NONE
+_WAKE_LOOP = PostAdmissionSignal.WAKE_LOOP
+_PROCESS_NOW = PostAdmissionSignal.REQUEST_IMMEDIATE
+
+
 def reason_name(reason: InputAbandonReason) -> str:
     """``max_attempts_exhausted``, ``reset`` ...: the variant's tag."""
     return str(type(reason).__struct_config__.tag)
@@ -218,14 +227,16 @@ class CoreState:
         post-admission signal or announces a phase change."""
         transition = self._control.apply(control_input)
         for effect in transition.effects:
-            if isinstance(effect, rc.SignalWake):
-                self._signal = self._signal.raised_to(PostAdmissionSignal.WAKE_LOOP)
-            elif isinstance(effect, rc.SignalImmediateProcess):
-                self._signal = PostAdmissionSignal.REQUEST_IMMEDIATE
-            elif isinstance(effect, rc.WithdrawSignals):
-                self._signal = PostAdmissionSignal.NONE
+            kind = type(effect)
+            if kind is _SIGNAL_WAKE:
+                if self._signal is _NO_SIGNAL:  # never lowers a stronger one
+                    self._signal = _WAKE_LOOP
+            elif kind is _SIGNAL_IMMEDIATE:
+                self._signal = _PROCESS_NOW  # the strongest
+            elif kind is _WITHDRAW_SIGNALS:
+                self._signal = _NO_SIGNAL
             else:
-                assert isinstance(effect, rc.AnnouncePhaseChange)
+                assert kind is rc.AnnouncePhaseChange
                 self._emit(
                     RuntimeStateChange(
                         from_state=transition.from_phase,

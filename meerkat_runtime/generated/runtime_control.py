@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from meerkat_runtime.generated.spec_types import HandlingMode
-from meerkat_runtime.ids import InputId, RunId
+from meerkat_runtime.ids import RunId
 
 
 class RuntimeState(enum.Enum):
@@ -86,6 +86,69 @@ _IS_IDLE_OR_ATTACHED = frozenset(
     {
         RuntimeState.IDLE,
         RuntimeState.ATTACHED,
+    }
+)
+# The phases a handler's transitions fire from, when more than one: a set
+# built once, not a tuple of enum lookups per call.
+_FROM_0 = frozenset(
+    {
+        RuntimeState.IDLE,
+        RuntimeState.ATTACHED,
+    }
+)
+_FROM_1 = frozenset(
+    {
+        RuntimeState.IDLE,
+        RuntimeState.ATTACHED,
+        RuntimeState.RUNNING,
+    }
+)
+_FROM_2 = frozenset(
+    {
+        RuntimeState.INITIALIZING,
+        RuntimeState.IDLE,
+        RuntimeState.ATTACHED,
+        RuntimeState.RECOVERING,
+        RuntimeState.RETIRED,
+    }
+)
+_FROM_3 = frozenset(
+    {
+        RuntimeState.INITIALIZING,
+        RuntimeState.IDLE,
+        RuntimeState.ATTACHED,
+        RuntimeState.RUNNING,
+        RuntimeState.RECOVERING,
+        RuntimeState.RETIRED,
+    }
+)
+_FROM_4 = frozenset(
+    {
+        RuntimeState.INITIALIZING,
+        RuntimeState.IDLE,
+        RuntimeState.ATTACHED,
+        RuntimeState.RUNNING,
+        RuntimeState.RECOVERING,
+        RuntimeState.RETIRED,
+        RuntimeState.STOPPED,
+    }
+)
+_FROM_5 = frozenset(
+    {
+        RuntimeState.IDLE,
+        RuntimeState.ATTACHED,
+        RuntimeState.RETIRED,
+    }
+)
+_FROM_6 = frozenset(
+    {
+        RuntimeState.IDLE,
+        RuntimeState.ATTACHED,
+        RuntimeState.RUNNING,
+        RuntimeState.RECOVERING,
+        RuntimeState.RETIRED,
+        RuntimeState.STOPPED,
+        RuntimeState.DESTROYED,
     }
 )
 
@@ -181,7 +244,6 @@ class RecycleSucceeded(RuntimeControlInput, frozen=True):
 
 
 class AdmissionAccepted(RuntimeControlInput, frozen=True):
-    work_id: InputId
     handling_mode: HandlingMode
     wake_if_idle: bool
 
@@ -756,7 +818,7 @@ class RuntimeControlAuthority:
         self, inp: RecoverRequested, fire: bool
     ) -> RuntimeControlTransition | None:
         phase = self._phase
-        if phase in (RuntimeState.IDLE, RuntimeState.ATTACHED):
+        if phase in _FROM_0:
             if not fire:
                 return None
             self._pre_run_state = self._phase
@@ -792,7 +854,7 @@ class RuntimeControlAuthority:
         self, inp: RetireRequested, fire: bool
     ) -> RuntimeControlTransition | None:
         phase = self._phase
-        if phase in (RuntimeState.IDLE, RuntimeState.ATTACHED, RuntimeState.RUNNING):
+        if phase in _FROM_1:
             if not fire:
                 return None
             self._phase = RuntimeState.RETIRED
@@ -808,13 +870,7 @@ class RuntimeControlAuthority:
         self, inp: ResetRequested, fire: bool
     ) -> RuntimeControlTransition | None:
         phase = self._phase
-        if phase in (
-            RuntimeState.INITIALIZING,
-            RuntimeState.IDLE,
-            RuntimeState.ATTACHED,
-            RuntimeState.RECOVERING,
-            RuntimeState.RETIRED,
-        ):
+        if phase in _FROM_2:
             if not fire:
                 return None
             self._current_run_id, self._pre_run_state = None, None
@@ -834,14 +890,7 @@ class RuntimeControlAuthority:
         self, inp: StopRequested, fire: bool
     ) -> RuntimeControlTransition | None:
         phase = self._phase
-        if phase in (
-            RuntimeState.INITIALIZING,
-            RuntimeState.IDLE,
-            RuntimeState.ATTACHED,
-            RuntimeState.RUNNING,
-            RuntimeState.RECOVERING,
-            RuntimeState.RETIRED,
-        ):
+        if phase in _FROM_3:
             if not fire:
                 return None
             self._current_run_id, self._pre_run_state = None, None
@@ -855,15 +904,7 @@ class RuntimeControlAuthority:
         self, inp: DestroyRequested, fire: bool
     ) -> RuntimeControlTransition | None:
         phase = self._phase
-        if phase in (
-            RuntimeState.INITIALIZING,
-            RuntimeState.IDLE,
-            RuntimeState.ATTACHED,
-            RuntimeState.RUNNING,
-            RuntimeState.RECOVERING,
-            RuntimeState.RETIRED,
-            RuntimeState.STOPPED,
-        ):
+        if phase in _FROM_4:
             if not fire:
                 return None
             self._current_run_id, self._pre_run_state = None, None
@@ -893,7 +934,7 @@ class RuntimeControlAuthority:
         self, inp: RecycleRequested, fire: bool
     ) -> RuntimeControlTransition | None:
         phase = self._phase
-        if phase in (RuntimeState.IDLE, RuntimeState.ATTACHED, RuntimeState.RETIRED):
+        if phase in _FROM_5:
             if self._current_run_id is None:
                 if not fire:
                     return None
@@ -929,7 +970,7 @@ class RuntimeControlAuthority:
         self, inp: AdmissionAccepted, fire: bool
     ) -> RuntimeControlTransition | None:
         phase = self._phase
-        if phase in (RuntimeState.IDLE, RuntimeState.ATTACHED, RuntimeState.RUNNING):
+        if phase in _FROM_1:
             if inp.handling_mode is HandlingMode.STEER:
                 if not fire:
                     return None
@@ -969,15 +1010,7 @@ class RuntimeControlAuthority:
         self, inp: WorkWaiting, fire: bool
     ) -> RuntimeControlTransition | None:
         phase = self._phase
-        if phase in (
-            RuntimeState.IDLE,
-            RuntimeState.ATTACHED,
-            RuntimeState.RUNNING,
-            RuntimeState.RECOVERING,
-            RuntimeState.RETIRED,
-            RuntimeState.STOPPED,
-            RuntimeState.DESTROYED,
-        ):
+        if phase in _FROM_6:
             if not fire:
                 return None
             return RuntimeControlTransition(

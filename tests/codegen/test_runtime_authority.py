@@ -9,7 +9,6 @@ import pytest
 
 from meerkat_runtime import (
     HandlingMode,
-    InputId,
     RunId,
     RuntimeControlAuthority,
     RuntimeControlError,
@@ -164,14 +163,14 @@ def test_admission_signals_follow_handling_mode_and_policy(
     processing; a queued one wakes it when the policy says so."""
     auth = at(phase, current_run_id=R1 if phase is S.RUNNING else None)
     before = auth.snapshot()
-    transition = auth.apply(I.AdmissionAccepted(InputId("i"), mode, wake))
+    transition = auth.apply(I.AdmissionAccepted(mode, wake))
     assert transition.next_phase is phase
     assert tuple(type(e).__name__ for e in transition.effects) == signals
     assert auth.snapshot() == before
 
 
 def test_admission_is_refused_outside_accepting_phases() -> None:
-    inp = I.AdmissionAccepted(InputId("i"), HandlingMode.QUEUE, True)
+    inp = I.AdmissionAccepted(HandlingMode.QUEUE, True)
     with pytest.raises(RuntimeControlError.InvalidTransition):
         at(S.RETIRED).apply(inp)
 
