@@ -67,6 +67,35 @@ _TERMINAL = frozenset(
         InputLifecycleState.ABANDONED,
     }
 )
+# The phases a handler's transitions fire from, when more than one: a set
+# built once, not a tuple of enum lookups per call.
+_FROM_0 = frozenset(
+    {
+        InputLifecycleState.ACCEPTED,
+        InputLifecycleState.QUEUED,
+        InputLifecycleState.STAGED,
+        InputLifecycleState.APPLIED,
+        InputLifecycleState.APPLIED_PENDING_CONSUMPTION,
+    }
+)
+_FROM_1 = frozenset(
+    {
+        InputLifecycleState.APPLIED,
+        InputLifecycleState.APPLIED_PENDING_CONSUMPTION,
+    }
+)
+_FROM_2 = frozenset(
+    {
+        InputLifecycleState.QUEUED,
+        InputLifecycleState.STAGED,
+        InputLifecycleState.APPLIED,
+        InputLifecycleState.APPLIED_PENDING_CONSUMPTION,
+        InputLifecycleState.CONSUMED,
+        InputLifecycleState.SUPERSEDED,
+        InputLifecycleState.COALESCED,
+        InputLifecycleState.ABANDONED,
+    }
+)
 
 
 # ---------------------------------------------------------------- inputs
@@ -627,13 +656,7 @@ class InputLifecycleAuthority:
 
     def _on_abandon(self, inp: Abandon, fire: bool) -> InputLifecycleTransition | None:
         phase = self._phase
-        if phase in (
-            InputLifecycleState.ACCEPTED,
-            InputLifecycleState.QUEUED,
-            InputLifecycleState.STAGED,
-            InputLifecycleState.APPLIED,
-            InputLifecycleState.APPLIED_PENDING_CONSUMPTION,
-        ):
+        if phase in _FROM_0:
             if not fire:
                 return None
             self._terminal_outcome = InputTerminalOutcome.Abandoned(reason=inp.reason)
@@ -655,10 +678,7 @@ class InputLifecycleAuthority:
         self, inp: RecoverRequeue, fire: bool
     ) -> InputLifecycleTransition | None:
         phase = self._phase
-        if phase in (
-            InputLifecycleState.APPLIED,
-            InputLifecycleState.APPLIED_PENDING_CONSUMPTION,
-        ):
+        if phase in _FROM_1:
             if self._attempt_count < 3:
                 if not fire:
                     return None
@@ -706,16 +726,7 @@ class InputLifecycleAuthority:
         self, inp: StampReceipt, fire: bool
     ) -> InputLifecycleTransition | None:
         phase = self._phase
-        if phase in (
-            InputLifecycleState.QUEUED,
-            InputLifecycleState.STAGED,
-            InputLifecycleState.APPLIED,
-            InputLifecycleState.APPLIED_PENDING_CONSUMPTION,
-            InputLifecycleState.CONSUMED,
-            InputLifecycleState.SUPERSEDED,
-            InputLifecycleState.COALESCED,
-            InputLifecycleState.ABANDONED,
-        ):
+        if phase in _FROM_2:
             if not fire:
                 return None
             self._last_run_id, self._last_boundary_sequence = (

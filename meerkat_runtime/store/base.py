@@ -153,11 +153,6 @@ def _message_count(snapshot: bytes) -> int:
     return len(messages) if isinstance(messages, list) else 0
 
 
-def stored_phase(state: RuntimeState) -> RuntimeState:
-    """D-3: an attached executor is a property of a process, never persisted."""
-    return RuntimeState.IDLE if state is RuntimeState.ATTACHED else state
-
-
 class CommittedThenCancelled(asyncio.CancelledError):
     """A write's caller was cancelled while the write was in flight, and the
     write then committed: the caller must treat it as done (memory keeps
