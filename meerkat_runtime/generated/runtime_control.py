@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from meerkat_runtime.errors import MeerkatError
 from meerkat_runtime.generated.spec_types import AdmissionEffect, HandlingMode
 from meerkat_runtime.ids import InputId, RunId
 
@@ -329,7 +330,7 @@ class RuntimeControlSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     process_pending: bool = False
 
 
-class RuntimeControlError(Exception):
+class RuntimeControlError(MeerkatError):
     """An input the machine refuses in its current phase; nothing changed.
 
     ``state`` is the phase, ``input`` the refused input and ``guards`` the

@@ -20,9 +20,9 @@ from meerkat_runtime.input_state import InputState
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
 from meerkat_runtime.store import records
 from meerkat_runtime.store.base import (
+    ConflictError,
     RuntimeStore,
     SessionDelta,
-    WriteFailedError,
     mint_receipt,
     required_snapshot,
     snapshot_of,
@@ -140,7 +140,7 @@ class InMemoryRuntimeStore(RuntimeStore):
             return False
         if records.same_receipt(key[0], stored, encoded):
             return True
-        raise WriteFailedError(
+        raise ConflictError(
             f"receipt conflict: runtime {key[0]!r} run {key[1]!r} sequence {key[2]} "
             "already has a different receipt"
         )

@@ -1,7 +1,8 @@
 """Encoding and decoding of stored records, shared by every store.
 
-A record that fails to decode is reported as ``ReadFailed`` naming the
-runtime, the record and the table, so a corrupt row is found, not guessed at.
+A record that fails to decode is reported as ``Corrupt`` (a kind of
+``ReadFailed``) naming the runtime, the record and the table, so a corrupt
+row is found, not guessed at.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from meerkat_runtime import codec
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.input_state import InputState, InputStateRecord
 from meerkat_runtime.runs import MAX_COUNT, RunBoundaryReceipt, receipt_problem
-from meerkat_runtime.store.base import ReadFailedError, WriteFailedError
+from meerkat_runtime.store.base import CorruptError, ReadFailedError, WriteFailedError
 
 INPUTS = "runtime_input_states"
 RECEIPTS = "runtime_boundary_receipts"
@@ -52,7 +53,7 @@ def stored_bytes(
     if isinstance(data, bytes):
         return data
     record = f", {kind} {record_id!r}" if kind else ""
-    raise ReadFailedError(
+    raise CorruptError(
         f"corrupt record in {table}: runtime {runtime_id!r}{record}: "
         f"stored as {type(data).__name__}, not bytes"
     )
@@ -63,11 +64,11 @@ def decode_state(runtime_id: str, record_id: str, data: object) -> InputState:
     try:
         record = _STATE_DECODER.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
-        raise ReadFailedError(
+        raise CorruptError(
             f"corrupt record in {INPUTS}: runtime {runtime_id!r}, input {record_id!r}: {exc}"
         ) from None
     if str(record.input_id) != record_id:
-        raise ReadFailedError(
+        raise CorruptError(
             f"corrupt record in {INPUTS}: runtime {runtime_id!r}, input {record_id!r}: "
             f"the record names input {record.input_id!r}"
         )
@@ -107,7 +108,7 @@ def decode_receipt(runtime_id: str, record_id: str, data: object) -> RunBoundary
         if named == record_id:
             return receipt
         problem = f"the record names receipt {named!r}"
-    raise ReadFailedError(
+    raise CorruptError(
         f"corrupt record in {RECEIPTS}: runtime {runtime_id!r}, "
         f"receipt {record_id!r}: {problem}"
     )
@@ -127,7 +128,7 @@ def decode_phase(runtime_id: str, data: object) -> RuntimeState:
     try:
         return RuntimeState(codec.decode(data, str))
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-        raise ReadFailedError(
+        raise CorruptError(
             f"corrupt record in {STATES}: runtime {runtime_id!r}: {exc}"
         ) from None
 
