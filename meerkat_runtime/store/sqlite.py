@@ -139,6 +139,9 @@ class SqliteRuntimeStore(RuntimeStore):
             lambda: self._connect(BUSY_TIMEOUT_MS), self.path, read_mmap_bytes
         )
         self.writer = SqliteWriter(conn, self.path)
+        # Every write goes through the writer (bound once: no extra frame on
+        # the path of every acknowledgement).
+        self._write = self.writer.write
 
     @classmethod
     async def open(
@@ -165,14 +168,6 @@ class SqliteRuntimeStore(RuntimeStore):
         )
 
     # ---------------------------------------------------------------- access
-
-    async def _write(
-        self,
-        work: Callable[[sqlite3.Connection], T],
-        *,
-        row: tuple[str, str, bytes] | None = None,
-    ) -> T:
-        return await self.writer.write(work, row=row)
 
     async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         if self.writer.closed:

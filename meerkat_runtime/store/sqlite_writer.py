@@ -173,7 +173,8 @@ class SqliteWriter:
             return BUSY
         with transaction:
             value = work(self.conn)
-            self._injected_failure()
+            if self.hooks.fail_next_commit is not None:
+                self._injected_failure()
         return value
 
     async def _queued(
@@ -239,7 +240,7 @@ class SqliteWriter:
 
     def _injected_failure(self) -> None:
         failure, self.hooks.fail_next_commit = self.hooks.fail_next_commit, None
-        if failure is not None:
+        if failure is not None:  # (another thread may have taken it)
             raise failure
 
     # ---------------------------------------------------------------- thread
@@ -305,7 +306,8 @@ class SqliteWriter:
                     # next, and fixed statements stay in sqlite3's cache.
                     results = [self._attempt(r, "request") for r in group]
                 transaction.rollback_only = not any(ok for _, ok, _ in results)
-                self._injected_failure()
+                if self.hooks.fail_next_commit is not None:
+                    self._injected_failure()
         except Exception as exc:  # a store error: the whole group failed
             return [(request, False, exc) for request in group]
         return results
