@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from meerkat_runtime.errors import MeerkatError
 from meerkat_runtime.generated.spec_types import (
     AnyInputAbandonReason,
     AnyInputTerminalOutcome,
@@ -237,7 +238,7 @@ class InputLifecycleSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     attempt_count: int = 0
 
 
-class InputLifecycleError(Exception):
+class InputLifecycleError(MeerkatError):
     """An input the machine refuses in its current phase; nothing changed.
 
     ``state`` is the phase, ``input`` the refused input and ``guards`` the

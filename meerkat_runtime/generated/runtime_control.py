@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from meerkat_runtime.errors import MeerkatError
 from meerkat_runtime.generated.spec_types import HandlingMode
 from meerkat_runtime.ids import RunId
 
@@ -326,7 +327,7 @@ class RuntimeControlSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     pre_run_state: RuntimeState | None = None
 
 
-class RuntimeControlError(Exception):
+class RuntimeControlError(MeerkatError):
     """An input the machine refuses in its current phase; nothing changed.
 
     ``state`` is the phase, ``input`` the refused input and ``guards`` the

@@ -21,54 +21,48 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
 
 from meerkat_runtime.codec import Value
-from meerkat_runtime.errors import rebuilt
+from meerkat_runtime.errors import (
+    ConflictError,
+    CorruptError,
+    FencedError,
+    NotFoundError,
+    ReadFailedError,
+    RuntimeStoreError,
+    StoreInternalError,
+    UnavailableError,
+    WriteFailedError,
+)
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
 
-
-class RuntimeStoreError(Exception):
-    """Base of store failures; ``except RuntimeStoreError`` catches all."""
-
-    WriteFailed: ClassVar[type[WriteFailedError]]
-    ReadFailed: ClassVar[type[ReadFailedError]]
-    NotFound: ClassVar[type[NotFoundError]]
-    Internal: ClassVar[type[StoreInternalError]]
-
-    prefix: ClassVar[str] = "Store error"
-
-    def __init__(self, message: str) -> None:
-        self.message = message
-        super().__init__(f"{self.prefix}: {message}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return rebuilt(self, self.message)
-
-
-class WriteFailedError(RuntimeStoreError):
-    prefix = "Store write failed"
-
-
-class ReadFailedError(RuntimeStoreError):
-    prefix = "Store read failed"
-
-
-class NotFoundError(RuntimeStoreError):
-    prefix = "Not found"
-
-
-class StoreInternalError(RuntimeStoreError):
-    prefix = "Internal error"
-
-
-RuntimeStoreError.WriteFailed = WriteFailedError
-RuntimeStoreError.ReadFailed = ReadFailedError
-RuntimeStoreError.NotFound = NotFoundError
-RuntimeStoreError.Internal = StoreInternalError
+# The store error family lives in meerkat_runtime.errors, beside its root;
+# it is re-exported here, where stores and their users always found it.
+__all__ = [
+    "CommittedThenCancelled",
+    "ConflictError",
+    "CorruptError",
+    "FencedError",
+    "NotFoundError",
+    "ReadFailedError",
+    "RuntimeStore",
+    "RuntimeStoreError",
+    "SessionDelta",
+    "StoreInternalError",
+    "UnavailableError",
+    "WriteFailedError",
+    "as_store_error",
+    "cancel_safe",
+    "commit_recovery",
+    "mint_receipt",
+    "required_snapshot",
+    "snapshot_of",
+    "store_errors",
+]
 
 
 def as_store_error(exc: Exception) -> RuntimeStoreError:
