@@ -936,16 +936,20 @@ def test_input_lifecycle_event_envelope_round_trips(
     event: AnyInputLifecycleEvent, code: str
 ) -> None:
     """E-1..E-3: envelope ``{id, timestamp, runtime_id, event}``; category
-    ``input_lifecycle`` with the event under ``data``, tagged by ``code``."""
-    assert _round_trip(event, InputLifecycleEvent)["code"] == code
+    ``input_lifecycle`` with the event under ``data``, tagged by ``code`` with
+    its short name; the dotted name is its ``event_code``, not the tag."""
+    tag = code.removeprefix("input.")
+    assert event.event_code == code
+    assert _round_trip(event, InputLifecycleEvent)["code"] == tag
     wrapped = RuntimeEvent.InputLifecycle(data=event)
+    assert wrapped.event_code == code
     assert _round_trip(wrapped, RuntimeEvent)["category"] == "input_lifecycle"
     data = _round_trip(_envelope(wrapped), RuntimeEventEnvelope)
     assert data["runtime_id"] == "rt"
     assert data["id"] == "0190b5a0-0000-7000-8000-0000000000ee"
     assert {"causation_id", "correlation_id"}.isdisjoint(data)
     assert data["event"]["category"] == "input_lifecycle"
-    assert data["event"]["data"]["code"] == code
+    assert data["event"]["data"]["code"] == tag
     assert data["event"]["data"]["input_id"] == str(event.input_id)
 
 
@@ -957,13 +961,16 @@ def test_input_lifecycle_event_envelope_round_trips(
 def test_run_lifecycle_event_envelope_round_trips(
     event: AnyRunLifecycleEvent, code: str
 ) -> None:
-    """E-2, E-3: category ``run_lifecycle``, data tagged by ``code``."""
-    assert _round_trip(event, RunLifecycleEvent)["code"] == code
+    """E-2, E-3: category ``run_lifecycle``, data tagged by ``code`` with the
+    short name; the dotted name is the ``event_code``."""
+    tag = code.removeprefix("run.")
+    assert event.event_code == code
+    assert _round_trip(event, RunLifecycleEvent)["code"] == tag
     data = _round_trip(
         _envelope(RuntimeEvent.RunLifecycle(data=event)), RuntimeEventEnvelope
     )
     assert data["event"]["category"] == "run_lifecycle"
-    assert data["event"]["data"]["code"] == code
+    assert data["event"]["data"]["code"] == tag
     assert data["event"]["data"]["run_id"] == str(RID)
 
 
@@ -978,14 +985,15 @@ def test_run_lifecycle_event_envelope_round_trips(
 def test_runtime_state_change_envelope_round_trips(
     from_state: RuntimeState, to_state: RuntimeState
 ) -> None:
-    """E-2: category ``runtime_state_change``. Port deviation (PD-7): the states sit
-    at the top level as ``from_state``/``to_state``, not under ``data``."""
+    """E-2: category ``runtime_state_change`` with ``data: {from, to}``; the
+    value is built and read with API.md's ``from_state``/``to_state``."""
     change = RuntimeEvent.RuntimeStateChange(from_state=from_state, to_state=to_state)
+    assert (change.from_state, change.to_state) == (from_state, to_state)
+    assert change.event_code == "runtime.state_changed"
     data = _round_trip(_envelope(change), RuntimeEventEnvelope)
     assert data["event"] == {
         "category": "runtime_state_change",
-        "from_state": from_state.value,
-        "to_state": to_state.value,
+        "data": {"from": from_state.value, "to": to_state.value},
     }
 
 
