@@ -8,13 +8,21 @@ payloads other tools may send that the drivers here never emit.
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 from typing import Any
 
 import msgspec
 import pytest
 
-from meerkat_runtime import RecoveryReport, RuntimeEvent, RuntimeState
+from meerkat_runtime import (
+    InputAbandonReason,
+    InputTerminalOutcome,
+    RecoveryReport,
+    RuntimeEvent,
+    RuntimeState,
+)
 from meerkat_runtime.codec import decode, encode
 from meerkat_runtime.events import (
     InputLifecycleEvent,
@@ -125,3 +133,72 @@ def test_events_only_other_tools_emit_are_readable(event: Any, code: str) -> Non
     implementation carries them, so they decode and keep their codes."""
     assert event.event_code == code
     assert decode(encode(event), RuntimeEvent) == event
+
+
+# ================================================================ abandon reasons (L-12)
+
+REASONS = [
+    InputAbandonReason.Retired(),
+    InputAbandonReason.Reset(),
+    InputAbandonReason.Destroyed(),
+    InputAbandonReason.Cancelled(),
+    InputAbandonReason.MaxAttemptsExhausted(attempts=3),
+]
+
+
+@pytest.mark.parametrize("how", ["copy", "deepcopy", "pickle"])
+@pytest.mark.parametrize("reason", REASONS, ids=repr)
+def test_abandon_reasons_are_values(reason: Any, how: str) -> None:
+    """Equal by variant and fields, hashable, frozen, and they survive copies
+    and pickling, like the struct values."""
+    copies: dict[str, Any] = {
+        "copy": copy.copy,
+        "deepcopy": copy.deepcopy,
+        "pickle": lambda v: pickle.loads(pickle.dumps(v)),
+    }
+    again = copies[how](reason)
+    assert again == reason
+    assert type(again) is type(reason)
+    assert hash(again) == hash(reason)
+    assert {reason: 1}[again] == 1
+    with pytest.raises(AttributeError):
+        again.attempts = 4
+
+
+def test_abandon_reasons_differ_by_variant_and_field() -> None:
+    assert InputAbandonReason.Reset() != InputAbandonReason.Destroyed()
+    assert InputAbandonReason.MaxAttemptsExhausted(
+        attempts=2
+    ) != InputAbandonReason.MaxAttemptsExhausted(attempts=3)
+    assert repr(InputAbandonReason.MaxAttemptsExhausted(attempts=3)) == (
+        "MaxAttemptsExhausted(attempts=3)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'"bored"', "unknown InputAbandonReason 'bored'"),
+        (b'{"reset":{}}', "'reset' has no fields"),
+        (b'{"max_attempts_exhausted":{"attempts":"x"}}', r"Expected `int`"),
+        (b'{"max_attempts_exhausted":{}}', "attempts"),
+        (b'{"reset":null,"retired":null}', "one key naming the variant"),
+        (b"3", "one key naming the variant"),
+        (b'{"reason_type":"bored"}', "unknown InputAbandonReason 'bored'"),
+    ],
+)
+def test_a_bad_abandon_reason_is_refused_with_its_path(
+    raw: bytes, message: str
+) -> None:
+    """Strict at the edge: the error says what is wrong and where."""
+    outcome = b'{"outcome_type":"abandoned","reason":' + raw + b"}"
+    with pytest.raises(msgspec.ValidationError, match=message) as caught:
+        decode(outcome, InputTerminalOutcome)
+    assert "$.reason" in str(caught.value)
+
+
+def test_constructing_the_union_itself_or_missing_a_field_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="union"):
+        InputAbandonReason()
+    with pytest.raises(TypeError, match="attempts"):
+        InputAbandonReason.MaxAttemptsExhausted()  # type: ignore[call-arg]

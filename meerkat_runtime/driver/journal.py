@@ -39,7 +39,7 @@ REASON_DESTROYED = InputAbandonReason.Destroyed()
 
 def reason_name(reason: InputAbandonReason) -> str:
     """``max_attempts_exhausted``, ``reset`` ...: the variant's tag."""
-    return str(type(reason).__struct_config__.tag)
+    return reason.wire_tag
 
 
 @dataclass(slots=True)

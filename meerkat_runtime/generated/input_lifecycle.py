@@ -21,7 +21,6 @@ from typing import Any, ClassVar
 import msgspec
 
 from meerkat_runtime.generated.spec_types import (
-    AnyInputAbandonReason,
     AnyInputTerminalOutcome,
     InputAbandonReason,
     InputTerminalOutcome,
@@ -126,7 +125,7 @@ class Coalesce(InputLifecycleInput, frozen=True):
 
 
 class Abandon(InputLifecycleInput, frozen=True):
-    reason: AnyInputAbandonReason
+    reason: InputAbandonReason
 
 
 class RecoverRequeue(InputLifecycleInput, frozen=True):
