@@ -261,6 +261,14 @@ class ProjectionEmitted(Value, frozen=True, gc=False, kw_only=True):
 class RuntimeEvent(Value, frozen=True, gc=False, kw_only=True, tag_field="category"):
     """E-2: the category tag; the event itself sits under ``data``."""
 
+    data: Any  # each category narrows it to its own event types
+
+    @property
+    def event_code(self) -> str:
+        """E-3: the stable dotted code an API shows (``input.accepted``)."""
+        code: str = self.data.event_code
+        return code
+
     InputLifecycle: ClassVar[type[InputLifecycle]]
     RunLifecycle: ClassVar[type[RunLifecycle]]
     RuntimeStateChange: ClassVar[type[RuntimeStateChange]]
@@ -273,19 +281,11 @@ class InputLifecycle(
 ):
     data: AnyInputLifecycleEvent
 
-    @property
-    def event_code(self) -> str:
-        return self.data.event_code
-
 
 class RunLifecycle(
     RuntimeEvent, frozen=True, gc=False, kw_only=True, tag="run_lifecycle"
 ):
     data: AnyRunLifecycleEvent
-
-    @property
-    def event_code(self) -> str:
-        return self.data.event_code
 
 
 class _StateChangeConstructor(msgspec.StructMeta):
@@ -331,25 +331,13 @@ class RuntimeStateChange(
     def to_state(self) -> RuntimeState:
         return self.data.to_state
 
-    @property
-    def event_code(self) -> str:
-        return self.data.event_code
-
 
 class Topology(RuntimeEvent, frozen=True, gc=False, kw_only=True, tag="topology"):
     data: AnyTopologyEvent
 
-    @property
-    def event_code(self) -> str:
-        return self.data.event_code
-
 
 class Projection(RuntimeEvent, frozen=True, gc=False, kw_only=True, tag="projection"):
     data: ProjectionEmitted
-
-    @property
-    def event_code(self) -> str:
-        return self.data.event_code
 
 
 RuntimeEvent.InputLifecycle = InputLifecycle
