@@ -176,7 +176,7 @@ def _load_types(r: _Reader, node: Node | None) -> dict[str, Type]:
             continue
         r.keys(
             body,
-            ("kind", "doc", "module", "members", "tag_field", "variants"),
+            ("kind", "doc", "module", "members", "tag_field", "external", "variants"),
             f"type {name}",
         )
         if kind.value == "id":
@@ -211,7 +211,16 @@ def _load_union(
         from codegen.model import snake_case
 
         variants.append(Variant(vname, snake_case(vname), fields))
-    return UnionT(name, tag_field, tuple(variants))
+    external = body.get("external")
+    if external is not None and not isinstance(external.value, bool):
+        r.problems.add(
+            external.line,
+            "shape",
+            f"{name}.external",
+            f"{name}.external must be a boolean",
+        )
+    external_flag = external is not None and external.value is True
+    return UnionT(name, tag_field, tuple(variants), external_flag)
 
 
 _OPTIONAL = re.compile(r"^optional\[(.+)\]$")

@@ -72,6 +72,7 @@ def render_types(spec: Spec, env: jinja2.Environment) -> str:
             for e in spec.enums
         ],
         unions=[_union_context(u) for u in spec.unions],
+        any_external=any(u.external for u in spec.unions),
         id_imports=_id_imports(
             tuple(
                 t
@@ -94,11 +95,13 @@ def _union_context(u: UnionT) -> dict[str, object]:
     return {
         "name": u.name,
         "tag_field": u.tag_field,
+        "external": u.external,
         "variants": [
             {
                 "name": v.name,
                 "tag": v.tag,
                 "fields": [(n, python_annotation(t)) for n, t in v.fields],
+                "slots": repr(tuple(n for n, _ in v.fields)),
             }
             for v in u.variants
         ],

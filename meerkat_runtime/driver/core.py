@@ -488,7 +488,7 @@ class RuntimeCore(RecoveringCore):
     def _abandon_all(self, reason: InputAbandonReason) -> int:
         states = self._ledger.non_terminal()
         for state in states:
-            self._apply(state, il.Abandon(reason))  # type: ignore[arg-type]
+            self._apply(state, il.Abandon(reason))
             self._emit_abandoned(state)
         self._lanes.clear()
         self._batch = None

@@ -51,7 +51,7 @@ _PROCESS_NOW = PostAdmissionSignal.REQUEST_IMMEDIATE
 
 def reason_name(reason: InputAbandonReason) -> str:
     """``max_attempts_exhausted``, ``reset`` ...: the variant's tag."""
-    return str(type(reason).__struct_config__.tag)
+    return reason.wire_tag
 
 
 @dataclass(slots=True)

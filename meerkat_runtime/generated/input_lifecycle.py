@@ -22,7 +22,6 @@ import msgspec
 
 from meerkat_runtime.errors import MeerkatError
 from meerkat_runtime.generated.spec_types import (
-    AnyInputAbandonReason,
     AnyInputTerminalOutcome,
     InputAbandonReason,
     InputTerminalOutcome,
@@ -156,7 +155,7 @@ class Coalesce(InputLifecycleInput, frozen=True):
 
 
 class Abandon(InputLifecycleInput, frozen=True):
-    reason: AnyInputAbandonReason
+    reason: InputAbandonReason
 
 
 class RecoverRequeue(InputLifecycleInput, frozen=True):

@@ -161,7 +161,10 @@ PACKAGE_MODULES = sorted(
 # snapshot (L-10: a stored record comes back exactly, without a transition).
 # Nothing else in the package may do either.
 WRAPPER_ALLOWED = {
-    "input_state.py": {"writes ._authority", "InputLifecycleAuthority.restore(...)"}
+    "input_state.py": {"writes ._authority", "InputLifecycleAuthority.restore(...)"},
+    # A frozen tagged value (an abandon reason) sets its own declared fields
+    # once, in its constructor; it holds no lifecycle state.
+    "tagging.py": {"object.__setattr__(...)"},
 }
 
 
