@@ -7,8 +7,16 @@ lane operations, ``_emit``). While a ``Checkpoint`` is open each change
 records what it replaced, so ``restore`` undoes exactly one operation (the
 persistent driver's "memory never runs ahead of the store", D-4 and decision
 14) without copying anything the operation did not touch. This journal is
-the one undo mechanism: every persisted operation, recovery included, runs
-inside a checkpoint (a driver's first recovery undoes by starting afresh).
+the one undo mechanism: every persisted operation runs inside a checkpoint,
+a live driver's recovery too; only a driver's first recovery runs without
+one, since its undo is starting afresh (``fresh_state``).
+
+``_drive`` is the one way a runtime-control input is applied: the authority
+decides, and ``_drive`` carries out the effects it returns (raising or
+withdrawing the post-admission signal, announcing a phase change), so no
+signal is raised by hand (C-4, PD-24). A core that a store backs notes the
+inputs changed outside any checkpoint (D-2's pure delegations), for the next
+lifecycle commit to write (PD-6).
 """
 
 from __future__ import annotations

@@ -3,20 +3,23 @@
 Theory of operation (docs/behaviour.md section 7 and decisions 4, 5, 13, 14, 18,
 22, 23, 24): every operation that must survive a restart runs inside a
 checkpoint of its core (``journal``, the one undo mechanism). The in-memory
-logic runs first; then exactly the input states the
-operation touched (plus the runtime phase where it changed) are written in
-one atomic store call; only when that returns is the caller answered. If the
-store fails, the checkpoint is undone, so memory never runs ahead of the disk
-(decision 14), and the caller gets ``RuntimeDriverError.Internal`` with the
-store's text. Ephemeral-durability inputs are never written (decision 13).
-Staging is not persisted (D-2): after a crash, a staged input is recovered
-from its queued record.
+logic runs first; then the input states the operation touched are written
+in one atomic store call (a lifecycle commit adds the stored phase and the
+states the pure delegations changed since the last one, PD-6); only when
+that returns is the caller answered. If the store fails, the checkpoint is
+undone, so memory never runs ahead of the disk (decision 14), and the caller
+gets ``RuntimeDriverError.Internal`` with the store's text, raised from the
+store error, so its type and ``retryable`` survive (PD-28).
+Ephemeral-durability inputs are never written (decision 13). Staging is not
+persisted (D-2): after a crash, a staged input is recovered from its queued
+record.
 
-``recover()`` rebuilds the runtime from the store: applied inputs whose
-boundary receipt was committed are consumed, those without one run again,
-everything else pre-run goes back to its lane with its stored kind, lane and
-policy (decision 4); a failure changes nothing in memory or on disk
-(decision 22).
+``recover()`` reads what the store holds (states, phase, the receipts that
+may name applied inputs) and hands it to the core (``recovery``), which
+rebuilds the runtime without IO: applied inputs whose boundary receipt was
+committed are consumed, those without one run again, everything else
+pre-run goes back to its lane with its stored kind, lane and policy
+(decision 4); a failure changes nothing in memory or on disk (decision 22).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Admission checks on a caller's input, before anything is recorded.
 
 Theory of operation: ``check_structure`` is the edge where untrusted values
-enter (STYLE.md 12). msgspec structs do not check types when built in
-Python, so a caller can hand over anything; this walks the input and raises
-``ValidationFailed`` naming the first bad field. ``durability_violation`` and
+enter, so their types are checked here, once. msgspec structs do not check
+types when built in Python, so a caller can hand over anything; this walks
+the input and raises ``ValidationFailed`` naming the first bad field. ``durability_violation`` and
 ``peer_mode_violation`` are upstream's two *rejections* (A-2, A-3): legal
 values the runtime refuses, answered with ``AcceptOutcome.Rejected``.
 """

@@ -1,10 +1,13 @@
-"""The ``RuntimeStore`` contract (docs/behaviour.md section 8) and its error family.
+"""The ``RuntimeStore`` contract (docs/behaviour.md section 8), with its errors.
 
 Theory of operation: a store keeps, per runtime, one record per input state,
 one per boundary receipt, the runtime's phase and its latest session
 snapshot. Multi-row writes (a boundary, a lifecycle commit) are atomic. Stores
 never judge lifecycle legality (S-3); they only persist what drivers hand
-them and report "the world misbehaved" as ``RuntimeStoreError``.
+them and report "the world misbehaved" as ``RuntimeStoreError`` (defined in
+``meerkat_runtime.errors`` under the one root, re-exported here, PD-28):
+``Unavailable`` when trying again later may succeed, ``Corrupt`` for a
+stored record that fails its checks, ``Conflict`` for a different receipt.
 
 Receipts (decision 16): committing a receipt identical to the stored one
 succeeds without a second receipt row (the snapshot and input states given
@@ -66,8 +69,9 @@ __all__ = [
 
 
 def as_store_error(exc: Exception) -> RuntimeStoreError:
-    """Whatever a write raised, as the store error family (STYLE.md 6): the
-    same for every store, so a bad value fails alike in memory and on disk."""
+    """Whatever a write raised, as the store error family (a store raises
+    only its own errors): the same for every store, so a bad value fails
+    alike in memory and on disk."""
     if isinstance(exc, RuntimeStoreError):
         return exc
     return WriteFailedError(f"{type(exc).__name__}: {exc}")
@@ -271,7 +275,7 @@ class RuntimeStore(ABC):
         await self.close()
 
 
-# API.md calls RuntimeStore a protocol: a store that only has its ten
+# The public API calls RuntimeStore a protocol: a store that only has its ten
 # methods, without subclassing, works too. These two read the extras the
 # persistent driver relies on from any store, with the base class's answers
 # for one that lacks them.

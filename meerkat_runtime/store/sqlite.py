@@ -1,6 +1,7 @@
 """``SqliteRuntimeStore``: the embedded durable store, on the standard sqlite3.
 
-Theory of operation: the store is three parts and the contract methods.
+Theory of operation: the store is a few parts, and this module holds the
+constructor and the contract methods.
 
 * The **writer** (``sqlite_writer``) owns the only write connection: group
   commit in a writer thread, an inline path for a lone caller, hand-overs
@@ -10,13 +11,17 @@ Theory of operation: the store is three parts and the contract methods.
   connections (WAL: they never block the writer), and stream bulk reads.
 * The **transaction boundary** (``sqlite_boundary``) is the only code that
   looks at ``sqlite3`` errors; they become ``RuntimeStoreError``
-  (``Unavailable`` when the file is locked elsewhere, full, or failing).
+  (``Unavailable`` when the file is locked elsewhere, full, or failing;
+  ``Corrupt`` when it is damaged; PD-30).
+* **Integrity** (``records``, ``integrity``): every record is written with
+  a checksum and decoded strictly, and a load counts the runtime's rows
+  again by a scan of the table (PD-32, PD-33).
 * **Opening** (``sqlite_setup``): the schema is versioned
   (``PRAGMA user_version``); older files are migrated forward, a newer file
   is refused. ``SqliteRuntimeStore(path)`` opens on the calling thread and,
   on an event loop's thread, never sleeps: a file another connection is
   setting up is ``Unavailable`` at once. ``await SqliteRuntimeStore.open(path)``
-  opens in a worker thread and waits such a lock out.
+  opens in a worker thread and waits such a lock out (PD-31).
 * ``synchronous=FULL`` (the default) flushes the WAL on every commit: an
   acknowledged write survives power loss. ``NORMAL`` is faster and survives a
   process crash but may lose the last commits on power loss; ``OFF`` is for
@@ -25,7 +30,9 @@ Theory of operation: the store is three parts and the contract methods.
   ``sqlite_schema``), so a restart with 100k pending inputs writes one row.
 
 Several processes may open the same file: SQLite's locks keep it consistent
-(a writer waits up to ``busy_timeout``). What is *not* coordinated yet is two
+(the writer thread waits out another process's write lock for up to
+``BUSY_TIMEOUT_MS``; an inline commit hands its write to the thread instead,
+PD-17). What is *not* coordinated yet is two
 processes driving the same runtime: there is no ownership lease until the
 PostgreSQL issue, so run each runtime in one process at a time.
 """

@@ -16,7 +16,7 @@ Theory of operation:
   they would share with nobody. Concurrent writers always go through the
   thread, so they share flushes.
 * **Hand-over**: the event loop lets the writer thread in after every few
-  queued requests (a GIL hand-over), so the writer commits the first
+  queued accepts (a GIL hand-over), so the writer commits the first
   requests while the loop queues the next, instead of starting only when
   the loop runs dry.
 * Every statement runs inside ``sqlite_boundary``'s transaction boundary,
