@@ -52,7 +52,7 @@ from meerkat_runtime.ids import MAX_ID_LENGTH
 from meerkat_runtime.inputs import BlobImage, Input
 from meerkat_runtime.outcomes import Accepted, AcceptOutcome, Rejected
 from meerkat_runtime.store import SqliteRuntimeStore
-from meerkat_runtime.testing.strategies import inputs
+from meerkat_runtime.testing.strategies import inputs, one_field_hostile
 
 RID = LogicalRuntimeId("admission")
 
@@ -78,8 +78,11 @@ class Restartable:
         await self.driver.recover()
 
 
-async def _accept_then_restart(inp: Input, *, may_refuse: bool) -> str:
-    """What happened, for Hypothesis's statistics."""
+async def _accept_then_restart(
+    inp: Input, *, may_refuse: bool, spoiled: str | None = None
+) -> str:
+    """What happened, for Hypothesis's statistics. ``spoiled``: the one
+    field holding a hostile value, which a refusal must name."""
     with tempfile.TemporaryDirectory(prefix="meerkat-admission-") as folder:
         rt = Restartable(folder)
         before = rt.driver.observe()
@@ -89,6 +92,8 @@ async def _accept_then_restart(inp: Input, *, may_refuse: bool) -> str:
             reason = err.reason
             assert may_refuse, f"a well-formed input was refused: {reason}"
             assert _names_a_field(inp, reason), reason
+            if spoiled is not None:
+                assert _within(reason.partition(": ")[0], spoiled), reason
             assert rt.driver.observe() == before
             assert await rt.store.load_input_states(RID) == []
             await rt.restart()
@@ -149,6 +154,10 @@ def _names_a_field(inp: Input, reason: str) -> bool:
     return True
 
 
+def _within(named: str, field: str) -> bool:
+    return named == field or named.startswith((f"{field}.", f"{field}["))
+
+
 @given(inputs())
 def test_every_well_formed_input_is_accepted_and_read_back_after_a_restart(
     inp: Input,
@@ -166,6 +175,17 @@ def test_a_hostile_input_is_refused_naming_the_field_or_read_back_unchanged(
     ValidationFailed naming the field (nothing stored, nothing changed) or
     accepted and read back after a restart exactly as accepted."""
     event(asyncio.run(_accept_then_restart(inp, may_refuse=True)))
+
+
+@given(one_field_hostile())
+def test_one_hostile_field_anywhere_is_named_or_read_back_unchanged(
+    spoiled: tuple[Input, str],
+) -> None:
+    """Items 1-3, one field at a time: a well-formed input with a single
+    field (nested structs and list items included) replaced by a hostile
+    value is refused naming exactly that field, or read back unchanged."""
+    inp, field = spoiled
+    event(asyncio.run(_accept_then_restart(inp, may_refuse=True, spoiled=field)))
 
 
 # ================================================================ the reported cases

@@ -17,10 +17,12 @@ this module.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
+from functools import cache
 from typing import Any
 
+import msgspec
 import msgspec.inspect as mi
 from hypothesis import strategies as st
 
@@ -37,12 +39,16 @@ _SMALL = 3  # list and dict sizes: enough to reach every shape, cheap to run
 
 # Text as a caller would send it: any Unicode but lone surrogates.
 _TEXT = st.text(max_size=12)
-_ID_TEXT = st.text(
-    st.characters(exclude_categories=("Cc", "Cs")), min_size=1, max_size=24
-).filter(str.strip)
+# Id text: no control characters, and a first character that is not a space
+# (so never blank; built, not filtered, which would cost a retry per miss).
+_ID_TEXT = st.tuples(
+    st.characters(exclude_categories=("Cc", "Cs", "Zs", "Zl", "Zp")),
+    st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=23),
+).map("".join)
 _OFFSETS = st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
 
 
+@cache
 def json_values() -> Strategy:
     """Anything JSON holds exactly: what a free-form field may carry."""
     leaves = st.one_of(
@@ -80,6 +86,7 @@ class _Opaque:
 _OVERSIZED = "x" * (DEFAULT_MAX_INPUT_BYTES + 1)
 
 
+@cache
 def hostile_values() -> Strategy:
     """Values no field of an input should carry as they are."""
     leaf = st.one_of(
@@ -246,10 +253,78 @@ def inputs(
     return st.one_of([builder.valid(mi.type_info(kind)) for kind in kinds])
 
 
+Step = str | int  # a struct field's name, or a list index
+
+
+def one_field_hostile(
+    *,
+    kinds: Sequence[type[Input]] = INPUT_TYPES,
+    overrides: Mapping[type, Strategy] | None = None,
+) -> st.SearchStrategy[tuple[Input, str]]:
+    """(input, path): a well-formed input with exactly one field, anywhere
+    in it (nested structs and list items included), replaced by a hostile
+    value; ``path`` names that field as ``ValidationFailed`` would
+    (``turn_metadata.skill_references[0]``). If the input is refused, it
+    must be for that field."""
+    return inputs(kinds=kinds, overrides=overrides).flatmap(_spoiled)
+
+
+def _spoiled(inp: Input) -> st.SearchStrategy[tuple[Input, str]]:
+    def at(steps: tuple[Step, ...]) -> st.SearchStrategy[tuple[Input, str]]:
+        current = _at(inp, steps)
+        bad = (
+            _bad_ids(type(current))
+            if isinstance(current, _TextId)
+            else hostile_values()
+        )
+        return bad.map(lambda value: (_replaced(inp, steps, value), _path(steps)))
+
+    return st.sampled_from(list(_slots(inp, ()))).flatmap(at)
+
+
+def _slots(value: object, steps: tuple[Step, ...]) -> Iterator[tuple[Step, ...]]:
+    """Every place a value sits: struct fields and list items, nested."""
+    if isinstance(value, msgspec.Struct):
+        children: Iterable[tuple[Step, object]] = (
+            (name, getattr(value, name)) for name in value.__struct_fields__
+        )
+    elif isinstance(value, list):
+        children = enumerate(value)
+    else:
+        return
+    for step, child in children:
+        yield (*steps, step)
+        yield from _slots(child, (*steps, step))
+
+
+def _at(value: object, steps: tuple[Step, ...]) -> object:
+    for step in steps:
+        value = value[step] if isinstance(step, int) else getattr(value, step)  # type: ignore[index]
+    return value
+
+
+def _replaced(value: Any, steps: tuple[Step, ...], new: object) -> Any:
+    if not steps:
+        return new
+    step, rest = steps[0], steps[1:]
+    if isinstance(step, int):
+        items = list(value)
+        items[step] = _replaced(items[step], rest, new)
+        return items
+    child = _replaced(getattr(value, step), rest, new)
+    return msgspec.structs.replace(value, **{step: child})
+
+
+def _path(steps: tuple[Step, ...]) -> str:
+    text = "".join(f"[{s}]" if isinstance(s, int) else f".{s}" for s in steps)
+    return text.lstrip(".")
+
+
 __all__ = [
     "WRONG_ODDS",
     "hostile_values",
     "inputs",
     "json_values",
+    "one_field_hostile",
     "strategy_for",
 ]
