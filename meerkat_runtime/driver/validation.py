@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 import reprlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -153,13 +153,23 @@ _NESTING = (list, tuple, dict, set, frozenset, msgspec.Struct)
 def _nesting_exceeds(value: object, limit: int) -> bool:
     """Level by level, without recursion: a value nested a thousand deep
     must be measured, not overflow the stack measuring it."""
-    level = [value]
+    level = [value] if isinstance(value, _NESTING) else []
     for _ in range(limit):
-        level = [item for item in level if isinstance(item, _NESTING)]
+        children: list[object] = []
+        for item in level:
+            children.extend(_members(item))
+        level = [child for child in children if isinstance(child, _NESTING)]
         if not level:
             return False
-        level = [child for item in level for _, child in _children(item)]
-    return any(isinstance(item, _NESTING) for item in level)
+    return bool(level)
+
+
+def _members(container: Any) -> Iterable[object]:
+    if isinstance(container, dict):
+        return container.values()
+    if isinstance(container, msgspec.Struct):
+        return [getattr(container, name) for name in container.__struct_fields__]
+    return container  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------- explaining a refusal
