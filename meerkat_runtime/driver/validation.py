@@ -137,13 +137,14 @@ def _too_deep(value: object, path: str) -> str | None:
     (Struct fields are followed by name, so a deep one is named exactly.)"""
     for name in _FREE_FORM.get(type(value), ()):
         field = getattr(value, name)
-        where = _join(path, name)
+        if field is None:  # the common case: an optional field left out
+            continue
         if type(field) in _FREE_FORM:
-            found = _too_deep(field, where)
+            found = _too_deep(field, _join(path, name))
             if found is not None:
                 return found
         elif _nesting_exceeds(field, MAX_JSON_DEPTH):
-            return where
+            return _join(path, name)
     return None
 
 
