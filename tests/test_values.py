@@ -71,10 +71,11 @@ from meerkat_runtime import (
     SessionDelta,
     SessionId,
     SupersessionKey,
+    codec,
 )
 from meerkat_runtime.codec import Value, decode, encode
 from meerkat_runtime.events import AnyInputLifecycleEvent, AnyRunLifecycleEvent
-from meerkat_runtime.ids import id_types
+from meerkat_runtime.ids import MAX_ID_LENGTH, id_problem, id_types
 from meerkat_runtime.inputs import AnyContentBlock, AnyInputOrigin, AnyPeerConvention
 
 T0 = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
@@ -1284,6 +1285,40 @@ def test_ids_of_different_kinds_never_compare_equal() -> None:
     assert RunId("x") != LogicalRuntimeId("x")
     assert InputId("x") != "x"
     assert len({InputId("x"), RunId("x"), SessionId("x")}) == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "must not be blank"),
+        (" \u3000 ", "must not be blank"),
+        ("a\tb", "contains control characters"),
+        ("x" * (MAX_ID_LENGTH + 1), f"longer than {MAX_ID_LENGTH} characters"),
+        ("x" * MAX_ID_LENGTH, None),
+        ("order-42/ünïcödé 🦦", None),
+        ("\x85 C1 controls are text", None),
+    ],
+)
+def test_id_problem(text: str, problem: str | None) -> None:
+    """Issue 12 item 2: the one rule for every id a caller hands over."""
+    assert id_problem(text) == problem
+
+
+def test_only_admission_refuses_a_malformed_id_the_store_reads_it_back() -> None:
+    """A record stored before the id rules existed must still load: the
+    rules live in the admission decoder, not in the codec's own."""
+    inp = PromptInput(
+        header=msgspec.structs.replace(
+            InputHeader.new(), id=InputId("x" * (MAX_ID_LENGTH + 1))
+        ),
+        text="t",
+    )
+    data = codec.encode(inp)
+    assert codec.decode(data, PromptInput) == inp
+    with pytest.raises(
+        msgspec.ValidationError, match=r"longer than 512 .* `\$\.header\.id`"
+    ):
+        codec.admission_decoder(PromptInput).decode(data)
 
 
 # ================================================================ immutability and construction
