@@ -268,7 +268,7 @@ class RuntimeStore(ABC):
     # ``keeps_leases`` and implements all five; drivers over any other store
     # run without ownership, as before.
 
-    keeps_leases: ClassVar[bool] = False
+    keeps_leases: bool = False
     lease_ttl: float = DEFAULT_LEASE_TTL
 
     async def claim(
@@ -306,13 +306,18 @@ class RuntimeStore(ABC):
         """Every lease row, released ones included (``inspect``)."""
         raise NotImplementedError(f"{type(self).__name__} keeps no leases")
 
-    def fenced(self, runtime_id: LogicalRuntimeId, epoch: int) -> Self:
+    def fenced(self, runtime_id: LogicalRuntimeId, epoch: int) -> RuntimeStore:
         """This store, as the owner of ``runtime_id`` at ``epoch`` writes to
         it: each write to that runtime checks, in its own transaction, that
         the lease still has ``epoch`` and is refused whole
-        (``RuntimeStoreError.Fenced``) once a later claim moved it on. The
-        view shares everything else with this store (closing it closes both)."""
-        raise NotImplementedError(f"{type(self).__name__} keeps no leases")
+        (``RuntimeStoreError.Fenced``) once a later claim moved it on. A
+        store implements the check by reading ``leases.fence_for`` at the
+        start of each write; the view (``store.fenced``) sets it."""
+        if not owns_leases(self):
+            raise NotImplementedError(f"{type(self).__name__} keeps no leases")
+        from meerkat_runtime.store.fenced import FencedStore  # it builds on this
+
+        return FencedStore(self, runtime_id, epoch)
 
     async def close(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Release resources; the store must not be used afterwards."""

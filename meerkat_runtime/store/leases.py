@@ -29,6 +29,7 @@ before anyone else may take over as long as the clocks agree.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -45,6 +46,21 @@ DEFAULT_LEASE_TTL = 30.0
 CLAIM_POLL_S = 0.05
 
 Clock = Callable[[], float]
+
+# (runtime id, epoch) of the owner whose write is running in this context;
+# set only by ``FencedStore`` around the write it forwards, read by the
+# store at the start of the write (PD-80). A context variable, not a store
+# attribute, so that a store subclass or wrapper in between (a fault
+# injector, an instrumented store) carries the fence along unchanged.
+WRITE_FENCE: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
+    "meerkat_write_fence", default=None
+)
+
+
+def fence_for(runtime_id: object) -> tuple[str, int] | None:
+    """The fence of the running write if it is for ``runtime_id``."""
+    fence = WRITE_FENCE.get()
+    return fence if fence is not None and fence[0] == str(runtime_id) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,3 +141,41 @@ async def claim_waiting(
                 raise
             until_expiry = max(0.0, exc.expires_at - clock())
             await asyncio.sleep(min(left, until_expiry, CLAIM_POLL_S))
+
+
+class OwnerLease:
+    """What an owner knows of a lease it holds: its epoch and its local
+    deadline on the monotonic clock (PD-81), past which it no longer trusts
+    it. ``lose`` marks it lost once and tells ``on_lost``."""
+
+    __slots__ = ("deadline", "epoch", "lost", "on_lost", "runtime_id")
+
+    def __init__(
+        self,
+        runtime_id: object,
+        epoch: int,
+        deadline: float,
+        on_lost: Callable[[OwnerLease, str], None],
+    ) -> None:
+        self.runtime_id = runtime_id
+        self.epoch = epoch
+        self.deadline = deadline
+        self.lost: str | None = None
+        self.on_lost = on_lost
+
+    def valid(self) -> bool:
+        return self.lost is None and time.monotonic() < self.deadline
+
+    def refusal(self) -> FencedError:
+        """What a write raises once the lease is not ``valid``: it never
+        reaches the store."""
+        if self.lost is None:
+            self.lose("the lease ran out before it could be renewed")
+        error = FencedError(self.runtime_id, self.epoch)
+        error.add_note(f"runtime ownership lost: {self.lost}")
+        return error
+
+    def lose(self, reason: str) -> None:
+        if self.lost is None:
+            self.lost = reason
+            self.on_lost(self, reason)

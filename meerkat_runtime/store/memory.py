@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Self
 
 from meerkat_runtime.codec import gc_paused
 from meerkat_runtime.generated.runtime_control import RuntimeState
@@ -52,18 +50,8 @@ class InMemoryRuntimeStore(RuntimeStore):
         self._snapshots: dict[str, bytes] = {}
         self._states: dict[str, bytes] = {}
         self._leases: dict[str, leases.Lease] = {}
-        self._fence: tuple[str, int] | None = None  # a ``fenced`` view's
-        # Shared with fenced views, so arming the store arms them too.
-        self._next_failure: list[Exception | None] = [None]
-
-    @property
-    def fail_next_commit(self) -> Exception | None:
-        """Testing seam: raised by the next write instead of writing (once)."""
-        return self._next_failure[0]
-
-    @fail_next_commit.setter
-    def fail_next_commit(self, failure: Exception | None) -> None:
-        self._next_failure[0] = failure
+        # Testing seam: raised by the next write instead of writing (once).
+        self.fail_next_commit: Exception | None = None
 
     # ---------------------------------------------------------------- writes
 
@@ -156,8 +144,8 @@ class InMemoryRuntimeStore(RuntimeStore):
                 failure, self.fail_next_commit = self.fail_next_commit, None
                 if failure is not None:
                     raise failure
-                fence = self._fence
-                if fence is not None and fence[0] == str(runtime_id):
+                fence = leases.fence_for(runtime_id)
+                if fence is not None:
                     lease = self._leases.get(fence[0])
                     leases.check_fence(
                         fence[0], fence[1], None if lease is None else lease.epoch
@@ -216,11 +204,6 @@ class InMemoryRuntimeStore(RuntimeStore):
     async def load_leases(self) -> list[leases.Lease]:
         async with self._lock:
             return sorted(self._leases.values(), key=lambda lease: lease.runtime_id)
-
-    def fenced(self, runtime_id: LogicalRuntimeId, epoch: int) -> Self:
-        view = copy.copy(self)  # shares every table and the lock
-        view._fence = (str(runtime_id), epoch)
-        return view
 
     def _receipt_exists(self, key: _Key, encoded: bytes) -> bool:
         stored = self._receipts.get(key)

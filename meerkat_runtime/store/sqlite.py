@@ -33,7 +33,6 @@ writes read the lease's epoch in their own transaction.
 from __future__ import annotations
 
 import asyncio
-import copy
 import itertools
 import sqlite3
 import time
@@ -121,7 +120,6 @@ class SqliteRuntimeStore(RuntimeStore):
         self.lease_ttl = leases.checked_ttl(lease_ttl)
         # Wall clock of lease expiries (PD-81); a seam for tests.
         self.lease_clock: leases.Clock = time.time
-        self._fence: tuple[str, int] | None = None  # a ``fenced`` view's
         self.path = checked_path(path)
         self.synchronous = synchronous
         self.read_mmap_bytes = read_mmap_bytes
@@ -216,7 +214,7 @@ class SqliteRuntimeStore(RuntimeStore):
         def work(conn: sqlite3.Connection) -> None:
             conn.execute(UPSERT_INPUT, row)
 
-        fence = self._fence_of(row[0])
+        fence = leases.fence_for(row[0])
         if fence is None:
             await self._write(work, row=row)
         else:
@@ -350,20 +348,12 @@ class SqliteRuntimeStore(RuntimeStore):
 
     keeps_leases = True
 
-    def fenced(self, runtime_id: LogicalRuntimeId, epoch: int) -> Self:
-        view = copy.copy(self)  # shares the writer, readers and hooks
-        view._fence = (str(runtime_id), epoch)
-        return view
-
-    def _fence_of(self, rid: str) -> tuple[str, int] | None:
-        fence = self._fence
-        return fence if fence is not None and fence[0] == rid else None
-
     def _guarded(
         self, rid: str, work: Callable[[sqlite3.Connection], T]
     ) -> Callable[[sqlite3.Connection], T]:
-        """``work``, after the fence check when this view fences ``rid``."""
-        fence = self._fence_of(rid)
+        """``work``, after the fence check when the running write is an
+        owner's write to ``rid`` (``FencedStore``)."""
+        fence = leases.fence_for(rid)
         return work if fence is None else self._fenced(fence, work)
 
     @staticmethod
