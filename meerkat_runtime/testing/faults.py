@@ -23,6 +23,10 @@ made by ``CRASH_MID_COMMIT`` through the store's own transaction; real
 process kills (tests/stateful/test_process_kill.py) add the SQLite file's
 view of it.
 
+Leases (PD-36) pass through to the inner store; ``renewal_fault`` makes
+every renewal fail (``Unavailable``) or stall until ``stall_released`` is
+set, so an owner can be made to lose its lease without touching a clock.
+
 ``BrokenStore`` is the opposite: a store with deliberate bugs (acknowledging
 before committing, committing half a boundary) used to prove the fuzzers
 catch them.
@@ -30,8 +34,9 @@ catch them.
 
 from __future__ import annotations
 
+import asyncio
 import enum
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -44,7 +49,9 @@ from meerkat_runtime.store.base import (
     RuntimeStoreError,
     SessionDelta,
     commit_recovery,
+    owns_leases,
 )
+from meerkat_runtime.store.leases import DEFAULT_LEASE_TTL, Clock, Lease
 
 T = TypeVar("T")
 
@@ -76,6 +83,11 @@ class Armed:
     skip: int  # matching writes to let through first
 
 
+class RenewalFault(enum.Enum):
+    FAIL = "fail"  # every renewal raises Unavailable
+    STALL = "stall"  # every renewal waits for ``stall_released``
+
+
 class FaultyStore(RuntimeStore):
     """Delegates to ``inner``; injects the armed fault into one write."""
 
@@ -83,6 +95,52 @@ class FaultyStore(RuntimeStore):
         self.inner = inner
         self.armed: Armed | None = None
         self.fired: list[tuple[Fault, str]] = []
+        self.keeps_leases = owns_leases(inner)
+        self.lease_ttl = getattr(inner, "lease_ttl", DEFAULT_LEASE_TTL)
+        self.renewal_fault: RenewalFault | None = None
+        self.renewals = 0  # renewals asked for, failed or not
+        self.stall_released = asyncio.Event()
+
+    @property
+    def lease_clock(self) -> Clock:
+        return self.inner.lease_clock  # type: ignore[attr-defined, no-any-return]
+
+    @lease_clock.setter
+    def lease_clock(self, clock: Clock) -> None:
+        self.inner.lease_clock = clock  # type: ignore[attr-defined]
+
+    # ---------------------------------------------------------------- leases
+
+    async def claim(
+        self,
+        runtime_id: LogicalRuntimeId,
+        owner: str,
+        ttl: float | None = None,
+        *,
+        wait: float = 0.0,
+    ) -> int:
+        return await self.inner.claim(runtime_id, owner, ttl, wait=wait)
+
+    async def renew(
+        self,
+        owner: str,
+        epochs: Mapping[LogicalRuntimeId, int],
+        ttl: float | None = None,
+    ) -> list[LogicalRuntimeId]:
+        self.renewals += 1
+        if self.renewal_fault is RenewalFault.FAIL:
+            raise RuntimeStoreError.Unavailable("injected renewal failure")
+        if self.renewal_fault is RenewalFault.STALL:
+            await self.stall_released.wait()
+        return await self.inner.renew(owner, epochs, ttl)
+
+    async def release(
+        self, runtime_id: LogicalRuntimeId, owner: str, epoch: int
+    ) -> None:
+        await self.inner.release(runtime_id, owner, epoch)
+
+    async def load_leases(self) -> list[Lease]:
+        return await self.inner.load_leases()
 
     def arm(self, fault: Fault, method: str | None = None, skip: int = 0) -> None:
         if method is not None and method not in WRITES:
@@ -287,6 +345,9 @@ class BrokenStore(FaultyStore):
 
     def __init__(self, inner: RuntimeStore, defect: Defect) -> None:
         super().__init__(inner)
+        # Its early acks are written later, outside any owner's write: a
+        # fence could not follow them there.
+        self.keeps_leases = False
         self.defect = defect
         self.pending: list[tuple[LogicalRuntimeId, InputState]] = []
 

@@ -52,7 +52,15 @@ from meerkat_runtime.store.base import RuntimeStoreError
 from meerkat_runtime.testing.faults import Fault, FaultyStore
 
 from .executors import Step, ToyExecutor
-from .helpers import TIMEOUT, drained, eventually, held, outcome_of, prompt
+from .helpers import (
+    CHILD_OWNER,
+    TIMEOUT,
+    drained,
+    eventually,
+    held,
+    outcome_of,
+    prompt,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULT = RunResult(text="ok")
@@ -65,8 +73,9 @@ class Files:
         self.blobs = tmp_path / "blobs"
 
     def adapter(self, store: RuntimeStore) -> RuntimeSessionAdapter:
+        # The child's owner id: a restart takes its runtimes back at once.
         return RuntimeSessionAdapter.persistent(
-            store, FileBlobStore(self.blobs), retry_delay=0.001
+            store, FileBlobStore(self.blobs), retry_delay=0.001, owner=CHILD_OWNER
         )
 
 
