@@ -56,7 +56,7 @@ from meerkat_runtime.sessions.executor import (
     CoreExecutor,
     StopRuntimeExecutor,
 )
-from meerkat_runtime.sessions.loop import RuntimeLoop
+from meerkat_runtime.sessions.loop import RuntimeLoop, StoreBackoff
 from meerkat_runtime.sessions.session import Session
 from meerkat_runtime.store.base import RuntimeStore
 
@@ -79,7 +79,11 @@ class RuntimeSessionAdapter:
         policy_table: PolicyTable | None = None,
         run_timeout: float | None = None,
         retry_delay: float = DEFAULT_RETRY_DELAY,
+        store_backoff: StoreBackoff | None = None,
     ) -> None:
+        """``retry_delay``: the pause after a failed run (PD-10);
+        ``store_backoff``: how the loops wait for a store that could not be
+        reached (PD-71; by default 50 ms doubling up to 5 s)."""
         if (store is None) != (blob_store is None):
             raise ValueError("a persistent adapter needs both a store and a blob store")
         self.store = store
@@ -87,6 +91,7 @@ class RuntimeSessionAdapter:
         self.policy_table = policy_table
         self.run_timeout = run_timeout
         self.retry_delay = retry_delay
+        self.store_backoff = store_backoff or StoreBackoff()
         self.sessions: dict[SessionId, Session] = {}
         self._registering: dict[SessionId, asyncio.Future[None]] = {}
         self._closed = False
@@ -113,6 +118,7 @@ class RuntimeSessionAdapter:
         *,
         run_timeout: float | None = None,
         retry_delay: float = DEFAULT_RETRY_DELAY,
+        store_backoff: StoreBackoff | None = None,
     ) -> RuntimeSessionAdapter:
         return cls(
             store,
@@ -120,6 +126,7 @@ class RuntimeSessionAdapter:
             policy_table=policy_table,
             run_timeout=run_timeout,
             retry_delay=retry_delay,
+            store_backoff=store_backoff,
         )
 
     # ---------------------------------------------------------------- registration
@@ -175,6 +182,7 @@ class RuntimeSessionAdapter:
                 executor,
                 run_timeout=self.run_timeout,
                 retry_delay=self.retry_delay,
+                store_backoff=self.store_backoff,
             )
             session.loop = loop
             loop.start()
@@ -420,4 +428,4 @@ def _finished(driver: RuntimeDriver, input_id: InputId) -> bool:
     return state is None or state.is_terminal()
 
 
-__all__ = ["RuntimeDriverError", "RuntimeSessionAdapter"]
+__all__ = ["RuntimeDriverError", "RuntimeSessionAdapter", "StoreBackoff"]
