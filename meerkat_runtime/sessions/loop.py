@@ -33,12 +33,7 @@ from dataclasses import dataclass
 from meerkat_runtime.driver.face import RuntimeDriver
 from meerkat_runtime.driver.images import hydrate_images
 from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
-from meerkat_runtime.errors import (
-    InternalError,
-    RuntimeDriverError,
-    ValidationFailedError,
-    is_retryable,
-)
+from meerkat_runtime.errors import InternalError, RuntimeDriverError, is_retryable
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, RunId
 from meerkat_runtime.input_state import bounded_error
@@ -268,7 +263,7 @@ class RuntimeLoop:
 
     async def _retry_later(self, run_id: RunId, error: str) -> bool:
         """Fail the run (its inputs go back, attempts counted) and pause
-        before the next one, so a failing executor or store is not hammered."""
+        before the next one, so a failing executor is not hammered."""
         if not await self._end_failed(run_id, error):
             return False
         await self._pause(self.retry_delay)
@@ -323,8 +318,8 @@ class RuntimeLoop:
             return await self._record_end(
                 run_id, _event(done), COMPLETION_NOT_RECORDED, output
             )
-        if isinstance(refused, ValidationFailedError):
-            # The executor's output cannot be recorded (no receipt, a snapshot
+        if not store_fault(refused):
+            # The driver refused the executor's output (no receipt, a snapshot
             # that is not bytes): its failure, one attempt (W-6a, decision 3).
             log.error("run %s: boundary refused (%s)", run_id, refused)
             return await self._retry_later(run_id, f"boundary commit failed: {refused}")
