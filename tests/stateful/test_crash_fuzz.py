@@ -277,6 +277,19 @@ class CrashMachine(RuleBasedStateMachine):
             self.applied = True
         self.settle(outcome, lambda: self.model.boundary(run_id))
 
+    @precondition(lambda self: self.run_id is not None and not self.applied)
+    @rule(fault=st.sampled_from(list(Fault)))
+    def boundary_refused_then_withdrawn(self, fault: Fault) -> None:
+        """What the loop does when the store refuses a boundary (W-6a,
+        PD-70): the run is withdrawn, the withdrawal's own write under
+        ``fault`` (a refusal, or a crash around it)."""
+        self.store.arm(Fault.FAIL, "atomic_apply")
+        self.boundary_applied()
+        assert self.run_id is not None  # refused: the run goes on
+        self.store.arm(fault, "atomic_lifecycle_commit")
+        self.withdraw_run()
+        self.store.disarm()
+
     @precondition(lambda self: self.run_id is not None)
     @rule()
     def withdraw_run(self) -> None:
@@ -292,6 +305,7 @@ class CrashMachine(RuleBasedStateMachine):
             assert self.driver.observe() == before
             return
         outcome, _ = self.attempt(self.driver.withdraw_run(run_id))
+        STATS[f"{type(self).__name__} withdrawals {outcome}"] += 1
         if outcome == "ok":
             self.run_id = None
         self.settle(outcome, lambda: self.model.withdraw(run_id))
