@@ -40,7 +40,7 @@ from meerkat_runtime.driver.validation import DEFAULT_MAX_INPUT_BYTES
 from meerkat_runtime.errors import FencedError, InternalError, ValidationFailedError
 from meerkat_runtime.generated import input_lifecycle as il
 from meerkat_runtime.generated.spec_types import InputAbandonReason
-from meerkat_runtime.ids import InputId, LogicalRuntimeId
+from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
 from meerkat_runtime.inputs import Input, InputDurability
 from meerkat_runtime.outcomes import (
@@ -221,6 +221,14 @@ class PersistentRuntimeDriver(RuntimeDriver):
             self.store.atomic_apply(
                 self.runtime_id, delta, event.receipt, self._durable(checkpoint)
             )
+        )
+
+    async def withdraw_run(self, run_id: RunId) -> None:
+        """PD-38: written like a run's end. Usually it writes what the store
+        already holds (staging is never written, D-2), which also proves the
+        store answers again before the batch runs once more."""
+        await self._persisted(
+            lambda: self._core.withdraw_run(run_id), "run withdrawal persist failed"
         )
 
     # ================================================================ control

@@ -63,7 +63,7 @@ from meerkat_runtime.sessions.executor import (
     CoreExecutor,
     StopRuntimeExecutor,
 )
-from meerkat_runtime.sessions.loop import RuntimeLoop
+from meerkat_runtime.sessions.loop import RuntimeLoop, StoreBackoff
 from meerkat_runtime.sessions.ownership import OwnerLeases, default_owner
 from meerkat_runtime.sessions.session import Session
 from meerkat_runtime.store.base import RuntimeStore, owns_leases
@@ -90,10 +90,14 @@ class RuntimeSessionAdapter:
         retry_delay: float = DEFAULT_RETRY_DELAY,
         owner: str | None = None,
         claim_wait: float = 0.0,
+        store_backoff: StoreBackoff | None = None,
     ) -> None:
-        """``owner`` names this adapter in the store's leases (unique per
-        adapter by default); ``claim_wait`` is how long registering waits
-        for a runtime another owner holds before ``RuntimeOwnedError``."""
+        """``retry_delay``: the pause after a failed run (PD-10);
+        ``store_backoff``: how the loops wait for a store that could not be
+        reached (PD-39; by default 50 ms doubling up to 5 s); ``owner`` names
+        this adapter in the store's leases (unique per adapter by default);
+        ``claim_wait`` is how long registering waits for a runtime another
+        owner holds before ``RuntimeOwnedError``."""
         if (store is None) != (blob_store is None):
             raise ValueError("a persistent adapter needs both a store and a blob store")
         self.ownership = (
@@ -113,6 +117,7 @@ class RuntimeSessionAdapter:
         self.policy_table = policy_table
         self.run_timeout = run_timeout
         self.retry_delay = retry_delay
+        self.store_backoff = store_backoff or StoreBackoff()
         self.sessions: dict[SessionId, Session] = {}
         self._registering: dict[SessionId, asyncio.Future[None]] = {}
         self._closed = False
@@ -141,6 +146,7 @@ class RuntimeSessionAdapter:
         retry_delay: float = DEFAULT_RETRY_DELAY,
         owner: str | None = None,
         claim_wait: float = 0.0,
+        store_backoff: StoreBackoff | None = None,
     ) -> RuntimeSessionAdapter:
         return cls(
             store,
@@ -150,6 +156,7 @@ class RuntimeSessionAdapter:
             retry_delay=retry_delay,
             owner=owner,
             claim_wait=claim_wait,
+            store_backoff=store_backoff,
         )
 
     # ---------------------------------------------------------------- registration
@@ -210,6 +217,7 @@ class RuntimeSessionAdapter:
                 executor,
                 run_timeout=self.run_timeout,
                 retry_delay=self.retry_delay,
+                store_backoff=self.store_backoff,
             )
             session.loop = loop
             loop.start()
@@ -487,4 +495,4 @@ def _finished(driver: RuntimeDriver, input_id: InputId) -> bool:
     return state is None or state.is_terminal()
 
 
-__all__ = ["RuntimeDriverError", "RuntimeSessionAdapter"]
+__all__ = ["RuntimeDriverError", "RuntimeSessionAdapter", "StoreBackoff"]

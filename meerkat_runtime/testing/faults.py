@@ -7,6 +7,10 @@ Theory of operation: ``FaultyStore`` wraps any store and, when armed, fails or
                     as a store that cannot be reached refuses it
                     (``RuntimeStoreError.Unavailable``, retryable); the
                     process goes on and the driver must restore memory.
+                    ``arm(..., times=n)`` refuses the next ``n`` matching
+                    writes: an outage, after which the store heals.
+* ``REFUSE``        the same, but for good as far as the caller can tell
+                    (``RuntimeStoreError.WriteFailed``, not retryable).
 * ``CRASH_BEFORE``  the process dies before the write reaches the store.
 * ``CRASH_MID_COMMIT`` the process dies inside a multi-row commit: the inner
                     store writes the real rows, fails on an extra row that
@@ -71,6 +75,7 @@ class SimulatedCrash(BaseException):
 
 class Fault(enum.Enum):
     FAIL = "fail"
+    REFUSE = "refuse"
     CRASH_BEFORE = "crash_before"
     CRASH_MID_COMMIT = "crash_mid_commit"
     CRASH_AFTER = "crash_after"
@@ -81,6 +86,7 @@ class Armed:
     fault: Fault
     method: str | None  # None: the next write of any kind
     skip: int  # matching writes to let through first
+    times: int = 1  # matching writes to refuse (FAIL, REFUSE), then disarm
 
 
 class RenewalFault(enum.Enum):
@@ -142,12 +148,19 @@ class FaultyStore(RuntimeStore):
     async def load_leases(self) -> list[Lease]:
         return await self.inner.load_leases()
 
-    def arm(self, fault: Fault, method: str | None = None, skip: int = 0) -> None:
+    def arm(
+        self, fault: Fault, method: str | None = None, skip: int = 0, times: int = 1
+    ) -> None:
         if method is not None and method not in WRITES:
             raise ValueError(
                 f"not a store write: {method!r} (one of {', '.join(WRITES)})"
             )
-        self.armed = Armed(fault, method, skip)
+        refusal = fault in (Fault.FAIL, Fault.REFUSE)
+        if times < 1 or (times > 1 and not refusal):
+            raise ValueError(
+                f"times={times!r}: at least 1, and more only for FAIL or REFUSE"
+            )
+        self.armed = Armed(fault, method, skip, times)
 
     def disarm(self) -> None:
         self.armed = None
@@ -164,10 +177,14 @@ class FaultyStore(RuntimeStore):
         if armed.skip > 0:
             armed.skip -= 1
             return await call()
-        self.armed = None
+        armed.times -= 1
+        if armed.times == 0:
+            self.armed = None
         self.fired.append((armed.fault, method))
         if armed.fault is Fault.FAIL:
             raise RuntimeStoreError.Unavailable(f"injected failure in {method}")
+        if armed.fault is Fault.REFUSE:
+            raise RuntimeStoreError.WriteFailed(f"injected refusal in {method}")
         if armed.fault is Fault.CRASH_BEFORE:
             raise SimulatedCrash(f"crash before {method}")
         if armed.fault is Fault.CRASH_MID_COMMIT:

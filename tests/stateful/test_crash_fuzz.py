@@ -185,7 +185,7 @@ class CrashMachine(RuleBasedStateMachine):
             ), None
         except RuntimeDriverError.Internal:
             assert len(self.store.fired) > fired_before, "a store error nobody injected"
-            assert self.store.fired[-1][0] is Fault.FAIL
+            assert self.store.fired[-1][0] in (Fault.FAIL, Fault.REFUSE)
             note(f"injected failure in {self.store.fired[-1][1]}")
             return "failed", None
 
@@ -294,6 +294,39 @@ class CrashMachine(RuleBasedStateMachine):
         if outcome == "ok":
             self.applied = True
         self.settle(outcome, lambda: self.model.boundary(run_id))
+
+    @precondition(lambda self: self.run_id is not None and not self.applied)
+    @rule(fault=st.sampled_from(list(Fault)))
+    def boundary_refused_then_withdrawn(self, fault: Fault) -> None:
+        """What the loop does when the store refuses a boundary (W-6a,
+        PD-38): the run is withdrawn, the withdrawal's own write under
+        ``fault`` (a refusal, or a crash around it)."""
+        self.store.arm(Fault.FAIL, "atomic_apply")
+        self.boundary_applied()
+        assert self.run_id is not None  # refused: the run goes on
+        self.store.arm(fault, "atomic_lifecycle_commit")
+        self.withdraw_run()
+        self.store.disarm()
+
+    @precondition(lambda self: self.run_id is not None)
+    @rule()
+    def withdraw_run(self) -> None:
+        """W-6a / PD-38: the store refused the boundary, the run is withdrawn:
+        its inputs as before staging (attempts included), no attempt used.
+        Refused, changing nothing, once the run applied inputs."""
+        assert self.run_id is not None
+        run_id = self.run_id
+        if self.applied:
+            before = self.driver.observe()
+            with pytest.raises(RuntimeDriverError.ValidationFailed):
+                self.wait(self.driver.withdraw_run(run_id))
+            assert self.driver.observe() == before
+            return
+        outcome, _ = self.attempt(self.driver.withdraw_run(run_id))
+        STATS[f"{type(self).__name__} withdrawals {outcome}"] += 1
+        if outcome == "ok":
+            self.run_id = None
+        self.settle(outcome, lambda: self.model.withdraw(run_id))
 
     @precondition(lambda self: self.run_id is not None)
     @rule(how=st.sampled_from(["completed", "failed", "cancelled"]))
@@ -421,6 +454,10 @@ class CrashMachine(RuleBasedStateMachine):
         assert list(seen.steer) == self.model.lanes[Lane.STEER]
         phases = {r.input_id: r.current_state for r in seen.inputs}
         assert phases == {i: m.phase for i, m in self.model.inputs.items()}
+        attempts = {r.input_id: r.attempt_count for r in seen.inputs}
+        assert attempts == {
+            i: m.auth.attempt_count() for i, m in self.model.inputs.items()
+        }
         counts = {r.input_id: r.recovery_count for r in seen.inputs}
         assert counts == {i: m.recoveries for i, m in self.model.inputs.items()}
 
@@ -436,6 +473,7 @@ class CrashMachine(RuleBasedStateMachine):
             assert (
                 stored[input_id].lifecycle_snapshot().phase is item.persisted.phase
             ), input_id
+            assert stored[input_id].attempt_count() == item.persisted.attempt_count
             assert stored[input_id].recovery_count == item.recoveries, input_id
         assert (
             self.wait(self.store.load_runtime_state(RID)) is self.model.persisted_phase
