@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Coroutine
 from datetime import UTC, datetime
@@ -72,13 +73,29 @@ KINDS = ("prompt", "steer_prompt", "flow_step", "continuation", "operation")
 KEYS = [IdempotencyKey(f"key-{n}") for n in range(4)]
 
 
+# Ids a caller chose (PD-62): any text, arriving in no particular order; a
+# small alphabet, so that some repeat (and deduplicate).
+CALLER_IDS = st.text(alphabet="azm-19 ", min_size=1, max_size=3)
+HOUR_MS = 3600 * 1000
+
+
+def clock_id(ms: int, n: int) -> InputId:
+    """A UUIDv7 minted at ``ms`` on the machine's clock (``n`` keeps it
+    unique): a clock stepped back mints ids that sort before older ones."""
+    stamp = f"{ms % (1 << 48):012x}"
+    return InputId(f"{stamp[:8]}-{stamp[8:]}-7{n % 0x1000:03x}-8000-{n:012x}")
+
+
 def build_input(
-    kind: str, durable: bool, key: IdempotencyKey | None
+    kind: str,
+    durable: bool,
+    key: IdempotencyKey | None,
+    input_id: InputId | None = None,
 ) -> tuple[Input, Lane, bool, bool]:
     """An input of ``kind`` and what the default policy does with it:
     (input, lane, consumed on accept, pushed to the lane front)."""
     header = InputHeader(
-        id=InputId.new(),
+        id=input_id or InputId.new(),
         timestamp=datetime.now(UTC),
         source=InputOrigin.Operator()
         if kind != "continuation"
@@ -131,6 +148,8 @@ class CrashMachine(RuleBasedStateMachine):
         self.crashes = 0
         self.steps = 0
         self.fired: list[tuple[Fault, str]] = []
+        self.clock_ms = time.time_ns() // 1_000_000  # ids of accept_on_the_clock
+        self.minted = 0
 
     # ---------------------------------------------------------------- plumbing
 
@@ -224,9 +243,38 @@ class CrashMachine(RuleBasedStateMachine):
         for kind, durable, key in burst:
             self.accept(kind, durable, key)
 
-    def accept(self, kind: str, durable: bool, key: IdempotencyKey | None) -> None:
-        inp, lane, consumed, front = build_input(kind, durable, key)
-        note(f"accept {kind} durable={durable} key={key}")
+    @rule(
+        kind=st.sampled_from(KINDS),
+        name=CALLER_IDS,
+        durable=st.sampled_from([True, True, False]),
+    )
+    def accept_caller_id(self, kind: str, name: str, durable: bool) -> None:
+        """An id the caller chose; the queues keep arrival order across
+        restarts, not id order (the model's restart rebuilds lanes by it)."""
+        self.accept(kind, durable, None, InputId(name))
+
+    @rule(kind=st.sampled_from(KINDS), durable=st.sampled_from([True, True, False]))
+    def accept_on_the_clock(self, kind: str, durable: bool) -> None:
+        """An id minted from the machine's clock, which ``clock_jump`` moves."""
+        self.minted += 1
+        self.accept(kind, durable, None, clock_id(self.clock_ms, self.minted))
+
+    @rule(step=st.sampled_from([-HOUR_MS, -1, 1, HOUR_MS]))
+    def clock_jump(self, step: int) -> None:
+        """The clock is stepped back or forward (an NTP correction, a VM
+        restored), between operations or around a restart."""
+        note(f"clock {step:+d} ms")
+        self.clock_ms += step
+
+    def accept(
+        self,
+        kind: str,
+        durable: bool,
+        key: IdempotencyKey | None,
+        input_id: InputId | None = None,
+    ) -> None:
+        inp, lane, consumed, front = build_input(kind, durable, key, input_id)
+        note(f"accept {kind} {inp.id()} durable={durable} key={key}")
         if not self.model.phase.can_accept_input():
             with pytest.raises(RuntimeDriverError.NotReady):
                 self.wait(self.driver.accept_input(inp))
