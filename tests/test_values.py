@@ -1063,7 +1063,7 @@ def test_terminal_outcome_round_trips(
 
 
 def test_history_entry_round_trips() -> None:
-    """L-7, L-10: ``{timestamp, from_state, to_state, reason}``."""
+    """L-7, L-10: ``{timestamp, from, to, reason}`` (upstream's keys)."""
     entry = InputStateHistoryEntry(
         timestamp=T0,
         from_state=InputLifecycleState.APPLIED,
@@ -1071,8 +1071,12 @@ def test_history_entry_round_trips() -> None:
         reason="mark_applied_pending_consumption",
     )
     data = _round_trip(entry, InputStateHistoryEntry)
-    assert data["from_state"] == "applied"
-    assert data["to_state"] == "applied_pending_consumption"
+    assert data == {
+        "timestamp": "2024-05-06T07:08:09.123456Z",
+        "from": "applied",
+        "to": "applied_pending_consumption",
+        "reason": "mark_applied_pending_consumption",
+    }
 
 
 def _consumed_state() -> InputState:
@@ -1171,7 +1175,7 @@ def test_input_state_wire_shape() -> None:
     assert data["last_boundary_sequence"] == 4
     assert data["policy"]["version"] == 1
     assert data["persisted_input"]["input_type"] == "prompt"
-    assert [h["to_state"] for h in data["history"]] == [
+    assert [h["to"] for h in data["history"]] == [
         "queued",
         "staged",
         "applied",
@@ -1195,6 +1199,8 @@ def test_input_state_wire_shape() -> None:
         "last_boundary_sequence",
     }
     assert absent.isdisjoint(fresh)
+    # L-10: the two counts are always written, zero included.
+    assert (fresh["attempt_count"], fresh["recovery_count"]) == (0, 0)
 
 
 def test_input_state_reads_defaults_for_absent_counters() -> None:

@@ -67,6 +67,7 @@ from meerkat_runtime.store.sqlite_boundary import closed_error
 from meerkat_runtime.store.sqlite_reader import SqliteReaders
 from meerkat_runtime.store.sqlite_schema import (
     BUMP_EPOCH,
+    IN_ARRIVAL_ORDER,
     SELECT_INPUTS,
     UPSERT_INPUT,
     UPSERT_PHASE,
@@ -426,7 +427,7 @@ class SqliteRuntimeStore(RuntimeStore):
 
     async def load_input_states(self, runtime_id: LogicalRuntimeId) -> list[InputState]:
         rid = str(runtime_id)
-        query = (f"{SELECT_INPUTS} ORDER BY input_id", (rid,))
+        query = (SELECT_INPUTS + IN_ARRIVAL_ORDER, (rid,))  # PD-42
         states: list[InputState] = []
 
         def decode(rows: list[Any]) -> None:
@@ -552,8 +553,10 @@ class SqliteRuntimeStore(RuntimeStore):
             rid = str(runtime_id)
             if table == records.INPUTS:  # the row keeps its recovery epoch
                 conn.execute(
-                    "INSERT INTO runtime_input_states (runtime_id, input_id, state_json) "
-                    "VALUES (?, ?, ?) ON CONFLICT (runtime_id, input_id) "
+                    "INSERT INTO runtime_input_states "
+                    "(runtime_id, input_id, state_json, arrival) VALUES (?1, ?2, ?3, "
+                    "(SELECT COALESCE(MAX(arrival), 0) + 1 FROM runtime_input_states "
+                    "WHERE runtime_id = ?1)) ON CONFLICT (runtime_id, input_id) "
                     "DO UPDATE SET state_json = excluded.state_json",
                     (rid, record_id, data),
                 )

@@ -25,6 +25,7 @@ from meerkat_runtime.store.sqlite_schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
     SchemaTooNewError,
+    apply_step,
 )
 
 Synchronous = Literal["FULL", "NORMAL", "OFF"]
@@ -120,8 +121,8 @@ def migrate(conn: sqlite3.Connection, path: str) -> None:
     with Transaction(conn, context, StoreInternalError):
         version = _refuse_newer(conn, path)
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            for statement in MIGRATIONS[target]:
-                conn.execute(statement)
+            for step in MIGRATIONS[target]:
+                apply_step(conn, step)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 

@@ -380,7 +380,7 @@ def _merged_rows(conn: sqlite3.Connection, group: list[Request]) -> bool:
             start += size
             conn.execute(
                 upsert_inputs_sql(size),
-                [value for row in part for value in (*row, row[0])],
+                [value for row in part for value in row],
             )
 
     ok, _ = attempt(conn, upsert_all, "merged", "merged rows")

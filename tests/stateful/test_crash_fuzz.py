@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -73,6 +74,19 @@ KINDS = ("prompt", "steer_prompt", "flow_step", "continuation", "operation")
 KEYS = [IdempotencyKey(f"key-{n}") for n in range(4)]
 
 
+# Ids a caller chose (PD-42): any text, arriving in no particular order; a
+# small alphabet, so that some repeat (and deduplicate).
+CALLER_IDS = st.text(alphabet="azm-19 ", min_size=1, max_size=3).filter(str.strip)
+HOUR_MS = 3600 * 1000
+
+
+def clock_id(ms: int, n: int) -> InputId:
+    """A UUIDv7 minted at ``ms`` on the machine's clock (``n`` keeps it
+    unique): a clock stepped back mints ids that sort before older ones."""
+    stamp = f"{ms % (1 << 48):012x}"
+    return InputId(f"{stamp[:8]}-{stamp[8:]}-7{n % 0x1000:03x}-8000-{n:012x}")
+
+
 # The input type each fuzzed kind is drawn from: every field derived from the
 # type (meerkat_runtime.testing.strategies), nested ones included.
 KIND_TYPES: dict[str, type[Input]] = {
@@ -98,7 +112,11 @@ DRAWN_INPUTS = st.one_of(
 
 
 def build_input(
-    kind: str, durable: bool, key: IdempotencyKey | None, drawn: Input
+    kind: str,
+    durable: bool,
+    key: IdempotencyKey | None,
+    drawn: Input,
+    input_id: InputId | None = None,
 ) -> tuple[Input, Lane, bool, bool]:
     """``drawn`` with what the model decides by: a fresh id, the durability
     and key, no supersession key (the model has no supersession), and the
@@ -106,7 +124,7 @@ def build_input(
     pushed to the lane front) under the default policy."""
     header = msgspec.structs.replace(
         drawn.header,
-        id=InputId.new(),
+        id=input_id or InputId.new(),
         durability=InputDurability.DURABLE if durable else InputDurability.EPHEMERAL,
         idempotency_key=key,
         supersession_key=None,
@@ -140,6 +158,8 @@ class CrashMachine(RuleBasedStateMachine):
         self.steps = 0
         self.fired: list[tuple[Fault, str]] = []
         self.payloads: dict[InputId, Input] = {}
+        self.clock_ms = time.time_ns() // 1_000_000  # ids of accept_on_the_clock
+        self.minted = 0
 
     # ---------------------------------------------------------------- plumbing
 
@@ -236,11 +256,43 @@ class CrashMachine(RuleBasedStateMachine):
         for (kind, drawn), durable, key in burst:
             self.accept(kind, durable, key, drawn)
 
-    def accept(
-        self, kind: str, durable: bool, key: IdempotencyKey | None, drawn: Input
+    @rule(
+        drawn=DRAWN_INPUTS,
+        name=CALLER_IDS,
+        durable=st.sampled_from([True, True, False]),
+    )
+    def accept_caller_id(
+        self, drawn: tuple[str, Input], name: str, durable: bool
     ) -> None:
-        inp, lane, consumed, front = build_input(kind, durable, key, drawn)
-        note(f"accept {kind} durable={durable} key={key}")
+        """An id the caller chose; the queues keep arrival order across
+        restarts, not id order (the model's restart rebuilds lanes by it)."""
+        kind, inp = drawn
+        self.accept(kind, durable, None, inp, InputId(name))
+
+    @rule(drawn=DRAWN_INPUTS, durable=st.sampled_from([True, True, False]))
+    def accept_on_the_clock(self, drawn: tuple[str, Input], durable: bool) -> None:
+        """An id minted from the machine's clock, which ``clock_jump`` moves."""
+        self.minted += 1
+        kind, inp = drawn
+        self.accept(kind, durable, None, inp, clock_id(self.clock_ms, self.minted))
+
+    @rule(step=st.sampled_from([-HOUR_MS, -1, 1, HOUR_MS]))
+    def clock_jump(self, step: int) -> None:
+        """The clock is stepped back or forward (an NTP correction, a VM
+        restored), between operations or around a restart."""
+        note(f"clock {step:+d} ms")
+        self.clock_ms += step
+
+    def accept(
+        self,
+        kind: str,
+        durable: bool,
+        key: IdempotencyKey | None,
+        drawn: Input,
+        input_id: InputId | None = None,
+    ) -> None:
+        inp, lane, consumed, front = build_input(kind, durable, key, drawn, input_id)
+        note(f"accept {kind} {inp.id()} durable={durable} key={key}")
         if not self.model.phase.can_accept_input():
             with pytest.raises(RuntimeDriverError.NotReady):
                 self.wait(self.driver.accept_input(inp))
