@@ -555,12 +555,14 @@ class RuntimeCore(RecoveringCore, WithdrawingCore):
         return events
 
     def take_wake_requested(self) -> bool:
+        """A-16: reads the signal, leaving it for the next take."""
         return self._signal.should_wake()
 
     def take_process_requested(self) -> bool:
+        """A-16: reads the immediate request and resets the signal to None
+        whatever it held (a pending wake is consumed with it)."""
         requested = self._signal.should_process_immediately()
-        if requested:
-            self._signal = PostAdmissionSignal.WAKE_LOOP
+        self._signal = PostAdmissionSignal.NONE
         return requested
 
     def take_post_admission_signal(self) -> PostAdmissionSignal:
