@@ -37,7 +37,7 @@ from meerkat_runtime.driver.validation import DEFAULT_MAX_INPUT_BYTES
 from meerkat_runtime.errors import InternalError, ValidationFailedError
 from meerkat_runtime.generated import input_lifecycle as il
 from meerkat_runtime.generated.spec_types import InputAbandonReason
-from meerkat_runtime.ids import InputId, LogicalRuntimeId
+from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
 from meerkat_runtime.inputs import Input, InputDurability
 from meerkat_runtime.outcomes import (
@@ -362,23 +362,25 @@ class PersistentRuntimeDriver(RuntimeDriver):
         states = await self.store.load_input_states(self.runtime_id)
         persisted = await self.store.load_runtime_state(self.runtime_id)
         fresh = core.to_recover(states, persisted)
-        named: set[InputId] = set()
-        for state in fresh:
-            needed = not state.is_terminal() and core.needs_receipt(state)
-            if needed and await self._receipt_names(state):
-                named.add(state.input_id)
+        named = await self._named_by_receipts(core.receipts_to_check(fresh))
         result = core.recover_loaded(fresh, named)
         core.restore_phase(persisted)
         return result
 
-    async def _receipt_names(self, state: InputState) -> bool:
-        run_id, sequence = state.last_run_id(), state.last_boundary_sequence()
-        assert run_id is not None  # needs_receipt
-        assert sequence is not None
-        receipt = await self.store.load_boundary_receipt(
-            self.runtime_id, run_id, sequence
-        )
-        return receipt is not None and state.input_id in receipt.contributing_input_ids
+    async def _named_by_receipts(
+        self, groups: dict[tuple[RunId, int], list[InputId]]
+    ) -> set[InputId]:
+        """The inputs of ``groups`` that their committed receipt names: one
+        read per receipt, not per input (a 20k-input batch is one read)."""
+        named: set[InputId] = set()
+        for (run_id, sequence), ids in groups.items():
+            receipt = await self.store.load_boundary_receipt(
+                self.runtime_id, run_id, sequence
+            )
+            if receipt is not None:
+                contributing = set(receipt.contributing_input_ids)
+                named.update(i for i in ids if i in contributing)
+        return named
 
 
 class _UndoOnFailure:
