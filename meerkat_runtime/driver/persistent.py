@@ -29,7 +29,11 @@ from typing import TypeVar
 
 from meerkat_runtime.blobs import BlobStore, BlobStoreError
 from meerkat_runtime.codec import gc_paused
-from meerkat_runtime.driver.core import RuntimeControlCommand, RuntimeCore
+from meerkat_runtime.driver.core import (
+    DEFAULT_MAX_PENDING_INPUTS,
+    RuntimeControlCommand,
+    RuntimeCore,
+)
 from meerkat_runtime.driver.face import RuntimeDriver
 from meerkat_runtime.driver.images import externalize_images, has_inline_images
 from meerkat_runtime.driver.journal import Checkpoint, reason_name
@@ -79,12 +83,14 @@ class PersistentRuntimeDriver(RuntimeDriver):
         *,
         policy_table: PolicyTable | None = None,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+        max_pending_inputs: int = DEFAULT_MAX_PENDING_INPUTS,
     ) -> None:
         self.runtime_id = runtime_id
         self._core = RuntimeCore(
             runtime_id,
             policy_table=policy_table,
             max_input_bytes=max_input_bytes,
+            max_pending_inputs=max_pending_inputs,
             tracks_unsaved=True,
         )
         self.store = store

@@ -21,6 +21,7 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 from meerkat_runtime.blobs import BlobStore
+from meerkat_runtime.driver.core import DEFAULT_MAX_PENDING_INPUTS
 from meerkat_runtime.driver.ephemeral import (
     EphemeralRuntimeDriver,
     RuntimeControlCommand,
@@ -79,6 +80,7 @@ class RuntimeSessionAdapter:
         policy_table: PolicyTable | None = None,
         run_timeout: float | None = None,
         retry_delay: float = DEFAULT_RETRY_DELAY,
+        max_pending_inputs: int = DEFAULT_MAX_PENDING_INPUTS,
     ) -> None:
         if (store is None) != (blob_store is None):
             raise ValueError("a persistent adapter needs both a store and a blob store")
@@ -87,6 +89,7 @@ class RuntimeSessionAdapter:
         self.policy_table = policy_table
         self.run_timeout = run_timeout
         self.retry_delay = retry_delay
+        self.max_pending_inputs = max_pending_inputs  # per session (PD-50)
         self.sessions: dict[SessionId, Session] = {}
         self._registering: dict[SessionId, asyncio.Future[None]] = {}
         self._closed = False
@@ -99,9 +102,13 @@ class RuntimeSessionAdapter:
         *,
         run_timeout: float | None = None,
         retry_delay: float = DEFAULT_RETRY_DELAY,
+        max_pending_inputs: int = DEFAULT_MAX_PENDING_INPUTS,
     ) -> RuntimeSessionAdapter:
         return cls(
-            policy_table=policy_table, run_timeout=run_timeout, retry_delay=retry_delay
+            policy_table=policy_table,
+            run_timeout=run_timeout,
+            retry_delay=retry_delay,
+            max_pending_inputs=max_pending_inputs,
         )
 
     @classmethod
@@ -113,6 +120,7 @@ class RuntimeSessionAdapter:
         *,
         run_timeout: float | None = None,
         retry_delay: float = DEFAULT_RETRY_DELAY,
+        max_pending_inputs: int = DEFAULT_MAX_PENDING_INPUTS,
     ) -> RuntimeSessionAdapter:
         return cls(
             store,
@@ -120,6 +128,7 @@ class RuntimeSessionAdapter:
             policy_table=policy_table,
             run_timeout=run_timeout,
             retry_delay=retry_delay,
+            max_pending_inputs=max_pending_inputs,
         )
 
     # ---------------------------------------------------------------- registration
@@ -127,9 +136,17 @@ class RuntimeSessionAdapter:
     def _new_driver(self, runtime_id: LogicalRuntimeId) -> RuntimeDriver:
         if self.store is not None and self.blob_store is not None:
             return PersistentRuntimeDriver(
-                runtime_id, self.store, self.blob_store, policy_table=self.policy_table
+                runtime_id,
+                self.store,
+                self.blob_store,
+                policy_table=self.policy_table,
+                max_pending_inputs=self.max_pending_inputs,
             )
-        return EphemeralRuntimeDriver(runtime_id, policy_table=self.policy_table)
+        return EphemeralRuntimeDriver(
+            runtime_id,
+            policy_table=self.policy_table,
+            max_pending_inputs=self.max_pending_inputs,
+        )
 
     async def register_session(self, session_id: SessionId) -> None:
         """X-3: create the session's runtime and recover it from the store.
