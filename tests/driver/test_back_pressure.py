@@ -24,8 +24,9 @@ from meerkat_runtime.driver.ephemeral import EphemeralRuntimeDriver
 from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
 from meerkat_runtime.generated.input_lifecycle import InputLifecycleState
 from meerkat_runtime.generated.policy_table import QueueMode
-from meerkat_runtime.ids import LogicalRuntimeId
+from meerkat_runtime.ids import InputId, LogicalRuntimeId
 from meerkat_runtime.inputs import Input
+from meerkat_runtime.ledger import Lane, Lanes
 from meerkat_runtime.outcomes import Deduplicated
 from meerkat_runtime.store.base import RuntimeStore
 from tests.driver.helpers import (
@@ -220,3 +221,31 @@ def test_the_oldest_waiting_input_of_a_scope_is_replaced() -> None:
     c = prompt("c", scope="s")
     accept_all(fifo, c)
     assert fifo.queued_input_ids() == [b.id(), c.id()]
+
+
+# ---------------------------------------------------------------- gone ids
+
+
+def test_gone_ids_are_skipped_and_every_change_undoes_exactly() -> None:
+    """Removed ids stay in the deque, marked gone: reads skip them, popping
+    drops them, a rebuild (past ``_COMPACT_AT`` gone ids) removes them, and
+    undoing any of that in reverse gives back the lanes as they were."""
+    lanes = Lanes()
+    ids = [InputId.new() for _ in range(100)]
+    lanes.push_all(ids, Lane.QUEUE)
+    lanes.journal = []
+    gone = [i for n, i in enumerate(ids) if n % 4]  # 75: past _COMPACT_AT
+    for input_id in gone:
+        lanes.remove(input_id, Lane.QUEUE)
+    waiting = [i for i in ids if i not in set(gone)]
+    assert lanes.ids(Lane.QUEUE) == waiting
+    assert len(lanes) == len(waiting)
+    assert lanes.is_prefix(waiting[:3])
+    lanes.pop_prefix(3)
+    assert lanes.ids(Lane.QUEUE) == waiting[3:]
+    assert lanes.take_next() == waiting[3]
+    assert not lanes.take(gone[-1])
+    for undo in reversed(lanes.journal):
+        undo()
+    assert lanes.ids(Lane.QUEUE) == ids
+    assert len(lanes) == len(ids)
