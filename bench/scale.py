@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import msgspec
-from durable_parts import INSERT_ROW, SELECT_ROWS, raw_connect
+from durable_parts import INSERT_ROW, SELECT_ROWS, raw_connect, run_start_receipt
 from goals import goal
 from sqlite_tools import Scratch, describe_file_system, scratch_dir
 
@@ -54,7 +54,7 @@ from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId, SupersessionKe
 from meerkat_runtime.inputs import InputHeader, PromptInput
 from meerkat_runtime.outcomes import Accepted
 from meerkat_runtime.policy import DefaultPolicyTable, PolicySubject
-from meerkat_runtime.runs import BoundaryApplied, RunApplyBoundary, RunBoundaryReceipt
+from meerkat_runtime.runs import BoundaryApplied, RunBoundaryReceipt
 from meerkat_runtime.store.integrity import frame
 from meerkat_runtime.store.sqlite import SqliteRuntimeStore
 
@@ -79,13 +79,7 @@ def applied_batch(n: int) -> tuple[RunBoundaryReceipt, list[object]]:
     run_id = RunId.new()
     driver.start_run(run_id)
     driver.stage_batch(ids, run_id)
-    receipt = RunBoundaryReceipt(
-        run_id=run_id,
-        boundary=RunApplyBoundary.RUN_START,
-        contributing_input_ids=ids,
-        message_count=0,
-        sequence=0,
-    )
+    receipt = run_start_receipt(run_id, ids)
     driver.run_event_now(BoundaryApplied(run_id=run_id, receipt=receipt))
     return receipt, [driver.input_state(i) for i in ids]
 
