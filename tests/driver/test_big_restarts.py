@@ -165,3 +165,31 @@ def test_live_recover_over_a_terminal_stored_phase_fails_closed(
         assert raw(store) == rows
 
     run(backend, body)
+
+
+def test_the_default_receipt_listing_reads_each_named_receipt_once(
+    backend: Backend,
+) -> None:
+    """``RuntimeStore.load_boundary_receipts``'s default (for a store that
+    cannot list its receipt rows): the receipts the stored inputs name, in
+    the order those inputs were stored, each read once."""
+
+    async def body(b: Backend) -> None:
+        driver = new_driver(b.open())
+        inputs = [prompt(f"p{i}") for i in range(6)]
+        await accepted(driver, *inputs)
+        ids = [inp.id() for inp in inputs]
+        run_id = RunId.new()
+        driver.start_run(run_id)
+        driver.stage_batch(ids, run_id)
+        first, second = halves(ids)
+        await driver.on_run_event(boundary(run_id, first, sequence=0))
+        await driver.on_run_event(boundary(run_id, second, sequence=1))
+
+        store = CountingStore(b.open())
+        listed = await RuntimeStore.load_boundary_receipts(store, RID)
+        assert [(r.run_id, r.sequence) for r in listed] == [(run_id, 0), (run_id, 1)]
+        assert store.receipt_reads == 2
+        assert listed == await b.open().load_boundary_receipts(RID)
+
+    run(backend, body)
