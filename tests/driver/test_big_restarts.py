@@ -11,11 +11,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pytest
 
 from meerkat_runtime import RuntimeDriverError
+from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
 from meerkat_runtime.generated.input_lifecycle import InputLifecycleState
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
@@ -61,9 +60,20 @@ class CountingStore(FaultyStore):
         return await super().load_boundary_receipts(runtime_id)
 
 
-def halves(ids: Sequence[InputId]) -> tuple[list[InputId], list[InputId]]:
-    middle = len(ids) // 2
-    return list(ids[:middle]), list(ids[middle:])
+async def applied_in_two_boundaries(
+    driver: PersistentRuntimeDriver, n: int
+) -> tuple[RunId, list[InputId]]:
+    """``n`` prompts accepted, staged in one run and applied by its two
+    boundaries (half each); the run does not complete."""
+    inputs = [prompt(f"p{i}") for i in range(n)]
+    await accepted(driver, *inputs)
+    ids = [inp.id() for inp in inputs]
+    run_id = RunId.new()
+    driver.start_run(run_id)
+    driver.stage_batch(ids, run_id)
+    await driver.on_run_event(boundary(run_id, ids[: n // 2], sequence=0))
+    await driver.on_run_event(boundary(run_id, ids[n // 2 :], sequence=1))
+    return run_id, ids
 
 
 def test_restart_after_a_big_applied_batch_reads_each_receipt_once(
@@ -74,16 +84,7 @@ def test_restart_after_a_big_applied_batch_reads_each_receipt_once(
     decodes each of the two receipts once (it read one per input)."""
 
     async def body(b: Backend) -> None:
-        driver = new_driver(b.open())
-        inputs = [prompt(f"p{i}") for i in range(BATCH)]
-        await accepted(driver, *inputs)
-        ids = [inp.id() for inp in inputs]
-        run_id = RunId.new()
-        driver.start_run(run_id)
-        driver.stage_batch(ids, run_id)
-        first, second = halves(ids)
-        await driver.on_run_event(boundary(run_id, first, sequence=0))
-        await driver.on_run_event(boundary(run_id, second, sequence=1))
+        run_id, ids = await applied_in_two_boundaries(new_driver(b.open()), BATCH)
         # the process dies here: no RunCompleted
 
         decoded: list[str] = []
@@ -175,16 +176,7 @@ def test_the_default_receipt_listing_reads_each_named_receipt_once(
     the order those inputs were stored, each read once."""
 
     async def body(b: Backend) -> None:
-        driver = new_driver(b.open())
-        inputs = [prompt(f"p{i}") for i in range(6)]
-        await accepted(driver, *inputs)
-        ids = [inp.id() for inp in inputs]
-        run_id = RunId.new()
-        driver.start_run(run_id)
-        driver.stage_batch(ids, run_id)
-        first, second = halves(ids)
-        await driver.on_run_event(boundary(run_id, first, sequence=0))
-        await driver.on_run_event(boundary(run_id, second, sequence=1))
+        run_id, _ = await applied_in_two_boundaries(new_driver(b.open()), 6)
 
         store = CountingStore(b.open())
         listed = await RuntimeStore.load_boundary_receipts(store, RID)
