@@ -98,7 +98,7 @@ class RecoveringCore(CoreState):
         # or destroyed phase over them would leave them queued in a runtime
         # that can never run them, and write that back.
         live = sum(1 for s in fresh if not s.is_terminal())
-        live += len(self._ledger.active_ids())
+        live += self._ledger.pending()
         if persisted is not None and persisted.is_terminal() and live:
             raise InternalError(
                 f"store corruption: runtime {self.runtime_id} is stored "
