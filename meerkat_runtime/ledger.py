@@ -58,15 +58,20 @@ class InputLedger:
 
     The count and the scopes follow every change of the entries: ``insert``,
     ``replace`` and ``remove`` (which a checkpoint's undo uses too) and
-    ``finished`` (a transition into a terminal phase)."""
+    ``finished`` (a transition into a terminal phase). Each scoped entry
+    keeps the number it was first indexed with, so one indexed again (an
+    undone replacement puts the replaced input back) takes its old place."""
 
-    __slots__ = ("_keys", "_pending", "_scopes", "_states")
+    __slots__ = ("_admissions", "_admitted", "_keys", "_pending", "_scopes", "_states")
 
     def __init__(self) -> None:
         self._states: dict[InputId, InputState] = {}
         self._keys: dict[IdempotencyKey, InputId] = {}
         self._pending = 0
-        self._scopes: dict[Scope, dict[InputId, None]] = {}
+        # Per scope: its unfinished ids -> admission number, in that order.
+        self._scopes: dict[Scope, dict[InputId, int]] = {}
+        self._admitted: dict[InputId, int] = {}
+        self._admissions = 0  # numbers handed out (removals never reuse one)
 
     def get(self, input_id: InputId) -> InputState | None:
         return self._states.get(input_id)
@@ -92,8 +97,20 @@ class InputLedger:
         """Index an unfinished entry under its scope (also once its payload
         is set after the insert, as an accept does)."""
         scope = scope_of(state)
-        if scope is not None:
-            self._scopes.setdefault(scope, {})[state.input_id] = None
+        if scope is None:
+            return
+        input_id = state.input_id
+        number = self._admitted.get(input_id)
+        if number is None:
+            number = self._admitted[input_id] = self._admissions
+            self._admissions += 1
+        ids = self._scopes.setdefault(scope, {})
+        if input_id in ids:
+            return
+        among_younger = bool(ids) and number < next(reversed(ids.values()))
+        ids[input_id] = number
+        if among_younger:  # rare: a scope seldom holds two unfinished inputs
+            self._scopes[scope] = dict(sorted(ids.items(), key=lambda kv: kv[1]))
 
     def _unindex(self, state: InputState) -> None:
         scope = scope_of(state)
@@ -109,9 +126,17 @@ class InputLedger:
         self._unindex(state)
 
     def replace(self, state: InputState) -> None:
-        """Put back an earlier copy of an entry (checkpoint restore)."""
+        """Put back an earlier copy of an entry (a checkpoint's restore, a
+        withdrawn run). Unfinished before and after in the same scope, it
+        keeps its place in the scope's admission order (PD-44)."""
         current = self._states[state.input_id]
         self._states[state.input_id] = state
+        if (
+            not current.is_terminal()
+            and not state.is_terminal()
+            and scope_of(current) == scope_of(state)
+        ):
+            return  # the count and the index stay as they are
         if not current.is_terminal():
             self._pending -= 1
             self._unindex(current)
@@ -129,6 +154,7 @@ class InputLedger:
         state = self._states.pop(input_id, None)
         if state is None:
             return None
+        self._admitted.pop(input_id, None)
         key = state.idempotency_key
         if key is not None and self._keys.get(key) == input_id:  # only its own entry
             del self._keys[key]

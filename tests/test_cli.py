@@ -216,14 +216,16 @@ def test_inspect_json_is_machine_readable(
         "receipt_count",
         "inputs",
         "receipts",
+        "lease",
     }
     assert ops["input_count"] == len(ops["inputs"])
     assert sum(ops["inputs_by_state"].values()) == ops["input_count"]
+    assert ops["lease"]["owner"] == "demo-worker"
     assert ops["state"] == "idle"
     first = ops["inputs"][0]
     for key in ("input_id", "current_state", "history", "persisted_input"):
         assert key in first
-    assert {"from_state", "to_state", "reason", "timestamp"} <= set(first["history"][0])
+    assert {"from", "to", "reason", "timestamp"} <= set(first["history"][0])
     receipt = ops["receipts"][0]
     for key in ("run_id", "contributing_input_ids", "sequence", "boundary"):
         assert key in receipt

@@ -29,6 +29,7 @@ from meerkat_runtime.driver.validation import (
     durability_violation,
     peer_mode_violation,
 )
+from meerkat_runtime.driver.withdrawal import WithdrawingCore
 from meerkat_runtime.errors import (
     DestroyedError,
     NotReadyError,
@@ -87,7 +88,7 @@ from meerkat_runtime.runs import (
 
 _QUEUED = il.InputLifecycleState.QUEUED
 
-# PD-50: the unfinished inputs one runtime holds before accepts are refused
+# PD-43: the unfinished inputs one runtime holds before accepts are refused
 # (back-pressure). Each costs memory in every process that recovers the
 # runtime, so an unbounded queue is an outage waiting for a restart.
 DEFAULT_MAX_PENDING_INPUTS = 100_000
@@ -126,7 +127,7 @@ class DriverObservation:
     events: int
 
 
-class RuntimeCore(RecoveringCore):
+class RuntimeCore(RecoveringCore, WithdrawingCore):
     """One runtime's in-memory state and operations (starts IDLE)."""
 
     def __init__(
@@ -185,7 +186,7 @@ class RuntimeCore(RecoveringCore):
         return Accepted(input_id=state.input_id, policy=decision, state=state.clone())
 
     def _adds_pending(self, inp: Input, decision: PolicyDecision) -> bool:
-        """PD-50: whether accepting ``inp`` leaves one more unfinished input.
+        """PD-43: whether accepting ``inp`` leaves one more unfinished input.
         Not when it is consumed at once, nor when it replaces a waiting
         input of its scope (the count stays as it is)."""
         if (
@@ -259,8 +260,8 @@ class RuntimeCore(RecoveringCore):
             )
 
     def _find_in_scope(self, kind: str, key: object) -> InputState | None:
-        """The oldest input of the scope still waiting in a lane (queued; a
-        staged one is the run's), from the ledger's scope index."""
+        """PD-44: the oldest input of the scope still waiting in a lane
+        (queued; a staged one is the run's), from the ledger's scope index."""
         for state in self._ledger.in_scope((kind, key)):
             if state.current_state() is _QUEUED:
                 return state
@@ -293,10 +294,13 @@ class RuntimeCore(RecoveringCore):
         ids = list(ids)
         self._check_stage(ids, run_id)
         lane = self._lanes.pop_prefix(len(ids))
+        before: dict[InputId, InputState] = {}
         for input_id in ids:
-            self._apply(self._state(input_id), il.StageForRun(run_id))
+            state = self._state(input_id)
+            before[input_id] = state.clone()  # PD-38: what withdraw_run restores
+            self._apply(state, il.StageForRun(run_id))
             self._emit_input(InputStaged(input_id=input_id, run_id=run_id))
-        self._batch = Batch(run_id, ids, lane)
+        self._batch = Batch(run_id, ids, lane, before)
 
     def _check_stage(self, ids: list[InputId], run_id: RunId) -> None:
         if self._control.current_run_id() != run_id:

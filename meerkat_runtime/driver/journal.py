@@ -7,8 +7,16 @@ lane operations, ``_emit``). While a ``Checkpoint`` is open each change
 records what it replaced, so ``restore`` undoes exactly one operation (the
 persistent driver's "memory never runs ahead of the store", D-4 and decision
 14) without copying anything the operation did not touch. This journal is
-the one undo mechanism: every persisted operation, recovery included, runs
-inside a checkpoint (a driver's first recovery undoes by starting afresh).
+the one undo mechanism: every persisted operation runs inside a checkpoint,
+a live driver's recovery too; only a driver's first recovery runs without
+one, since its undo is starting afresh (``fresh_state``).
+
+``_drive`` is the one way a runtime-control input is applied: the authority
+decides, and ``_drive`` carries out the effects it returns (raising or
+withdrawing the post-admission signal, announcing a phase change), so no
+signal is raised by hand (C-4, PD-24). A core that a store backs notes the
+inputs changed outside any checkpoint (D-2's pure delegations), for the next
+lifecycle commit to write (PD-6).
 """
 
 from __future__ import annotations
@@ -56,11 +64,15 @@ def reason_name(reason: InputAbandonReason) -> str:
 
 @dataclass(slots=True)
 class Batch:
-    """The inputs staged for the current run, in order, and their lane."""
+    """The inputs staged for the current run, in order, and their lane.
+    ``before`` holds each input as it was just before staging (never
+    mutated, only read), so a run the store could not record can be
+    withdrawn without counting an attempt (PD-38)."""
 
     run_id: RunId
     ids: list[InputId]
     lane: Lane
+    before: dict[InputId, InputState] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -185,7 +197,11 @@ class CoreState:
         batch = self._batch
         checkpoint = Checkpoint(
             control=self._control.copy(),
-            batch=Batch(batch.run_id, list(batch.ids), batch.lane) if batch else None,
+            batch=(
+                Batch(batch.run_id, list(batch.ids), batch.lane, batch.before)
+                if batch
+                else None
+            ),
             signal=self._signal,
             events=len(self._events),
         )

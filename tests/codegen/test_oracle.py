@@ -206,7 +206,7 @@ def _explore(m: Machine) -> Report:
 
 # machine -> (rule id of its transition table, fewest cases a full run compares)
 # (runtime_control lost its two signal flags and its unused upstream inputs:
-# signals are effects the driver carries out, see docs/decisions-driver.md.)
+# signals are effects the driver carries out, PD-24 and PD-25.)
 MACHINES = {"input_lifecycle": ("L-3", 2500), "runtime_control": ("C-3", 800)}
 
 

@@ -1,4 +1,4 @@
-"""Back-pressure (PD-50) and replacements at any queue length.
+"""Back-pressure (PD-43) and replacements at any queue length.
 
 A runtime holds at most ``max_pending_inputs`` unfinished inputs: one more
 accept is refused with ``RuntimeDriverError.PendingLimit`` naming the limit,
@@ -36,6 +36,7 @@ from tests.driver.helpers import (
     new_driver,
     prompt,
     run_to_completion,
+    stage_run,
 )
 from tests.test_persistent_decisions import (
     RID,
@@ -221,6 +222,43 @@ def test_the_oldest_waiting_input_of_a_scope_is_replaced() -> None:
     c = prompt("c", scope="s")
     accept_all(fifo, c)
     assert fifo.queued_input_ids() == [b.id(), c.id()]
+
+
+def test_a_withdrawn_input_keeps_its_place_in_its_scope() -> None:
+    """A withdrawn run puts its input back as it was (PD-38), and the input
+    stays the oldest of its scope (PD-44): it was indexed afresh at the end,
+    so a later replacing accept took the newer one instead."""
+    fifo = new_driver()
+    a, b = prompt("a", scope="s"), prompt("b", scope="s")
+    accept_all(fifo, a, b)
+    run_id = stage_run(fifo, [a.id()])
+    asyncio.run(fifo.withdraw_run(run_id))
+    assert fifo.queued_input_ids() == [a.id(), b.id()]
+    fifo._core._policy = RoutingPolicyTable({"prompt": QueueMode.SUPERSEDE})
+    c = prompt("c", scope="s")
+    accept_all(fifo, c)
+    assert fifo.queued_input_ids() == [b.id(), c.id()]
+    replaced = fifo.peek_input_state(a.id())
+    assert replaced is not None
+    assert replaced.current_state() is InputLifecycleState.SUPERSEDED
+
+
+def test_an_undone_replacement_leaves_the_oldest_first() -> None:
+    """A refused replacing accept is undone (decision 14): the input it had
+    replaced is waiting again and still the oldest of its scope, so the
+    next replacing accept takes it, not a newer one."""
+    driver = new_driver()
+    a, b = prompt("a", scope="s"), prompt("b", scope="s")
+    accept_all(driver, a, b)
+    core = driver._core
+    core._policy = RoutingPolicyTable({"prompt": QueueMode.SUPERSEDE})
+    checkpoint = core.checkpoint()
+    core.accept(prompt("refused", scope="s"))
+    core.restore(checkpoint)
+    assert driver.queued_input_ids() == [a.id(), b.id()]
+    d = prompt("d", scope="s")
+    accept_all(driver, d)
+    assert driver.queued_input_ids() == [b.id(), d.id()]
 
 
 # ---------------------------------------------------------------- gone ids
