@@ -37,6 +37,8 @@ CODEGEN = Path("codegen") / "__main__.py"
 # Where this package runs from: a checkout when it is run in place or
 # installed editable; site-packages (no spec, no codegen/) when installed.
 PACKAGE_PARENT = Path(__file__).resolve().parent.parent
+# Inputs and receipts `inspect` shows per runtime (its counts cover all).
+DEFAULT_INSPECT_LIMIT = 100
 
 
 def _console() -> Console:
@@ -47,6 +49,16 @@ def _console() -> Console:
 def _error(message: str) -> int:
     print(f"meerkat-runtime: error: {message}", file=sys.stderr)
     return 1
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a count (0 or more), not {text!r}")
+    return value
 
 
 # ---------------------------------------------------------------- commands
@@ -64,7 +76,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     path: Path = args.path
     try:
-        views = load_database(path)
+        views = load_database(path, args.limit or None)
     except InspectionError as exc:
         return _error(str(exc))
     except RuntimeStoreError as exc:  # a row that does not decode
@@ -146,6 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("path", type=Path, help="a meerkat SQLite database")
     inspect.add_argument("--json", action="store_true", help="print JSON instead")
+    inspect.add_argument(
+        "--limit",
+        type=_non_negative,
+        default=DEFAULT_INSPECT_LIMIT,
+        metavar="N",
+        help=f"show the first N inputs and receipts of each runtime (counts "
+        f"always cover all; 0: show all; default {DEFAULT_INSPECT_LIMIT})",
+    )
     inspect.set_defaults(handler=cmd_inspect)
     for name, text in (
         ("verify", "validate and model-check spec/ (needs a checkout)"),

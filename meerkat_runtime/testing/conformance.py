@@ -212,6 +212,25 @@ class StoreConformance(OwnershipConformance):
 
         self.run(body)
 
+    def test_receipts_are_listed_in_commit_order(self) -> None:
+        """``load_boundary_receipts``: every receipt of the runtime, in the
+        order committed (not by run id: the newer run commits first here),
+        and none of another runtime's."""
+
+        async def body(store: RuntimeStore) -> None:
+            older_run, newer_run = RunId.new(), RunId.new()
+            committed = [
+                receipt_for(newer_run, [], 0),
+                receipt_for(older_run, [], 0),
+                receipt_for(newer_run, [], 1),
+            ]
+            for receipt in committed:
+                await store.atomic_apply(A, None, receipt, [])
+            await store.atomic_apply(B, None, receipt_for(RunId.new(), []), [])
+            assert await store.load_boundary_receipts(A) == committed
+
+        self.run(body)
+
     def test_commit_session_boundary_mints_sequences_per_run(self) -> None:
         """S-5: sequences start at 0 per run; states are stamped with them."""
 
