@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 try:
-    from codegen import checker, diagrams, generate, properties
+    from codegen import checker, compose, diagrams, generate, properties
     from codegen.errors import SpecError
 except ModuleNotFoundError as exc:  # PyYAML or Jinja2 missing
     sys.exit(
@@ -44,7 +44,12 @@ def _verify(root: Path) -> bool:
         result = checker.check_machine(machine, declared[machine.name])
         print(result.report())
         ok = ok and result.ok
-    return ok
+    composed = compose.load_composed(
+        root / compose.COMPOSED, spec, str(compose.COMPOSED)
+    )
+    report = compose.explore(composed)
+    print(report.report())
+    return ok and report.ok
 
 
 def cmd_verify(root: Path) -> int:

@@ -224,15 +224,10 @@ class _Explorer:
         return out
 
     def _enabled(self, t: Transition, env: Mapping[str, object]) -> bool:
-        return all(ex.evaluate(self.m.guard(g).expr, env) for g in t.guards)
+        return enabled(self.m, t, env)
 
     def _fire(self, t: Transition, config: Config, env: Mapping[str, object]) -> Config:
-        # All updates read the values from before the transition.
-        updates = {name: ex.evaluate(value, env) for name, value in t.sets}
-        fields = tuple(
-            updates.get(n, v) for n, v in zip(self.field_names, config[1:], strict=True)
-        )
-        return (t.target_from(str(config[0])), *fields)
+        return fire(self.m, t, config, env)
 
     def _violation(self, config: Config) -> bool:
         env = self.env(config)
@@ -279,3 +274,31 @@ def check_machine(m: Machine, properties: Properties | None = None) -> Result:
 
         result.verdicts = check_properties(result, properties)
     return result
+
+
+def step(
+    m: Machine, config: Config, inp: str, params: Mapping[str, object]
+) -> tuple[Transition, Config] | None:
+    """The transition ``inp`` fires from ``config`` and the configuration it
+    leads to, or None when the machine refuses it (the composed model steps
+    the machines with this)."""
+    env: dict[str, object] = {**dict(m.constants), "phase": config[0], **params}
+    env.update(zip((f.name for f in m.fields), config[1:], strict=True))
+    for t in m.transitions_for(str(config[0]), inp):
+        if enabled(m, t, env):
+            return t, fire(m, t, config, env)
+    return None
+
+
+def enabled(m: Machine, t: Transition, env: Mapping[str, object]) -> bool:
+    return all(ex.evaluate(m.guard(g).expr, env) for g in t.guards)
+
+
+def fire(
+    m: Machine, t: Transition, config: Config, env: Mapping[str, object]
+) -> Config:
+    # All updates read the values from before the transition.
+    updates = {name: ex.evaluate(value, env) for name, value in t.sets}
+    names = (f.name for f in m.fields)
+    fields = tuple(updates.get(n, v) for n, v in zip(names, config[1:], strict=True))
+    return (t.target_from(str(config[0])), *fields)
