@@ -44,6 +44,8 @@ def _verify(root: Path) -> bool:
         result = checker.check_machine(machine, declared[machine.name])
         print(result.report())
         ok = ok and result.ok
+    if not (root / compose.COMPOSED).exists():  # a checkout without one
+        return ok
     composed = compose.load_composed(
         root / compose.COMPOSED, spec, str(compose.COMPOSED)
     )
@@ -73,7 +75,8 @@ def cmd_diagrams(root: Path) -> int:
         print("model check failed: nothing rendered", file=sys.stderr)
         return 1
     spec, table = generate.load(root)
-    for path, text in sorted(generate.diagram_outputs(spec, table).items()):
+    dots = generate.diagram_outputs(spec, table) | generate.composed_outputs(root, spec)
+    for path, text in sorted(dots.items()):
         svg = (root / path).with_suffix(".svg")
         svg.parent.mkdir(parents=True, exist_ok=True)
         diagrams.render_svg(text, svg)
