@@ -47,7 +47,6 @@ Row = tuple[str, str | list[str], str, list[Guard], list[Update]]
 def _begin_run(e: Any) -> None:
     m = e.model
     m.current_run_id, m.pre_run_state = e.kwargs["run_id"], m.state
-    m.wake_pending = m.process_pending = False
 
 
 def _end_run(e: Any) -> None:
@@ -58,23 +57,15 @@ def _remember_phase(e: Any) -> None:
     e.model.pre_run_state = e.model.state
 
 
-def _clear_all(e: Any) -> None:
-    _end_run(e)
-    e.model.wake_pending = e.model.process_pending = False
-
-
-def _wake(e: Any) -> None:
-    e.model.wake_pending = True
-
-
-def _steer(e: Any) -> None:
-    e.model.wake_pending = e.model.process_pending = True
+_clear_all = _end_run
 
 
 _no_run: Guard = lambda e: e.model.current_run_id is None  # noqa: E731
 _matches: Guard = lambda e: e.model.current_run_id == e.kwargs["run_id"]  # noqa: E731
 _queue: Guard = lambda e: e.kwargs["handling_mode"] is HandlingMode.QUEUE  # noqa: E731
 _steering: Guard = lambda e: e.kwargs["handling_mode"] is HandlingMode.STEER  # noqa: E731
+_wakes: Guard = lambda e: e.kwargs["wake_if_idle"]  # noqa: E731
+_quiet: Guard = lambda e: not e.kwargs["wake_if_idle"]  # noqa: E731
 _RUN_END: list[tuple[str, Guard]] = [
     ("idle", lambda e: e.model.pre_run_state not in ("attached", "retired")),
     ("attached", lambda e: e.model.pre_run_state == "attached"),
@@ -130,13 +121,11 @@ RC_TABLE: list[Row] = [
     ),
     ("StopRequested", _NON_TERMINAL, "stopped", [], [_clear_all]),
     ("DestroyRequested", [*_NON_TERMINAL, "stopped"], "destroyed", [], [_clear_all]),
-    ("SubmitWork", _LIVE, "=", [], []),
-    ("AdmissionAccepted", ["idle", "attached"], "=", [_queue], [_wake]),
-    ("AdmissionAccepted", "running", "=", [_queue], []),
-    ("AdmissionAccepted", _LIVE, "=", [_steering], [_steer]),
-    ("AdmissionRejected", _LIVE, "=", [], []),
-    ("AdmissionDeduplicated", _LIVE, "=", [], []),
-    ("ExternalToolDeltaReceived", [*_LIVE, "recovering", "retired"], "=", [], []),
+    # Signals are effects, not fields: these rows only select a transition.
+    ("AdmissionAccepted", _LIVE, "=", [_steering], []),
+    ("AdmissionAccepted", _LIVE, "=", [_queue, _wakes], []),
+    ("AdmissionAccepted", _LIVE, "=", [_queue, _quiet], []),
+    ("WorkWaiting", [*_NON_TERMINAL[1:], "stopped", "destroyed"], "=", [], []),
 ]
 
 
@@ -147,7 +136,6 @@ class RuntimeModel:
         self.state = "initializing"
         self.current_run_id: RunId | None = None
         self.pre_run_state: str | None = None
-        self.wake_pending = self.process_pending = False
 
 
 _RUN = RunId("run_1")

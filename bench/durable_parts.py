@@ -18,6 +18,7 @@ from sqlite_tools import GroupCountingStore as BenchStore
 from sqlite_tools import Scratch, count
 
 from meerkat_runtime.driver.ephemeral import EphemeralRuntimeDriver
+from meerkat_runtime.driver.face import RuntimeDriver
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
 from meerkat_runtime.inputs import Flow, FlowStepInput, InputHeader, PromptInput
@@ -77,7 +78,7 @@ def flow_step(case: int, step: int) -> FlowStepInput:
     )
 
 
-def state_of(driver: EphemeralRuntimeDriver, input_id: InputId) -> InputState:
+def state_of(driver: RuntimeDriver, input_id: InputId) -> InputState:
     state = driver.input_state(input_id)
     assert state is not None
     return state

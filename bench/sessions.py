@@ -30,7 +30,7 @@ Per input the loop costs three store writes: the accept, the boundary
 (receipt and applied state) and the completion (consumed state and phase).
 The store is a subclass that counts its calls, the writer thread's commit
 groups and the commits a lone caller makes inline on the event loop's thread
-(``_commit_inline``), to show group commit at work, and profiles the writer
+(the writer's ``inline`` hook), to show group commit at work, and profiles the writer
 thread when asked (cProfile hooks only the thread that enables it). Each repeat gets a fresh database file (removed
 after it); the repeats run in rounds (baseline, then end to end), so a slow
 spell of a shared machine or disk hits both and their ratio holds; each
@@ -58,7 +58,7 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -92,7 +92,6 @@ from meerkat_runtime.sessions.executor import (
 )
 from meerkat_runtime.store import records
 from meerkat_runtime.store.base import SessionDelta
-from meerkat_runtime.store.sqlite_requests import Busy
 
 GOAL = 0.5  # end-to-end completions/s / one caller's durable accepts/s
 PROMPT_BYTES = 1536
@@ -125,16 +124,16 @@ class BenchStore(GroupCountingStore):
         self.inline = 0  # commits made inline, without the writer thread
         self.calls: Counter[str] = Counter()
         super().__init__(path)
+        self.writer.hooks.inline = self._inline
 
     def reset_counts(self) -> None:
         self.groups.clear()
         self.inline = 0
         self.calls.clear()
 
-    def _commit_inline(self, work: Callable[[sqlite3.Connection], T]) -> T | Busy:
+    def _inline(self) -> None:
         # A lone caller's write, committed on the event loop's thread.
         self.inline += 1
-        return super()._commit_inline(work)
 
     async def persist_input_state(
         self, runtime_id: LogicalRuntimeId, state: InputState

@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from meerkat_runtime.store.sqlite import SqliteRuntimeStore
-from meerkat_runtime.store.sqlite_requests import Answer, Request
 
 
 class Scratch:
@@ -91,18 +90,18 @@ class GroupCountingStore(SqliteRuntimeStore):
     (cProfile hooks only the thread that enables it)."""
 
     def __init__(self, path: Path) -> None:
-        # Set before the writer thread starts (the base __init__ starts it).
         self.groups: list[int] = []
         self.profiling = False
         self.writer_profile = cProfile.Profile()
         super().__init__(path)
+        self.writer.hooks.group = self._group
+        self.writer.hooks.group_done = self._group_done
 
-    def _commit_group(self, group: list[Request]) -> list[Answer]:
-        self.groups.append(len(group))
-        if not self.profiling:
-            return super()._commit_group(group)
-        self.writer_profile.enable()
-        try:
-            return super()._commit_group(group)
-        finally:
+    def _group(self, size: int) -> None:  # in the writer thread
+        self.groups.append(size)
+        if self.profiling:
+            self.writer_profile.enable()
+
+    def _group_done(self, size: int) -> None:  # noqa: ARG002 - the hook's signature
+        if self.profiling:
             self.writer_profile.disable()

@@ -9,7 +9,10 @@ violation found has a shortest trace, which is what an author wants to read.
 
 Checked at every configuration: each invariant, and that int fields stay in
 their declared range. Reported at the end: phases never reached and
-transitions never fired (each is a failure: dead spec is a bug).
+transitions never fired (each is a failure: dead spec is a bug). Then the
+storage declarations: a phase's ``stored_as`` must give, in every reachable
+configuration, a phase that is stored as itself; a ``restore`` list must be
+accepted somewhere and, wherever it is accepted in full, end in its state.
 
 Given the machine's declared ``properties`` (``codegen.properties``), the
 explored graph is kept (every enabled step, also those that lead to a
@@ -190,7 +193,47 @@ class _Explorer:
                 )
                 return self.result
         self.result.configs = len(self.parents)
+        self._check_storage()
         return self.result
+
+    def _check_storage(self) -> None:
+        stored_as = dict(self.m.stored_as)
+        for config in self.parents:
+            phase = str(config[0])
+            if phase not in stored_as:
+                continue
+            stored = str(ex.evaluate(stored_as[phase], self.env(config)))
+            if stored != phase and stored in stored_as:
+                self._fail(
+                    config,
+                    f"{phase} is stored as {stored}, which is not stored as itself",
+                )
+                return
+        for state, inputs in self.m.restore:
+            ends = {self._run_inputs(config, inputs) for config in self.parents}
+            ends.discard(None)
+            if ends != {state}:
+                found = ", ".join(sorted(str(e) for e in ends)) or "nowhere"
+                self._fail(
+                    next(iter(self.parents)),
+                    f"restore of {state} by {', '.join(inputs)} ends in {found}",
+                )
+                return
+
+    def _run_inputs(self, config: Config, inputs: tuple[str, ...]) -> str | None:
+        """The phase after ``inputs`` (no parameters) from ``config``, or None
+        when one of them is refused on the way."""
+        for name in inputs:
+            env = self.env(config)
+            enabled = [
+                t
+                for t in self.m.transitions_for(str(config[0]), name)
+                if self._enabled(t, env)
+            ]
+            if len(enabled) != 1:
+                return None
+            config = self._fire(enabled[0], config, env)
+        return str(config[0])
 
     def _successors(self, config: Config) -> list[Config]:
         """New configurations reachable in one step (already recorded)."""

@@ -12,7 +12,8 @@ drift from the code (STYLE.md 4). To stay readable rather than a hairball:
   the whole diagram fits a screen; what each transition sets and emits is in
   an "updates and effects" table beside it (one row per distinct update);
 * guards appear by name on edges; a legend gives each guard's expression and
-  the invariants.
+  the invariants;
+* a phase's storage (``stored_as``, ``restore``) is written under its name.
 
 ``.dot`` files are committed and checked for freshness; ``.svg`` files are
 rendered from them by ``make diagrams``.
@@ -79,9 +80,11 @@ def machine_dot(m: Machine) -> str:
         '  __start [shape=point, width=0.15, label=""];',
         f"  __start -> {m.initial};",
     ]
-    out += [f"  {s} [tooltip={_q(dict(m.state_docs)[s])}];" for s in live]
     out += [
-        f'  {s} [shape=box, peripheries=2, fillcolor="#dddddd",'
+        f"  {s} [{_node_label(m, s)}tooltip={_q(dict(m.state_docs)[s])}];" for s in live
+    ]
+    out += [
+        f'  {s} [{_node_label(m, s)}shape=box, peripheries=2, fillcolor="#dddddd",'
         f" tooltip={_q(dict(m.state_docs)[s])}];"
         for s in m.terminal
     ]
@@ -94,6 +97,21 @@ def machine_dot(m: Machine) -> str:
     out += [f"  {a} -> {b} [style=invis];" for a, b in pairwise(names)]
     out.append("}")
     return "\n".join(out) + "\n"
+
+
+def _node_label(m: Machine, state: str) -> str:
+    """A label attribute when the spec says how a store keeps the phase or
+    how recovery brings it back: the name, then those lines."""
+    lines = [state]
+    stored = dict(m.stored_as).get(state)
+    if stored is not None:
+        lines.append(f"stored as: {ex.describe(stored)}")
+    restore = dict(m.restore).get(state)
+    if restore:
+        lines.append(f"restored by: {', '.join(restore)}")
+    if len(lines) == 1:
+        return ""
+    return 'label="' + "\\n".join(_escape_line(line) for line in lines) + '", '
 
 
 def _is_broadcast(t: Transition, live: list[str]) -> bool:

@@ -63,6 +63,7 @@ MACHINE_KEYS = (
 )
 TRANSITION_KEYS = ("name", "from", "on", "guards", "set", "emits", "to")
 FIELD_KEYS = ("type", "initial", "range")
+STATE_KEYS = ("doc", "stored_as", "restore")
 
 
 class _Reader:
@@ -176,7 +177,7 @@ def _load_types(r: _Reader, node: Node | None) -> dict[str, Type]:
             continue
         r.keys(
             body,
-            ("kind", "doc", "module", "members", "tag_field", "variants"),
+            ("kind", "doc", "module", "members", "tag_field", "external", "variants"),
             f"type {name}",
         )
         if kind.value == "id":
@@ -211,7 +212,16 @@ def _load_union(
         from codegen.model import snake_case
 
         variants.append(Variant(vname, snake_case(vname), fields))
-    return UnionT(name, tag_field, tuple(variants))
+    external = body.get("external")
+    if external is not None and not isinstance(external.value, bool):
+        r.problems.add(
+            external.line,
+            "shape",
+            f"{name}.external",
+            f"{name}.external must be a boolean",
+        )
+    external_flag = external is not None and external.value is True
+    return UnionT(name, tag_field, tuple(variants), external_flag)
 
 
 _OPTIONAL = re.compile(r"^optional\[(.+)\]$")
@@ -295,13 +305,14 @@ class _MachineLoader:
                 self._expect_bool(guard.expr, scope, f"guard {guard.name}")
         domains = self._domains(body.get("checker"))
         predicates = self._predicates(body.get("predicates"))
+        docs, stored_as, restore = self._state_details(state_nodes, state_type)
         return Machine(
             name=name,
             doc=" ".join(str(body["doc"].value).split()) if "doc" in body else "",
             file=self.file,
             line=node.line,
             state_type=state_type,
-            state_docs=tuple((s, str(n.value or "")) for s, n in state_nodes.items()),
+            state_docs=docs,
             state_lines=tuple((s, n.key_line) for s, n in state_nodes.items()),
             initial=initial or (self.states[0] if self.states else ""),
             terminal=terminal,
@@ -315,7 +326,71 @@ class _MachineLoader:
             domains=domains,
             predicates=predicates,
             scope=scope,
+            stored_as=stored_as,
+            restore=restore,
         )
+
+    def _state_details(
+        self, nodes: dict[str, Node], state_type: EnumT
+    ) -> tuple[
+        tuple[tuple[str, str], ...],
+        tuple[tuple[str, ex.Expr], ...],
+        tuple[tuple[str, tuple[str, ...]], ...],
+    ]:
+        """A state is its description, or a mapping with ``doc`` and the
+        optional ``stored_as`` (an expression of the state type) and
+        ``restore`` (inputs without parameters)."""
+        docs: list[tuple[str, str]] = []
+        stored_as: list[tuple[str, ex.Expr]] = []
+        restore: list[tuple[str, tuple[str, ...]]] = []
+        for state, node in nodes.items():
+            if not isinstance(node.value, dict):
+                docs.append((state, str(node.value or "")))
+                continue
+            body = node.value
+            self.r.keys(body, STATE_KEYS, f"state {state}")
+            docs.append((state, str(body["doc"].value) if "doc" in body else ""))
+            if "stored_as" in body:
+                parsed = self._stored_as(state, body["stored_as"], state_type)
+                if parsed is not None:
+                    stored_as.append((state, parsed))
+            if "restore" in body:
+                restore.append((state, self._restore(state, body["restore"])))
+        return tuple(docs), tuple(stored_as), tuple(restore)
+
+    def _stored_as(self, state: str, node: Node, state_type: EnumT) -> ex.Expr | None:
+        parsed = ex.parse(node.value, node.line, self.p)
+        if parsed is None:
+            return None
+        result = ex.check(parsed, self.scope, self.p)
+        if result is not None and result != state_type:
+            self.p.add(
+                node.line,
+                "type",
+                state,
+                f"state {state}: stored_as must be a {state_type.name}, "
+                f"`{parsed.text}` is {result}",
+            )
+            return None
+        return parsed
+
+    def _restore(self, state: str, node: Node) -> tuple[str, ...]:
+        names = []
+        for inode in self.r.seq(node, f"state {state}.restore"):
+            name = str(inode.value)
+            known = self.inputs.get(name)
+            if known is None or known.params:
+                self.p.add(
+                    inode.line,
+                    "unknown-input",
+                    name,
+                    f"state {state}: restore names {name!r}, not an input "
+                    "without parameters",
+                    tuple(i for i, d in self.inputs.items() if not d.params),
+                )
+                continue
+            names.append(name)
+        return tuple(names)
 
     def _state(self, node: Node | None, what: str, line: int) -> str | None:
         name = self.r.text(node, what, line)

@@ -92,6 +92,10 @@ class Machine:
         tuple[str, tuple[str, ...]], ...
     ]  # phase predicates, e.g. can_accept_input
     scope: Scope  # names visible to expressions without parameters
+    # Per state, how a store keeps it (an expression of the state type) and
+    # the inputs that bring a recovered runtime back to it (D-3, D-11).
+    stored_as: tuple[tuple[str, Expr], ...] = ()
+    restore: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def states(self) -> tuple[str, ...]:

@@ -72,6 +72,7 @@ def render_types(spec: Spec, env: jinja2.Environment) -> str:
             for e in spec.enums
         ],
         unions=[_union_context(u) for u in spec.unions],
+        any_external=any(u.external for u in spec.unions),
         id_imports=_id_imports(
             tuple(
                 t
@@ -94,11 +95,13 @@ def _union_context(u: UnionT) -> dict[str, object]:
     return {
         "name": u.name,
         "tag_field": u.tag_field,
+        "external": u.external,
         "variants": [
             {
                 "name": v.name,
                 "tag": v.tag,
                 "fields": [(n, python_annotation(t)) for n, t in v.fields],
+                "slots": repr(tuple(n for n, _ in v.fields)),
             }
             for v in u.variants
         ],
@@ -141,10 +144,13 @@ class _MachineRenderer:
     def __init__(self, m: Machine) -> None:
         self.m = m
         self.state_enum = m.state_type.name
+        # Multi-phase handler conditions, one module constant per distinct set.
+        self.source_sets: dict[tuple[str, ...], str] = {}
 
     def context(self, spec: Spec) -> dict[str, object]:
         m = self.m
         p = m.prefix
+        handlers = [self._handler(i.name) for i in m.inputs]  # fills source_sets
         return {
             "machine": m,
             "prefix": p,
@@ -174,12 +180,25 @@ class _MachineRenderer:
                 }
                 for e in m.effects
             ],
-            "handlers": [self._handler(i.name) for i in m.inputs],
+            "handlers": handlers,
+            "source_sets": [
+                (name, [f"{self.state_enum}.{member(s)}" for s in states])
+                for states, name in self.source_sets.items()
+            ],
             "invariants": [
                 (inv.name, self._py(inv.expr, None)) for inv in m.invariants
             ],
             "type_imports": self._type_imports(spec),
             "initial": member(m.initial),
+            "stored_as": [
+                (f"{self.state_enum}.{member(st)}", self._py(e, None))
+                for st, e in m.stored_as
+            ],
+            "restore": [
+                (f"{self.state_enum}.{member(st)}", list(inputs))
+                for st, inputs in m.restore
+            ],
+            "has_storage": bool(m.stored_as or m.restore),
             "transition_count": sum(len(t.sources) for t in m.transitions),
         }
 
@@ -224,9 +243,9 @@ class _MachineRenderer:
         if len(states) == 1:
             condition = f"phase is {enum}.{member(states[0])}"
         else:
-            condition = (
-                "phase in (" + ", ".join(f"{enum}.{member(s)}" for s in states) + ")"
-            )
+            key = tuple(states)
+            name = self.source_sets.setdefault(key, f"_FROM_{len(self.source_sets)}")
+            condition = f"phase in {name}"
         candidates = []
         guard_sources: dict[str, str] = {}
         for t in transitions:
@@ -269,6 +288,7 @@ def _types_used(m: Machine) -> set[str]:
         used.add(python_annotation(t.inner if isinstance(t, Opt) else t))
     exprs = [g.expr for g in m.guards] + [i.expr for i in m.invariants]
     exprs += [e for t in m.transitions for e in (*t.emits, *(v for _, v in t.sets))]
+    exprs += [e for _, e in m.stored_as]
     for e in exprs:
         used |= ex.type_names_used(e)
     return used

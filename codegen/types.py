@@ -67,6 +67,9 @@ class UnionT:
     name: str
     tag_field: str
     variants: tuple[Variant, ...]
+    # Written as serde's externally tagged enum ("reset", {"variant": {...}});
+    # tag_field is then only read, from records of an earlier format.
+    external: bool = False
 
     def variant(self, name: str) -> Variant | None:
         return next((v for v in self.variants if v.name == name), None)
@@ -126,6 +129,7 @@ def python_annotation(t: Type) -> str:
         return "None"
     if isinstance(t, UnionT):
         # msgspec decodes a tagged union only when given its variants, so
-        # annotations use the generated alias ``AnyX = VariantA | VariantB``.
-        return f"Any{t.name}"
+        # annotations use the generated alias ``AnyX = VariantA | VariantB``;
+        # an externally tagged union is one custom type the codec decodes.
+        return t.name if t.external else f"Any{t.name}"
     return t.name

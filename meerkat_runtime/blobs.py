@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from meerkat_runtime.codec import Value
-from meerkat_runtime.errors import rebuilt
+from meerkat_runtime.errors import MeerkatError, rebuilt
 from meerkat_runtime.ids import BlobId
 
 _ID = re.compile(r"sha256:[0-9a-f]{64}")
 
 
-class BlobStoreError(Exception):
+class BlobStoreError(MeerkatError):
     NotFound: ClassVar[type[BlobNotFoundError]]
     Invalid: ClassVar[type[BlobInvalidError]]
     Internal: ClassVar[type[BlobInternalError]]

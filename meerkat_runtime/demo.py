@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.text import Text
 
 from meerkat_runtime.blobs import FileBlobStore
+from meerkat_runtime.errors import MeerkatError
 from meerkat_runtime.generated.input_lifecycle import InputLifecycleState
 from meerkat_runtime.generated.policy_table import PolicyDecision, QueueMode
 from meerkat_runtime.generated.spec_types import HandlingMode
@@ -98,7 +99,7 @@ Event = dict[str, Any]
 Emit = Callable[[Event], None]
 
 
-class DemoError(Exception):
+class DemoError(MeerkatError):
     """The demo could not run (not a failed claim: an environment problem)."""
 
 

@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from meerkat_runtime import codec
+from meerkat_runtime.errors import MeerkatError
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.input_state import InputState
 from meerkat_runtime.inputs import (
@@ -51,7 +52,7 @@ _SELECT_INPUTS_V1 = (
 REQUIRED_TABLES = (records.INPUTS, records.RECEIPTS, records.STATES)
 
 
-class InspectionError(Exception):
+class InspectionError(MeerkatError):
     """The file cannot be inspected (missing, not SQLite, not meerkat)."""
 
 

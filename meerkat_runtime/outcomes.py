@@ -98,13 +98,20 @@ AcceptOutcome.Rejected = Rejected
 AnyAcceptOutcome = Accepted | Deduplicated | Rejected
 
 
-class RecoveryReport(Value, frozen=True, gc=False, kw_only=True, omit_defaults=False):
+# CP-11: the counts are always written, ``details`` only when it has entries.
+# msgspec omits a default-valued field only when the value is the default
+# object itself or an empty collection from a collection factory; a count
+# made by the ``int`` factory is neither, so it is always written.
+_COUNT = msgspec.field(default_factory=int)
+
+
+class RecoveryReport(Value, frozen=True, gc=False, kw_only=True, omit_defaults=True):
     """Decision 24: recovered = non-terminal inputs loaded; requeued = put back
     in a lane; abandoned = given up by recovery."""
 
-    inputs_recovered: int = 0
-    inputs_abandoned: int = 0
-    inputs_requeued: int = 0
+    inputs_recovered: int = _COUNT
+    inputs_abandoned: int = _COUNT
+    inputs_requeued: int = _COUNT
     details: list[str] = msgspec.field(default_factory=list)
 
 

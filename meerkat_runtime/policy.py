@@ -6,7 +6,9 @@ Theory of operation: the default table is data generated from
 idle/running. ``DefaultPolicyTable.resolve`` applies the one rule that is not
 a table lookup: an input with a handling-mode hint takes the override row,
 unless its kind is exempt (P-4). Drivers accept any ``PolicyTable``, so users
-can route kinds to supersede or coalesce (decision 20).
+can route kinds to supersede or coalesce (decision 20). The default table
+holds no state, so ``resolve`` is static: the class itself is a
+``PolicyTable`` (``policy_table=DefaultPolicyTable``), as is an instance.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ class DefaultPolicyTable:
 
     __slots__ = ()
 
-    def resolve(self, input: PolicySubject, runtime_idle: bool) -> PolicyDecision:
+    @staticmethod
+    def resolve(input: PolicySubject, runtime_idle: bool) -> PolicyDecision:
         kind = input.kind_id()
         hint = input.handling_mode_hint()
         if hint is not None and kind not in OVERRIDE_EXEMPT_KINDS:

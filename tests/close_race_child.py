@@ -14,7 +14,7 @@ from meerkat_runtime import LogicalRuntimeId, PromptInput, RuntimeState
 from meerkat_runtime.input_state import InputState
 from meerkat_runtime.store import SqliteRuntimeStore
 from meerkat_runtime.store.base import RuntimeStoreError
-from meerkat_runtime.store.sqlite import SOLO_STREAK
+from meerkat_runtime.store.sqlite_writer import SOLO_STREAK
 
 RID = LogicalRuntimeId("close-race")
 

@@ -21,7 +21,7 @@ from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
 from meerkat_runtime.outcomes import Accepted, Deduplicated
 from meerkat_runtime.store import InMemoryRuntimeStore, SqliteRuntimeStore
 from meerkat_runtime.store.base import CommittedThenCancelled, RuntimeStoreError
-from meerkat_runtime.store.sqlite import SOLO_STREAK
+from meerkat_runtime.store.sqlite_writer import SOLO_STREAK
 from meerkat_runtime.testing.conformance import poisoned, rich_state
 
 RID = LogicalRuntimeId("c")
@@ -47,15 +47,12 @@ async def cancelled_in_the_writer(
     """Start ``call`` while the writer thread cannot commit, cancel it once
     the writer holds its request, then let the writer go on. Returns the
     task and how many requests the store counted in flight meanwhile."""
-    store._conn_lock.acquire()
-    try:
+    with store.writer.paused():  # (also on failure: the writer goes on after)
         task = asyncio.ensure_future(call)
         await asyncio.sleep(0.05)
         task.cancel()
         await asyncio.sleep(0.01)
-        in_flight = store._inflight
-    finally:  # a failure here must not leave the writer locked out
-        store._conn_lock.release()
+        in_flight = store.writer.in_flight()
     return task, in_flight
 
 
@@ -104,9 +101,9 @@ def test_cancelled_before_an_inline_commit_leaves_nothing(tmp_path: Path) -> Non
             driver = await started(store)
             for i in range(SOLO_STREAK):
                 await driver.accept_input(PromptInput.new(f"warm {i}"))
-            while store._conn_lock.locked():  # the writer answers, then lets go
+            while store.writer.holding_connection():  # it answers, then lets go
                 await asyncio.sleep(0.001)
-            assert store._solo_streak >= SOLO_STREAK  # the next write goes inline
+            assert store.writer.next_write_inline()
             inp = PromptInput.new("cancelled at the yield")
             task = asyncio.ensure_future(driver.accept_input(inp))
             await asyncio.sleep(0)  # the accept now waits at the store's one yield
@@ -127,11 +124,10 @@ def test_memory_store_cancelled_while_waiting_for_its_lock_leaves_nothing() -> N
         driver = PersistentRuntimeDriver(RID, store, MemoryBlobStore())
         await driver.recover()
         inp = PromptInput.new("waits for the lock")
-        await store._lock.acquire()
-        task = asyncio.ensure_future(driver.accept_input(inp))
-        await asyncio.sleep(0)
-        task.cancel()
-        store._lock.release()
+        async with store.writes_paused():
+            task = asyncio.ensure_future(driver.accept_input(inp))
+            await asyncio.sleep(0)
+            task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         assert await store.load_input_state(RID, inp.id()) is None
@@ -146,8 +142,11 @@ class CancelOnAnswer(SqliteRuntimeStore):
 
     victim: asyncio.Task[object] | None = None
 
-    def _answered(self) -> None:  # called right after the answer is set
-        super()._answered()
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.writer.hooks.answered = self._cancel_victim
+
+    def _cancel_victim(self) -> None:  # called right after the answer is set
         if self.victim is not None:
             self.victim.cancel()
             self.victim = None
@@ -184,7 +183,7 @@ def test_a_cancelled_request_counts_as_in_flight_until_answered(
             assert in_flight == 1
             with pytest.raises(CommittedThenCancelled):
                 await task
-            assert store._inflight == 0
+            assert store.writer.in_flight() == 0
 
     run(body)
 
@@ -196,7 +195,7 @@ def test_a_write_at_its_yield_when_the_store_closes_fails_at_once(
         store = SqliteRuntimeStore(tmp_path / "c.db")
         for _ in range(SOLO_STREAK):
             await store.persist_input_state(RID, rich_state(1))
-            while store._conn_lock.locked():
+            while store.writer.holding_connection():
                 await asyncio.sleep(0.001)
         write = asyncio.ensure_future(store.persist_input_state(RID, rich_state(1)))
         closing = asyncio.ensure_future(store.close())  # runs during the yield

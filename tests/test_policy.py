@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
 import pytest
 
 from meerkat_runtime import (
+    AcceptOutcome,
     ApplyMode,
     ConsumePoint,
     DefaultPolicyTable,
     DrainPolicy,
+    EphemeralRuntimeDriver,
     HandlingMode,
+    InMemoryRuntimeStore,
+    LogicalRuntimeId,
+    MemoryBlobStore,
+    PersistentRuntimeDriver,
     PolicyDecision,
+    PromptInput,
     QueueMode,
     RoutingDisposition,
+    RuntimeSessionAdapter,
+    SessionId,
     WakeMode,
 )
+
+Driver = EphemeralRuntimeDriver | PersistentRuntimeDriver
 
 A, W, Q, C, D, R = (
     ApplyMode,
@@ -122,3 +135,71 @@ def test_decision_json_uses_snake_case_and_upstream_defaults() -> None:
     assert decoded.record_transcript
     assert decoded.emit_operator_content
     assert decoded.policy_version == 1
+
+
+# ======================================= the class itself is a table (API.md)
+
+
+def test_resolve_is_callable_on_the_class() -> None:
+    """API.md: ``DefaultPolicyTable.resolve(input, runtime_idle)`` works on the
+    class, and gives what an instance gives."""
+    subject = Subject("prompt", HandlingMode.STEER)
+    for idle in (True, False):
+        assert DefaultPolicyTable.resolve(subject, idle) == (
+            DefaultPolicyTable().resolve(subject, idle)
+        )
+    assert DefaultPolicyTable.resolve(Subject("operation"), True).apply_mode is (
+        A.IGNORE
+    )
+
+
+def _accept_with_the_class(make: Callable[[], Driver]) -> PolicyDecision:
+    async def run() -> PolicyDecision:
+        driver = make()
+        await driver.recover()
+        outcome = await driver.accept_input(PromptInput.new("hi"))
+        assert isinstance(outcome, AcceptOutcome.Accepted)
+        return outcome.policy
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("kind", ["ephemeral", "persistent"])
+def test_drivers_take_the_class_as_their_table(kind: str) -> None:
+    """API.md: ``policy_table=DefaultPolicyTable`` (the class, not an instance)."""
+    rid = LogicalRuntimeId("rt")
+
+    def make() -> Driver:
+        if kind == "ephemeral":
+            return EphemeralRuntimeDriver(rid, policy_table=DefaultPolicyTable)
+        return PersistentRuntimeDriver(
+            rid,
+            InMemoryRuntimeStore(),
+            MemoryBlobStore(),
+            policy_table=DefaultPolicyTable,
+        )
+
+    policy = _accept_with_the_class(make)
+    assert policy == DefaultPolicyTable.resolve(Subject("prompt"), True)
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_adapter_takes_the_class_as_its_table(persistent: bool) -> None:
+    async def run() -> None:
+        adapter = (
+            RuntimeSessionAdapter.persistent(
+                InMemoryRuntimeStore(),
+                MemoryBlobStore(),
+                policy_table=DefaultPolicyTable,
+            )
+            if persistent
+            else RuntimeSessionAdapter.ephemeral(policy_table=DefaultPolicyTable)
+        )
+        session = SessionId.new()
+        await adapter.register_session(session)
+        outcome = await adapter.accept_input(session, PromptInput.new("hi"))
+        assert isinstance(outcome, AcceptOutcome.Accepted)
+        assert outcome.policy == DefaultPolicyTable.resolve(Subject("prompt"), True)
+        await adapter.close()
+
+    asyncio.run(run())

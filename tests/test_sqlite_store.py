@@ -32,8 +32,13 @@ from meerkat_runtime import (
 )
 from meerkat_runtime.input_state import InputState
 from meerkat_runtime.inputs import InputDurability
-from meerkat_runtime.store import SqliteRuntimeStore, sqlite_schema
-from meerkat_runtime.store import sqlite as sqlite_module
+from meerkat_runtime.store import (
+    SqliteRuntimeStore,
+    sqlite_reader,
+    sqlite_schema,
+    sqlite_setup,
+    sqlite_writer,
+)
 from meerkat_runtime.store.base import (
     ReadFailedError,
     RuntimeStoreError,
@@ -47,9 +52,9 @@ from meerkat_runtime.store.records import (
     STATES,
     encode_state,
 )
-from meerkat_runtime.store.sqlite import SOLO_STREAK
-from meerkat_runtime.store.sqlite_requests import Request, is_busy
+from meerkat_runtime.store.sqlite_boundary import is_busy
 from meerkat_runtime.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
+from meerkat_runtime.store.sqlite_writer import SOLO_STREAK
 from meerkat_runtime.store.verify import verify
 from meerkat_runtime.testing.conformance import poisoned, receipt_for, rich_state
 
@@ -119,7 +124,7 @@ def test_newer_schema_file_is_not_modified(tmp_path: Path) -> None:
 
 def test_fresh_file_gets_current_schema(tmp_path: Path) -> None:
     """S-10: a new file has every runtime table and the current version."""
-    path = tmp_path / "nested" / "dir" / "fresh.db"
+    path = tmp_path / "fresh.db"
 
     async def body() -> None:
         store = SqliteRuntimeStore(path)
@@ -272,7 +277,7 @@ def test_synchronous_setting(
             else SqliteRuntimeStore(tmp_path / "runtime.db", synchronous=requested)  # type: ignore[arg-type]
         )
         try:
-            value = store._writer_conn.execute("PRAGMA synchronous").fetchone()[0]
+            value = store.writer_setting("synchronous")
             assert value == expected
             assert store.synchronous == (requested or "FULL")
         finally:
@@ -430,24 +435,14 @@ def test_callers_on_several_event_loops_each_get_their_own_answers(
     run(body)
 
 
-def group_sizes(
-    store: SqliteRuntimeStore, monkeypatch: pytest.MonkeyPatch
-) -> list[int]:
+def group_sizes(store: SqliteRuntimeStore) -> list[int]:
     """The size of every group the store's writer commits from now on."""
     sizes: list[int] = []
-    commit_group = store._commit_group
-
-    def recording(group: list[Any]) -> list[Any]:
-        sizes.append(len(group))
-        return commit_group(group)
-
-    monkeypatch.setattr(store, "_commit_group", recording)
+    store.writer.hooks.group = sizes.append
     return sizes
 
 
-def test_a_failing_request_fails_alone_in_its_group(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_failing_request_fails_alone_in_its_group(tmp_path: Path) -> None:
     """Group commit: when one request of a group fails in the writer (a
     lifecycle commit carrying a state that cannot be encoded) only its
     caller gets the error; the others are written. A second
@@ -458,7 +453,7 @@ def test_a_failing_request_fails_alone_in_its_group(
     async def body() -> None:
         store = SqliteRuntimeStore(path)
         try:
-            sizes = group_sizes(store, monkeypatch)
+            sizes = group_sizes(store)
             good = [queued_state(f"g{i}") for i in range(60)]
             bad = poisoned(rich_state(1))
             blocker = sqlite3.connect(path, isolation_level=None)
@@ -546,7 +541,7 @@ def test_a_group_of_input_rows_commits_merged_and_a_failing_row_fails_alone(
     attempt stays, the rows run one by one, and only that caller fails."""
     path = tmp_path / "merged.db"
     monkeypatch.setattr(sqlite_schema, "MERGED_ROWS", 7)
-    monkeypatch.setattr(sqlite_module, "MERGED_ROWS", 7)
+    monkeypatch.setattr(sqlite_writer, "MERGED_ROWS", 7)
     merged: list[int] = []  # rows per merged statement
     build = sqlite_schema.upsert_inputs_sql
 
@@ -554,14 +549,14 @@ def test_a_group_of_input_rows_commits_merged_and_a_failing_row_fails_alone(
         merged.append(count)
         return build(count)
 
-    monkeypatch.setattr(sqlite_module, "upsert_inputs_sql", counting)
+    monkeypatch.setattr(sqlite_writer, "upsert_inputs_sql", counting)
 
     async def body(refused: InputState | None) -> list[object]:
         states = [queued_state(f"m{i}") for i in range(40)]
         if refused is not None:
             states[25] = refused
         async with SqliteRuntimeStore(path) as store:
-            sizes = group_sizes(store, monkeypatch)
+            sizes = group_sizes(store)
             blocker = sqlite3.connect(path, isolation_level=None)
             try:  # the requests pile up behind another connection's lock
                 blocker.execute("BEGIN IMMEDIATE")
@@ -694,7 +689,7 @@ def test_bulk_load_streams_every_chunk_in_order(
     """S-3 through the streamed read: a reader thread hands rows over in
     chunks (``READ_CHUNK``); every row arrives once, in input-id order, also
     when the last chunk is partial and when the map is off."""
-    monkeypatch.setattr(sqlite_module, "READ_CHUNK", 3)
+    monkeypatch.setattr(sqlite_reader, "READ_CHUNK", 3)
     states = [queued_state(f"prompt {i}") for i in range(10)]
 
     async def body(mmap: int) -> None:
@@ -717,7 +712,7 @@ def test_corrupt_row_in_a_later_chunk_fails_the_load_and_the_store_goes_on(
     """A corrupt row in the fourth chunk fails the whole load with
     ``ReadFailed`` naming it; the reader thread is waited for, and the store goes on
     serving reads and writes (nothing half-loaded is returned)."""
-    monkeypatch.setattr(sqlite_module, "READ_CHUNK", 2)
+    monkeypatch.setattr(sqlite_reader, "READ_CHUNK", 2)
     states = sorted(
         (queued_state(f"prompt {i}") for i in range(9)), key=lambda s: s.input_id
     )
@@ -761,10 +756,9 @@ def test_readers_map_the_file_as_configured(tmp_path: Path) -> None:
         async with SqliteRuntimeStore(
             tmp_path / "m.db", read_mmap_bytes=1 << 20
         ) as store:
-            reader = await asyncio.to_thread(store._reader)
-            assert reader.execute("PRAGMA mmap_size").fetchone()[0] == 1 << 20
-            writer = store._writer_conn.execute("PRAGMA mmap_size").fetchone()[0]
-            assert writer == 0
+            setting = store.readers.setting
+            assert await asyncio.to_thread(setting, "mmap_size") == 1 << 20
+            assert store.writer_setting("mmap_size") == 0
 
     run(body)
 
@@ -784,7 +778,7 @@ def test_a_reader_that_cannot_open_fails_the_bulk_load_at_once(
             def no_connection() -> sqlite3.Connection:
                 raise StoreInternalError("cannot open fds.db: too many open files")
 
-            monkeypatch.setattr(store, "_connect", no_connection)
+            monkeypatch.setattr(store.readers, "connect", no_connection)
             load = asyncio.create_task(store.load_input_states(A))
             done, _ = await asyncio.wait({load}, timeout=30)  # a guard, not a timing
             assert done, "the load never ended"
@@ -795,22 +789,6 @@ def test_a_reader_that_cannot_open_fails_the_bulk_load_at_once(
     run(body)
 
 
-class _SlowCursor:
-    """Delegates to a cursor, slowly; remembers when its reader closed it."""
-
-    def __init__(self, cursor: sqlite3.Cursor, started: threading.Event) -> None:
-        self.cursor, self.started, self.closed = cursor, started, False
-
-    def fetchmany(self, size: int) -> list[Any]:
-        self.started.set()
-        time.sleep(0.05)
-        return self.cursor.fetchmany(size)
-
-    def close(self) -> None:
-        self.cursor.close()
-        self.closed = True
-
-
 def test_a_bulk_load_cancelled_twice_returns_only_after_its_reader(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -818,25 +796,18 @@ def test_a_bulk_load_cancelled_twice_returns_only_after_its_reader(
     cancel must not let the call return while the reader thread still
     steps its statement (a close() next would pull the connection from
     under it)."""
-    monkeypatch.setattr(sqlite_module, "READ_CHUNK", 1)
+    monkeypatch.setattr(sqlite_reader, "READ_CHUNK", 1)
     started = threading.Event()
-    cursors: list[_SlowCursor] = []
+
+    def slow_chunk() -> None:
+        started.set()
+        time.sleep(0.05)
 
     async def body() -> None:
         async with SqliteRuntimeStore(tmp_path / "cancel.db") as store:
             states = [queued_state(f"p{i}") for i in range(20)]
             await store.atomic_lifecycle_commit(A, RuntimeState.IDLE, states)
-            reader = store._reader
-
-            class SlowConnection:
-                def __init__(self, conn: sqlite3.Connection) -> None:
-                    self.conn = conn
-
-                def execute(self, sql: str, params: Any) -> _SlowCursor:
-                    cursors.append(_SlowCursor(self.conn.execute(sql, params), started))
-                    return cursors[-1]
-
-            monkeypatch.setattr(store, "_reader", lambda: SlowConnection(reader()))
+            store.readers.hooks.chunk = slow_chunk
             load = asyncio.create_task(store.load_input_states(A))
             while not started.is_set():
                 await asyncio.sleep(0.005)
@@ -845,8 +816,7 @@ def test_a_bulk_load_cancelled_twice_returns_only_after_its_reader(
             load.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await load
-            assert cursors
-            assert cursors[0].closed  # the reader had finished
+            assert store.readers.in_use() == 0  # the reader had finished
 
     run(body)
 
@@ -859,8 +829,8 @@ def test_a_reader_connection_opened_after_close_is_refused(tmp_path: Path) -> No
         store = SqliteRuntimeStore(tmp_path / "late.db")
         await store.close()
         with pytest.raises(StoreInternalError, match="closed"):
-            await asyncio.to_thread(store._reader)
-        assert store._reader_conns == []
+            await asyncio.to_thread(store.readers.setting, "mmap_size")
+        assert store.readers.open_connections() == 0
 
     run(body)
 
@@ -877,7 +847,7 @@ def test_a_file_sqlite_cannot_put_in_wal_mode_is_refused(tmp_path: Path) -> None
     async def body() -> None:
         async with SqliteRuntimeStore(tmp_path / "wal.db") as store:
             with pytest.raises(StoreInternalError, match=r"WAL mode.*'delete'"):
-                store._enable_wal(NoWal())  # type: ignore[arg-type]
+                sqlite_setup.enable_wal(NoWal(), store.path)  # type: ignore[arg-type]
 
     run(body)
 
@@ -887,7 +857,7 @@ def test_merged_statement_sizes_add_up_and_stay_few() -> None:
     shapes exist, so they all stay in sqlite3's statement cache."""
     shapes: set[int] = set()
     for count in range(0, 1200):
-        sizes = sqlite_module.merged_sizes(count)
+        sizes = sqlite_writer.merged_sizes(count)
         assert sum(sizes) == count
         assert all(0 < size <= sqlite_schema.MERGED_ROWS for size in sizes)
         shapes.update(sizes)
@@ -908,9 +878,7 @@ async def _piled_up(
         blocker.close()
 
 
-def test_a_row_sqlite_cannot_bind_fails_alone_in_a_merged_group(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_row_sqlite_cannot_bind_fails_alone_in_a_merged_group(tmp_path: Path) -> None:
     """Review finding: a value that fails while the merged statement is
     bound (a runtime id with a lone surrogate is not UTF-8) must not fail the
     group: the rows run one by one and only that caller fails."""
@@ -919,7 +887,7 @@ def test_a_row_sqlite_cannot_bind_fails_alone_in_a_merged_group(
 
     async def body() -> None:
         async with SqliteRuntimeStore(path) as store:
-            sizes = group_sizes(store, monkeypatch)
+            sizes = group_sizes(store)
             good = [queued_state(f"g{i}") for i in range(10)]
             writes = [store.persist_input_state(A, s) for s in good]
             writes.insert(5, store.persist_input_state(odd, queued_state("odd")))
@@ -963,9 +931,9 @@ def test_hand_overs_to_the_writer_stop_when_another_thread_keeps_the_gil(
     def release() -> None:
         calls.append(time.monotonic())
         if slow:
-            time.sleep(sqlite_module.HAND_OVER_SLOW_S * 3)
+            time.sleep(sqlite_writer.HAND_OVER_SLOW_S * 3)
 
-    monkeypatch.setattr(sqlite_module, "release_gil", release)
+    monkeypatch.setattr(sqlite_writer, "release_gil", release)
     path = tmp_path / "hand.db"
 
     async def body() -> None:
@@ -1004,22 +972,16 @@ def test_close_while_another_thread_commits_inline_does_not_crash(
     assert all(o == "committed" or "closed" in o for o in outcomes), outcomes
 
 
-class _LateQueue:
-    """The store's request queue, with close() landing between a write's
-    open check and its queueing (as another thread's close() may)."""
+def close_before_queueing(store: SqliteRuntimeStore) -> None:
+    """The next write's queueing comes just after another thread's close()
+    (between the write's open check and its queueing)."""
 
-    def __init__(self, store: SqliteRuntimeStore) -> None:
-        self.store, self.inner = store, store._requests
+    def close_now() -> None:
+        store.writer.hooks.queued = None
+        store.writer.stop()
+        store.writer.join()
 
-    def put(self, item: object) -> None:
-        if isinstance(item, Request) and not self.store._closed:
-            self.store._closed = True
-            self.inner.put(sqlite_module._STOP)
-            self.store._writer.join()
-        self.inner.put(item)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+    store.writer.hooks.queued = close_now
 
 
 def test_a_write_queued_as_the_store_closes_is_refused_not_left_waiting(
@@ -1031,7 +993,7 @@ def test_a_write_queued_as_the_store_closes_is_refused_not_left_waiting(
 
     async def body() -> None:
         store = SqliteRuntimeStore(tmp_path / "late.db")
-        store._requests = _LateQueue(store)  # type: ignore[assignment]
+        close_before_queueing(store)
         write = asyncio.ensure_future(store.persist_runtime_state(A, RuntimeState.IDLE))
         await asyncio.wait({write}, timeout=5)
         assert write.done()
@@ -1139,30 +1101,17 @@ def test_a_damaged_file_whose_path_says_locked_is_refused_at_once(
         SqliteRuntimeStore(path)
 
 
-class _ClosingLock:
-    """The store's connection lock; the first acquire made by an inline
-    commit first lets another thread close the store (as a GIL switch may)."""
+def close_before_inline(store: SqliteRuntimeStore) -> None:
+    """The next inline commit, just before it takes the connection, first
+    lets another thread close the store (as a GIL switch may)."""
 
-    def __init__(self, store: SqliteRuntimeStore) -> None:
-        self.store, self.inner = store, store._conn_lock
-        self.armed = True
+    def close_in_another_thread() -> None:
+        store.writer.hooks.before_inline = None
+        closer = threading.Thread(target=lambda: asyncio.run(store.close()))
+        closer.start()
+        closer.join()
 
-    def acquire(self, blocking: bool = True) -> bool:
-        if self.armed and not blocking:
-            self.armed = False
-            closer = threading.Thread(target=lambda: asyncio.run(self.store.close()))
-            closer.start()
-            closer.join()
-        return self.inner.acquire(blocking)
-
-    def release(self) -> None:
-        self.inner.release()
-
-    def __enter__(self) -> bool:
-        return self.inner.__enter__()
-
-    def __exit__(self, *exc: object) -> None:
-        self.inner.__exit__(*exc)  # type: ignore[arg-type]
+    store.writer.hooks.before_inline = close_in_another_thread
 
 
 def test_an_inline_commit_racing_close_is_refused_as_closed(tmp_path: Path) -> None:
@@ -1174,7 +1123,7 @@ def test_an_inline_commit_racing_close_is_refused_as_closed(tmp_path: Path) -> N
         store = SqliteRuntimeStore(tmp_path / "inline-close.db")
         for _ in range(SOLO_STREAK + 2):  # alone long enough to commit inline
             await store.persist_runtime_state(A, RuntimeState.IDLE)
-        store._conn_lock = _ClosingLock(store)  # type: ignore[assignment]
+        close_before_inline(store)
         with pytest.raises(StoreInternalError, match="closed"):
             await store.persist_runtime_state(A, RuntimeState.RETIRED)
         await store.close()
@@ -1190,14 +1139,14 @@ def test_close_again_after_a_cancelled_close_finishes_it(tmp_path: Path) -> None
         store = SqliteRuntimeStore(tmp_path / "reclose.db")
         await store.persist_runtime_state(A, RuntimeState.IDLE)
         assert await store.load_runtime_state(A) is RuntimeState.IDLE  # a reader
-        assert store._reader_conns
+        assert store.readers.open_connections() == 1
         first = asyncio.ensure_future(store.close())
         await asyncio.sleep(0)
         first.cancel()
         await asyncio.wait({first})
         await store.close()
-        assert store._reader_conns == []
-        assert not store._writer.is_alive()
+        assert store.readers.open_connections() == 0
+        assert not store.writer.running()
 
     run(body)
 
@@ -1209,15 +1158,21 @@ def test_a_close_after_one_cancelled_among_the_readers_waits_for_them(
     close() had already emptied the list, and a second returned at once with
     the reader still open. The second waits until it is closed."""
 
+    in_query, go_on = threading.Event(), threading.Event()
+
+    def hold() -> None:  # a reader in the middle of a query
+        in_query.set()
+        go_on.wait(30)
+
     async def body() -> None:
         store = SqliteRuntimeStore(tmp_path / "readers.db")
-        await store.persist_runtime_state(A, RuntimeState.IDLE)
-        assert await store.load_runtime_state(A) is RuntimeState.IDLE
-        conn, lock = store._reader_conns[0]
-        lock.acquire()  # a reader in the middle of a query
+        await store.persist_input_state(A, queued_state())
+        store.readers.hooks.chunk = hold
+        load = asyncio.ensure_future(store.load_input_states(A))
+        await asyncio.to_thread(in_query.wait, 30)
         try:
             first = asyncio.ensure_future(store.close())
-            while store._writer.is_alive():
+            while store.writer.running():
                 await asyncio.sleep(0.01)
             await asyncio.sleep(0.05)  # now waiting for the reader
             first.cancel()
@@ -1225,11 +1180,12 @@ def test_a_close_after_one_cancelled_among_the_readers_waits_for_them(
             second = asyncio.ensure_future(store.close())
             await asyncio.sleep(0.05)
             assert not second.done()  # waits for the reader
+            assert store.readers.open_connections() == 1
         finally:
-            lock.release()  # (also on failure: the worker thread waits on it)
+            go_on.set()  # (also on failure: the worker thread waits on it)
         await second
-        with pytest.raises(sqlite3.ProgrammingError):
-            conn.execute("SELECT 1")
+        assert store.readers.open_connections() == 0
+        await asyncio.wait({load})
 
     run(body)
 

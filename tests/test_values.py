@@ -3,9 +3,9 @@ T-1..T-7, T-18, T-19, P-1, R-1, R-2, A-19, L-10, L-12, E-1..E-3).
 
 Every value type round-trips through ``encode``/``decode`` (a union base class
 decodes into its variants) and through ``to_json``/``from_json``, using
-upstream's tag names. Known port deviations are pinned as such (image data
-nests under ``data``; ``InputAbandonReason`` is tagged by ``reason_type``;
-``RuntimeStateChange`` carries its states at the top level).
+upstream's tag names. The one known port deviation is pinned as such (image
+data nests under ``data``); ``tests/test_wire.py`` and the golden documents of
+``tests/fixtures/wire/`` pin the rest of upstream's shapes.
 """
 
 from __future__ import annotations
@@ -71,10 +71,11 @@ from meerkat_runtime import (
     SessionDelta,
     SessionId,
     SupersessionKey,
+    codec,
 )
 from meerkat_runtime.codec import Value, decode, encode
 from meerkat_runtime.events import AnyInputLifecycleEvent, AnyRunLifecycleEvent
-from meerkat_runtime.ids import id_types
+from meerkat_runtime.ids import MAX_ID_LENGTH, id_problem, id_types
 from meerkat_runtime.inputs import AnyContentBlock, AnyInputOrigin, AnyPeerConvention
 
 T0 = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
@@ -936,16 +937,20 @@ def test_input_lifecycle_event_envelope_round_trips(
     event: AnyInputLifecycleEvent, code: str
 ) -> None:
     """E-1..E-3: envelope ``{id, timestamp, runtime_id, event}``; category
-    ``input_lifecycle`` with the event under ``data``, tagged by ``code``."""
-    assert _round_trip(event, InputLifecycleEvent)["code"] == code
+    ``input_lifecycle`` with the event under ``data``, tagged by ``code`` with
+    its short name; the dotted name is its ``event_code``, not the tag."""
+    tag = code.removeprefix("input.")
+    assert event.event_code == code
+    assert _round_trip(event, InputLifecycleEvent)["code"] == tag
     wrapped = RuntimeEvent.InputLifecycle(data=event)
+    assert wrapped.event_code == code
     assert _round_trip(wrapped, RuntimeEvent)["category"] == "input_lifecycle"
     data = _round_trip(_envelope(wrapped), RuntimeEventEnvelope)
     assert data["runtime_id"] == "rt"
     assert data["id"] == "0190b5a0-0000-7000-8000-0000000000ee"
     assert {"causation_id", "correlation_id"}.isdisjoint(data)
     assert data["event"]["category"] == "input_lifecycle"
-    assert data["event"]["data"]["code"] == code
+    assert data["event"]["data"]["code"] == tag
     assert data["event"]["data"]["input_id"] == str(event.input_id)
 
 
@@ -957,13 +962,16 @@ def test_input_lifecycle_event_envelope_round_trips(
 def test_run_lifecycle_event_envelope_round_trips(
     event: AnyRunLifecycleEvent, code: str
 ) -> None:
-    """E-2, E-3: category ``run_lifecycle``, data tagged by ``code``."""
-    assert _round_trip(event, RunLifecycleEvent)["code"] == code
+    """E-2, E-3: category ``run_lifecycle``, data tagged by ``code`` with the
+    short name; the dotted name is the ``event_code``."""
+    tag = code.removeprefix("run.")
+    assert event.event_code == code
+    assert _round_trip(event, RunLifecycleEvent)["code"] == tag
     data = _round_trip(
         _envelope(RuntimeEvent.RunLifecycle(data=event)), RuntimeEventEnvelope
     )
     assert data["event"]["category"] == "run_lifecycle"
-    assert data["event"]["data"]["code"] == code
+    assert data["event"]["data"]["code"] == tag
     assert data["event"]["data"]["run_id"] == str(RID)
 
 
@@ -978,14 +986,15 @@ def test_run_lifecycle_event_envelope_round_trips(
 def test_runtime_state_change_envelope_round_trips(
     from_state: RuntimeState, to_state: RuntimeState
 ) -> None:
-    """E-2: category ``runtime_state_change``. Port deviation (PD-7): the states sit
-    at the top level as ``from_state``/``to_state``, not under ``data``."""
+    """E-2: category ``runtime_state_change`` with ``data: {from, to}``; the
+    value is built and read with API.md's ``from_state``/``to_state``."""
     change = RuntimeEvent.RuntimeStateChange(from_state=from_state, to_state=to_state)
+    assert (change.from_state, change.to_state) == (from_state, to_state)
+    assert change.event_code == "runtime.state_changed"
     data = _round_trip(_envelope(change), RuntimeEventEnvelope)
     assert data["event"] == {
         "category": "runtime_state_change",
-        "from_state": from_state.value,
-        "to_state": to_state.value,
+        "data": {"from": from_state.value, "to": to_state.value},
     }
 
 
@@ -1018,14 +1027,17 @@ ABANDON_REASONS = [
 
 @pytest.mark.parametrize(("reason", "tag"), ABANDON_REASONS)
 def test_abandon_reason_round_trips(reason: Any, tag: str) -> None:
-    """L-12, decision 23, PD-7: internally tagged by ``reason_type``."""
-    data = _round_trip(reason, InputAbandonReason)
-    assert data["reason_type"] == tag
-    if tag == "max_attempts_exhausted":
-        assert data["attempts"] == 3
+    """L-12, decision 23: externally tagged, as upstream writes it: a bare name,
+    or ``{name: {fields}}`` for the one variant with a field."""
+    data = encode(reason)
+    assert decode(data, InputAbandonReason) == reason
+    assert type(reason).from_json(reason.to_json()) == reason
+    assert InputAbandonReason.from_json(data.decode("utf-8")) == reason
+    expected: Any = tag if tag != "max_attempts_exhausted" else {tag: {"attempts": 3}}
+    assert json.loads(data) == expected
     outcome = InputTerminalOutcome.Abandoned(reason=reason)
     wire = _round_trip(outcome, InputTerminalOutcome)
-    assert wire == {"outcome_type": "abandoned", "reason": data}
+    assert wire == {"outcome_type": "abandoned", "reason": expected}
 
 
 @pytest.mark.parametrize(
@@ -1273,6 +1285,40 @@ def test_ids_of_different_kinds_never_compare_equal() -> None:
     assert RunId("x") != LogicalRuntimeId("x")
     assert InputId("x") != "x"
     assert len({InputId("x"), RunId("x"), SessionId("x")}) == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "must not be blank"),
+        (" \u3000 ", "must not be blank"),
+        ("a\tb", "contains control characters"),
+        ("x" * (MAX_ID_LENGTH + 1), f"longer than {MAX_ID_LENGTH} characters"),
+        ("x" * MAX_ID_LENGTH, None),
+        ("order-42/ünïcödé 🦦", None),
+        ("\x85 C1 controls are text", None),
+    ],
+)
+def test_id_problem(text: str, problem: str | None) -> None:
+    """Issue 12 item 2: the one rule for every id a caller hands over."""
+    assert id_problem(text) == problem
+
+
+def test_only_admission_refuses_a_malformed_id_the_store_reads_it_back() -> None:
+    """A record stored before the id rules existed must still load: the
+    rules live in the admission decoder, not in the codec's own."""
+    inp = PromptInput(
+        header=msgspec.structs.replace(
+            InputHeader.new(), id=InputId("x" * (MAX_ID_LENGTH + 1))
+        ),
+        text="t",
+    )
+    data = codec.encode(inp)
+    assert codec.decode(data, PromptInput) == inp
+    with pytest.raises(
+        msgspec.ValidationError, match=r"longer than 512 .* `\$\.header\.id`"
+    ):
+        codec.admission_decoder(PromptInput).decode(data)
 
 
 # ================================================================ immutability and construction

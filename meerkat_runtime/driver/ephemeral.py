@@ -1,112 +1,34 @@
-"""``EphemeralRuntimeDriver``: the whole runtime logic, in memory, no IO.
+"""``EphemeralRuntimeDriver``: a runtime core and nothing else, no IO.
 
-Theory of operation: the driver owns a runtime control authority (the phase),
-a ledger of input states (each wrapping an input lifecycle authority), the
-queue and steer lanes, the batch staged for the current run, an event buffer
-and the post-admission signal. Every public operation first checks that it is
-legal in the current state and only then mutates (decision 6), so an illegal
-call raises and leaves everything as it was. Lifecycle phases change only
-through the generated authorities.
-
-The persistent driver (later) wraps this one: it takes a ``_checkpoint()``
-before an operation, persists, and ``_restore()``s if the store fails.
+Its state lives only in memory; every operation runs on the core at once,
+synchronously (the ``*_now`` methods) or through the async API both drivers
+share.
 """
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Sequence
-from dataclasses import dataclass
-
-from meerkat_runtime.driver.journal import (
-    REASON_DESTROYED,
-    REASON_RESET,
-    Batch,
-    DriverCore,
+from meerkat_runtime.driver.core import (
+    DriverObservation,
+    RuntimeControlCommand,
+    RuntimeCore,
 )
-from meerkat_runtime.driver.validation import (
-    DEFAULT_MAX_INPUT_BYTES,
-    check_structure,
-    durability_violation,
-    peer_mode_violation,
-)
-from meerkat_runtime.errors import DestroyedError, NotReadyError, ValidationFailedError
-from meerkat_runtime.events import (
-    InputAccepted,
-    InputApplied,
-    InputCoalesced,
-    InputConsumed,
-    InputDeduplicated,
-    InputQueued,
-    InputStaged,
-    InputSuperseded,
-    RuntimeEventEnvelope,
-    RuntimeStateChange,
-)
-from meerkat_runtime.generated import input_lifecycle as il
-from meerkat_runtime.generated import runtime_control as rc
-from meerkat_runtime.generated.policy_table import (
-    ApplyMode,
-    ConsumePoint,
-    PolicyDecision,
-    QueueMode,
-    WakeMode,
-)
-from meerkat_runtime.generated.runtime_control import RuntimeState
-from meerkat_runtime.generated.spec_types import HandlingMode, InputAbandonReason
-from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
-from meerkat_runtime.input_state import InputState, InputStateRecord, PolicySnapshot
+from meerkat_runtime.driver.face import RuntimeDriver
+from meerkat_runtime.driver.validation import DEFAULT_MAX_INPUT_BYTES
+from meerkat_runtime.generated.spec_types import InputAbandonReason
+from meerkat_runtime.ids import LogicalRuntimeId
 from meerkat_runtime.inputs import Input
-from meerkat_runtime.ledger import Lane, lane_for
 from meerkat_runtime.outcomes import (
-    Accepted,
     AcceptOutcome,
-    Deduplicated,
     DestroyReport,
-    DurabilityViolation,
-    PeerHandlingModeInvalid,
-    PostAdmissionSignal,
     RecoveryReport,
-    Rejected,
     ResetReport,
     RetireReport,
 )
-from meerkat_runtime.policy import DefaultPolicyTable, PolicyTable
-from meerkat_runtime.runs import (
-    BoundaryApplied,
-    RunBoundaryReceipt,
-    RunCancelled,
-    RunCompleted,
-    RunEvent,
-    RunFailed,
-    RunStarted,
-    receipt_problem,
-)
+from meerkat_runtime.policy import PolicyTable
+from meerkat_runtime.runs import RunEvent
 
 
-class RuntimeControlCommand(enum.Enum):
-    STOP = "stop"
-    RESUME = "resume"
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}.{self.name}"
-
-
-@dataclass(frozen=True, slots=True)
-class DriverObservation:
-    """Everything a caller can observe of a driver, for equality checks."""
-
-    phase: RuntimeState
-    control: rc.RuntimeControlSnapshot
-    inputs: tuple[InputStateRecord, ...]
-    queue: tuple[InputId, ...]
-    steer: tuple[InputId, ...]
-    batch: tuple[RunId, tuple[InputId, ...]] | None
-    signal: PostAdmissionSignal
-    events: int
-
-
-class EphemeralRuntimeDriver(DriverCore):
+class EphemeralRuntimeDriver(RuntimeDriver):
     """A runtime whose state lives only in memory (starts IDLE)."""
 
     def __init__(
@@ -117,544 +39,68 @@ class EphemeralRuntimeDriver(DriverCore):
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
     ) -> None:
         self.runtime_id = runtime_id
-        self._policy: PolicyTable = policy_table or DefaultPolicyTable()
-        self._max_input_bytes = max_input_bytes
-        self._fresh_state()
-
-    # ================================================================ accept
-
-    async def accept_input(self, input: Input) -> AcceptOutcome:
-        return self.accept_now(input)
+        self._core = RuntimeCore(
+            runtime_id, policy_table=policy_table, max_input_bytes=max_input_bytes
+        )
 
     def accept_now(self, inp: Input) -> AcceptOutcome:
         """The accept pipeline (A-1 .. A-18), synchronously."""
-        inp = check_structure(inp, self._max_input_bytes)
-        self._tick()
-        phase = self._control.phase()
-        if not phase.can_accept_input():
-            raise NotReadyError(phase)
-        detail = durability_violation(inp)
-        if detail is not None:
-            return Rejected(reason=DurabilityViolation(detail=detail))
-        detail = peer_mode_violation(inp)
-        if detail is not None:
-            return Rejected(reason=PeerHandlingModeInvalid(detail=detail))
-        existing = self._existing(inp)
-        if existing is not None:
-            self._emit_input(InputDeduplicated(input_id=inp.id(), existing_id=existing))
-            return Deduplicated(input_id=inp.id(), existing_id=existing)
-        decision = self._policy.resolve(inp, phase.is_idle_or_attached())
-        state = self._record(inp, decision)
-        self._emit_input(InputAccepted(input_id=state.input_id))
-        if (
-            decision.apply_mode is ApplyMode.IGNORE
-            and decision.consume_point is ConsumePoint.ON_ACCEPT
-        ):
-            self._apply(state, il.ConsumeOnAccept())  # A-14: consumed, never queued
-        else:
-            self._admit_queued(inp, state, decision)
-        return Accepted(input_id=state.input_id, policy=decision, state=state.clone())
+        return self._core.accept(inp)
 
-    def _existing(self, inp: Input) -> InputId | None:
-        """A-6: the input an idempotency key already names. An id accepted
-        before is the same input again (a retry), not a second one (A-17)."""
-        key = inp.header.idempotency_key
-        if key is not None:
-            found = self._ledger.id_for_key(key)
-            if found is not None:
-                return found
-        return inp.id() if inp.id() in self._ledger else None
-
-    def _record(self, inp: Input, decision: PolicyDecision) -> InputState:
-        state = InputState.new_accepted(inp.id(), self._now)
-        state.durability = inp.header.durability
-        state.idempotency_key = inp.header.idempotency_key
-        state.policy = PolicySnapshot(
-            version=decision.policy_version, decision=decision
-        )
-        self._insert(state)
-        return state
-
-    def _admit_queued(
-        self, inp: Input, state: InputState, decision: PolicyDecision
-    ) -> None:
-        state.persisted_input = inp  # type: ignore[assignment]
-        self._apply(state, il.QueueAccepted())
-        if decision.queue_mode in (QueueMode.SUPERSEDE, QueueMode.COALESCE):
-            self._replace_older(inp, decision.queue_mode)
-        lane = lane_for(state.policy)
-        self._lanes.push(
-            state.input_id, lane, front=decision.queue_mode is QueueMode.PRIORITY
-        )
-        self._emit_input(InputQueued(input_id=state.input_id))
-        if decision.wake_mode is WakeMode.WAKE_IF_IDLE:
-            self._raise_signal(PostAdmissionSignal.WAKE_LOOP)
-        if inp.handling_mode_hint() is HandlingMode.STEER:
-            self._raise_signal(PostAdmissionSignal.REQUEST_IMMEDIATE)
-
-    def _replace_older(self, inp: Input, mode: QueueMode) -> None:
-        """Decision 1: the older input in the same scope (kind, key) leaves its
-        lane at once and becomes superseded or coalesced into the new one."""
-        key = inp.header.supersession_key
-        if key is None:
-            return
-        older = self._find_in_scope(inp.kind_id(), key)
-        if older is None:
-            return
-        self._lanes.remove(older.input_id)
-        if mode is QueueMode.SUPERSEDE:
-            self._apply(older, il.Supersede(superseded_by=inp.id()))
-            self._emit_input(
-                InputSuperseded(input_id=older.input_id, superseded_by=inp.id())
-            )
-        else:
-            self._apply(older, il.Coalesce(aggregate_id=inp.id()))
-            self._emit_input(
-                InputCoalesced(input_id=older.input_id, aggregate_id=inp.id())
-            )
-
-    def _find_in_scope(self, kind: str, key: object) -> InputState | None:
-        for lane in (Lane.QUEUE, Lane.STEER):
-            for input_id in self._lanes.ids(lane):
-                state = self._ledger.get(input_id)
-                payload = state.persisted_input if state else None
-                if (
-                    payload is not None
-                    and payload.kind_id() == kind
-                    and payload.header.supersession_key == key
-                ):
-                    return state
-        return None
-
-    # ================================================================ runs
-
-    def start_run(self, run_id: RunId) -> None:
-        """C-7: BeginRun only; raises RuntimeControlError if not allowed."""
-        self._control.apply(rc.BeginRun(run_id))
-
-    def complete_run(self) -> RunId:
-        """C-7: end the current run without touching inputs (a failed staging)."""
-        run_id = self._control.current_run_id()
-        if run_id is None:
-            raise NotReadyError(self._control.phase())
-        if self._batch is not None and self._batch.ids:
-            raise ValidationFailedError(
-                f"run {run_id} has staged inputs: send a run event instead"
-            )
-        self._control.apply(rc.RunCompleted(run_id))
-        return run_id
-
-    def stage_input(self, input_id: InputId, run_id: RunId) -> None:
-        self.stage_batch([input_id], run_id)
-
-    def stage_batch(self, ids: Sequence[InputId], run_id: RunId) -> None:
-        """R-6: stage the head of the active lane for the current run."""
-        self._tick()
-        ids = list(ids)
-        self._check_stage(ids, run_id)
-        lane = self._lanes.pop_prefix(len(ids))
-        for input_id in ids:
-            self._apply(self._state(input_id), il.StageForRun(run_id))
-            self._emit_input(InputStaged(input_id=input_id, run_id=run_id))
-        self._batch = Batch(run_id, ids, lane)
-
-    def _check_stage(self, ids: list[InputId], run_id: RunId) -> None:
-        if self._control.current_run_id() != run_id:
-            raise ValidationFailedError(f"stage: run {run_id} is not the current run")
-        if self._batch is not None:
-            raise ValidationFailedError(
-                f"stage: run {run_id} has already staged its batch"
-            )
-        if not ids:
-            raise ValidationFailedError("stage: no input ids")
-        for input_id in ids:
-            state = self._ledger.get(input_id)
-            if (
-                state is None
-                or state.current_state() is not il.InputLifecycleState.QUEUED
-            ):
-                raise ValidationFailedError(f"stage: input {input_id} is not queued")
-        if not self._lanes.is_prefix(ids):
-            lane = self._lanes.active_lane().value
-            raise ValidationFailedError(
-                f"stage: ids must be the head of the {lane} lane"
-            )
-
-    def apply_input(self, input_id: InputId, run_id: RunId) -> None:
-        """R-8: mark one staged input applied at boundary 0 (manual path)."""
-        self._tick()
-        state = self._staged_for(input_id, run_id)
-        self._apply(state, il.MarkApplied(run_id))
-        self._apply(state, il.MarkAppliedPendingConsumption(0))
-        self._emit_input(InputApplied(input_id=input_id, run_id=run_id))
-
-    def rollback_staged(self, ids: Sequence[InputId]) -> None:
-        """R-16: put staged inputs back at the front of their lane, in order."""
-        self._tick()
-        staged = [
-            s
-            for s in map(self._ledger.get, ids)
-            if s and s.current_state() is il.InputLifecycleState.STAGED
-        ]
-        self._rollback(staged)
-        if self._batch is not None:
-            # The batch record stays (possibly empty) until the run ends: a run
-            # stages once (R-7), even after its inputs were rolled back.
-            rolled_back = {s.input_id for s in staged}
-            self._batch.ids = [i for i in self._batch.ids if i not in rolled_back]
-
-    def consume_inputs(self, ids: Sequence[InputId], run_id: RunId) -> None:
-        """R-15: consume the listed inputs applied by ``run_id``."""
-        self._tick()
-        for input_id in ids:
-            state = self._ledger.get(input_id)
-            if state is not None and self._applied_by(state, run_id):
-                self._apply(state, il.Consume())
-                self._emit_input(InputConsumed(input_id=input_id, run_id=run_id))
-
-    async def on_run_event(self, event: RunEvent) -> None:
-        self.run_event_now(event)
+    async def accept_input(self, input: Input) -> AcceptOutcome:
+        return self._core.accept(input)
 
     def run_event_now(self, event: RunEvent) -> None:
         """R-9 .. R-13; decision 21: an event for a run that is not current raises."""
-        self._tick()
-        if isinstance(event, RunStarted):
-            return
-        if not isinstance(
-            event, BoundaryApplied | RunCompleted | RunFailed | RunCancelled
-        ):
-            raise ValidationFailedError(
-                f"run event: unknown event {type(event).__name__}"
-            )
-        if self._control.current_run_id() != event.run_id:
-            raise ValidationFailedError(
-                f"run event: run {event.run_id} is not the current run"
-            )
-        if isinstance(event, BoundaryApplied):
-            self._boundary_applied(event)
-        elif isinstance(event, RunCompleted):
-            self._run_completed(event)
-        else:
-            self._run_failed(event)
+        self._core.run_event(event)
 
-    def _boundary_applied(self, event: BoundaryApplied) -> None:
-        receipt = checked_receipt(event.receipt)
-        if receipt.run_id != event.run_id:
-            raise ValidationFailedError(
-                f"run event: the receipt is for run {receipt.run_id}, not {event.run_id}"
-            )
-        if len(set(receipt.contributing_input_ids)) != len(
-            receipt.contributing_input_ids
-        ):
-            raise ValidationFailedError("run event: the receipt names an input twice")
-        states = [
-            self._staged_for(i, event.run_id) for i in receipt.contributing_input_ids
-        ]
-        for state in states:
-            self._apply(state, il.MarkApplied(event.run_id))
-            self._apply(state, il.MarkAppliedPendingConsumption(receipt.sequence))
-            self._emit_input(InputApplied(input_id=state.input_id, run_id=event.run_id))
-
-    def _run_completed(self, event: RunCompleted) -> None:
-        self.consume_inputs(event.consumed_input_ids, event.run_id)
-        self._end_batch()
-        self._control.apply(rc.RunCompleted(event.run_id))
-
-    def _run_failed(self, event: RunFailed | RunCancelled) -> None:
-        # The run's error goes into the history of every input it puts back.
-        self._end_batch(event.error if isinstance(event, RunFailed) else None)
-        if not self._lanes.is_empty():
-            self._raise_signal(PostAdmissionSignal.WAKE_LOOP)
-        if isinstance(event, RunFailed):
-            self._control.apply(rc.RunFailed(event.run_id))
-        else:
-            self._control.apply(rc.RunCancelled(event.run_id))
-
-    def _end_batch(self, error: str | None = None) -> None:
-        """Inputs of the batch still staged (not applied) go back to the front
-        of their lane in their original order (decision 2)."""
-        if self._batch is None:
-            return
-        staged = [
-            s
-            for s in map(self._state, self._batch.ids)
-            if s.current_state() is il.InputLifecycleState.STAGED
-        ]
-        self._batch = None
-        self._rollback(staged, error)
-
-    def _rollback(self, staged: list[InputState], error: str | None = None) -> None:
-        requeued: dict[Lane, list[InputId]] = {Lane.QUEUE: [], Lane.STEER: []}
-        for state in staged:
-            if self._requeue(state, il.RollbackStaged(), error):
-                requeued[lane_for(state.policy)].append(state.input_id)
-        for lane, ids in requeued.items():
-            if ids:
-                self._lanes.push_front_in_order(ids, lane)
-
-    def _staged_for(self, input_id: InputId, run_id: RunId) -> InputState:
-        state = self._ledger.get(input_id)
-        if state is None:
-            raise ValidationFailedError(f"input {input_id} is unknown")
-        if (
-            state.current_state() is not il.InputLifecycleState.STAGED
-            or state.last_run_id() != run_id
-        ):
-            raise ValidationFailedError(
-                f"input {input_id} is not staged for run {run_id}"
-            )
-        return state
-
-    @staticmethod
-    def _applied_by(state: InputState, run_id: RunId) -> bool:
-        return (
-            state.current_state() is il.InputLifecycleState.APPLIED_PENDING_CONSUMPTION
-            and state.last_run_id() == run_id
-        )
-
-    # ================================================================ control
-
-    def attach(self) -> None:
-        """C-5: idle -> attached; raises RuntimeControlError otherwise."""
-        self._tick()
-        self._control_step(rc.AttachExecutor())
-
-    def detach(self) -> RuntimeState | None:
-        """C-6: attached -> idle, returning the previous phase; else nothing."""
-        self._tick()
-        if self._control.phase() is not RuntimeState.ATTACHED:
-            return None
-        self._control_step(rc.DetachExecutor())
-        return RuntimeState.ATTACHED
-
-    async def retire(self) -> RetireReport:
-        return self.retire_now()
+    async def on_run_event(self, event: RunEvent) -> None:
+        self._core.run_event(event)
 
     def retire_now(self) -> RetireReport:
-        """C-8: refuse new input, keep queued work for draining."""
-        self._tick()
-        self._require(rc.RetireRequested())
-        self._control_step(rc.RetireRequested())
-        return RetireReport(
-            inputs_abandoned=0, inputs_pending_drain=len(self._ledger.active_ids())
-        )
+        return self._core.retire()
 
-    async def reset(self) -> ResetReport:
-        return self.reset_now()
+    async def retire(self) -> RetireReport:
+        return self._core.retire()
 
     def reset_now(self) -> ResetReport:
-        """C-9 with decision 6: refused (untouched) while running."""
-        self._tick()
-        self._require(rc.ResetRequested())
-        abandoned = self._abandon_all(REASON_RESET)
-        self._signal = PostAdmissionSignal.NONE
-        self._control_step(rc.ResetRequested())
-        return ResetReport(inputs_abandoned=abandoned)
+        return self._core.reset()
 
-    async def destroy(self) -> DestroyReport:
-        return self.destroy_now()
+    async def reset(self) -> ResetReport:
+        return self._core.reset()
 
     def destroy_now(self) -> DestroyReport:
-        """C-10; decision 12: a destroyed runtime forgets its idempotency keys."""
-        self._tick()
-        self._require(rc.DestroyRequested())
-        self._control_step(rc.DestroyRequested())
-        abandoned = self._abandon_all(REASON_DESTROYED)
-        self._forget_keys()
-        return DestroyReport(inputs_abandoned=abandoned)
+        return self._core.destroy()
 
-    async def on_runtime_control(self, command: RuntimeControlCommand) -> None:
-        self.runtime_control_now(command)
+    async def destroy(self) -> DestroyReport:
+        return self._core.destroy()
 
     def runtime_control_now(self, command: RuntimeControlCommand) -> None:
-        """C-11 (stop: inputs abandoned as destroyed, L-13) and C-12 (resume)."""
-        self._tick()
-        if command is RuntimeControlCommand.RESUME:
-            if self._control.can_accept(rc.ResumeRequested()):
-                self._control.apply(rc.ResumeRequested())
-            return
-        self._require(rc.StopRequested())
-        self._control_step(rc.StopRequested())
-        self._abandon_all(REASON_DESTROYED)
+        self._core.runtime_control(command)
 
-    async def recover(self) -> RecoveryReport:
-        return self.recover_now()
+    async def on_runtime_control(self, command: RuntimeControlCommand) -> None:
+        self._core.runtime_control(command)
 
     def recover_now(self) -> RecoveryReport:
-        """D-12 with decision 24: unfinished inputs go back to their lanes."""
-        self._tick()
-        if self._control.phase() is RuntimeState.DESTROYED:
-            return RecoveryReport()  # nothing left to recover (as upstream)
-        if self._batch is not None:
-            self._batch.ids = []  # rolled back below; the run itself goes on
-        recovered = requeued = abandoned = 0
-        front: dict[Lane, list[InputId]] = {Lane.QUEUE: [], Lane.STEER: []}
-        for state in self._ledger.non_terminal():
-            recovered += 1
-            outcome = self._normalise(state)
-            if outcome == "requeued":
-                requeued += 1
-                front[lane_for(state.policy)].append(state.input_id)
-            elif outcome == "abandoned":
-                abandoned += 1
-        for lane, ids in front.items():
-            if ids:
-                self._lanes.push_front_in_order(ids, lane)
-        if not self._lanes.is_empty():
-            self._raise_signal(PostAdmissionSignal.WAKE_LOOP)
-        return RecoveryReport(
-            inputs_recovered=recovered,
-            inputs_abandoned=abandoned,
-            inputs_requeued=requeued,
-        )
+        return self._core.recover()
 
-    def _normalise(self, state: InputState) -> str:
-        """Bring one recovered input to a state a runtime can continue from."""
-        phase = state.current_state()
-        if phase is il.InputLifecycleState.ACCEPTED:
-            decision = state.policy.decision if state.policy else None
-            if (
-                decision
-                and decision.apply_mode is ApplyMode.IGNORE
-                and decision.consume_point is ConsumePoint.ON_ACCEPT
-            ):
-                self._apply(state, il.ConsumeOnAccept())
-                return "kept"
-            self._apply(state, il.QueueAccepted())
-            return "requeued"
-        if phase is il.InputLifecycleState.STAGED:
-            return (
-                "requeued" if self._requeue(state, il.RollbackStaged()) else "abandoned"
-            )
-        return "kept"
-
-    async def recycle_preserving_work(self) -> int:
-        return self.recycle_now()
+    async def recover(self) -> RecoveryReport:
+        return self._core.recover()
 
     def recycle_now(self) -> int:
-        """C-14 with decision 7: back to idle and accepting, work preserved."""
-        self._tick()
-        self._require(rc.RecycleRequested())
-        self._control_step(rc.RecycleRequested())
-        transferred = len(self._ledger.active_ids())
-        self.recover_now()
-        self._control_step(rc.RecycleSucceeded())
-        return transferred
+        return self._core.recycle()
 
-    def _require(self, control_input: rc.RuntimeControlInput) -> None:
-        """Decision 6: refuse before any mutation."""
-        if not self._control.can_accept(control_input):
-            phase = self._control.phase()
-            if phase is RuntimeState.DESTROYED:
-                raise DestroyedError()
-            raise NotReadyError(phase)
-
-    def _control_step(self, control_input: rc.RuntimeControlInput) -> None:
-        transition = self._control.apply(control_input)
-        self._emit(
-            RuntimeStateChange(
-                from_state=transition.from_phase, to_state=transition.next_phase
-            )
-        )
-
-    def _abandon_all(self, reason: InputAbandonReason) -> int:
-        states = self._ledger.non_terminal()
-        for state in states:
-            self._apply(state, il.Abandon(reason))  # type: ignore[arg-type]
-            self._emit_abandoned(state)
-        self._lanes.clear()
-        self._batch = None
-        return len(states)
-
-    # ================================================================ queries
-
-    def runtime_state(self) -> RuntimeState:
-        return self._control.phase()
-
-    def peek_input_state(self, input_id: InputId) -> InputState | None:
-        """The live entry, for read-only use inside the runtime's own layers
-        (waiter settlement on hot paths); never mutate it."""
-        return self._ledger.get(input_id)
-
-    def input_state(self, input_id: InputId) -> InputState | None:
-        """A copy: changing it does not change the runtime."""
-        state = self._ledger.get(input_id)
-        return state.clone() if state is not None else None
-
-    def active_input_ids(self) -> list[InputId]:
-        return self._ledger.active_ids()
-
-    def queued_input_ids(self, lane: Lane = Lane.QUEUE) -> list[InputId]:
-        return self._lanes.ids(lane)
-
-    def is_idle(self) -> bool:
-        return self._control.phase() is RuntimeState.IDLE
-
-    def is_idle_or_attached(self) -> bool:
-        return self._control.phase().is_idle_or_attached()
-
-    def dequeue_next(self) -> tuple[InputId, Input] | None:
-        """R-5: the next waiting input (steer lane first), without staging it."""
-        input_id = self._lanes.take_next()
-        return None if input_id is None else (input_id, self._payload(input_id))
-
-    def dequeue_by_id(self, input_id: InputId) -> tuple[InputId, Input] | None:
-        if not self._lanes.take(input_id):
-            return None
-        return input_id, self._payload(input_id)
-
-    def payload(self, input_id: InputId) -> Input:
-        """The stored input of a known id (what a run hands the executor)."""
-        return self._payload(input_id)
+    async def recycle_preserving_work(self) -> int:
+        return self._core.recycle()
 
     async def abandon_pending_inputs(self, reason: InputAbandonReason) -> int:
         """C-15 with decision 8: abandon every unfinished input; they leave the
         lanes for good. Used when a retired runtime has nothing to drain it."""
-        self._tick()
-        return self._abandon_all(reason)
-
-    def _payload(self, input_id: InputId) -> Input:
-        payload = self._state(input_id).persisted_input
-        assert payload is not None, "a queued input always keeps its payload"
-        return payload
-
-    def drain_events(self) -> list[RuntimeEventEnvelope]:
-        events, self._events = self._events, []
-        return events
-
-    def take_wake_requested(self) -> bool:
-        return self._signal.should_wake()
-
-    def take_process_requested(self) -> bool:
-        requested = self._signal.should_process_immediately()
-        if requested:
-            self._signal = PostAdmissionSignal.WAKE_LOOP
-        return requested
-
-    def take_post_admission_signal(self) -> PostAdmissionSignal:
-        signal, self._signal = self._signal, PostAdmissionSignal.NONE
-        return signal
-
-    def observe(self) -> DriverObservation:
-        """Everything observable, as comparable values (tests, fuzzing)."""
-        batch = self._batch
-        return DriverObservation(
-            phase=self._control.phase(),
-            control=self._control.snapshot(),
-            inputs=tuple(s.to_record() for s in self._ledger),
-            queue=tuple(self._lanes.ids(Lane.QUEUE)),
-            steer=tuple(self._lanes.ids(Lane.STEER)),
-            batch=(batch.run_id, tuple(batch.ids)) if batch else None,
-            signal=self._signal,
-            events=len(self._events),
-        )
+        return self._core.abandon_pending(reason)
 
 
-def checked_receipt(receipt: object) -> RunBoundaryReceipt:
-    """An executor's receipt with its fields' types checked (see
-    ``receipt_problem``): refused before anything changes."""
-    problem = receipt_problem(receipt)
-    if problem is not None:
-        raise ValidationFailedError(f"run event: malformed receipt: {problem}")
-    assert isinstance(receipt, RunBoundaryReceipt)
-    return receipt
+__all__ = [
+    "DriverObservation",
+    "EphemeralRuntimeDriver",
+    "RuntimeControlCommand",
+]

@@ -1,12 +1,22 @@
-"""The state every driver holds, and the journal that can undo an operation.
+"""The state a runtime core holds, and the journal that can undo an operation.
 
-Theory of operation: ``DriverCore`` owns the runtime control authority, the
+Theory of operation: ``CoreState`` owns the runtime control authority, the
 ledger, the lanes, the staged batch, the event buffer and the post-admission
-signal, and the only ways to change them (``_insert``, ``_apply``, lane
-operations, ``_emit``). While a ``Checkpoint`` is open each change records
-what it replaced, so ``_restore`` undoes exactly one operation (the
+signal, and the only ways to change them (``_insert``, ``_apply``, ``_drive``,
+lane operations, ``_emit``). While a ``Checkpoint`` is open each change
+records what it replaced, so ``restore`` undoes exactly one operation (the
 persistent driver's "memory never runs ahead of the store", D-4 and decision
-14) without copying anything the operation did not touch.
+14) without copying anything the operation did not touch. This journal is
+the one undo mechanism: every persisted operation runs inside a checkpoint,
+a live driver's recovery too; only a driver's first recovery runs without
+one, since its undo is starting afresh (``fresh_state``).
+
+``_drive`` is the one way a runtime-control input is applied: the authority
+decides, and ``_drive`` carries out the effects it returns (raising or
+withdrawing the post-admission signal, announcing a phase change), so no
+signal is raised by hand (C-4, PD-24). A core that a store backs notes the
+inputs changed outside any checkpoint (D-2's pure delegations), for the next
+lifecycle commit to write (PD-6).
 """
 
 from __future__ import annotations
@@ -31,15 +41,25 @@ from meerkat_runtime.ids import IdempotencyKey, InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
 from meerkat_runtime.ledger import InputLedger, Lane, Lanes
 from meerkat_runtime.outcomes import PostAdmissionSignal
+from meerkat_runtime.policy import PolicyTable
 
 # Decision 15 / 23: stable snake_case abandon reasons.
 REASON_RESET = InputAbandonReason.Reset()
 REASON_DESTROYED = InputAbandonReason.Destroyed()
 
 
+# Bound once: the effect loop runs on every accept.
+_SIGNAL_WAKE = rc.SignalWake
+_SIGNAL_IMMEDIATE = rc.SignalImmediateProcess
+_WITHDRAW_SIGNALS = rc.WithdrawSignals
+_NO_SIGNAL = PostAdmissionSignal.NONE
+_WAKE_LOOP = PostAdmissionSignal.WAKE_LOOP
+_PROCESS_NOW = PostAdmissionSignal.REQUEST_IMMEDIATE
+
+
 def reason_name(reason: InputAbandonReason) -> str:
     """``max_attempts_exhausted``, ``reset`` ...: the variant's tag."""
-    return str(type(reason).__struct_config__.tag)
+    return reason.wire_tag
 
 
 @dataclass(slots=True)
@@ -67,18 +87,19 @@ class Checkpoint:
     keys: dict[IdempotencyKey, InputId] | None = None
 
 
-class DriverCore:
-    """State and journal shared by the drivers (no public operations)."""
+class CoreState:
+    """State and journal of a runtime core (the operations are in ``core``)."""
 
     runtime_id: LogicalRuntimeId
-    # A driver that writes (the persistent one) notes the inputs changed
-    # outside any operation it writes (D-2's pure delegations: stage_input,
-    # apply_input, rollback_staged ...), so its next lifecycle commit carries
-    # them (upstream's "all ledger states", D-7 .. D-9).
-    _notes_unsaved = False
+    _policy: PolicyTable
+    # A core that is written to a store (the persistent driver's) notes the
+    # inputs changed outside any checkpoint (D-2's pure delegations:
+    # stage_input, apply_input, rollback_staged ...), so the next lifecycle
+    # commit carries them (upstream's "all ledger states", D-7 .. D-9).
+    _tracks_unsaved: bool
 
-    def _fresh_state(self) -> None:
-        """Everything a new driver starts with (also: undo of a failed first
+    def fresh_state(self) -> None:
+        """Everything a new core starts with (also: undo of a failed first
         recovery, which needs no journal)."""
         self._control = rc.RuntimeControlAuthority()
         self._control.apply(rc.Initialize())  # drivers start idle (C-3)
@@ -125,7 +146,7 @@ class DriverCore:
         if checkpoint is not None:
             if state.input_id not in checkpoint.touched:
                 checkpoint.touched[state.input_id] = state.clone()
-        elif self._notes_unsaved and not self._recovering:
+        elif self._tracks_unsaved and not self._recovering:
             self._unsaved[state.input_id] = None
         return state.apply(lifecycle_input, self._now, error)
 
@@ -153,7 +174,16 @@ class DriverCore:
 
     # ---------------------------------------------------------------- checkpoints
 
-    def _checkpoint(self) -> Checkpoint:
+    def take_unsaved(self) -> dict[InputId, None]:
+        """The inputs changed outside a checkpoint since the last take."""
+        unsaved, self._unsaved = self._unsaved, {}
+        return unsaved
+
+    def owe_unsaved(self, unsaved: dict[InputId, None]) -> None:
+        """``unsaved`` was not written after all: still owed, first."""
+        self._unsaved = unsaved | self._unsaved
+
+    def checkpoint(self) -> Checkpoint:
         """Start recording what the next operation changes."""
         interleaved = self._open is not None or self._recovering
         assert not interleaved, "operations on one driver must not interleave"
@@ -168,8 +198,8 @@ class DriverCore:
         self._lanes.journal = checkpoint.lanes
         return checkpoint
 
-    def _restore(self, checkpoint: Checkpoint) -> None:
-        """Undo everything since ``_checkpoint`` (the store refused it)."""
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Undo everything since ``checkpoint`` (the store refused it)."""
         for undo in reversed(checkpoint.lanes):
             undo()
         for input_id, before in checkpoint.touched.items():
@@ -183,15 +213,15 @@ class DriverCore:
         self._batch = checkpoint.batch
         self._signal = checkpoint.signal
         del self._events[checkpoint.events :]
-        self._release(checkpoint)
+        self.release(checkpoint)
 
-    def _release(self, checkpoint: Checkpoint) -> None:
+    def release(self, checkpoint: Checkpoint) -> None:
         """Stop recording: the operation's changes stand."""
         if self._open is checkpoint:
             self._open = None
             self._lanes.journal = None
 
-    def _is_pristine(self) -> bool:
+    def is_pristine(self) -> bool:
         """Nothing has happened to this driver yet."""
         return (
             not len(self._ledger)
@@ -200,11 +230,35 @@ class DriverCore:
             and self._control.phase() is RuntimeState.IDLE
         )
 
-    def _tick(self) -> None:
+    def tick(self) -> None:
         self._now = datetime.now(UTC)
 
-    def _raise_signal(self, signal: PostAdmissionSignal) -> None:
-        self._signal = self._signal.raised_to(signal)
+    def _drive(
+        self, control_input: rc.RuntimeControlInput
+    ) -> rc.RuntimeControlTransition:
+        """Every runtime-control input goes through here: the authority
+        decides (or raises, changing nothing), and this carries out the
+        effects its transition names. No other code raises or clears the
+        post-admission signal or announces a phase change."""
+        transition = self._control.apply(control_input)
+        for effect in transition.effects:
+            kind = type(effect)
+            if kind is _SIGNAL_WAKE:
+                if self._signal is _NO_SIGNAL:  # never lowers a stronger one
+                    self._signal = _WAKE_LOOP
+            elif kind is _SIGNAL_IMMEDIATE:
+                self._signal = _PROCESS_NOW  # the strongest
+            elif kind is _WITHDRAW_SIGNALS:
+                self._signal = _NO_SIGNAL
+            else:
+                assert kind is rc.AnnouncePhaseChange
+                self._emit(
+                    RuntimeStateChange(
+                        from_state=transition.from_phase,
+                        to_state=transition.next_phase,
+                    )
+                )
+        return transition
 
     def _emit(self, event: RuntimeStateChange | InputLifecycle) -> None:
         self._events.append(

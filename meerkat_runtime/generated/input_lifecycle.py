@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from meerkat_runtime.errors import MeerkatError
 from meerkat_runtime.generated.spec_types import (
-    AnyInputAbandonReason,
     AnyInputTerminalOutcome,
     InputAbandonReason,
     InputTerminalOutcome,
@@ -61,6 +61,35 @@ class InputLifecycleState(enum.Enum):
 
 _TERMINAL = frozenset(
     {
+        InputLifecycleState.CONSUMED,
+        InputLifecycleState.SUPERSEDED,
+        InputLifecycleState.COALESCED,
+        InputLifecycleState.ABANDONED,
+    }
+)
+# The phases a handler's transitions fire from, when more than one: a set
+# built once, not a tuple of enum lookups per call.
+_FROM_0 = frozenset(
+    {
+        InputLifecycleState.ACCEPTED,
+        InputLifecycleState.QUEUED,
+        InputLifecycleState.STAGED,
+        InputLifecycleState.APPLIED,
+        InputLifecycleState.APPLIED_PENDING_CONSUMPTION,
+    }
+)
+_FROM_1 = frozenset(
+    {
+        InputLifecycleState.APPLIED,
+        InputLifecycleState.APPLIED_PENDING_CONSUMPTION,
+    }
+)
+_FROM_2 = frozenset(
+    {
+        InputLifecycleState.QUEUED,
+        InputLifecycleState.STAGED,
+        InputLifecycleState.APPLIED,
+        InputLifecycleState.APPLIED_PENDING_CONSUMPTION,
         InputLifecycleState.CONSUMED,
         InputLifecycleState.SUPERSEDED,
         InputLifecycleState.COALESCED,
@@ -126,7 +155,7 @@ class Coalesce(InputLifecycleInput, frozen=True):
 
 
 class Abandon(InputLifecycleInput, frozen=True):
-    reason: AnyInputAbandonReason
+    reason: InputAbandonReason
 
 
 class RecoverRequeue(InputLifecycleInput, frozen=True):
@@ -208,7 +237,7 @@ class InputLifecycleSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     attempt_count: int = 0
 
 
-class InputLifecycleError(Exception):
+class InputLifecycleError(MeerkatError):
     """An input the machine refuses in its current phase; nothing changed.
 
     ``state`` is the phase, ``input`` the refused input and ``guards`` the
@@ -627,13 +656,7 @@ class InputLifecycleAuthority:
 
     def _on_abandon(self, inp: Abandon, fire: bool) -> InputLifecycleTransition | None:
         phase = self._phase
-        if phase in (
-            InputLifecycleState.ACCEPTED,
-            InputLifecycleState.QUEUED,
-            InputLifecycleState.STAGED,
-            InputLifecycleState.APPLIED,
-            InputLifecycleState.APPLIED_PENDING_CONSUMPTION,
-        ):
+        if phase in _FROM_0:
             if not fire:
                 return None
             self._terminal_outcome = InputTerminalOutcome.Abandoned(reason=inp.reason)
@@ -655,10 +678,7 @@ class InputLifecycleAuthority:
         self, inp: RecoverRequeue, fire: bool
     ) -> InputLifecycleTransition | None:
         phase = self._phase
-        if phase in (
-            InputLifecycleState.APPLIED,
-            InputLifecycleState.APPLIED_PENDING_CONSUMPTION,
-        ):
+        if phase in _FROM_1:
             if self._attempt_count < 3:
                 if not fire:
                     return None
@@ -706,16 +726,7 @@ class InputLifecycleAuthority:
         self, inp: StampReceipt, fire: bool
     ) -> InputLifecycleTransition | None:
         phase = self._phase
-        if phase in (
-            InputLifecycleState.QUEUED,
-            InputLifecycleState.STAGED,
-            InputLifecycleState.APPLIED,
-            InputLifecycleState.APPLIED_PENDING_CONSUMPTION,
-            InputLifecycleState.CONSUMED,
-            InputLifecycleState.SUPERSEDED,
-            InputLifecycleState.COALESCED,
-            InputLifecycleState.ABANDONED,
-        ):
+        if phase in _FROM_2:
             if not fire:
                 return None
             self._last_run_id, self._last_boundary_sequence = (

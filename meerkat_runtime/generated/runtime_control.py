@@ -21,8 +21,9 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from meerkat_runtime.generated.spec_types import AdmissionEffect, HandlingMode
-from meerkat_runtime.ids import InputId, RunId
+from meerkat_runtime.errors import MeerkatError
+from meerkat_runtime.generated.spec_types import HandlingMode
+from meerkat_runtime.ids import RunId
 
 
 class RuntimeState(enum.Enum):
@@ -88,6 +89,69 @@ _IS_IDLE_OR_ATTACHED = frozenset(
         RuntimeState.ATTACHED,
     }
 )
+# The phases a handler's transitions fire from, when more than one: a set
+# built once, not a tuple of enum lookups per call.
+_FROM_0 = frozenset(
+    {
+        RuntimeState.IDLE,
+        RuntimeState.ATTACHED,
+    }
+)
+_FROM_1 = frozenset(
+    {
+        RuntimeState.IDLE,
+        RuntimeState.ATTACHED,
+        RuntimeState.RUNNING,
+    }
+)
+_FROM_2 = frozenset(
+    {
+        RuntimeState.INITIALIZING,
+        RuntimeState.IDLE,
+        RuntimeState.ATTACHED,
+        RuntimeState.RECOVERING,
+        RuntimeState.RETIRED,
+    }
+)
+_FROM_3 = frozenset(
+    {
+        RuntimeState.INITIALIZING,
+        RuntimeState.IDLE,
+        RuntimeState.ATTACHED,
+        RuntimeState.RUNNING,
+        RuntimeState.RECOVERING,
+        RuntimeState.RETIRED,
+    }
+)
+_FROM_4 = frozenset(
+    {
+        RuntimeState.INITIALIZING,
+        RuntimeState.IDLE,
+        RuntimeState.ATTACHED,
+        RuntimeState.RUNNING,
+        RuntimeState.RECOVERING,
+        RuntimeState.RETIRED,
+        RuntimeState.STOPPED,
+    }
+)
+_FROM_5 = frozenset(
+    {
+        RuntimeState.IDLE,
+        RuntimeState.ATTACHED,
+        RuntimeState.RETIRED,
+    }
+)
+_FROM_6 = frozenset(
+    {
+        RuntimeState.IDLE,
+        RuntimeState.ATTACHED,
+        RuntimeState.RUNNING,
+        RuntimeState.RECOVERING,
+        RuntimeState.RETIRED,
+        RuntimeState.STOPPED,
+        RuntimeState.DESTROYED,
+    }
+)
 
 
 # ---------------------------------------------------------------- inputs
@@ -112,11 +176,8 @@ class RuntimeControlInput(msgspec.Struct, frozen=True):
     ResumeRequested: ClassVar[type[ResumeRequested]]
     RecycleRequested: ClassVar[type[RecycleRequested]]
     RecycleSucceeded: ClassVar[type[RecycleSucceeded]]
-    ExternalToolDeltaReceived: ClassVar[type[ExternalToolDeltaReceived]]
-    SubmitWork: ClassVar[type[SubmitWork]]
     AdmissionAccepted: ClassVar[type[AdmissionAccepted]]
-    AdmissionRejected: ClassVar[type[AdmissionRejected]]
-    AdmissionDeduplicated: ClassVar[type[AdmissionDeduplicated]]
+    WorkWaiting: ClassVar[type[WorkWaiting]]
 
 
 class Initialize(RuntimeControlInput, frozen=True):
@@ -183,35 +244,13 @@ class RecycleSucceeded(RuntimeControlInput, frozen=True):
     pass
 
 
-class ExternalToolDeltaReceived(RuntimeControlInput, frozen=True):
-    pass
-
-
-class SubmitWork(RuntimeControlInput, frozen=True):
-    work_id: InputId
-    content_shape: str
-    handling_mode: HandlingMode
-    request_id: str | None
-    reservation_key: str | None
-
-
 class AdmissionAccepted(RuntimeControlInput, frozen=True):
-    work_id: InputId
-    content_shape: str
     handling_mode: HandlingMode
-    request_id: str | None
-    reservation_key: str | None
-    admission_effect: AdmissionEffect
+    wake_if_idle: bool
 
 
-class AdmissionRejected(RuntimeControlInput, frozen=True):
-    work_id: InputId
-    reason: str
-
-
-class AdmissionDeduplicated(RuntimeControlInput, frozen=True):
-    work_id: InputId
-    existing_work_id: InputId
+class WorkWaiting(RuntimeControlInput, frozen=True):
+    pass
 
 
 RuntimeControlInput.Initialize = Initialize
@@ -230,11 +269,8 @@ RuntimeControlInput.DestroyRequested = DestroyRequested
 RuntimeControlInput.ResumeRequested = ResumeRequested
 RuntimeControlInput.RecycleRequested = RecycleRequested
 RuntimeControlInput.RecycleSucceeded = RecycleSucceeded
-RuntimeControlInput.ExternalToolDeltaReceived = ExternalToolDeltaReceived
-RuntimeControlInput.SubmitWork = SubmitWork
 RuntimeControlInput.AdmissionAccepted = AdmissionAccepted
-RuntimeControlInput.AdmissionRejected = AdmissionRejected
-RuntimeControlInput.AdmissionDeduplicated = AdmissionDeduplicated
+RuntimeControlInput.WorkWaiting = WorkWaiting
 
 
 # ---------------------------------------------------------------- effects
@@ -243,32 +279,10 @@ RuntimeControlInput.AdmissionDeduplicated = AdmissionDeduplicated
 class RuntimeControlEffect(msgspec.Struct, frozen=True):
     """Base of the effects a transition asks its caller to carry out."""
 
-    ResolveAdmission: ClassVar[type[ResolveAdmission]]
-    SubmitAdmittedIngressEffect: ClassVar[type[SubmitAdmittedIngressEffect]]
-    SubmitRunPrimitive: ClassVar[type[SubmitRunPrimitive]]
     SignalWake: ClassVar[type[SignalWake]]
     SignalImmediateProcess: ClassVar[type[SignalImmediateProcess]]
-    EmitRuntimeNotice: ClassVar[type[EmitRuntimeNotice]]
-    ResolveCompletionAsTerminated: ClassVar[type[ResolveCompletionAsTerminated]]
-    ApplyControlPlaneCommand: ClassVar[type[ApplyControlPlaneCommand]]
-    InitiateRecycle: ClassVar[type[InitiateRecycle]]
-
-
-class ResolveAdmission(RuntimeControlEffect, frozen=True):
-    work_id: InputId
-
-
-class SubmitAdmittedIngressEffect(RuntimeControlEffect, frozen=True):
-    work_id: InputId
-    content_shape: str
-    handling_mode: HandlingMode
-    request_id: str | None
-    reservation_key: str | None
-    admission_effect: AdmissionEffect
-
-
-class SubmitRunPrimitive(RuntimeControlEffect, frozen=True):
-    run_id: RunId
+    WithdrawSignals: ClassVar[type[WithdrawSignals]]
+    AnnouncePhaseChange: ClassVar[type[AnnouncePhaseChange]]
 
 
 class SignalWake(RuntimeControlEffect, frozen=True):
@@ -279,32 +293,18 @@ class SignalImmediateProcess(RuntimeControlEffect, frozen=True):
     pass
 
 
-class EmitRuntimeNotice(RuntimeControlEffect, frozen=True):
-    kind: str
-    detail: str
-
-
-class ResolveCompletionAsTerminated(RuntimeControlEffect, frozen=True):
-    reason: str
-
-
-class ApplyControlPlaneCommand(RuntimeControlEffect, frozen=True):
-    command: str
-
-
-class InitiateRecycle(RuntimeControlEffect, frozen=True):
+class WithdrawSignals(RuntimeControlEffect, frozen=True):
     pass
 
 
-RuntimeControlEffect.ResolveAdmission = ResolveAdmission
-RuntimeControlEffect.SubmitAdmittedIngressEffect = SubmitAdmittedIngressEffect
-RuntimeControlEffect.SubmitRunPrimitive = SubmitRunPrimitive
+class AnnouncePhaseChange(RuntimeControlEffect, frozen=True):
+    pass
+
+
 RuntimeControlEffect.SignalWake = SignalWake
 RuntimeControlEffect.SignalImmediateProcess = SignalImmediateProcess
-RuntimeControlEffect.EmitRuntimeNotice = EmitRuntimeNotice
-RuntimeControlEffect.ResolveCompletionAsTerminated = ResolveCompletionAsTerminated
-RuntimeControlEffect.ApplyControlPlaneCommand = ApplyControlPlaneCommand
-RuntimeControlEffect.InitiateRecycle = InitiateRecycle
+RuntimeControlEffect.WithdrawSignals = WithdrawSignals
+RuntimeControlEffect.AnnouncePhaseChange = AnnouncePhaseChange
 
 
 # ---------------------------------------------------------------- results
@@ -325,11 +325,9 @@ class RuntimeControlSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     phase: RuntimeState
     current_run_id: RunId | None = None
     pre_run_state: RuntimeState | None = None
-    wake_pending: bool = False
-    process_pending: bool = False
 
 
-class RuntimeControlError(Exception):
+class RuntimeControlError(MeerkatError):
     """An input the machine refuses in its current phase; nothing changed.
 
     ``state`` is the phase, ``input`` the refused input and ``guards`` the
@@ -389,16 +387,12 @@ class RuntimeControlAuthority:
         "_current_run_id",
         "_phase",
         "_pre_run_state",
-        "_process_pending",
-        "_wake_pending",
     )
 
     def __init__(self) -> None:
         self._phase = RuntimeState.INITIALIZING
         self._current_run_id: RunId | None = None
         self._pre_run_state: RuntimeState | None = None
-        self._wake_pending: bool = False
-        self._process_pending: bool = False
 
     @classmethod
     def restore(cls, snapshot: RuntimeControlSnapshot) -> RuntimeControlAuthority:
@@ -407,8 +401,6 @@ class RuntimeControlAuthority:
         self._phase = snapshot.phase
         self._current_run_id = snapshot.current_run_id
         self._pre_run_state = snapshot.pre_run_state
-        self._wake_pending = snapshot.wake_pending
-        self._process_pending = snapshot.process_pending
         return self
 
     def copy(self) -> RuntimeControlAuthority:
@@ -420,8 +412,6 @@ class RuntimeControlAuthority:
             phase=self._phase,
             current_run_id=self._current_run_id,
             pre_run_state=self._pre_run_state,
-            wake_pending=self._wake_pending,
-            process_pending=self._process_pending,
         )
 
     def phase(self) -> RuntimeState:
@@ -433,14 +423,21 @@ class RuntimeControlAuthority:
     def pre_run_state(self) -> RuntimeState | None:
         return self._pre_run_state
 
-    def wake_pending(self) -> bool:
-        return self._wake_pending
-
-    def process_pending(self) -> bool:
-        return self._process_pending
-
     def __repr__(self) -> str:
         return f"RuntimeControlAuthority.restore({self.snapshot()!r})"
+
+    def stored_phase(self) -> RuntimeState:
+        """The phase a store keeps for the current one (the spec's ``stored_as``)."""
+        phase = self._phase
+        if phase is RuntimeState.ATTACHED:
+            return RuntimeState.IDLE
+        if phase is RuntimeState.RUNNING:
+            return (
+                RuntimeState.RETIRED
+                if (self._pre_run_state is RuntimeState.RETIRED)
+                else self._phase
+            )
+        return phase
 
     def can_accept(self, inp: RuntimeControlInput) -> bool:
         """Whether ``apply(inp)`` would succeed; changes nothing."""
@@ -527,7 +524,10 @@ class RuntimeControlAuthority:
                 return None
             self._phase = RuntimeState.ATTACHED
             return RuntimeControlTransition(
-                "attach_from_idle", phase, RuntimeState.ATTACHED, ()
+                "attach_from_idle",
+                phase,
+                RuntimeState.ATTACHED,
+                (AnnouncePhaseChange(),),
             )
         raise self._refuse(inp)
 
@@ -540,7 +540,7 @@ class RuntimeControlAuthority:
                 return None
             self._phase = RuntimeState.IDLE
             return RuntimeControlTransition(
-                "detach_to_idle", phase, RuntimeState.IDLE, ()
+                "detach_to_idle", phase, RuntimeState.IDLE, (AnnouncePhaseChange(),)
             )
         raise self._refuse(inp)
 
@@ -552,18 +552,10 @@ class RuntimeControlAuthority:
             if self._current_run_id is None:
                 if not fire:
                     return None
-                (
-                    self._current_run_id,
-                    self._pre_run_state,
-                    self._wake_pending,
-                    self._process_pending,
-                ) = inp.run_id, self._phase, False, False
+                self._current_run_id, self._pre_run_state = inp.run_id, self._phase
                 self._phase = RuntimeState.RUNNING
                 return RuntimeControlTransition(
-                    "begin_run_from_idle",
-                    phase,
-                    RuntimeState.RUNNING,
-                    (SubmitRunPrimitive(run_id=inp.run_id),),
+                    "begin_run_from_idle", phase, RuntimeState.RUNNING, ()
                 )
             raise self._refuse(
                 inp,
@@ -573,18 +565,10 @@ class RuntimeControlAuthority:
             if self._current_run_id is None:
                 if not fire:
                     return None
-                (
-                    self._current_run_id,
-                    self._pre_run_state,
-                    self._wake_pending,
-                    self._process_pending,
-                ) = inp.run_id, self._phase, False, False
+                self._current_run_id, self._pre_run_state = inp.run_id, self._phase
                 self._phase = RuntimeState.RUNNING
                 return RuntimeControlTransition(
-                    "begin_run_from_attached",
-                    phase,
-                    RuntimeState.RUNNING,
-                    (SubmitRunPrimitive(run_id=inp.run_id),),
+                    "begin_run_from_attached", phase, RuntimeState.RUNNING, ()
                 )
             raise self._refuse(
                 inp,
@@ -594,18 +578,10 @@ class RuntimeControlAuthority:
             if self._current_run_id is None:
                 if not fire:
                     return None
-                (
-                    self._current_run_id,
-                    self._pre_run_state,
-                    self._wake_pending,
-                    self._process_pending,
-                ) = inp.run_id, self._phase, False, False
+                self._current_run_id, self._pre_run_state = inp.run_id, self._phase
                 self._phase = RuntimeState.RUNNING
                 return RuntimeControlTransition(
-                    "begin_run_from_recovering",
-                    phase,
-                    RuntimeState.RUNNING,
-                    (SubmitRunPrimitive(run_id=inp.run_id),),
+                    "begin_run_from_recovering", phase, RuntimeState.RUNNING, ()
                 )
             raise self._refuse(
                 inp,
@@ -615,18 +591,10 @@ class RuntimeControlAuthority:
             if self._current_run_id is None:
                 if not fire:
                     return None
-                (
-                    self._current_run_id,
-                    self._pre_run_state,
-                    self._wake_pending,
-                    self._process_pending,
-                ) = inp.run_id, self._phase, False, False
+                self._current_run_id, self._pre_run_state = inp.run_id, self._phase
                 self._phase = RuntimeState.RUNNING
                 return RuntimeControlTransition(
-                    "begin_run_from_retired",
-                    phase,
-                    RuntimeState.RUNNING,
-                    (SubmitRunPrimitive(run_id=inp.run_id),),
+                    "begin_run_from_retired", phase, RuntimeState.RUNNING, ()
                 )
             raise self._refuse(
                 inp,
@@ -851,7 +819,7 @@ class RuntimeControlAuthority:
         self, inp: RecoverRequested, fire: bool
     ) -> RuntimeControlTransition | None:
         phase = self._phase
-        if phase in (RuntimeState.IDLE, RuntimeState.ATTACHED):
+        if phase in _FROM_0:
             if not fire:
                 return None
             self._pre_run_state = self._phase
@@ -876,12 +844,7 @@ class RuntimeControlAuthority:
         if phase is RuntimeState.RECOVERING:
             if not fire:
                 return None
-            (
-                self._current_run_id,
-                self._pre_run_state,
-                self._wake_pending,
-                self._process_pending,
-            ) = None, None, False, False
+            self._current_run_id, self._pre_run_state = None, None
             self._phase = RuntimeState.IDLE
             return RuntimeControlTransition(
                 "recovery_succeeded", phase, RuntimeState.IDLE, ()
@@ -892,7 +855,7 @@ class RuntimeControlAuthority:
         self, inp: RetireRequested, fire: bool
     ) -> RuntimeControlTransition | None:
         phase = self._phase
-        if phase in (RuntimeState.IDLE, RuntimeState.ATTACHED, RuntimeState.RUNNING):
+        if phase in _FROM_1:
             if not fire:
                 return None
             self._phase = RuntimeState.RETIRED
@@ -900,7 +863,7 @@ class RuntimeControlAuthority:
                 "retire_requested",
                 phase,
                 RuntimeState.RETIRED,
-                (ApplyControlPlaneCommand(command="retire"),),
+                (AnnouncePhaseChange(),),
             )
         raise self._refuse(inp)
 
@@ -908,29 +871,18 @@ class RuntimeControlAuthority:
         self, inp: ResetRequested, fire: bool
     ) -> RuntimeControlTransition | None:
         phase = self._phase
-        if phase in (
-            RuntimeState.INITIALIZING,
-            RuntimeState.IDLE,
-            RuntimeState.ATTACHED,
-            RuntimeState.RECOVERING,
-            RuntimeState.RETIRED,
-        ):
+        if phase in _FROM_2:
             if not fire:
                 return None
-            (
-                self._current_run_id,
-                self._pre_run_state,
-                self._wake_pending,
-                self._process_pending,
-            ) = None, None, False, False
+            self._current_run_id, self._pre_run_state = None, None
             self._phase = RuntimeState.IDLE
             return RuntimeControlTransition(
                 "reset_requested",
                 phase,
                 RuntimeState.IDLE,
                 (
-                    ApplyControlPlaneCommand(command="reset"),
-                    ResolveCompletionAsTerminated(reason="reset"),
+                    WithdrawSignals(),
+                    AnnouncePhaseChange(),
                 ),
             )
         raise self._refuse(inp)
@@ -939,31 +891,13 @@ class RuntimeControlAuthority:
         self, inp: StopRequested, fire: bool
     ) -> RuntimeControlTransition | None:
         phase = self._phase
-        if phase in (
-            RuntimeState.INITIALIZING,
-            RuntimeState.IDLE,
-            RuntimeState.ATTACHED,
-            RuntimeState.RUNNING,
-            RuntimeState.RECOVERING,
-            RuntimeState.RETIRED,
-        ):
+        if phase in _FROM_3:
             if not fire:
                 return None
-            (
-                self._current_run_id,
-                self._pre_run_state,
-                self._wake_pending,
-                self._process_pending,
-            ) = None, None, False, False
+            self._current_run_id, self._pre_run_state = None, None
             self._phase = RuntimeState.STOPPED
             return RuntimeControlTransition(
-                "stop_requested",
-                phase,
-                RuntimeState.STOPPED,
-                (
-                    ApplyControlPlaneCommand(command="stop"),
-                    ResolveCompletionAsTerminated(reason="stopped"),
-                ),
+                "stop_requested", phase, RuntimeState.STOPPED, (AnnouncePhaseChange(),)
             )
         raise self._refuse(inp)
 
@@ -971,32 +905,16 @@ class RuntimeControlAuthority:
         self, inp: DestroyRequested, fire: bool
     ) -> RuntimeControlTransition | None:
         phase = self._phase
-        if phase in (
-            RuntimeState.INITIALIZING,
-            RuntimeState.IDLE,
-            RuntimeState.ATTACHED,
-            RuntimeState.RUNNING,
-            RuntimeState.RECOVERING,
-            RuntimeState.RETIRED,
-            RuntimeState.STOPPED,
-        ):
+        if phase in _FROM_4:
             if not fire:
                 return None
-            (
-                self._current_run_id,
-                self._pre_run_state,
-                self._wake_pending,
-                self._process_pending,
-            ) = None, None, False, False
+            self._current_run_id, self._pre_run_state = None, None
             self._phase = RuntimeState.DESTROYED
             return RuntimeControlTransition(
                 "destroy_requested",
                 phase,
                 RuntimeState.DESTROYED,
-                (
-                    ApplyControlPlaneCommand(command="destroy"),
-                    ResolveCompletionAsTerminated(reason="destroyed"),
-                ),
+                (AnnouncePhaseChange(),),
             )
         raise self._refuse(inp)
 
@@ -1017,7 +935,7 @@ class RuntimeControlAuthority:
         self, inp: RecycleRequested, fire: bool
     ) -> RuntimeControlTransition | None:
         phase = self._phase
-        if phase in (RuntimeState.IDLE, RuntimeState.ATTACHED, RuntimeState.RETIRED):
+        if phase in _FROM_5:
             if self._current_run_id is None:
                 if not fire:
                     return None
@@ -1027,7 +945,7 @@ class RuntimeControlAuthority:
                     "recycle_requested",
                     phase,
                     RuntimeState.RECOVERING,
-                    (InitiateRecycle(),),
+                    (AnnouncePhaseChange(),),
                 )
             raise self._refuse(
                 inp,
@@ -1042,51 +960,10 @@ class RuntimeControlAuthority:
         if phase is RuntimeState.RECOVERING:
             if not fire:
                 return None
-            (
-                self._current_run_id,
-                self._pre_run_state,
-                self._wake_pending,
-                self._process_pending,
-            ) = None, None, False, False
+            self._current_run_id, self._pre_run_state = None, None
             self._phase = RuntimeState.IDLE
             return RuntimeControlTransition(
-                "recycle_succeeded",
-                phase,
-                RuntimeState.IDLE,
-                (EmitRuntimeNotice(kind="recycle", detail="succeeded"),),
-            )
-        raise self._refuse(inp)
-
-    def _on_external_tool_delta_received(
-        self, inp: ExternalToolDeltaReceived, fire: bool
-    ) -> RuntimeControlTransition | None:
-        phase = self._phase
-        if phase in (
-            RuntimeState.IDLE,
-            RuntimeState.ATTACHED,
-            RuntimeState.RUNNING,
-            RuntimeState.RECOVERING,
-            RuntimeState.RETIRED,
-        ):
-            if not fire:
-                return None
-            return RuntimeControlTransition(
-                "external_tool_delta_received",
-                phase,
-                phase,
-                (EmitRuntimeNotice(kind="external_tool_delta", detail=""),),
-            )
-        raise self._refuse(inp)
-
-    def _on_submit_work(
-        self, inp: SubmitWork, fire: bool
-    ) -> RuntimeControlTransition | None:
-        phase = self._phase
-        if phase in (RuntimeState.IDLE, RuntimeState.ATTACHED, RuntimeState.RUNNING):
-            if not fire:
-                return None
-            return RuntimeControlTransition(
-                "submit_work", phase, phase, (ResolveAdmission(work_id=inp.work_id),)
+                "recycle_succeeded", phase, RuntimeState.IDLE, (AnnouncePhaseChange(),)
             )
         raise self._refuse(inp)
 
@@ -1094,143 +971,51 @@ class RuntimeControlAuthority:
         self, inp: AdmissionAccepted, fire: bool
     ) -> RuntimeControlTransition | None:
         phase = self._phase
-        if phase in (RuntimeState.IDLE, RuntimeState.ATTACHED):
-            if inp.handling_mode is HandlingMode.QUEUE:
-                if not fire:
-                    return None
-                self._wake_pending = True
-                return RuntimeControlTransition(
-                    "admission_accepted_idle_queue",
-                    phase,
-                    phase,
-                    (
-                        SubmitAdmittedIngressEffect(
-                            work_id=inp.work_id,
-                            content_shape=inp.content_shape,
-                            handling_mode=inp.handling_mode,
-                            request_id=inp.request_id,
-                            reservation_key=inp.reservation_key,
-                            admission_effect=inp.admission_effect,
-                        ),
-                        SignalWake(),
-                    ),
-                )
+        if phase in _FROM_1:
             if inp.handling_mode is HandlingMode.STEER:
                 if not fire:
                     return None
-                self._wake_pending, self._process_pending = True, True
                 return RuntimeControlTransition(
-                    "admission_accepted_steer",
+                    "admission_steer",
                     phase,
                     phase,
                     (
-                        SubmitAdmittedIngressEffect(
-                            work_id=inp.work_id,
-                            content_shape=inp.content_shape,
-                            handling_mode=inp.handling_mode,
-                            request_id=inp.request_id,
-                            reservation_key=inp.reservation_key,
-                            admission_effect=inp.admission_effect,
-                        ),
                         SignalWake(),
                         SignalImmediateProcess(),
                     ),
                 )
-            raise self._refuse(
-                inp,
-                (
-                    (
-                        "handling_mode_is_queue",
-                        (inp.handling_mode is HandlingMode.QUEUE),
-                    ),
-                    (
-                        "handling_mode_is_steer",
-                        (inp.handling_mode is HandlingMode.STEER),
-                    ),
-                ),
-            )
-        if phase is RuntimeState.RUNNING:
-            if inp.handling_mode is HandlingMode.QUEUE:
+            if (inp.handling_mode is HandlingMode.QUEUE) and inp.wake_if_idle:
                 if not fire:
                     return None
                 return RuntimeControlTransition(
-                    "admission_accepted_running_queue",
-                    phase,
-                    phase,
-                    (
-                        SubmitAdmittedIngressEffect(
-                            work_id=inp.work_id,
-                            content_shape=inp.content_shape,
-                            handling_mode=inp.handling_mode,
-                            request_id=inp.request_id,
-                            reservation_key=inp.reservation_key,
-                            admission_effect=inp.admission_effect,
-                        ),
-                    ),
+                    "admission_queue_wake", phase, phase, (SignalWake(),)
                 )
-            if inp.handling_mode is HandlingMode.STEER:
+            if (inp.handling_mode is HandlingMode.QUEUE) and (not inp.wake_if_idle):
                 if not fire:
                     return None
-                self._wake_pending, self._process_pending = True, True
                 return RuntimeControlTransition(
-                    "admission_accepted_steer",
-                    phase,
-                    phase,
-                    (
-                        SubmitAdmittedIngressEffect(
-                            work_id=inp.work_id,
-                            content_shape=inp.content_shape,
-                            handling_mode=inp.handling_mode,
-                            request_id=inp.request_id,
-                            reservation_key=inp.reservation_key,
-                            admission_effect=inp.admission_effect,
-                        ),
-                        SignalWake(),
-                        SignalImmediateProcess(),
-                    ),
+                    "admission_queue_quiet", phase, phase, ()
                 )
             raise self._refuse(
                 inp,
                 (
-                    (
-                        "handling_mode_is_queue",
-                        (inp.handling_mode is HandlingMode.QUEUE),
-                    ),
-                    (
-                        "handling_mode_is_steer",
-                        (inp.handling_mode is HandlingMode.STEER),
-                    ),
+                    ("admitted_to_steer", (inp.handling_mode is HandlingMode.STEER)),
+                    ("admitted_to_queue", (inp.handling_mode is HandlingMode.QUEUE)),
+                    ("asks_to_wake", inp.wake_if_idle),
+                    ("asks_not_to_wake", (not inp.wake_if_idle)),
                 ),
             )
         raise self._refuse(inp)
 
-    def _on_admission_rejected(
-        self, inp: AdmissionRejected, fire: bool
+    def _on_work_waiting(
+        self, inp: WorkWaiting, fire: bool
     ) -> RuntimeControlTransition | None:
         phase = self._phase
-        if phase in (RuntimeState.IDLE, RuntimeState.ATTACHED, RuntimeState.RUNNING):
+        if phase in _FROM_6:
             if not fire:
                 return None
             return RuntimeControlTransition(
-                "admission_rejected",
-                phase,
-                phase,
-                (EmitRuntimeNotice(kind="admission_rejected", detail=inp.reason),),
-            )
-        raise self._refuse(inp)
-
-    def _on_admission_deduplicated(
-        self, inp: AdmissionDeduplicated, fire: bool
-    ) -> RuntimeControlTransition | None:
-        phase = self._phase
-        if phase in (RuntimeState.IDLE, RuntimeState.ATTACHED, RuntimeState.RUNNING):
-            if not fire:
-                return None
-            return RuntimeControlTransition(
-                "admission_deduplicated",
-                phase,
-                phase,
-                (EmitRuntimeNotice(kind="admission_deduplicated", detail=""),),
+                "work_waiting", phase, phase, (SignalWake(),)
             )
         raise self._refuse(inp)
 
@@ -1255,12 +1040,17 @@ _HANDLERS: dict[type[RuntimeControlInput], _Handler] = {
     ResumeRequested: RuntimeControlAuthority._on_resume_requested,
     RecycleRequested: RuntimeControlAuthority._on_recycle_requested,
     RecycleSucceeded: RuntimeControlAuthority._on_recycle_succeeded,
-    ExternalToolDeltaReceived: RuntimeControlAuthority._on_external_tool_delta_received,
-    SubmitWork: RuntimeControlAuthority._on_submit_work,
     AdmissionAccepted: RuntimeControlAuthority._on_admission_accepted,
-    AdmissionRejected: RuntimeControlAuthority._on_admission_rejected,
-    AdmissionDeduplicated: RuntimeControlAuthority._on_admission_deduplicated,
+    WorkWaiting: RuntimeControlAuthority._on_work_waiting,
 }
 
-TRANSITION_COUNT = 69
+RESTORE_INPUTS: dict[RuntimeState, tuple[RuntimeControlInput, ...]] = {
+    RuntimeState.RETIRED: (RetireRequested(),),
+    RuntimeState.STOPPED: (StopRequested(),),
+    RuntimeState.DESTROYED: (DestroyRequested(),),
+}
+"""The inputs that bring a recovered runtime back to a stored phase (the
+spec's ``restore``); a stored phase not listed comes back as it is."""
+
+TRANSITION_COUNT = 65
 """(phase, transition) pairs: a transition from three phases counts three."""

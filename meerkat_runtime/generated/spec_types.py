@@ -14,6 +14,7 @@ from typing import ClassVar
 
 from meerkat_runtime.codec import Value
 from meerkat_runtime.ids import InputId
+from meerkat_runtime.tagging import ExternallyTagged
 
 
 class HandlingMode(enum.Enum):
@@ -34,10 +35,10 @@ class AdmissionEffect(enum.Enum):
         return f"{type(self).__name__}.{self.name}"
 
 
-class InputAbandonReason(
-    Value, frozen=True, gc=False, kw_only=True, tag_field="reason_type"
-):
-    """Base of the InputAbandonReason variants."""
+class InputAbandonReason(ExternallyTagged, legacy_tag_field="reason_type"):
+    """Base of the InputAbandonReason variants (externally tagged)."""
+
+    __slots__ = ()
 
     Retired: ClassVar[type[Retired]]
     Reset: ClassVar[type[Reset]]
@@ -46,33 +47,25 @@ class InputAbandonReason(
     MaxAttemptsExhausted: ClassVar[type[MaxAttemptsExhausted]]
 
 
-class Retired(InputAbandonReason, frozen=True, gc=False, kw_only=True, tag="retired"):
-    pass
+class Retired(InputAbandonReason, tag="retired"):
+    __slots__ = ()
 
 
-class Reset(InputAbandonReason, frozen=True, gc=False, kw_only=True, tag="reset"):
-    pass
+class Reset(InputAbandonReason, tag="reset"):
+    __slots__ = ()
 
 
-class Destroyed(
-    InputAbandonReason, frozen=True, gc=False, kw_only=True, tag="destroyed"
-):
-    pass
+class Destroyed(InputAbandonReason, tag="destroyed"):
+    __slots__ = ()
 
 
-class Cancelled(
-    InputAbandonReason, frozen=True, gc=False, kw_only=True, tag="cancelled"
-):
-    pass
+class Cancelled(InputAbandonReason, tag="cancelled"):
+    __slots__ = ()
 
 
-class MaxAttemptsExhausted(
-    InputAbandonReason,
-    frozen=True,
-    gc=False,
-    kw_only=True,
-    tag="max_attempts_exhausted",
-):
+class MaxAttemptsExhausted(InputAbandonReason, tag="max_attempts_exhausted"):
+    __slots__ = ("attempts",)
+
     attempts: int
 
 
@@ -83,7 +76,7 @@ InputAbandonReason.Cancelled = Cancelled
 InputAbandonReason.MaxAttemptsExhausted = MaxAttemptsExhausted
 
 AnyInputAbandonReason = Retired | Reset | Destroyed | Cancelled | MaxAttemptsExhausted
-"""Annotation for a field holding any InputAbandonReason (what msgspec decodes)."""
+"""Any InputAbandonReason, for typed code (decoded fields name the union class)."""
 
 
 class InputTerminalOutcome(
@@ -118,7 +111,7 @@ class Coalesced(
 class Abandoned(
     InputTerminalOutcome, frozen=True, gc=False, kw_only=True, tag="abandoned"
 ):
-    reason: AnyInputAbandonReason
+    reason: InputAbandonReason
 
 
 InputTerminalOutcome.Consumed = Consumed

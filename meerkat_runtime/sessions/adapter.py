@@ -25,6 +25,7 @@ from meerkat_runtime.driver.ephemeral import (
     EphemeralRuntimeDriver,
     RuntimeControlCommand,
 )
+from meerkat_runtime.driver.face import RuntimeDriver
 from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
 from meerkat_runtime.errors import (
     InternalError,
@@ -123,7 +124,7 @@ class RuntimeSessionAdapter:
 
     # ---------------------------------------------------------------- registration
 
-    def _new_driver(self, runtime_id: LogicalRuntimeId) -> EphemeralRuntimeDriver:
+    def _new_driver(self, runtime_id: LogicalRuntimeId) -> RuntimeDriver:
         if self.store is not None and self.blob_store is not None:
             return PersistentRuntimeDriver(
                 runtime_id, self.store, self.blob_store, policy_table=self.policy_table
@@ -414,7 +415,7 @@ class RuntimeSessionAdapter:
             raise asyncio.CancelledError()
 
 
-def _finished(driver: EphemeralRuntimeDriver, input_id: InputId) -> bool:
+def _finished(driver: RuntimeDriver, input_id: InputId) -> bool:
     state = driver.peek_input_state(input_id)
     return state is None or state.is_terminal()
 

@@ -10,7 +10,13 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from meerkat_runtime.errors import NotReadyError, RuntimeDriverError, rebuilt
+from meerkat_runtime.errors import (
+    InternalError,
+    MeerkatError,
+    NotReadyError,
+    RuntimeDriverError,
+    rebuilt,
+)
 from meerkat_runtime.events import RuntimeEventEnvelope
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import LogicalRuntimeId, RunId
@@ -32,7 +38,7 @@ if TYPE_CHECKING:
     from meerkat_runtime.sessions.session import Session
 
 
-class RuntimeControlPlaneError(Exception):
+class RuntimeControlPlaneError(MeerkatError):
     NotFound: ClassVar[type[RuntimeNotFoundError]]
     InvalidState: ClassVar[type[InvalidStateError]]
     StoreError: ClassVar[type[ControlPlaneStoreError]]
@@ -81,6 +87,16 @@ RuntimeControlPlaneError.StoreError = ControlPlaneStoreError
 RuntimeControlPlaneError.Internal = ControlPlaneInternalError
 
 
+def _internal(exc: RuntimeDriverError) -> ControlPlaneInternalError:
+    """A driver error as the control plane's ``Internal``. A driver's own
+    ``Internal`` gives its message, not its text: the kind is named once
+    ("Internal error: Store unavailable: ...", not "Internal error:
+    Internal error: ...")."""
+    return ControlPlaneInternalError(
+        exc.message if isinstance(exc, InternalError) else str(exc)
+    )
+
+
 class RuntimeControlPlane:
     def __init__(self, adapter: RuntimeSessionAdapter) -> None:
         self.adapter = adapter
@@ -97,7 +113,7 @@ class RuntimeControlPlane:
         try:
             return await self.adapter.accept_input(session.session_id, input)
         except RuntimeDriverError as exc:
-            raise ControlPlaneInternalError(str(exc)) from exc
+            raise _internal(exc) from exc
 
     async def publish_event(self, envelope: RuntimeEventEnvelope) -> None:
         """CP-3: routed by runtime id; drivers take no action on events."""
@@ -108,7 +124,7 @@ class RuntimeControlPlane:
         try:
             return await self.adapter.retire_runtime(session.session_id)
         except RuntimeDriverError as exc:
-            raise ControlPlaneInternalError(str(exc)) from exc
+            raise _internal(exc) from exc
 
     async def reset(self, runtime_id: LogicalRuntimeId) -> ResetReport:
         """CP-6: refused while running, before anything changes (also when a
@@ -121,9 +137,9 @@ class RuntimeControlPlane:
         except NotReadyError as exc:
             if exc.state is RuntimeState.RUNNING:
                 raise InvalidStateError(RuntimeState.RUNNING) from exc
-            raise ControlPlaneInternalError(str(exc)) from exc
+            raise _internal(exc) from exc
         except RuntimeDriverError as exc:
-            raise ControlPlaneInternalError(str(exc)) from exc
+            raise _internal(exc) from exc
 
     async def recycle(self, runtime_id: LogicalRuntimeId) -> RecycleReport:
         """CP-5 with decision 7: back to idle with pending work preserved; an
@@ -138,7 +154,7 @@ class RuntimeControlPlane:
             try:
                 transferred = await driver.recycle_preserving_work()
             except RuntimeDriverError as exc:
-                raise ControlPlaneInternalError(str(exc)) from exc
+                raise _internal(exc) from exc
             except asyncio.CancelledError:
                 # Cancelled after its write committed, the recycle stands
                 # (decision 14): finish it; if it did not, this changes nothing.
@@ -152,7 +168,7 @@ class RuntimeControlPlane:
         try:
             return await self.adapter.recover_runtime(session.session_id)
         except RuntimeDriverError as exc:
-            raise ControlPlaneInternalError(str(exc)) from exc
+            raise _internal(exc) from exc
 
     async def runtime_state(self, runtime_id: LogicalRuntimeId) -> RuntimeState:
         return self._session(runtime_id).driver.runtime_state()
@@ -162,7 +178,7 @@ class RuntimeControlPlane:
         try:
             return await self.adapter.destroy_runtime(session.session_id)
         except RuntimeDriverError as exc:
-            raise ControlPlaneInternalError(str(exc)) from exc
+            raise _internal(exc) from exc
 
     async def load_boundary_receipt(
         self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int

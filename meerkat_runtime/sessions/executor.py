@@ -12,12 +12,13 @@ from typing import Any, ClassVar, Protocol
 import msgspec
 
 from meerkat_runtime.codec import Value
+from meerkat_runtime.errors import MeerkatError
 from meerkat_runtime.ids import InputId, RunId
 from meerkat_runtime.inputs import AnyContentBlock, RuntimeTurnMetadata
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
 
 
-class CoreExecutorError(Exception):
+class CoreExecutorError(MeerkatError):
     ApplyFailed: ClassVar[type[ApplyFailedError]]
     ControlFailed: ClassVar[type[ControlFailedError]]
 

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 
 from meerkat_runtime.driver.images import hydrate_images
 from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
-from meerkat_runtime.errors import InternalError, RuntimeDriverError
+from meerkat_runtime.errors import InternalError, RuntimeDriverError, is_retryable
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, RunId
 from meerkat_runtime.input_state import bounded_error
@@ -265,22 +265,22 @@ class RuntimeLoop:
     async def _record_terminal(
         self, event: RunEvent, output: CoreApplyOutput | None = None
     ) -> bool:
-        """Record a run's end, then settle its waiters. A store that refuses
-        it is retried until it accepts, pausing (without the session lock)
-        longer each time: the driver undid each failed attempt, so trying
-        again is safe, and until the end is recorded the runtime cannot start
-        another run. Stop, unregister or cancellation end the retries."""
+        """Record a run's end, then settle its waiters. A store that cannot
+        be reached (a retryable error) is retried until it answers, pausing
+        (without the session lock) longer each time: the driver undid each
+        failed attempt, so trying again is safe, and until the end is
+        recorded the runtime cannot start another run. Stop, unregister or
+        cancellation end the retries. Any other failure would fail the same
+        way again: the loop ends (its waiters learn so) instead of retrying
+        for ever; the inputs stay in the store for the next recovery."""
         attempt = 0
         while True:
             async with self.session.lock:
                 try:
                     await self.session.driver.on_run_event(event)
-                except RuntimeDriverError as exc:
-                    if not isinstance(exc, InternalError):
-                        log.exception("run %s: end refused", event.run_id)
-                        return False
-                    self._not_recorded(event, exc, attempt)
-                except Exception as exc:  # a store failing oddly: as Internal
+                except Exception as exc:
+                    if not is_retryable(exc):
+                        return self._end_not_recorded(event, exc)
                     self._not_recorded(event, exc, attempt)
                 else:
                     self.session.settle(output)
@@ -291,6 +291,23 @@ class RuntimeLoop:
                 return False
             await asyncio.sleep(min(self.retry_delay * 2**attempt, MAX_RETRY_PAUSE))
             attempt += 1
+
+    def _end_not_recorded(self, event: RunEvent, error: Exception) -> bool:
+        """A run's end refused for good. A driver that refuses the event
+        itself (not ready, invalid) leaves the loop waiting for the next
+        wake-up, as before; a failure under the driver ends the loop."""
+        if isinstance(error, RuntimeDriverError) and not isinstance(
+            error, InternalError
+        ):
+            log.exception("run %s: end refused", event.run_id)
+            return False
+        log.error(
+            "run %s: end not recorded (%s), not retryable: the loop stops",
+            event.run_id,
+            error,
+        )
+        self.stopped = True
+        return False
 
     @staticmethod
     def _not_recorded(event: RunEvent, error: Exception, attempt: int) -> None:

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from meerkat_runtime.driver.ephemeral import EphemeralRuntimeDriver
+from meerkat_runtime.driver.face import RuntimeDriver
 from meerkat_runtime.driver.journal import reason_name
 from meerkat_runtime.events import (
     InputAbandoned,
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 class Session:
     session_id: SessionId
     runtime_id: LogicalRuntimeId
-    driver: EphemeralRuntimeDriver
+    driver: RuntimeDriver
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     waiters: CompletionRegistry = field(default_factory=CompletionRegistry)
     loop: RuntimeLoop | None = None

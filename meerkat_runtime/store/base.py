@@ -1,10 +1,13 @@
-"""The ``RuntimeStore`` contract (docs/behaviour.md section 8) and its error family.
+"""The ``RuntimeStore`` contract (docs/behaviour.md section 8), with its errors.
 
 Theory of operation: a store keeps, per runtime, one record per input state,
 one per boundary receipt, the runtime's phase and its latest session
 snapshot. Multi-row writes (a boundary, a lifecycle commit) are atomic. Stores
 never judge lifecycle legality (S-3); they only persist what drivers hand
-them and report "the world misbehaved" as ``RuntimeStoreError``.
+them and report "the world misbehaved" as ``RuntimeStoreError`` (defined in
+``meerkat_runtime.errors`` under the one root, re-exported here, PD-28):
+``Unavailable`` when trying again later may succeed, ``Corrupt`` for a
+stored record that fails its checks, ``Conflict`` for a different receipt.
 
 Receipts (decision 16): committing a receipt identical to the stored one
 succeeds without a second receipt row (the snapshot and input states given
@@ -21,59 +24,54 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
 
 from meerkat_runtime.codec import Value
-from meerkat_runtime.errors import rebuilt
+from meerkat_runtime.errors import (
+    ConflictError,
+    CorruptError,
+    FencedError,
+    NotFoundError,
+    ReadFailedError,
+    RuntimeStoreError,
+    StoreInternalError,
+    UnavailableError,
+    WriteFailedError,
+)
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
 
-
-class RuntimeStoreError(Exception):
-    """Base of store failures; ``except RuntimeStoreError`` catches all."""
-
-    WriteFailed: ClassVar[type[WriteFailedError]]
-    ReadFailed: ClassVar[type[ReadFailedError]]
-    NotFound: ClassVar[type[NotFoundError]]
-    Internal: ClassVar[type[StoreInternalError]]
-
-    prefix: ClassVar[str] = "Store error"
-
-    def __init__(self, message: str) -> None:
-        self.message = message
-        super().__init__(f"{self.prefix}: {message}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return rebuilt(self, self.message)
-
-
-class WriteFailedError(RuntimeStoreError):
-    prefix = "Store write failed"
-
-
-class ReadFailedError(RuntimeStoreError):
-    prefix = "Store read failed"
-
-
-class NotFoundError(RuntimeStoreError):
-    prefix = "Not found"
-
-
-class StoreInternalError(RuntimeStoreError):
-    prefix = "Internal error"
-
-
-RuntimeStoreError.WriteFailed = WriteFailedError
-RuntimeStoreError.ReadFailed = ReadFailedError
-RuntimeStoreError.NotFound = NotFoundError
-RuntimeStoreError.Internal = StoreInternalError
+# The store error family lives in meerkat_runtime.errors, beside its root;
+# it is re-exported here, where stores and their users always found it.
+__all__ = [
+    "CommittedThenCancelled",
+    "ConflictError",
+    "CorruptError",
+    "FencedError",
+    "NotFoundError",
+    "ReadFailedError",
+    "RuntimeStore",
+    "RuntimeStoreError",
+    "SessionDelta",
+    "StoreInternalError",
+    "UnavailableError",
+    "WriteFailedError",
+    "as_store_error",
+    "cancel_safe",
+    "commit_recovery",
+    "mint_receipt",
+    "required_snapshot",
+    "snapshot_of",
+    "store_errors",
+]
 
 
 def as_store_error(exc: Exception) -> RuntimeStoreError:
-    """Whatever a write raised, as the store error family (STYLE.md 6): the
-    same for every store, so a bad value fails alike in memory and on disk."""
+    """Whatever a write raised, as the store error family (a store raises
+    only its own errors): the same for every store, so a bad value fails
+    alike in memory and on disk."""
     if isinstance(exc, RuntimeStoreError):
         return exc
     return WriteFailedError(f"{type(exc).__name__}: {exc}")
@@ -151,11 +149,6 @@ def _message_count(snapshot: bytes) -> int:
         return 0
     messages = parsed.get("messages") if isinstance(parsed, dict) else None
     return len(messages) if isinstance(messages, list) else 0
-
-
-def stored_phase(state: RuntimeState) -> RuntimeState:
-    """D-3: an attached executor is a property of a process, never persisted."""
-    return RuntimeState.IDLE if state is RuntimeState.ATTACHED else state
 
 
 class CommittedThenCancelled(asyncio.CancelledError):
@@ -282,7 +275,7 @@ class RuntimeStore(ABC):
         await self.close()
 
 
-# API.md calls RuntimeStore a protocol: a store that only has its ten
+# The public API calls RuntimeStore a protocol: a store that only has its ten
 # methods, without subclassing, works too. These two read the extras the
 # persistent driver relies on from any store, with the base class's answers
 # for one that lacks them.

@@ -31,7 +31,7 @@ from __future__ import annotations
 import sqlite3
 import zlib
 
-from meerkat_runtime.store.base import ReadFailedError
+from meerkat_runtime.store.base import CorruptError
 
 _WHITESPACE = b" \t\n\r"  # the base-4 digits 0-3 of the checksum
 _SUFFIX = 16  # characters: 32 bits, two per character
@@ -45,11 +45,11 @@ _LEGACY_LAST_BYTES = frozenset(b'}"')
 
 def corruption(
     table: str, runtime_id: str, problem: str, kind: str = "", record_id: str = ""
-) -> ReadFailedError:
+) -> CorruptError:
     """The error to raise for damaged stored data (the one place that
     decides which error that is), naming the table, runtime and record."""
     record = f", {kind} {record_id!r}" if kind else ""
-    return ReadFailedError(
+    return CorruptError(
         f"corrupt record in {table}: runtime {runtime_id!r}{record}: {problem}"
     )
 

@@ -20,9 +20,9 @@ from meerkat_runtime.input_state import InputState
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
 from meerkat_runtime.store import records
 from meerkat_runtime.store.base import (
+    ConflictError,
     RuntimeStore,
     SessionDelta,
-    WriteFailedError,
     mint_receipt,
     required_snapshot,
     snapshot_of,
@@ -43,6 +43,8 @@ class InMemoryRuntimeStore(RuntimeStore):
         self._receipts: dict[_Key, bytes] = {}
         self._snapshots: dict[str, bytes] = {}
         self._states: dict[str, bytes] = {}
+        # Testing seam: raised by the next write instead of writing (once).
+        self.fail_next_commit: Exception | None = None
 
     # ---------------------------------------------------------------- writes
 
@@ -132,6 +134,9 @@ class InMemoryRuntimeStore(RuntimeStore):
         SQLite store reports it; nothing was published."""
         async with self._lock:
             with store_errors():
+                failure, self.fail_next_commit = self.fail_next_commit, None
+                if failure is not None:
+                    raise failure
                 yield
 
     def _receipt_exists(self, key: _Key, encoded: bytes) -> bool:
@@ -140,7 +145,7 @@ class InMemoryRuntimeStore(RuntimeStore):
             return False
         if records.same_receipt(key[0], stored, encoded):
             return True
-        raise WriteFailedError(
+        raise ConflictError(
             f"receipt conflict: runtime {key[0]!r} run {key[1]!r} sequence {key[2]} "
             "already has a different receipt"
         )
@@ -201,6 +206,14 @@ class InMemoryRuntimeStore(RuntimeStore):
         async with self._lock:
             data = self._states.get(rid)
         return None if data is None else records.decode_phase(rid, data)
+
+    # ---------------------------------------------------------------- testing
+
+    @contextlib.asynccontextmanager
+    async def writes_paused(self) -> AsyncIterator[None]:
+        """Every call waits while inside (a write held up by the store)."""
+        async with self._lock:
+            yield
 
     # ---------------------------------------------------------------- backdoor
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -104,36 +103,3 @@ async def wait_out(future: asyncio.Future[None]) -> None:
             cancelled = True
     if cancelled:
         raise asyncio.CancelledError
-
-
-_BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-
-
-def is_busy(exc: BaseException | None) -> bool:
-    """Another connection holds a lock SQLite would have to wait for. By
-    SQLite's result code (the message may hold a path saying "locked"); a
-    store error is asked about the SQLite error behind it."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:  # a cause may be itself
-        if isinstance(exc, sqlite3.Error):
-            code = getattr(exc, "sqlite_errorcode", None)
-            return code is not None and code & 0xFF in _BUSY_CODES
-        seen.add(id(exc))
-        exc = exc.__cause__
-    return False
-
-
-def begin(conn: sqlite3.Connection, deadline: float) -> None:
-    """``BEGIN IMMEDIATE``, waiting out another connection's write lock until
-    ``deadline`` (the writer thread's busy handler: its connection has
-    busy_timeout 0), with the backoff SQLite's own handler would use."""
-    delay = 0.001
-    while True:
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as exc:
-            if not is_busy(exc) or time.monotonic() >= deadline:
-                raise
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)

@@ -19,7 +19,7 @@ from meerkat_runtime.input_state import InputState
 from meerkat_runtime.inputs import InputDurability
 from meerkat_runtime.runs import RunBoundaryReceipt
 from meerkat_runtime.store import records
-from meerkat_runtime.store.base import StoreInternalError, WriteFailedError
+from meerkat_runtime.store.base import ConflictError, StoreInternalError
 
 SCHEMA_VERSION = 2
 
@@ -130,7 +130,7 @@ def receipt_exists(
         return False
     if records.same_receipt(runtime_id, row[0], encoded):
         return True
-    raise WriteFailedError(
+    raise ConflictError(
         f"receipt conflict: runtime {runtime_id!r} run {receipt.run_id} sequence "
         f"{receipt.sequence} already has a different receipt"
     )

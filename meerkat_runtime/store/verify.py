@@ -17,7 +17,8 @@ _S = InputLifecycleState
 
 async def verify(store: RuntimeStore, runtime_id: LogicalRuntimeId) -> list[str]:
     """Inconsistencies between the input records and the receipts (empty when
-    consistent). Raises ``RuntimeStoreError.ReadFailed`` on a corrupt row."""
+    consistent). Raises ``RuntimeStoreError.Corrupt`` (a ``ReadFailed``) on
+    a corrupt row."""
     states = {s.input_id: s for s in await store.load_input_states(runtime_id)}
     receipts = {
         (r.run_id, r.sequence): r

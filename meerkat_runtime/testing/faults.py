@@ -3,8 +3,10 @@
 Theory of operation: ``FaultyStore`` wraps any store and, when armed, fails or
 "crashes" at a chosen point of the next matching write:
 
-* ``FAIL``          the write is refused before it happens (nothing written);
-                    the process goes on and the driver must restore memory.
+* ``FAIL``          the write is refused before it happens (nothing written)
+                    as a store that cannot be reached refuses it
+                    (``RuntimeStoreError.Unavailable``, retryable); the
+                    process goes on and the driver must restore memory.
 * ``CRASH_BEFORE``  the process dies before the write reaches the store.
 * ``CRASH_MID_COMMIT`` the process dies inside a multi-row commit: the inner
                     store writes the real rows, fails on an extra row that
@@ -107,7 +109,7 @@ class FaultyStore(RuntimeStore):
         self.armed = None
         self.fired.append((armed.fault, method))
         if armed.fault is Fault.FAIL:
-            raise RuntimeStoreError.WriteFailed(f"injected failure in {method}")
+            raise RuntimeStoreError.Unavailable(f"injected failure in {method}")
         if armed.fault is Fault.CRASH_BEFORE:
             raise SimulatedCrash(f"crash before {method}")
         if armed.fault is Fault.CRASH_MID_COMMIT:

@@ -8,6 +8,13 @@ parameter name (``"=run_id"``), ``INC`` (one more) or a literal; a field not
 named is not specified upstream and is not compared. Every difference found
 must be a documented decision (``DIFFERENCES``), and every documented
 difference must still be found, so a fix, or a new drift, fails here.
+
+Upstream's runtime machine kept two signal flags as fields (C-2); here the
+signals are effects (PD-24). A row's rule for a flag is read as the signal
+effects the step must emit: ``True`` raises the signal, ``KEEP`` touches no
+signal, ``CLEAR`` (or ``False``) withdraws them. The other effects are
+compared by name, in order. Upstream's declarations (fields, inputs,
+effects) are compared with the spec's as well.
 """
 
 from __future__ import annotations
@@ -24,7 +31,12 @@ from tests.conftest import machine
 
 KEEP, CLEAR, FROM, INC = "keep", "clear", "from", "+1"
 RUN = ("current_run_id", "pre_run_state")
-ALL = (*RUN, "wake_pending", "process_pending")
+FLAGS = ("wake_pending", "process_pending")
+ALL = (*RUN, *FLAGS)
+# Upstream's flag -> the effect that raises the signal it stood for (PD-24).
+RAISES = {"wake_pending": "SignalWake", "process_pending": "SignalImmediateProcess"}
+WITHDRAWS = "WithdrawSignals"
+SIGNAL_EFFECTS = (*RAISES.values(), WITHDRAWS)
 
 
 @dataclass(frozen=True)
@@ -33,7 +45,16 @@ class Row:
     sources: tuple[str, ...]
     target: str | None  # None: the phase does not change
     fields: dict[str, object] = field(default_factory=dict)
-    effects: tuple[str, ...] | None = None  # effect names and payloads, in order
+    effects: tuple[str, ...] | None = None  # other effects' names, in order
+
+
+@dataclass(frozen=True)
+class Declared:
+    """What upstream's machine declares (C-2, C-4): fields and effects; its
+    inputs are those of its table."""
+
+    fields: tuple[str, ...]
+    effects: tuple[str, ...]
 
 
 def _cleared(names: tuple[str, ...]) -> dict[str, object]:
@@ -43,14 +64,14 @@ def _cleared(names: tuple[str, ...]) -> dict[str, object]:
 LIVE_RC = ("idle", "attached", "running")
 C3 = [
     Row("Initialize", ("initializing",), "idle"),
-    Row("AttachExecutor", ("idle",), "attached", _cleared(()), ()),
+    Row("AttachExecutor", ("idle",), "attached", {}, ()),
     Row("DetachExecutor", ("attached",), "idle", {}, ()),
     Row(
         "BeginRun",
         ("idle", "attached", "retired", "recovering"),
         "running",
         {"current_run_id": "=run_id", "pre_run_state": FROM}
-        | dict.fromkeys(("wake_pending", "process_pending"), False),
+        | dict.fromkeys(FLAGS, False),
         ("SubmitRunPrimitive",),
     ),
     *(
@@ -99,28 +120,22 @@ C3 = [
         LIVE_RC,
         "retired",
         {"current_run_id": KEEP},
-        ("ApplyControlPlaneCommand(command=Retire)",),
+        ("ApplyControlPlaneCommand",),
     ),
     Row(
         "ResetRequested",
         ("initializing", "idle", "attached", "recovering", "retired"),
         "idle",
         _cleared(ALL),
-        (
-            "ApplyControlPlaneCommand(command=Reset)",
-            "ResolveCompletionAsTerminated(reason=Reset)",
-        ),
+        ("ApplyControlPlaneCommand", "ResolveCompletionAsTerminated"),
     ),
     # Upstream clears the run fields and leaves the pending flags.
     Row(
         "StopRequested",
         ("initializing", "idle", "attached", "running", "recovering", "retired"),
         "stopped",
-        _cleared(RUN) | dict.fromkeys(("wake_pending", "process_pending"), KEEP),
-        (
-            "ApplyControlPlaneCommand(command=Stop)",
-            "ResolveCompletionAsTerminated(reason=Stopped)",
-        ),
+        _cleared(RUN) | dict.fromkeys(FLAGS, KEEP),
+        ("ApplyControlPlaneCommand", "ResolveCompletionAsTerminated"),
     ),
     # Upstream's destroy changes no field.
     Row(
@@ -136,10 +151,7 @@ C3 = [
         ),
         "destroyed",
         dict.fromkeys(ALL, KEEP),
-        (
-            "ApplyControlPlaneCommand(command=Destroy)",
-            "ResolveCompletionAsTerminated(reason=Destroyed)",
-        ),
+        ("ApplyControlPlaneCommand", "ResolveCompletionAsTerminated"),
     ),
     Row("ResumeRequested", ("recovering",), "idle", {}),
     Row(
@@ -160,9 +172,23 @@ C3 = [
         ("recovering",),
         "idle",
         _cleared(ALL),
-        ("EmitRuntimeNotice(detail=Succeeded, kind=Recycle)",),
+        ("EmitRuntimeNotice",),
     ),
 ]
+C2_C4 = Declared(
+    fields=ALL,
+    effects=(
+        "ResolveAdmission",
+        "SubmitAdmittedIngressEffect",
+        "SubmitRunPrimitive",
+        "SignalWake",
+        "SignalImmediateProcess",
+        "EmitRuntimeNotice",
+        "ResolveCompletionAsTerminated",
+        "ApplyControlPlaneCommand",
+        "InitiateRecycle",
+    ),
+)
 
 LIVE_IL = ("accepted", "queued", "staged", "applied", "applied_pending_consumption")
 NOTICE = "InputLifecycleNotice"
@@ -203,26 +229,81 @@ L3 = [
     Row("Abandon", LIVE_IL, "abandoned", {}, (NOTICE, "RecordTerminalOutcome")),
 ]
 
-# (machine, input, what differs) -> the decision that explains it.
+# (machine, subject, what differs) -> the decision that explains it. The
+# subject is an input, or "declares" for the machine's declarations.
 DIFFERENCES = {
-    ("runtime_control", "RecoverRequested", "pre_run_state"): "PD-40",
-    ("runtime_control", "StopRequested", "wake_pending"): "PD-41",
-    ("runtime_control", "StopRequested", "process_pending"): "PD-41",
-    ("runtime_control", "DestroyRequested", "current_run_id"): "PD-41",
-    ("runtime_control", "DestroyRequested", "pre_run_state"): "PD-41",
-    ("runtime_control", "DestroyRequested", "wake_pending"): "PD-41",
-    ("runtime_control", "DestroyRequested", "process_pending"): "PD-41",
-    ("runtime_control", "RetireRequested", "effects"): "PD-42",
-    ("runtime_control", "ResetRequested", "effects"): "PD-42",
-    ("runtime_control", "StopRequested", "effects"): "PD-42",
-    ("runtime_control", "DestroyRequested", "effects"): "PD-42",
-    ("runtime_control", "RecycleSucceeded", "effects"): "PD-42",
+    ("runtime_control", "RecoverRequested", "pre_run_state"): "PD-36",
+    ("runtime_control", "DestroyRequested", "current_run_id"): "PD-37",
+    ("runtime_control", "DestroyRequested", "pre_run_state"): "PD-37",
+    # Signals are effects (PD-24): the flags are no fields, and only a reset
+    # withdraws a signal; the machine wakes the loop as the policy's
+    # decision, passed in, says; a phase change is announced by an effect.
+    ("runtime_control", "declares", "no field wake_pending"): "PD-24",
+    ("runtime_control", "declares", "no field process_pending"): "PD-24",
+    ("runtime_control", "declares", "effect WithdrawSignals"): "PD-24",
+    ("runtime_control", "declares", "effect AnnouncePhaseChange"): "PD-24",
+    ("runtime_control", "BeginRun", "wake_pending"): "PD-24",
+    ("runtime_control", "BeginRun", "process_pending"): "PD-24",
+    ("runtime_control", "RecoverySucceeded", "wake_pending"): "PD-24",
+    ("runtime_control", "RecoverySucceeded", "process_pending"): "PD-24",
+    ("runtime_control", "RecycleSucceeded", "wake_pending"): "PD-24",
+    ("runtime_control", "RecycleSucceeded", "process_pending"): "PD-24",
+    ("runtime_control", "AdmissionAccepted", "wake_pending"): "PD-24",
+    ("runtime_control", "WorkWaiting", "not upstream"): "PD-24",
+    **{
+        ("runtime_control", on, "effects added"): "PD-24"
+        for on in (
+            "AttachExecutor",
+            "DetachExecutor",
+            "RetireRequested",
+            "ResetRequested",
+            "StopRequested",
+            "DestroyRequested",
+            "RecycleRequested",
+            "RecycleSucceeded",
+        )
+    },
+    # Inputs no driver applied and effects nothing carried out left (PD-25).
+    **{
+        ("runtime_control", on, "not in the spec"): "PD-25"
+        for on in (
+            "SubmitWork",
+            "AdmissionRejected",
+            "AdmissionDeduplicated",
+            "ExternalToolDeltaReceived",
+        )
+    },
+    **{
+        ("runtime_control", "declares", f"no effect {name}"): "PD-25"
+        for name in (
+            "ResolveAdmission",
+            "SubmitAdmittedIngressEffect",
+            "SubmitRunPrimitive",
+            "EmitRuntimeNotice",
+            "ResolveCompletionAsTerminated",
+            "ApplyControlPlaneCommand",
+            "InitiateRecycle",
+        )
+    },
+    **{
+        ("runtime_control", on, "effects dropped"): "PD-25"
+        for on in (
+            "BeginRun",
+            "RetireRequested",
+            "ResetRequested",
+            "StopRequested",
+            "DestroyRequested",
+            "RecycleRequested",
+            "RecycleSucceeded",
+        )
+    },
     # Inputs upstream's table does not have.
     ("input_lifecycle", "RecoverRequeue", "not upstream"): "PD-2",
-    ("input_lifecycle", "StampReceipt", "not upstream"): "PD-43",
+    ("input_lifecycle", "StampReceipt", "not upstream"): "PD-38",
 }
 
 TABLES = {"runtime_control": C3, "input_lifecycle": L3}
+DECLARED = {"runtime_control": C2_C4}
 
 
 def _key(edge: Edge) -> str:
@@ -234,14 +315,21 @@ def _key(edge: Edge) -> str:
     return edge.transition.on + (f"/{mode}" if mode is not None else "")
 
 
-def _effect(value: ex.UnionVal) -> str:
-    # Payload strings are shown; ids, enums and records only by name.
-    shown = [
-        f"{k}={v}"
-        for k, v in value.fields
-        if k in ("command", "reason", "kind", "detail")
-    ]
-    return value.variant + (f"({', '.join(shown)})" if shown else "")
+def _emitted(m: Machine, edge: Edge) -> tuple[str, ...]:
+    """The names of the effects the step emits, in order."""
+    names = [f.name for f in m.fields]
+    env = {
+        **dict(m.constants),
+        "phase": edge.target[0],
+        **dict(zip(names, edge.target[1:], strict=True)),
+        **edge.params,
+    }
+    out = []
+    for emitted in edge.transition.emits:
+        value = ex.evaluate(emitted, env)
+        assert isinstance(value, ex.UnionVal)
+        out.append(value.variant)
+    return tuple(out)
 
 
 def _expected(rule: object, before: object, initial: object, edge: Edge) -> object:
@@ -260,6 +348,16 @@ def _expected(rule: object, before: object, initial: object, edge: Edge) -> obje
     return rule
 
 
+def _signals_match(flag: str, rule: object, emitted: tuple[str, ...]) -> bool:
+    """Whether the step signals as upstream's rule for ``flag`` says."""
+    raised, withdrawn = RAISES[flag] in emitted, WITHDRAWS in emitted
+    if rule is True:
+        return raised and not withdrawn
+    if rule in (CLEAR, False):
+        return withdrawn and not raised
+    return not raised and not withdrawn  # KEEP
+
+
 def _differences(m: Machine, edge: Edge, row: Row) -> set[str]:
     source, target = edge.source, edge.target
     names = [f.name for f in m.fields]
@@ -270,14 +368,32 @@ def _differences(m: Machine, edge: Edge, row: Row) -> set[str]:
     if expected_phase and target[0] != expected_phase:
         found.add("phase")
     initial = {f.name: f.initial for f in m.fields}
+    emitted = _emitted(m, edge)
     for name, rule in row.fields.items():
-        if after[name] != _expected(rule, before[name], initial[name], edge):
+        if name not in after:  # a flag upstream kept as a field (PD-24)
+            if not _signals_match(name, rule, emitted):
+                found.add(name)
+        elif after[name] != _expected(rule, before[name], initial[name], edge):
             found.add(name)
     if row.effects is not None:
-        env = {**dict(m.constants), "phase": target[0], **after, **edge.params}
-        emitted = tuple(_effect(ex.evaluate(e, env)) for e in edge.transition.emits)  # type: ignore[arg-type]
-        if emitted != row.effects:
-            found.add("effects")
+        others = tuple(e for e in emitted if e not in SIGNAL_EFFECTS)
+        if set(row.effects) - set(others):
+            found.add("effects dropped")
+        if set(others) - set(row.effects):
+            found.add("effects added")
+        if set(others) == set(row.effects) and others != row.effects:
+            found.add("effects order")
+    return found
+
+
+def _declarations(m: Machine, upstream: Declared) -> set[str]:
+    """Where the spec's declarations differ from upstream's."""
+    fields = {f.name for f in m.fields}
+    effects = {e.name for e in m.effects}
+    found = {f"no field {n}" for n in upstream.fields if n not in fields}
+    found |= {f"field {n}" for n in fields - set(upstream.fields)}
+    found |= {f"no effect {n}" for n in upstream.effects if n not in effects}
+    found |= {f"effect {n}" for n in effects - set(upstream.effects)}
     return found
 
 
@@ -286,6 +402,8 @@ def _table(spec: Spec, name: str) -> set[tuple[str, str, str]]:
     result = check_machine(m, Properties())
     rows = TABLES[name]
     found: set[tuple[str, str, str]] = set()
+    if name in DECLARED:
+        found |= {(name, "declares", d) for d in _declarations(m, DECLARED[name])}
     for edge in result.graph:
         key = _key(edge)
         row = next(
@@ -302,14 +420,17 @@ def _table(spec: Spec, name: str) -> set[tuple[str, str, str]]:
             )
             continue
         found |= {(name, edge.transition.on, d) for d in _differences(m, edge, row)}
-    # Every upstream row fires somewhere in the spec.
+    # Every upstream row fires somewhere in the spec, or its input is gone.
+    inputs = {i.name for i in m.inputs}
     fired = {(_key(e), str(e.source[0])) for e in result.graph}
-    found |= {
-        (name, r.on, f"refused from {s}")
-        for r in rows
-        for s in r.sources
-        if (r.on, s) not in fired
-    }
+    for r in rows:
+        on = r.on.split("/")[0]
+        if on not in inputs:
+            found.add((name, on, "not in the spec"))
+            continue
+        found |= {
+            (name, on, f"refused from {s}") for s in r.sources if (r.on, s) not in fired
+        }
     return found
 
 
@@ -318,8 +439,9 @@ def test_differences_from_upstream_are_exactly_the_documented_decisions(
     spec: Spec, name: str
 ) -> None:
     """C-3 / L-3: every upstream row, over every reachable configuration, gives
-    the same phase, field updates and effects as the spec, except where a
-    decision (PD-40..PD-43, PD-2) says otherwise."""
+    the same phase, field updates, signals and effects as the spec, and
+    upstream's declarations are the spec's, except where a decision (PD-2,
+    PD-24, PD-25, PD-36..PD-38) says otherwise."""
     found = _table(spec, name)
     documented = {k for k in DIFFERENCES if k[0] == name}
     assert found == documented, {
@@ -328,17 +450,36 @@ def test_differences_from_upstream_are_exactly_the_documented_decisions(
     }
 
 
-def test_admission_in_queue_mode_wakes_only_an_idle_runtime(spec: Spec) -> None:
-    """A-16 / C-3: AdmissionAccepted in queue mode sets wake_pending from idle
-    or attached and leaves process_pending; while running it changes neither
-    (the row above compares every reachable case; this names one)."""
+def _admissions(spec: Spec) -> list[tuple[Edge, tuple[str, ...]]]:
     m = machine(spec, "runtime_control")
     result = check_machine(m, Properties())
-    running = [
-        e
-        for e in result.graph
-        if _key(e) == "AdmissionAccepted/queue" and e.source[0] == "running"
-    ]
-    assert running
-    assert all(e.target == e.source for e in running)
-    assert all(not e.transition.sets for e in running)
+    edges = [e for e in result.graph if e.transition.on == "AdmissionAccepted"]
+    return [(e, _emitted(m, e)) for e in edges]
+
+
+def test_admission_signals_follow_the_mode_and_the_policy(spec: Spec) -> None:
+    """A-16 / PD-24: an admission changes no field and no phase; a steer
+    request raises both signals, a queued one wakes the loop exactly when
+    the policy's decision (wake_if_idle) says so, in every accepting phase
+    (the table above records where that departs from upstream's flags)."""
+    admissions = _admissions(spec)
+    assert {str(e.source[0]) for e, _ in admissions} == set(LIVE_RC)
+    for edge, emitted in admissions:
+        assert edge.target == edge.source
+        if edge.params["handling_mode"] == "steer":
+            assert emitted == ("SignalWake", "SignalImmediateProcess")
+        elif edge.params["wake_if_idle"]:
+            assert emitted == ("SignalWake",)
+        else:
+            assert emitted == ()
+
+
+def test_a_flag_rule_reads_as_the_signals_emitted() -> None:
+    """The reading of upstream's flag rules (PD-24), on its own: raising,
+    keeping and clearing each match one set of emitted signal effects."""
+    assert _signals_match("wake_pending", True, ("SignalWake",))
+    assert not _signals_match("wake_pending", True, ())
+    assert _signals_match("wake_pending", KEEP, ("AnnouncePhaseChange",))
+    assert not _signals_match("wake_pending", KEEP, ("SignalWake",))
+    assert _signals_match("process_pending", CLEAR, ("WithdrawSignals",))
+    assert not _signals_match("process_pending", False, ())

@@ -229,7 +229,9 @@ def _explore(m: Machine) -> Report:
 
 
 # machine -> (rule id of its transition table, fewest cases a full run compares)
-MACHINES = {"input_lifecycle": ("L-3", 2500), "runtime_control": ("C-3", 3000)}
+# (runtime_control lost its two signal flags and its unused upstream inputs:
+# signals are effects the driver carries out, PD-24 and PD-25.)
+MACHINES = {"input_lifecycle": ("L-3", 2500), "runtime_control": ("C-3", 800)}
 
 
 @pytest.fixture(scope="module", params=sorted(MACHINES))

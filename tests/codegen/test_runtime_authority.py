@@ -8,9 +8,7 @@ from typing import Any
 import pytest
 
 from meerkat_runtime import (
-    AdmissionEffect,
     HandlingMode,
-    InputId,
     RunId,
     RuntimeControlAuthority,
     RuntimeControlError,
@@ -18,6 +16,7 @@ from meerkat_runtime import (
     RuntimeState,
 )
 from meerkat_runtime.generated.runtime_control import (
+    RESTORE_INPUTS,
     RuntimeControlEffect,
     RuntimeControlSnapshot,
 )
@@ -59,7 +58,7 @@ def test_run_returns_to_where_it_started(
     (recovering returns to idle) and clears the run."""
     auth = at(start)
     begin = auth.apply(I.BeginRun(R1))
-    assert begin.effects == (E.SubmitRunPrimitive(R1),)
+    assert begin.effects == ()
     assert auth.pre_run_state() is start
     assert auth.apply(end(R1)).next_phase is back
     assert (auth.current_run_id(), auth.pre_run_state()) == (None, None)
@@ -100,18 +99,16 @@ def test_reset_is_refused_while_running() -> None:
 
 
 def test_reset_stop_destroy_effects() -> None:
-    """C-3: control commands report the command and terminate waiters."""
+    """C-3 / A-16: control commands announce the phase change; a reset also
+    withdraws the pending signals (the inputs they were for are gone)."""
     reset = at(S.RETIRED).apply(I.ResetRequested())
     assert reset.next_phase is S.IDLE
-    assert reset.effects == (
-        E.ApplyControlPlaneCommand("reset"),
-        E.ResolveCompletionAsTerminated("reset"),
-    )
+    assert reset.effects == (E.WithdrawSignals(), E.AnnouncePhaseChange())
     stop = at(S.RUNNING, current_run_id=R1, pre_run_state=S.IDLE).apply(
         I.StopRequested()
     )
     assert stop.next_phase is S.STOPPED
-    assert stop.effects[1] == E.ResolveCompletionAsTerminated("stopped")
+    assert stop.effects == (E.AnnouncePhaseChange(),)
 
 
 def test_stopped_can_only_be_destroyed() -> None:
@@ -127,7 +124,7 @@ def test_stopped_can_only_be_destroyed() -> None:
 def test_recycle_goes_through_recovering() -> None:
     """C-3 / decision 7: recycle from retired comes back idle."""
     auth = at(S.RETIRED)
-    assert auth.apply(I.RecycleRequested()).effects == (E.InitiateRecycle(),)
+    assert auth.apply(I.RecycleRequested()).effects == (E.AnnouncePhaseChange(),)
     assert auth.phase() is S.RECOVERING
     assert auth.apply(I.RecycleSucceeded()).next_phase is S.IDLE
 
@@ -140,29 +137,77 @@ def test_resume_only_from_recovering() -> None:
 
 
 @pytest.mark.parametrize(
-    ("phase", "mode", "signals"),
+    ("phase", "mode", "wake", "signals"),
     [
-        (S.IDLE, HandlingMode.QUEUE, ("SignalWake",)),
-        (S.RUNNING, HandlingMode.QUEUE, ()),
-        (S.RUNNING, HandlingMode.STEER, ("SignalWake", "SignalImmediateProcess")),
-        (S.ATTACHED, HandlingMode.STEER, ("SignalWake", "SignalImmediateProcess")),
+        (S.IDLE, HandlingMode.QUEUE, True, ("SignalWake",)),
+        (S.IDLE, HandlingMode.QUEUE, False, ()),
+        (S.RUNNING, HandlingMode.QUEUE, False, ()),
+        (
+            S.RUNNING,
+            HandlingMode.STEER,
+            False,
+            ("SignalWake", "SignalImmediateProcess"),
+        ),
+        (
+            S.ATTACHED,
+            HandlingMode.STEER,
+            True,
+            ("SignalWake", "SignalImmediateProcess"),
+        ),
     ],
 )
-def test_admission_signals_follow_handling_mode(
-    phase: S, mode: HandlingMode, signals: tuple[str, ...]
+def test_admission_signals_follow_handling_mode_and_policy(
+    phase: S, mode: HandlingMode, wake: bool, signals: tuple[str, ...]
 ) -> None:
-    """C-3 (upstream contract): an accepted steer admission wakes the loop and
-    asks for immediate processing; a queued one wakes only an idle runtime."""
+    """A-16: a steer admission wakes the loop and asks for immediate
+    processing; a queued one wakes it when the policy says so."""
     auth = at(phase, current_run_id=R1 if phase is S.RUNNING else None)
-    inp = I.AdmissionAccepted(
-        InputId("i"), "prompt", mode, None, None, AdmissionEffect.QUEUED
-    )
-    transition = auth.apply(inp)
+    before = auth.snapshot()
+    transition = auth.apply(I.AdmissionAccepted(mode, wake))
     assert transition.next_phase is phase
-    assert tuple(type(e).__name__ for e in transition.effects[1:]) == signals
-    assert auth.process_pending() is (mode is HandlingMode.STEER)
+    assert tuple(type(e).__name__ for e in transition.effects) == signals
+    assert auth.snapshot() == before
 
 
-def test_admission_inputs_are_refused_outside_live_phases() -> None:
+def test_admission_is_refused_outside_accepting_phases() -> None:
+    inp = I.AdmissionAccepted(HandlingMode.QUEUE, True)
     with pytest.raises(RuntimeControlError.InvalidTransition):
-        at(S.RETIRED).apply(I.AdmissionRejected(InputId("i"), "full"))
+        at(S.RETIRED).apply(inp)
+
+
+@pytest.mark.parametrize("phase", [s for s in S if s is not S.INITIALIZING])
+def test_waiting_work_wakes_the_loop_in_any_phase(phase: S) -> None:
+    """R-13 / D-12: work left in a lane wakes the loop; the phase is kept."""
+    transition = at(phase).apply(I.WorkWaiting())
+    assert transition.effects == (E.SignalWake(),)
+    assert transition.next_phase is phase
+
+
+@pytest.mark.parametrize(
+    ("phase", "pre_run", "stored"),
+    [
+        (S.IDLE, None, S.IDLE),
+        (S.ATTACHED, None, S.IDLE),
+        (S.RUNNING, S.ATTACHED, S.RUNNING),
+        (S.RUNNING, S.IDLE, S.RUNNING),
+        (S.RUNNING, S.RETIRED, S.RETIRED),
+        (S.RETIRED, None, S.RETIRED),
+        (S.STOPPED, None, S.STOPPED),
+    ],
+)
+def test_stored_phase_follows_the_spec(phase: S, pre_run: S | None, stored: S) -> None:
+    """D-3: attached is stored idle; a retired runtime's drain run is stored
+    retired, so a crash mid-drain brings it back retired."""
+    run = R1 if phase is S.RUNNING else None
+    auth = at(phase, current_run_id=run, pre_run_state=pre_run)
+    assert auth.stored_phase() is stored
+
+
+@pytest.mark.parametrize("stored", [S.RETIRED, S.STOPPED, S.DESTROYED])
+def test_restore_inputs_bring_an_idle_runtime_back(stored: S) -> None:
+    """D-11 step 9: the spec's restore inputs lead from idle to the phase."""
+    auth = at(S.IDLE)
+    for inp in RESTORE_INPUTS[stored]:
+        auth.apply(inp)
+    assert auth.phase() is stored
+    assert set(RESTORE_INPUTS) == {S.RETIRED, S.STOPPED, S.DESTROYED}

@@ -869,3 +869,61 @@ def test_cli_verify_on_broken_spec_fails(
     assert main(["verify", "--root", str(root)]) != 0
     err = capsys.readouterr().err
     assert f"spec/lifecycle.yaml:{line_of(text, 'to: gnoe')}:" in err
+
+
+# --------------------------------------------------------------------------
+# storage declarations (stored_as, restore)
+
+STORED_OPEN = "      open:\n        doc: Open.\n        stored_as: {stored}\n"
+RESTORED_GONE = (
+    "      gone:\n        doc: Removed; no more work.\n        restore: [{inputs}]\n"
+)
+
+
+def test_storage_declarations_load(tmp_path: Path) -> None:
+    """D-3 / D-11: a state may say how it is stored and how it comes back."""
+    text = spec_text(
+        replace={
+            "      open: Open.\n": STORED_OPEN.format(stored="DoorState.closed"),
+            "      gone: Removed; no more work.\n": RESTORED_GONE.format(
+                inputs="Remove"
+            ),
+        }
+    )
+    (door,) = load_ok(tmp_path, text).machines
+    assert [(s, e.text) for s, e in door.stored_as] == [("open", "DoorState.closed")]
+    assert door.restore == (("gone", ("Remove",)),)
+    assert dict(door.state_docs)["open"] == "Open."
+
+
+def test_stored_as_must_be_a_phase(tmp_path: Path) -> None:
+    text = spec_text(
+        replace={"      open: Open.\n": STORED_OPEN.format(stored="count - 1")}
+    )
+    problem = one_problem(tmp_path, text)
+    assert_problem(problem, kind="type", line=line_of(text, "count - 1"), name="open")
+
+
+def test_restore_names_inputs_without_parameters(tmp_path: Path) -> None:
+    text = spec_text(
+        replace={
+            "      gone: Removed; no more work.\n": RESTORED_GONE.format(inputs="Paint")
+        }
+    )
+    problem = one_problem(tmp_path, text)
+    assert_problem(
+        problem,
+        kind="unknown-input",
+        line=line_of(text, "restore: [Paint]"),
+        name="Paint",
+        valid=("Close", "Open", "Remove", "Scrap"),
+    )
+
+
+def test_unknown_state_key_is_reported(tmp_path: Path) -> None:
+    text = spec_text(
+        replace={
+            "      open: Open.\n": "      open:\n        doc: Open.\n        kept: x\n"
+        }
+    )
+    assert problems(tmp_path, text)

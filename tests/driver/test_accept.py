@@ -81,7 +81,7 @@ def _forced(phase: RuntimeState) -> Callable[[EphemeralRuntimeDriver], None]:
     leaves it there: the test installs that control state directly."""
 
     def force(d: EphemeralRuntimeDriver) -> None:
-        d._control = rc.RuntimeControlAuthority.restore(
+        d._core._control = rc.RuntimeControlAuthority.restore(
             RuntimeControlSnapshot(phase=phase)
         )
 
@@ -256,9 +256,9 @@ def test_destroy_forgets_keys() -> None:
     driver = new_driver()
     first = prompt(key="k")
     accept_all(driver, first)
-    assert driver._ledger.id_for_key(first.header.idempotency_key) == first.id()  # type: ignore[arg-type]
+    assert driver._core._ledger.id_for_key(first.header.idempotency_key) == first.id()  # type: ignore[arg-type]
     asyncio.run(driver.destroy())
-    assert driver._ledger.id_for_key(first.header.idempotency_key) is None  # type: ignore[arg-type]
+    assert driver._core._ledger.id_for_key(first.header.idempotency_key) is None  # type: ignore[arg-type]
     state = driver.input_state(first.id())
     assert state is not None
     assert state.idempotency_key == first.header.idempotency_key

@@ -302,7 +302,7 @@ def test_resume_from_recovering_returns_idle_silently() -> None:
     """C-12/C-17: recovering -> idle without an event. The ephemeral driver is
     Recovering only inside recycle, so the test installs that control state."""
     driver = new_driver()
-    driver._control = rc.RuntimeControlAuthority.restore(
+    driver._core._control = rc.RuntimeControlAuthority.restore(
         RuntimeControlSnapshot(phase=S.RECOVERING)
     )
     asyncio.run(driver.on_runtime_control(RuntimeControlCommand.RESUME))

@@ -1,7 +1,7 @@
 """Structural guarantees of the drivers (STYLE.md 1 and 5, decision 6).
 
-(a) Only the generated authorities change a lifecycle phase: no driver module
-    writes a phase or authority field, calls ``setattr`` on one, or rebuilds an
+(a) Only the generated authorities change a lifecycle phase: no module of the
+    package (except generated/) writes a phase or authority field, calls ``setattr`` on one, or rebuilds an
     authority with ``restore``; ``InputState`` offers no way to set its phase;
     queries hand out copies.
 (b) An illegal call raises and changes nothing: ``observe()``, every input
@@ -50,6 +50,7 @@ from tests.driver.helpers import (
 )
 
 DRIVER_DIR = Path(ephemeral.__file__).resolve().parent
+PACKAGE_DIR = DRIVER_DIR.parent
 
 # Fields only an authority may write: the phase, the authority objects, and
 # the lifecycle fields they own (L-10).
@@ -151,18 +152,41 @@ def test_checker_allows_operational_fields(snippet: str) -> None:
     assert phase_writes(snippet) == []
 
 
-DRIVER_MODULES = sorted(DRIVER_DIR.glob("*.py"))
+PACKAGE_MODULES = sorted(
+    m for m in PACKAGE_DIR.rglob("*.py") if "generated" not in m.parts
+)
+
+# InputState wraps one input's authority: its constructor keeps the authority
+# it is given, and copying or decoding a state rebuilds the authority from a
+# snapshot (L-10: a stored record comes back exactly, without a transition).
+# Nothing else in the package may do either.
+WRAPPER_ALLOWED = {
+    "input_state.py": {"writes ._authority", "InputLifecycleAuthority.restore(...)"},
+    # A frozen tagged value (an abandon reason) sets its own declared fields
+    # once, in its constructor; it holds no lifecycle state.
+    "tagging.py": {"object.__setattr__(...)"},
+}
 
 
-def test_driver_modules_are_found() -> None:
-    assert any(m.name == "ephemeral.py" for m in DRIVER_MODULES)
+def _where(module: Path) -> str:
+    return str(module.relative_to(PACKAGE_DIR))
 
 
-@pytest.mark.parametrize("module", DRIVER_MODULES, ids=[m.name for m in DRIVER_MODULES])
-def test_no_driver_module_assigns_a_phase(module: Path) -> None:
-    """STYLE.md 1: drivers change phases only through ``apply``. (A module
-    that does not parse on Python 3.11 fails here too.)"""
-    assert phase_writes(module.read_text(), module.name) == []
+def test_package_modules_are_found() -> None:
+    names = {_where(m) for m in PACKAGE_MODULES}
+    assert {"driver/core.py", "store/sqlite.py", "sessions/loop.py"} <= names
+    assert not any(n.startswith("generated/") for n in names)
+
+
+@pytest.mark.parametrize("module", PACKAGE_MODULES, ids=_where)
+def test_no_module_assigns_a_phase(module: Path) -> None:
+    """STYLE.md 1: phases change only through ``apply``, in every module of
+    the package but the generated ones. (A module that does not parse on
+    Python 3.11 fails here too.)"""
+    allowed = WRAPPER_ALLOWED.get(_where(module), set())
+    found = phase_writes(module.read_text(), _where(module))
+    assert [f for f in found if f.split(": ", 1)[1] not in allowed] == []
+    assert allowed <= {f.split(": ", 1)[1] for f in found}  # the allowance is used
 
 
 @pytest.mark.parametrize(

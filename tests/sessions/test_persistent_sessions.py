@@ -509,7 +509,7 @@ class OutageStore(FaultyStore):
     ) -> None:
         if self.down:
             self.fired.append((Fault.FAIL, "atomic_lifecycle_commit"))
-            raise RuntimeStoreError.WriteFailed("store unavailable")
+            raise RuntimeStoreError.Unavailable("store unavailable")
         await super().atomic_lifecycle_commit(runtime_id, runtime_state, input_states)
 
 

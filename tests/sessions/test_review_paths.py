@@ -83,7 +83,7 @@ class EndOutageStore(FaultyStore):
     ) -> None:
         if self.down and runtime_state is not RuntimeState.STOPPED:
             self.refused += 1
-            raise RuntimeStoreError.WriteFailed("store down")
+            raise RuntimeStoreError.Unavailable("store down")
         await super().atomic_lifecycle_commit(runtime_id, runtime_state, input_states)
 
 

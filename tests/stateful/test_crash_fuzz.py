@@ -18,9 +18,9 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Coroutine
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import msgspec
 import pytest
 from hypothesis import note
 from hypothesis import strategies as st
@@ -32,9 +32,7 @@ from meerkat_runtime import (
     HandlingMode,
     IdempotencyKey,
     InputDurability,
-    InputHeader,
     InputId,
-    InputOrigin,
     LogicalRuntimeId,
     OperationInput,
     PromptInput,
@@ -46,8 +44,10 @@ from meerkat_runtime import (
     RuntimeDriverError,
     RuntimeState,
     RuntimeTurnMetadata,
+    SupersessionKey,
 )
 from meerkat_runtime.blobs import MemoryBlobStore
+from meerkat_runtime.driver.images import externalize_images
 from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
 from meerkat_runtime.generated import runtime_control as rc
 from meerkat_runtime.generated.input_lifecycle import InputLifecycleState
@@ -62,6 +62,7 @@ from meerkat_runtime.testing.faults import (
     FaultyStore,
     SimulatedCrash,
 )
+from meerkat_runtime.testing.strategies import inputs
 from tests.stateful.model import Model, ModelInput
 
 T = TypeVar("T")
@@ -72,48 +73,55 @@ KINDS = ("prompt", "steer_prompt", "flow_step", "continuation", "operation")
 KEYS = [IdempotencyKey(f"key-{n}") for n in range(4)]
 
 
+# The input type each fuzzed kind is drawn from: every field derived from the
+# type (meerkat_runtime.testing.strategies), nested ones included.
+KIND_TYPES: dict[str, type[Input]] = {
+    "prompt": PromptInput,
+    "steer_prompt": PromptInput,
+    "flow_step": FlowStepInput,
+    "continuation": ContinuationInput,
+    "operation": OperationInput,
+}
+# Built once: a strategy made afresh per draw is validated afresh per draw.
+# The header fields build_input replaces are pinned, not drawn in vain.
+_PINNED: dict[type, st.SearchStrategy[Any]] = {
+    InputId: st.just(InputId("drawn")),
+    IdempotencyKey: st.just(KEYS[0]),
+    SupersessionKey: st.just(SupersessionKey("drawn")),
+}
+DRAWN_INPUTS = st.one_of(
+    [
+        st.tuples(st.just(kind), inputs(kinds=[KIND_TYPES[kind]], overrides=_PINNED))
+        for kind in KINDS
+    ]
+)
+
+
 def build_input(
-    kind: str, durable: bool, key: IdempotencyKey | None
+    kind: str, durable: bool, key: IdempotencyKey | None, drawn: Input
 ) -> tuple[Input, Lane, bool, bool]:
-    """An input of ``kind`` and what the default policy does with it:
-    (input, lane, consumed on accept, pushed to the lane front)."""
-    header = InputHeader(
+    """``drawn`` with what the model decides by: a fresh id, the durability
+    and key, no supersession key (the model has no supersession), and the
+    handling mode of ``kind``. Returns (input, lane, consumed on accept,
+    pushed to the lane front) under the default policy."""
+    header = msgspec.structs.replace(
+        drawn.header,
         id=InputId.new(),
-        timestamp=datetime.now(UTC),
-        source=InputOrigin.Operator()
-        if kind != "continuation"
-        else InputOrigin.System(),
         durability=InputDurability.DURABLE if durable else InputDurability.EPHEMERAL,
         idempotency_key=key,
+        supersession_key=None,
     )
-    if kind == "prompt":
-        return PromptInput(header=header, text="hello"), Lane.QUEUE, False, False
-    if kind == "steer_prompt":
-        meta = RuntimeTurnMetadata(handling_mode=HandlingMode.STEER)
-        return (
-            PromptInput(header=header, text="now", turn_metadata=meta),
-            Lane.STEER,
-            False,
-            False,
+    inp = msgspec.structs.replace(drawn, header=header)
+    if isinstance(inp, PromptInput | FlowStepInput):
+        mode = HandlingMode.STEER if kind == "steer_prompt" else None
+        meta = inp.turn_metadata or RuntimeTurnMetadata()
+        inp = msgspec.structs.replace(
+            inp, turn_metadata=msgspec.structs.replace(meta, handling_mode=mode)
         )
-    if kind == "flow_step":
-        return (
-            FlowStepInput(header=header, step_id="s", instructions="do"),
-            Lane.QUEUE,
-            False,
-            False,
-        )
-    if kind == "continuation":
-        inp = ContinuationInput(
-            header=header, reason="resume", handling_mode=HandlingMode.STEER
-        )
-        return inp, Lane.STEER, False, False
-    return (
-        OperationInput(header=header, operation_id="op", event={"n": 1}),
-        Lane.QUEUE,
-        True,
-        False,
-    )
+    if isinstance(inp, ContinuationInput):
+        inp = msgspec.structs.replace(inp, handling_mode=HandlingMode.STEER)
+    lane = Lane.STEER if kind in ("steer_prompt", "continuation") else Lane.QUEUE
+    return inp, lane, kind == "operation", False
 
 
 class CrashMachine(RuleBasedStateMachine):
@@ -131,6 +139,7 @@ class CrashMachine(RuleBasedStateMachine):
         self.crashes = 0
         self.steps = 0
         self.fired: list[tuple[Fault, str]] = []
+        self.payloads: dict[InputId, Input] = {}
 
     # ---------------------------------------------------------------- plumbing
 
@@ -193,6 +202,9 @@ class CrashMachine(RuleBasedStateMachine):
         self.model.restart()
         outcome, _ = self.attempt(self.driver.recover())
         assert outcome == "ok", outcome
+        for record in self.driver.observe().inputs:
+            if record.persisted_input is not None:  # read back unchanged
+                assert record.persisted_input == self.payloads[record.input_id]
 
     def reopen(self) -> None:
         """A new process: a new store object on the same data, a new driver."""
@@ -208,7 +220,7 @@ class CrashMachine(RuleBasedStateMachine):
     @rule(
         burst=st.lists(
             st.tuples(
-                st.sampled_from(KINDS),
+                DRAWN_INPUTS,
                 st.sampled_from([True, True, True, False]),
                 st.none() | st.sampled_from(KEYS),
             ),
@@ -217,15 +229,17 @@ class CrashMachine(RuleBasedStateMachine):
         )
     )
     def accept_burst(
-        self, burst: list[tuple[str, bool, IdempotencyKey | None]]
+        self, burst: list[tuple[tuple[str, Input], bool, IdempotencyKey | None]]
     ) -> None:
         """One to three accepts in a row, so lanes grow long enough for
         multi-input batches."""
-        for kind, durable, key in burst:
-            self.accept(kind, durable, key)
+        for (kind, drawn), durable, key in burst:
+            self.accept(kind, durable, key, drawn)
 
-    def accept(self, kind: str, durable: bool, key: IdempotencyKey | None) -> None:
-        inp, lane, consumed, front = build_input(kind, durable, key)
+    def accept(
+        self, kind: str, durable: bool, key: IdempotencyKey | None, drawn: Input
+    ) -> None:
+        inp, lane, consumed, front = build_input(kind, durable, key, drawn)
         note(f"accept {kind} durable={durable} key={key}")
         if not self.model.phase.can_accept_input():
             with pytest.raises(RuntimeDriverError.NotReady):
@@ -239,6 +253,10 @@ class CrashMachine(RuleBasedStateMachine):
             return
         if outcome == "ok":
             assert isinstance(result, Accepted)
+        if not consumed:  # what the store must give back (T-20: images moved)
+            self.payloads[inp.id()] = self.wait(
+                externalize_images(MemoryBlobStore(), inp)
+            )
         item = ModelInput(inp.id(), durable, lane, key, 0, acked=outcome == "ok")
         self.settle(outcome, lambda: self.model.accept(item, consumed, front))
 

@@ -1,0 +1,398 @@
+"""The SQLite store's writer: the only write connection, and who uses it.
+
+Theory of operation:
+
+* One **writer thread** owns the write connection. Callers enqueue write
+  requests; the writer takes every request waiting, runs each inside its own
+  SAVEPOINT of one ``BEGIN IMMEDIATE`` transaction, commits once, and only
+  then resolves each caller (**group commit**: concurrent sessions share one
+  flush, and no caller is acknowledged before its data is durable). A
+  request that fails rolls back to its savepoint and fails alone; a failed
+  COMMIT fails the whole group. A group of nothing but input-row upserts
+  (the acknowledgement of an accept) is first tried as a few merged
+  statements.
+* **Inline path**: a caller that has been writing alone for a while commits
+  on its own thread instead: two thread hand-offs cost more than the flush
+  they would share with nobody. Concurrent writers always go through the
+  thread, so they share flushes.
+* **Hand-over**: the event loop lets the writer thread in after every few
+  queued accepts (a GIL hand-over), so the writer commits the first
+  requests while the loop queues the next, instead of starting only when
+  the loop runs dry.
+* Every statement runs inside ``sqlite_boundary``'s transaction boundary,
+  the only code that looks at ``sqlite3`` errors.
+* ``hooks`` are seams for tests and benchmarks (group sizes, inline
+  commits, a failing commit); ``paused()`` holds the writer off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+from meerkat_runtime.store.base import (
+    CommittedThenCancelled,
+    StoreInternalError,
+    WriteFailedError,
+)
+from meerkat_runtime.store.sqlite_boundary import (
+    Transaction,
+    attempt,
+    closed_error,
+)
+from meerkat_runtime.store.sqlite_requests import (
+    BUSY,
+    Answer,
+    Busy,
+    Request,
+    answer_all,
+)
+from meerkat_runtime.store.sqlite_schema import MERGED_ROWS, upsert_inputs_sql
+from meerkat_runtime.store.sqlite_setup import BUSY_TIMEOUT_MS
+
+T = TypeVar("T")
+
+MAX_GROUP = 512  # requests per transaction; bounds one commit's latency
+SOLO_STREAK = 3  # lone writes in a row before a caller may commit inline
+HAND_OVER_EVERY = 8  # queued requests between two moments for the writer
+# Longer than this, another thread kept the GIL (for its 5 ms switch
+# interval): then no hand-overs for HAND_OVER_PAUSE_S.
+HAND_OVER_SLOW_S = 0.003
+HAND_OVER_PAUSE_S = 1.0
+
+_STOP = object()
+
+
+@dataclass(slots=True)
+class WriterHooks:
+    """Seams for tests and benchmarks; every one is None in production."""
+
+    # Writer thread: a group of this many requests is about to be committed,
+    # and then has been (a profiler can be switched on and off there).
+    group: Callable[[int], None] | None = None
+    group_done: Callable[[int], None] | None = None
+    # Caller's thread: a lone write is about to take the connection for an
+    # inline commit, and then is about to commit inline.
+    before_inline: Callable[[], None] | None = None
+    inline: Callable[[], None] | None = None
+    # Caller's thread: a request is about to be queued for the writer.
+    queued: Callable[[], None] | None = None
+    # Caller's event loop: a request's answer has just been handed over.
+    answered: Callable[[], None] | None = None
+    # Raised in place of the next COMMIT (writer or inline), then cleared:
+    # a ``sqlite3`` error here goes through the boundary's classification.
+    fail_next_commit: Exception | None = None
+
+
+class SqliteWriter:
+    """Owns ``conn`` (set up, with busy_timeout 0) from now on."""
+
+    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
+        self.conn = conn
+        self.path = path
+        self.hooks = WriterHooks()
+        self.closed = False  # no more requests are taken
+        self._done = False  # the writer thread has stopped taking requests
+        self._requests: queue.SimpleQueue[Request | object] = queue.SimpleQueue()
+        # The connection is used by the writer thread or, for a lone caller,
+        # inline on the caller's thread; never both.
+        self._conn_lock = threading.Lock()
+        # Queued requests not yet answered. Only a hint for the inline path
+        # (which re-checks the queue and the connection lock): callers on
+        # several event loops update it from several threads.
+        self._inflight = 0
+        self._solo_streak = 0  # consecutive writes that found nothing in flight
+        self._hand_over_paused_until = 0.0
+        self._started = 0  # writes started (to notice company during a yield)
+        self._thread = threading.Thread(
+            target=self._run, name="meerkat-sqlite-writer", daemon=True
+        )
+        self._thread.start()
+
+    # ---------------------------------------------------------------- callers
+
+    async def write(
+        self,
+        work: Callable[[sqlite3.Connection], T],
+        *,
+        commits: bool = True,
+        row: tuple[str, str, bytes] | None = None,
+    ) -> T:
+        """``work`` committed, inline for a lone caller or else through the
+        writer thread. ``row``: the request only upserts this input row."""
+        self._check_open()
+        self._started += 1
+        self._solo_streak = self._solo_streak + 1 if self._inflight == 0 else 0
+        if self._solo_streak > SOLO_STREAK:
+            done = await self._alone(work)
+            if not isinstance(done, Busy):
+                return done
+            self._solo_streak = 0
+        return await self._queued(work, commits, row)
+
+    async def _alone(self, work: Callable[[sqlite3.Connection], T]) -> T | Busy:
+        """Commit inline, unless company turns up. An inline commit blocks the
+        event loop for the flush, so no one else could queue behind it:
+        first let every ready coroutine run once, and stay inline only if
+        none of them started a write (``Busy`` otherwise, or when another
+        process holds the file's write lock)."""
+        started = self._started
+        await asyncio.sleep(0)
+        self._check_open()  # close() may have run during the yield
+        if self.hooks.before_inline is not None:
+            self.hooks.before_inline()
+        if (
+            self._started != started
+            or self._inflight != 0
+            or not self._requests.empty()
+            or not self._conn_lock.acquire(blocking=False)
+        ):
+            return BUSY
+        try:
+            if self._done:  # close() from another thread got here first
+                raise closed_error(self.path)
+            return self._commit_inline(work)
+        finally:
+            self._conn_lock.release()
+
+    def _commit_inline(self, work: Callable[[sqlite3.Connection], T]) -> T | Busy:
+        """One write on the caller's thread. It never waits for a lock held by
+        another process (that would freeze the event loop): busy means the
+        caller goes through the writer thread instead."""
+        if self.hooks.inline is not None:
+            self.hooks.inline()
+        transaction = Transaction(self.conn, "commit failed", WriteFailedError)
+        if not transaction.try_begin():
+            return BUSY
+        with transaction:
+            value = work(self.conn)
+            if self.hooks.fail_next_commit is not None:
+                self._injected_failure()
+        return value
+
+    async def _queued(
+        self,
+        work: Callable[[sqlite3.Connection], T],
+        commits: bool,
+        row: tuple[str, str, bytes] | None,
+    ) -> T:
+        """Through the writer thread: answered after its group commits."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._inflight += 1
+        request = Request(work, loop, future, self._answered, row=row)
+        if self.hooks.queued is not None:
+            self.hooks.queued()
+        self._requests.put(request)
+        if self._done:
+            # close() ran since _check_open and the writer has refused its
+            # leftovers already: it would never see this one.
+            self._refuse_leftovers()
+        # Only for an accept's row: the writer merges those into a statement
+        # or two, so its turn is short; for other writes it needs the GIL
+        # per statement, and an early start only made the threads trade it.
+        if row is not None and self._inflight % HAND_OVER_EVERY == 0:
+            self._hand_over()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # The writer runs the request anyway (or has run it: a task can be
+            # cancelled after its answer arrived, before it resumed), so ask
+            # the request, not the future, how it ended.
+            if commits and await request.outcome_after_cancel():
+                raise CommittedThenCancelled from None
+            raise
+
+    def _hand_over(self) -> None:
+        """Let the writer thread in for a moment. It cannot take the GIL from
+        a busy event loop for up to 5 ms (the switch interval), so it would
+        start only once the loop runs dry, and then every caller waits for
+        one group; let in now and then, it commits the first requests while
+        the loop queues the next. ``time.sleep(0)`` releases the GIL to a
+        waiting thread (``os.sched_yield`` does not). Any runnable thread may
+        take it, though: when one keeps it (a CPU-bound thread of the
+        application), hand-overs stop for a while, so such a thread stalls
+        this loop at most once per ``HAND_OVER_PAUSE_S``."""
+        now = time.monotonic()
+        if now < self._hand_over_paused_until:
+            return
+        release_gil()
+        if time.monotonic() - now > HAND_OVER_SLOW_S:
+            self._hand_over_paused_until = time.monotonic() + HAND_OVER_PAUSE_S
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise closed_error(self.path)
+        if not self._thread.is_alive():
+            raise StoreInternalError(f"{self.path}: the writer thread has stopped")
+
+    def _answered(self) -> None:
+        self._inflight -= 1
+        if self.hooks.answered is not None:
+            self.hooks.answered()
+
+    def _injected_failure(self) -> None:
+        failure, self.hooks.fail_next_commit = self.hooks.fail_next_commit, None
+        if failure is not None:  # (another thread may have taken it)
+            raise failure
+
+    # ---------------------------------------------------------------- thread
+
+    def _run(self) -> None:
+        while True:
+            first = self._requests.get()
+            if first is _STOP:
+                break
+            group = [first]
+            while len(group) < MAX_GROUP:
+                try:
+                    nxt = self._requests.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    self._requests.put(_STOP)
+                    break
+                group.append(nxt)
+            requests = [g for g in group if isinstance(g, Request)]
+            with self._conn_lock:
+                if self.hooks.group is not None:
+                    self.hooks.group(len(requests))
+                answers = self._commit_group(requests)
+                if self.hooks.group_done is not None:
+                    self.hooks.group_done(len(requests))
+            # Answer after releasing the connection, so a caller that goes on
+            # writing alone finds it free and may commit inline.
+            answer_all(answers)
+        with self._conn_lock:  # a lone caller may be committing inline on it
+            # Set under the lock (an inline caller checks it there) and
+            # before the drain (a late caller checks it after queueing).
+            self._done = True
+            self.conn.close()
+        self._refuse_leftovers()
+
+    def _refuse_leftovers(self) -> None:
+        """Nothing may wait for ever on a stopped writer (``write`` checks
+        ``closed`` after its last yield, so this is a second line)."""
+        closed = closed_error(self.path)
+        while True:
+            try:
+                request = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(request, Request):
+                answer_all([(request, False, closed)])
+
+    def _commit_group(self, group: list[Request]) -> list[Answer]:
+        """Run and commit a group; each request's answer, to give only now
+        that the whole group is durable (or failed as one)."""
+        transaction = Transaction(self.conn, "commit failed", WriteFailedError)
+        results: list[Answer] = []
+        try:
+            transaction.begin(time.monotonic() + BUSY_TIMEOUT_MS / 1000)
+            with transaction:
+                if len(group) == 1:  # alone: the transaction itself is the unit
+                    results = [self._attempt(group[0], None)]
+                elif _merged_rows(self.conn, group):
+                    results = [(request, True, None) for request in group]
+                else:
+                    # One savepoint name for all: each is released before the
+                    # next, and fixed statements stay in sqlite3's cache.
+                    results = [self._attempt(r, "request") for r in group]
+                transaction.rollback_only = not any(ok for _, ok, _ in results)
+                if self.hooks.fail_next_commit is not None:
+                    self._injected_failure()
+        except Exception as exc:  # a store error: the whole group failed
+            return [(request, False, exc) for request in group]
+        return results
+
+    def _attempt(self, request: Request, savepoint: str | None) -> Answer:
+        ok, value = attempt(self.conn, request.work, savepoint, "commit failed")
+        return request, ok, value
+
+    # ---------------------------------------------------------------- stopping
+
+    def stop(self) -> None:
+        """Take no more requests; the thread answers those queued, closes
+        the connection and ends (``join`` waits for that)."""
+        if not self.closed:
+            self.closed = True
+            self._requests.put(_STOP)
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    # ---------------------------------------------------------------- testing
+
+    def in_flight(self) -> int:
+        """Requests queued for the writer thread and not yet answered."""
+        return self._inflight
+
+    def holding_connection(self) -> bool:
+        """Whether the connection is in use (a group or an inline commit)."""
+        return self._conn_lock.locked()
+
+    def next_write_inline(self) -> bool:
+        """Whether a lone caller's next write will try the inline path."""
+        return self._solo_streak >= SOLO_STREAK
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The writer thread holds off committing while inside (requests
+        queue up and are committed as one group afterwards)."""
+        with self._conn_lock:
+            yield
+
+
+def _merged_rows(conn: sqlite3.Connection, group: list[Request]) -> bool:
+    """A group of nothing but input-row upserts, as few statements: each
+    row costs the writer thread one GIL hand-back less (SQLite runs a whole
+    statement without the GIL). False, with nothing written, if the group
+    holds other requests or anything fails (a statement, or binding a value
+    SQLite refuses): then each request runs on its own, and only a failing
+    one fails."""
+    rows = [request.row for request in group if request.row is not None]
+    if len(rows) < len(group):
+        return False
+
+    def upsert_all(conn: sqlite3.Connection) -> None:
+        start = 0
+        for size in merged_sizes(len(rows)):
+            part = rows[start : start + size]
+            start += size
+            conn.execute(
+                upsert_inputs_sql(size),
+                [value for row in part for value in (*row, row[0])],
+            )
+
+    ok, _ = attempt(conn, upsert_all, "merged", "merged rows")
+    return ok
+
+
+def release_gil() -> None:
+    """Give the GIL to a thread waiting for it, if any."""
+    time.sleep(0)
+
+
+def merged_sizes(count: int) -> list[int]:
+    """Statement sizes for ``count`` merged rows: ``MERGED_ROWS`` at a time,
+    then powers of two, so at most eight distinct statements exist (one per
+    size would crowd sqlite3's statement cache of 128, and preparing a
+    100-row statement costs far more than running it)."""
+    sizes = [MERGED_ROWS] * (count // MERGED_ROWS)
+    rest, power = count % MERGED_ROWS, 64
+    while rest:
+        while power > rest:
+            power //= 2
+        sizes.append(power)
+        rest -= power
+    return sizes
