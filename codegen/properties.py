@@ -19,7 +19,9 @@ and decides each property exhaustively:
 * actions: expressions over one step, reading ``before.<field>`` and
   ``after.<field>`` (``phase`` too), that every step must satisfy;
 * enabled: in every reachable configuration where ``when`` holds, each listed
-  input is enabled for some binding of its parameters;
+  input is enabled for some binding of its parameters (for every binding
+  with ``every_binding: true``: a report of a fact the driver has already
+  acted on must never be refused);
 * effects: every effect a step emits evaluates, carries exactly its declared
   fields with values of their declared types, and satisfies the expression
   declared for it (its fields by name, and ``before.``/``after.``).
@@ -37,7 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from codegen import expr as ex
-from codegen.checker import Config, Edge, Result, Verdict
+from codegen.checker import Config, Edge, Result, Verdict, label_of
+from codegen.domains import param_bindings
 from codegen.errors import Problems, SpecError
 from codegen.model import Machine, Named, Spec
 from codegen.types import BOOL, INT, IdT, NoneT, Opt, Prim, Type, UnionT
@@ -54,6 +57,7 @@ class Enabled:
     name: str
     when: ex.Expr
     inputs: tuple[str, ...]
+    every_binding: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,8 +231,20 @@ class _MachineProperties:
             inputs = self._names(
                 body.get("inputs"), [i.name for i in self.m.inputs], "input"
             )
+            every = body.get("every_binding")
+            if every is not None and not isinstance(every.value, bool):
+                self.p.add(
+                    every.line,
+                    "type",
+                    name,
+                    f"enabled property {name}: every_binding must be true or false",
+                )
             if parsed is not None:
-                out.append(Enabled(name, parsed, inputs))
+                out.append(
+                    Enabled(
+                        name, parsed, inputs, every is not None and every.value is True
+                    )
+                )
         return tuple(out)
 
     def _effects(self, node: Node | None) -> tuple[tuple[str, ex.Expr], ...]:
@@ -468,11 +484,23 @@ def _action(graph: _Graph, action: Named) -> Verdict:
 
 
 def _enabled(graph: _Graph, prop: Enabled) -> Verdict:
+    m = graph.result.machine
+    wanted = {
+        i.name: [label_of(i.name, p) for p in param_bindings(i.params, m)]
+        for i in m.inputs
+        if i.name in prop.inputs
+    }
     for config, edges in graph.out.items():
         if not ex.evaluate(prop.when, graph.result.env(config)):
             continue
-        offered = {e.transition.on for e in edges}
-        missing = [i for i in prop.inputs if i not in offered]
+        offered = {e.label for e in edges}
+        missing = []
+        for name in prop.inputs:
+            refused = [label for label in wanted[name] if label not in offered]
+            if len(refused) == len(wanted[name]):
+                missing.append(name)
+            elif refused and prop.every_binding:
+                missing.append(refused[0])
         if missing:
             return Verdict(
                 prop.name,

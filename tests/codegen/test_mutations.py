@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from codegen.checker import Result, check_machine
+from codegen.errors import SpecError
 from codegen.loader import load_spec
 from codegen.properties import load_properties
 from tests.conftest import ROOT
@@ -184,6 +185,45 @@ MUTATIONS = [
         "effects",
         "every emitted effect",
     ),
+    Mutation(
+        "a steer signal raised where nothing is accepted",
+        "runtime_control",
+        (
+            (
+                "        on: WorkWaiting\n        to: same\n        emits: [SignalWake()]",
+                "        on: WorkWaiting\n        to: same\n"
+                "        emits: [SignalWake(), SignalImmediateProcess()]",
+            ),
+        ),
+        "effects",
+        "every emitted effect",
+    ),
+    Mutation(
+        "a queued admission refused while running",
+        "runtime_control",
+        (
+            (
+                "      - name: admission_queue_quiet\n        from: [idle, attached, running]",
+                "      - name: admission_queue_quiet\n        from: [idle, attached]",
+            ),
+        ),
+        "enabled",
+        "an_accepting_runtime_hears_of_admissions",
+    ),
+    Mutation(
+        "waiting work refused once the runtime is destroyed",
+        "runtime_control",
+        (
+            (
+                "        from: [idle, attached, running, recovering, retired, stopped, destroyed]\n"
+                "        on: WorkWaiting",
+                "        from: [idle, attached, running, recovering, retired, stopped]\n"
+                "        on: WorkWaiting",
+            ),
+        ),
+        "enabled",
+        "waiting_work_is_heard_in_every_phase",
+    ),
 ]
 
 
@@ -237,3 +277,44 @@ def test_mutations_cover_every_property_kind() -> None:
     """Each kind of property has a mutation that only it is asked to catch."""
     kinds = {m.kind for m in MUTATIONS}
     assert kinds == {"deadlock", "cycles", "action", "enabled", "effects"}
+
+
+def test_every_binding_is_what_catches_a_refused_binding(tmp_path: Path) -> None:
+    """An `enabled` property holds by default when some binding is enabled;
+    with `every_binding: true` a single refused binding refutes it, and the
+    failure names that binding."""
+    refused = next(m for m in MUTATIONS if m.name.startswith("a queued admission"))
+    mutated = _mutate(SPEC, refused)
+    every = "        inputs: [AdmissionAccepted]\n        every_binding: true\n"
+    assert mutated.count(every) == 1
+    lenient = _check(
+        tmp_path,
+        mutated.replace(every, "        inputs: [AdmissionAccepted]\n"),
+        "runtime_control",
+    )
+    assert lenient.ok, lenient.report()
+    strict = _check(tmp_path, mutated, "runtime_control")
+    (verdict,) = strict.refuted
+    assert verdict.name == "an_accepting_runtime_hears_of_admissions"
+    assert verdict.failure is not None
+    assert verdict.failure.startswith(
+        "AdmissionAccepted(handling_mode=queue, wake_if_idle=False) not enabled"
+    )
+    assert verdict.trace[-1].split(" -> ")[-1].startswith("phase=running")
+
+
+def test_every_binding_must_be_true_or_false(tmp_path: Path) -> None:
+    every = "        every_binding: true\n"
+    assert SPEC.count(every) == 1
+    with pytest.raises(SpecError) as caught:
+        _check(
+            tmp_path,
+            SPEC.replace(every, "        every_binding: yes please\n"),
+            "runtime_control",
+        )
+    (problem,) = caught.value.problems
+    assert (problem.kind, problem.name) == (
+        "type",
+        "an_accepting_runtime_hears_of_admissions",
+    )
+    assert problem.line == SPEC.splitlines().index(every.rstrip("\n")) + 1
