@@ -232,9 +232,9 @@ L3 = [
 # (machine, subject, what differs) -> the decision that explains it. The
 # subject is an input, or "declares" for the machine's declarations.
 DIFFERENCES = {
-    ("runtime_control", "RecoverRequested", "pre_run_state"): "PD-36",
-    ("runtime_control", "DestroyRequested", "current_run_id"): "PD-37",
-    ("runtime_control", "DestroyRequested", "pre_run_state"): "PD-37",
+    ("runtime_control", "RecoverRequested", "pre_run_state"): "PD-45",
+    ("runtime_control", "DestroyRequested", "current_run_id"): "PD-46",
+    ("runtime_control", "DestroyRequested", "pre_run_state"): "PD-46",
     # Signals are effects (PD-24): the flags are no fields, and only a reset
     # withdraws a signal; the machine wakes the loop as the policy's
     # decision, passed in, says; a phase change is announced by an effect.
@@ -299,7 +299,7 @@ DIFFERENCES = {
     },
     # Inputs upstream's table does not have.
     ("input_lifecycle", "RecoverRequeue", "not upstream"): "PD-2",
-    ("input_lifecycle", "StampReceipt", "not upstream"): "PD-38",
+    ("input_lifecycle", "StampReceipt", "not upstream"): "PD-47",
 }
 
 TABLES = {"runtime_control": C3, "input_lifecycle": L3}
@@ -441,7 +441,7 @@ def test_differences_from_upstream_are_exactly_the_documented_decisions(
     """C-3 / L-3: every upstream row, over every reachable configuration, gives
     the same phase, field updates, signals and effects as the spec, and
     upstream's declarations are the spec's, except where a decision (PD-2,
-    PD-24, PD-25, PD-36..PD-38) says otherwise."""
+    PD-24, PD-25, PD-45..PD-47) says otherwise."""
     found = _table(spec, name)
     documented = {k for k in DIFFERENCES if k[0] == name}
     assert found == documented, {
