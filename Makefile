@@ -41,7 +41,7 @@ main: demo ## alias of demo
 generate: install ## validate + model-check spec/, then write generated/ and diagrams/*.dot
 	$(PY) -m codegen generate
 
-verify: install ## model-check both lifecycle machines, printing state counts
+verify: install ## model-check both machines and the composed model: properties proved, state and step counts, scenario witnesses
 	$(PY) -m codegen verify
 
 diagrams: install system-deps ## model-check and render diagrams/*.svg and docs/*.svg with Graphviz

@@ -2,7 +2,9 @@
 
 * generate — validate, model-check, then write meerkat_runtime/generated/ and
   diagrams/*.dot (all or nothing).
-* verify   — validate and model-check; print state counts per machine.
+* verify   — validate and model-check; print state counts per machine, the
+  properties proved (spec/lifecycle.yaml ``properties``) and the composed
+  model of spec/composed.yaml with its invariants and scenario witnesses.
 * diagrams — validate and model-check, then render each machine's diagram
   (and the policy table's) from the spec to diagrams/*.svg with Graphviz.
   It writes no Python, so it needs neither ruff nor a fresh generate.
@@ -21,7 +23,7 @@ import sys
 from pathlib import Path
 
 try:
-    from codegen import checker, diagrams, generate
+    from codegen import checker, compose, diagrams, generate, properties
     from codegen.errors import SpecError
 except ModuleNotFoundError as exc:  # PyYAML or Jinja2 missing
     sys.exit(
@@ -34,12 +36,22 @@ FIX_COMMAND = "make generate"
 
 def _verify(root: Path) -> bool:
     spec, _ = generate.load(root)
+    declared = properties.load_properties(
+        root / generate.LIFECYCLE, spec, str(generate.LIFECYCLE)
+    )
     ok = True
     for machine in spec.machines:
-        result = checker.check_machine(machine)
+        result = checker.check_machine(machine, declared[machine.name])
         print(result.report())
         ok = ok and result.ok
-    return ok
+    if not (root / compose.COMPOSED).exists():  # a checkout without one
+        return ok
+    composed = compose.load_composed(
+        root / compose.COMPOSED, spec, str(compose.COMPOSED)
+    )
+    report = compose.explore(composed)
+    print(report.report())
+    return ok and report.ok
 
 
 def cmd_verify(root: Path) -> int:
@@ -63,7 +75,8 @@ def cmd_diagrams(root: Path) -> int:
         print("model check failed: nothing rendered", file=sys.stderr)
         return 1
     spec, table = generate.load(root)
-    for path, text in sorted(generate.diagram_outputs(spec, table).items()):
+    dots = generate.diagram_outputs(spec, table) | generate.composed_outputs(root, spec)
+    for path, text in sorted(dots.items()):
         svg = (root / path).with_suffix(".svg")
         svg.parent.mkdir(parents=True, exist_ok=True)
         diagrams.render_svg(text, svg)

@@ -13,6 +13,13 @@ transitions never fired (each is a failure: dead spec is a bug). Then the
 storage declarations: a phase's ``stored_as`` must give, in every reachable
 configuration, a phase that is stored as itself; a ``restore`` list must be
 accepted somewhere and, wherever it is accepted in full, end in its state.
+
+Given the machine's declared ``properties`` (``codegen.properties``), the
+explored graph is kept (every enabled step, also those that lead to a
+configuration seen before) and the temporal and step properties are checked
+over it once exploration is over: deadlock, progress, bounded cycles, action
+properties, the inputs that must stay enabled, and the effects each step
+emits.
 """
 
 from __future__ import annotations
@@ -20,10 +27,14 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from codegen import expr as ex
 from codegen.domains import param_bindings
 from codegen.model import Machine, Transition
+
+if TYPE_CHECKING:
+    from codegen.properties import Properties
 
 Config = tuple[object, ...]  # (phase, *field values in declaration order)
 MAX_CONFIGS = 2_000_000
@@ -38,6 +49,27 @@ class Step:
     transition: str
 
 
+@dataclass(frozen=True, slots=True)
+class Edge:
+    """One enabled step of the explored graph."""
+
+    source: Config
+    label: str
+    transition: Transition
+    params: Mapping[str, object]
+    target: Config
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome of one declared property: proved, or refuted with a trace."""
+
+    name: str
+    kind: str  # deadlock | progress | cycles | action | enabled | effects
+    failure: str | None = None
+    trace: tuple[str, ...] = ()
+
+
 @dataclass(slots=True)
 class Result:
     machine: Machine
@@ -47,6 +79,13 @@ class Result:
     fired: set[str] = field(default_factory=set)
     failure: str | None = None
     trace: list[str] = field(default_factory=list)
+    parents: dict[Config, Step] = field(default_factory=dict)
+    graph: list[Edge] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+
+    @property
+    def refuted(self) -> list[Verdict]:
+        return [v for v in self.verdicts if v.failure is not None]
 
     @property
     def unreached(self) -> list[str]:
@@ -58,7 +97,43 @@ class Result:
 
     @property
     def ok(self) -> bool:
-        return self.failure is None and not self.unreached and not self.never_fired
+        return (
+            self.failure is None
+            and not self.unreached
+            and not self.never_fired
+            and not self.refuted
+        )
+
+    def env(self, config: Config) -> dict[str, object]:
+        env: dict[str, object] = dict(self.machine.constants)
+        env["phase"] = config[0]
+        names = [f.name for f in self.machine.fields]
+        env.update(zip(names, config[1:], strict=True))
+        return env
+
+    def trace_to(self, config: Config) -> list[str]:
+        """The shortest path from the initial configuration, one line a step."""
+        chain: list[tuple[Config, Step]] = []
+        current: Config | None = config
+        while current is not None:
+            step = self.parents[current]
+            chain.append((current, step))
+            current = step.parent
+        chain.reverse()
+        lines = []
+        for index, (cfg, step) in enumerate(chain):
+            shown = self.show(cfg)
+            if step.parent is None:
+                lines.append(f"0. initial: {shown}")
+            else:
+                lines.append(f"{index}. {step.label} [{step.transition}] -> {shown}")
+        return lines
+
+    def show(self, config: Config) -> str:
+        names = [f.name for f in self.machine.fields]
+        parts = [f"phase={config[0]}"]
+        parts += [f"{n}={_fmt(v)}" for n, v in zip(names, config[1:], strict=True)]
+        return " ".join(parts)
 
     def report(self) -> str:
         m = self.machine
@@ -78,23 +153,27 @@ class Result:
             lines.append(
                 f"  FAILED: transitions never fired: {', '.join(self.never_fired)}"
             )
+        for verdict in self.verdicts:
+            if verdict.failure is None:
+                lines.append(f"  proved {verdict.kind}: {verdict.name}")
+                continue
+            lines.append(f"  FAILED {verdict.kind} {verdict.name}: {verdict.failure}")
+            lines.append(f"  counterexample ({len(verdict.trace) - 1} steps):")
+            lines.extend(f"    {line}" for line in verdict.trace)
         return "\n".join(lines)
 
 
 class _Explorer:
-    def __init__(self, m: Machine) -> None:
+    def __init__(self, m: Machine, keep_graph: bool) -> None:
         self.m = m
         self.field_names = [f.name for f in m.fields]
-        self.constants = dict(m.constants)
         self.bindings = {i.name: list(param_bindings(i.params, m)) for i in m.inputs}
         self.result = Result(m)
-        self.parents: dict[Config, Step] = {}
+        self.parents = self.result.parents
+        self.keep_graph = keep_graph
 
     def env(self, config: Config) -> dict[str, object]:
-        env: dict[str, object] = dict(self.constants)
-        env["phase"] = config[0]
-        env.update(zip(self.field_names, config[1:], strict=True))
-        return env
+        return self.result.env(config)
 
     def run(self) -> Result:
         initial: Config = (self.m.initial, *(f.initial for f in self.m.fields))
@@ -168,13 +247,16 @@ class _Explorer:
                 if not enabled:
                     continue
                 self.result.edges += 1
-                label = _label(inp.name, params)
+                label = label_of(inp.name, params)
                 if len(enabled) > 1:
                     names = ", ".join(t.name for t in enabled)
                     self._fail(config, f"{label} enables {names} at once")
                     return out
                 nxt = self._fire(enabled[0], config, env)
                 self.result.fired.add(enabled[0].name)
+                if self.keep_graph:
+                    edge = Edge(config, label, enabled[0], params, nxt)
+                    self.result.graph.append(edge)
                 if nxt in self.parents:
                     continue
                 self.parents[nxt] = Step(config, label, enabled[0].name)
@@ -185,15 +267,10 @@ class _Explorer:
         return out
 
     def _enabled(self, t: Transition, env: Mapping[str, object]) -> bool:
-        return all(ex.evaluate(self.m.guard(g).expr, env) for g in t.guards)
+        return enabled(self.m, t, env)
 
     def _fire(self, t: Transition, config: Config, env: Mapping[str, object]) -> Config:
-        # All updates read the values from before the transition.
-        updates = {name: ex.evaluate(value, env) for name, value in t.sets}
-        fields = tuple(
-            updates.get(n, v) for n, v in zip(self.field_names, config[1:], strict=True)
-        )
-        return (t.target_from(str(config[0])), *fields)
+        return fire(self.m, t, config, env)
 
     def _violation(self, config: Config) -> bool:
         env = self.env(config)
@@ -219,42 +296,52 @@ class _Explorer:
 
     def _fail(self, config: Config, message: str) -> None:
         self.result.failure = message
-        self.result.trace = self._trace(config)
+        self.result.trace = self.result.trace_to(config)
         self.result.configs = len(self.parents)
-
-    def _trace(self, config: Config) -> list[str]:
-        chain: list[tuple[Config, Step]] = []
-        current: Config | None = config
-        while current is not None:
-            step = self.parents[current]
-            chain.append((current, step))
-            current = step.parent
-        chain.reverse()
-        lines = []
-        for index, (cfg, step) in enumerate(chain):
-            shown = self._show(cfg)
-            if step.parent is None:
-                lines.append(f"0. initial: {shown}")
-            else:
-                lines.append(f"{index}. {step.label} [{step.transition}] -> {shown}")
-        return lines
-
-    def _show(self, config: Config) -> str:
-        parts = [f"phase={config[0]}"]
-        parts += [
-            f"{n}={_fmt(v)}" for n, v in zip(self.field_names, config[1:], strict=True)
-        ]
-        return " ".join(parts)
 
 
 def _fmt(value: object) -> str:
     return "None" if value is None else str(value)
 
 
-def _label(name: str, params: Mapping[str, object]) -> str:
+def label_of(name: str, params: Mapping[str, object]) -> str:
     return f"{name}({', '.join(f'{k}={_fmt(v)}' for k, v in params.items())})"
 
 
-def check_machine(m: Machine) -> Result:
-    """Explore every reachable configuration of ``m``."""
-    return _Explorer(m).run()
+def check_machine(m: Machine, properties: Properties | None = None) -> Result:
+    """Explore every reachable configuration of ``m``; with ``properties``,
+    also check them over the explored graph."""
+    result = _Explorer(m, keep_graph=properties is not None).run()
+    if properties is not None and result.failure is None:
+        from codegen.properties import check_properties
+
+        result.verdicts = check_properties(result, properties)
+    return result
+
+
+def step(
+    m: Machine, config: Config, inp: str, params: Mapping[str, object]
+) -> tuple[Transition, Config] | None:
+    """The transition ``inp`` fires from ``config`` and the configuration it
+    leads to, or None when the machine refuses it (the composed model steps
+    the machines with this)."""
+    env: dict[str, object] = {**dict(m.constants), "phase": config[0], **params}
+    env.update(zip((f.name for f in m.fields), config[1:], strict=True))
+    for t in m.transitions_for(str(config[0]), inp):
+        if enabled(m, t, env):
+            return t, fire(m, t, config, env)
+    return None
+
+
+def enabled(m: Machine, t: Transition, env: Mapping[str, object]) -> bool:
+    return all(ex.evaluate(m.guard(g).expr, env) for g in t.guards)
+
+
+def fire(
+    m: Machine, t: Transition, config: Config, env: Mapping[str, object]
+) -> Config:
+    # All updates read the values from before the transition.
+    updates = {name: ex.evaluate(value, env) for name, value in t.sets}
+    names = (f.name for f in m.fields)
+    fields = tuple(updates.get(n, v) for n, v in zip(names, config[1:], strict=True))
+    return (t.target_from(str(config[0])), *fields)

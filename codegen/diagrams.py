@@ -8,6 +8,9 @@ drift from the code (STYLE.md 4). To stay readable rather than a hairball:
   of live phases, with the phases it does not come from named;
 * transitions that keep the phase and come from several phases are listed in
   a "phase unchanged" table instead of as loops;
+* edges carry only inputs and guard names, so the labels stay readable when
+  the whole diagram fits a screen; what each transition sets and emits is in
+  an "updates and effects" table beside it (one row per distinct update);
 * guards appear by name on edges; a legend gives each guard's expression and
   the invariants;
 * a phase's storage (``stored_as``, ``restore``) is written under its name.
@@ -19,9 +22,11 @@ rendered from them by ``make diagrams``.
 from __future__ import annotations
 
 from html import escape
+from itertools import pairwise
 from pathlib import Path
 
 from codegen import expr as ex
+from codegen.compose import Composed, Step
 from codegen.model import Machine, Transition
 from codegen.policy import DECISION_FIELDS, Decision, Policy
 
@@ -34,24 +39,19 @@ def _q(text: str) -> str:
 
 
 def _label(transitions: list[Transition]) -> str:
-    """One edge label: a block per distinct (guards, updates, effects); inputs
-    that share a block are joined with ``|`` (RunCompleted | RunFailed ...)."""
+    """One edge label: a line per distinct guard set; inputs that share it are
+    joined with ``|`` (RunCompleted | RunFailed | RunCancelled)."""
     blocks: dict[tuple[str, ...], list[str]] = {}
     for t in transitions:
-        body = []
-        if t.guards:
-            body.append("[" + " & ".join(t.guards) + "]")
-        body += [f"{n} := {ex.describe(v)}" for n, v in t.sets]
-        effects = [_effect_name(e) for e in t.emits]
-        if effects:
-            body.append("=> " + ", ".join(effects))
-        inputs = blocks.setdefault(tuple(body), [])
+        inputs = blocks.setdefault(t.guards, [])
         if t.on not in inputs:
             inputs.append(t.on)
     lines = []
-    for parts, inputs in blocks.items():
-        lines.append(" | ".join(inputs))
-        lines += [f"   {part}" for part in parts]
+    for guards, inputs in blocks.items():
+        # One input a line, its guards below: narrow labels keep the diagram
+        # readable when it fits a screen.
+        lines += [f"{name} |" for name in inputs[:-1]] + [inputs[-1]]
+        lines += [f"  [{' & '.join(guards)}]"] if guards else []
     return "".join(_escape_line(line) + "\\l" for line in lines)
 
 
@@ -89,11 +89,12 @@ def machine_dot(m: Machine) -> str:
         for s in m.terminal
     ]
     out += _edges(m, live)
-    tables = _unchanged_table(m) + _legend(m)
+    tables = _updates_table(m) + _unchanged_table(m) + _legend(m)
     out += tables
-    # Tables go below the graph, side by side, so the diagram stays compact.
-    names = " ".join(line.split()[0] for line in tables)
-    out.append(f"  {{ rank=sink; {names} }}")
+    # Tables go below the graph, one under the other, so the diagram stays
+    # about as wide as the graph and readable when it fits a screen.
+    names = [line.split()[0] for line in tables]
+    out += [f"  {a} -> {b} [style=invis];" for a, b in pairwise(names)]
     out.append("}")
     return "\n".join(out) + "\n"
 
@@ -174,6 +175,35 @@ def _unchanged_table(m: Machine) -> list[str]:
     )
     return [
         f"  __unchanged [shape=plaintext, style=\"\", label=<<table border='0' cellborder='1' cellspacing='0'>{header}{cells}</table>>];"
+    ]
+
+
+def _updates_table(m: Machine) -> list[str]:
+    """What the phase-changing transitions set and emit, a row per distinct
+    (updates, effects), its inputs joined as on the edges."""
+    rows: dict[tuple[str, str], list[str]] = {}
+    for t in m.transitions:
+        if t.target is None and len(t.sources) > 1:
+            continue  # in the "phase unchanged" table
+        updates = ", ".join(f"{n} := {ex.describe(v)}" for n, v in t.sets)
+        effects = ", ".join(_effect_name(e) for e in t.emits)
+        if updates or effects:
+            inputs = rows.setdefault((updates, effects), [])
+            if t.on not in inputs:
+                inputs.append(t.on)
+    if not rows:
+        return []
+    cells = "".join(
+        f"<tr><td align='left'>{escape(' | '.join(inputs))}</td>"
+        f"<td align='left'>{escape(updates)}</td><td align='left'>{escape(effects)}</td></tr>"
+        for (updates, effects), inputs in rows.items()
+    )
+    header = (
+        "<tr><td colspan='3' bgcolor='#dde6ee'><b>updates and effects</b></td></tr>"
+        "<tr><td><b>input</b></td><td><b>sets</b></td><td><b>effects</b></td></tr>"
+    )
+    return [
+        f"  __updates [shape=plaintext, style=\"\", label=<<table border='0' cellborder='1' cellspacing='0'>{header}{cells}</table>>];"
     ]
 
 
@@ -275,3 +305,61 @@ def render_svg(dot: str, svg: Path) -> None:
     import graphviz
 
     svg.write_bytes(graphviz.Source(dot).pipe(format="svg"))
+
+
+# --------------------------------------------------------------------------
+# composed model
+
+
+def composed_dot(c: Composed) -> str:
+    """The composed model as its synchronisation table: each action, the
+    machine inputs it applies in order, and the invariants and goals."""
+    # One step a line, so the table stays narrow.
+    steps_of = {
+        a.name: "<br align='left'/>".join(escape(_step_text(s)) for s in a.steps)
+        for a in c.actions
+    }
+    rows = "".join(
+        f"<tr><td align='left'><b>{escape(a.name)}</b>"
+        f"{escape(' (' + ', '.join(a.binds) + ')') if a.binds else ''}</td>"
+        f"<td align='left'>{escape(a.when.text if a.when is not None else '')}</td>"
+        f"<td align='left'>{steps_of[a.name]}<br align='left'/></td></tr>"
+        for a in c.actions
+    )
+    rows += "".join(
+        f"<tr><td align='left'><i>{kind}</i> {escape(name)}</td>"
+        f"<td align='left' colspan='2'>{escape(e.text)}</td></tr>"
+        for kind, items in (("invariant", c.invariants), ("goal", c.goals))
+        for name, e in items
+    )
+    title = (
+        f"{c.runtime.name} x {len(c.names)} {c.input.name} ({', '.join(c.names)})"
+        f" x lanes {', '.join(c.lanes)}; runs {', '.join(c.runs)}"
+    )
+    head = (
+        "<tr><td bgcolor='#dde6ee'><b>action</b></td><td bgcolor='#dde6ee'><b>when</b></td>"
+        "<td bgcolor='#dde6ee'><b>steps (all or nothing)</b></td></tr>"
+    )
+    table = (
+        "<table border='0' cellborder='1' cellspacing='0' cellpadding='3'>"
+        f"{head}{rows}</table>"
+    )
+    return (
+        "// generated from spec/composed.yaml — edit the spec, not this file.\n"
+        "digraph composed {\n"
+        f"  graph [{FONT}, label={_q('composed model: ' + title)}, labelloc=t, fontsize=16];\n"
+        f"  node [{FONT}, fontsize=11];\n"
+        f"  table [shape=plaintext, label=<{table}>];\n"
+        "}\n"
+    )
+
+
+def _step_text(s: Step) -> str:
+    if s.target == "each":
+        assert s.call is not None
+        assert s.where is not None
+        requeue = f", requeue at the {s.op}" if s.op else ""
+        return f"each input where {s.where.text}:  {s.call.text}{requeue}"
+    if s.call is not None:
+        return f"{s.target}: {s.call.text}"
+    return f"{s.target} {s.op}"

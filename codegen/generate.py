@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from codegen import diagrams, policy, render
+from codegen import compose, diagrams, policy, render
 from codegen.loader import load_spec
 from codegen.model import Spec
 
@@ -36,7 +36,7 @@ def outputs(root: Path) -> dict[Path, str]:
     for m in spec.machines:
         files[GENERATED_DIR / f"{m.name}.py"] = render.render_machine(spec, m, env)
     files = {p: render.format_python(text, str(p)) for p, text in files.items()}
-    return files | diagram_outputs(spec, table)
+    return files | diagram_outputs(spec, table) | composed_outputs(root, spec)
 
 
 def diagram_outputs(spec: Spec, table: policy.Policy) -> dict[Path, str]:
@@ -46,6 +46,16 @@ def diagram_outputs(spec: Spec, table: policy.Policy) -> dict[Path, str]:
     }
     files[DIAGRAM_DIR / "policy.dot"] = diagrams.policy_dot(table)
     return files
+
+
+def composed_outputs(root: Path, spec: Spec) -> dict[Path, str]:
+    """The composed model's diagram (spec/composed.yaml), if there is one."""
+    if not (root / compose.COMPOSED).exists():
+        return {}
+    composed = compose.load_composed(
+        root / compose.COMPOSED, spec, str(compose.COMPOSED)
+    )
+    return {DIAGRAM_DIR / "composed.dot": diagrams.composed_dot(composed)}
 
 
 def owned(root: Path) -> set[Path]:

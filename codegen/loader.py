@@ -43,7 +43,8 @@ _IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
 _CAMEL = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 
-TOP_KEYS = ("version", "types", "machines")
+# `properties` is read by codegen.properties (the checker's declarations).
+TOP_KEYS = ("version", "types", "machines", "properties")
 MACHINE_KEYS = (
     "doc",
     "state_type",

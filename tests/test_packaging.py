@@ -107,7 +107,12 @@ def test_diagrams_need_no_ruff(
     assert codegen_main(["diagrams", "--root", str(tmp_path)]) == 0
     assert "rendered diagrams/policy.svg" in capsys.readouterr().out
     svgs = sorted(p.name for p in (tmp_path / "diagrams").iterdir())
-    assert svgs == ["input_lifecycle.svg", "policy.svg", "runtime_control.svg"]
+    assert svgs == [
+        "composed.svg",
+        "input_lifecycle.svg",
+        "policy.svg",
+        "runtime_control.svg",
+    ]
 
 
 def test_the_spec_tooling_names_its_missing_extra() -> None:

@@ -100,10 +100,18 @@ def test_diagrams_show_every_state_and_input(spec: Spec) -> None:
 
 
 def test_svg_rendering(root: Path) -> None:
-    """`make diagrams` renders every .dot to .svg with Graphviz."""
+    """`make diagrams` renders every .dot to .svg with Graphviz, the composed
+    model (spec/composed.yaml) included."""
     assert main(["diagrams", "--root", str(root)]) == 0
     svgs = sorted(p.name for p in (root / "diagrams").glob("*.svg"))
-    assert svgs == ["input_lifecycle.svg", "policy.svg", "runtime_control.svg"]
+    assert svgs == [
+        "composed.svg",
+        "input_lifecycle.svg",
+        "policy.svg",
+        "runtime_control.svg",
+    ]
     svg = (root / "diagrams" / "runtime_control.svg").read_text()
     assert "<svg" in svg
     assert "RetireRequested" in svg
+    assert "updates and effects" in svg  # field updates in a table, not on edges
+    assert "retire_without_loop" in (root / "diagrams" / "composed.svg").read_text()

@@ -8,8 +8,10 @@ interpreted by ``codegen.expr.evaluate`` on plain values. Exploring
 breadth-first with the oracle from the initial configuration, every reachable
 configuration x every input x every parameter binding from the checker domains
 is restored into a generated authority and applied to both sides; acceptance,
-transition name, next phase and fields must agree, and a refusal or a
-``can_accept`` probe must leave the authority's snapshot untouched.
+transition name, next phase, fields and the effects emitted (in order, with
+their values: the oracle evaluates ``emits`` over the values after the step)
+must agree, and a refusal or a ``can_accept`` probe must leave the
+authority's snapshot untouched.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Oracle:
         self.names = [f.name for f in m.fields]
         self.fields: dict[str, object] = {}
         self.fired = ""
+        self.effects: tuple[ex.UnionVal, ...] = ()
         self.state = m.initial
         specs = [self._edge(t, s) for t in m.transitions for s in t.sources]
         self.machine = StateMachine(
@@ -71,6 +74,9 @@ class Oracle:
             new = {name: ex.evaluate(value, env) for name, value in t.sets}
             self.fields = {**self.fields, **new}
             self.fired = t.name
+            # `emits` reads the values after the step.
+            after = {**env, **new, "phase": t.target_from(self.state)}
+            self.effects = tuple(_record(ex.evaluate(e, after)) for e in t.emits)
 
         return {
             "trigger": t.on,
@@ -90,6 +96,7 @@ class Oracle:
         self.machine.set_state(str(config[0]), model=self)
         self.fields = dict(zip(self.names, config[1:], strict=True))
         self.fired = ""
+        self.effects = ()
         try:
             fired = self.trigger(inp, **params)
         except MachineError:  # no transition for this trigger from this state
@@ -98,6 +105,11 @@ class Oracle:
         if not fired:
             return None
         return (self.state, *(self.fields[n] for n in self.names))
+
+
+def _record(value: object) -> ex.UnionVal:
+    assert isinstance(value, ex.UnionVal)
+    return value
 
 
 class Generated:
@@ -138,6 +150,12 @@ class Generated:
         phase = self.cls(self.m.state_type.name)(config[0])
         return getattr(self.module, f"{self.m.prefix}Snapshot")(phase=phase, **values)
 
+    def effect(self, emitted: ex.UnionVal) -> Any:
+        declared = next(e for e in self.m.effects if e.name == emitted.variant)
+        types = {p.name: p.type for p in declared.params}
+        args = {k: self.value(v, types[k]) for k, v in emitted.fields}
+        return getattr(self.module, emitted.variant)(**args)
+
     def input(self, inp: InputDef, params: Mapping[str, object]) -> Any:
         args = {p.name: self.value(params[p.name], p.type) for p in inp.params}
         return getattr(self.module, inp.name)(**args)
@@ -149,14 +167,16 @@ class Report:
     cases: int = 0
     accepted: int = 0
     fired: set[str] = field(default_factory=set)
+    effects: int = 0  # effects compared
     mismatches: list[str] = field(default_factory=list)
 
 
 def _compare(
-    gen: Generated, expected: Config | None, fired: str, case: Case
+    gen: Generated, expected: Config | None, oracle: Oracle, case: Case
 ) -> str | None:
     """Why the authority disagrees with the oracle's outcome, or None."""
     config, inp_def, params = case
+    fired = oracle.fired
     before = gen.snapshot(config)
     auth, inp = gen.authority.restore(before), gen.input(inp_def, params)
     label = f"{inp!r} at {before!r}"
@@ -176,6 +196,9 @@ def _compare(
     got = (result.name, result.from_phase, result.next_phase, auth.snapshot())
     if got != (fired, before.phase, want.phase, want):
         return f"{label}: got {got!r}; oracle {(fired, want)!r}"
+    effects = tuple(gen.effect(e) for e in oracle.effects)
+    if tuple(result.effects) != effects:
+        return f"{label}: {fired} emitted {result.effects!r}; oracle {effects!r}"
     return None
 
 
@@ -190,12 +213,13 @@ def _explore(m: Machine) -> Report:
             for params in param_bindings(inp.params, m):
                 expected = oracle.step(config, inp.name, params)
                 report.cases += 1
-                mismatch = _compare(gen, expected, oracle.fired, (config, inp, params))
+                mismatch = _compare(gen, expected, oracle, (config, inp, params))
                 if mismatch is not None:
                     report.mismatches.append(mismatch)
                 if expected is None:
                     continue
                 report.accepted += 1
+                report.effects += len(oracle.effects)
                 report.fired.add(oracle.fired)
                 if expected not in seen:
                     seen.add(expected)
@@ -229,6 +253,7 @@ def test_generated_authority_matches_transitions_oracle(
     rule, fewest = MACHINES[m.name]
     assert report.cases > fewest, f"{rule}: only {report.cases} cases compared"
     assert 0 < report.accepted < report.cases
+    assert report.effects > report.accepted // 2  # most steps emit something
 
 
 def test_oracle_reaches_what_the_checker_reaches(
