@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TypeVar
 
+from meerkat_runtime.audit_checks import check_loaded, stored_receipts
 from meerkat_runtime.blobs import BlobStore, BlobStoreError
 from meerkat_runtime.codec import gc_paused
 from meerkat_runtime.driver.core import RuntimeControlCommand, RuntimeCore
@@ -365,6 +366,9 @@ class PersistentRuntimeDriver(RuntimeDriver):
         states = await self.store.load_input_states(self.runtime_id)
         persisted = await self.store.load_runtime_state(self.runtime_id)
         fresh = core.to_recover(states, persisted)
+        # PD-111: records the spec cannot have produced fail closed here.
+        receipts = await stored_receipts(self.store, self.runtime_id)
+        check_loaded(str(self.runtime_id), persisted, states, receipts)
         named: set[InputId] = set()
         for state in fresh:
             needed = not state.is_terminal() and core.needs_receipt(state)
