@@ -10,7 +10,9 @@ name in the spec. A transition caused by a failed run (its inputs go back, or
 are abandoned when out of attempts) also records the run's error, bounded to
 ``MAX_ERROR_CHARS``, so a failure stays visible in the record, in ``inspect``
 and in the waiter's outcome; records written before that field decode
-without it.
+without it. Each entry also keeps the parameters of the input that fired
+it (run id, boundary sequence, abandon reason, replacing input: PD-110), so
+``audit`` can replay the history through the spec.
 """
 
 from __future__ import annotations

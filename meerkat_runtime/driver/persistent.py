@@ -15,7 +15,8 @@ persisted (D-2): after a crash, a staged input is recovered from its queued
 record.
 
 ``recover()`` reads what the store holds (states, phase, the receipts that
-may name applied inputs) and hands it to the core (``recovery``), which
+may name applied inputs), refuses records the spec cannot have produced
+(``audit_checks``, PD-111), and hands it to the core (``recovery``), which
 rebuilds the runtime without IO: applied inputs whose boundary receipt was
 committed are consumed, those without one run again, everything else
 pre-run goes back to its lane with its stored kind, lane and policy
