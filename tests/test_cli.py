@@ -208,7 +208,8 @@ def test_inspect_json_is_machine_readable(
     runtimes = {r["runtime_id"]: r for r in data["runtimes"]}
     assert set(runtimes) == {"support-bot", "ops-watch", "billing-agent"}
     ops = runtimes["ops-watch"]
-    assert set(ops) == {"runtime_id", "state", "inputs", "receipts"}
+    assert set(ops) == {"runtime_id", "state", "inputs", "receipts", "audit"}
+    assert ops["audit"]["clean"] is True
     assert ops["state"] == "idle"
     first = ops["inputs"][0]
     for key in ("input_id", "current_state", "history", "persisted_input"):
