@@ -193,21 +193,20 @@ def stored_violations(
     receipts: Sequence[RunBoundaryReceipt] | None,
 ) -> list[Violation]:
     """Every violation of the stored-record checks; ``receipts`` is None when
-    the store cannot list them (their checks are then skipped). One pass;
-    an input no receipt names and that is not consumed costs two tests."""
+    the store cannot list them (their checks are then skipped). Per input
+    one generated test, and two more when the runtime has receipts."""
     found: list[Violation] = []
-    named = receipts_by_input(receipts or ())
-    runs = frozenset(r.run_id for r in receipts or ())
-    check_receipts = receipts is not None
-    consumed = _S.CONSUMED
     for state in states:
         if not state.is_consistent():
             found.extend(state_violations(runtime_id, state))
-        if check_receipts and (
-            state.input_id in named or state.current_state() is consumed
-        ):
-            keys = named.get(state.input_id)
-            found.extend(receipt_violations(runtime_id, state, keys, runs))
+    if receipts:  # without any, no input is named and none needs to be
+        named = receipts_by_input(receipts)
+        runs = frozenset(r.run_id for r in receipts)
+        consumed = _S.CONSUMED
+        for state in states:
+            if state.input_id in named or state.current_state() is consumed:
+                keys = named.get(state.input_id)
+                found.extend(receipt_violations(runtime_id, state, keys, runs))
     found.extend(runtime_violations(runtime_id, phase, states))
     return found
 
