@@ -1,7 +1,7 @@
 """``audit``: judge what a store recorded against the spec (trace validation).
 
 Theory of operation: every transition an input went through is in its
-stored history, with the parameters of the input that fired it (PD-110).
+stored history, with the parameters of the input that fired it (PD-48).
 ``replay`` feeds that history, from ``accepted``, through a fresh generated
 input-lifecycle authority: each step must be a transition the spec allows
 from the phase the replay is in (its guards re-evaluated with the stored
@@ -64,7 +64,7 @@ TERMINAL_IS_FINAL = "terminal_is_final"
 STEP_MATCHES_SPEC = "step_matches_spec"
 REPLAY_EQUALS_RECORD = "replay_equals_record"
 
-# An input parameter -> the history entry field that records it (PD-110),
+# An input parameter -> the history entry field that records it (PD-48),
 # and the authority field a transition sets from it (not compared when the
 # parameter was not recorded).
 _RECORDED_AS = {

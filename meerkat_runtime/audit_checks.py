@@ -3,7 +3,7 @@
 Theory of operation: a stored input record must be a state the spec can
 reach, and the records of a runtime must agree with each other. What can be
 judged from the records as they are, without replaying any history, is
-checked here (docs/decisions.md PD-111):
+checked here (docs/decisions.md PD-49):
 
 * each input's lifecycle state satisfies the spec's invariants and its
   fields are within their declared ranges (the generated authority's

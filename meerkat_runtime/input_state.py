@@ -11,7 +11,7 @@ are abandoned when out of attempts) also records the run's error, bounded to
 ``MAX_ERROR_CHARS``, so a failure stays visible in the record, in ``inspect``
 and in the waiter's outcome; records written before that field decode
 without it. Each entry also keeps the parameters of the input that fired
-it (run id, boundary sequence, abandon reason, replacing input: PD-110), so
+it (run id, boundary sequence, abandon reason, replacing input: PD-48), so
 ``audit`` can replay the history through the spec.
 """
 
@@ -79,7 +79,7 @@ class InputStateHistoryEntry(
     reason: str
     error: str | None = None  # the failed run's error, for its rollback
     # The transition's parameters, so that ``audit`` can replay the history
-    # and re-evaluate its guards (PD-110). Entries written before they were
+    # and re-evaluate its guards (PD-48). Entries written before they were
     # recorded decode without them.
     run_id: RunId | None = None
     boundary_sequence: int | None = None
@@ -117,7 +117,7 @@ _Parameters = tuple[RunId | None, int | None, InputAbandonReason | None, InputId
 _NO_PARAMETERS: _Parameters = (None, None, None, None)
 
 
-# What a history entry records of the input that fired it (PD-110), by the
+# What a history entry records of the input that fired it (PD-48), by the
 # input's type: one lookup on the accept path, whose input has none.
 _PARAMETERS: dict[type[InputLifecycleInput], Callable[[Any], _Parameters]] = {
     StageForRun: lambda i: (i.run_id, None, None, None),

@@ -1,5 +1,5 @@
-"""Trace validation: history parameters (PD-110), the replay and the
-stored-record checks (PD-111), on states built in memory."""
+"""Trace validation: history parameters (PD-48), the replay and the
+stored-record checks (PD-49), on states built in memory."""
 
 from __future__ import annotations
 

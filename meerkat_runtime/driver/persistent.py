@@ -16,7 +16,7 @@ record.
 
 ``recover()`` reads what the store holds (states, phase, the receipts that
 may name applied inputs), refuses records the spec cannot have produced
-(``audit_checks``, PD-111), and hands it to the core (``recovery``), which
+(``audit_checks``, PD-49), and hands it to the core (``recovery``), which
 rebuilds the runtime without IO: applied inputs whose boundary receipt was
 committed are consumed, those without one run again, everything else
 pre-run goes back to its lane with its stored kind, lane and policy
@@ -367,7 +367,7 @@ class PersistentRuntimeDriver(RuntimeDriver):
         states = await self.store.load_input_states(self.runtime_id)
         persisted = await self.store.load_runtime_state(self.runtime_id)
         fresh = core.to_recover(states, persisted)
-        # PD-111: records the spec cannot have produced fail closed here.
+        # PD-49: records the spec cannot have produced fail closed here.
         receipts = await stored_receipts(self.store, self.runtime_id)
         check_loaded(str(self.runtime_id), persisted, states, receipts)
         named: set[InputId] = set()

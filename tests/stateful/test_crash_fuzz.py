@@ -459,10 +459,10 @@ class CrashMachine(RuleBasedStateMachine):
 
     @invariant()
     def the_store_passes_the_audit(self) -> None:
-        """PD-111: every stored history replays through the spec."""
+        """PD-49: every stored history replays through the spec."""
         (audit,) = self.wait(audit_store(self.store, [RID]))
         assert audit.clean, audit.violations
-        assert audit.notes == []  # every parameter recorded (PD-110)
+        assert audit.notes == []  # every parameter recorded (PD-48)
 
 
 class MemoryCrashMachine(CrashMachine):

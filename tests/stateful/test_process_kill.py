@@ -73,7 +73,7 @@ def kill_cycle(
     reader.start()
     if not ready.wait(30):
         err = _stderr(child)
-        # PD-111: a recovery that finds records the spec cannot produce
+        # PD-49: a recovery that finds records the spec cannot produce
         # refuses them (and changes nothing); the file is then left as it is.
         assert "corrupt record" in err, err
         run.refused.append(err.strip().splitlines()[-1])
