@@ -200,6 +200,16 @@ class _MachineRenderer:
             ],
             "has_storage": bool(m.stored_as or m.restore),
             "transition_count": sum(len(t.sources) for t in m.transitions),
+            "transition_inputs": [(t.name, t.on) for t in m.transitions],
+            "field_ranges": [(f.name, f.range) for f in m.fields if f.range],
+            "consistency": [
+                *(f"({self._py(inv.expr, None)})" for inv in m.invariants),
+                *(
+                    f"({f.range[0]} <= self._{f.name} <= {f.range[1]})"
+                    for f in m.fields
+                    if f.range
+                ),
+            ],
         }
 
     def _type_imports(self, spec: Spec) -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""The ``meerkat-runtime`` command: demo, inspect, verify, diagrams.
+"""The ``meerkat-runtime`` command: demo, inspect, audit, verify, diagrams.
 
 Each subcommand is one small function returning the exit status; ``main``
 parses, dispatches and turns the expected failures (a missing file, a file
@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from meerkat_runtime import __version__
+from meerkat_runtime.audit import audit_database, audit_records, report_lines
 from meerkat_runtime.inspection import (
     InspectionError,
     load_database,
@@ -81,16 +82,45 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return _error(str(exc))
     except RuntimeStoreError as exc:  # a row that does not decode
         return _error(f"{path}: {exc}")
+    audits = [audit_records(v.runtime_id, v.state, v.inputs, v.receipts) for v in views]
     if args.json:
-        print(json.dumps(to_json(path, views), indent=2))
+        report = to_json(path, views)
+        for runtime, audit in zip(report["runtimes"], audits, strict=True):
+            runtime["audit"] = audit.to_json()
+        print(json.dumps(report, indent=2))
         return 0
     console = _console()
     if not views:
         console.print(escape(f"{path}: a meerkat database with no runtimes yet"))
         return 0
     console.print(runtimes_table(views))
+    for audit in audits:  # one line each; `audit` prints the details
+        console.print(escape(f"{audit.runtime_id}: {audit.verdict()}"))
     print_views(console, views)
     return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Exit 0 when every runtime is clean, 1 on a violation (a record that
+    does not decode is one), 2 when the file cannot be audited at all."""
+    path: Path = args.path
+    try:
+        audits = audit_database(path)
+    except InspectionError as exc:
+        print(f"meerkat-runtime: error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeStoreError as exc:  # a row that does not decode
+        return _error(f"{path}: {exc}")
+    clean = all(a.clean for a in audits)
+    if args.json:
+        report = {"database": str(path), "clean": clean}
+        print(
+            json.dumps({**report, "runtimes": [a.to_json() for a in audits]}, indent=2)
+        )
+    else:
+        for line in report_lines(audits) or [f"{path}: no runtimes to audit"]:
+            print(line)
+    return 0 if clean else 1
 
 
 def find_checkout(root: Path) -> Path | None:
@@ -167,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"always cover all; 0: show all; default {DEFAULT_INSPECT_LIMIT})",
     )
     inspect.set_defaults(handler=cmd_inspect)
+    audit = sub.add_parser(
+        "audit", help="replay every stored history through the spec and check it"
+    )
+    audit.add_argument("path", type=Path, help="a meerkat SQLite database")
+    audit.add_argument("--json", action="store_true", help="print JSON instead")
+    audit.set_defaults(handler=cmd_audit)
     for name, text in (
         ("verify", "validate and model-check spec/ (needs a checkout)"),
         ("diagrams", "render the lifecycle diagrams to SVG (needs a checkout)"),

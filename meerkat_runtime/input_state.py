@@ -10,28 +10,39 @@ name in the spec. A transition caused by a failed run (its inputs go back, or
 are abandoned when out of attempts) also records the run's error, bounded to
 ``MAX_ERROR_CHARS``, so a failure stays visible in the record, in ``inspect``
 and in the waiter's outcome; records written before that field decode
-without it.
+without it. Each entry also keeps the parameters of the input that fired
+it (run id, boundary sequence, abandon reason, replacing input: PD-48), so
+``audit`` can replay the history through the spec.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import msgspec
 
 from meerkat_runtime import codec
 from meerkat_runtime.codec import Value
 from meerkat_runtime.generated.input_lifecycle import (
+    Abandon,
+    Coalesce,
     InputLifecycleAuthority,
     InputLifecycleInput,
     InputLifecycleSnapshot,
     InputLifecycleState,
     InputLifecycleTransition,
+    MarkApplied,
+    MarkAppliedPendingConsumption,
+    StageForRun,
+    Supersede,
 )
 from meerkat_runtime.generated.policy_table import PolicyDecision
-from meerkat_runtime.generated.spec_types import AnyInputTerminalOutcome
+from meerkat_runtime.generated.spec_types import (
+    AnyInputTerminalOutcome,
+    InputAbandonReason,
+)
 from meerkat_runtime.ids import IdempotencyKey, InputId, RunId
 from meerkat_runtime.inputs import (
     AnyInput,
@@ -75,6 +86,13 @@ class InputStateHistoryEntry(
     to_state: InputLifecycleState = msgspec.field(name="to")
     reason: str
     error: str | None = None  # the failed run's error, for its rollback
+    # The transition's parameters, so that ``audit`` can replay the history
+    # and re-evaluate its guards (PD-48). Entries written before they were
+    # recorded decode without them.
+    run_id: RunId | None = None
+    boundary_sequence: int | None = None
+    abandon_reason: InputAbandonReason | None = None
+    replaced_by: InputId | None = None  # the superseding or aggregate input
 
     @classmethod
     def from_json(cls, data: bytes | str) -> Self:
@@ -160,6 +178,27 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+_Parameters = tuple[RunId | None, int | None, InputAbandonReason | None, InputId | None]
+_NO_PARAMETERS: _Parameters = (None, None, None, None)
+
+
+# What a history entry records of the input that fired it (PD-48), by the
+# input's type: one lookup on the accept path, whose input has none.
+_PARAMETERS: dict[type[InputLifecycleInput], Callable[[Any], _Parameters]] = {
+    StageForRun: lambda i: (i.run_id, None, None, None),
+    MarkApplied: lambda i: (i.run_id, None, None, None),
+    MarkAppliedPendingConsumption: lambda i: (None, i.boundary_sequence, None, None),
+    Abandon: lambda i: (None, None, i.reason, None),
+    Supersede: lambda i: (None, None, None, i.superseded_by),
+    Coalesce: lambda i: (None, None, None, i.aggregate_id),
+}
+
+
+def _parameters(lifecycle_input: InputLifecycleInput) -> _Parameters:
+    extract = _PARAMETERS.get(type(lifecycle_input))
+    return _NO_PARAMETERS if extract is None else extract(lifecycle_input)
+
+
 class InputState:
     """One input's lifecycle record. Its phase changes only through ``apply``."""
 
@@ -237,6 +276,14 @@ class InputState:
     def lifecycle_snapshot(self) -> InputLifecycleSnapshot:
         return self._authority.snapshot()
 
+    def is_consistent(self) -> bool:
+        """The spec's invariants and field ranges hold (a stored record can
+        break them: ``audit`` and recovery check)."""
+        return self._authority.is_consistent()
+
+    def violated_invariants(self) -> tuple[str, ...]:
+        return self._authority.violated_invariants()
+
     # -- lifecycle (change) -----------------------------------------------
 
     def can_accept(self, lifecycle_input: InputLifecycleInput) -> bool:
@@ -252,6 +299,7 @@ class InputState:
         ``error``: why, when a failed run caused it (kept in the history)."""
         transition = self._authority.apply(lifecycle_input)
         stamp = now or _now()
+        run_id, sequence, abandon_reason, replaced_by = _parameters(lifecycle_input)
         self._history.append(
             InputStateHistoryEntry(
                 timestamp=stamp,
@@ -259,6 +307,10 @@ class InputState:
                 to_state=transition.next_phase,
                 reason=transition.name,
                 error=None if error is None else bounded_error(error),
+                run_id=run_id,
+                boundary_sequence=sequence,
+                abandon_reason=abandon_reason,
+                replaced_by=replaced_by,
             )
         )
         self._updated_at = stamp

@@ -217,10 +217,12 @@ def test_inspect_json_is_machine_readable(
         "inputs",
         "receipts",
         "lease",
+        "audit",
     }
     assert ops["input_count"] == len(ops["inputs"])
     assert sum(ops["inputs_by_state"].values()) == ops["input_count"]
     assert ops["lease"]["owner"] == "demo-worker"
+    assert ops["audit"]["clean"] is True
     assert ops["state"] == "idle"
     first = ops["inputs"][0]
     for key in ("input_id", "current_state", "history", "persisted_input"):

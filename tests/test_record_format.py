@@ -47,11 +47,12 @@ def failed_once() -> InputState:
 
 def test_history_is_written_with_upstreams_keys_and_the_error_kept() -> None:
     """L-7: ``{timestamp, from, to, reason}``; PD-41: ``error`` when a failed
-    run caused the transition (and only then)."""
+    run caused the transition (and only then); PD-48: the parameters of the
+    transition when it had any (the staging and its rollback name the run)."""
     history = json.loads(failed_once().to_json())["history"]
     assert [set(e) for e in history] == [
         {"timestamp", "from", "to", "reason"},
-        {"timestamp", "from", "to", "reason"},
+        {"timestamp", "from", "to", "reason", "run_id"},
         {"timestamp", "from", "to", "reason", "error"},
     ]
     assert (history[2]["from"], history[2]["to"]) == ("staged", "queued")

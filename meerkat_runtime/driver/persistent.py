@@ -15,7 +15,8 @@ persisted (D-2): after a crash, a staged input is recovered from its queued
 record.
 
 ``recover()`` reads what the store holds (states, phase, the receipts that
-may name applied inputs) and hands it to the core (``recovery``), which
+may name applied inputs), refuses records the spec cannot have produced
+(``audit_checks``, PD-49), and hands it to the core (``recovery``), which
 rebuilds the runtime without IO: applied inputs whose boundary receipt was
 committed are consumed, those without one run again, everything else
 pre-run goes back to its lane with its stored kind, lane and policy
@@ -30,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
+from meerkat_runtime.audit_checks import check_loaded, stored_receipts
 from meerkat_runtime.blobs import BlobStore, BlobStoreError
 from meerkat_runtime.codec import gc_paused
 from meerkat_runtime.driver.core import (
@@ -56,7 +58,12 @@ from meerkat_runtime.outcomes import (
     RetireReport,
 )
 from meerkat_runtime.policy import PolicyTable
-from meerkat_runtime.runs import BoundaryApplied, RunEvent, RunStarted
+from meerkat_runtime.runs import (
+    BoundaryApplied,
+    RunBoundaryReceipt,
+    RunEvent,
+    RunStarted,
+)
 from meerkat_runtime.store.base import (
     CommittedThenCancelled,
     RuntimeStore,
@@ -414,20 +421,33 @@ class PersistentRuntimeDriver(RuntimeDriver):
         states = await self.store.load_input_states(self.runtime_id)
         persisted = await self.store.load_runtime_state(self.runtime_id)
         fresh = core.to_recover(states, persisted)
-        named = await self._named_by_receipts(core.receipts_to_check(fresh))
+        # PD-49: records the spec cannot have produced fail closed here.
+        receipts = await stored_receipts(self.store, self.runtime_id)
+        check_loaded(str(self.runtime_id), persisted, states, receipts)
+        named = await self._named_by_receipts(core.receipts_to_check(fresh), receipts)
         result = core.recover_loaded(fresh, named)
         core.restore_phase(persisted)
         return result
 
     async def _named_by_receipts(
-        self, groups: dict[tuple[RunId, int], list[InputId]]
+        self,
+        groups: dict[tuple[RunId, int], list[InputId]],
+        loaded: list[RunBoundaryReceipt] | None,
     ) -> set[InputId]:
-        """The inputs of ``groups`` that their committed receipt names: one
-        read per receipt, not per input (a 20k-input batch is one read)."""
+        """The inputs of ``groups`` that their committed receipt names: from
+        the receipts the recovery check already ``loaded`` when the store
+        lists them, else one read per receipt, never one per input."""
+        by_boundary = (
+            None if loaded is None else {(r.run_id, r.sequence): r for r in loaded}
+        )
         named: set[InputId] = set()
         for (run_id, sequence), ids in groups.items():
-            receipt = await self.store.load_boundary_receipt(
-                self.runtime_id, run_id, sequence
+            receipt = (
+                by_boundary.get((run_id, sequence))
+                if by_boundary is not None
+                else await self.store.load_boundary_receipt(
+                    self.runtime_id, run_id, sequence
+                )
             )
             if receipt is not None:
                 contributing = set(receipt.contributing_input_ids)

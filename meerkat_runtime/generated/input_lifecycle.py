@@ -422,6 +422,50 @@ class InputLifecycleAuthority:
         )
         return tuple(name for name, ok in checks if not ok)
 
+    def is_consistent(self) -> bool:
+        """Whether every invariant holds and every bounded field is within its
+        declared range (``FIELD_RANGES``): one cheap test for many stored
+        records; ``violated_invariants`` says which invariant failed."""
+        return (
+            (
+                (self._phase is not InputLifecycleState.ACCEPTED)
+                or (
+                    (self._last_run_id is None)
+                    and (self._last_boundary_sequence is None)
+                    and (self._attempt_count == 0)
+                )
+            )
+            and (
+                (self._last_boundary_sequence is None)
+                or (self._last_run_id is not None)
+            )
+            and (
+                (self._terminal_outcome is None)
+                == (
+                    self._phase
+                    not in (
+                        InputLifecycleState.CONSUMED,
+                        InputLifecycleState.SUPERSEDED,
+                        InputLifecycleState.COALESCED,
+                        InputLifecycleState.ABANDONED,
+                    )
+                )
+            )
+            and (
+                (
+                    self._phase
+                    not in (
+                        InputLifecycleState.STAGED,
+                        InputLifecycleState.APPLIED,
+                        InputLifecycleState.APPLIED_PENDING_CONSUMPTION,
+                    )
+                )
+                or (self._last_run_id is not None)
+            )
+            and (self._attempt_count <= 3)
+            and (0 <= self._attempt_count <= 3)
+        )
+
     @staticmethod
     def _not_an_input(inp: object) -> TypeError:
         return TypeError(f"not an input of input_lifecycle: {inp!r}")
@@ -759,6 +803,30 @@ _HANDLERS: dict[type[InputLifecycleInput], _Handler] = {
     RecoverRequeue: InputLifecycleAuthority._on_recover_requeue,
     StampReceipt: InputLifecycleAuthority._on_stamp_receipt,
 }
+
+TRANSITION_INPUTS: dict[str, type[InputLifecycleInput]] = {
+    "queue_accepted": QueueAccepted,
+    "stage_for_run": StageForRun,
+    "rollback_staged": RollbackStaged,
+    "rollback_staged_exhausted": RollbackStaged,
+    "mark_applied": MarkApplied,
+    "mark_applied_pending_consumption": MarkAppliedPendingConsumption,
+    "consume": Consume,
+    "consume_on_accept": ConsumeOnAccept,
+    "supersede": Supersede,
+    "coalesce": Coalesce,
+    "recover_requeue": RecoverRequeue,
+    "recover_requeue_exhausted": RecoverRequeue,
+    "stamp_receipt": StampReceipt,
+    "abandon": Abandon,
+}
+"""The input that fires each transition, by the transition's name (the name
+a stored history records), so that a history can be replayed."""
+
+FIELD_RANGES: dict[str, tuple[int, int]] = {
+    "attempt_count": (0, 3),
+}
+"""The declared range of each bounded integer field (inclusive)."""
 
 TRANSITION_COUNT = 27
 """(phase, transition) pairs: a transition from three phases counts three."""

@@ -490,6 +490,26 @@ class RuntimeControlAuthority:
         )
         return tuple(name for name, ok in checks if not ok)
 
+    def is_consistent(self) -> bool:
+        """Whether every invariant holds and every bounded field is within its
+        declared range (``FIELD_RANGES``): one cheap test for many stored
+        records; ``violated_invariants`` says which invariant failed."""
+        return (
+            (
+                (self._phase is not RuntimeState.RUNNING)
+                or (self._current_run_id is not None)
+            )
+            and (
+                (self._current_run_id is None)
+                or (self._phase in (RuntimeState.RUNNING, RuntimeState.RETIRED))
+            )
+            and (self._pre_run_state is not RuntimeState.RUNNING)
+            and (
+                (self._phase not in (RuntimeState.STOPPED, RuntimeState.DESTROYED))
+                or ((self._current_run_id is None) and (self._pre_run_state is None))
+            )
+        )
+
     @staticmethod
     def _not_an_input(inp: object) -> TypeError:
         return TypeError(f"not an input of runtime_control: {inp!r}")
@@ -1051,6 +1071,47 @@ RESTORE_INPUTS: dict[RuntimeState, tuple[RuntimeControlInput, ...]] = {
 }
 """The inputs that bring a recovered runtime back to a stored phase (the
 spec's ``restore``); a stored phase not listed comes back as it is."""
+
+TRANSITION_INPUTS: dict[str, type[RuntimeControlInput]] = {
+    "initialize": Initialize,
+    "attach_from_idle": AttachExecutor,
+    "detach_to_idle": DetachExecutor,
+    "begin_run_from_idle": BeginRun,
+    "begin_run_from_attached": BeginRun,
+    "begin_run_from_retired": BeginRun,
+    "begin_run_from_recovering": BeginRun,
+    "run_completed_to_idle": RunCompleted,
+    "run_completed_to_attached": RunCompleted,
+    "run_completed_to_retired": RunCompleted,
+    "run_failed_to_idle": RunFailed,
+    "run_failed_to_attached": RunFailed,
+    "run_failed_to_retired": RunFailed,
+    "run_cancelled_to_idle": RunCancelled,
+    "run_cancelled_to_attached": RunCancelled,
+    "run_cancelled_to_retired": RunCancelled,
+    "run_completed_while_retired": RunCompleted,
+    "run_failed_while_retired": RunFailed,
+    "run_cancelled_while_retired": RunCancelled,
+    "recover_requested": RecoverRequested,
+    "recover_requested_from_running": RecoverRequested,
+    "recovery_succeeded": RecoverySucceeded,
+    "resume_requested": ResumeRequested,
+    "recycle_requested": RecycleRequested,
+    "recycle_succeeded": RecycleSucceeded,
+    "retire_requested": RetireRequested,
+    "reset_requested": ResetRequested,
+    "stop_requested": StopRequested,
+    "destroy_requested": DestroyRequested,
+    "admission_steer": AdmissionAccepted,
+    "admission_queue_wake": AdmissionAccepted,
+    "admission_queue_quiet": AdmissionAccepted,
+    "work_waiting": WorkWaiting,
+}
+"""The input that fires each transition, by the transition's name (the name
+a stored history records), so that a history can be replayed."""
+
+FIELD_RANGES: dict[str, tuple[int, int]] = {}
+"""The declared range of each bounded integer field (inclusive)."""
 
 TRANSITION_COUNT = 65
 """(phase, transition) pairs: a transition from three phases counts three."""

@@ -49,6 +49,7 @@ from meerkat_runtime import (
     RuntimeTurnMetadata,
     SupersessionKey,
 )
+from meerkat_runtime.audit import audit_store
 from meerkat_runtime.blobs import MemoryBlobStore
 from meerkat_runtime.driver.images import externalize_images
 from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
@@ -588,6 +589,13 @@ class CrashMachine(RuleBasedStateMachine):
                 assert state.input_id in named, (
                     f"{state.input_id} consumed without a receipt"
                 )
+
+    @invariant()
+    def the_store_passes_the_audit(self) -> None:
+        """PD-49: every stored history replays through the spec."""
+        (audit,) = self.wait(audit_store(self.store, [RID]))
+        assert audit.clean, audit.violations
+        assert audit.notes == []  # every parameter recorded (PD-48)
 
 
 class MemoryCrashMachine(CrashMachine):
