@@ -1,0 +1,453 @@
+"""``PostgresRuntimeStore``: the store many processes on many hosts share.
+
+Theory of operation: the store is a few parts, and this module holds the
+constructor and the contract methods.
+
+* **Connections** come from a ``psycopg_pool.AsyncConnectionPool``: one the
+  store makes from a DSN (and closes), or one the application already has
+  (left open). The pool is opened, and the schema migrated, on first use, on
+  the event loop that uses the store (``await PostgresRuntimeStore.open(...)``
+  does it at once, so that a bad DSN fails there).
+* **Schema** (``postgres_schema``): all tables in one PostgreSQL schema
+  (``schema=``, default ``meerkat``), versioned, migrated forward under an
+  advisory lock, a newer version refused.
+* **Writes** (``postgres_writer``): each is one transaction, acknowledged
+  after its ``COMMIT`` returned; concurrent input writes share one commit; a
+  connection lost mid-commit is resolved by reading back, and the store
+  reconnects by itself (waiting up to ``reconnect_timeout``).
+* **Errors** (``postgres_boundary``): the only code that looks at psycopg's
+  exceptions; connection loss, shutdown and serialization failures are
+  ``Unavailable``, constraint violations ``Conflict`` (PD-91).
+* **Integrity**: records are framed with a checksum and decoded strictly
+  (``records``, PD-32). The second count at load is not done here (PD-94).
+
+Cancellation: a write's transaction may be cut mid-way by a cancelled task,
+so ``cancel_safe_writes`` is False: the drivers run each write in its own
+task and wait it out.
+
+Leases (the ownership contract, not yet on this branch) plug in at two
+places: ``claim``/``renew``/``release`` as statements on a
+``runtime_leases`` table (``postgres_schema`` migration 2, the database's
+``now()`` as the clock), and a fencing check as the first statement of every
+write transaction (``PostgresWriter.transact``: ``SELECT ... FOR SHARE`` of
+the lease row, compared with the epoch the store holds; a mismatch raises
+``Fenced`` and rolls back). ``lease_ttl`` is that lease's length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, Self
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from meerkat_runtime.codec import gc_paused
+from meerkat_runtime.generated.runtime_control import RuntimeState
+from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
+from meerkat_runtime.input_state import InputState
+from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
+from meerkat_runtime.store import records
+from meerkat_runtime.store.base import (
+    ConflictError,
+    RuntimeStore,
+    SessionDelta,
+    StoreInternalError,
+    as_store_error,
+    mint_receipt,
+    required_snapshot,
+    snapshot_of,
+    store_errors,
+)
+from meerkat_runtime.store.postgres_schema import Statements, checked_schema
+from meerkat_runtime.store.postgres_setup import migrate, open_pool
+from meerkat_runtime.store.postgres_writer import Conn, InputBatcher, PostgresWriter
+from meerkat_runtime.store.sqlite_schema import decode_input_row
+
+__all__ = ["PostgresRuntimeStore"]
+
+
+class PostgresRuntimeStore(RuntimeStore):
+    """A ``RuntimeStore`` in a PostgreSQL database (see the module notes)."""
+
+    cancel_safe_writes = False
+
+    def __init__(
+        self,
+        dsn_or_pool: str | AsyncConnectionPool[Any],
+        *,
+        schema: str = "meerkat",
+        lease_ttl: float = 30.0,
+        pool_size: int = 8,
+        reconnect_timeout: float = 30.0,
+        commits_in_flight: int = 2,
+    ) -> None:
+        """Nothing is connected yet (see ``open``). ``commits_in_flight``:
+        how many merged input commits may be in flight at once."""
+        if not isinstance(dsn_or_pool, str | AsyncConnectionPool):
+            raise TypeError(
+                "PostgresRuntimeStore needs a DSN (str) or a psycopg_pool."
+                f"AsyncConnectionPool, not {type(dsn_or_pool).__name__}"
+            )
+        for name, value in (
+            ("lease_ttl", lease_ttl),
+            ("reconnect_timeout", reconnect_timeout),
+        ):
+            if not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"{name} must be a positive number, not {value!r}")
+        for name, count in (
+            ("pool_size", pool_size),
+            ("commits_in_flight", commits_in_flight),
+        ):
+            if type(count) is not int or count < 1:
+                raise ValueError(f"{name} must be an int >= 1, not {count!r}")
+        self.schema = checked_schema(schema)
+        self.lease_ttl = float(lease_ttl)
+        self.reconnect_timeout = float(reconnect_timeout)
+        self.sql = Statements(self.schema)
+        self._source = dsn_or_pool
+        self._pool_size = pool_size
+        self._commits_in_flight = commits_in_flight
+        self._pool: AsyncConnectionPool[Any] | None = None
+        self._writer: PostgresWriter | None = None
+        self._batcher: InputBatcher | None = None
+        self._opening: asyncio.Lock | None = None
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls, dsn_or_pool: str | AsyncConnectionPool[Any], **options: Any
+    ) -> Self:
+        """The store, connected and its schema migrated."""
+        store = cls(dsn_or_pool, **options)
+        await store._ready()
+        return store
+
+    @property
+    def conninfo(self) -> str:
+        """The connection string the store's connections use."""
+        if isinstance(self._source, str):
+            return self._source
+        info = self._source.conninfo
+        if not isinstance(info, str):
+            raise TypeError("the pool's conninfo is not a string")
+        return info
+
+    async def _ready(self) -> PostgresWriter:
+        if self._closed:
+            raise StoreInternalError(
+                f"the PostgreSQL store (schema {self.schema}) is closed"
+            )
+        if self._writer is not None:
+            return self._writer
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._writer is None:
+                own = isinstance(self._source, str)
+                pool = (
+                    await open_pool(
+                        self.conninfo, self._pool_size, self.reconnect_timeout
+                    )
+                    if own
+                    else self._source
+                )
+                assert isinstance(pool, AsyncConnectionPool)
+                writer = PostgresWriter(pool, self.sql, self.reconnect_timeout)
+                try:
+                    await migrate(writer)
+                except BaseException:
+                    if own:
+                        await pool.close()
+                    raise
+                self._pool = pool if own else None
+                self._batcher = InputBatcher(writer, self._commits_in_flight)
+                self._writer = writer
+        return self._writer
+
+    # ---------------------------------------------------------------- writes
+
+    async def persist_input_state(
+        self, runtime_id: LogicalRuntimeId, state: InputState
+    ) -> None:
+        try:  # not store_errors(): no context manager on every accept's path
+            row = (str(runtime_id), *records.input_row(state))
+        except Exception as exc:
+            raise as_store_error(exc) from exc
+        if self._batcher is None:
+            await self._ready()
+        assert self._batcher is not None
+        await self._batcher.write(row)
+
+    async def persist_runtime_state(
+        self, runtime_id: LogicalRuntimeId, state: RuntimeState
+    ) -> None:
+        with store_errors():
+            params = (str(runtime_id), records.encode_phase(state))
+        sql = self.sql.upsert_phase
+
+        async def work(conn: Conn) -> None:
+            await conn.execute(sql, params)
+
+        await (await self._ready()).transact(work, "persist_runtime_state")
+
+    async def atomic_lifecycle_commit(
+        self,
+        runtime_id: LogicalRuntimeId,
+        runtime_state: RuntimeState,
+        input_states: Sequence[InputState],
+    ) -> None:
+        rid = str(runtime_id)
+        with store_errors():  # every value encoded before anything is sent
+            phase = records.encode_phase(runtime_state)
+            inputs = _input_columns(rid, input_states)
+        await self._phase_and_inputs(self.sql.upsert_phase, rid, phase, inputs)
+
+    async def commit_recovery(
+        self,
+        runtime_id: LogicalRuntimeId,
+        runtime_state: RuntimeState,
+        changed: Sequence[InputState],
+        recounted: Sequence[InputState],  # noqa: ARG002 - the epoch counts them
+    ) -> None:
+        """One more recovery epoch (counting every ``recounted`` input, see
+        ``postgres_schema``), then the changed rows: one transaction."""
+        rid = str(runtime_id)
+        with store_errors():
+            phase = records.encode_phase(runtime_state)
+            inputs = _input_columns(rid, changed)
+        await self._phase_and_inputs(self.sql.bump_epoch, rid, phase, inputs)
+
+    async def _phase_and_inputs(
+        self, phase_sql: str, rid: str, phase: bytes, inputs: _Columns
+    ) -> None:
+        sql = self.sql
+
+        async def work(conn: Conn) -> None:
+            await conn.execute(phase_sql, (rid, phase))
+            if inputs[0]:  # after the phase: rows take its (new) epoch
+                await conn.execute(sql.upsert_inputs, inputs)
+
+        await (await self._ready()).transact(work, "lifecycle commit")
+
+    async def atomic_apply(
+        self,
+        runtime_id: LogicalRuntimeId,
+        session_delta: SessionDelta | None,
+        receipt: RunBoundaryReceipt,
+        input_updates: Sequence[InputState],
+        session_store_key: str | None = None,  # noqa: ARG002 - unused, as upstream (S-6)
+    ) -> None:
+        rid = str(runtime_id)
+        with store_errors():  # a bad value fails before anything is sent
+            encoded = records.encode_receipt(receipt)
+            snapshot = snapshot_of(session_delta)
+            inputs = _input_columns(rid, input_updates)
+        sql = self.sql
+        key = {"r": rid, "run": str(receipt.run_id), "seq": receipt.sequence}
+
+        async def work(conn: Conn) -> None:
+            cur = await conn.execute(sql.insert_receipt_once, {**key, "data": encoded})
+            inserted, stored = await cur.fetchone() or (0, None)
+            if not inserted:
+                _same_receipt(rid, receipt, stored, encoded)
+            if snapshot is not None:
+                await conn.execute(sql.upsert_snapshot, (rid, snapshot))
+            if inputs[0]:
+                await conn.execute(sql.upsert_inputs, inputs)
+
+        await (await self._ready()).transact(work, "atomic_apply")
+
+    async def commit_session_boundary(
+        self,
+        runtime_id: LogicalRuntimeId,
+        session_delta: SessionDelta,
+        run_id: RunId,
+        boundary: RunApplyBoundary,
+        contributing_input_ids: Sequence[InputId],
+        input_updates: Sequence[InputState],
+    ) -> RunBoundaryReceipt:
+        rid = str(runtime_id)
+        with store_errors():  # a bad value fails before anything is sent
+            snapshot = required_snapshot(session_delta)
+            updates = list(input_updates)
+            _input_columns(rid, updates)
+        ids = list(contributing_input_ids)
+        sql = self.sql
+
+        async def work(conn: Conn) -> RunBoundaryReceipt:
+            cur = await conn.execute(sql.next_sequence, (rid, str(run_id)))
+            row = await cur.fetchone()
+            assert row is not None
+            receipt = mint_receipt(run_id, boundary, ids, row[0], session_delta)
+            stamped = [s.clone() for s in updates]  # again on every attempt
+            for state in stamped:
+                state.stamp_receipt_metadata(run_id, receipt.sequence)
+            with store_errors():
+                data = records.encode_receipt(receipt)
+                inputs = _input_columns(rid, stamped)
+            await conn.execute(
+                sql.insert_receipt, (rid, str(run_id), receipt.sequence, data)
+            )
+            await conn.execute(sql.upsert_snapshot, (rid, snapshot))
+            if inputs[0]:
+                await conn.execute(sql.upsert_inputs, inputs)
+            return receipt
+
+        return await (await self._ready()).transact(work, "commit_session_boundary")
+
+    # ---------------------------------------------------------------- reads
+
+    async def _fetch(self, sql: str, params: Any, context: str) -> list[Any]:
+        async def work(conn: Conn) -> list[Any]:
+            cur = await conn.execute(sql, params)
+            return await cur.fetchall()
+
+        return await (await self._ready()).read(work, context)
+
+    async def load_input_states(self, runtime_id: LogicalRuntimeId) -> list[InputState]:
+        rid = str(runtime_id)
+        rows = await self._fetch(
+            f"{self.sql.select_inputs} ORDER BY input_id",
+            {"r": rid},
+            "load_input_states",
+        )
+        with gc_paused():  # a bulk decode: see codec.gc_paused
+            return [decode_input_row(rid, row) for row in rows]
+
+    async def load_input_state(
+        self, runtime_id: LogicalRuntimeId, input_id: InputId
+    ) -> InputState | None:
+        rid = str(runtime_id)
+        rows = await self._fetch(
+            f"{self.sql.select_inputs} AND input_id = %(i)s",
+            {"r": rid, "i": str(input_id)},
+            "load_input_state",
+        )
+        return decode_input_row(rid, rows[0]) if rows else None
+
+    async def load_boundary_receipt(
+        self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
+    ) -> RunBoundaryReceipt | None:
+        rid = str(runtime_id)
+        sequence = records.receipt_sequence(sequence)
+        rows = await self._fetch(
+            self.sql.select_receipt,
+            (rid, str(run_id), sequence),
+            "load_boundary_receipt",
+        )
+        if not rows:
+            return None
+        return records.decode_receipt(rid, f"{run_id}/{sequence}", rows[0][0])
+
+    async def load_boundary_receipts(
+        self, runtime_id: LogicalRuntimeId
+    ) -> list[RunBoundaryReceipt]:
+        rid = str(runtime_id)
+        rows = await self._fetch(
+            self.sql.select_receipts, (rid,), "load_boundary_receipts"
+        )
+        return [
+            records.decode_receipt(rid, f"{run}/{seq}", data) for run, seq, data in rows
+        ]
+
+    async def load_session_snapshot(self, runtime_id: LogicalRuntimeId) -> bytes | None:
+        rid = str(runtime_id)
+        rows = await self._fetch(
+            self.sql.select_snapshot, (rid,), "load_session_snapshot"
+        )
+        return (
+            records.stored_bytes(rows[0][0], records.SNAPSHOTS, rid) if rows else None
+        )
+
+    async def load_runtime_state(
+        self, runtime_id: LogicalRuntimeId
+    ) -> RuntimeState | None:
+        rid = str(runtime_id)
+        rows = await self._fetch(self.sql.select_phase, (rid,), "load_runtime_state")
+        return records.decode_phase(rid, rows[0][0]) if rows else None
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def close(self) -> None:
+        """Answer every queued write, remove this store's commit marks and
+        close the pool it made (an application's pool stays open). Safe to
+        call again."""
+        self._closed = True
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        if self._batcher is not None:
+            await self._batcher.drain()
+        try:
+            await writer.forget_marks()
+        finally:
+            if self._pool is not None:
+                await self._pool.close()
+
+    # ---------------------------------------------------------------- testing
+
+    def raw_rows(self, table: str, runtime_id: LogicalRuntimeId) -> dict[str, bytes]:
+        """Stored bytes by record id, read on a new connection (tests)."""
+        query = _RAW[table].format(t=self.sql.table(table))
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            found = conn.execute("SELECT to_regclass(%s)", (self.sql.table(table),))
+            if found.fetchone() == (None,):  # the store was never opened
+                return {}
+            return {
+                str(k): bytes(v) for k, v in conn.execute(query, (str(runtime_id),))
+            }
+
+    def corrupt_row(
+        self, table: str, runtime_id: LogicalRuntimeId, record_id: str, data: bytes
+    ) -> None:
+        """Overwrite one stored row with arbitrary bytes (corruption tests)."""
+        rid = str(runtime_id)
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            if table == records.INPUTS:  # the row keeps its recovery epoch
+                conn.execute(
+                    f"INSERT INTO {self.sql.table(table)} (runtime_id, input_id, state_json) "
+                    "VALUES (%s, %s, %s) ON CONFLICT (runtime_id, input_id) "
+                    "DO UPDATE SET state_json = excluded.state_json",
+                    (rid, record_id, data),
+                )
+            elif table == records.STATES:
+                conn.execute(self.sql.upsert_phase, (rid, data))
+            else:
+                run, seq = record_id.rsplit("/", 1)
+                conn.execute(
+                    f"UPDATE {self.sql.table(table)} SET receipt_json = %s "
+                    "WHERE runtime_id = %s AND run_id = %s AND sequence = %s",
+                    (data, rid, run, int(seq)),
+                )
+
+
+_RAW = {
+    records.INPUTS: "SELECT input_id, state_json FROM {t} WHERE runtime_id = %s",
+    records.RECEIPTS: "SELECT run_id || '/' || sequence, receipt_json FROM {t} WHERE runtime_id = %s",
+    records.STATES: "SELECT runtime_id, runtime_state_json FROM {t} WHERE runtime_id = %s",
+    records.SNAPSHOTS: "SELECT runtime_id, session_snapshot FROM {t} WHERE runtime_id = %s",
+}
+
+_Columns = tuple[list[str], list[str], list[bytes]]
+
+
+def _input_columns(rid: str, states: Sequence[InputState]) -> _Columns:
+    """Input rows as the three arrays of ``upsert_inputs``; of two states of
+    one input the later wins, as it would written one after the other."""
+    latest = dict(records.input_row(state) for state in states)
+    return [rid] * len(latest), list(latest), list(latest.values())
+
+
+def _same_receipt(
+    rid: str, receipt: RunBoundaryReceipt, stored: object, encoded: bytes
+) -> None:
+    """Decision 16: an identical stored receipt is a no-op; a different one,
+    or one written concurrently and not yet visible, conflicts."""
+    if stored is not None and records.same_receipt(rid, stored, encoded):
+        return
+    raise ConflictError(
+        f"receipt conflict: runtime {rid!r} run {receipt.run_id} sequence "
+        f"{receipt.sequence} already has a different receipt"
+    )

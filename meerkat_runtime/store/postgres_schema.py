@@ -1,0 +1,255 @@
+"""The PostgreSQL store's schema: its tables, forward migrations run under an
+advisory lock, and the statements the store runs.
+
+All tables live in one PostgreSQL schema (``meerkat`` unless configured), so
+two applications can share a database under different names. The version
+is a row of ``<schema>.meta``; a newer version than this code knows is
+refused, an older one is migrated forward. Migrators take a transaction-level
+advisory lock keyed by the schema name first, so any number of processes
+may open the store at once: one migrates, the others wait and then find the
+work done.
+
+The tables mirror the SQLite store's, recovery epochs included (decision 18,
+see ``sqlite_schema``): a first recovery bumps the runtime's epoch instead of
+rewriting every pending row. ``commit_marks`` holds one row per connection
+that writes: the ticket of its latest committed transaction, which resolves
+a commit whose outcome the connection's loss hid (``postgres_writer``).
+
+Leases (the ownership contract) will add a ``runtime_leases`` table in
+migration 2 and a fencing check at the start of every write transaction
+(``postgres_writer.PostgresWriter.transact``); see ``postgres.py``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from meerkat_runtime.store.base import StoreInternalError
+
+SCHEMA_VERSION = 1
+_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+class SchemaTooNewError(StoreInternalError):
+    """The schema was written by a newer meerkat-runtime."""
+
+
+def checked_schema(name: object) -> str:
+    """A schema name the store can put in SQL unquoted-safe: lower-case
+    letters, digits and underscores, at most 63 bytes (PostgreSQL's limit)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(
+            "schema must be a lower-case identifier (letters, digits, _; at "
+            f"most 63, not starting with a digit), not {name!r}"
+        )
+    return name
+
+
+def migrations(s: str) -> dict[int, tuple[str, ...]]:
+    """Version reached -> the statements that take schema ``s`` there."""
+    return {
+        1: (
+            f"""CREATE TABLE "{s}".runtime_input_states (
+                runtime_id text NOT NULL, input_id text NOT NULL,
+                state_json bytea NOT NULL, recovery_epoch bigint NOT NULL DEFAULT 0,
+                PRIMARY KEY (runtime_id, input_id))""",
+            f"""CREATE TABLE "{s}".runtime_boundary_receipts (
+                runtime_id text NOT NULL, run_id text NOT NULL, sequence bigint NOT NULL,
+                receipt_json bytea NOT NULL, PRIMARY KEY (runtime_id, run_id, sequence))""",
+            f"""CREATE TABLE "{s}".runtime_session_snapshots (
+                runtime_id text PRIMARY KEY, session_snapshot bytea NOT NULL)""",
+            f"""CREATE TABLE "{s}".runtime_states (
+                runtime_id text PRIMARY KEY, runtime_state_json bytea NOT NULL,
+                recovery_epoch bigint NOT NULL DEFAULT 0)""",
+            f"""CREATE TABLE "{s}".commit_marks (
+                writer uuid PRIMARY KEY, ticket bigint NOT NULL,
+                touched timestamptz NOT NULL DEFAULT now())""",
+        ),
+    }
+
+
+@dataclass(frozen=True)
+class Statements:
+    """Every statement of the store, for one schema name."""
+
+    schema: str
+
+    @property
+    def lock(self) -> str:
+        # The key names the schema: migrators of different schemas never wait
+        # for each other.
+        return "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
+
+    @property
+    def lock_key(self) -> str:
+        return f"meerkat-runtime schema {self.schema}"
+
+    @property
+    def create_meta(self) -> tuple[str, ...]:
+        s = self.schema
+        return (
+            f'CREATE SCHEMA IF NOT EXISTS "{s}"',
+            f'CREATE TABLE IF NOT EXISTS "{s}".meta (key text PRIMARY KEY, value bigint NOT NULL)',
+        )
+
+    @property
+    def version(self) -> str:
+        return f"SELECT value FROM \"{self.schema}\".meta WHERE key = 'schema_version'"
+
+    @property
+    def set_version(self) -> str:
+        return (
+            f"INSERT INTO \"{self.schema}\".meta VALUES ('schema_version', %s) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        )
+
+    def table(self, name: str) -> str:
+        return f'"{self.schema}".{name}'
+
+    @property
+    def epoch_of(self) -> str:
+        return (
+            f"COALESCE((SELECT recovery_epoch FROM {self.table('runtime_states')} "
+            "WHERE runtime_id = {}), 0)"
+        )
+
+    @property
+    def upsert_input(self) -> str:
+        t = self.table("runtime_input_states")
+        epoch = self.epoch_of.format("%(r)s")
+        return (
+            f"INSERT INTO {t} (runtime_id, input_id, state_json, recovery_epoch) "
+            f"VALUES (%(r)s, %(i)s, %(s)s, {epoch}){_INPUT_CONFLICT}"
+        )
+
+    @property
+    def upsert_inputs(self) -> str:
+        """Many rows in one statement: three arrays, one element per row (the
+        text is the same for any number of rows, so it is prepared once)."""
+        t = self.table("runtime_input_states")
+        epoch = self.epoch_of.format("u.r")
+        return (
+            f"INSERT INTO {t} (runtime_id, input_id, state_json, recovery_epoch) "
+            f"SELECT u.r, u.i, u.s, {epoch} "
+            "FROM unnest(%s::text[], %s::text[], %s::bytea[]) AS u(r, i, s)"
+            f"{_INPUT_CONFLICT}"
+        )
+
+    @property
+    def upsert_phase(self) -> str:
+        return (
+            f"INSERT INTO {self.table('runtime_states')} (runtime_id, runtime_state_json) "
+            "VALUES (%s, %s) ON CONFLICT (runtime_id) DO UPDATE SET "
+            "runtime_state_json = excluded.runtime_state_json"
+        )
+
+    @property
+    def bump_epoch(self) -> str:
+        t = self.table("runtime_states")
+        return (
+            f"INSERT INTO {t} (runtime_id, runtime_state_json, recovery_epoch) "
+            "VALUES (%s, %s, 1) ON CONFLICT (runtime_id) DO UPDATE SET "
+            "runtime_state_json = excluded.runtime_state_json, "
+            f"recovery_epoch = {t}.recovery_epoch + 1"
+        )
+
+    @property
+    def upsert_snapshot(self) -> str:
+        return (
+            f"INSERT INTO {self.table('runtime_session_snapshots')} VALUES (%s, %s) "
+            "ON CONFLICT (runtime_id) DO UPDATE SET "
+            "session_snapshot = excluded.session_snapshot"
+        )
+
+    @property
+    def insert_receipt(self) -> str:
+        return f"INSERT INTO {self.table('runtime_boundary_receipts')} VALUES (%s, %s, %s, %s)"
+
+    @property
+    def insert_receipt_once(self) -> str:
+        """Inserts unless the (runtime, run, sequence) has a receipt; returns
+        (rows inserted, the receipt stored before) for decision 16."""
+        t = self.table("runtime_boundary_receipts")
+        return (
+            f"WITH new AS (INSERT INTO {t} VALUES (%(r)s, %(run)s, %(seq)s, %(data)s) "
+            "ON CONFLICT DO NOTHING RETURNING 1) "
+            f"SELECT (SELECT count(*) FROM new), (SELECT receipt_json FROM {t} "
+            "WHERE runtime_id = %(r)s AND run_id = %(run)s AND sequence = %(seq)s)"
+        )
+
+    @property
+    def next_sequence(self) -> str:
+        return (
+            "SELECT COALESCE(MAX(sequence), -1) + 1 FROM "
+            f"{self.table('runtime_boundary_receipts')} WHERE runtime_id = %s AND run_id = %s"
+        )
+
+    @property
+    def select_inputs(self) -> str:
+        """(input_id, state_json, recoveries since the row was written)."""
+        epoch = self.epoch_of.format("%(r)s")
+        return (
+            f"SELECT input_id, state_json, {epoch} - recovery_epoch "
+            f"FROM {self.table('runtime_input_states')} WHERE runtime_id = %(r)s"
+        )
+
+    @property
+    def select_receipt(self) -> str:
+        return (
+            f"SELECT receipt_json FROM {self.table('runtime_boundary_receipts')} "
+            "WHERE runtime_id = %s AND run_id = %s AND sequence = %s"
+        )
+
+    @property
+    def select_receipts(self) -> str:
+        return (
+            "SELECT run_id, sequence, receipt_json FROM "
+            f"{self.table('runtime_boundary_receipts')} WHERE runtime_id = %s "
+            "ORDER BY run_id, sequence"
+        )
+
+    @property
+    def select_snapshot(self) -> str:
+        return (
+            f"SELECT session_snapshot FROM {self.table('runtime_session_snapshots')} "
+            "WHERE runtime_id = %s"
+        )
+
+    @property
+    def select_phase(self) -> str:
+        return (
+            f"SELECT runtime_state_json FROM {self.table('runtime_states')} "
+            "WHERE runtime_id = %s"
+        )
+
+    @property
+    def new_mark(self) -> str:
+        return (
+            f"INSERT INTO {self.table('commit_marks')} (writer, ticket) VALUES (%s, 0)"
+        )
+
+    @property
+    def mark(self) -> str:
+        # An upsert, so a mark row removed meanwhile cannot make a committed
+        # transaction look lost.
+        return (
+            f"INSERT INTO {self.table('commit_marks')} (writer, ticket) VALUES (%s, %s) "
+            "ON CONFLICT (writer) DO UPDATE SET ticket = excluded.ticket, touched = now()"
+        )
+
+    @property
+    def read_mark(self) -> str:
+        # FOR UPDATE waits for a transaction that still holds the row (the
+        # server may still be committing what the client lost sight of).
+        return f"SELECT ticket FROM {self.table('commit_marks')} WHERE writer = %s FOR UPDATE"
+
+    @property
+    def drop_marks(self) -> str:
+        return f"DELETE FROM {self.table('commit_marks')} WHERE writer = ANY(%s)"
+
+
+_INPUT_CONFLICT = (
+    " ON CONFLICT (runtime_id, input_id) DO UPDATE SET "
+    "state_json = excluded.state_json, recovery_epoch = excluded.recovery_epoch"
+)
