@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pytest
-from hypothesis import note
+from hypothesis import note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -56,12 +56,14 @@ from meerkat_runtime.inputs import Input
 from meerkat_runtime.ledger import Lane
 from meerkat_runtime.outcomes import Accepted, Deduplicated
 from meerkat_runtime.store import InMemoryRuntimeStore, RuntimeStore, SqliteRuntimeStore
+from meerkat_runtime.store.postgres import PostgresRuntimeStore
 from meerkat_runtime.testing.faults import (
     WRITES,
     Fault,
     FaultyStore,
     SimulatedCrash,
 )
+from tests.postgres import drop_schema, new_schema, test_dsn
 from tests.stateful.model import Model, ModelInput
 
 T = TypeVar("T")
@@ -468,5 +470,27 @@ class SqliteCrashMachine(CrashMachine):
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+class PostgresCrashMachine(CrashMachine):
+    """A schema of its own on the tests' PostgreSQL; each restart opens a new
+    store (and pool) on it."""
+
+    def open_disk(self) -> object:
+        self.schema = new_schema()
+        return self.schema
+
+    def open_store(self) -> RuntimeStore:
+        return PostgresRuntimeStore(test_dsn(), schema=self.schema)
+
+    def teardown(self) -> None:
+        super().teardown()
+        drop_schema(self.schema)
+
+
 TestMemoryCrashes = MemoryCrashMachine.TestCase
 TestSqliteCrashes = SqliteCrashMachine.TestCase
+TestPostgresCrashes = PostgresCrashMachine.TestCase
+# Every step waits for real commits and every crash reconnects: a quarter
+# of the profile's examples keeps CI's time (`make fuzz` runs 375).
+TestPostgresCrashes.settings = settings(
+    max_examples=max(settings().max_examples // 4, 30)
+)
