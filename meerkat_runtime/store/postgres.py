@@ -388,6 +388,17 @@ class PostgresRuntimeStore(RuntimeStore):
 
     # ---------------------------------------------------------------- testing
 
+    @property
+    def commits(self) -> int:
+        """Write transactions this store committed so far."""
+        return 0 if self._writer is None else self._writer.commits
+
+    @property
+    def recoveries(self) -> dict[str, int]:
+        """What lost connections cost so far, by kind (writes and reads tried
+        again, commits read back); empty before the store is opened."""
+        return {} if self._writer is None else dict(self._writer.recoveries)
+
     def raw_rows(self, table: str, runtime_id: LogicalRuntimeId) -> dict[str, bytes]:
         """Stored bytes by record id, read on a new connection (tests)."""
         query = _RAW[table].format(t=self.sql.table(table))

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 import weakref
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -86,6 +87,9 @@ class PostgresWriter:
             weakref.WeakKeyDictionary()
         )
         self.writers: list[uuid.UUID] = []  # every mark row made (removed at close)
+        # What a lost connection cost, by kind (tests and benchmarks read it).
+        self.recoveries: Counter[str] = Counter()
+        self.commits = 0  # transactions committed (group commit's measure)
 
     # ---------------------------------------------------------------- writes
 
@@ -97,6 +101,7 @@ class PostgresWriter:
             try:
                 return await self._transact_once(work, deadline)
             except _NotCommittedError as failed:
+                self.recoveries["writes tried again"] += 1
                 if _now() >= deadline:
                     raise UnavailableError(
                         f"{context}: the server stayed unreachable for "
@@ -119,6 +124,7 @@ class PostgresWriter:
                     result = await work(conn)
                     done = True
                     await conn.execute(self.sql.mark, (mark.writer, mark.ticket))
+            self.commits += 1
             return result
         except Exception as exc:
             if not (lost(exc, conn) or is_unavailable(exc)):
@@ -131,7 +137,10 @@ class PostgresWriter:
             failure = exc
         # The connection broke while COMMIT may have been on its way.
         if await self._committed(mark, deadline, failure):
+            self.recoveries["read back: committed"] += 1
+            self.commits += 1
             return result
+        self.recoveries["read back: not committed"] += 1
         raise _NotCommittedError(failure)
 
     async def _mark_of(self, conn: Conn) -> _Mark:
@@ -192,6 +201,7 @@ class PostgresWriter:
             except Exception as exc:
                 if not is_unavailable(exc) or _now() >= deadline:
                     raise
+                self.recoveries["reads tried again"] += 1
                 self._purge()
             await asyncio.sleep(pause)
             pause = min(pause * 2, _LONGEST_PAUSE)
