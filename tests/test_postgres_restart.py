@@ -16,17 +16,13 @@ from meerkat_runtime import (
     InputHeader,
     LogicalRuntimeId,
     PromptInput,
-    RunApplyBoundary,
-    RunBoundaryReceipt,
-    RunEvent,
-    RunId,
 )
 from meerkat_runtime.blobs import MemoryBlobStore
 from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
 from meerkat_runtime.generated.input_lifecycle import InputLifecycleState
-from meerkat_runtime.ledger import Lane
 from meerkat_runtime.store.postgres import PostgresRuntimeStore
 from meerkat_runtime.testing.postgres_server import ThrowawayPostgres
+from tests.stateful.kill_child import run_once
 
 SESSIONS = 8
 BEFORE = 150  # acknowledgements before the restart
@@ -59,23 +55,7 @@ async def session(
                 await driver.accept_input(prompt)
                 acked.add(str(prompt.id()))
                 tally.progress.set()
-            batch = driver.queued_input_ids(Lane.QUEUE)[:3]
-            run_id = RunId.new()
-            driver.start_run(run_id)
-            driver.stage_batch(batch, run_id)
-            receipt = RunBoundaryReceipt(
-                run_id=run_id,
-                boundary=RunApplyBoundary.RUN_START,
-                contributing_input_ids=batch,
-                message_count=len(batch),
-                sequence=0,
-            )
-            await driver.on_run_event(
-                RunEvent.BoundaryApplied(run_id=run_id, receipt=receipt)
-            )
-            await driver.on_run_event(
-                RunEvent.RunCompleted(run_id=run_id, consumed_input_ids=batch)
-            )
+            await run_once(driver)  # (prints its DONE line: captured)
         except Exception as exc:  # counted: the store should hide the restart
             tally.errors.append(f"{rid}: {type(exc).__name__}: {exc}")
             return
