@@ -25,6 +25,7 @@ from rich.markup import escape
 from meerkat_runtime import __version__
 from meerkat_runtime.inspection import (
     InspectionError,
+    RuntimeView,
     load_database,
     print_views,
     runtimes_table,
@@ -62,13 +63,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    path: Path = args.path
+    target: str = args.path
     try:
-        views = load_database(path)
+        views, path = _load_target(target, args.schema)
     except InspectionError as exc:
         return _error(str(exc))
     except RuntimeStoreError as exc:  # a row that does not decode
-        return _error(f"{path}: {exc}")
+        return _error(f"{target}: {exc}")
     if args.json:
         print(json.dumps(to_json(path, views), indent=2))
         return 0
@@ -79,6 +80,20 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     console.print(runtimes_table(views))
     print_views(console, views)
     return 0
+
+
+def _load_target(target: str, schema: str) -> tuple[list[RuntimeView], Path]:
+    """The views of a SQLite file or, for a ``postgresql://`` DSN, of a
+    PostgreSQL store's schema (the ``postgres`` extra), and what to call it."""
+    if not target.startswith(("postgresql://", "postgres://")):
+        return load_database(Path(target)), Path(target)
+    try:
+        from meerkat_runtime.inspection_postgres import label, load_postgres
+    except ImportError as exc:
+        raise InspectionError(
+            f"inspecting PostgreSQL needs the postgres extra ({exc})"
+        ) from None
+    return load_postgres(target, schema), Path(label(target, schema))
 
 
 def find_checkout(root: Path) -> Path | None:
@@ -142,9 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=cmd_demo)
     inspect = sub.add_parser(
-        "inspect", help="show the runtimes, inputs and receipts in a SQLite file"
+        "inspect",
+        help="show the runtimes, inputs and receipts in a SQLite file or a "
+        "PostgreSQL store",
     )
-    inspect.add_argument("path", type=Path, help="a meerkat SQLite database")
+    inspect.add_argument(
+        "path", help="a meerkat SQLite database, or a postgresql:// DSN"
+    )
+    inspect.add_argument(
+        "--schema",
+        default="meerkat",
+        help="the PostgreSQL store's schema (default: meerkat)",
+    )
     inspect.add_argument("--json", action="store_true", help="print JSON instead")
     inspect.set_defaults(handler=cmd_inspect)
     for name, text in (

@@ -5,12 +5,16 @@ application's own pool, group commit, and its error boundary (PD-91)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
+from urllib.parse import urlencode
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
+from meerkat_runtime.cli import main
 from meerkat_runtime.store.base import (
     ConflictError,
     CorruptError,
@@ -150,3 +154,35 @@ def test_a_lost_connection_without_sqlstate_is_unavailable() -> None:
     )
     assert isinstance(translated, UnavailableError)
     assert translated.retryable
+
+
+def _url(dsn: str) -> str:
+    """The tests' DSN as a postgresql:// URL, as a user would type it."""
+    parts = conninfo_to_dict(dsn)
+    query = urlencode({k: v for k, v in parts.items() if k not in ("user", "dbname")})
+    return f"postgresql://{parts.get('user', '')}@/{parts.get('dbname', '')}?{query}"
+
+
+def test_inspect_reads_a_postgresql_store(
+    pg_dsn: str, pg_schema: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = rich_state(2)
+
+    async def fill() -> None:
+        store = await PostgresRuntimeStore.open(pg_dsn, schema=pg_schema)
+        await store.persist_input_state(A, state)
+        await store.close()
+
+    asyncio.run(fill())
+    assert main(["inspect", _url(pg_dsn), "--schema", pg_schema, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    [runtime] = shown["runtimes"]
+    assert runtime["runtime_id"] == str(A)
+    assert [i["input_id"] for i in runtime["inputs"]] == [str(state.input_id)]
+
+
+def test_inspect_says_when_a_schema_holds_no_store(
+    pg_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["inspect", _url(pg_dsn), "--schema", "nothing_here"]) == 1
+    assert "no meerkat store" in capsys.readouterr().err

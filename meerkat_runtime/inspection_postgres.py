@@ -1,0 +1,102 @@
+"""``meerkat-runtime inspect`` of a PostgreSQL store: the same views as a
+SQLite file's (``inspection.RuntimeView``), read-only.
+
+It never goes through ``PostgresRuntimeStore``, which would create or
+migrate the schema: a schema that is missing, or newer than this code, is
+said, not changed. Needs the ``postgres`` extra.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from meerkat_runtime.inspection import InspectionError, RuntimeView
+from meerkat_runtime.store import records
+from meerkat_runtime.store.base import ReadFailedError, RuntimeStoreError
+from meerkat_runtime.store.postgres_boundary import store_error
+from meerkat_runtime.store.postgres_schema import (
+    SCHEMA_VERSION,
+    Statements,
+    checked_schema,
+)
+from meerkat_runtime.store.sqlite_schema import decode_input_row
+
+DSN_PREFIXES = ("postgresql://", "postgres://")
+
+
+def is_dsn(target: str) -> bool:
+    return target.startswith(DSN_PREFIXES)
+
+
+def label(dsn: str, schema: str) -> str:
+    """The DSN without its password, and the schema: safe to print."""
+    try:
+        shown = make_conninfo(dsn, password=None)
+    except psycopg.ProgrammingError:
+        shown = "a PostgreSQL DSN"
+    return f"{shown} schema {schema}"
+
+
+def load_postgres(dsn: str, schema: str) -> list[RuntimeView]:
+    """Every runtime in ``schema``. Raises ``InspectionError``, or
+    ``RuntimeStoreError.ReadFailed`` for a row that does not decode."""
+    try:
+        sql = Statements(checked_schema(schema))
+        conninfo_to_dict(dsn)  # a malformed DSN is said before connecting
+    except (ValueError, psycopg.ProgrammingError) as exc:
+        raise InspectionError(str(exc)) from None
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            # One snapshot for everything read.
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            _check_schema(conn, sql, dsn)
+            ids = [str(r) for (r,) in conn.execute(_runtime_ids(sql))]
+            return [_load_runtime(conn, sql, rid) for rid in ids]
+    except (InspectionError, RuntimeStoreError):
+        raise
+    except Exception as exc:
+        error = store_error(exc, label(dsn, schema), ReadFailedError)
+        raise InspectionError(f"cannot read: {error}") from None
+
+
+def _check_schema(conn: psycopg.Connection[Any], sql: Statements, dsn: str) -> None:
+    found = conn.execute("SELECT to_regclass(%s)", (sql.table("meta"),)).fetchone()
+    if found == (None,):
+        raise InspectionError(
+            f"{label(dsn, sql.schema)}: no meerkat store (no table {sql.table('meta')})"
+        )
+    row = conn.execute(sql.version).fetchone()
+    version = 0 if row is None else int(row[0])
+    if version > SCHEMA_VERSION:
+        raise InspectionError(
+            f"{label(dsn, sql.schema)} has schema version {version}, newer than this "
+            f"meerkat-runtime reads ({SCHEMA_VERSION}); upgrade meerkat-runtime"
+        )
+
+
+def _runtime_ids(sql: Statements) -> str:
+    return (
+        f"SELECT runtime_id FROM {sql.table(records.INPUTS)} "
+        f"UNION SELECT runtime_id FROM {sql.table(records.RECEIPTS)} "
+        f"UNION SELECT runtime_id FROM {sql.table(records.STATES)} ORDER BY 1"
+    )
+
+
+def _load_runtime(
+    conn: psycopg.Connection[Any], sql: Statements, rid: str
+) -> RuntimeView:
+    phase = conn.execute(sql.select_phase, (rid,)).fetchone()
+    inputs = [
+        decode_input_row(rid, row)
+        for row in conn.execute(sql.select_inputs, {"r": rid}).fetchall()
+    ]
+    receipts = [
+        records.decode_receipt(rid, f"{run}/{seq}", data)
+        for run, seq, data in conn.execute(sql.select_receipts, (rid,)).fetchall()
+    ]
+    inputs.sort(key=lambda s: (s.created_at, str(s.input_id)))
+    state = None if phase is None else records.decode_phase(rid, phase[0])
+    return RuntimeView(rid, state, inputs, receipts)
