@@ -231,11 +231,11 @@ class Statements:
 
     @property
     def mark(self) -> str:
-        # An upsert, so a mark row removed meanwhile cannot make a committed
-        # transaction look lost.
+        # An update of a row made beforehand (``new_mark``): cheaper than an
+        # upsert on every commit, and the row is removed only at close.
         return (
-            f"INSERT INTO {self.table('commit_marks')} (writer, ticket) VALUES (%s, %s) "
-            "ON CONFLICT (writer) DO UPDATE SET ticket = excluded.ticket, touched = now()"
+            f"UPDATE {self.table('commit_marks')} SET ticket = %s, touched = now() "
+            "WHERE writer = %s"
         )
 
     @property

@@ -123,7 +123,7 @@ class PostgresWriter:
                 async with conn.pipeline(), conn.transaction():
                     result = await work(conn)
                     done = True
-                    await conn.execute(self.sql.mark, (mark.writer, mark.ticket))
+                    await conn.execute(self.sql.mark, (mark.ticket, mark.writer))
             self.commits += 1
             return result
         except Exception as exc:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -77,7 +78,7 @@ class ThrowawayPostgres:
     def start(self) -> ThrowawayPostgres:
         # tempfile's directory is private (0700); handed to the server's
         # user below. The socket lives here too: its path must stay short.
-        self.root = Path(tempfile.mkdtemp(prefix="meerkat-pg-"))
+        self.root = Path(tempfile.mkdtemp(prefix="meerkat-pg-", dir=self._parent()))
         if self._as_root:
             os.chown(self.root, *_ids(UNPRIVILEGED_USER))
         try:
@@ -134,6 +135,16 @@ class ThrowawayPostgres:
         if self.root is None:
             raise RuntimeError("the server is not started")
         return self.root
+
+    def _parent(self) -> str | None:
+        """The temporary directory, unless the server's user could not reach
+        it (a private TMPDIR while running as root): then /tmp."""
+        parent = Path(tempfile.gettempdir()).resolve()
+        if not self._as_root or all(
+            p.stat().st_mode & stat.S_IXOTH for p in (parent, *parent.parents)
+        ):
+            return None
+        return "/tmp"
 
     def _pg_ctl(self, *args: str, check: bool = True) -> None:
         log = str(self._root() / "server.log")
