@@ -51,9 +51,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 @pytest.fixture(scope="session")
 def pg_dsn() -> str:
     """The PostgreSQL server of the test run (see tests/postgres.py)."""
-    from tests.postgres import test_dsn
+    from tests.postgres import server_dsn
 
-    return test_dsn()
+    return server_dsn()
 
 
 @pytest.fixture

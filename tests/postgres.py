@@ -20,7 +20,7 @@ DSN_VARIABLE = "MEERKAT_TEST_PG_DSN"
 _server: ThrowawayPostgres | None = None
 
 
-def test_dsn() -> str:
+def server_dsn() -> str:
     """The DSN of the tests' server, starting the throwaway one if needed."""
     global _server
     given = os.environ.get(DSN_VARIABLE)
@@ -43,5 +43,5 @@ def new_schema() -> str:
 
 
 def drop_schema(schema: str) -> None:
-    with psycopg.connect(test_dsn(), autocommit=True) as conn:
+    with psycopg.connect(server_dsn(), autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -63,7 +63,7 @@ from meerkat_runtime.testing.faults import (
     FaultyStore,
     SimulatedCrash,
 )
-from tests.postgres import drop_schema, new_schema, test_dsn
+from tests.postgres import drop_schema, new_schema, server_dsn
 from tests.stateful.model import Model, ModelInput
 
 T = TypeVar("T")
@@ -479,7 +479,7 @@ class PostgresCrashMachine(CrashMachine):
         return self.schema
 
     def open_store(self) -> RuntimeStore:
-        return PostgresRuntimeStore(test_dsn(), schema=self.schema)
+        return PostgresRuntimeStore(server_dsn(), schema=self.schema)
 
     def teardown(self) -> None:
         super().teardown()
