@@ -30,7 +30,11 @@ from meerkat_runtime.runs import (
     RunEvent,
 )
 from meerkat_runtime.store import records
-from meerkat_runtime.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
+from meerkat_runtime.store.sqlite_schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    apply_step,
+)
 
 SESSIONS = 64
 BATCH = 10  # inputs per boundary commit
@@ -39,9 +43,12 @@ DRAIN_EVERY = 64  # accepts between two drain_events() per driver
 RUNTIME_ID = LogicalRuntimeId("bench-durable")
 _FILLER = "The quick brown fox jumps over the lazy dog, then naps. " * 30
 
+# A new row takes the next arrival number of its runtime, as every writer of
+# schema 3 must (PD-42).
 INSERT_ROW = (
-    "INSERT INTO runtime_input_states (runtime_id, input_id, state_json) "
-    "VALUES (?, ?, ?)"
+    "INSERT INTO runtime_input_states (runtime_id, input_id, state_json, arrival) "
+    "VALUES (?1, ?2, ?3, (SELECT COALESCE(MAX(arrival), 0) + 1 "
+    "FROM runtime_input_states WHERE runtime_id = ?1))"
 )
 UPSERT_ROW = (
     f"{INSERT_ROW} ON CONFLICT (runtime_id, input_id) "
@@ -50,7 +57,7 @@ UPSERT_ROW = (
 INSERT_RECEIPT = "INSERT INTO runtime_boundary_receipts VALUES (?, ?, ?, ?)"
 SELECT_ROWS = (
     "SELECT input_id, state_json FROM runtime_input_states "
-    "WHERE runtime_id = ? ORDER BY input_id"
+    "WHERE runtime_id = ? ORDER BY arrival"
 )
 
 Row = tuple[str, str, bytes]  # (runtime_id, input_id, state_json)
@@ -187,8 +194,8 @@ def raw_connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous = FULL")
     if conn.execute("PRAGMA user_version").fetchone()[0] == 0:  # a new file
         for version in range(1, SCHEMA_VERSION + 1):
-            for statement in MIGRATIONS[version]:
-                conn.execute(statement)
+            for step in MIGRATIONS[version]:
+                apply_step(conn, step)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return conn
 

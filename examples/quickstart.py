@@ -66,7 +66,11 @@ def greeting() -> PromptInput:
 async def main(data: Path) -> None:
     data.mkdir(exist_ok=True)
     store = SqliteRuntimeStore(data / "agents.db")
-    adapter = RuntimeSessionAdapter.persistent(store, FileBlobStore(data / "blobs"))
+    # A fixed owner id: the next run is this worker restarted, and takes the
+    # session back at once (another owner would wait for the lease to expire).
+    adapter = RuntimeSessionAdapter.persistent(
+        store, FileBlobStore(data / "blobs"), owner="quickstart-worker"
+    )
     await adapter.register_session(SESSION)  # recovers from the store first
     report = adapter.recovery_report(SESSION)
     assert report is not None

@@ -16,7 +16,7 @@ from meerkat_runtime.driver.ephemeral import (
     RuntimeControlCommand,
 )
 from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
-from meerkat_runtime.errors import RuntimeDriverError
+from meerkat_runtime.errors import RuntimeDriverError, RuntimeOwnedError
 from meerkat_runtime.events import (
     InputLifecycleEvent,
     RunLifecycleEvent,
@@ -218,6 +218,7 @@ __all__ = [
     "RuntimeDriverError",
     "RuntimeEvent",
     "RuntimeEventEnvelope",
+    "RuntimeOwnedError",
     "RuntimeSessionAdapter",
     "RuntimeState",
     "RuntimeStore",

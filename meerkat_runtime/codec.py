@@ -18,7 +18,7 @@ from typing import Any, Self, TypeVar, Union, cast
 
 import msgspec
 
-from meerkat_runtime.ids import _TextId, id_types
+from meerkat_runtime.ids import _TextId, id_problem, id_types
 
 T = TypeVar("T")
 
@@ -58,6 +58,17 @@ def _dec_hook(target: type, obj: object) -> object:
     raise NotImplementedError(f"cannot decode {target!r}")
 
 
+def _admission_hook(target: type, obj: object) -> object:
+    """``_dec_hook`` plus the rules a caller's id must meet (``id_problem``).
+    Only admission decodes with it: a record already stored is read back
+    whatever an older version admitted."""
+    if type(obj) is str and target in _ID_TYPES:
+        problem = id_problem(obj)
+        if problem is not None:
+            raise ValueError(problem)
+    return _dec_hook(target, obj)
+
+
 _ID_TYPES = frozenset(id_types())
 _ENCODER = msgspec.json.Encoder(enc_hook=_enc_hook)
 
@@ -71,6 +82,12 @@ def decoder(target: type[T]) -> msgspec.json.Decoder[T]:
     """A reusable decoder for one type (for bulk decoding: building a
     decoder is a real share of decoding one stored input, so build it once)."""
     return msgspec.json.Decoder(_wire_type(cast(Any, target)), dec_hook=_dec_hook)
+
+
+def admission_decoder(target: type[T]) -> msgspec.json.Decoder[T]:
+    """A strict decoder for one type that also refuses malformed ids: what a
+    caller's value must survive before it is acknowledged."""
+    return msgspec.json.Decoder(_wire_type(cast(Any, target)), dec_hook=_admission_hook)
 
 
 def decode(data: bytes | str, target: type[T]) -> T:

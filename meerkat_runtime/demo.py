@@ -92,6 +92,7 @@ BILLING = SessionId("billing-agent")
 SESSIONS = (SUPPORT, OPS, BILLING)
 RETRY_DELAY = 0.05  # seconds between a failed run and its retry
 TOY_LATENCY = 0.01  # what the toy "model" takes per run
+DEMO_OWNER = "demo-worker"
 CHILD_TIMEOUT = 20.0  # the worker must reach its crash point within this
 DRAIN_TIMEOUT = 10.0  # phase 2 must finish the recovered work within this
 
@@ -206,8 +207,15 @@ def _deploy_event(body: str) -> ExternalEventInput:
 def _adapter(path: Path) -> tuple[RuntimeSessionAdapter, SqliteRuntimeStore]:
     store = SqliteRuntimeStore(path)
     blobs = FileBlobStore(path.parent / BLOB_DIR)
+    # One owner id for the worker and its restart (PD-36): the restarted
+    # worker takes its runtimes back at once instead of waiting for the
+    # killed one's leases to expire.
     adapter = RuntimeSessionAdapter.persistent(
-        store, blobs, policy_table=DemoPolicy(), retry_delay=RETRY_DELAY
+        store,
+        blobs,
+        policy_table=DemoPolicy(),
+        retry_delay=RETRY_DELAY,
+        owner=DEMO_OWNER,
     )
     return adapter, store
 

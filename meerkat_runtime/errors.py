@@ -127,6 +127,32 @@ RuntimeDriverError.Destroyed = DestroyedError
 RuntimeDriverError.Internal = InternalError
 
 
+# ---------------------------------------------------------------- ownership
+
+
+class RuntimeOwnedError(MeerkatError):
+    """Another live owner holds the runtime's lease (PD-36): ``owner`` names
+    it and ``expires_at`` (wall-clock seconds, as ``time.time()``) is when
+    its lease runs out unless renewed. Retryable: once that owner stops
+    renewing, the same claim succeeds."""
+
+    def __init__(self, runtime_id: object, owner: str, expires_at: float) -> None:
+        self.runtime_id = runtime_id
+        self.owner = owner
+        self.expires_at = expires_at
+        super().__init__(
+            f"runtime {runtime_id} is owned by {owner} "
+            f"(lease expires at {expires_at:.3f})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return rebuilt(self, self.runtime_id, self.owner, self.expires_at)
+
+    @property
+    def retryable(self) -> bool:
+        return True
+
+
 # ---------------------------------------------------------------- store
 
 

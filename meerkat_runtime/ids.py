@@ -5,6 +5,11 @@ ids of different kinds can never be mixed up by the type checker, yet compare,
 hash and serialise as their plain text (docs/behaviour.md T-18). ``X.new()`` mints a
 UUIDv7: 48 bits of Unix milliseconds first, so ids sort by creation time, which
 keeps stored rows and logs in arrival order.
+
+Caller-chosen ids (an input id, idempotency and supersession keys, a
+correlation id, a blob reference) are admitted only if ``id_problem`` finds
+nothing: non-blank text of at most ``MAX_ID_LENGTH`` characters without
+control characters, so every id fits an index row and prints on one line.
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ import threading
 import time
 import uuid
 from typing import Self
+
+MAX_ID_LENGTH = 512
+"""The longest id text an input may carry (characters, README "Limits")."""
 
 _lock = threading.Lock()
 # Seeded from the OS per process, and again in a forked child, so two
@@ -197,6 +205,18 @@ def _fill(new_id: _TextId, text: str) -> None:
     _set_text(new_id, text)
     # Ids key every dict in the runtime: hash once.
     _set_hash(new_id, hash((type(new_id).__name__, text)))
+
+
+def id_problem(text: str) -> str | None:
+    """Why ``text`` cannot be an admitted id, or None. (A printable string,
+    the common case, is settled by one C-level test.)"""
+    if len(text) > MAX_ID_LENGTH:
+        return f"longer than {MAX_ID_LENGTH} characters"
+    if text.isprintable():
+        return None if text.strip() else "must not be blank"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        return "contains control characters"
+    return None if text.strip() else "must not be blank"
 
 
 def id_types() -> list[type[_TextId]]:

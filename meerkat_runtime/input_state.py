@@ -15,7 +15,9 @@ without it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Self, TypeVar
 
 import msgspec
 
@@ -32,7 +34,12 @@ from meerkat_runtime.generated.input_lifecycle import (
 from meerkat_runtime.generated.policy_table import PolicyDecision
 from meerkat_runtime.generated.spec_types import AnyInputTerminalOutcome
 from meerkat_runtime.ids import IdempotencyKey, InputId, RunId
-from meerkat_runtime.inputs import AnyInput, InputDurability
+from meerkat_runtime.inputs import (
+    AnyInput,
+    InputDurability,
+    ReadableInput,
+    canonical_input,
+)
 
 
 # The stored record types refuse unknown keys: in a stored record one is
@@ -60,11 +67,20 @@ def bounded_error(text: str) -> str:
 class InputStateHistoryEntry(
     Value, frozen=True, kw_only=True, gc=False, forbid_unknown_fields=True
 ):
+    """One transition (L-7), written ``{timestamp, from, to, reason}`` as
+    upstream (schema 2 wrote ``from_state``/``to_state``: still read,
+    PD-40); ``error`` is this port's addition (PD-21, PD-41)."""
+
     timestamp: datetime
-    from_state: InputLifecycleState
-    to_state: InputLifecycleState
+    from_state: InputLifecycleState = msgspec.field(name="from")
+    to_state: InputLifecycleState = msgspec.field(name="to")
     reason: str
     error: str | None = None  # the failed run's error, for its rollback
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Self:
+        """Reads schema 2's keys too (PD-40)."""
+        return _with_legacy_keys(codec.decoder(cls), data, _renamed_entry)
 
 
 class InputStateRecord(
@@ -80,13 +96,65 @@ class InputStateRecord(
     terminal_outcome: AnyInputTerminalOutcome | None = None
     durability: InputDurability | None = None
     idempotency_key: IdempotencyKey | None = None
-    attempt_count: int = 0
-    recovery_count: int = 0
+    # Always written, unlike the other defaults (L-10); 0 when absent.
+    attempt_count: int = msgspec.field(default_factory=int)
+    recovery_count: int = msgspec.field(default_factory=int)
     history: list[InputStateHistoryEntry] = msgspec.field(default_factory=list)
     reconstruction_source: str | None = None
-    persisted_input: AnyInput | None = None
+    # Read with T-1's legacy tags too; ``from_record`` makes them canonical.
+    persisted_input: ReadableInput | None = None
     last_run_id: RunId | None = None
     last_boundary_sequence: int | None = None
+
+
+T = TypeVar("T")
+_RECORD_DECODER = codec.decoder(InputStateRecord)
+# Schema 2's names for a history entry's states (PD-40), and today's.
+_LEGACY_HISTORY_KEYS = (("from_state", "from"), ("to_state", "to"))
+
+
+def decode_record(data: bytes | str) -> InputStateRecord:
+    """A stored record, in the current form or schema 2's (PD-40)."""
+    return _with_legacy_keys(_RECORD_DECODER, data, _renamed_history)
+
+
+def _with_legacy_keys(
+    decoder: msgspec.json.Decoder[T],
+    data: bytes | str,
+    rename: Callable[[object], bool],
+) -> T:
+    """``data`` decoded in the current form or, failing that, with its old
+    history keys renamed (``rename`` renames them in place, and says whether
+    there were any). The current form is tried first: it is what every store
+    writes now. When neither fits, the current form's error is raised."""
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as current:
+        raw = msgspec.json.decode(data)
+        if not rename(raw):
+            raise
+        try:
+            return decoder.decode(msgspec.json.encode(raw))
+        except msgspec.ValidationError:
+            raise current from None
+
+
+def _renamed_history(record: object) -> bool:
+    history = record.get("history") if isinstance(record, dict) else None
+    entries = history if isinstance(history, list) else []
+    renamed = [_renamed_entry(entry) for entry in entries]  # every one, in full
+    return any(renamed)
+
+
+def _renamed_entry(entry: object) -> bool:
+    """Rename one entry's old keys in place, where the new key is absent (an
+    entry holding both is left for the decoder to refuse)."""
+    renamed = False
+    for old, new in _LEGACY_HISTORY_KEYS:
+        if isinstance(entry, dict) and old in entry and new not in entry:
+            entry[new] = entry.pop(old)
+            renamed = True
+    return renamed
 
 
 def _now() -> datetime:
@@ -257,7 +325,7 @@ class InputState:
                 attempt_count=record.attempt_count,
             )
         )
-        payload = record.persisted_input
+        payload = canonical_input(record.persisted_input)
         # One id object for the state and its payload's header, as accepting
         # makes them (a decoded record carries two equal copies).
         input_id = (
@@ -277,7 +345,7 @@ class InputState:
         state.idempotency_key = record.idempotency_key
         state.recovery_count = record.recovery_count
         state.reconstruction_source = record.reconstruction_source
-        state.persisted_input = record.persisted_input
+        state.persisted_input = payload
         return state
 
     def to_json(self) -> bytes:
@@ -285,7 +353,7 @@ class InputState:
 
     @classmethod
     def from_json(cls, data: bytes | str) -> InputState:
-        return cls.from_record(codec.decode(data, InputStateRecord))
+        return cls.from_record(decode_record(data))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, InputState) and other.to_record() == self.to_record()
@@ -299,7 +367,5 @@ class InputState:
 codec.register_custom(
     InputState,
     lambda state: codec.to_builtins(state.to_record()),
-    lambda raw: InputState.from_record(
-        codec.decode(codec.encode(raw), InputStateRecord)
-    ),
+    lambda raw: InputState.from_record(decode_record(codec.encode(raw))),
 )

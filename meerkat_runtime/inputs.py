@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self, Union, cast
 
 import msgspec
 
+from meerkat_runtime import codec
 from meerkat_runtime.codec import Value
 from meerkat_runtime.generated.spec_types import HandlingMode
 from meerkat_runtime.ids import (
@@ -240,6 +241,13 @@ class RuntimeTurnMetadata(Value, frozen=True, gc=False, kw_only=True):
 # ---------------------------------------------------------------- the six inputs
 
 
+def _queue() -> HandlingMode:
+    """The default handling mode of an external event or a continuation. A
+    factory rather than a plain default so that it is always written, even
+    when it is the default (T-1): a plain default would be omitted."""
+    return HandlingMode.QUEUE
+
+
 class Input(Value, frozen=True, gc=False, kw_only=True, tag_field="input_type"):
     """Base of the six inputs (T-1)."""
 
@@ -255,6 +263,14 @@ class Input(Value, frozen=True, gc=False, kw_only=True, tag_field="input_type"):
     def handling_mode_hint(self) -> HandlingMode | None:
         """Upstream's ``Input::handling_mode()`` (T-4)."""
         return None
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Self:
+        """Reads T-1's legacy tags too, as the variant each stands for."""
+        variants = [v for v in (*INPUT_TYPES, *_LEGACY_TAGS) if issubclass(v, cls)]
+        readable: Any = Union[tuple(variants)]  # noqa: UP007 - from a runtime tuple
+        decoded: AnyInput = codec.decode(data, readable)
+        return cast(Self, canonical_input(decoded))
 
 
 class PromptInput(Input, frozen=True, gc=False, kw_only=True, tag="prompt"):
@@ -315,7 +331,7 @@ class ExternalEventInput(
     event_type: str
     payload: Any
     blocks: list[AnyContentBlock] | None = None
-    handling_mode: HandlingMode = HandlingMode.QUEUE
+    handling_mode: HandlingMode = msgspec.field(default_factory=_queue)
     render_metadata: Any = None
 
     def kind_id(self) -> str:
@@ -327,7 +343,7 @@ class ExternalEventInput(
 
 class ContinuationInput(Input, frozen=True, gc=False, kw_only=True, tag="continuation"):
     reason: str
-    handling_mode: HandlingMode = HandlingMode.QUEUE
+    handling_mode: HandlingMode = msgspec.field(default_factory=_queue)
     request_id: str | None = None
 
     def kind_id(self) -> str:
@@ -370,6 +386,40 @@ AnyInput = (
     | OperationInput
 )
 """Annotation for a field holding any input (what msgspec decodes)."""
+
+
+# T-1's legacy tags, accepted on read only: a record holding one decodes to
+# one of these, which ``canonical_input`` turns into the variant it names,
+# so it is written back under the current tag.
+class _SystemGeneratedInput(
+    ContinuationInput, frozen=True, gc=False, kw_only=True, tag="system_generated"
+):
+    pass
+
+
+class _ProjectedInput(
+    OperationInput, frozen=True, gc=False, kw_only=True, tag="projected"
+):
+    pass
+
+
+_LEGACY_TAGS: dict[type[Input], type[Input]] = {
+    _SystemGeneratedInput: ContinuationInput,
+    _ProjectedInput: OperationInput,
+}
+
+ReadableInput = AnyInput | _SystemGeneratedInput | _ProjectedInput
+"""Annotation for a stored input: any input, under a current or legacy tag."""
+
+
+def canonical_input(inp: AnyInput | None) -> AnyInput | None:
+    """``inp``, or the current variant a legacy-tagged input stands for."""
+    current = None if inp is None else _LEGACY_TAGS.get(type(inp))
+    if inp is None or current is None:
+        return inp
+    canonical: AnyInput = current(**msgspec.structs.asdict(inp))  # type: ignore[assignment]
+    return canonical
+
 
 INPUT_TYPES: tuple[type[Input], ...] = (
     PromptInput,

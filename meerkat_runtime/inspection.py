@@ -10,8 +10,10 @@ turn the views into rich tables; ``to_json`` into plain builtins.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,6 +41,8 @@ from meerkat_runtime.inputs import (
 from meerkat_runtime.runs import RunBoundaryReceipt
 from meerkat_runtime.store import records
 from meerkat_runtime.store.integrity import check_input_count
+from meerkat_runtime.store.leases import Lease
+from meerkat_runtime.store.sqlite_leases import all_leases
 from meerkat_runtime.store.sqlite_schema import (
     SCHEMA_VERSION,
     SELECT_INPUTS,
@@ -64,6 +68,7 @@ class RuntimeView:
     state: RuntimeState | None
     inputs: list[InputState]
     receipts: list[RunBoundaryReceipt]
+    lease: Lease | None = None  # its owner (PD-36), if it ever had one
 
 
 # ---------------------------------------------------------------- loading
@@ -77,7 +82,8 @@ def load_database(path: Path) -> list[RuntimeView]:
         version = _check_schema(conn, path)
         # Read-only, so a version-1 file is read as it is: no recovery epochs.
         select = SELECT_INPUTS if version >= 2 else _SELECT_INPUTS_V1
-        return [_load_runtime(conn, rid, select) for rid in _runtime_ids(conn)]
+        views = [_load_runtime(conn, rid, select) for rid in _runtime_ids(conn)]
+        return _with_leases(views, all_leases(conn))
     except sqlite3.Error as exc:  # damaged pages, an I/O error: said, not raised
         raise _read_failure(path, exc) from None
     finally:
@@ -174,6 +180,14 @@ def _load_runtime(conn: sqlite3.Connection, rid: str, select: str) -> RuntimeVie
     return RuntimeView(rid, state, inputs, receipts)
 
 
+def _with_leases(views: list[RuntimeView], leases: list[Lease]) -> list[RuntimeView]:
+    by_runtime = {lease.runtime_id: lease for lease in leases}
+    return [
+        dataclasses.replace(view, lease=by_runtime.get(view.runtime_id))
+        for view in views
+    ]
+
+
 # ---------------------------------------------------------------- facts
 
 
@@ -224,10 +238,31 @@ def to_json(path: Path, views: list[RuntimeView]) -> dict[str, Any]:
                 "state": None if v.state is None else v.state.value,
                 "inputs": [codec.to_builtins(s.to_record()) for s in v.inputs],
                 "receipts": codec.to_builtins(v.receipts),
+                "lease": None if v.lease is None else lease_json(v.lease),
             }
             for v in views
         ],
     }
+
+
+def lease_json(lease: Lease) -> dict[str, Any]:
+    return {
+        "owner": lease.owner,
+        "epoch": lease.epoch,
+        "expires_at": lease.expires_at,
+        "released": lease.released,
+    }
+
+
+def describe_lease(lease: Lease | None, now: float) -> str:
+    """Who owns the runtime, as an operator reads it."""
+    if lease is None:
+        return "(never claimed)"
+    if lease.released:
+        return f"released by {lease.owner} (epoch {lease.epoch})"
+    until = datetime.fromtimestamp(lease.expires_at).isoformat(timespec="seconds")
+    held = "held" if lease.held_at(now) else "expired"
+    return f"{lease.owner} (epoch {lease.epoch}, {held}, until {until})"
 
 
 # ---------------------------------------------------------------- rendering
@@ -243,8 +278,9 @@ def runtimes_table(views: list[RuntimeView]) -> Table:
     # A runtime id is shown whole (folded over lines when long): it is the
     # name to pass on, unlike the input and run ids the other tables shorten.
     table.add_column("runtime", overflow="fold")
-    for column in ("state", "inputs", "by state", "receipts"):
+    for column in ("state", "inputs", "by state", "receipts", "owner"):
         table.add_column(column)
+    now = time.time()
     for view in views:
         counts: dict[str, int] = {}
         for state in view.inputs:
@@ -258,6 +294,7 @@ def runtimes_table(views: list[RuntimeView]) -> Table:
             str(len(view.inputs)),
             by_state,
             str(len(view.receipts)),
+            describe_lease(view.lease, now),
         )
     return table
 

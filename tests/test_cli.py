@@ -208,12 +208,13 @@ def test_inspect_json_is_machine_readable(
     runtimes = {r["runtime_id"]: r for r in data["runtimes"]}
     assert set(runtimes) == {"support-bot", "ops-watch", "billing-agent"}
     ops = runtimes["ops-watch"]
-    assert set(ops) == {"runtime_id", "state", "inputs", "receipts"}
+    assert set(ops) == {"runtime_id", "state", "inputs", "receipts", "lease"}
+    assert ops["lease"]["owner"] == "demo-worker"
     assert ops["state"] == "idle"
     first = ops["inputs"][0]
     for key in ("input_id", "current_state", "history", "persisted_input"):
         assert key in first
-    assert {"from_state", "to_state", "reason", "timestamp"} <= set(first["history"][0])
+    assert {"from", "to", "reason", "timestamp"} <= set(first["history"][0])
     receipt = ops["receipts"][0]
     for key in ("run_id", "contributing_input_ids", "sequence", "boundary"):
         assert key in receipt

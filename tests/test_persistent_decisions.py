@@ -458,6 +458,11 @@ async def _prep_cancelled(store: FaultyStore) -> tuple[PersistentRuntimeDriver, 
     return driver, lambda: driver.on_run_event(event)
 
 
+async def _prep_withdraw(store: FaultyStore) -> tuple[PersistentRuntimeDriver, Call]:
+    driver, run_id, _ = await _running(store, 3, staged=2)
+    return driver, lambda: driver.withdraw_run(run_id)
+
+
 async def _prep_retire(store: FaultyStore) -> tuple[PersistentRuntimeDriver, Call]:
     driver, _, _ = await _running(store, 2)
     return driver, driver.retire
@@ -534,6 +539,11 @@ CASES: dict[str, tuple[str, Prepare, str]] = {
         "atomic_lifecycle_commit",
         _prep_cancelled,
         "terminal event persist failed: ",
+    ),
+    "withdraw_run": (
+        "atomic_lifecycle_commit",
+        _prep_withdraw,
+        "run withdrawal persist failed: ",
     ),
     "retire": ("atomic_lifecycle_commit", _prep_retire, "retire persist failed: "),
     "reset": ("atomic_lifecycle_commit", _prep_reset, "reset persist failed: "),

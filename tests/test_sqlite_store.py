@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +54,13 @@ from meerkat_runtime.store.records import (
     encode_state,
 )
 from meerkat_runtime.store.sqlite_boundary import is_busy
-from meerkat_runtime.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
+from meerkat_runtime.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, apply_step
 from meerkat_runtime.store.sqlite_writer import SOLO_STREAK
 from meerkat_runtime.store.verify import verify
 from meerkat_runtime.testing.conformance import poisoned, receipt_for, rich_state
+from tests.test_wire_legacy import EXPECTED as LEGACY_EXPECTED
+from tests.test_wire_legacy import PENDING as LEGACY_PENDING
+from tests.test_wire_legacy import copy_legacy
 
 A = LogicalRuntimeId("sqlite-a")
 SHARED = LogicalRuntimeId("sqlite-shared")
@@ -152,8 +156,8 @@ def test_version_1_file_is_migrated_with_its_rows(tmp_path: Path) -> None:
     state.recovery_count = 3
     conn = sqlite3.connect(path)
     try:
-        for statement in MIGRATIONS[1]:
-            conn.execute(statement)
+        for step in MIGRATIONS[1]:
+            apply_step(conn, step)
         conn.execute(
             f"INSERT INTO {INPUTS} VALUES (?, ?, ?)",
             (str(A), str(state.input_id), encode_state(state)),
@@ -173,22 +177,25 @@ def test_version_1_file_is_migrated_with_its_rows(tmp_path: Path) -> None:
             assert await store.load_input_states(A) == [state]
 
     run(body)
-    assert user_version(path) == SCHEMA_VERSION == 2
+    assert user_version(path) == SCHEMA_VERSION == 3
 
 
-@pytest.mark.parametrize("start", [0, 1])
+@pytest.mark.parametrize("start", [0, 1, 2])
 def test_two_stores_migrating_one_file_at_once_both_open(
     tmp_path: Path, start: int
 ) -> None:
     """Schema versioning with several openers: two stores that both read an
-    old version (a new file, or schema 1) while a third connection holds the
-    write lock must not both migrate; the second finds the work done. (A
-    migration that ran twice failed with "duplicate column name".)"""
+    old version (a new file, schema 1, or the schema-2 fixture with its
+    records) while a third connection holds the write lock must not both
+    migrate; the second finds the work done. (A migration that ran twice
+    failed with "duplicate column name".)"""
     path = tmp_path / "shared.db"
+    if start == 2:
+        path, _ = copy_legacy(tmp_path)
     holder = sqlite3.connect(path, isolation_level=None)
-    for version in range(1, start + 1):
-        for statement in MIGRATIONS[version]:
-            holder.execute(statement)
+    for version in range(1, start + 1 if start < 2 else 1):
+        for step in MIGRATIONS[version]:
+            apply_step(holder, step)
     holder.execute(f"PRAGMA user_version = {start}")
     holder.execute("PRAGMA journal_mode = WAL")
     holder.execute("BEGIN IMMEDIATE")  # both openers now wait to migrate
@@ -211,6 +218,15 @@ def test_two_stores_migrating_one_file_at_once_both_open(
         thread.join()
     assert outcomes == {"A": "opened", "B": "opened"}
     assert user_version(path) == SCHEMA_VERSION
+    if start == 2:  # numbered once, in the old id order (PD-42)
+        with closing(sqlite3.connect(path)) as conn:
+            numbered = conn.execute(
+                f"SELECT input_id FROM {INPUTS} WHERE runtime_id = ? ORDER BY arrival",
+                (str(LEGACY_PENDING),),
+            ).fetchall()
+        assert [i for (i,) in numbered] == LEGACY_EXPECTED["queued"][
+            str(LEGACY_PENDING)
+        ]
 
 
 def test_reopening_keeps_the_data(tmp_path: Path) -> None:

@@ -52,6 +52,7 @@ from meerkat_runtime import (
     RuntimeState,
     RuntimeTurnMetadata,
     SupersessionKey,
+    codec,
 )
 from meerkat_runtime.errors import ValidationFailedError
 from meerkat_runtime.inputs import AnyInputOrigin
@@ -427,135 +428,129 @@ def test_malformed_supersession_key_fails_validation() -> None:
 
 # ================================================================ size limit
 
-LIMIT = 16
+# Each case: an input whose one big field is ``n`` bytes of encoded text. The
+# limit covers the whole encoded input, so each is measured exactly: at its
+# own size it is accepted, one byte less refuses it, naming the big field.
+BIG = 600
+SIZED: list[Any] = [
+    pytest.param(lambda n: _prompt("x" * n), "text", id="ascii"),
+    pytest.param(lambda n: _prompt("é" * (n // 2)), "text", id="2-byte-chars"),
+    pytest.param(lambda n: _prompt("🦦" * (n // 4)), "text", id="4-byte-chars"),
+    pytest.param(
+        lambda n: _prompt(
+            "a",
+            blocks=[
+                ContentBlock.Image(
+                    media_type="image/png", data=ImageData.Inline(data="A" * n)
+                )
+            ],
+        ),
+        "blocks[0].data",
+        id="inline-image",
+    ),
+    pytest.param(
+        lambda n: _prompt("a", blocks=[ContentBlock.Text(text="b" * n)]),
+        "blocks[0].text",
+        id="block-text",
+    ),
+    pytest.param(
+        lambda n: PeerInput(header=_header(), body="x" * n), "body", id="peer-body"
+    ),
+    pytest.param(
+        lambda n: FlowStepInput(header=_header(), step_id="s", instructions="x" * n),
+        "instructions",
+        id="flow-step",
+    ),
+    pytest.param(
+        lambda n: ExternalEventInput(
+            header=_header(), event_type="e", payload={"k": "x" * n}
+        ),
+        "payload",
+        id="external-payload",
+    ),
+    pytest.param(
+        lambda n: ContinuationInput(header=_header(), reason="x" * n),
+        "reason",
+        id="continuation-reason",
+    ),
+    pytest.param(
+        lambda n: OperationInput(header=_header(), operation_id="o", event="x" * n),
+        "event",
+        id="operation-event",
+    ),
+    pytest.param(
+        lambda n: _prompt(
+            "m", turn_metadata=RuntimeTurnMetadata(provider_params={"p": "x" * n})
+        ),
+        "turn_metadata.provider_params",
+        id="provider-params",
+    ),
+    pytest.param(
+        lambda n: (
+            _prompt(header=_header(correlation_id=CorrelationId("c" * 500)))
+            if n < 0
+            else _prompt("m", turn_metadata=RuntimeTurnMetadata(model="x" * n))
+        ),
+        "turn_metadata.model",
+        id="model",
+    ),
+]
 
 
-@pytest.mark.parametrize(
-    ("make", "field"),
-    [
-        pytest.param(lambda: _prompt("x" * (LIMIT + 1)), "text", id="ascii-one-over"),
-        pytest.param(
-            lambda: _prompt("é" * 9), "text", id="2-byte-chars-9-chars-18-bytes"
-        ),
-        pytest.param(
-            lambda: _prompt("🦦" * 5), "text", id="4-byte-chars-5-chars-20-bytes"
-        ),
-        pytest.param(
-            lambda: _prompt(
-                "a",
-                blocks=[
-                    ContentBlock.Image(
-                        media_type="image/png",
-                        data=ImageData.Inline(data="A" * LIMIT),
-                    )
-                ],
-            ),
-            "blocks[0].data",
-            id="inline-image-counted",
-        ),
-        pytest.param(
-            lambda: _prompt("a" * 8, blocks=[ContentBlock.Text(text="b" * 9)]),
-            "blocks[0].text",
-            id="block-text-counted",
-        ),
-        pytest.param(
-            lambda: PeerInput(header=_header(), body="x" * (LIMIT + 1)),
-            "body",
-            id="peer-body",
-        ),
-        pytest.param(
-            lambda: FlowStepInput(
-                header=_header(), step_id="s", instructions="x" * LIMIT
-            ),
-            "instructions",
-            id="flow-step-fields-summed",
-        ),
-        pytest.param(
-            lambda: ExternalEventInput(
-                header=_header(), event_type="e", payload={"k": "x" * LIMIT}
-            ),
-            "payload",
-            id="external-payload",
-        ),
-        pytest.param(
-            lambda: ContinuationInput(header=_header(), reason="x" * (LIMIT + 1)),
-            "reason",
-            id="continuation-reason",
-        ),
-        pytest.param(
-            lambda: OperationInput(
-                header=_header(), operation_id="o", event="x" * LIMIT
-            ),
-            "event",
-            id="operation-event",
-        ),
-    ],
-)
-def test_text_over_the_limit_fails_validation(
-    make: Callable[[], Input], field: str
+@pytest.mark.parametrize(("make", "field"), SIZED)
+def test_input_one_byte_over_the_limit_fails_validation(
+    make: Callable[[int], Input], field: str
 ) -> None:
-    """Deliverable 6: text over the configurable limit (counted in UTF-8
-    bytes, inline image data included) -> ``ValidationFailed`` naming the
-    field that overflowed; nothing recorded."""
-    err = _assert_validation_failed(_driver(max_input_bytes=LIMIT), make(), field)
-    assert "limit" in err.reason
+    """Deliverable 6 with issue 12 item 2: the configurable limit is on the
+    whole encoded input (UTF-8 bytes, every field counted) ->
+    ``ValidationFailed`` naming the field that holds most of it."""
+    inp = make(BIG)
+    size = len(codec.encode(inp))
+    err = _assert_validation_failed(_driver(max_input_bytes=size - 1), inp, field)
+    assert err.reason.endswith(f"({size} bytes encoded, limit {size - 1})")
 
 
-@pytest.mark.parametrize(
-    "make",
-    [
-        pytest.param(lambda: _prompt("x" * LIMIT), id="ascii-exactly-at"),
-        pytest.param(lambda: _prompt("é" * 8), id="2-byte-chars-exactly-at"),
-        pytest.param(lambda: _prompt("🦦" * 4), id="4-byte-chars-exactly-at"),
-        pytest.param(
-            lambda: _prompt("a" * 8, blocks=[ContentBlock.Text(text="b" * 8)]),
-            id="text-plus-block-exactly-at",
-        ),
-        pytest.param(
-            lambda: _prompt(
-                "a",
-                blocks=[
-                    ContentBlock.Image(
-                        media_type="image/png",
-                        data=ImageData.Inline(data="A" * (LIMIT - 1)),
-                    )
-                ],
-            ),
-            id="text-plus-inline-image-exactly-at",
-        ),
-        pytest.param(
-            lambda: _prompt(
-                "a",
-                blocks=[
-                    ContentBlock.Image(
-                        media_type="image/png",
-                        data=ImageData.Blob(blob_id=BlobId("b" * 64)),
-                    )
-                ],
-            ),
-            id="blob-image-reference",
-        ),
-    ],
-)
-def test_text_at_the_limit_is_accepted(make: Callable[[], Input]) -> None:
-    """The limit is inclusive: exactly ``max_input_bytes`` bytes is accepted."""
-    _assert_accepted(_driver(max_input_bytes=LIMIT), make())
+@pytest.mark.parametrize(("make", "field"), SIZED)
+def test_input_exactly_at_the_limit_is_accepted(
+    make: Callable[[int], Input],
+    field: str,  # noqa: ARG001 - shared parameters
+) -> None:
+    """The limit is inclusive: an input of exactly ``max_input_bytes``
+    encoded bytes is accepted."""
+    inp = make(BIG)
+    _assert_accepted(_driver(max_input_bytes=len(codec.encode(inp))), inp)
 
 
-def test_multibyte_text_across_fields_counts_bytes() -> None:
-    """The limit is on the whole input in UTF-8 bytes: 4 bytes of text plus 14
-    bytes of block text is 18 bytes, over a 16-byte limit."""
-    inp = _prompt("éé", blocks=[ContentBlock.Text(text="é" * 7)])
-    assert len(inp.text.encode()) + len("é" * 7) * 2 == 18
-    _assert_validation_failed(_driver(max_input_bytes=LIMIT), inp, "blocks[0].text")
+def test_the_limit_counts_utf8_bytes() -> None:
+    """Two-byte characters count twice: 300 of them weigh what 600 ASCII
+    characters do, and one more is over."""
+    limit = len(codec.encode(_prompt("x" * BIG)))
+    _assert_accepted(_driver(max_input_bytes=limit), _prompt("é" * (BIG // 2)))
+    _assert_validation_failed(
+        _driver(max_input_bytes=limit), _prompt("é" * (BIG // 2 + 1)), "text"
+    )
 
 
-def test_default_limit_is_one_mebibyte() -> None:
-    """Deliverable 6: the default limit is 1 MiB."""
-    driver = _driver()
-    _assert_validation_failed(driver, _prompt("x" * (MIB + 1)), "text")
-    _assert_validation_failed(driver, _prompt("é" * (MIB // 2 + 1)), "text")
-    _assert_accepted(driver, _prompt("x" * MIB))
+def test_a_blob_reference_is_counted_not_its_blob() -> None:
+    """A blob image costs its reference, however big the blob."""
+    inp = _prompt(
+        "a",
+        blocks=[
+            ContentBlock.Image(
+                media_type="image/png", data=ImageData.Blob(blob_id=BlobId("b" * 64))
+            )
+        ],
+    )
+    _assert_accepted(_driver(max_input_bytes=len(codec.encode(inp))), inp)
+
+
+def test_default_limit_is_one_mebibyte_of_encoded_input() -> None:
+    """Deliverable 6: the default limit is 1 MiB, now of the whole encoded
+    input (README "Limits")."""
+    room = MIB - len(codec.encode(_prompt("")))
+    _assert_validation_failed(_driver(), _prompt("x" * (room + 1)), "text")
+    _assert_validation_failed(_driver(), _prompt("é" * (room // 2 + 1)), "text")
+    _assert_accepted(_driver(), _prompt("x" * room))
 
 
 # ================================================================ payloads

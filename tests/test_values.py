@@ -71,10 +71,11 @@ from meerkat_runtime import (
     SessionDelta,
     SessionId,
     SupersessionKey,
+    codec,
 )
 from meerkat_runtime.codec import Value, decode, encode
 from meerkat_runtime.events import AnyInputLifecycleEvent, AnyRunLifecycleEvent
-from meerkat_runtime.ids import id_types
+from meerkat_runtime.ids import MAX_ID_LENGTH, id_problem, id_types
 from meerkat_runtime.inputs import AnyContentBlock, AnyInputOrigin, AnyPeerConvention
 
 T0 = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
@@ -1062,7 +1063,7 @@ def test_terminal_outcome_round_trips(
 
 
 def test_history_entry_round_trips() -> None:
-    """L-7, L-10: ``{timestamp, from_state, to_state, reason}``."""
+    """L-7, L-10: ``{timestamp, from, to, reason}`` (upstream's keys)."""
     entry = InputStateHistoryEntry(
         timestamp=T0,
         from_state=InputLifecycleState.APPLIED,
@@ -1070,8 +1071,12 @@ def test_history_entry_round_trips() -> None:
         reason="mark_applied_pending_consumption",
     )
     data = _round_trip(entry, InputStateHistoryEntry)
-    assert data["from_state"] == "applied"
-    assert data["to_state"] == "applied_pending_consumption"
+    assert data == {
+        "timestamp": "2024-05-06T07:08:09.123456Z",
+        "from": "applied",
+        "to": "applied_pending_consumption",
+        "reason": "mark_applied_pending_consumption",
+    }
 
 
 def _consumed_state() -> InputState:
@@ -1170,7 +1175,7 @@ def test_input_state_wire_shape() -> None:
     assert data["last_boundary_sequence"] == 4
     assert data["policy"]["version"] == 1
     assert data["persisted_input"]["input_type"] == "prompt"
-    assert [h["to_state"] for h in data["history"]] == [
+    assert [h["to"] for h in data["history"]] == [
         "queued",
         "staged",
         "applied",
@@ -1194,6 +1199,8 @@ def test_input_state_wire_shape() -> None:
         "last_boundary_sequence",
     }
     assert absent.isdisjoint(fresh)
+    # L-10: the two counts are always written, zero included.
+    assert (fresh["attempt_count"], fresh["recovery_count"]) == (0, 0)
 
 
 def test_input_state_reads_defaults_for_absent_counters() -> None:
@@ -1284,6 +1291,40 @@ def test_ids_of_different_kinds_never_compare_equal() -> None:
     assert RunId("x") != LogicalRuntimeId("x")
     assert InputId("x") != "x"
     assert len({InputId("x"), RunId("x"), SessionId("x")}) == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "must not be blank"),
+        (" \u3000 ", "must not be blank"),
+        ("a\tb", "contains control characters"),
+        ("x" * (MAX_ID_LENGTH + 1), f"longer than {MAX_ID_LENGTH} characters"),
+        ("x" * MAX_ID_LENGTH, None),
+        ("order-42/ünïcödé 🦦", None),
+        ("\x85 C1 controls are text", None),
+    ],
+)
+def test_id_problem(text: str, problem: str | None) -> None:
+    """Issue 12 item 2: the one rule for every id a caller hands over."""
+    assert id_problem(text) == problem
+
+
+def test_only_admission_refuses_a_malformed_id_the_store_reads_it_back() -> None:
+    """A record stored before the id rules existed must still load: the
+    rules live in the admission decoder, not in the codec's own."""
+    inp = PromptInput(
+        header=msgspec.structs.replace(
+            InputHeader.new(), id=InputId("x" * (MAX_ID_LENGTH + 1))
+        ),
+        text="t",
+    )
+    data = codec.encode(inp)
+    assert codec.decode(data, PromptInput) == inp
+    with pytest.raises(
+        msgspec.ValidationError, match=r"longer than 512 .* `\$\.header\.id`"
+    ):
+        codec.admission_decoder(PromptInput).decode(data)
 
 
 # ================================================================ immutability and construction

@@ -34,7 +34,7 @@ DONE = SessionId("0190a000-0000-7000-8000-000000000001")
 PENDING = SessionId("0190a000-0000-7000-8000-000000000002")
 
 
-def _copy(tmp_path: Path) -> tuple[Path, Path]:
+def copy_legacy(tmp_path: Path) -> tuple[Path, Path]:
     """A private copy: opening the file may write to it (WAL, recovery)."""
     db = tmp_path / "schema2.sqlite"
     shutil.copyfile(LEGACY / "schema2.sqlite", db)
@@ -46,7 +46,7 @@ def _copy(tmp_path: Path) -> tuple[Path, Path]:
 def test_a_schema2_file_opens_and_recovers(tmp_path: Path) -> None:
     """The queued inputs come back queued with their payloads; the applied
     ones stay consumed."""
-    db, blobs = _copy(tmp_path)
+    db, blobs = copy_legacy(tmp_path)
 
     async def run() -> None:
         store = SqliteRuntimeStore(str(db))
@@ -108,7 +108,7 @@ def test_an_old_abandon_reason_is_read_and_written_back_in_the_new_form(
 ) -> None:
     """PD-23: ``{"reason_type": ...}`` decodes to the same reason; the next
     write of that record uses upstream's form (L-12)."""
-    db, blobs = _copy(tmp_path)
+    db, blobs = copy_legacy(tmp_path)
     old = EXPECTED["queued"][str(PENDING)][0]
     _abandon_in_the_old_form(db, old)
 

@@ -29,6 +29,7 @@ from meerkat_runtime.driver.validation import (
     durability_violation,
     peer_mode_violation,
 )
+from meerkat_runtime.driver.withdrawal import WithdrawingCore
 from meerkat_runtime.errors import DestroyedError, NotReadyError, ValidationFailedError
 from meerkat_runtime.events import (
     InputAccepted,
@@ -114,7 +115,7 @@ class DriverObservation:
     events: int
 
 
-class RuntimeCore(RecoveringCore):
+class RuntimeCore(RecoveringCore, WithdrawingCore):
     """One runtime's in-memory state and operations (starts IDLE)."""
 
     def __init__(
@@ -259,10 +260,13 @@ class RuntimeCore(RecoveringCore):
         ids = list(ids)
         self._check_stage(ids, run_id)
         lane = self._lanes.pop_prefix(len(ids))
+        before: dict[InputId, InputState] = {}
         for input_id in ids:
-            self._apply(self._state(input_id), il.StageForRun(run_id))
+            state = self._state(input_id)
+            before[input_id] = state.clone()  # PD-38: what withdraw_run restores
+            self._apply(state, il.StageForRun(run_id))
             self._emit_input(InputStaged(input_id=input_id, run_id=run_id))
-        self._batch = Batch(run_id, ids, lane)
+        self._batch = Batch(run_id, ids, lane, before)
 
     def _check_stage(self, ids: list[InputId], run_id: RunId) -> None:
         if self._control.current_run_id() != run_id:

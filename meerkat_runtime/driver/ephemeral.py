@@ -15,7 +15,7 @@ from meerkat_runtime.driver.core import (
 from meerkat_runtime.driver.face import RuntimeDriver
 from meerkat_runtime.driver.validation import DEFAULT_MAX_INPUT_BYTES
 from meerkat_runtime.generated.spec_types import InputAbandonReason
-from meerkat_runtime.ids import LogicalRuntimeId
+from meerkat_runtime.ids import LogicalRuntimeId, RunId
 from meerkat_runtime.inputs import Input
 from meerkat_runtime.outcomes import (
     AcceptOutcome,
@@ -56,6 +56,9 @@ class EphemeralRuntimeDriver(RuntimeDriver):
 
     async def on_run_event(self, event: RunEvent) -> None:
         self._core.run_event(event)
+
+    async def withdraw_run(self, run_id: RunId) -> None:
+        self._core.withdraw_run(run_id)
 
     def retire_now(self) -> RetireReport:
         return self._core.retire()

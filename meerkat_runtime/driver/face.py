@@ -51,6 +51,11 @@ class RuntimeDriver(ABC):
     async def on_run_event(self, event: RunEvent) -> None: ...
 
     @abstractmethod
+    async def withdraw_run(self, run_id: RunId) -> None:
+        """W-6a with PD-38: the current run ends as if it had never staged
+        its batch (its inputs back in their lanes, no attempt counted)."""
+
+    @abstractmethod
     async def retire(self) -> RetireReport: ...
 
     @abstractmethod

@@ -64,11 +64,15 @@ def reason_name(reason: InputAbandonReason) -> str:
 
 @dataclass(slots=True)
 class Batch:
-    """The inputs staged for the current run, in order, and their lane."""
+    """The inputs staged for the current run, in order, and their lane.
+    ``before`` holds each input as it was just before staging (never
+    mutated, only read), so a run the store could not record can be
+    withdrawn without counting an attempt (PD-38)."""
 
     run_id: RunId
     ids: list[InputId]
     lane: Lane
+    before: dict[InputId, InputState] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -190,7 +194,11 @@ class CoreState:
         batch = self._batch
         checkpoint = Checkpoint(
             control=self._control.copy(),
-            batch=Batch(batch.run_id, list(batch.ids), batch.lane) if batch else None,
+            batch=(
+                Batch(batch.run_id, list(batch.ids), batch.lane, batch.before)
+                if batch
+                else None
+            ),
             signal=self._signal,
             events=len(self._events),
         )

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from meerkat_runtime.blobs import BlobStore, BlobStoreError
 from meerkat_runtime.codec import gc_paused
@@ -37,10 +37,10 @@ from meerkat_runtime.driver.face import RuntimeDriver
 from meerkat_runtime.driver.images import externalize_images, has_inline_images
 from meerkat_runtime.driver.journal import Checkpoint, reason_name
 from meerkat_runtime.driver.validation import DEFAULT_MAX_INPUT_BYTES
-from meerkat_runtime.errors import InternalError, ValidationFailedError
+from meerkat_runtime.errors import FencedError, InternalError, ValidationFailedError
 from meerkat_runtime.generated import input_lifecycle as il
 from meerkat_runtime.generated.spec_types import InputAbandonReason
-from meerkat_runtime.ids import InputId, LogicalRuntimeId
+from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
 from meerkat_runtime.inputs import Input, InputDurability
 from meerkat_runtime.outcomes import (
@@ -61,6 +61,10 @@ from meerkat_runtime.store.base import (
     cancel_safe,
     commit_recovery,
 )
+from meerkat_runtime.store.leases import OwnerLease
+
+if TYPE_CHECKING:
+    from meerkat_runtime.sessions.ownership import OwnerLeases
 
 T = TypeVar("T")
 
@@ -82,7 +86,10 @@ class PersistentRuntimeDriver(RuntimeDriver):
         *,
         policy_table: PolicyTable | None = None,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+        ownership: OwnerLeases | None = None,
     ) -> None:
+        """``ownership``: the runtime's lease is claimed from it before the
+        first recovery, and every write is fenced by it (PD-36)."""
         self.runtime_id = runtime_id
         self._core = RuntimeCore(
             runtime_id,
@@ -92,6 +99,8 @@ class PersistentRuntimeDriver(RuntimeDriver):
         )
         self.store = store
         self.blob_store = blob_store
+        self.ownership = ownership
+        self.lease: OwnerLease | None = None
 
     # ================================================================ accept
 
@@ -147,20 +156,31 @@ class PersistentRuntimeDriver(RuntimeDriver):
         """A store write that a cancelled caller cannot tear in half: the
         write runs to its end, and the caller learns how it ended, so memory
         follows what the store did (decision 14 also under cancellation). A
-        store whose writes are cancel-safe does this itself, more cheaply."""
-        if cancel_safe(self.store):
-            await call
-            return
-        task = asyncio.ensure_future(call)
+        store whose writes are cancel-safe does this itself, more cheaply.
+        An owner whose lease is lost never writes again (PD-36)."""
+        lease = self.lease
+        if lease is not None and not lease.valid():
+            if asyncio.iscoroutine(call):
+                call.close()  # never started: nothing to wait for
+            raise lease.refusal()
         try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            while not task.done():
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.wait({task})
-            if task.cancelled() or task.exception() is not None:
-                raise
-            raise CommittedThenCancelled from None
+            if cancel_safe(self.store):
+                await call
+                return
+            task = asyncio.ensure_future(call)
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                while not task.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait({task})
+                if task.cancelled() or task.exception() is not None:
+                    raise
+                raise CommittedThenCancelled from None
+        except FencedError as exc:
+            if lease is not None:
+                lease.lose(f"a write was fenced ({exc})")
+            raise
 
     # ================================================================ runs
 
@@ -201,6 +221,14 @@ class PersistentRuntimeDriver(RuntimeDriver):
             self.store.atomic_apply(
                 self.runtime_id, delta, event.receipt, self._durable(checkpoint)
             )
+        )
+
+    async def withdraw_run(self, run_id: RunId) -> None:
+        """PD-38: written like a run's end. Usually it writes what the store
+        already holds (staging is never written, D-2), which also proves the
+        store answers again before the batch runs once more."""
+        await self._persisted(
+            lambda: self._core.withdraw_run(run_id), "run withdrawal persist failed"
         )
 
     # ================================================================ control
@@ -302,6 +330,8 @@ class PersistentRuntimeDriver(RuntimeDriver):
         """D-11 with decisions 4, 5, 18, 22, 24."""
         core = self._core
         if core.is_pristine():
+            if self.ownership is not None and self.lease is None:
+                return await self._recover_owned(self.ownership)
             return await self._recover_pristine()
         guard = self._undo_on_failure(None)  # a failed read: the store's text
         with guard as checkpoint:
@@ -318,6 +348,19 @@ class PersistentRuntimeDriver(RuntimeDriver):
             inputs_requeued=in_memory.inputs_requeued + stored.inputs_requeued,
             details=stored.details,
         )
+
+    async def _recover_owned(self, ownership: OwnerLeases) -> RecoveryReport:
+        """Claim the runtime, then recover it through a store fenced by the
+        lease; a failed recovery gives the lease back."""
+        unfenced = self.store
+        lease = await ownership.claim(self.runtime_id)
+        self.lease, self.store = lease, unfenced.fenced(self.runtime_id, lease.epoch)
+        try:
+            return await self._recover_pristine()
+        except BaseException:
+            self.lease, self.store = None, unfenced
+            await ownership.release(self.runtime_id)
+            raise
 
     async def _recover_pristine(self) -> RecoveryReport:
         """A driver's first recovery (the restart case): nothing to undo but a

@@ -18,7 +18,7 @@ from meerkat_runtime.driver.journal import CoreState
 from meerkat_runtime.errors import InternalError
 from meerkat_runtime.generated import input_lifecycle as il
 from meerkat_runtime.generated import runtime_control as rc
-from meerkat_runtime.generated.policy_table import ApplyMode, ConsumePoint
+from meerkat_runtime.generated.policy_table import ApplyMode, ConsumePoint, QueueMode
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.generated.spec_types import InputAbandonReason
 from meerkat_runtime.ids import InputId
@@ -29,6 +29,7 @@ from meerkat_runtime.outcomes import RecoveryReport
 
 _S = il.InputLifecycleState
 _APPLIED = (_S.APPLIED, _S.APPLIED_PENDING_CONSUMPTION)
+_PRIORITY = QueueMode.PRIORITY
 
 
 class RecoveringCore(CoreState):
@@ -123,17 +124,22 @@ class RecoveringCore(CoreState):
         details: list[str] = []
         changed: list[InputState] = []
         recounted: list[InputState] = []
+        # ``fresh`` is in arrival order (S-7). A priority input went to the
+        # front of its lane when it arrived, so the later one is first (PD-9).
         lanes: dict[Lane, list[InputId]] = {Lane.QUEUE: [], Lane.STEER: []}
+        fronts: dict[Lane, list[InputId]] = {Lane.QUEUE: [], Lane.STEER: []}
         for state in fresh:
             self._insert(state)
+            policy = state.policy
             if (  # the common case: kept as it is
                 state.current_state() is _S.QUEUED
-                and state.policy is not None
+                and policy is not None
                 and state.persisted_input is not None
             ):
                 state.recovery_count += 1  # decision 18
                 recounted.append(state)
-                lanes[lane_for(state.policy)].append(state.input_id)
+                queued = fronts if policy.decision.queue_mode is _PRIORITY else lanes
+                queued[lane_for(policy)].append(state.input_id)
                 continue
             if not state.is_terminal():
                 state.recovery_count += 1  # decision 18: before normalisation
@@ -145,9 +151,16 @@ class RecoveringCore(CoreState):
                 after = (state.lifecycle_snapshot(), state.policy)
                 (recounted if after == before else changed).append(state)
             if state.current_state() is _S.QUEUED:
-                lanes[lane_for(state.policy)].append(state.input_id)
+                policy = state.policy
+                priority = (
+                    policy is not None and policy.decision.queue_mode is _PRIORITY
+                )
+                (fronts if priority else lanes)[lane_for(policy)].append(state.input_id)
         for lane, ids in lanes.items():  # in the order of the loop, per lane
             self._lanes.push_all(ids, lane)
+        for lane, ids in fronts.items():  # the last to arrive ends up first
+            if ids:
+                self._lanes.push_front_in_order(ids[::-1], lane)
         if not self._lanes.is_empty():
             self._drive(rc.WorkWaiting())
         report = RecoveryReport(

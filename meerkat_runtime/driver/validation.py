@@ -1,266 +1,324 @@
 """Admission checks on a caller's input, before anything is recorded.
 
 Theory of operation: ``check_structure`` is the edge where untrusted values
-enter, so their types are checked here, once. msgspec structs do not check
-types when built in Python, so a caller can hand over anything; this walks
-the input and raises ``ValidationFailed`` naming the first bad field. ``durability_violation`` and
-``peer_mode_violation`` are upstream's two *rejections* (A-2, A-3): legal
-values the runtime refuses, answered with ``AcceptOutcome.Rejected``.
+enter, and its rule is that nothing is acknowledged that could
+not be read back. So the check *is* the read: the input is encoded exactly as
+a store would write it, and the encoding is decoded again by the strict typed
+decoder the stores use (plus the id rules of ``ids.id_problem``). A value the
+decoder refuses, or one that comes back different from what the caller
+handed over (a set that would return as a list, NaN that would return as
+null, a text where an id belongs), is refused with ``ValidationFailed``
+naming the field. Two limits bound what the round trip itself could not:
+the encoded size (``max_input_bytes``) and the nesting of free-form JSON
+fields (``MAX_JSON_DEPTH``), so neither the check nor a later recovery can
+run out of stack. Everything below ``check_structure`` but ``_too_deep``
+runs only to explain a refusal.
+
+``durability_violation`` and ``peer_mode_violation`` are upstream's two
+*rejections* (A-2, A-3): legal values the runtime refuses, answered with
+``AcceptOutcome.Rejected``.
 """
 
 from __future__ import annotations
 
 import math
-from datetime import datetime
+import re
+import reprlib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
+import msgspec
+import msgspec.inspect as mi
+
+from meerkat_runtime import codec
 from meerkat_runtime.errors import ValidationFailedError
-from meerkat_runtime.generated.spec_types import HandlingMode
-from meerkat_runtime.ids import CorrelationId, IdempotencyKey, InputId, SupersessionKey
 from meerkat_runtime.inputs import (
     INPUT_TYPES,
-    ContinuationInput,
     External,
-    ExternalEventInput,
     FlowStepInput,
-    ImageBlock,
-    InlineImage,
     Input,
     InputDurability,
-    InputHeader,
-    InputOrigin,
-    InputVisibility,
-    OperationInput,
     Operator,
-    PeerConvention,
     PeerInput,
     PeerOrigin,
     PeerResponseProgress,
     PromptInput,
-    RuntimeTurnMetadata,
-    TextBlock,
 )
 
 DEFAULT_MAX_INPUT_BYTES = 1024 * 1024
-MAX_KEY_LENGTH = 512
+"""The default limit on one input's encoded JSON, in bytes (README "Limits")."""
 MAX_JSON_DEPTH = 64
+"""The most arrays/objects nested in one free-form field (``payload`` ...)."""
 
-
-class _Budget:
-    """Counts text bytes against the size limit, naming the field that overflows."""
-
-    __slots__ = ("left",)
-
-    def __init__(self, limit: int) -> None:
-        self.left = limit
-
-    def spend(self, field: str, text: str) -> None:
-        # ASCII text (the common case) is one byte a character; anything else
-        # is measured exactly, so budgets shared by several fields add up.
-        size = (
-            len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-        )
-        self.left -= size
-        if self.left < 0:
-            raise ValidationFailedError(f"{field}: input exceeds the size limit")
-
-
-def _expect(
-    field: str, value: object, kind: type | tuple[type, ...], what: str
-) -> None:
-    if not isinstance(value, kind):
-        raise ValidationFailedError(
-            f"{field}: expected {what}, got {type(value).__name__}"
-        )
-
-
-def _text(field: str, value: object, budget: _Budget) -> None:
-    _expect(field, value, str, "text")
-    assert isinstance(value, str)
-    budget.spend(field, value)
+_DECODERS: dict[type, msgspec.json.Decoder[Any]] = {
+    kind: codec.admission_decoder(kind) for kind in INPUT_TYPES
+}
+# What encoding a caller's value can raise: an object with no JSON form, a
+# lone surrogate (UnicodeEncodeError is a ValueError), nesting past the stack.
+_ENCODE_ERRORS = (
+    msgspec.EncodeError,
+    NotImplementedError,
+    TypeError,
+    ValueError,
+    OverflowError,
+    RecursionError,
+)
 
 
 def check_structure(inp: object, max_bytes: int = DEFAULT_MAX_INPUT_BYTES) -> Input:
-    """The input itself if it is well formed; else ``ValidationFailed``."""
-    if type(inp) not in INPUT_TYPES:
+    """The input itself if it reads back equal from its encoding and fits the
+    limits; else ``ValidationFailed`` naming the field."""
+    kind = type(inp)
+    if kind not in _DECODERS:
         kinds = ", ".join(t.__name__ for t in INPUT_TYPES)
         raise ValidationFailedError(
-            f"input: unknown kind {type(inp).__name__} (expected one of {kinds})"
+            f"input: unknown kind {kind.__name__} (expected one of {kinds})"
         )
     assert isinstance(inp, Input)
-    _check_header(inp.header)
-    budget = _Budget(max_bytes)
-    _CHECKS[type(inp)](inp, budget)
+    try:
+        encoded = codec.encode(inp)
+    except _ENCODE_ERRORS:
+        raise ValidationFailedError(_unencodable(inp)) from None
+    if len(encoded) > max_bytes:
+        raise ValidationFailedError(
+            f"{_largest_field(inp, '')}: input exceeds the size limit "
+            f"({len(encoded)} bytes encoded, limit {max_bytes})"
+        )
+    deep = _too_deep(inp, "")
+    if deep is not None:
+        raise ValidationFailedError(
+            f"{deep}: nested deeper than {MAX_JSON_DEPTH} levels"
+        )
+    try:
+        stored = _DECODERS[kind].decode(encoded)
+    except msgspec.ValidationError as exc:
+        raise ValidationFailedError(_decoder_reason(exc)) from None
+    except RecursionError:  # skipping an unknown key nested past the stack
+        raise ValidationFailedError(_unencodable(inp)) from None
+    if stored != inp:
+        raise ValidationFailedError(_difference(inp, stored, ""))
     return inp
 
 
-def _check_header(header: object) -> None:
-    _expect("header", header, InputHeader, "InputHeader")
-    assert isinstance(header, InputHeader)
-    _expect("header.id", header.id, InputId, "InputId")
-    if not str(header.id):
-        raise ValidationFailedError("header.id: must not be empty")
-    _expect("header.timestamp", header.timestamp, datetime, "datetime")
-    _expect("header.source", header.source, InputOrigin, "InputOrigin")
-    _check_origin(header.source)
-    _expect("header.durability", header.durability, InputDurability, "InputDurability")
-    _expect("header.visibility", header.visibility, InputVisibility, "InputVisibility")
-    _check_key("header.idempotency_key", header.idempotency_key, IdempotencyKey)
-    _check_key("header.supersession_key", header.supersession_key, SupersessionKey)
-    if header.correlation_id is not None:
-        _expect(
-            "header.correlation_id",
-            header.correlation_id,
-            CorrelationId,
-            "CorrelationId",
-        )
+# ---------------------------------------------------------------- free-form depth
 
 
-def _check_origin(origin: InputOrigin) -> None:
-    if isinstance(origin, PeerOrigin):
-        _expect("header.source.peer_id", origin.peer_id, str, "text")
-    elif isinstance(origin, External):
-        _expect("header.source.source_name", origin.source_name, str, "text")
-    elif type(origin) is InputOrigin:
-        raise ValidationFailedError(
-            "header.source: use a variant such as InputOrigin.Operator()"
-        )
+def _free_form_plan() -> dict[type, tuple[str, ...]]:
+    """For each struct type inside an input, the fields through which a
+    free-form (``Any``) value can be reached: only these nest without bound."""
+    plan: dict[type, tuple[str, ...]] = {}
+
+    def reaches_any(t: mi.Type) -> bool:
+        if isinstance(t, mi.AnyType):
+            return True
+        if isinstance(t, mi.UnionType):
+            # Every member is visited (no short cut), so each gets its plan.
+            reached = [reaches_any(member) for member in t.types]
+            return any(reached)
+        if isinstance(t, mi.ListType):
+            return reaches_any(t.item_type)
+        if isinstance(t, mi.StructType):
+            if t.cls not in plan:
+                plan[t.cls] = ()  # a type that refers to itself ends here
+                plan[t.cls] = tuple(f.name for f in t.fields if reaches_any(f.type))
+            return bool(plan[t.cls])
+        return False
+
+    for kind in INPUT_TYPES:
+        reaches_any(mi.type_info(kind))
+    return {cls: names for cls, names in plan.items() if names}
 
 
-def _check_key(field: str, key: object, kind: type) -> None:
-    """Keys are caller-chosen text: non-blank, bounded, no control characters."""
-    if key is None:
-        return
-    _expect(field, key, kind, kind.__name__)
-    text = str(key)
-    if not text.strip():
-        raise ValidationFailedError(f"{field}: must not be blank")
-    if len(text) > MAX_KEY_LENGTH:
-        raise ValidationFailedError(f"{field}: longer than {MAX_KEY_LENGTH} characters")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
-        raise ValidationFailedError(f"{field}: contains control characters")
+_FREE_FORM = _free_form_plan()
 
 
-def _check_blocks(blocks: object, budget: _Budget) -> None:
-    if blocks is None:
-        return
-    _expect("blocks", blocks, list, "a list of ContentBlock")
-    assert isinstance(blocks, list)
-    for index, block in enumerate(blocks):
-        field = f"blocks[{index}]"
-        if isinstance(block, TextBlock):
-            _text(f"{field}.text", block.text, budget)
-        elif isinstance(block, ImageBlock):
-            _expect(f"{field}.media_type", block.media_type, str, "text")
-            if isinstance(block.data, InlineImage):
-                _text(f"{field}.data", block.data.data, budget)
-        else:
-            raise ValidationFailedError(
-                f"{field}: expected a ContentBlock, got {type(block).__name__}"
-            )
+def _too_deep(value: object, path: str) -> str | None:
+    """The path of a free-form field nested past ``MAX_JSON_DEPTH``, if any.
+    (Struct fields are followed by name, so a deep one is named exactly.)"""
+    for name in _FREE_FORM.get(type(value), ()):
+        field = getattr(value, name)
+        if field is None:  # the common case: an optional field left out
+            continue
+        if type(field) in _FREE_FORM:
+            found = _too_deep(field, _join(path, name))
+            if found is not None:
+                return found
+        elif _nesting_exceeds(field, MAX_JSON_DEPTH):
+            return _join(path, name)
+    return None
 
 
-def _check_metadata(metadata: object) -> None:
-    if metadata is not None:
-        _expect("turn_metadata", metadata, RuntimeTurnMetadata, "RuntimeTurnMetadata")
-        assert isinstance(metadata, RuntimeTurnMetadata)
-        _check_mode(
-            "turn_metadata.handling_mode", metadata.handling_mode, optional=True
-        )
+_NESTING = (list, tuple, dict, set, frozenset, msgspec.Struct)
 
 
-def _check_mode(field: str, mode: object, optional: bool) -> None:
-    if mode is None and optional:
-        return
-    _expect(field, mode, HandlingMode, "HandlingMode")
+def _nesting_exceeds(value: object, limit: int) -> bool:
+    """Level by level, without recursion: a value nested a thousand deep
+    must be measured, not overflow the stack measuring it."""
+    level = [value] if isinstance(value, _NESTING) else []
+    for _ in range(limit):
+        children: list[object] = []
+        for item in level:
+            children.extend(_members(item))
+        level = [child for child in children if isinstance(child, _NESTING)]
+        if not level:
+            return False
+    return bool(level)
 
 
-def _check_prompt(inp: Any, budget: _Budget) -> None:
-    _text("text", inp.text, budget)
-    _check_blocks(inp.blocks, budget)
-    _check_metadata(inp.turn_metadata)
+def _members(container: Any) -> Iterable[object]:
+    if isinstance(container, dict):
+        return container.values()
+    if isinstance(container, msgspec.Struct):
+        return [getattr(container, name) for name in container.__struct_fields__]
+    return container  # type: ignore[no-any-return]
 
 
-def _check_peer(inp: Any, budget: _Budget) -> None:
-    _text("body", inp.body, budget)
-    if inp.convention is not None:
-        _expect("convention", inp.convention, PeerConvention, "PeerConvention")
-    _check_blocks(inp.blocks, budget)
-    _check_mode("handling_mode", inp.handling_mode, optional=True)
+# ---------------------------------------------------------------- explaining a refusal
 
 
-def _check_flow_step(inp: Any, budget: _Budget) -> None:
-    _text("step_id", inp.step_id, budget)
-    _text("instructions", inp.instructions, budget)
-    _check_blocks(inp.blocks, budget)
-    _check_metadata(inp.turn_metadata)
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
 
 
-def _check_json(field: str, value: object, budget: _Budget, depth: int = 0) -> None:
-    """A JSON value exactly: it must come back equal after a round trip, so
-    no sets, bytes, tuples, non-text keys, NaN or infinities."""
-    if depth > MAX_JSON_DEPTH:
-        raise ValidationFailedError(
-            f"{field}: nested deeper than {MAX_JSON_DEPTH} levels"
-        )
-    if value is None or isinstance(value, bool):
-        return
-    if isinstance(value, int):
-        budget.spend(
-            field, "0" * len(str(value)) if abs(value) < 10**18 else str(value)
-        )
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValidationFailedError(f"{field}: {value} is not a JSON number")
-        budget.spend(field, "0" * 24)
-        return
-    if isinstance(value, str):
-        budget.spend(field, value)
-        return
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_json(f"{field}[{index}]", item, budget, depth + 1)
-        return
-    if isinstance(value, dict):
+def _children(value: object) -> Iterator[tuple[str, object]]:
+    """(path step, child) of a container; a set's members have no index."""
+    if isinstance(value, msgspec.Struct):
+        for name in value.__struct_fields__:
+            yield f".{name}", getattr(value, name)
+    elif isinstance(value, dict):
         for key, item in value.items():
+            yield f".{key}", item
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield f"[{index}]", item
+    elif isinstance(value, set | frozenset):
+        for item in value:
+            yield "", item
+
+
+def _step(path: str, step: str) -> str:
+    return (path + step).lstrip(".")
+
+
+def _unencodable(inp: Input) -> str:
+    """What made the encoder give up, and where."""
+    found = _first_unencodable(inp, "", "", 0)
+    return found if found is not None else "input: cannot be encoded as JSON"
+
+
+def _first_unencodable(value: object, path: str, field: str, depth: int) -> str | None:
+    """``field`` is the struct field ``value`` lies in: nesting is counted,
+    and reported, from there."""
+    where = path or "input"
+    if depth > MAX_JSON_DEPTH:
+        return f"{field or 'input'}: nested deeper than {MAX_JSON_DEPTH} levels"
+    if not isinstance(value, _NESTING):
+        return _leaf_problem(value, where)
+    for key in value if isinstance(value, dict) else ():
+        problem = _leaf_problem(key, where) if isinstance(key, str) else "is not text"
+        if problem is not None:
+            return f"{where}: key {_show(key)} {problem.partition(': ')[2] or problem}"
+    struct = isinstance(value, msgspec.Struct)
+    for step, child in _children(value):
+        child_path = _step(path, step)
+        found = _first_unencodable(
+            child,
+            child_path,
+            child_path if struct else field,
+            0 if struct else depth + 1,
+        )
+        if found is not None:
+            return found
+    return None
+
+
+def _leaf_problem(value: object, where: str) -> str | None:
+    try:
+        codec.encode(value)
+    except UnicodeEncodeError as exc:  # a lone surrogate, in text or an id
+        return f"{where}: not valid text ({exc.reason} at position {exc.start})"
+    except _ENCODE_ERRORS:
+        return f"{where}: {type(value).__name__} cannot be encoded as JSON"
+    return None
+
+
+def _largest_field(value: object, path: str) -> str:
+    """The field holding most of an oversized input, followed down through
+    structs and lists (free-form values are named whole)."""
+    if not isinstance(value, msgspec.Struct | list) or not value:
+        return path or "input"
+    step, child = max(_children(value), key=lambda c: _encoded_size(c[1]))
+    return _largest_field(child, _step(path, step))
+
+
+def _encoded_size(value: object) -> int:
+    try:
+        return len(codec.encode(value))
+    except _ENCODE_ERRORS:
+        return 0
+
+
+_AT = re.compile(r"(.*) - at `\$(.*)`", re.DOTALL)
+
+
+def _decoder_reason(exc: msgspec.ValidationError) -> str:
+    """msgspec's "Expected `str`, got `int` - at `$.text`" as "text: expected
+    `str`, got `int`"."""
+    match = _AT.fullmatch(str(exc))
+    if match is None:
+        return f"input: {exc}"
+    problem, path = match.groups()
+    return f"{path.lstrip('.') or 'input'}: {problem[:1].lower()}{problem[1:]}"
+
+
+_JSON_TYPES = (dict, list, str, int, float, bool, type(None))
+
+
+def _difference(given: object, stored: object, path: str) -> str:
+    """Where ``given`` and its read-back first differ, and how."""
+    where = path or "input"
+    if isinstance(given, dict):
+        for key in given:
             if not isinstance(key, str):
-                raise ValidationFailedError(f"{field}: key {key!r} is not text")
-            budget.spend(field, key)
-            _check_json(f"{field}.{key}", item, budget, depth + 1)
-        return
-    raise ValidationFailedError(f"{field}: {type(value).__name__} is not a JSON value")
+                return f"{where}: key {_show(key)} is not text"
+    if type(given) is type(stored):
+        for step, a, b in _paired(given, stored):
+            if a != b:
+                return _difference(a, b, _step(path, step))
+        return f"{where}: {_show(given)} would read back as {_show(stored)}"
+    if isinstance(given, float) and not math.isfinite(given):
+        return f"{where}: {given} is not a JSON number"
+    if isinstance(stored, _JSON_TYPES) and not isinstance(given, _JSON_TYPES):
+        return (
+            f"{where}: {type(given).__name__} is not a JSON value "
+            f"(it would read back as {type(stored).__name__})"
+        )
+    return f"{where}: expected {type(stored).__name__}, got {type(given).__name__}"
 
 
-def _check_external(inp: Any, budget: _Budget) -> None:
-    _text("event_type", inp.event_type, budget)
-    _check_json("payload", inp.payload, budget)
-    if inp.render_metadata is not None:
-        _check_json("render_metadata", inp.render_metadata, budget)
-    _check_blocks(inp.blocks, budget)
-    _check_mode("handling_mode", inp.handling_mode, optional=False)
+def _paired(given: object, stored: object) -> Iterator[tuple[str, object, object]]:
+    """(path step, given child, stored child) of two values of one type."""
+    if isinstance(given, dict) and isinstance(stored, dict):
+        for key, item in given.items():
+            if key in stored:
+                yield f".{key}", item, stored[key]
+    elif isinstance(given, msgspec.Struct | list):
+        if isinstance(given, list) and len(given) != len(stored):  # type: ignore[arg-type]
+            return
+        yield from (
+            (step, a, b)
+            for (step, a), (_, b) in zip(
+                _children(given), _children(stored), strict=False
+            )
+        )
 
 
-def _check_continuation(inp: Any, budget: _Budget) -> None:
-    _text("reason", inp.reason, budget)
-    _check_mode("handling_mode", inp.handling_mode, optional=False)
-    if inp.request_id is not None:
-        _text("request_id", inp.request_id, budget)
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 40
 
 
-def _check_operation(inp: Any, budget: _Budget) -> None:
-    _text("operation_id", inp.operation_id, budget)
-    _check_json("event", inp.event, budget)
-
-
-_CHECKS = {
-    PromptInput: _check_prompt,
-    PeerInput: _check_peer,
-    FlowStepInput: _check_flow_step,
-    ExternalEventInput: _check_external,
-    ContinuationInput: _check_continuation,
-    OperationInput: _check_operation,
-}
+def _show(value: object) -> str:
+    return f"{type(value).__name__} {_SHORT.repr(value)}"
 
 
 # ---------------------------------------------------------------- rejections

@@ -8,6 +8,13 @@ public method is one critical section on the session; after it, waiters whose
 inputs reached a terminal state are resolved. Control commands that end a
 runtime resolve every waiter with ``RuntimeTerminated`` and K-4's text.
 
+Ownership (PD-36): over a store that keeps leases, each persistent session's
+runtime is claimed under the adapter's ``owner`` id before it recovers,
+renewed in the background (``sessions.ownership``) and released by
+``unregister_session`` and ``close``. A session whose lease is lost is
+dropped at once: its waiters hear ``RuntimeTerminated`` saying so, its loop
+and executor stop, and its driver never writes again.
+
 ``close`` ends the adapter: from its first line on, nothing new is accepted,
 registered or waited on (``NotReady`` saying the adapter is closed), and
 every waiter, also one an accept racing the close registers after it, is
@@ -56,9 +63,10 @@ from meerkat_runtime.sessions.executor import (
     CoreExecutor,
     StopRuntimeExecutor,
 )
-from meerkat_runtime.sessions.loop import RuntimeLoop
+from meerkat_runtime.sessions.loop import RuntimeLoop, StoreBackoff
+from meerkat_runtime.sessions.ownership import OwnerLeases, default_owner
 from meerkat_runtime.sessions.session import Session
-from meerkat_runtime.store.base import RuntimeStore
+from meerkat_runtime.store.base import RuntimeStore, owns_leases
 
 T = TypeVar("T")
 
@@ -66,6 +74,7 @@ DEFAULT_RETRY_DELAY = 0.05
 CLOSED_REASON = "session adapter closed"
 CLOSED = RuntimeTerminated(reason=CLOSED_REASON)
 UNREGISTERED = RuntimeTerminated(reason="runtime session unregistered")
+OWNERSHIP_LOST = "runtime ownership lost"
 
 
 class RuntimeSessionAdapter:
@@ -79,14 +88,36 @@ class RuntimeSessionAdapter:
         policy_table: PolicyTable | None = None,
         run_timeout: float | None = None,
         retry_delay: float = DEFAULT_RETRY_DELAY,
+        owner: str | None = None,
+        claim_wait: float = 0.0,
+        store_backoff: StoreBackoff | None = None,
     ) -> None:
+        """``retry_delay``: the pause after a failed run (PD-10);
+        ``store_backoff``: how the loops wait for a store that could not be
+        reached (PD-39; by default 50 ms doubling up to 5 s); ``owner`` names
+        this adapter in the store's leases (unique per adapter by default);
+        ``claim_wait`` is how long registering waits for a runtime another
+        owner holds before ``RuntimeOwnedError``."""
         if (store is None) != (blob_store is None):
             raise ValueError("a persistent adapter needs both a store and a blob store")
+        self.ownership = (
+            OwnerLeases(
+                store,
+                owner or default_owner(),
+                self._ownership_lost,
+                claim_wait=claim_wait,
+            )
+            if store is not None and owns_leases(store)
+            else None
+        )
+        self._lost: dict[SessionId, str] = {}  # sessions dropped, and why
+        self._dropping: set[asyncio.Task[None]] = set()
         self.store = store
         self.blob_store = blob_store
         self.policy_table = policy_table
         self.run_timeout = run_timeout
         self.retry_delay = retry_delay
+        self.store_backoff = store_backoff or StoreBackoff()
         self.sessions: dict[SessionId, Session] = {}
         self._registering: dict[SessionId, asyncio.Future[None]] = {}
         self._closed = False
@@ -113,6 +144,9 @@ class RuntimeSessionAdapter:
         *,
         run_timeout: float | None = None,
         retry_delay: float = DEFAULT_RETRY_DELAY,
+        owner: str | None = None,
+        claim_wait: float = 0.0,
+        store_backoff: StoreBackoff | None = None,
     ) -> RuntimeSessionAdapter:
         return cls(
             store,
@@ -120,6 +154,9 @@ class RuntimeSessionAdapter:
             policy_table=policy_table,
             run_timeout=run_timeout,
             retry_delay=retry_delay,
+            owner=owner,
+            claim_wait=claim_wait,
+            store_backoff=store_backoff,
         )
 
     # ---------------------------------------------------------------- registration
@@ -127,7 +164,11 @@ class RuntimeSessionAdapter:
     def _new_driver(self, runtime_id: LogicalRuntimeId) -> RuntimeDriver:
         if self.store is not None and self.blob_store is not None:
             return PersistentRuntimeDriver(
-                runtime_id, self.store, self.blob_store, policy_table=self.policy_table
+                runtime_id,
+                self.store,
+                self.blob_store,
+                policy_table=self.policy_table,
+                ownership=self.ownership,
             )
         return EphemeralRuntimeDriver(runtime_id, policy_table=self.policy_table)
 
@@ -149,6 +190,7 @@ class RuntimeSessionAdapter:
         runtime_id = LogicalRuntimeId(str(session_id))
         driver = self._new_driver(runtime_id)
         report = await driver.recover()  # a failure propagates: not registered
+        self._lost.pop(session_id, None)
         self.sessions[session_id] = Session(
             session_id, runtime_id, driver, recovery=report
         )
@@ -175,6 +217,7 @@ class RuntimeSessionAdapter:
                 executor,
                 run_timeout=self.run_timeout,
                 retry_delay=self.retry_delay,
+                store_backoff=self.store_backoff,
             )
             session.loop = loop
             loop.start()
@@ -193,6 +236,34 @@ class RuntimeSessionAdapter:
                 session.driver.detach()
         finally:
             session.waiters.resolve_all(UNREGISTERED)  # registered meanwhile
+            if self.ownership is not None:
+                await self.ownership.release(session.runtime_id)
+
+    def _ownership_lost(self, runtime_id: LogicalRuntimeId, reason: str) -> None:
+        """A lease is lost (PD-36): drop its session now, in a task of its
+        own (the write that found out may hold the session's lock)."""
+        for session in self.sessions.values():
+            if session.runtime_id == runtime_id:
+                task = asyncio.ensure_future(
+                    self._drop_lost(session, f"{OWNERSHIP_LOST}: {reason}")
+                )
+                self._dropping.add(task)
+                task.add_done_callback(self._dropping.discard)
+                return
+
+    async def _drop_lost(self, session: Session, reason: str) -> None:
+        """Unregister the session for ``reason``: accepts are refused
+        naming it, waiters hear it, the loop (and the run in flight) stops."""
+        if self.sessions.get(session.session_id) is session:
+            del self.sessions[session.session_id]
+            self._lost[session.session_id] = reason
+        outcome = RuntimeTerminated(reason=reason)
+        session.waiters.resolve_all(outcome)
+        try:
+            if session.loop is not None:
+                await session.loop.cancel()
+        finally:
+            session.waiters.resolve_all(outcome)
 
     def _answer_if_gone(self, session: Session) -> None:
         """An accept that held the lock while close or unregister (X-5) got
@@ -206,8 +277,10 @@ class RuntimeSessionAdapter:
     def _session(self, session_id: SessionId) -> Session:
         session = self.sessions.get(session_id)
         if session is None:  # X-2: the phase says destroyed, the text says why
+            lost = self._lost.get(session_id)
             raise NotReadyError(
-                RuntimeState.DESTROYED, f"session {session_id} is not registered"
+                RuntimeState.DESTROYED,
+                lost or f"session {session_id} is not registered",
             )
         return session
 
@@ -411,6 +484,8 @@ class RuntimeSessionAdapter:
                 except asyncio.CancelledError:
                     cancelled = True
             session.waiters.resolve_all(CLOSED)
+        if self.ownership is not None:
+            await self.ownership.close()  # after the loops: none writes now
         if cancelled:
             raise asyncio.CancelledError()
 
@@ -420,4 +495,4 @@ def _finished(driver: RuntimeDriver, input_id: InputId) -> bool:
     return state is None or state.is_terminal()
 
 
-__all__ = ["RuntimeDriverError", "RuntimeSessionAdapter"]
+__all__ = ["RuntimeDriverError", "RuntimeSessionAdapter", "StoreBackoff"]

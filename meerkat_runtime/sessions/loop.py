@@ -11,15 +11,26 @@ waiter is left waiting forever; waiters are resolved only at terminal states
 (decision 9). Every failure is described as "<exception type>: <message>"
 (bounded): the run event carries it, the driver keeps it in the history of
 each input the run puts back, and it is logged here.
+
+Only the executor's own failures count against an input's attempts. When
+the store cannot record a run (its boundary, W-6a; its end, W-6b, W-7), the
+executor is told to stop with the rule's reason, no waiter is answered, and
+the loop waits for the store with a bounded, growing pause (``StoreBackoff``)
+before anything runs again; a boundary the store refused withdraws the run
+(PD-38). A store that refuses for good (not retryable) ends the loop and
+writes nothing more: what the store holds is recovered by the next adapter.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
+from meerkat_runtime.driver.face import RuntimeDriver
 from meerkat_runtime.driver.images import hydrate_images
 from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
 from meerkat_runtime.errors import InternalError, RuntimeDriverError, is_retryable
@@ -41,8 +52,44 @@ from meerkat_runtime.sessions.session import Session
 
 log = logging.getLogger(__name__)
 
-MAX_RETRY_PAUSE = 2.0  # seconds between attempts to record a run's end
 _CAN_RUN = (RuntimeState.IDLE, RuntimeState.ATTACHED, RuntimeState.RETIRED)
+
+# What the executor is told when the store cannot record a run (the reason
+# of its StopRuntimeExecutor, followed by ": <the store's error>"): W-6a,
+# W-6b and W-7, in upstream's words so an executor written for it reads
+# them alike.
+BOUNDARY_NOT_RECORDED = "runtime boundary commit failed for run {run_id}"
+COMPLETION_NOT_RECORDED = "runtime terminal snapshot failed after completion"
+FAILURE_NOT_RECORDED = "runtime failure snapshot failed"
+
+Record = Callable[[RuntimeDriver], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreBackoff:
+    """How long the loop waits for a store that could not be reached (PD-39):
+    ``initial`` seconds after the first refusal, twice as long after each
+    further one in a row, never more than ``maximum``."""
+
+    initial: float = 0.05
+    maximum: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.initial <= self.maximum:
+            raise ValueError(
+                "StoreBackoff needs 0 < initial <= maximum, got "
+                f"initial={self.initial!r}, maximum={self.maximum!r}"
+            )
+
+    def pause(self, refusals: int) -> float:
+        """The pause after ``refusals`` + 1 refusals in a row."""
+        return min(self.initial * 2.0 ** min(refusals, 64), self.maximum)
+
+
+def store_fault(error: Exception) -> bool:
+    """True unless the driver itself refused (not ready, invalid, destroyed):
+    a failure under the driver, the store's above all."""
+    return not isinstance(error, RuntimeDriverError) or isinstance(error, InternalError)
 
 
 class RuntimeLoop:
@@ -55,13 +102,17 @@ class RuntimeLoop:
         *,
         run_timeout: float | None,
         retry_delay: float,
+        store_backoff: StoreBackoff | None = None,
     ) -> None:
         self.session = session
         self.executor = executor
         self.run_timeout = run_timeout
         self.retry_delay = retry_delay
+        self.store_backoff = store_backoff or StoreBackoff()
         self._attention = asyncio.Event()
         self._controls: deque[AnyRunControlCommand] = deque()
+        self._stop_sent = asyncio.Event()  # a Stop is queued: pauses end early
+        self._withdrawn = 0  # runs withdrawn in a row (store faults, PD-38)
         self.task: asyncio.Task[None] | None = None
         self.stopped = False
         self._closing = False  # cancel() was called: end retries, then go
@@ -80,6 +131,8 @@ class RuntimeLoop:
     def send_control(self, command: AnyRunControlCommand) -> None:
         self._controls.append(command)
         self._attention.set()
+        if isinstance(command, StopRuntimeExecutor):
+            self._stop_sent.set()
 
     async def cancel(self) -> None:
         """End the loop and wait for it (a run in flight is rolled back, one
@@ -210,11 +263,18 @@ class RuntimeLoop:
 
     async def _retry_later(self, run_id: RunId, error: str) -> bool:
         """Fail the run (its inputs go back, attempts counted) and pause
-        before the next one, so a failing executor or store is not hammered."""
+        before the next one, so a failing executor is not hammered."""
         if not await self._end_failed(run_id, error):
             return False
-        await asyncio.sleep(self.retry_delay)
+        await self._pause(self.retry_delay)
         return True
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if a Stop arrives: it must not wait out
+        a pause that may be the store backoff's longest."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stop_sent.wait()
 
     async def _hydrated(
         self, batch: list[tuple[InputId, Input]]
@@ -236,8 +296,7 @@ class RuntimeLoop:
             ) from None
 
     async def _end_applied(self, run_id: RunId, output: CoreApplyOutput) -> bool:
-        """W-6: commit the boundary, then complete the run; a refused boundary
-        fails the run (its inputs go back) and pauses before the next one."""
+        """W-6: commit the boundary, then complete the run."""
         async with self.session.lock:
             boundary = RunEvent.BoundaryApplied(
                 run_id=run_id,
@@ -247,76 +306,106 @@ class RuntimeLoop:
             try:
                 await self.session.driver.on_run_event(boundary)
             except Exception as exc:
-                # A refused commit, a malformed output (no receipt), or a
-                # store failing oddly: the driver undid the boundary; the run
-                # fails and the loop goes on (it must not die holding a run).
-                log.error(
-                    "run %s: boundary not recorded (%s); rolled back", run_id, exc
-                )
-                failed: str | None = f"boundary commit failed: {exc}"
+                # The driver undid the boundary; the loop must not die
+                # holding a run, whatever refused it.
+                refused: Exception | None = exc
             else:
-                failed = None
-        if failed is not None:
-            return await self._retry_later(run_id, failed)
-        consumed = list(output.receipt.contributing_input_ids)
-        done = RunEvent.RunCompleted(run_id=run_id, consumed_input_ids=consumed)
-        return await self._record_terminal(done, output)
+                refused = None
+        if refused is None:
+            self._withdrawn = 0
+            consumed = list(output.receipt.contributing_input_ids)
+            done = RunEvent.RunCompleted(run_id=run_id, consumed_input_ids=consumed)
+            return await self._record_end(
+                run_id, _event(done), COMPLETION_NOT_RECORDED, output
+            )
+        if not store_fault(refused):
+            # The driver refused the executor's output (no receipt, a snapshot
+            # that is not bytes): its failure, one attempt (W-6a, decision 3).
+            log.error("run %s: boundary refused (%s)", run_id, refused)
+            return await self._retry_later(run_id, f"boundary commit failed: {refused}")
+        return await self._withdraw(run_id, refused)
 
-    async def _record_terminal(
-        self, event: RunEvent, output: CoreApplyOutput | None = None
+    async def _withdraw(self, run_id: RunId, error: Exception) -> bool:
+        """W-6a with PD-38: the store did not record the boundary. The
+        executor is told to stop; the run is withdrawn (its inputs back in
+        their lanes as before it, no attempt counted, no waiter answered)
+        once the store answers again, and the next run waits a growing
+        pause, so a store that keeps refusing boundaries is not met with a
+        model call each time. A store that refuses for good ends the loop
+        with nothing more written: the store still holds the batch as it
+        was before the run, for the next recovery."""
+        log.error("run %s: boundary not recorded (%s)", run_id, error)
+        reason = BOUNDARY_NOT_RECORDED.format(run_id=run_id)
+        await self._tell_executor(f"{reason}: {error}")
+        if not is_retryable(error):
+            return self._end_not_recorded(run_id, error)
+        if not await self._record_end(run_id, _withdrawal(run_id), None):
+            return False
+        self._withdrawn += 1
+        await self._pause(self.store_backoff.pause(self._withdrawn - 1))
+        return True
+
+    async def _record_end(
+        self,
+        run_id: RunId,
+        record: Record,
+        stop_reason: str | None,
+        output: CoreApplyOutput | None = None,
     ) -> bool:
-        """Record a run's end, then settle its waiters. A store that cannot
-        be reached (a retryable error) is retried until it answers, pausing
-        (without the session lock) longer each time: the driver undid each
-        failed attempt, so trying again is safe, and until the end is
-        recorded the runtime cannot start another run. Stop, unregister or
-        cancellation end the retries. Any other failure would fail the same
-        way again: the loop ends (its waiters learn so) instead of retrying
-        for ever; the inputs stay in the store for the next recovery."""
+        """Record a run's end, then settle its waiters. The first time the
+        store fails it, the executor is told to stop (``stop_reason``). A
+        store that cannot be reached (a retryable error) is tried again
+        until it answers, pausing (without the session lock) longer each
+        time: the driver undid each failed attempt, so trying again is safe,
+        and until the end is recorded the runtime cannot start another run.
+        Stop, unregister or cancellation end the retries. Any other failure
+        would fail the same way again: the loop ends (its waiters learn so)
+        instead of retrying for ever; the inputs stay in the store for the
+        next recovery."""
         attempt = 0
         while True:
             async with self.session.lock:
                 try:
-                    await self.session.driver.on_run_event(event)
+                    await record(self.session.driver)
                 except Exception as exc:
-                    if not is_retryable(exc):
-                        return self._end_not_recorded(event, exc)
-                    self._not_recorded(event, exc, attempt)
+                    error = exc
                 else:
                     self.session.settle(output)
                     return True
+            if attempt == 0 and stop_reason is not None and store_fault(error):
+                await self._tell_executor(f"{stop_reason}: {error}")
+            if not is_retryable(error):
+                return self._end_not_recorded(run_id, error)
+            log.warning(
+                "run %s: end not recorded (%s), attempt %d", run_id, error, attempt + 1
+            )
             if self._closing or self._stop_requested():
                 # Unregister, close or Stop ends the retries: the driver undid
                 # each attempt, so memory still matches the store.
                 return False
-            await asyncio.sleep(min(self.retry_delay * 2**attempt, MAX_RETRY_PAUSE))
+            await self._pause(self.store_backoff.pause(attempt))
             attempt += 1
 
-    def _end_not_recorded(self, event: RunEvent, error: Exception) -> bool:
+    def _end_not_recorded(self, run_id: RunId, error: Exception) -> bool:
         """A run's end refused for good. A driver that refuses the event
         itself (not ready, invalid) leaves the loop waiting for the next
         wake-up, as before; a failure under the driver ends the loop."""
-        if isinstance(error, RuntimeDriverError) and not isinstance(
-            error, InternalError
-        ):
-            log.exception("run %s: end refused", event.run_id)
+        if not store_fault(error):
+            log.error("run %s: end refused (%s)", run_id, error)
             return False
         log.error(
-            "run %s: end not recorded (%s), not retryable: the loop stops",
-            event.run_id,
-            error,
+            "run %s: not recorded (%s), not retryable: the loop stops", run_id, error
         )
         self.stopped = True
         return False
 
-    @staticmethod
-    def _not_recorded(event: RunEvent, error: Exception, attempt: int) -> None:
-        log.warning(
-            "run %s: end not recorded (%s), attempt %d",
-            event.run_id,
-            error,
-            attempt + 1,
-        )
+    async def _tell_executor(self, reason: str) -> None:
+        """W-6a, W-6b, W-7: the executor learns its run was not recorded. The
+        runtime itself is not stopped (no Stop is queued)."""
+        try:
+            await self.executor.control(StopRuntimeExecutor(reason=reason))
+        except Exception:
+            log.exception("executor.control(stop: %s) failed", reason)
 
     def _stop_requested(self) -> bool:
         return any(isinstance(c, StopRuntimeExecutor) for c in self._controls)
@@ -338,7 +427,16 @@ class RuntimeLoop:
             if cancelled
             else RunEvent.RunFailed(run_id=run_id, error=error, recoverable=True)
         )
-        return await self._record_terminal(event)
+        stop_reason = None if cancelled else FAILURE_NOT_RECORDED
+        return await self._record_end(run_id, _event(event), stop_reason)
+
+
+def _event(event: RunEvent) -> Record:
+    return lambda driver: driver.on_run_event(event)
+
+
+def _withdrawal(run_id: RunId) -> Record:
+    return lambda driver: driver.withdraw_run(run_id)
 
 
 def failure_text(exc: BaseException) -> str:

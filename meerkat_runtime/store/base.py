@@ -23,7 +23,7 @@ import contextlib
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import ClassVar, Self
 
 from meerkat_runtime.codec import Value
@@ -42,6 +42,7 @@ from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
+from meerkat_runtime.store.leases import DEFAULT_LEASE_TTL, Lease
 
 # The store error family lives in meerkat_runtime.errors, beside its root;
 # it is re-exported here, where stores and their users always found it.
@@ -62,6 +63,7 @@ __all__ = [
     "cancel_safe",
     "commit_recovery",
     "mint_receipt",
+    "owns_leases",
     "required_snapshot",
     "snapshot_of",
     "store_errors",
@@ -265,6 +267,62 @@ class RuntimeStore(ABC):
         """Every receipt of a runtime (for ``verify``); stores may override."""
         raise NotImplementedError(f"{type(self).__name__} cannot list receipts")
 
+    # ------------------------------------------------------------ ownership
+    # PD-36 (store/leases.py). A store that keeps leases sets
+    # ``keeps_leases`` and implements all five; drivers over any other store
+    # run without ownership, as before.
+
+    keeps_leases: bool = False
+    lease_ttl: float = DEFAULT_LEASE_TTL
+
+    async def claim(
+        self,
+        runtime_id: LogicalRuntimeId,
+        owner: str,
+        ttl: float | None = None,
+        *,
+        wait: float = 0.0,
+    ) -> int:
+        """Take the runtime's lease for ``owner`` for ``ttl`` seconds (the
+        store's ``lease_ttl`` when None); its new epoch. Held unexpired by
+        another owner: ``RuntimeOwnedError``, after waiting up to ``wait``
+        seconds for it to end."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no leases")
+
+    async def renew(
+        self,
+        owner: str,
+        epochs: Mapping[LogicalRuntimeId, int],
+        ttl: float | None = None,
+    ) -> list[LogicalRuntimeId]:
+        """Extend every lease ``owner`` holds at the given epoch, in one
+        write; the runtimes it no longer holds (taken over), not renewed."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no leases")
+
+    async def release(
+        self, runtime_id: LogicalRuntimeId, owner: str, epoch: int
+    ) -> None:
+        """End the lease now if ``owner`` still holds it at ``epoch`` (its
+        epoch stays, so the next claim gets a higher one)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no leases")
+
+    async def load_leases(self) -> list[Lease]:
+        """Every lease row, released ones included (``inspect``)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no leases")
+
+    def fenced(self, runtime_id: LogicalRuntimeId, epoch: int) -> RuntimeStore:
+        """This store, as the owner of ``runtime_id`` at ``epoch`` writes to
+        it: each write to that runtime checks, in its own transaction, that
+        the lease still has ``epoch`` and is refused whole
+        (``RuntimeStoreError.Fenced``) once a later claim moved it on. A
+        store implements the check by reading ``leases.fence_for`` at the
+        start of each write; the view (``store.fenced``) sets it."""
+        if not owns_leases(self):
+            raise NotImplementedError(f"{type(self).__name__} keeps no leases")
+        from meerkat_runtime.store.fenced import FencedStore  # it builds on this
+
+        return FencedStore(self, runtime_id, epoch)
+
     async def close(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Release resources; the store must not be used afterwards."""
 
@@ -279,6 +337,11 @@ class RuntimeStore(ABC):
 # methods, without subclassing, works too. These two read the extras the
 # persistent driver relies on from any store, with the base class's answers
 # for one that lacks them.
+
+
+def owns_leases(store: object) -> bool:
+    """``keeps_leases``; a store that does not say keeps none."""
+    return bool(getattr(store, "keeps_leases", False))
 
 
 def cancel_safe(store: object) -> bool:

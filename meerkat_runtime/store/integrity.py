@@ -82,23 +82,29 @@ def frame_problem(data: bytes) -> str | None:
     )
 
 
-# The rows of one runtime, counted by a full scan of the table: the load goes
-# through the primary-key index, so the two share no b-tree page.
-_COUNT_BY_TABLE_SCAN = (
-    "SELECT count(*) FROM runtime_input_states NOT INDEXED WHERE runtime_id = ?"
+# The rows of one runtime, counted by a full scan of the table (which shares
+# no b-tree page with an index), and through the primary-key index. The load
+# goes through the arrival index (PD-42) on a file of schema 3 or later; the
+# primary key is what every write's upsert finds a row by, so a row it hides
+# would be written twice.
+_COUNTS = (
+    "SELECT (SELECT count(*) FROM runtime_input_states NOT INDEXED "
+    "WHERE runtime_id = ?1), (SELECT count(*) FROM runtime_input_states "
+    "INDEXED BY sqlite_autoindex_runtime_input_states_1 WHERE runtime_id = ?1)"
 )
 
 
 def check_input_count(conn: sqlite3.Connection, runtime_id: str, loaded: int) -> None:
-    """Fail when a load returned a number of input rows other than the table
-    holds for ``runtime_id``. Run it after the load, on a connection that
-    saw the same data: nothing writes a runtime while it is being recovered
-    (a driver's operations do not interleave)."""
-    (held,) = conn.execute(_COUNT_BY_TABLE_SCAN, (runtime_id,)).fetchone()
-    if held != loaded:
-        raise corruption(
-            "runtime_input_states",
-            runtime_id,
-            f"the index found {loaded} input rows but the table holds {held}: "
-            "its primary-key index or its pages are damaged",
-        )
+    """Fail when a load, or the primary-key index, finds a number of input
+    rows other than the table holds for ``runtime_id``. Run it after the
+    load, on a connection that saw the same data: nothing writes a runtime
+    while it is being recovered (a driver's operations do not interleave)."""
+    held, keyed = conn.execute(_COUNTS, (runtime_id,)).fetchone()
+    for found, path in ((loaded, "the index"), (keyed, "the primary-key index")):
+        if found != held:
+            raise corruption(
+                "runtime_input_states",
+                runtime_id,
+                f"{path} found {found} input rows but the table holds {held}: "
+                "an index or the table's pages are damaged",
+            )

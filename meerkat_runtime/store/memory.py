@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 from meerkat_runtime.codec import gc_paused
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
-from meerkat_runtime.store import records
+from meerkat_runtime.store import leases, records
 from meerkat_runtime.store.base import (
     ConflictError,
     RuntimeStore,
@@ -37,12 +38,18 @@ class InMemoryRuntimeStore(RuntimeStore):
     # changes anything; the body under the lock never awaits.
     cancel_safe_writes = True
 
-    def __init__(self) -> None:
+    keeps_leases = True
+
+    def __init__(self, *, lease_ttl: float = leases.DEFAULT_LEASE_TTL) -> None:
+        self.lease_ttl = leases.checked_ttl(lease_ttl)
+        # Wall clock of lease expiries (PD-37); a seam for tests.
+        self.lease_clock: leases.Clock = time.time
         self._lock = asyncio.Lock()
         self._inputs: dict[str, dict[str, bytes]] = {}
         self._receipts: dict[_Key, bytes] = {}
         self._snapshots: dict[str, bytes] = {}
         self._states: dict[str, bytes] = {}
+        self._leases: dict[str, leases.Lease] = {}
         # Testing seam: raised by the next write instead of writing (once).
         self.fail_next_commit: Exception | None = None
 
@@ -51,13 +58,13 @@ class InMemoryRuntimeStore(RuntimeStore):
     async def persist_input_state(
         self, runtime_id: LogicalRuntimeId, state: InputState
     ) -> None:
-        async with self._writing():
+        async with self._writing(runtime_id):
             self._publish(str(runtime_id), self._encode_all([state]))
 
     async def persist_runtime_state(
         self, runtime_id: LogicalRuntimeId, state: RuntimeState
     ) -> None:
-        async with self._writing():
+        async with self._writing(runtime_id):
             self._states[str(runtime_id)] = records.encode_phase(state)
 
     async def atomic_lifecycle_commit(
@@ -66,7 +73,7 @@ class InMemoryRuntimeStore(RuntimeStore):
         runtime_state: RuntimeState,
         input_states: Sequence[InputState],
     ) -> None:
-        async with self._writing():
+        async with self._writing(runtime_id):
             rows = self._encode_all(input_states)
             self._states[str(runtime_id)] = records.encode_phase(runtime_state)
             self._publish(str(runtime_id), rows)
@@ -79,7 +86,7 @@ class InMemoryRuntimeStore(RuntimeStore):
         input_updates: Sequence[InputState],
         session_store_key: str | None = None,  # noqa: ARG002 - unused, as upstream (S-6)
     ) -> None:
-        async with self._writing():
+        async with self._writing(runtime_id):
             # Everything is read and encoded first: a bad value fails before
             # anything is published.
             snapshot = snapshot_of(session_delta)
@@ -103,7 +110,7 @@ class InMemoryRuntimeStore(RuntimeStore):
         contributing_input_ids: Sequence[InputId],
         input_updates: Sequence[InputState],
     ) -> RunBoundaryReceipt:
-        async with self._writing():
+        async with self._writing(runtime_id):
             snapshot = required_snapshot(session_delta)
             rid = str(runtime_id)
             sequence = 1 + max(
@@ -128,16 +135,75 @@ class InMemoryRuntimeStore(RuntimeStore):
             return receipt
 
     @contextlib.asynccontextmanager
-    async def _writing(self) -> AsyncIterator[None]:
+    async def _writing(self, runtime_id: LogicalRuntimeId) -> AsyncIterator[None]:
         """One write's critical section. Whatever it raises (a value that
-        cannot be encoded or stamped, a wrong type) is a store error, as the
-        SQLite store reports it; nothing was published."""
+        cannot be encoded or stamped, a wrong type, a fenced epoch) is a
+        store error, as the SQLite store reports it; nothing was published."""
         async with self._lock:
             with store_errors():
                 failure, self.fail_next_commit = self.fail_next_commit, None
                 if failure is not None:
                     raise failure
+                fence = leases.fence_for(runtime_id)
+                if fence is not None:
+                    lease = self._leases.get(fence[0])
+                    leases.check_fence(
+                        fence[0], fence[1], None if lease is None else lease.epoch
+                    )
                 yield
+
+    # ---------------------------------------------------------------- ownership
+
+    async def claim(
+        self,
+        runtime_id: LogicalRuntimeId,
+        owner: str,
+        ttl: float | None = None,
+        *,
+        wait: float = 0.0,
+    ) -> int:
+        rid, owner = str(runtime_id), leases.checked_owner(owner)
+        span = self.lease_ttl if ttl is None else leases.checked_ttl(ttl)
+
+        async def attempt() -> int:
+            async with self._lock:
+                lease = leases.claimed(
+                    self._leases.get(rid), rid, owner, span, self.lease_clock()
+                )
+                self._leases[rid] = lease
+                return lease.epoch
+
+        return await leases.claim_waiting(attempt, wait, self.lease_clock)
+
+    async def renew(
+        self,
+        owner: str,
+        epochs: Mapping[LogicalRuntimeId, int],
+        ttl: float | None = None,
+    ) -> list[LogicalRuntimeId]:
+        span = self.lease_ttl if ttl is None else leases.checked_ttl(ttl)
+        lost: list[LogicalRuntimeId] = []
+        async with self._lock:
+            expires_at = self.lease_clock() + span
+            for runtime_id, epoch in epochs.items():
+                rid = str(runtime_id)
+                if leases.still_held(self._leases.get(rid), owner, epoch):
+                    self._leases[rid] = leases.Lease(rid, owner, epoch, expires_at)
+                else:
+                    lost.append(runtime_id)
+        return lost
+
+    async def release(
+        self, runtime_id: LogicalRuntimeId, owner: str, epoch: int
+    ) -> None:
+        rid = str(runtime_id)
+        async with self._lock:
+            if leases.still_held(self._leases.get(rid), owner, epoch):
+                self._leases[rid] = leases.Lease(rid, owner, epoch, 0.0)
+
+    async def load_leases(self) -> list[leases.Lease]:
+        async with self._lock:
+            return sorted(self._leases.values(), key=lambda lease: lease.runtime_id)
 
     def _receipt_exists(self, key: _Key, encoded: bytes) -> bool:
         stored = self._receipts.get(key)

@@ -14,7 +14,7 @@ import msgspec
 
 from meerkat_runtime import codec
 from meerkat_runtime.generated.runtime_control import RuntimeState
-from meerkat_runtime.input_state import InputState, InputStateRecord
+from meerkat_runtime.input_state import InputState, decode_record
 from meerkat_runtime.runs import MAX_COUNT, RunBoundaryReceipt, receipt_problem
 from meerkat_runtime.store.base import ReadFailedError, WriteFailedError
 from meerkat_runtime.store.integrity import corruption, frame, frame_problem
@@ -45,7 +45,6 @@ def input_row(state: InputState) -> tuple[str, bytes]:
     return str(state.input_id), encoded
 
 
-_STATE_DECODER = codec.decoder(InputStateRecord)
 _RECEIPT_DECODER = codec.decoder(RunBoundaryReceipt)
 _PHASE_DECODER = codec.decoder(str)
 
@@ -81,7 +80,7 @@ def stored_body(
 def decode_state(runtime_id: str, record_id: str, data: object) -> InputState:
     body = stored_body(data, INPUTS, runtime_id, "input", record_id)
     try:
-        record = _STATE_DECODER.decode(body)
+        record = decode_record(body)
     except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
         raise corruption(INPUTS, runtime_id, str(exc), "input", record_id) from None
     if str(record.input_id) != record_id:

@@ -32,9 +32,8 @@ constructor and the contract methods.
 Several processes may open the same file: SQLite's locks keep it consistent
 (the writer thread waits out another process's write lock for up to
 ``BUSY_TIMEOUT_MS``; an inline commit hands its write to the thread instead,
-PD-17). What is *not* coordinated yet is two
-processes driving the same runtime: there is no ownership lease until the
-PostgreSQL issue, so run each runtime in one process at a time.
+PD-17), and leases (PD-36, ``sqlite_leases``) keep each runtime to one owner:
+a ``fenced`` view's writes read the lease's epoch in their own transaction.
 """
 
 from __future__ import annotations
@@ -42,16 +41,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import sqlite3
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
 from meerkat_runtime.codec import gc_paused
+from meerkat_runtime.errors import RuntimeOwnedError
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
-from meerkat_runtime.store import records
+from meerkat_runtime.store import leases, records, sqlite_leases
 from meerkat_runtime.store.base import (
     RuntimeStore,
     SessionDelta,
@@ -66,6 +67,7 @@ from meerkat_runtime.store.sqlite_boundary import closed_error
 from meerkat_runtime.store.sqlite_reader import SqliteReaders
 from meerkat_runtime.store.sqlite_schema import (
     BUMP_EPOCH,
+    IN_ARRIVAL_ORDER,
     SELECT_INPUTS,
     UPSERT_INPUT,
     UPSERT_PHASE,
@@ -109,6 +111,7 @@ class SqliteRuntimeStore(RuntimeStore):
         *,
         synchronous: Synchronous = "FULL",
         read_mmap_bytes: int = READ_MMAP_BYTES,
+        lease_ttl: float = leases.DEFAULT_LEASE_TTL,
     ) -> None:
         """Open (creating or migrating) the file on this thread. On an event
         loop's thread it never sleeps: a file another connection is setting
@@ -121,6 +124,9 @@ class SqliteRuntimeStore(RuntimeStore):
             raise ValueError(
                 f"read_mmap_bytes must be an int >= 0, not {read_mmap_bytes!r}"
             )
+        self.lease_ttl = leases.checked_ttl(lease_ttl)
+        # Wall clock of lease expiries (PD-37); a seam for tests.
+        self.lease_clock: leases.Clock = time.time
         self.path = checked_path(path)
         self.synchronous = synchronous
         self.read_mmap_bytes = read_mmap_bytes
@@ -158,12 +164,17 @@ class SqliteRuntimeStore(RuntimeStore):
         *,
         synchronous: Synchronous = "FULL",
         read_mmap_bytes: int = READ_MMAP_BYTES,
+        lease_ttl: float = leases.DEFAULT_LEASE_TTL,
     ) -> Self:
         """The store, opened in a worker thread: the event loop goes on
         meanwhile, and a file another process is setting up is waited for
         (up to the busy timeout) instead of refused."""
         return await asyncio.to_thread(
-            cls, path, synchronous=synchronous, read_mmap_bytes=read_mmap_bytes
+            cls,
+            path,
+            synchronous=synchronous,
+            read_mmap_bytes=read_mmap_bytes,
+            lease_ttl=lease_ttl,
         )
 
     def _connect(self, busy_ms: int) -> sqlite3.Connection:
@@ -210,14 +221,23 @@ class SqliteRuntimeStore(RuntimeStore):
         def work(conn: sqlite3.Connection) -> None:
             conn.execute(UPSERT_INPUT, row)
 
-        await self._write(work, row=row)
+        fence = leases.fence_for(row[0])
+        if fence is None:
+            await self._write(work, row=row)
+        else:
+            await self._write(self._fenced(fence, work), row=row, fence=fence)
 
     async def persist_runtime_state(
         self, runtime_id: LogicalRuntimeId, state: RuntimeState
     ) -> None:
         rid = str(runtime_id)
         await self._write(
-            lambda conn: conn.execute(UPSERT_PHASE, (rid, records.encode_phase(state)))
+            self._guarded(
+                rid,
+                lambda conn: conn.execute(
+                    UPSERT_PHASE, (rid, records.encode_phase(state))
+                ),
+            )
         )
 
     async def atomic_lifecycle_commit(
@@ -237,7 +257,7 @@ class SqliteRuntimeStore(RuntimeStore):
                     (rid, *records.input_row(state)),
                 )
 
-        await self._write(work)
+        await self._write(self._guarded(rid, work))
 
     async def commit_recovery(
         self,
@@ -260,7 +280,7 @@ class SqliteRuntimeStore(RuntimeStore):
                     (rid, *records.input_row(state)),
                 )
 
-        await self._write(work)
+        await self._write(self._guarded(rid, work))
 
     async def atomic_apply(
         self,
@@ -292,7 +312,7 @@ class SqliteRuntimeStore(RuntimeStore):
                     (rid, *records.input_row(state)),
                 )
 
-        await self._write(work)
+        await self._write(self._guarded(rid, work))
 
     async def commit_session_boundary(
         self,
@@ -329,11 +349,85 @@ class SqliteRuntimeStore(RuntimeStore):
                 )
             return receipt
 
-        return await self._write(work)
+        return await self._write(self._guarded(rid, work))
+
+    # ---------------------------------------------------------------- ownership
+
+    keeps_leases = True
+
+    def _guarded(
+        self, rid: str, work: Callable[[sqlite3.Connection], T]
+    ) -> Callable[[sqlite3.Connection], T]:
+        """``work``, after the fence check when the running write is an
+        owner's write to ``rid`` (``FencedStore``)."""
+        fence = leases.fence_for(rid)
+        return work if fence is None else self._fenced(fence, work)
+
+    @staticmethod
+    def _fenced(
+        fence: tuple[str, int], work: Callable[[sqlite3.Connection], T]
+    ) -> Callable[[sqlite3.Connection], T]:
+        def checked(conn: sqlite3.Connection) -> T:
+            sqlite_leases.fence(conn, *fence)
+            return work(conn)
+
+        return checked
+
+    async def claim(
+        self,
+        runtime_id: LogicalRuntimeId,
+        owner: str,
+        ttl: float | None = None,
+        *,
+        wait: float = 0.0,
+    ) -> int:
+        rid, owner = str(runtime_id), leases.checked_owner(owner)
+        span = self.lease_ttl if ttl is None else leases.checked_ttl(ttl)
+
+        async def attempt() -> int:
+            # The clock is read inside the transaction: no other claim can
+            # commit between that reading and this one's write.
+            outcome = await self._write(
+                lambda conn: sqlite_leases.claim(
+                    conn, rid, owner, span, self.lease_clock()
+                )
+            )
+            if isinstance(outcome, RuntimeOwnedError):
+                raise outcome
+            return outcome
+
+        return await leases.claim_waiting(attempt, wait, self.lease_clock)
+
+    async def renew(
+        self,
+        owner: str,
+        epochs: Mapping[LogicalRuntimeId, int],
+        ttl: float | None = None,
+    ) -> list[LogicalRuntimeId]:
+        span = self.lease_ttl if ttl is None else leases.checked_ttl(ttl)
+        ids = {str(rid): rid for rid in epochs}
+        pairs = [(str(rid), epoch) for rid, epoch in epochs.items()]
+        lost = await self._write(
+            lambda conn: sqlite_leases.renew(
+                conn, owner, pairs, self.lease_clock() + span
+            )
+        )
+        return [ids[rid] for rid in lost]
+
+    async def release(
+        self, runtime_id: LogicalRuntimeId, owner: str, epoch: int
+    ) -> None:
+        rid = str(runtime_id)
+        await self._write(lambda conn: sqlite_leases.release(conn, rid, owner, epoch))
+
+    async def load_leases(self) -> list[leases.Lease]:
+        return await self._read(sqlite_leases.all_leases)
+
+    # ---------------------------------------------------------------- reads
 
     async def load_input_states(self, runtime_id: LogicalRuntimeId) -> list[InputState]:
         rid = str(runtime_id)
-        query = (f"{SELECT_INPUTS} ORDER BY input_id", (rid,))
+        query = (SELECT_INPUTS + IN_ARRIVAL_ORDER, (rid,))  # PD-42
         states: list[InputState] = []
 
         def decode(rows: list[Any]) -> None:
@@ -459,8 +553,10 @@ class SqliteRuntimeStore(RuntimeStore):
             rid = str(runtime_id)
             if table == records.INPUTS:  # the row keeps its recovery epoch
                 conn.execute(
-                    "INSERT INTO runtime_input_states (runtime_id, input_id, state_json) "
-                    "VALUES (?, ?, ?) ON CONFLICT (runtime_id, input_id) "
+                    "INSERT INTO runtime_input_states "
+                    "(runtime_id, input_id, state_json, arrival) VALUES (?1, ?2, ?3, "
+                    "(SELECT COALESCE(MAX(arrival), 0) + 1 FROM runtime_input_states "
+                    "WHERE runtime_id = ?1)) ON CONFLICT (runtime_id, input_id) "
                     "DO UPDATE SET state_json = excluded.state_json",
                     (rid, record_id, data),
                 )

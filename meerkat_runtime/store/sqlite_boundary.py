@@ -98,6 +98,13 @@ class Translated:
     ) -> None:
         if isinstance(exc, sqlite3.Error):
             raise store_error(exc, self.context, self.failure) from exc
+        if isinstance(exc, UnicodeDecodeError):
+            # sqlite3 could not decode SQLite's text: a message quoting a
+            # damaged schema statement, or a damaged text value.
+            raise CorruptError(
+                f"{self.context}: the file holds text that is not UTF-8 "
+                "(its schema or a record is damaged)"
+            ) from exc
 
 
 class Transaction:

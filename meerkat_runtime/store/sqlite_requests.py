@@ -35,6 +35,9 @@ class Request:
     # A request that only upserts this one input row (runtime_id, input_id,
     # state_json): the writer may merge such rows into one statement.
     row: tuple[str, str, bytes] | None = None
+    # (runtime_id, epoch) the request's ``work`` checks (PD-36): a merged
+    # group checks each runtime once instead.
+    fence: tuple[str, int] | None = None
 
     async def outcome_after_cancel(self) -> bool:
         """Whether the write committed, waiting for the writer (on the loop

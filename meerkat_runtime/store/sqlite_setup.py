@@ -20,10 +20,12 @@ from typing import Literal
 
 from meerkat_runtime.store.base import RuntimeStoreError, StoreInternalError
 from meerkat_runtime.store.sqlite_boundary import Transaction, Translated, is_busy
+from meerkat_runtime.store.sqlite_leases import create_leases_table
 from meerkat_runtime.store.sqlite_schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
     SchemaTooNewError,
+    apply_step,
 )
 
 Synchronous = Literal["FULL", "NORMAL", "OFF"]
@@ -79,6 +81,7 @@ def prepare(conn: sqlite3.Connection, path: str, *, wal: bool, wait: bool) -> No
     """Migrate the schema, then switch to WAL (after the version check, so
     a refused newer file is left untouched)."""
     _retrying(lambda: migrate(conn, path), path, wait)
+    _retrying(lambda: leases_table(conn, path), path, wait)
     if wal:
         _retrying(lambda: enable_wal(conn, path), path, wait)
 
@@ -118,9 +121,15 @@ def migrate(conn: sqlite3.Connection, path: str) -> None:
     with Transaction(conn, context, StoreInternalError):
         version = _refuse_newer(conn, path)
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            for statement in MIGRATIONS[target]:
-                conn.execute(statement)
+            for step in MIGRATIONS[target]:
+                apply_step(conn, step)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def leases_table(conn: sqlite3.Connection, path: str) -> None:
+    """The lease table (PD-36), whatever the schema version (sqlite_leases)."""
+    with Translated(f"cannot prepare the lease table of {path}", StoreInternalError):
+        create_leases_table(conn)
 
 
 def _refuse_newer(conn: sqlite3.Connection, path: str) -> int:

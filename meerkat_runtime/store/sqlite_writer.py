@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
+from meerkat_runtime.store import sqlite_leases
 from meerkat_runtime.store.base import (
     CommittedThenCancelled,
     StoreInternalError,
@@ -124,9 +125,11 @@ class SqliteWriter:
         *,
         commits: bool = True,
         row: tuple[str, str, bytes] | None = None,
+        fence: tuple[str, int] | None = None,
     ) -> T:
         """``work`` committed, inline for a lone caller or else through the
-        writer thread. ``row``: the request only upserts this input row."""
+        writer thread. ``row``: the request only upserts this input row;
+        ``fence``: (runtime, epoch) that ``work`` checks first (PD-36)."""
         self._check_open()
         self._started += 1
         self._solo_streak = self._solo_streak + 1 if self._inflight == 0 else 0
@@ -135,7 +138,7 @@ class SqliteWriter:
             if not isinstance(done, Busy):
                 return done
             self._solo_streak = 0
-        return await self._queued(work, commits, row)
+        return await self._queued(work, commits, row, fence)
 
     async def _alone(self, work: Callable[[sqlite3.Connection], T]) -> T | Busy:
         """Commit inline, unless company turns up. An inline commit blocks the
@@ -182,12 +185,13 @@ class SqliteWriter:
         work: Callable[[sqlite3.Connection], T],
         commits: bool,
         row: tuple[str, str, bytes] | None,
+        fence: tuple[str, int] | None = None,
     ) -> T:
         """Through the writer thread: answered after its group commits."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._inflight += 1
-        request = Request(work, loop, future, self._answered, row=row)
+        request = Request(work, loop, future, self._answered, row=row, fence=fence)
         if self.hooks.queued is not None:
             self.hooks.queued()
         self._requests.put(request)
@@ -363,15 +367,20 @@ def _merged_rows(conn: sqlite3.Connection, group: list[Request]) -> bool:
     rows = [request.row for request in group if request.row is not None]
     if len(rows) < len(group):
         return False
+    # Each fenced runtime's lease is read once for the whole group; one
+    # fenced row sends every request its own way.
+    fences = {request.fence for request in group if request.fence is not None}
 
     def upsert_all(conn: sqlite3.Connection) -> None:
+        for runtime_id, epoch in fences:
+            sqlite_leases.fence(conn, runtime_id, epoch)
         start = 0
         for size in merged_sizes(len(rows)):
             part = rows[start : start + size]
             start += size
             conn.execute(
                 upsert_inputs_sql(size),
-                [value for row in part for value in (*row, row[0])],
+                [value for row in part for value in row],
             )
 
     ok, _ = attempt(conn, upsert_all, "merged", "merged rows")

@@ -44,6 +44,7 @@ from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
 from meerkat_runtime.store import records
 from meerkat_runtime.store.base import RuntimeStore, RuntimeStoreError, SessionDelta
 from meerkat_runtime.store.verify import verify
+from meerkat_runtime.testing.conformance_ownership import OwnershipConformance
 
 A = LogicalRuntimeId("runtime-a")
 B = LogicalRuntimeId("runtime-b")
@@ -104,8 +105,9 @@ def receipt_for(
     )
 
 
-class StoreConformance:
-    """The contract every ``RuntimeStore`` meets (docs/behaviour.md section 8)."""
+class StoreConformance(OwnershipConformance):
+    """The contract every ``RuntimeStore`` meets (docs/behaviour.md section 8),
+    ownership included (``conformance_ownership``)."""
 
     # ---------------------------------------------------------------- hooks
 

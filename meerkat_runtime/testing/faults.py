@@ -7,6 +7,10 @@ Theory of operation: ``FaultyStore`` wraps any store and, when armed, fails or
                     as a store that cannot be reached refuses it
                     (``RuntimeStoreError.Unavailable``, retryable); the
                     process goes on and the driver must restore memory.
+                    ``arm(..., times=n)`` refuses the next ``n`` matching
+                    writes: an outage, after which the store heals.
+* ``REFUSE``        the same, but for good as far as the caller can tell
+                    (``RuntimeStoreError.WriteFailed``, not retryable).
 * ``CRASH_BEFORE``  the process dies before the write reaches the store.
 * ``CRASH_MID_COMMIT`` the process dies inside a multi-row commit: the inner
                     store writes the real rows, fails on an extra row that
@@ -23,6 +27,10 @@ made by ``CRASH_MID_COMMIT`` through the store's own transaction; real
 process kills (tests/stateful/test_process_kill.py) add the SQLite file's
 view of it.
 
+Leases (PD-36) pass through to the inner store; ``renewal_fault`` makes
+every renewal fail (``Unavailable``) or stall until ``stall_released`` is
+set, so an owner can be made to lose its lease without touching a clock.
+
 ``BrokenStore`` is the opposite: a store with deliberate bugs (acknowledging
 before committing, committing half a boundary) used to prove the fuzzers
 catch them.
@@ -30,8 +38,9 @@ catch them.
 
 from __future__ import annotations
 
+import asyncio
 import enum
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -44,7 +53,9 @@ from meerkat_runtime.store.base import (
     RuntimeStoreError,
     SessionDelta,
     commit_recovery,
+    owns_leases,
 )
+from meerkat_runtime.store.leases import DEFAULT_LEASE_TTL, Clock, Lease
 
 T = TypeVar("T")
 
@@ -64,6 +75,7 @@ class SimulatedCrash(BaseException):
 
 class Fault(enum.Enum):
     FAIL = "fail"
+    REFUSE = "refuse"
     CRASH_BEFORE = "crash_before"
     CRASH_MID_COMMIT = "crash_mid_commit"
     CRASH_AFTER = "crash_after"
@@ -74,6 +86,12 @@ class Armed:
     fault: Fault
     method: str | None  # None: the next write of any kind
     skip: int  # matching writes to let through first
+    times: int = 1  # matching writes to refuse (FAIL, REFUSE), then disarm
+
+
+class RenewalFault(enum.Enum):
+    FAIL = "fail"  # every renewal raises Unavailable
+    STALL = "stall"  # every renewal waits for ``stall_released``
 
 
 class FaultyStore(RuntimeStore):
@@ -83,13 +101,66 @@ class FaultyStore(RuntimeStore):
         self.inner = inner
         self.armed: Armed | None = None
         self.fired: list[tuple[Fault, str]] = []
+        self.keeps_leases = owns_leases(inner)
+        self.lease_ttl = getattr(inner, "lease_ttl", DEFAULT_LEASE_TTL)
+        self.renewal_fault: RenewalFault | None = None
+        self.renewals = 0  # renewals asked for, failed or not
+        self.stall_released = asyncio.Event()
 
-    def arm(self, fault: Fault, method: str | None = None, skip: int = 0) -> None:
+    @property
+    def lease_clock(self) -> Clock:
+        return self.inner.lease_clock  # type: ignore[attr-defined, no-any-return]
+
+    @lease_clock.setter
+    def lease_clock(self, clock: Clock) -> None:
+        self.inner.lease_clock = clock  # type: ignore[attr-defined]
+
+    # ---------------------------------------------------------------- leases
+
+    async def claim(
+        self,
+        runtime_id: LogicalRuntimeId,
+        owner: str,
+        ttl: float | None = None,
+        *,
+        wait: float = 0.0,
+    ) -> int:
+        return await self.inner.claim(runtime_id, owner, ttl, wait=wait)
+
+    async def renew(
+        self,
+        owner: str,
+        epochs: Mapping[LogicalRuntimeId, int],
+        ttl: float | None = None,
+    ) -> list[LogicalRuntimeId]:
+        self.renewals += 1
+        if self.renewal_fault is RenewalFault.FAIL:
+            raise RuntimeStoreError.Unavailable("injected renewal failure")
+        if self.renewal_fault is RenewalFault.STALL:
+            await self.stall_released.wait()
+        return await self.inner.renew(owner, epochs, ttl)
+
+    async def release(
+        self, runtime_id: LogicalRuntimeId, owner: str, epoch: int
+    ) -> None:
+        await self.inner.release(runtime_id, owner, epoch)
+
+    async def load_leases(self) -> list[Lease]:
+        return await self.inner.load_leases()
+
+    def arm(
+        self, fault: Fault, method: str | None = None, skip: int = 0, times: int = 1
+    ) -> None:
         if method is not None and method not in WRITES:
             raise ValueError(
                 f"not a store write: {method!r} (one of {', '.join(WRITES)})"
             )
-        self.armed = Armed(fault, method, skip)
+        refusal = fault in (Fault.FAIL, Fault.REFUSE)
+        if times < 1 or (times > 1 and not refusal):
+            raise ValueError(
+                f"times={times!r}: at least 1, and more only for FAIL or REFUSE"
+            )
+        self.armed = Armed(fault, method, skip, times)
 
     def disarm(self) -> None:
         self.armed = None
@@ -106,10 +177,14 @@ class FaultyStore(RuntimeStore):
         if armed.skip > 0:
             armed.skip -= 1
             return await call()
-        self.armed = None
+        armed.times -= 1
+        if armed.times == 0:
+            self.armed = None
         self.fired.append((armed.fault, method))
         if armed.fault is Fault.FAIL:
             raise RuntimeStoreError.Unavailable(f"injected failure in {method}")
+        if armed.fault is Fault.REFUSE:
+            raise RuntimeStoreError.WriteFailed(f"injected refusal in {method}")
         if armed.fault is Fault.CRASH_BEFORE:
             raise SimulatedCrash(f"crash before {method}")
         if armed.fault is Fault.CRASH_MID_COMMIT:
@@ -287,6 +362,9 @@ class BrokenStore(FaultyStore):
 
     def __init__(self, inner: RuntimeStore, defect: Defect) -> None:
         super().__init__(inner)
+        # Its early acks are written later, outside any owner's write: a
+        # fence could not follow them there.
+        self.keeps_leases = False
         self.defect = defect
         self.pending: list[tuple[LogicalRuntimeId, InputState]] = []
 

@@ -29,6 +29,7 @@ from tests.corruption.damage import PER_RUNTIME, RUNTIMES, build, prompt, receip
 
 RID = LogicalRuntimeId("victim")
 INDEX = "sqlite_autoindex_runtime_input_states_1"
+ARRIVAL_INDEX = "runtime_input_arrival"
 
 
 def flipped(data: bytes, offset: int, bit: int = 0) -> bytes:
@@ -126,9 +127,13 @@ def test_records_written_before_framing_still_read() -> None:
     assert records.decode_phase(str(RID), b'"idle"').value == "idle"
 
 
-def damage_index_entry(path: Path, runtime_id: str, entry: int) -> None:
-    """Flip one bit in the runtime id of the ``entry``-th index entry of
-    ``runtime_id``: the index scan stops there, and quick_check sees nothing."""
+def damage_index_entry(
+    path: Path, runtime_id: str, entry: int, index: str = INDEX
+) -> None:
+    """Flip one bit in the runtime id of the ``entry``-th entry of ``index``
+    for ``runtime_id``: a scan of that index stops there, and quick_check
+    sees nothing. (Entries sort by the bytes after the runtime id: the input
+    id in the primary key, a one-byte arrival number below 128 in the other.)"""
     conn = sqlite3.connect(path)
     try:
         (page_size,) = conn.execute("PRAGMA page_size").fetchone()
@@ -137,7 +142,7 @@ def damage_index_entry(path: Path, runtime_id: str, entry: int) -> None:
             for (page,) in conn.execute(
                 "SELECT pageno FROM dbstat WHERE name = ? AND pagetype = 'leaf' "
                 "ORDER BY pageno",
-                (INDEX,),
+                (index,),
             )
         ]
     finally:
@@ -156,23 +161,27 @@ def damage_index_entry(path: Path, runtime_id: str, entry: int) -> None:
     path.write_bytes(bytes(data))
 
 
+@pytest.mark.parametrize("index", [INDEX, ARRIVAL_INDEX])
 def test_a_damaged_index_entry_is_caught_by_load_verify_and_inspect(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], index: str
 ) -> None:
     """(b) One byte of the primary-key index: the load returned 17 of 30
     inputs, ``inspect`` exited 0 and quick_check said ok. The rows are now
-    counted again by a table scan: load, verify and inspect all fail."""
+    counted again by a table scan and through the primary key: load, verify
+    and inspect all fail, whichever index (the primary key, or the arrival
+    index the load walks, PD-42) is damaged."""
     path = tmp_path / "indexed.db"
     build(path)
     runtime_id = str(RUNTIMES[0])
-    damage_index_entry(path, runtime_id, 17)
+    damage_index_entry(path, runtime_id, 17, index)
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA quick_check").fetchone() == ("ok",)
         hidden = conn.execute(
-            "SELECT count(*) FROM runtime_input_states WHERE runtime_id = ?",
+            f"SELECT count(*) FROM runtime_input_states INDEXED BY {index} "
+            "WHERE runtime_id = ?",
             (runtime_id,),
         ).fetchone()
-        assert hidden == (17,)  # what the index path alone sees
+        assert hidden == (17,)  # what that index alone sees
 
     async def body() -> None:
         async with SqliteRuntimeStore(path) as store:

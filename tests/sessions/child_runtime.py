@@ -33,7 +33,7 @@ from meerkat_runtime.store.base import SessionDelta
 from meerkat_runtime.testing.faults import FaultyStore
 
 from .executors import Step, ToyExecutor
-from .helpers import prompt
+from .helpers import CHILD_OWNER, prompt
 
 
 class DieAfterBoundary(FaultyStore):
@@ -71,7 +71,9 @@ async def main(mode: str, db: str, blobs: str, session: str) -> None:
     store = DieAfterBoundary(SqliteRuntimeStore(db), report)
     if mode == "after-boundary":
         store.boundaries_before_death = 2  # the warm-up's, then the first's
-    adapter = RuntimeSessionAdapter.persistent(store, FileBlobStore(blobs))
+    adapter = RuntimeSessionAdapter.persistent(
+        store, FileBlobStore(blobs), owner=CHILD_OWNER
+    )
     sid = SessionId(session)
     await adapter.register_session(sid)
     for inp in (warm, first, second):

@@ -39,6 +39,9 @@ from meerkat_runtime.inputs import AnyContentBlock
 from meerkat_runtime.policy import PolicySubject
 from meerkat_runtime.sessions.completion import AnyCompletionOutcome
 
+# The owner id of the worker processes the crash tests kill, and of the
+# process that then recovers their sessions (a restart of the same worker).
+CHILD_OWNER = "test-worker"
 TIMEOUT = 1.5  # every await on the loop is bounded: a hang fails, not blocks
 
 

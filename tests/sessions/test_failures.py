@@ -174,15 +174,19 @@ def test_an_unreadable_blob_is_named_in_the_outcome(tmp_path: Path) -> None:
 
 
 def test_history_entries_without_an_error_decode_as_before() -> None:
-    """A record written before the field existed reads back with no error,
-    and an entry without one is written without the key."""
+    """A record written before the field existed (in schema 2's keys,
+    PD-40) reads back with no error, and an entry without one is written
+    without the key (in upstream's keys, L-7)."""
     old = (
         b'{"timestamp":"2025-01-01T00:00:00Z","from_state":"staged",'
         b'"to_state":"queued","reason":"rollback_staged"}'
     )
     entry = InputStateHistoryEntry.from_json(old)
     assert entry.error is None
-    assert entry.to_json() == old
+    assert entry.to_json() == (
+        b'{"timestamp":"2025-01-01T00:00:00Z","from":"staged",'
+        b'"to":"queued","reason":"rollback_staged"}'
+    )
 
 
 def test_a_terminal_runtime_with_active_inputs_names_the_runtime() -> None:

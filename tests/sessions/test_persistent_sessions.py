@@ -42,21 +42,35 @@ from meerkat_runtime import (
     SqliteRuntimeStore,
 )
 from meerkat_runtime.inputs import BlobImage, ImageBlock, InlineImage
-from meerkat_runtime.sessions.adapter import CLOSED_REASON
+from meerkat_runtime.sessions.adapter import CLOSED_REASON, StoreBackoff
 from meerkat_runtime.sessions.completion import (
     AbandonedOutcome,
     Completed,
     RuntimeTerminated,
 )
+from meerkat_runtime.sessions.executor import StopRuntimeExecutor
+from meerkat_runtime.sessions.loop import (
+    COMPLETION_NOT_RECORDED,
+    FAILURE_NOT_RECORDED,
+)
 from meerkat_runtime.store.base import RuntimeStoreError
 from meerkat_runtime.testing.faults import Fault, FaultyStore
 
 from .executors import Step, ToyExecutor
-from .helpers import TIMEOUT, drained, eventually, held, outcome_of, prompt
+from .helpers import (
+    CHILD_OWNER,
+    TIMEOUT,
+    drained,
+    eventually,
+    held,
+    outcome_of,
+    prompt,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULT = RunResult(text="ok")
 PNG = "iVBORw0KGgo="
+FAST = StoreBackoff(initial=0.001, maximum=0.01)
 
 
 class Files:
@@ -65,8 +79,13 @@ class Files:
         self.blobs = tmp_path / "blobs"
 
     def adapter(self, store: RuntimeStore) -> RuntimeSessionAdapter:
+        # The child's owner id: a restart takes its runtimes back at once.
         return RuntimeSessionAdapter.persistent(
-            store, FileBlobStore(self.blobs), retry_delay=0.001
+            store,
+            FileBlobStore(self.blobs),
+            retry_delay=0.001,
+            store_backoff=FAST,
+            owner=CHILD_OWNER,
         )
 
 
@@ -286,11 +305,12 @@ def test_executor_receives_inline_images(tmp_path: Path, restart: bool) -> None:
 
 
 def test_boundary_commit_failure_keeps_input_and_waiter(tmp_path: Path) -> None:
-    """W-6a with decisions 9 and 14: the store refuses the boundary commit;
-    no receipt is written, the input goes back to Queued (in memory and in
-    the store) and its waiter stays pending; the loop runs it again (in this
-    port straight away, no new accept needed) and the waiter completes with
-    that run's result; exactly one receipt is stored."""
+    """W-6a with decisions 9 and 14 and PD-38: the store refuses the boundary
+    commit; no receipt is written, the input goes back to Queued (in memory
+    and in the store) without an attempt counted, and its waiter stays
+    pending; the loop runs it again once the store answers (no new accept
+    needed) and the waiter completes with that run's result; exactly one
+    receipt is stored."""
     files = Files(tmp_path)
     sid = SessionId.new()
     rid = LogicalRuntimeId(str(sid))
@@ -314,7 +334,7 @@ def test_boundary_commit_failure_keeps_input_and_waiter(tmp_path: Path) -> None:
             assert await stored_phase(store, rid, p.id()) is InputLifecycleState.QUEUED
             state = await adapter.input_state(sid, p.id())
             assert state is not None
-            assert state.attempt_count() == 2
+            assert state.attempt_count() == 1  # the run in flight, only
             executor.release.set()
             assert await outcome_of(handle) == Completed(run_result=RESULT)
             second_run = executor.calls[1].run_id
@@ -332,10 +352,13 @@ def test_boundary_commit_failure_keeps_input_and_waiter(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def test_boundary_commit_failure_counts_as_an_attempt(tmp_path: Path) -> None:
-    """W-6a with decisions 3 and 9: a refused boundary commit is a failed run
-    (one of the input's three attempts); after one more executor failure the
-    third attempt commits: the waiter completes, one receipt is stored."""
+def test_boundary_commit_store_fault_is_not_an_attempt(tmp_path: Path) -> None:
+    """W-6a with decision 3 and PD-38 (this test pinned the opposite before:
+    a refused boundary counted as one of the input's three attempts, so a
+    store hiccup plus two executor failures abandoned the input). Only the
+    executor's failures count: after a store fault and two executor
+    failures, the fourth run commits; the waiter completes, one receipt is
+    stored, the input's attempts are its three staged runs."""
     files = Files(tmp_path)
     sid = SessionId.new()
     rid = LogicalRuntimeId(str(sid))
@@ -344,15 +367,19 @@ def test_boundary_commit_failure_counts_as_an_attempt(tmp_path: Path) -> None:
         store = FaultyStore(SqliteRuntimeStore(files.db))
         adapter = files.adapter(store)
         try:
-            executor = ToyExecutor([Step.OK, Step.FAIL, Step.OK], result=RESULT)
+            script = [Step.OK, Step.FAIL, Step.FAIL, Step.OK]
+            executor = ToyExecutor(script, result=RESULT)
             await adapter.register_session(sid)
             p = prompt()
             _, handle = await adapter.accept_input_with_completion(sid, p)
             store.arm(Fault.FAIL, "atomic_apply")
             await adapter.register_session_with_executor(sid, executor)
             assert await outcome_of(handle) == Completed(run_result=RESULT)
-            assert len(executor.calls) == 3
+            assert len(executor.calls) == 4
             assert await receipt_counts(store, rid) == Counter({p.id(): 1})
+            stored = await store.load_input_state(rid, p.id())
+            assert stored is not None
+            assert stored.attempt_count() == 3
         finally:
             await adapter.close()
             await store.close()
@@ -388,17 +415,20 @@ def test_failed_run_is_retried_after_retry_delay(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def test_boundary_commit_failure_is_retried_after_retry_delay(
+def test_boundary_commit_failure_waits_the_store_backoff(
     tmp_path: Path,
 ) -> None:
-    """W-6a with the port's retry rule: a run whose boundary the store refused
-    is a failed run, and failed runs are retried after ``retry_delay``."""
+    """W-6a with PD-38 and PD-39: a run whose boundary the store refused runs
+    again only after the store backoff's first pause, so a store that keeps
+    refusing boundaries is not met with a model call each time."""
     files = Files(tmp_path)
 
     async def main() -> None:
         store = FaultyStore(SqliteRuntimeStore(files.db))
         adapter = RuntimeSessionAdapter.persistent(
-            store, FileBlobStore(files.blobs), retry_delay=RETRY_DELAY
+            store,
+            FileBlobStore(files.blobs),
+            store_backoff=StoreBackoff(initial=RETRY_DELAY, maximum=1.0),
         )
         sid = SessionId.new()
         try:
@@ -479,6 +509,11 @@ def test_terminal_persist_failure_is_retried(tmp_path: Path, step: Step) -> None
             assert await outcome_of(handle) == Completed(run_result=RESULT)
             assert store.fired == [(Fault.FAIL, "atomic_lifecycle_commit")]
             assert executor.applied_ids() == [p.id()] * (2 if step is Step.FAIL else 1)
+            # W-6b / W-7: the executor was told, once, why its run stopped.
+            (stop,) = executor.controls
+            assert isinstance(stop, StopRuntimeExecutor)
+            rule = COMPLETION_NOT_RECORDED if step is Step.OK else FAILURE_NOT_RECORDED
+            assert stop.reason.startswith(f"{rule}: Internal error: ")
             later = prompt("later")
             _, h_later = await adapter.accept_input_with_completion(sid, later)
             assert await outcome_of(h_later) == Completed(run_result=RESULT)

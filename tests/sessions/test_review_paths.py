@@ -19,7 +19,9 @@ import pytest
 
 from meerkat_runtime import (
     CoreApplyOutput,
+    InputLifecycleState,
     InputState,
+    LogicalRuntimeId,
     MemoryBlobStore,
     RunControlCommand,
     RunId,
@@ -215,31 +217,66 @@ class OddStore(FaultyStore):
         await super().atomic_apply(*args, **kwargs)
 
 
-@pytest.mark.parametrize("cause", ["no_receipt", "store_raises_oddly"])
-def test_a_boundary_that_fails_oddly_fails_the_run_not_the_loop(cause: str) -> None:
-    """W-6 with decision 3: the run fails (its input goes back, one attempt
+def test_a_boundary_without_receipt_fails_the_run_not_the_loop() -> None:
+    """W-6a with decision 3: an output the boundary cannot hold is the
+    executor's failure: the run fails (its input goes back, one attempt
     used) and the loop keeps serving: the input then completes."""
 
     async def body() -> None:
-        executor: ToyExecutor
-        if cause == "no_receipt":
-            adapter = RuntimeSessionAdapter.ephemeral(retry_delay=0.001)
-            executor = NoReceiptOnce()
-        else:
-            adapter = RuntimeSessionAdapter.persistent(
-                OddStore(), MemoryBlobStore(), retry_delay=0.001
-            )
-            executor = ToyExecutor()
+        adapter = RuntimeSessionAdapter.ephemeral(retry_delay=0.001)
+        executor = NoReceiptOnce()
         sid = SessionId.new()
         await adapter.register_session_with_executor(sid, executor)
-        _, handle = await adapter.accept_input_with_completion(sid, prompt("a"))
+        p = prompt("a")
+        _, handle = await adapter.accept_input_with_completion(sid, p)
         outcome = await outcome_of(handle, SHORT)
         assert not isinstance(outcome, RuntimeTerminated), outcome
         assert len(executor.calls) == 2
+        state = await adapter.input_state(sid, p.id())
+        assert state is not None
+        assert state.attempt_count() == 2
         assert await adapter.runtime_state(sid) is RuntimeState.ATTACHED
         _, later = await adapter.accept_input_with_completion(sid, prompt("b"))
         assert not isinstance(await outcome_of(later, SHORT), RuntimeTerminated)
         await adapter.close()
+
+    run(body)
+
+
+def test_a_store_failing_oddly_at_the_boundary_ends_the_loop_losing_nothing() -> None:
+    """W-6a with PD-38 (this test pinned the opposite before: an error no
+    one classified counted as one of the input's attempts, and the loop
+    went on). A store error that is not known to pass is a store fault
+    refused for good: the loop ends and writes nothing more, so the input
+    is still queued in the store with no attempt used; the waiter hears the
+    loop exited; a new adapter on the store completes the input."""
+
+    async def body() -> None:
+        store = OddStore()
+        adapter = RuntimeSessionAdapter.persistent(
+            store, MemoryBlobStore(), retry_delay=0.001
+        )
+        sid = SessionId.new()
+        rid = LogicalRuntimeId(str(sid))
+        executor = ToyExecutor()
+        await adapter.register_session_with_executor(sid, executor)
+        p = prompt("a")
+        _, handle = await adapter.accept_input_with_completion(sid, p)
+        outcome = await outcome_of(handle, SHORT)
+        assert outcome == RuntimeTerminated(reason="runtime loop exited")
+        stored = await store.load_input_state(rid, p.id())
+        assert stored is not None
+        assert stored.current_state() is InputLifecycleState.QUEUED
+        assert stored.attempt_count() == 0
+        await adapter.close()
+
+        again = RuntimeSessionAdapter.persistent(
+            store, MemoryBlobStore(), retry_delay=0.001
+        )
+        await again.register_session_with_executor(sid, ToyExecutor())
+        handle = await again.completion_for(sid, p.id())
+        assert not isinstance(await outcome_of(handle, SHORT), RuntimeTerminated)
+        await again.close()
 
     run(body)
 

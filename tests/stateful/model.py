@@ -55,6 +55,8 @@ class Model:
         default_factory=lambda: {Lane.QUEUE: [], Lane.STEER: []}
     )
     batch: list[InputId] = field(default_factory=list)
+    # Each batch input as it was before staging (PD-38: a withdrawal restores it).
+    before: dict[InputId, il.InputLifecycleSnapshot] = field(default_factory=dict)
     receipts: dict[RunId, list[InputId]] = field(default_factory=dict)
     persisted_phase: RuntimeState | None = None
     counter: int = 0
@@ -96,6 +98,7 @@ class Model:
         self.control.apply(rc.BeginRun(run_id))
         lane = self.lanes[self.active_lane()]
         self.batch, lane[:] = lane[:count], lane[count:]
+        self.before = {i: self.inputs[i].auth.snapshot() for i in self.batch}
         for input_id in self.batch:
             self.inputs[input_id].step(
                 il.StageForRun(run_id)
@@ -124,6 +127,23 @@ class Model:
             "cancelled": rc.RunCancelled,
         }[how]
         self.control.apply(end(run_id))
+        self._persist_phase()
+
+    def withdraw(self, run_id: RunId) -> None:
+        """PD-38: the staged inputs are as before staging, at their lane's
+        front; the run ends as cancelled; the withdrawal is a lifecycle
+        commit (it writes them, and the phase)."""
+        back: dict[Lane, list[InputId]] = {Lane.QUEUE: [], Lane.STEER: []}
+        for input_id in self.batch:
+            item = self.inputs[input_id]
+            if item.phase is S.STAGED:
+                item.auth = il.InputLifecycleAuthority.restore(self.before[input_id])
+                item.persist()
+                back[item.lane].append(input_id)
+        for lane, ids in back.items():
+            self.lanes[lane][:0] = ids
+        self.batch = []
+        self.control.apply(rc.RunCancelled(run_id))
         self._persist_phase()
 
     def _roll_back_batch(self) -> None:

@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Coroutine
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import msgspec
 import pytest
 from hypothesis import note, settings
 from hypothesis import strategies as st
@@ -32,9 +33,7 @@ from meerkat_runtime import (
     HandlingMode,
     IdempotencyKey,
     InputDurability,
-    InputHeader,
     InputId,
-    InputOrigin,
     LogicalRuntimeId,
     OperationInput,
     PromptInput,
@@ -46,8 +45,10 @@ from meerkat_runtime import (
     RuntimeDriverError,
     RuntimeState,
     RuntimeTurnMetadata,
+    SupersessionKey,
 )
 from meerkat_runtime.blobs import MemoryBlobStore
+from meerkat_runtime.driver.images import externalize_images
 from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
 from meerkat_runtime.generated import runtime_control as rc
 from meerkat_runtime.generated.input_lifecycle import InputLifecycleState
@@ -63,6 +64,7 @@ from meerkat_runtime.testing.faults import (
     FaultyStore,
     SimulatedCrash,
 )
+from meerkat_runtime.testing.strategies import inputs
 from tests.postgres import drop_schema, new_schema, server_dsn
 from tests.stateful.model import Model, ModelInput
 
@@ -74,48 +76,72 @@ KINDS = ("prompt", "steer_prompt", "flow_step", "continuation", "operation")
 KEYS = [IdempotencyKey(f"key-{n}") for n in range(4)]
 
 
+# Ids a caller chose (PD-42): any text, arriving in no particular order; a
+# small alphabet, so that some repeat (and deduplicate).
+CALLER_IDS = st.text(alphabet="azm-19 ", min_size=1, max_size=3).filter(str.strip)
+HOUR_MS = 3600 * 1000
+
+
+def clock_id(ms: int, n: int) -> InputId:
+    """A UUIDv7 minted at ``ms`` on the machine's clock (``n`` keeps it
+    unique): a clock stepped back mints ids that sort before older ones."""
+    stamp = f"{ms % (1 << 48):012x}"
+    return InputId(f"{stamp[:8]}-{stamp[8:]}-7{n % 0x1000:03x}-8000-{n:012x}")
+
+
+# The input type each fuzzed kind is drawn from: every field derived from the
+# type (meerkat_runtime.testing.strategies), nested ones included.
+KIND_TYPES: dict[str, type[Input]] = {
+    "prompt": PromptInput,
+    "steer_prompt": PromptInput,
+    "flow_step": FlowStepInput,
+    "continuation": ContinuationInput,
+    "operation": OperationInput,
+}
+# Built once: a strategy made afresh per draw is validated afresh per draw.
+# The header fields build_input replaces are pinned, not drawn in vain.
+_PINNED: dict[type, st.SearchStrategy[Any]] = {
+    InputId: st.just(InputId("drawn")),
+    IdempotencyKey: st.just(KEYS[0]),
+    SupersessionKey: st.just(SupersessionKey("drawn")),
+}
+DRAWN_INPUTS = st.one_of(
+    [
+        st.tuples(st.just(kind), inputs(kinds=[KIND_TYPES[kind]], overrides=_PINNED))
+        for kind in KINDS
+    ]
+)
+
+
 def build_input(
-    kind: str, durable: bool, key: IdempotencyKey | None
+    kind: str,
+    durable: bool,
+    key: IdempotencyKey | None,
+    drawn: Input,
+    input_id: InputId | None = None,
 ) -> tuple[Input, Lane, bool, bool]:
-    """An input of ``kind`` and what the default policy does with it:
-    (input, lane, consumed on accept, pushed to the lane front)."""
-    header = InputHeader(
-        id=InputId.new(),
-        timestamp=datetime.now(UTC),
-        source=InputOrigin.Operator()
-        if kind != "continuation"
-        else InputOrigin.System(),
+    """``drawn`` with what the model decides by: a fresh id, the durability
+    and key, no supersession key (the model has no supersession), and the
+    handling mode of ``kind``. Returns (input, lane, consumed on accept,
+    pushed to the lane front) under the default policy."""
+    header = msgspec.structs.replace(
+        drawn.header,
+        id=input_id or InputId.new(),
         durability=InputDurability.DURABLE if durable else InputDurability.EPHEMERAL,
         idempotency_key=key,
+        supersession_key=None,
     )
-    if kind == "prompt":
-        return PromptInput(header=header, text="hello"), Lane.QUEUE, False, False
-    if kind == "steer_prompt":
-        meta = RuntimeTurnMetadata(handling_mode=HandlingMode.STEER)
-        return (
-            PromptInput(header=header, text="now", turn_metadata=meta),
-            Lane.STEER,
-            False,
-            False,
+    inp = msgspec.structs.replace(drawn, header=header)
+    if isinstance(inp, PromptInput | FlowStepInput):
+        mode = HandlingMode.STEER if kind == "steer_prompt" else None
+        meta = inp.turn_metadata or RuntimeTurnMetadata()
+        inp = msgspec.structs.replace(
+            inp, turn_metadata=msgspec.structs.replace(meta, handling_mode=mode)
         )
-    if kind == "flow_step":
-        return (
-            FlowStepInput(header=header, step_id="s", instructions="do"),
-            Lane.QUEUE,
-            False,
-            False,
-        )
-    if kind == "continuation":
-        inp = ContinuationInput(
-            header=header, reason="resume", handling_mode=HandlingMode.STEER
-        )
-        return inp, Lane.STEER, False, False
-    return (
-        OperationInput(header=header, operation_id="op", event={"n": 1}),
-        Lane.QUEUE,
-        True,
-        False,
-    )
+    if isinstance(inp, ContinuationInput):
+        inp = msgspec.structs.replace(inp, handling_mode=HandlingMode.STEER)
+    lane = Lane.STEER if kind in ("steer_prompt", "continuation") else Lane.QUEUE
+    return inp, lane, kind == "operation", False
 
 
 class CrashMachine(RuleBasedStateMachine):
@@ -133,6 +159,9 @@ class CrashMachine(RuleBasedStateMachine):
         self.crashes = 0
         self.steps = 0
         self.fired: list[tuple[Fault, str]] = []
+        self.payloads: dict[InputId, Input] = {}
+        self.clock_ms = time.time_ns() // 1_000_000  # ids of accept_on_the_clock
+        self.minted = 0
 
     # ---------------------------------------------------------------- plumbing
 
@@ -178,7 +207,7 @@ class CrashMachine(RuleBasedStateMachine):
             ), None
         except RuntimeDriverError.Internal:
             assert len(self.store.fired) > fired_before, "a store error nobody injected"
-            assert self.store.fired[-1][0] is Fault.FAIL
+            assert self.store.fired[-1][0] in (Fault.FAIL, Fault.REFUSE)
             note(f"injected failure in {self.store.fired[-1][1]}")
             return "failed", None
 
@@ -195,6 +224,9 @@ class CrashMachine(RuleBasedStateMachine):
         self.model.restart()
         outcome, _ = self.attempt(self.driver.recover())
         assert outcome == "ok", outcome
+        for record in self.driver.observe().inputs:
+            if record.persisted_input is not None:  # read back unchanged
+                assert record.persisted_input == self.payloads[record.input_id]
 
     def reopen(self) -> None:
         """A new process: a new store object on the same data, a new driver."""
@@ -210,7 +242,7 @@ class CrashMachine(RuleBasedStateMachine):
     @rule(
         burst=st.lists(
             st.tuples(
-                st.sampled_from(KINDS),
+                DRAWN_INPUTS,
                 st.sampled_from([True, True, True, False]),
                 st.none() | st.sampled_from(KEYS),
             ),
@@ -219,16 +251,50 @@ class CrashMachine(RuleBasedStateMachine):
         )
     )
     def accept_burst(
-        self, burst: list[tuple[str, bool, IdempotencyKey | None]]
+        self, burst: list[tuple[tuple[str, Input], bool, IdempotencyKey | None]]
     ) -> None:
         """One to three accepts in a row, so lanes grow long enough for
         multi-input batches."""
-        for kind, durable, key in burst:
-            self.accept(kind, durable, key)
+        for (kind, drawn), durable, key in burst:
+            self.accept(kind, durable, key, drawn)
 
-    def accept(self, kind: str, durable: bool, key: IdempotencyKey | None) -> None:
-        inp, lane, consumed, front = build_input(kind, durable, key)
-        note(f"accept {kind} durable={durable} key={key}")
+    @rule(
+        drawn=DRAWN_INPUTS,
+        name=CALLER_IDS,
+        durable=st.sampled_from([True, True, False]),
+    )
+    def accept_caller_id(
+        self, drawn: tuple[str, Input], name: str, durable: bool
+    ) -> None:
+        """An id the caller chose; the queues keep arrival order across
+        restarts, not id order (the model's restart rebuilds lanes by it)."""
+        kind, inp = drawn
+        self.accept(kind, durable, None, inp, InputId(name))
+
+    @rule(drawn=DRAWN_INPUTS, durable=st.sampled_from([True, True, False]))
+    def accept_on_the_clock(self, drawn: tuple[str, Input], durable: bool) -> None:
+        """An id minted from the machine's clock, which ``clock_jump`` moves."""
+        self.minted += 1
+        kind, inp = drawn
+        self.accept(kind, durable, None, inp, clock_id(self.clock_ms, self.minted))
+
+    @rule(step=st.sampled_from([-HOUR_MS, -1, 1, HOUR_MS]))
+    def clock_jump(self, step: int) -> None:
+        """The clock is stepped back or forward (an NTP correction, a VM
+        restored), between operations or around a restart."""
+        note(f"clock {step:+d} ms")
+        self.clock_ms += step
+
+    def accept(
+        self,
+        kind: str,
+        durable: bool,
+        key: IdempotencyKey | None,
+        drawn: Input,
+        input_id: InputId | None = None,
+    ) -> None:
+        inp, lane, consumed, front = build_input(kind, durable, key, drawn, input_id)
+        note(f"accept {kind} {inp.id()} durable={durable} key={key}")
         if not self.model.phase.can_accept_input():
             with pytest.raises(RuntimeDriverError.NotReady):
                 self.wait(self.driver.accept_input(inp))
@@ -241,6 +307,10 @@ class CrashMachine(RuleBasedStateMachine):
             return
         if outcome == "ok":
             assert isinstance(result, Accepted)
+        if not consumed:  # what the store must give back (T-20: images moved)
+            self.payloads[inp.id()] = self.wait(
+                externalize_images(MemoryBlobStore(), inp)
+            )
         item = ModelInput(inp.id(), durable, lane, key, 0, acked=outcome == "ok")
         self.settle(outcome, lambda: self.model.accept(item, consumed, front))
 
@@ -278,6 +348,39 @@ class CrashMachine(RuleBasedStateMachine):
         if outcome == "ok":
             self.applied = True
         self.settle(outcome, lambda: self.model.boundary(run_id))
+
+    @precondition(lambda self: self.run_id is not None and not self.applied)
+    @rule(fault=st.sampled_from(list(Fault)))
+    def boundary_refused_then_withdrawn(self, fault: Fault) -> None:
+        """What the loop does when the store refuses a boundary (W-6a,
+        PD-38): the run is withdrawn, the withdrawal's own write under
+        ``fault`` (a refusal, or a crash around it)."""
+        self.store.arm(Fault.FAIL, "atomic_apply")
+        self.boundary_applied()
+        assert self.run_id is not None  # refused: the run goes on
+        self.store.arm(fault, "atomic_lifecycle_commit")
+        self.withdraw_run()
+        self.store.disarm()
+
+    @precondition(lambda self: self.run_id is not None)
+    @rule()
+    def withdraw_run(self) -> None:
+        """W-6a / PD-38: the store refused the boundary, the run is withdrawn:
+        its inputs as before staging (attempts included), no attempt used.
+        Refused, changing nothing, once the run applied inputs."""
+        assert self.run_id is not None
+        run_id = self.run_id
+        if self.applied:
+            before = self.driver.observe()
+            with pytest.raises(RuntimeDriverError.ValidationFailed):
+                self.wait(self.driver.withdraw_run(run_id))
+            assert self.driver.observe() == before
+            return
+        outcome, _ = self.attempt(self.driver.withdraw_run(run_id))
+        STATS[f"{type(self).__name__} withdrawals {outcome}"] += 1
+        if outcome == "ok":
+            self.run_id = None
+        self.settle(outcome, lambda: self.model.withdraw(run_id))
 
     @precondition(lambda self: self.run_id is not None)
     @rule(how=st.sampled_from(["completed", "failed", "cancelled"]))
@@ -405,6 +508,10 @@ class CrashMachine(RuleBasedStateMachine):
         assert list(seen.steer) == self.model.lanes[Lane.STEER]
         phases = {r.input_id: r.current_state for r in seen.inputs}
         assert phases == {i: m.phase for i, m in self.model.inputs.items()}
+        attempts = {r.input_id: r.attempt_count for r in seen.inputs}
+        assert attempts == {
+            i: m.auth.attempt_count() for i, m in self.model.inputs.items()
+        }
         counts = {r.input_id: r.recovery_count for r in seen.inputs}
         assert counts == {i: m.recoveries for i, m in self.model.inputs.items()}
 
@@ -420,6 +527,7 @@ class CrashMachine(RuleBasedStateMachine):
             assert (
                 stored[input_id].lifecycle_snapshot().phase is item.persisted.phase
             ), input_id
+            assert stored[input_id].attempt_count() == item.persisted.attempt_count
             assert stored[input_id].recovery_count == item.recoveries, input_id
         assert (
             self.wait(self.store.load_runtime_state(RID)) is self.model.persisted_phase

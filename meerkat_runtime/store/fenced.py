@@ -1,0 +1,181 @@
+"""``FencedStore``: a store as one owner of one runtime writes to it (PD-36).
+
+Every write the view forwards runs with ``leases.WRITE_FENCE`` set to the
+owner's (runtime, epoch); the store underneath reads it at the start of the
+write and checks it against the lease in the write's own transaction. The
+view holds no state of its own: a store subclass or wrapper underneath (a
+fault injector, a gated test store) sees every change made to it after the
+view was made. Reads, and anything else the view does not know, go to the
+store unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from meerkat_runtime.generated.runtime_control import RuntimeState
+from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
+from meerkat_runtime.input_state import InputState
+from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
+from meerkat_runtime.store.base import (
+    RuntimeStore,
+    SessionDelta,
+    cancel_safe,
+    commit_recovery,
+)
+from meerkat_runtime.store.leases import WRITE_FENCE, Lease
+
+T = TypeVar("T")
+
+
+class FencedStore(RuntimeStore):
+    """``store.fenced(runtime_id, epoch)``. Closing the view does nothing:
+    the store is its creator's to close."""
+
+    keeps_leases = True
+
+    def __init__(
+        self, store: RuntimeStore, runtime_id: LogicalRuntimeId, epoch: int
+    ) -> None:
+        self.store = store
+        self.fence = (str(runtime_id), epoch)
+        self.lease_ttl = store.lease_ttl
+        # No suspension point of its own: as cancel-safe as the store.
+        self.cancel_safe_writes = cancel_safe(store)  # type: ignore[misc]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def _fenced(self, call: Awaitable[T]) -> T:
+        token = WRITE_FENCE.set(self.fence)
+        try:
+            return await call
+        finally:
+            WRITE_FENCE.reset(token)
+
+    def fenced(self, runtime_id: LogicalRuntimeId, epoch: int) -> RuntimeStore:
+        return self.store.fenced(runtime_id, epoch)
+
+    # ---------------------------------------------------------------- writes
+
+    async def persist_input_state(
+        self, runtime_id: LogicalRuntimeId, state: InputState
+    ) -> None:
+        await self._fenced(self.store.persist_input_state(runtime_id, state))
+
+    async def persist_runtime_state(
+        self, runtime_id: LogicalRuntimeId, state: RuntimeState
+    ) -> None:
+        await self._fenced(self.store.persist_runtime_state(runtime_id, state))
+
+    async def atomic_lifecycle_commit(
+        self,
+        runtime_id: LogicalRuntimeId,
+        runtime_state: RuntimeState,
+        input_states: Sequence[InputState],
+    ) -> None:
+        await self._fenced(
+            self.store.atomic_lifecycle_commit(runtime_id, runtime_state, input_states)
+        )
+
+    async def commit_recovery(
+        self,
+        runtime_id: LogicalRuntimeId,
+        runtime_state: RuntimeState,
+        changed: Sequence[InputState],
+        recounted: Sequence[InputState],
+    ) -> None:
+        await self._fenced(
+            commit_recovery(self.store, runtime_id, runtime_state, changed, recounted)
+        )
+
+    async def atomic_apply(
+        self,
+        runtime_id: LogicalRuntimeId,
+        session_delta: SessionDelta | None,
+        receipt: RunBoundaryReceipt,
+        input_updates: Sequence[InputState],
+        session_store_key: str | None = None,
+    ) -> None:
+        await self._fenced(
+            self.store.atomic_apply(
+                runtime_id, session_delta, receipt, input_updates, session_store_key
+            )
+        )
+
+    async def commit_session_boundary(
+        self,
+        runtime_id: LogicalRuntimeId,
+        session_delta: SessionDelta,
+        run_id: RunId,
+        boundary: RunApplyBoundary,
+        contributing_input_ids: Sequence[InputId],
+        input_updates: Sequence[InputState],
+    ) -> RunBoundaryReceipt:
+        return await self._fenced(
+            self.store.commit_session_boundary(
+                runtime_id,
+                session_delta,
+                run_id,
+                boundary,
+                contributing_input_ids,
+                input_updates,
+            )
+        )
+
+    # ---------------------------------------------------------------- reads
+
+    async def load_input_states(self, runtime_id: LogicalRuntimeId) -> list[InputState]:
+        return await self.store.load_input_states(runtime_id)
+
+    async def load_input_state(
+        self, runtime_id: LogicalRuntimeId, input_id: InputId
+    ) -> InputState | None:
+        return await self.store.load_input_state(runtime_id, input_id)
+
+    async def load_boundary_receipt(
+        self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
+    ) -> RunBoundaryReceipt | None:
+        return await self.store.load_boundary_receipt(runtime_id, run_id, sequence)
+
+    async def load_boundary_receipts(
+        self, runtime_id: LogicalRuntimeId
+    ) -> list[RunBoundaryReceipt]:
+        return await self.store.load_boundary_receipts(runtime_id)
+
+    async def load_session_snapshot(self, runtime_id: LogicalRuntimeId) -> bytes | None:
+        return await self.store.load_session_snapshot(runtime_id)
+
+    async def load_runtime_state(
+        self, runtime_id: LogicalRuntimeId
+    ) -> RuntimeState | None:
+        return await self.store.load_runtime_state(runtime_id)
+
+    # ---------------------------------------------------------------- leases
+
+    async def claim(
+        self,
+        runtime_id: LogicalRuntimeId,
+        owner: str,
+        ttl: float | None = None,
+        *,
+        wait: float = 0.0,
+    ) -> int:
+        return await self.store.claim(runtime_id, owner, ttl, wait=wait)
+
+    async def renew(
+        self,
+        owner: str,
+        epochs: Mapping[LogicalRuntimeId, int],
+        ttl: float | None = None,
+    ) -> list[LogicalRuntimeId]:
+        return await self.store.renew(owner, epochs, ttl)
+
+    async def release(
+        self, runtime_id: LogicalRuntimeId, owner: str, epoch: int
+    ) -> None:
+        await self.store.release(runtime_id, owner, epoch)
+
+    async def load_leases(self) -> list[Lease]:
+        return await self.store.load_leases()
