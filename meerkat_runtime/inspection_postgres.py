@@ -13,9 +13,10 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from meerkat_runtime.inspection import InspectionError, RuntimeView
+from meerkat_runtime.inspection import InspectionError, RuntimeView, with_leases
 from meerkat_runtime.store import records
 from meerkat_runtime.store.base import ReadFailedError, RuntimeStoreError
+from meerkat_runtime.store.leases import Lease
 from meerkat_runtime.store.postgres_boundary import store_error
 from meerkat_runtime.store.postgres_schema import (
     SCHEMA_VERSION,
@@ -52,9 +53,16 @@ def load_postgres(dsn: str, schema: str) -> list[RuntimeView]:
         with psycopg.connect(dsn, autocommit=True) as conn:
             # One snapshot for everything read.
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            _check_schema(conn, sql, dsn)
+            version = _check_schema(conn, sql, dsn)
             ids = [str(r) for (r,) in conn.execute(_runtime_ids(sql))]
-            return [_load_runtime(conn, sql, rid) for rid in ids]
+            views = [_load_runtime(conn, sql, rid) for rid in ids]
+            # Version 1 had no leases (read as it is: inspect changes nothing).
+            leases = (
+                [Lease(*row) for row in conn.execute(sql.select_leases)]
+                if version >= 2
+                else []
+            )
+            return with_leases(views, leases)
     except (InspectionError, RuntimeStoreError):
         raise
     except Exception as exc:
@@ -62,7 +70,8 @@ def load_postgres(dsn: str, schema: str) -> list[RuntimeView]:
         raise InspectionError(f"cannot read: {error}") from None
 
 
-def _check_schema(conn: psycopg.Connection[Any], sql: Statements, dsn: str) -> None:
+def _check_schema(conn: psycopg.Connection[Any], sql: Statements, dsn: str) -> int:
+    """The schema's version, one this code reads."""
     found = conn.execute("SELECT to_regclass(%s)", (sql.table("meta"),)).fetchone()
     if found == (None,):
         raise InspectionError(
@@ -75,6 +84,7 @@ def _check_schema(conn: psycopg.Connection[Any], sql: Statements, dsn: str) -> N
             f"{label(dsn, sql.schema)} has schema version {version}, newer than this "
             f"meerkat-runtime reads ({SCHEMA_VERSION}); upgrade meerkat-runtime"
         )
+    return version
 
 
 def _runtime_ids(sql: Statements) -> str:

@@ -17,38 +17,41 @@ constructor and the contract methods.
   reconnects by itself (waiting up to ``reconnect_timeout``).
 * **Errors** (``postgres_boundary``): the only code that looks at psycopg's
   exceptions; connection loss, shutdown and serialization failures are
-  ``Unavailable``, constraint violations ``Conflict`` (PD-91).
+  ``Unavailable``, constraint violations ``Conflict`` (PD-46).
 * **Integrity**: records are framed with a checksum and decoded strictly
-  (``records``, PD-32). The second count at load is not done here (PD-94).
+  (``records``, PD-32). The second count at load is not done here (PD-49).
+* **Arrival order** (PD-42, PD-51): each runtime's inputs load in the order
+  their first writes committed, numbered by a per-runtime counter row that
+  the write's own statement raises (``postgres_schema``).
+* **Leases** (PD-36, PD-50): ``claim``/``renew``/``release`` are
+  statements on ``runtime_leases`` with the database server's ``now()`` as
+  the clock, so the processes sharing a database need not share a clock;
+  every write of an owner (``store.fenced``) reads its lease ``FOR SHARE``
+  in its own transaction before writing (``PostgresWriter.transact``).
 
 Cancellation: a write's transaction may be cut mid-way by a cancelled task,
 so ``cancel_safe_writes`` is False: the drivers run each write in its own
 task and wait it out.
 
-Leases (the ownership contract, not yet on this branch) plug in at two
-places: ``claim``/``renew``/``release`` as statements on a
-``runtime_leases`` table (``postgres_schema`` migration 2, the database's
-``now()`` as the clock), and a fencing check as the first statement of every
-write transaction (``PostgresWriter.transact``: ``SELECT ... FOR SHARE`` of
-the lease row, compared with the epoch the store holds; a mismatch raises
-``Fenced`` and rolls back). ``lease_ttl`` is that lease's length.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Any, Self
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Self, TypeVar
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from meerkat_runtime.codec import gc_paused
+from meerkat_runtime.errors import RuntimeOwnedError
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
-from meerkat_runtime.store import records
+from meerkat_runtime.store import leases, records
 from meerkat_runtime.store.base import (
     ConflictError,
     RuntimeStore,
@@ -62,23 +65,31 @@ from meerkat_runtime.store.base import (
 )
 from meerkat_runtime.store.postgres_schema import Statements, checked_schema
 from meerkat_runtime.store.postgres_setup import migrate, open_pool
-from meerkat_runtime.store.postgres_writer import Conn, InputBatcher, PostgresWriter
+from meerkat_runtime.store.postgres_writer import (
+    Conn,
+    InputBatcher,
+    PostgresWriter,
+    Work,
+)
 from meerkat_runtime.store.sqlite_schema import decode_input_row
 
 __all__ = ["PostgresRuntimeStore"]
+
+T = TypeVar("T")
 
 
 class PostgresRuntimeStore(RuntimeStore):
     """A ``RuntimeStore`` in a PostgreSQL database (see the module notes)."""
 
     cancel_safe_writes = False
+    keeps_leases = True
 
     def __init__(
         self,
         dsn_or_pool: str | AsyncConnectionPool[Any],
         *,
         schema: str = "meerkat",
-        lease_ttl: float = 30.0,
+        lease_ttl: float = leases.DEFAULT_LEASE_TTL,
         pool_size: int = 8,
         reconnect_timeout: float = 30.0,
         commits_in_flight: int = 2,
@@ -90,12 +101,10 @@ class PostgresRuntimeStore(RuntimeStore):
                 "PostgresRuntimeStore needs a DSN (str) or a psycopg_pool."
                 f"AsyncConnectionPool, not {type(dsn_or_pool).__name__}"
             )
-        for name, value in (
-            ("lease_ttl", lease_ttl),
-            ("reconnect_timeout", reconnect_timeout),
-        ):
-            if not isinstance(value, int | float) or value <= 0:
-                raise ValueError(f"{name} must be a positive number, not {value!r}")
+        if not isinstance(reconnect_timeout, int | float) or reconnect_timeout <= 0:
+            raise ValueError(
+                f"reconnect_timeout must be a positive number, not {reconnect_timeout!r}"
+            )
         for name, count in (
             ("pool_size", pool_size),
             ("commits_in_flight", commits_in_flight),
@@ -103,7 +112,10 @@ class PostgresRuntimeStore(RuntimeStore):
             if type(count) is not int or count < 1:
                 raise ValueError(f"{name} must be an int >= 1, not {count!r}")
         self.schema = checked_schema(schema)
-        self.lease_ttl = float(lease_ttl)
+        self.lease_ttl = leases.checked_ttl(lease_ttl)
+        # Lease expiries are on the database server's clock (PD-50); a clock
+        # set here replaces it (the conformance suite's fake clock).
+        self.lease_clock: leases.Clock | None = None
         self.reconnect_timeout = float(reconnect_timeout)
         self.sql = Statements(self.schema)
         self._source = dsn_or_pool
@@ -178,7 +190,7 @@ class PostgresRuntimeStore(RuntimeStore):
         if self._batcher is None:
             await self._ready()
         assert self._batcher is not None
-        await self._batcher.write(row)
+        await self._batcher.write(row, leases.fence_for(runtime_id))
 
     async def persist_runtime_state(
         self, runtime_id: LogicalRuntimeId, state: RuntimeState
@@ -190,7 +202,7 @@ class PostgresRuntimeStore(RuntimeStore):
         async def work(conn: Conn) -> None:
             await conn.execute(sql, params)
 
-        await (await self._ready()).transact(work, "persist_runtime_state")
+        await self._transact(work, "persist_runtime_state", runtime_id)
 
     async def atomic_lifecycle_commit(
         self,
@@ -229,7 +241,7 @@ class PostgresRuntimeStore(RuntimeStore):
             if inputs[0]:  # after the phase: rows take its (new) epoch
                 await conn.execute(sql.upsert_inputs, inputs)
 
-        await (await self._ready()).transact(work, "lifecycle commit")
+        await self._transact(work, "lifecycle commit", rid)
 
     async def atomic_apply(
         self,
@@ -257,7 +269,7 @@ class PostgresRuntimeStore(RuntimeStore):
             if inputs[0]:
                 await conn.execute(sql.upsert_inputs, inputs)
 
-        await (await self._ready()).transact(work, "atomic_apply")
+        await self._transact(work, "atomic_apply", rid)
 
     async def commit_session_boundary(
         self,
@@ -295,7 +307,100 @@ class PostgresRuntimeStore(RuntimeStore):
                 await conn.execute(sql.upsert_inputs, inputs)
             return receipt
 
-        return await (await self._ready()).transact(work, "commit_session_boundary")
+        return await self._transact(work, "commit_session_boundary", rid)
+
+    async def _transact(self, work: Work[T], context: str, runtime_id: object) -> T:
+        """``work`` as one transaction, fenced when the running write is an
+        owner's write to ``runtime_id`` (``store.fenced``, PD-36)."""
+        fence = leases.fence_for(runtime_id)
+        writer = await self._ready()
+        return await writer.transact(work, context, () if fence is None else [fence])
+
+    # ---------------------------------------------------------------- ownership
+
+    def _lease_now(self) -> float | None:
+        return None if self.lease_clock is None else self.lease_clock()
+
+    async def claim(
+        self,
+        runtime_id: LogicalRuntimeId,
+        owner: str,
+        ttl: float | None = None,
+        *,
+        wait: float = 0.0,
+    ) -> int:
+        rid, owner = str(runtime_id), leases.checked_owner(owner)
+        span = self.lease_ttl if ttl is None else leases.checked_ttl(ttl)
+        sql = self.sql
+
+        async def work(conn: Conn) -> int | RuntimeOwnedError:
+            # The lease row, locked, and the clock read in one statement: no
+            # other claim can commit between that reading and this write.
+            await conn.execute(sql.lease_row, (rid,))
+            cur = await conn.execute(
+                sql.lock_lease, {"r": rid, "now": self._lease_now()}
+            )
+            row = await cur.fetchone()
+            assert row is not None  # lease_row made it
+            who, epoch, expires_at, now = row
+            try:  # a placeholder (epoch 0, long expired) reads as no lease
+                lease = leases.claimed(
+                    leases.Lease(rid, who, epoch, expires_at), rid, owner, span, now
+                )
+            except RuntimeOwnedError as refused:
+                return refused  # returned: raised here it would be a failed write
+            await conn.execute(
+                sql.set_lease, (owner, lease.epoch, lease.expires_at, rid)
+            )
+            return lease.epoch
+
+        async def attempt() -> int:
+            outcome = await self._transact(work, "claim", None)
+            if isinstance(outcome, RuntimeOwnedError):
+                raise outcome
+            return outcome
+
+        clock = self.lease_clock or time.time  # only paces a waiting claim
+        return await leases.claim_waiting(attempt, wait, clock)
+
+    async def renew(
+        self,
+        owner: str,
+        epochs: Mapping[LogicalRuntimeId, int],
+        ttl: float | None = None,
+    ) -> list[LogicalRuntimeId]:
+        span = self.lease_ttl if ttl is None else leases.checked_ttl(ttl)
+        ids = {str(rid): rid for rid in epochs}
+        params = {
+            "o": owner,
+            "r": list(ids),
+            "e": [epochs[rid] for rid in ids.values()],
+            "ttl": span,
+            "now": self._lease_now(),
+        }
+        sql = self.sql.renew_leases
+
+        async def work(conn: Conn) -> set[str]:
+            cur = await conn.execute(sql, params)
+            return {str(rid) for (rid,) in await cur.fetchall()}
+
+        renewed = await self._transact(work, "renew", None)
+        return [rid for key, rid in ids.items() if key not in renewed]
+
+    async def release(
+        self, runtime_id: LogicalRuntimeId, owner: str, epoch: int
+    ) -> None:
+        params = (str(runtime_id), owner, epoch)
+        sql = self.sql.release_lease
+
+        async def work(conn: Conn) -> None:
+            await conn.execute(sql, params)
+
+        await self._transact(work, "release", None)
+
+    async def load_leases(self) -> list[leases.Lease]:
+        rows = await self._fetch(self.sql.select_leases, (), "load_leases")
+        return [leases.Lease(*row) for row in rows]
 
     # ---------------------------------------------------------------- reads
 
@@ -309,7 +414,7 @@ class PostgresRuntimeStore(RuntimeStore):
     async def load_input_states(self, runtime_id: LogicalRuntimeId) -> list[InputState]:
         rid = str(runtime_id)
         rows = await self._fetch(
-            f"{self.sql.select_inputs} ORDER BY input_id",
+            self.sql.select_inputs + self.sql.in_arrival_order,  # PD-42
             {"r": rid},
             "load_input_states",
         )
@@ -416,12 +521,15 @@ class PostgresRuntimeStore(RuntimeStore):
         """Overwrite one stored row with arbitrary bytes (corruption tests)."""
         rid = str(runtime_id)
         with psycopg.connect(self.conninfo, autocommit=True) as conn:
-            if table == records.INPUTS:  # the row keeps its recovery epoch
+            if table == records.INPUTS:  # the row keeps its epoch and arrival
+                t = self.sql.table(table)
                 conn.execute(
-                    f"INSERT INTO {self.sql.table(table)} (runtime_id, input_id, state_json) "
-                    "VALUES (%s, %s, %s) ON CONFLICT (runtime_id, input_id) "
+                    f"INSERT INTO {t} (runtime_id, input_id, state_json, arrival) "
+                    "VALUES (%(r)s, %(i)s, %(d)s, (SELECT COALESCE(max(arrival), 0) "
+                    f"+ 1 FROM {t} WHERE runtime_id = %(r)s)) "
+                    "ON CONFLICT (runtime_id, input_id) "
                     "DO UPDATE SET state_json = excluded.state_json",
-                    (rid, record_id, data),
+                    {"r": rid, "i": record_id, "d": data},
                 )
             elif table == records.STATES:
                 conn.execute(self.sql.upsert_phase, (rid, data))

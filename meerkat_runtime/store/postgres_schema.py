@@ -15,9 +15,25 @@ rewriting every pending row. ``commit_marks`` holds one row per connection
 that writes: the ticket of its latest committed transaction, which resolves
 a commit whose outcome the connection's loss hid (``postgres_writer``).
 
-Leases (the ownership contract) will add a ``runtime_leases`` table in
-migration 2 and a fencing check at the start of every write transaction
-(``postgres_writer.PostgresWriter.transact``); see ``postgres.py``.
+**Arrival order** (PD-42, PD-51): an input row's ``arrival`` is given by its
+first write and kept by later ones; loads read a runtime's rows in that
+order. The number comes from the runtime's row in ``runtime_arrivals``,
+raised in the write's own statement: the row lock it takes makes concurrent
+writers of one runtime (any process, any host) take their numbers one after
+the other, in commit order, where ``max(arrival) + 1`` read from a snapshot
+would hand two of them the same number. A statement raises the counter by
+all of its rows of that runtime, updates included, so numbers may skip
+(only their order matters). Counters are locked in runtime-id order, so two
+merged commits of several runtimes never deadlock on them.
+
+**Leases** (PD-36, PD-50): ``runtime_leases`` holds one row per runtime
+that was ever claimed; expiries are seconds on the database server's clock.
+A write transaction of an owner first reads its runtime's lease row ``FOR
+SHARE`` (``fence``): a claim must wait until that write committed, and a
+write that comes after a claim sees its epoch.
+
+Version 2 added arrivals and leases; rows of version 1 are numbered in
+input-id order, the order version 1 loaded them in.
 """
 
 from __future__ import annotations
@@ -27,7 +43,7 @@ from dataclasses import dataclass
 
 from meerkat_runtime.store.base import StoreInternalError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -65,6 +81,25 @@ def migrations(s: str) -> dict[int, tuple[str, ...]]:
             f"""CREATE TABLE "{s}".commit_marks (
                 writer uuid PRIMARY KEY, ticket bigint NOT NULL,
                 touched timestamptz NOT NULL DEFAULT now())""",
+        ),
+        2: (
+            f'ALTER TABLE "{s}".runtime_input_states ADD COLUMN arrival bigint',
+            f"""UPDATE "{s}".runtime_input_states AS t SET arrival = n.k
+                FROM (SELECT runtime_id, input_id, row_number() OVER (
+                    PARTITION BY runtime_id ORDER BY input_id) AS k
+                    FROM "{s}".runtime_input_states) AS n
+                WHERE t.runtime_id = n.runtime_id AND t.input_id = n.input_id""",
+            f'ALTER TABLE "{s}".runtime_input_states ALTER COLUMN arrival SET NOT NULL',
+            f"""CREATE UNIQUE INDEX runtime_input_arrival
+                ON "{s}".runtime_input_states (runtime_id, arrival)""",
+            f"""CREATE TABLE "{s}".runtime_arrivals (
+                runtime_id text PRIMARY KEY, last bigint NOT NULL)""",
+            f"""INSERT INTO "{s}".runtime_arrivals
+                SELECT runtime_id, max(arrival) FROM "{s}".runtime_input_states
+                GROUP BY runtime_id""",
+            f"""CREATE TABLE "{s}".runtime_leases (
+                runtime_id text PRIMARY KEY, owner text NOT NULL,
+                epoch bigint NOT NULL, expires_at double precision NOT NULL)""",
         ),
     }
 
@@ -115,24 +150,27 @@ class Statements:
         )
 
     @property
-    def upsert_input(self) -> str:
-        t = self.table("runtime_input_states")
-        epoch = self.epoch_of.format("%(r)s")
-        return (
-            f"INSERT INTO {t} (runtime_id, input_id, state_json, recovery_epoch) "
-            f"VALUES (%(r)s, %(i)s, %(s)s, {epoch}){_INPUT_CONFLICT}"
-        )
-
-    @property
     def upsert_inputs(self) -> str:
         """Many rows in one statement: three arrays, one element per row (the
-        text is the same for any number of rows, so it is prepared once)."""
+        text is the same for any number of rows, so it is prepared once).
+        Each runtime's counter is raised by its rows first (in runtime-id
+        order), then row k of a runtime's n takes ``last - n + k``; an
+        update keeps the row's number (the conflict clause leaves it)."""
         t = self.table("runtime_input_states")
+        counters = self.table("runtime_arrivals")
         epoch = self.epoch_of.format("u.r")
         return (
-            f"INSERT INTO {t} (runtime_id, input_id, state_json, recovery_epoch) "
-            f"SELECT u.r, u.i, u.s, {epoch} "
-            "FROM unnest(%s::text[], %s::text[], %s::bytea[]) AS u(r, i, s)"
+            "WITH u AS (SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[]) "
+            "WITH ORDINALITY AS u(r, i, s, k)), "
+            f"taken AS (INSERT INTO {counters} AS c (runtime_id, last) "
+            "SELECT r, count(*) FROM u GROUP BY r ORDER BY r "
+            "ON CONFLICT (runtime_id) DO UPDATE SET last = c.last + excluded.last "
+            "RETURNING runtime_id, last) "
+            f"INSERT INTO {t} (runtime_id, input_id, state_json, recovery_epoch, arrival) "
+            f"SELECT u.r, u.i, u.s, {epoch}, taken.last "
+            "- count(*) OVER (PARTITION BY u.r) "
+            "+ row_number() OVER (PARTITION BY u.r ORDER BY u.k) "
+            "FROM u JOIN taken ON taken.runtime_id = u.r"
             f"{_INPUT_CONFLICT}"
         )
 
@@ -224,6 +262,77 @@ class Statements:
         )
 
     @property
+    def in_arrival_order(self) -> str:
+        return " ORDER BY arrival"
+
+    # ---------------------------------------------------------------- leases
+
+    @property
+    def fence(self) -> str:
+        """The epochs of the given runtimes' leases, locked until the write's
+        transaction ends (see the module notes), in runtime-id order."""
+        return (
+            f"SELECT runtime_id, epoch FROM {self.table('runtime_leases')} "
+            "WHERE runtime_id = ANY(%s) ORDER BY runtime_id FOR SHARE"
+        )
+
+    @property
+    def lease_row(self) -> str:
+        # A claim's placeholder (owner '', epoch 0, long expired) makes sure
+        # there is a row to lock: two first claims then queue on it instead
+        # of both inserting.
+        return (
+            f"INSERT INTO {self.table('runtime_leases')} VALUES (%s, '', 0, 0) "
+            "ON CONFLICT (runtime_id) DO NOTHING"
+        )
+
+    @property
+    def lock_lease(self) -> str:
+        """(owner, epoch, expires_at, the lease clock's now) of runtime %(r)s."""
+        return (
+            f"SELECT owner, epoch, expires_at, {_LEASE_NOW} FROM "
+            f"{self.table('runtime_leases')} WHERE runtime_id = %(r)s FOR UPDATE"
+        )
+
+    @property
+    def set_lease(self) -> str:
+        return (
+            f"UPDATE {self.table('runtime_leases')} SET owner = %s, epoch = %s, "
+            "expires_at = %s WHERE runtime_id = %s"
+        )
+
+    @property
+    def renew_leases(self) -> str:
+        """Extends the leases ``owner`` (%(o)s) holds at the given epochs,
+        locked in runtime-id order; returns the runtimes extended."""
+        t = self.table("runtime_leases")
+        return (
+            f"UPDATE {t} AS l SET expires_at = {_LEASE_NOW} + %(ttl)s FROM (SELECT runtime_id "
+            f"FROM {t} WHERE owner = %(o)s AND (runtime_id, epoch) IN "
+            "(SELECT * FROM unnest(%(r)s::text[], %(e)s::bigint[])) "
+            "ORDER BY runtime_id FOR UPDATE) AS mine "
+            "WHERE l.runtime_id = mine.runtime_id RETURNING l.runtime_id"
+        )
+
+    @property
+    def release_lease(self) -> str:
+        return (
+            f"UPDATE {self.table('runtime_leases')} SET expires_at = 0 "
+            "WHERE runtime_id = %s AND owner = %s AND epoch = %s"
+        )
+
+    @property
+    def select_leases(self) -> str:
+        # A placeholder never commits (a claim always replaces it), but a
+        # reader need not rely on that.
+        return (
+            "SELECT runtime_id, owner, epoch, expires_at FROM "
+            f"{self.table('runtime_leases')} WHERE epoch > 0 ORDER BY runtime_id"
+        )
+
+    # ---------------------------------------------------------------- marks
+
+    @property
     def new_mark(self) -> str:
         return (
             f"INSERT INTO {self.table('commit_marks')} (writer, ticket) VALUES (%s, 0)"
@@ -248,6 +357,10 @@ class Statements:
     def drop_marks(self) -> str:
         return f"DELETE FROM {self.table('commit_marks')} WHERE writer = ANY(%s)"
 
+
+# Seconds on the database server's clock (PD-50), unless the store was given
+# a clock of its own (%(now)s not NULL: the conformance suite's fake clock).
+_LEASE_NOW = "COALESCE(%(now)s::float8, extract(epoch FROM now())::float8)"
 
 _INPUT_CONFLICT = (
     " ON CONFLICT (runtime_id, input_id) DO UPDATE SET "

@@ -7,7 +7,13 @@ write's statements inside ``BEGIN`` ... ``COMMIT`` in pipeline mode, so a
 write that reads nothing costs one round trip and one WAL flush; the caller
 is answered only after ``COMMIT`` returned.
 
-**A lost connection is resolved, not guessed (PD-92).** Every write
+**Fencing (PD-36, PD-50).** A write of an owner (``fences``: the
+(runtime, epoch) pairs it writes under) first reads those leases' epochs
+``FOR SHARE`` inside its transaction and is refused whole (``Fenced``,
+rolled back) when one moved on. That read is the one extra round trip an
+owner's write costs.
+
+**A lost connection is resolved, not guessed (PD-47).** Every write
 transaction also stamps its connection's row in ``commit_marks`` with a new
 ticket. When the connection breaks, nobody knows whether the server
 committed; the writer then reads the row on another connection (``FOR
@@ -18,7 +24,7 @@ trying, across a server restart, for ``reconnect_timeout`` seconds; then a
 write that certainly did not commit is ``Unavailable``, and one whose outcome
 could not be learned is ``Internal`` ("in doubt"), never a guess.
 
-**Group commit (PD-93).** ``InputBatcher`` merges concurrent
+**Group commit (PD-48).** ``InputBatcher`` merges concurrent
 ``persist_input_state`` calls (the acknowledgement path) into one statement
 of one transaction: while a commit is in flight, new rows wait and go
 together in the next. Each caller is answered when that transaction's
@@ -46,6 +52,7 @@ from meerkat_runtime.store.base import (
     UnavailableError,
     WriteFailedError,
 )
+from meerkat_runtime.store.leases import check_fence
 from meerkat_runtime.store.postgres_boundary import is_unavailable, lost, store_error
 from meerkat_runtime.store.postgres_schema import Statements
 
@@ -53,6 +60,7 @@ T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
 Work = Callable[[Conn], Awaitable[T]]
 InputRow = tuple[str, str, bytes]  # (runtime id, input id, record)
+Fence = tuple[str, int]  # (runtime id, epoch) of the owner writing
 
 _FIRST_PAUSE = 0.05
 _LONGEST_PAUSE = 1.0
@@ -93,10 +101,15 @@ class PostgresWriter:
 
     # ---------------------------------------------------------------- writes
 
-    async def transact(self, work: Work[T], context: str = "write") -> T:
-        """``work`` in one transaction, committed once; see the module notes."""
+    async def transact(
+        self, work: Work[T], context: str = "write", fences: Sequence[Fence] = ()
+    ) -> T:
+        """``work`` in one transaction, committed once, after the check of
+        ``fences``; see the module notes."""
         deadline = _now() + self.reconnect_timeout
         pause = _FIRST_PAUSE
+        if fences:
+            work = self._fenced(work, fences)
         while True:
             try:
                 return await self._transact_once(work, deadline)
@@ -110,6 +123,22 @@ class PostgresWriter:
                     ) from failed.cause
             await asyncio.sleep(pause)
             pause = min(pause * 2, _LONGEST_PAUSE)
+
+    def _fenced(self, work: Work[T], fences: Sequence[Fence]) -> Work[T]:
+        # A set, not a dict: a merged group may hold a stale owner's row and
+        # the new owner's, both for one runtime; each is checked.
+        pairs = sorted(set(fences))
+        runtimes = sorted({runtime_id for runtime_id, _ in pairs})
+        sql = self.sql.fence
+
+        async def checked(conn: Conn) -> T:
+            cur = await conn.execute(sql, (runtimes,))
+            current = dict(await cur.fetchall())
+            for runtime_id, epoch in pairs:
+                check_fence(runtime_id, epoch, current.get(runtime_id))
+            return await work(conn)
+
+        return checked
 
     async def _transact_once(self, work: Work[T], deadline: float) -> T:
         conn: Conn | None = None
@@ -224,12 +253,13 @@ class InputBatcher:
     def __init__(self, writer: PostgresWriter, in_flight: int) -> None:
         self.writer = writer
         self.in_flight_limit = in_flight
-        self._pending: list[tuple[InputRow, asyncio.Future[None]]] = []
+        self._pending: list[_Request] = []
         self._flushers: set[asyncio.Task[None]] = set()
 
-    async def write(self, row: InputRow) -> None:
+    async def write(self, row: InputRow, fence: Fence | None = None) -> None:
+        """``fence``: the owner's (runtime, epoch) the row is written under."""
         future = asyncio.get_running_loop().create_future()
-        self._pending.append((row, future))
+        self._pending.append(_Request(row, fence, future))
         if len(self._flushers) < self.in_flight_limit:
             task = asyncio.create_task(self._flush())
             self._flushers.add(task)
@@ -241,13 +271,17 @@ class InputBatcher:
             group, self._pending = self._pending, []
             await self._commit(group)
 
-    async def _commit(self, group: list[tuple[InputRow, asyncio.Future[None]]]) -> None:
-        rows = [row for row, _ in group]
+    async def _commit(self, group: list[_Request]) -> None:
+        rows = [request.row for request in group]
+        fences = [request.fence for request in group if request.fence is not None]
         try:
-            await self.writer.transact(self._upsert(rows), "persist_input_state")
+            await self.writer.transact(
+                self._upsert(rows), "persist_input_state", fences
+            )
         except Exception as exc:
             if len(group) > 1 and not isinstance(exc, UnavailableError):
-                for one in group:  # one bad row must not fail the others
+                # One bad row, or one fenced owner, must not fail the others.
+                for one in group:
                     await self._commit([one])
                 return
             _answer(group, exc)
@@ -275,10 +309,18 @@ class InputBatcher:
             await asyncio.gather(*self._flushers, return_exceptions=True)
 
 
-def _answer(
-    group: list[tuple[InputRow, asyncio.Future[None]]], error: Exception | None
-) -> None:
-    for _, future in group:
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """One ``persist_input_state`` waiting for a merged commit."""
+
+    row: InputRow
+    fence: Fence | None
+    future: asyncio.Future[None]
+
+
+def _answer(group: list[_Request], error: Exception | None) -> None:
+    for request in group:
+        future = request.future
         if future.done():  # its caller was cancelled meanwhile
             continue
         if error is None:

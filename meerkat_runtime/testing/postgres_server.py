@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL server for tests and benchmarks (PD-90).
+"""A throwaway PostgreSQL server for tests and benchmarks (PD-45).
 
 ``ThrowawayPostgres().start()`` runs ``initdb`` in a new temporary directory
 and starts a server on a Unix socket in that directory only
