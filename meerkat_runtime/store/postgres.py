@@ -51,7 +51,7 @@ from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
-from meerkat_runtime.store import leases, records
+from meerkat_runtime.store import leases, postgres_leases, records
 from meerkat_runtime.store.base import (
     ConflictError,
     RuntimeStore,
@@ -309,10 +309,13 @@ class PostgresRuntimeStore(RuntimeStore):
 
         return await self._transact(work, "commit_session_boundary", rid)
 
-    async def _transact(self, work: Work[T], context: str, runtime_id: object) -> T:
+    async def _transact(
+        self, work: Work[T], context: str, runtime_id: object | None
+    ) -> T:
         """``work`` as one transaction, fenced when the running write is an
-        owner's write to ``runtime_id`` (``store.fenced``, PD-36)."""
-        fence = leases.fence_for(runtime_id)
+        owner's write to ``runtime_id`` (``store.fenced``, PD-36); a lease
+        write (``runtime_id`` None) is never fenced."""
+        fence = None if runtime_id is None else leases.fence_for(runtime_id)
         writer = await self._ready()
         return await writer.transact(work, context, () if fence is None else [fence])
 
@@ -331,30 +334,9 @@ class PostgresRuntimeStore(RuntimeStore):
     ) -> int:
         rid, owner = str(runtime_id), leases.checked_owner(owner)
         span = self.lease_ttl if ttl is None else leases.checked_ttl(ttl)
-        sql = self.sql
-
-        async def work(conn: Conn) -> int | RuntimeOwnedError:
-            # The lease row, locked, and the clock read in one statement: no
-            # other claim can commit between that reading and this write.
-            await conn.execute(sql.lease_row, (rid,))
-            cur = await conn.execute(
-                sql.lock_lease, {"r": rid, "now": self._lease_now()}
-            )
-            row = await cur.fetchone()
-            assert row is not None  # lease_row made it
-            who, epoch, expires_at, now = row
-            try:  # a placeholder (epoch 0, long expired) reads as no lease
-                lease = leases.claimed(
-                    leases.Lease(rid, who, epoch, expires_at), rid, owner, span, now
-                )
-            except RuntimeOwnedError as refused:
-                return refused  # returned: raised here it would be a failed write
-            await conn.execute(
-                sql.set_lease, (owner, lease.epoch, lease.expires_at, rid)
-            )
-            return lease.epoch
 
         async def attempt() -> int:
+            work = postgres_leases.claim(self.sql, rid, owner, span, self._lease_now())
             outcome = await self._transact(work, "claim", None)
             if isinstance(outcome, RuntimeOwnedError):
                 raise outcome
@@ -371,31 +353,15 @@ class PostgresRuntimeStore(RuntimeStore):
     ) -> list[LogicalRuntimeId]:
         span = self.lease_ttl if ttl is None else leases.checked_ttl(ttl)
         ids = {str(rid): rid for rid in epochs}
-        params = {
-            "o": owner,
-            "r": list(ids),
-            "e": [epochs[rid] for rid in ids.values()],
-            "ttl": span,
-            "now": self._lease_now(),
-        }
-        sql = self.sql.renew_leases
-
-        async def work(conn: Conn) -> set[str]:
-            cur = await conn.execute(sql, params)
-            return {str(rid) for (rid,) in await cur.fetchall()}
-
+        pairs = [(key, epochs[rid]) for key, rid in ids.items()]
+        work = postgres_leases.renew(self.sql, owner, pairs, span, self._lease_now())
         renewed = await self._transact(work, "renew", None)
         return [rid for key, rid in ids.items() if key not in renewed]
 
     async def release(
         self, runtime_id: LogicalRuntimeId, owner: str, epoch: int
     ) -> None:
-        params = (str(runtime_id), owner, epoch)
-        sql = self.sql.release_lease
-
-        async def work(conn: Conn) -> None:
-            await conn.execute(sql, params)
-
+        work = postgres_leases.release(self.sql, str(runtime_id), owner, epoch)
         await self._transact(work, "release", None)
 
     async def load_leases(self) -> list[leases.Lease]:
