@@ -150,19 +150,24 @@ def staged_driver(case: BoundaryCase) -> EphemeralRuntimeDriver:
     return driver
 
 
-def boundary_case(index: int) -> BoundaryCase:
-    runtime_id = LogicalRuntimeId(f"bench-boundary-{index:05d}")
-    rid = str(runtime_id)
-    inputs = [flow_step(index, step) for step in range(BATCH)]
-    ids = [inp.id() for inp in inputs]
-    run_id = RunId.new()
-    receipt = RunBoundaryReceipt(
+def run_start_receipt(run_id: RunId, ids: list[InputId]) -> RunBoundaryReceipt:
+    """The receipt of a run's first boundary, naming ``ids``."""
+    return RunBoundaryReceipt(
         run_id=run_id,
         boundary=RunApplyBoundary.RUN_START,
         contributing_input_ids=ids,
         message_count=0,
         sequence=0,
     )
+
+
+def boundary_case(index: int) -> BoundaryCase:
+    runtime_id = LogicalRuntimeId(f"bench-boundary-{index:05d}")
+    rid = str(runtime_id)
+    inputs = [flow_step(index, step) for step in range(BATCH)]
+    ids = [inp.id() for inp in inputs]
+    run_id = RunId.new()
+    receipt = run_start_receipt(run_id, ids)
     event = RunEvent.BoundaryApplied(run_id=run_id, receipt=receipt)
     # The same steps through the in-memory driver give the exact rows.
     driver = accepted_driver(runtime_id, inputs)

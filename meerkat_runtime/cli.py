@@ -38,6 +38,8 @@ CODEGEN = Path("codegen") / "__main__.py"
 # Where this package runs from: a checkout when it is run in place or
 # installed editable; site-packages (no spec, no codegen/) when installed.
 PACKAGE_PARENT = Path(__file__).resolve().parent.parent
+# Inputs and receipts `inspect` shows per runtime (its counts cover all).
+DEFAULT_INSPECT_LIMIT = 100
 
 
 def _console() -> Console:
@@ -48,6 +50,16 @@ def _console() -> Console:
 def _error(message: str) -> int:
     print(f"meerkat-runtime: error: {message}", file=sys.stderr)
     return 1
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a count (0 or more), not {text!r}")
+    return value
 
 
 # ---------------------------------------------------------------- commands
@@ -65,7 +77,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     target: str = args.path
     try:
-        views, path = _load_target(target, args.schema)
+        views, path = _load_target(target, args.schema, args.limit or None)
     except InspectionError as exc:
         return _error(str(exc))
     except RuntimeStoreError as exc:  # a row that does not decode
@@ -82,18 +94,21 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_target(target: str, schema: str) -> tuple[list[RuntimeView], Path]:
+def _load_target(
+    target: str, schema: str, limit: int | None
+) -> tuple[list[RuntimeView], Path]:
     """The views of a SQLite file or, for a ``postgresql://`` DSN, of a
-    PostgreSQL store's schema (the ``postgres`` extra), and what to call it."""
+    PostgreSQL store's schema (the ``postgres`` extra), and what to call it;
+    ``limit`` as for ``load_database``."""
     if not target.startswith(("postgresql://", "postgres://")):
-        return load_database(Path(target)), Path(target)
+        return load_database(Path(target), limit), Path(target)
     try:
         from meerkat_runtime.inspection_postgres import label, load_postgres
     except ImportError as exc:
         raise InspectionError(
             f"inspecting PostgreSQL needs the postgres extra ({exc})"
         ) from None
-    return load_postgres(target, schema), Path(label(target, schema))
+    return load_postgres(target, schema, limit), Path(label(target, schema))
 
 
 def find_checkout(root: Path) -> Path | None:
@@ -170,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the PostgreSQL store's schema (default: meerkat)",
     )
     inspect.add_argument("--json", action="store_true", help="print JSON instead")
+    inspect.add_argument(
+        "--limit",
+        type=_non_negative,
+        default=DEFAULT_INSPECT_LIMIT,
+        metavar="N",
+        help=f"show the first N inputs and receipts of each runtime (counts "
+        f"always cover all; 0: show all; default {DEFAULT_INSPECT_LIMIT})",
+    )
     inspect.set_defaults(handler=cmd_inspect)
     for name, text in (
         ("verify", "validate and model-check spec/ (needs a checkout)"),

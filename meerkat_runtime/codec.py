@@ -14,7 +14,7 @@ import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
-from typing import Any, Self, TypeVar, Union, cast
+from typing import Any, Protocol, Self, TypeVar, Union, cast
 
 import msgspec
 
@@ -34,12 +34,41 @@ def register_custom(
     _CUSTOM[cls] = (to_wire, from_wire)
 
 
+class Converter(Protocol):
+    """Decodes a part of a custom value's wire form (builtins) into ``target``
+    with the decoder's own hook, so the part is read as strictly as a field."""
+
+    def __call__(self, raw: object, target: type[T]) -> T: ...
+
+
+# Custom types whose wire form spreads one of their fields' values into
+# their own object (a union flattened into a struct, T-19): class -> reader.
+_FLATTENED: dict[type, Callable[[Any, Converter], object]] = {}
+_FLAT_WRITERS: dict[type, Callable[[Any], object]] = {}
+
+
+def register_flattened(
+    cls: type,
+    from_wire: Callable[[Any, Converter], object],
+    to_wire: Callable[[Any], object] | None = None,
+) -> None:
+    """Teach the codec a type whose reader decodes parts of its wire form
+    through ``Converter`` (called once, at import of ``cls``). ``to_wire``
+    is needed only for a class that is itself written."""
+    _FLATTENED[cls] = from_wire
+    if to_wire is not None:
+        _FLAT_WRITERS[cls] = to_wire
+
+
 def _enc_hook(obj: object) -> object:
     if isinstance(obj, _TextId):
         return str(obj)
     custom = _CUSTOM.get(type(obj))
     if custom is not None:
         return custom[0](obj)
+    writer = _FLAT_WRITERS.get(type(obj))
+    if writer is not None:
+        return writer(obj)
     raise NotImplementedError(f"cannot encode {type(obj).__name__} as JSON")
 
 
@@ -55,6 +84,9 @@ def _dec_hook(target: type, obj: object) -> object:
     custom = _CUSTOM.get(target)
     if custom is not None:
         return custom[1](obj)
+    flattened = _FLATTENED.get(target)
+    if flattened is not None:
+        return flattened(obj, _convert_stored)
     raise NotImplementedError(f"cannot decode {target!r}")
 
 
@@ -66,7 +98,24 @@ def _admission_hook(target: type, obj: object) -> object:
         problem = id_problem(obj)
         if problem is not None:
             raise ValueError(problem)
+    flattened = _FLATTENED.get(target)
+    if flattened is not None:
+        return flattened(obj, _convert_admitted)
     return _dec_hook(target, obj)
+
+
+def _convert_stored(raw: object, target: type[T]) -> T:
+    converted: T = msgspec.convert(
+        raw, _wire_type(cast(Any, target)), dec_hook=_dec_hook
+    )
+    return converted
+
+
+def _convert_admitted(raw: object, target: type[T]) -> T:
+    converted: T = msgspec.convert(
+        raw, _wire_type(cast(Any, target)), dec_hook=_admission_hook
+    )
+    return converted
 
 
 _ID_TYPES = frozenset(id_types())

@@ -53,6 +53,7 @@ class RuntimeDriverError(MeerkatError):
     ValidationFailed: ClassVar[type[ValidationFailedError]]
     Destroyed: ClassVar[type[DestroyedError]]
     Internal: ClassVar[type[InternalError]]
+    PendingLimit: ClassVar[type[PendingLimitError]]
 
 
 class NotReadyError(RuntimeDriverError):
@@ -121,10 +122,33 @@ class InternalError(RuntimeDriverError):
         return wrapped is not None and wrapped.retryable
 
 
+class PendingLimitError(RuntimeDriverError):
+    """Back-pressure (PD-43): the runtime already holds ``limit`` unfinished
+    inputs, so a new one is refused and nothing is stored. The input itself
+    is fine: the same accept succeeds once runs have finished some, so the
+    error is retryable."""
+
+    def __init__(self, runtime_id: object, limit: int) -> None:
+        self.runtime_id = runtime_id
+        self.limit = limit
+        super().__init__(
+            f"Runtime {runtime_id} has reached its pending input limit "
+            f"(max_pending_inputs={limit}): retry once some inputs have finished"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return rebuilt(self, self.runtime_id, self.limit)
+
+    @property
+    def retryable(self) -> bool:
+        return True
+
+
 RuntimeDriverError.NotReady = NotReadyError
 RuntimeDriverError.ValidationFailed = ValidationFailedError
 RuntimeDriverError.Destroyed = DestroyedError
 RuntimeDriverError.Internal = InternalError
+RuntimeDriverError.PendingLimit = PendingLimitError
 
 
 # ---------------------------------------------------------------- ownership

@@ -29,7 +29,6 @@ from meerkat_runtime.generated.input_lifecycle import (
     InputLifecycleSnapshot,
     InputLifecycleState,
     InputLifecycleTransition,
-    StampReceipt,
 )
 from meerkat_runtime.generated.policy_table import PolicyDecision
 from meerkat_runtime.generated.spec_types import AnyInputTerminalOutcome
@@ -266,10 +265,16 @@ class InputState:
         return transition
 
     def stamp_receipt_metadata(self, run_id: RunId, sequence: int) -> None:
-        """L-9: a store records which boundary applied the input. It is a
-        spec transition (``StampReceipt``) that keeps the phase, so it is not
-        part of the history."""
-        self._authority.apply(StampReceipt(run_id, sequence))
+        """L-9: a store records which boundary applied the input, in any
+        phase (S-3: a store never judges lifecycle legality, so this is not
+        the authority's ``StampReceipt`` transition, which refuses an
+        accepted input). Not a transition: no history entry, no event."""
+        stamped = msgspec.structs.replace(
+            self._authority.snapshot(),
+            last_run_id=run_id,
+            last_boundary_sequence=sequence,
+        )
+        self._authority = InputLifecycleAuthority.restore(stamped)
 
     # -- copies and records -----------------------------------------------
 

@@ -123,6 +123,22 @@ class InputHeader(Value, frozen=True, gc=False, kw_only=True):
 
 # ---------------------------------------------------------------- content (T-19)
 
+# A block is tagged by ``type``; an image's data, tagged by ``source``, is
+# flattened into the block on the wire, as upstream writes it: ``{"type":
+# "image", "media_type": "image/png", "source": "inline", "data": "..."}`` or
+# ``{..., "source": "blob", "blob_id": "..."}``. In Python an image keeps its
+# data as one value, ``ImageBlock(media_type=..., data=ImageData.Inline(...))``,
+# so code that moves images to a blob store swaps one field.
+#
+# msgspec cannot flatten a union into a struct, so ``ImageBlock`` is a small
+# frozen value class that the codec writes and reads through its hooks, and a
+# field holding blocks is annotated ``list[AnyContentBlock]`` (the base): the
+# codec hands each block to ``_block_from_wire``, which decodes its parts
+# through structs with the decoder's own hook (so admission's id rules reach a
+# blob id, and an error names the field). A text block stays a struct. An
+# image written by an earlier version, its data nested under ``data``, is
+# still read (PD-23) and written back flat.
+
 
 class ImageData(Value, frozen=True, gc=False, kw_only=True, tag_field="source"):
     """Image bytes inline (base64 text) or moved to a blob store."""
@@ -144,25 +160,159 @@ ImageData.Blob = BlobImage
 AnyImageData = InlineImage | BlobImage
 
 
-class ContentBlock(Value, frozen=True, gc=False, kw_only=True, tag_field="type"):
+class ContentBlock:
+    """Base of the blocks: ``ContentBlock.Text`` and ``ContentBlock.Image``."""
+
+    __slots__ = ()
+
     Text: ClassVar[type[TextBlock]]
     Image: ClassVar[type[ImageBlock]]
 
+    def to_json(self) -> bytes:
+        return codec.encode(self)
 
-class TextBlock(ContentBlock, frozen=True, gc=False, kw_only=True, tag="text"):
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Self:
+        return codec.decode(data, cls)
+
+
+class TextBlock(
+    Value,
+    ContentBlock,
+    frozen=True,
+    gc=False,
+    kw_only=True,
+    tag="text",
+    tag_field="type",
+):
     text: str
 
 
-class ImageBlock(ContentBlock, frozen=True, gc=False, kw_only=True, tag="image"):
-    """An image. Upstream flattens ``data`` into the block; here it nests."""
+class ImageBlock(ContentBlock):
+    """An image: its media type and its data, inline or in a blob store."""
+
+    __slots__ = ("data", "media_type")
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("media_type", "data")
+    media_type: str
+    data: AnyImageData
+
+    def __init__(self, *, media_type: str, data: AnyImageData) -> None:
+        object.__setattr__(self, "media_type", media_type)
+        object.__setattr__(self, "data", data)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not ImageBlock:
+            return NotImplemented
+        return (self.media_type, self.data) == (other.media_type, other.data)
+
+    def __hash__(self) -> int:
+        return hash((ImageBlock, self.media_type, self.data))
+
+    def __repr__(self) -> str:
+        return f"ImageBlock(media_type={self.media_type!r}, data={self.data!r})"
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("ImageBlock is immutable; build a new one")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("ImageBlock is immutable")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_image, (self.media_type, self.data))
+
+
+def _rebuild_image(media_type: str, data: AnyImageData) -> ImageBlock:
+    return ImageBlock(media_type=media_type, data=data)
+
+
+ContentBlock.Text = TextBlock
+ContentBlock.Image = ImageBlock
+AnyContentBlock = ContentBlock
+"""Annotation for a field holding blocks (``list[AnyContentBlock]``)."""
+
+
+# ---------------------------------------------------------------- the wire form
+
+
+def _image_to_wire(block: ImageBlock) -> dict[str, object]:
+    data: object = block.data
+    head: dict[str, object] = {"type": "image", "media_type": block.media_type}
+    if not isinstance(data, ImageData):
+        # Not image data: written nested, so reading it back names the field.
+        return {**head, "data": data}
+    flat = msgspec.structs.asdict(data)
+    return {**head, "source": type(data).__struct_config__.tag, **flat}
+
+
+class _ImageHead(Value, frozen=True, gc=False, kw_only=True):
+    """The block's own field, read beside its flattened data."""
+
+    media_type: str
+
+
+class _NestedImage(Value, frozen=True, gc=False, kw_only=True):
+    """An image as schema 2 wrote it: the data nested under ``data``."""
 
     media_type: str
     data: AnyImageData
 
 
-ContentBlock.Text = TextBlock
-ContentBlock.Image = ImageBlock
-AnyContentBlock = TextBlock | ImageBlock
+def _block_from_wire(raw: object, convert: codec.Converter) -> ContentBlock:
+    if not isinstance(raw, dict):
+        raise TypeError("expected a content block, an object tagged by `type`")
+    tag = raw.get("type")
+    try:
+        if tag == "text":
+            return convert(raw, TextBlock)
+        if tag == "image":
+            return _image_from_wire(raw, convert)
+    except msgspec.ValidationError as exc:  # re-raised so msgspec adds the path
+        raise ValueError(str(exc)) from None
+    raise ValueError(f"unknown content block type {tag!r}; expected 'image' or 'text'")
+
+
+def _image_from_wire(raw: dict[str, Any], convert: codec.Converter) -> ImageBlock:
+    if "source" not in raw and isinstance(raw.get("data"), dict):
+        nested = convert(raw, _NestedImage)
+        return ImageBlock(media_type=nested.media_type, data=nested.data)
+    head = convert(raw, _ImageHead)  # the other keys are the data's
+    source = raw.get("source")
+    variant = _IMAGE_SOURCES.get(source) if isinstance(source, str) else None
+    if variant is None:
+        raise _inside_data(
+            f"expected `source` to be one of {sorted(_IMAGE_SOURCES)}, got {source!r}"
+        )
+    try:
+        # By its concrete type: converting into a union costs several times more.
+        data = convert(raw, variant)
+    except msgspec.ValidationError as exc:
+        raise _inside_data(str(exc)) from None
+    return ImageBlock(media_type=head.media_type, data=data)
+
+
+_IMAGE_SOURCES: dict[str, type[AnyImageData]] = {
+    "inline": InlineImage,
+    "blob": BlobImage,
+}
+
+
+def _inside_data(error: str) -> ValueError:
+    """An error in the flattened data, at the path the caller built it
+    (``data.blob_id``, not the wire's ``blob_id``)."""
+    problem, at, path = error.partition(" - at `$")
+    return ValueError(f"{problem} - at `$.data{path[:-1] if at else ''}`")
+
+
+def _image_only(raw: object, convert: codec.Converter) -> ImageBlock:
+    block = _block_from_wire(raw, convert)
+    if not isinstance(block, ImageBlock):
+        raise ValueError("expected an image block")
+    return block
+
+
+codec.register_flattened(ContentBlock, _block_from_wire)
+codec.register_flattened(ImageBlock, _image_only, _image_to_wire)
 
 
 # ---------------------------------------------------------------- peers (T-2)

@@ -4,7 +4,10 @@ Theory of operation: ``load_database`` opens the file with a read-only URI
 (never through ``SqliteRuntimeStore``, which would create its schema in any
 file it is given), checks that the meerkat tables are there, and decodes every
 row with ``store.records``, so a corrupt row raises the store's own
-``ReadFailed`` error naming the table, runtime and record. The render helpers
+``ReadFailed`` error naming the table, runtime and record. Rows stream from a
+cursor: every one is decoded and counted, only the first ``limit`` per
+runtime are kept, so a runtime with a million inputs is inspected in the
+memory of ``limit``. The render helpers
 turn the views into rich tables; ``to_json`` into plain builtins.
 """
 
@@ -62,27 +65,50 @@ class InspectionError(MeerkatError):
 
 @dataclass(frozen=True)
 class RuntimeView:
-    """One runtime as the file holds it."""
+    """One runtime as the file holds it: its first inputs and receipts (all
+    of them when loaded without a limit) and the counts over all of them."""
 
     runtime_id: str
     state: RuntimeState | None
     inputs: list[InputState]
     receipts: list[RunBoundaryReceipt]
     lease: Lease | None = None  # its owner (PD-36), if it ever had one
+    # Over every stored row; None: the lists above hold them all.
+    by_state: dict[str, int] | None = None
+    receipt_count: int | None = None
+
+    def input_counts(self) -> dict[str, int]:
+        """How many inputs are in each state, over all of them."""
+        if self.by_state is not None:
+            return self.by_state
+        counts: dict[str, int] = {}
+        for state in self.inputs:
+            name = state.current_state().value
+            counts[name] = counts.get(name, 0) + 1
+        return counts
+
+    def input_total(self) -> int:
+        return sum(self.input_counts().values())
+
+    def receipt_total(self) -> int:
+        return len(self.receipts) if self.receipt_count is None else self.receipt_count
 
 
 # ---------------------------------------------------------------- loading
 
 
-def load_database(path: Path) -> list[RuntimeView]:
-    """Every runtime in ``path``. Raises ``InspectionError``, or
+def load_database(path: Path, limit: int | None = None) -> list[RuntimeView]:
+    """Every runtime in ``path``, each with its first ``limit`` inputs and
+    receipts (None: all). Every row is read and decoded one at a time, so
+    memory does not grow with the rows beyond the limit, and a damaged row
+    past the limit is still found. Raises ``InspectionError``, or
     ``RuntimeStoreError.ReadFailed`` for a row that does not decode."""
     conn = _open(path)
     try:
         version = _check_schema(conn, path)
         # Read-only, so a version-1 file is read as it is: no recovery epochs.
         select = SELECT_INPUTS if version >= 2 else _SELECT_INPUTS_V1
-        views = [_load_runtime(conn, rid, select) for rid in _runtime_ids(conn)]
+        views = [_load_runtime(conn, rid, select, limit) for rid in _runtime_ids(conn)]
         return with_leases(views, all_leases(conn))
     except sqlite3.Error as exc:  # damaged pages, an I/O error: said, not raised
         raise _read_failure(path, exc) from None
@@ -161,23 +187,37 @@ def _runtime_ids(conn: sqlite3.Connection) -> list[str]:
     return [str(rid) for (rid,) in rows]
 
 
-def _load_runtime(conn: sqlite3.Connection, rid: str, select: str) -> RuntimeView:
+def _load_runtime(
+    conn: sqlite3.Connection, rid: str, select: str, limit: int | None
+) -> RuntimeView:
     phase = conn.execute(
         f"SELECT runtime_state_json FROM {records.STATES} WHERE runtime_id = ?", (rid,)
     ).fetchone()
-    inputs = [decode_input_row(rid, row) for row in conn.execute(select, (rid,))]
-    check_input_count(conn, rid, len(inputs))  # a damaged index hides rows
-    receipts = [
-        records.decode_receipt(rid, f"{run}/{seq}", data)
-        for run, seq, data in conn.execute(
-            f"SELECT run_id, sequence, receipt_json FROM {records.RECEIPTS} "
-            "WHERE runtime_id = ? ORDER BY run_id, sequence",
-            (rid,),
-        )
-    ]
+    inputs: list[InputState] = []
+    by_state: dict[str, int] = {}
+    for row in conn.execute(select, (rid,)):  # a cursor: one row at a time
+        stored = decode_input_row(rid, row)
+        name = stored.current_state().value
+        by_state[name] = by_state.get(name, 0) + 1
+        if limit is None or len(inputs) < limit:
+            inputs.append(stored)
+    check_input_count(conn, rid, sum(by_state.values()))  # a damaged index hides rows
+    receipts: list[RunBoundaryReceipt] = []
+    receipt_count = 0
+    for run, seq, data in conn.execute(
+        f"SELECT run_id, sequence, receipt_json FROM {records.RECEIPTS} "
+        "WHERE runtime_id = ? ORDER BY rowid",  # commit order
+        (rid,),
+    ):
+        receipt = records.decode_receipt(rid, f"{run}/{seq}", data)
+        receipt_count += 1
+        if limit is None or len(receipts) < limit:
+            receipts.append(receipt)
     inputs.sort(key=lambda s: (s.created_at, str(s.input_id)))
     state = None if phase is None else records.decode_phase(rid, phase[0])
-    return RuntimeView(rid, state, inputs, receipts)
+    return RuntimeView(
+        rid, state, inputs, receipts, by_state=by_state, receipt_count=receipt_count
+    )
 
 
 def with_leases(views: list[RuntimeView], leases: list[Lease]) -> list[RuntimeView]:
@@ -236,6 +276,9 @@ def to_json(path: Path, views: list[RuntimeView]) -> dict[str, Any]:
             {
                 "runtime_id": v.runtime_id,
                 "state": None if v.state is None else v.state.value,
+                "input_count": v.input_total(),
+                "inputs_by_state": dict(sorted(v.input_counts().items())),
+                "receipt_count": v.receipt_total(),
                 "inputs": [codec.to_builtins(s.to_record()) for s in v.inputs],
                 "receipts": codec.to_builtins(v.receipts),
                 "lease": None if v.lease is None else lease_json(v.lease),
@@ -282,18 +325,15 @@ def runtimes_table(views: list[RuntimeView]) -> Table:
         table.add_column(column)
     now = time.time()
     for view in views:
-        counts: dict[str, int] = {}
-        for state in view.inputs:
-            name = state.current_state().value
-            counts[name] = counts.get(name, 0) + 1
+        counts = view.input_counts()
         by_state = ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
         phase = "(none stored)" if view.state is None else view.state.value
         table.add_row(
             Text(view.runtime_id),
             phase,
-            str(len(view.inputs)),
+            str(view.input_total()),
             by_state,
-            str(len(view.receipts)),
+            str(view.receipt_total()),
             describe_lease(view.lease, now),
         )
     return table
@@ -304,7 +344,8 @@ def inputs_table(view: RuntimeView, start: datetime | None) -> Table:
     per transition of its stored history, offset from ``start`` (the
     runtime's first input, so each runtime's times start near zero)."""
     table = Table(
-        title=f"{escape(view.runtime_id)}: inputs and their timelines",
+        title=f"{escape(view.runtime_id)}: inputs and their timelines"
+        + _shown(len(view.inputs), view.input_total()),
         title_justify="left",
     )
     table.add_column("input", no_wrap=True)
@@ -314,6 +355,10 @@ def inputs_table(view: RuntimeView, start: datetime | None) -> Table:
     for state in view.inputs:
         _add_input_rows(table, state, start or state.created_at)
     return table
+
+
+def _shown(shown: int, total: int) -> str:
+    return "" if shown == total else f" (the first {shown} of {total}: see --limit)"
 
 
 def _add_input_rows(table: Table, state: InputState, start: datetime) -> None:
@@ -345,7 +390,9 @@ def _summary(state: InputState) -> str:
 
 def receipts_table(view: RuntimeView, labels: dict[str, str]) -> Table:
     table = Table(
-        title=f"{escape(view.runtime_id)}: boundary receipts", title_justify="left"
+        title=f"{escape(view.runtime_id)}: boundary receipts"
+        + _shown(len(view.receipts), view.receipt_total()),
+        title_justify="left",
     )
     for column in ("run", "seq", "boundary", "contributing inputs"):
         table.add_column(column, overflow="fold")

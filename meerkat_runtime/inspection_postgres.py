@@ -13,7 +13,9 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from meerkat_runtime.input_state import InputState
 from meerkat_runtime.inspection import InspectionError, RuntimeView, with_leases
+from meerkat_runtime.runs import RunBoundaryReceipt
 from meerkat_runtime.store import records
 from meerkat_runtime.store.base import ReadFailedError, RuntimeStoreError
 from meerkat_runtime.store.leases import Lease
@@ -41,8 +43,10 @@ def label(dsn: str, schema: str) -> str:
     return f"{shown} schema {schema}"
 
 
-def load_postgres(dsn: str, schema: str) -> list[RuntimeView]:
-    """Every runtime in ``schema``. Raises ``InspectionError``, or
+def load_postgres(dsn: str, schema: str, limit: int | None = None) -> list[RuntimeView]:
+    """Every runtime in ``schema``, each with its first ``limit`` inputs and
+    receipts (None: all), rows streamed and decoded one at a time, as
+    ``inspection.load_database`` does. Raises ``InspectionError``, or
     ``RuntimeStoreError.ReadFailed`` for a row that does not decode."""
     try:
         sql = Statements(checked_schema(schema))
@@ -53,15 +57,10 @@ def load_postgres(dsn: str, schema: str) -> list[RuntimeView]:
         with psycopg.connect(dsn, autocommit=True) as conn:
             # One snapshot for everything read.
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            version = _check_schema(conn, sql, dsn)
+            _check_schema(conn, sql, dsn)
             ids = [str(r) for (r,) in conn.execute(_runtime_ids(sql))]
-            views = [_load_runtime(conn, sql, rid) for rid in ids]
-            # Version 1 had no leases (read as it is: inspect changes nothing).
-            leases = (
-                [Lease(*row) for row in conn.execute(sql.select_leases)]
-                if version >= 2
-                else []
-            )
+            views = [_load_runtime(conn, sql, rid, limit) for rid in ids]
+            leases = [Lease(*row) for row in conn.execute(sql.select_leases)]
             return with_leases(views, leases)
     except (InspectionError, RuntimeStoreError):
         raise
@@ -70,8 +69,7 @@ def load_postgres(dsn: str, schema: str) -> list[RuntimeView]:
         raise InspectionError(f"cannot read: {error}") from None
 
 
-def _check_schema(conn: psycopg.Connection[Any], sql: Statements, dsn: str) -> int:
-    """The schema's version, one this code reads."""
+def _check_schema(conn: psycopg.Connection[Any], sql: Statements, dsn: str) -> None:
     found = conn.execute("SELECT to_regclass(%s)", (sql.table("meta"),)).fetchone()
     if found == (None,):
         raise InspectionError(
@@ -84,7 +82,12 @@ def _check_schema(conn: psycopg.Connection[Any], sql: Statements, dsn: str) -> i
             f"{label(dsn, sql.schema)} has schema version {version}, newer than this "
             f"meerkat-runtime reads ({SCHEMA_VERSION}); upgrade meerkat-runtime"
         )
-    return version
+    if version < SCHEMA_VERSION:  # inspect changes nothing, so it cannot migrate
+        raise InspectionError(
+            f"{label(dsn, sql.schema)} has schema version {version}, older than "
+            f"this meerkat-runtime reads ({SCHEMA_VERSION}); opening it with "
+            "PostgresRuntimeStore migrates it"
+        )
 
 
 def _runtime_ids(sql: Statements) -> str:
@@ -96,17 +99,27 @@ def _runtime_ids(sql: Statements) -> str:
 
 
 def _load_runtime(
-    conn: psycopg.Connection[Any], sql: Statements, rid: str
+    conn: psycopg.Connection[Any], sql: Statements, rid: str, limit: int | None
 ) -> RuntimeView:
     phase = conn.execute(sql.select_phase, (rid,)).fetchone()
-    inputs = [
-        decode_input_row(rid, row)
-        for row in conn.execute(sql.select_inputs, {"r": rid}).fetchall()
-    ]
-    receipts = [
-        records.decode_receipt(rid, f"{run}/{seq}", data)
-        for run, seq, data in conn.execute(sql.select_receipts, (rid,)).fetchall()
-    ]
+    inputs: list[InputState] = []
+    by_state: dict[str, int] = {}
+    query = sql.select_inputs + sql.in_arrival_order
+    for row in conn.cursor().stream(query, {"r": rid}):  # one row at a time
+        stored = decode_input_row(rid, row)
+        name = stored.current_state().value
+        by_state[name] = by_state.get(name, 0) + 1
+        if limit is None or len(inputs) < limit:
+            inputs.append(stored)
+    receipts: list[RunBoundaryReceipt] = []
+    receipt_count = 0
+    for run, seq, data in conn.cursor().stream(sql.select_receipts, (rid,)):
+        receipt = records.decode_receipt(rid, f"{run}/{seq}", data)
+        receipt_count += 1
+        if limit is None or len(receipts) < limit:
+            receipts.append(receipt)
     inputs.sort(key=lambda s: (s.created_at, str(s.input_id)))
     state = None if phase is None else records.decode_phase(rid, phase[0])
-    return RuntimeView(rid, state, inputs, receipts)
+    return RuntimeView(
+        rid, state, inputs, receipts, by_state=by_state, receipt_count=receipt_count
+    )

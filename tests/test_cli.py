@@ -208,7 +208,18 @@ def test_inspect_json_is_machine_readable(
     runtimes = {r["runtime_id"]: r for r in data["runtimes"]}
     assert set(runtimes) == {"support-bot", "ops-watch", "billing-agent"}
     ops = runtimes["ops-watch"]
-    assert set(ops) == {"runtime_id", "state", "inputs", "receipts", "lease"}
+    assert set(ops) == {
+        "runtime_id",
+        "state",
+        "input_count",
+        "inputs_by_state",
+        "receipt_count",
+        "inputs",
+        "receipts",
+        "lease",
+    }
+    assert ops["input_count"] == len(ops["inputs"])
+    assert sum(ops["inputs_by_state"].values()) == ops["input_count"]
     assert ops["lease"]["owner"] == "demo-worker"
     assert ops["state"] == "idle"
     first = ops["inputs"][0]

@@ -3,14 +3,16 @@ T-1..T-7, T-18, T-19, P-1, R-1, R-2, A-19, L-10, L-12, E-1..E-3).
 
 Every value type round-trips through ``encode``/``decode`` (a union base class
 decodes into its variants) and through ``to_json``/``from_json``, using
-upstream's tag names. The one known port deviation is pinned as such (image
-data nests under ``data``); ``tests/test_wire.py`` and the golden documents of
-``tests/fixtures/wire/`` pin the rest of upstream's shapes.
+upstream's tag names and shapes (an image's data flattened into its block);
+``tests/test_wire.py`` and the golden documents of ``tests/fixtures/wire/``
+pin the rest of upstream's shapes.
 """
 
 from __future__ import annotations
 
 import json
+import pickle
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -73,7 +75,7 @@ from meerkat_runtime import (
     SupersessionKey,
     codec,
 )
-from meerkat_runtime.codec import Value, decode, encode
+from meerkat_runtime.codec import Value, decode, encode, to_builtins
 from meerkat_runtime.events import AnyInputLifecycleEvent, AnyRunLifecycleEvent
 from meerkat_runtime.ids import MAX_ID_LENGTH, id_problem, id_types
 from meerkat_runtime.inputs import AnyContentBlock, AnyInputOrigin, AnyPeerConvention
@@ -157,7 +159,7 @@ def _wire(value: object) -> dict[str, Any]:
     return data
 
 
-def _round_trip(value: Value, base: type[Value]) -> dict[str, Any]:
+def _round_trip(value: Value | ContentBlock, base: type[Any]) -> dict[str, Any]:
     """decode(encode(x)) == x via ``base`` and via both ``from_json`` entry
     points; returns the JSON object for wire assertions."""
     data = encode(value)
@@ -412,11 +414,11 @@ def test_convention_round_trips_tagged_by_convention_type(
         (ContentBlock.Text(text="hi"), {"type": "text", "text": "hi"}),
         (
             INLINE_IMAGE,
-            # Port deviation (PD-7): image data nests under ``data`` (not flattened).
             {
                 "type": "image",
                 "media_type": "image/png",
-                "data": {"source": "inline", "data": "iVBORw0KGgo="},
+                "source": "inline",
+                "data": "iVBORw0KGgo=",
             },
         ),
         (
@@ -424,17 +426,74 @@ def test_convention_round_trips_tagged_by_convention_type(
             {
                 "type": "image",
                 "media_type": "image/jpeg",
-                "data": {"source": "blob", "blob_id": "sha256-abc"},
+                "source": "blob",
+                "blob_id": "sha256-abc",
             },
         ),
     ],
     ids=["text", "image-inline", "image-blob"],
 )
-def test_content_block_round_trips(block: ContentBlock, wire: dict[str, Any]) -> None:
-    """T-19: blocks tagged by ``type``; ImageData tagged by ``source``."""
+def test_content_block_round_trips(block: Any, wire: dict[str, Any]) -> None:
+    """T-19: blocks tagged by ``type``; an image's data, tagged by
+    ``source``, is flattened into the block."""
     assert _round_trip(block, ContentBlock) == wire
     if isinstance(block, ContentBlock.Image):
-        assert _round_trip(block.data, ImageData) == wire["data"]
+        flattened = {k: v for k, v in wire.items() if k not in ("type", "media_type")}
+        assert _round_trip(block.data, ImageData) == flattened
+
+
+def test_an_image_block_is_a_value() -> None:
+    """API.md: equal by value, hashable, printable as it is built, and it
+    survives a pickle (the image block is not a struct: T-19)."""
+    same = ContentBlock.Image(
+        media_type="image/png", data=ImageData.Inline(data="iVBORw0KGgo=")
+    )
+    assert same == INLINE_IMAGE
+    assert hash(same) == hash(INLINE_IMAGE)
+    assert same != BLOB_IMAGE
+    assert same != ContentBlock.Text(text="iVBORw0KGgo=")
+    assert repr(same) == (
+        "ImageBlock(media_type='image/png', data=InlineImage(data='iVBORw0KGgo='))"
+    )
+    assert pickle.loads(pickle.dumps(BLOB_IMAGE)) == BLOB_IMAGE
+
+
+@pytest.mark.parametrize("image", [INLINE_IMAGE, BLOB_IMAGE], ids=["inline", "blob"])
+def test_an_image_with_nested_data_is_still_read(image: Any) -> None:
+    """PD-23: an image block as schema 2 wrote it (the data nested under
+    ``data``) decodes to the same block, and is written back flat."""
+    nested = {
+        "type": "image",
+        "media_type": image.media_type,
+        "data": to_builtins(image.data),
+    }
+    for target in (ContentBlock, ContentBlock.Image):
+        assert decode(json.dumps(nested), target) == image
+    assert "source" in _wire(image)
+
+
+@pytest.mark.parametrize(
+    ("wire", "problem"),
+    [
+        ({"type": "image", "media_type": "m", "data": "AA=="}, "`source`"),
+        (
+            {"type": "image", "media_type": 3, "source": "inline", "data": "AA=="},
+            "$.media_type",
+        ),
+        ({"type": "image", "media_type": "m", "source": "inline"}, "`data`"),
+        ({"type": "image", "media_type": "m", "source": "url", "data": "x"}, "'url'"),
+        ({"type": "video", "media_type": "m"}, "'video'"),
+        ({"type": "text", "text": "t"}, "an image block"),
+    ],
+    ids=["no-source", "media-type-int", "no-data", "unknown-source", "video", "text"],
+)
+def test_a_malformed_image_block_is_refused_naming_what_is_wrong(
+    wire: dict[str, Any], problem: str
+) -> None:
+    """T-19: a flat image without its source, of an unknown source or with a
+    field of the wrong type does not decode; the error says which."""
+    with pytest.raises(msgspec.ValidationError, match=re.escape(problem)):
+        decode(json.dumps(wire), ContentBlock.Image)
 
 
 @pytest.mark.parametrize(
@@ -1331,6 +1390,7 @@ def test_only_admission_refuses_a_malformed_id_the_store_reads_it_back() -> None
 
 FROZEN = [
     (PromptInput(header=_header(), text="x"), "text"),
+    (INLINE_IMAGE, "data"),
     (_header(), "durability"),
     (InputVisibility(), "operator_eligible"),
     (InputOrigin.Flow(flow_id="f", step_index=1), "step_index"),
@@ -1366,6 +1426,7 @@ POSITIONAL: list[tuple[type, tuple[object, ...]]] = [
     (InputVisibility, (False, False)),
     (InputOrigin.External, ("webhook",)),
     (ContentBlock.Text, ("t",)),
+    (ContentBlock.Image, ("image/png", ImageData.Inline(data="AA=="))),
     (RunBoundaryReceipt, (RID, RunApplyBoundary.IMMEDIATE, [])),
     (RunEvent.RunStarted, (RID,)),
     (AcceptOutcome.Deduplicated, (IID, IID2)),

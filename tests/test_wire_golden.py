@@ -2,11 +2,12 @@
 
 Each file of ``tests/fixtures/wire/`` is one JSON document written by hand in
 the shapes docs/behaviour.md gives (E-1..E-3 events, L-12 abandon reasons and
-terminal outcomes, CP-11 reports), not produced by this codec. Each must
+terminal outcomes, CP-11 reports, T-19 content blocks), not produced by this
+codec. Each must
 decode into its type and encode back to the same JSON value (compared
 parsed, so key order and spacing do not matter). A second test checks that
-every event code, abandon reason, terminal outcome and report has a
-document, so a new variant cannot ship without one.
+every event code, abandon reason, terminal outcome, report and content
+block (both image sources) has a document, so a new variant cannot ship without one.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Any
 import pytest
 
 from meerkat_runtime import (
+    ContentBlock,
     DestroyReport,
+    ImageData,
     InputAbandonReason,
     InputTerminalOutcome,
     RecoveryReport,
@@ -47,6 +50,7 @@ FOLDERS: dict[str, type[Any]] = {
     "envelopes": RuntimeEventEnvelope,
     "abandon_reasons": InputAbandonReason,
     "terminal_outcomes": InputTerminalOutcome,
+    "content_blocks": ContentBlock,
 }
 DOCUMENTS = sorted(WIRE.glob("*/*.json"))
 
@@ -94,3 +98,9 @@ def test_every_event_reason_outcome_and_report_has_a_document() -> None:
         REPORTS.values()
     )
     assert any(isinstance(v, RuntimeEventEnvelope) for v in decoded)
+    blocks = {
+        type(v.data) if isinstance(v, ContentBlock.Image) else type(v)
+        for v in decoded
+        if isinstance(v, ContentBlock)
+    }
+    assert blocks == {ContentBlock.Text, ImageData.Inline, ImageData.Blob}

@@ -14,6 +14,7 @@ import shutil
 import sqlite3
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 from meerkat_runtime import (
     FileBlobStore,
@@ -27,6 +28,8 @@ from meerkat_runtime import (
     SessionId,
     SqliteRuntimeStore,
 )
+from meerkat_runtime.inputs import BlobImage, ImageBlock, TextBlock
+from tests.fixtures.legacy.make_schema2 import PIXEL
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 EXPECTED = json.loads((LEGACY / "expected.json").read_text())
@@ -50,7 +53,8 @@ def test_a_schema2_file_opens_and_recovers(tmp_path: Path) -> None:
 
     async def run() -> None:
         store = SqliteRuntimeStore(str(db))
-        adapter = RuntimeSessionAdapter.persistent(store, FileBlobStore(str(blobs)))
+        blob_store = FileBlobStore(str(blobs))
+        adapter = RuntimeSessionAdapter.persistent(store, blob_store)
         await adapter.register_session(DONE)
         await adapter.register_session(PENDING)
         pending = [InputId(i) for i in EXPECTED["queued"][str(PENDING)]]
@@ -62,6 +66,7 @@ def test_a_schema2_file_opens_and_recovers(tmp_path: Path) -> None:
             payload = state.persisted_input
             assert isinstance(payload, PromptInput)
             assert payload.text == f"pending {n}"
+            await _assert_the_image_comes_back(payload, blob_store)
         assert await adapter.list_active_inputs(DONE) == []
         for raw in EXPECTED["consumed"][str(DONE)]:
             state = await adapter.input_state(DONE, InputId(raw))
@@ -72,6 +77,60 @@ def test_a_schema2_file_opens_and_recovers(tmp_path: Path) -> None:
         await store.close()
 
     asyncio.run(run())
+
+
+async def _assert_the_image_comes_back(
+    payload: PromptInput, blob_store: FileBlobStore
+) -> None:
+    """Schema 2 stored the moved image nested (``data: {source, blob_id}``);
+    it reads back as the same image block, and its blob is the pixel."""
+    assert payload.blocks is not None
+    text, image = payload.blocks
+    assert text == TextBlock(text=payload.text)
+    assert isinstance(image, ImageBlock)
+    assert image.media_type == "image/png"
+    assert isinstance(image.data, BlobImage)
+    blob = await blob_store.get(image.data.blob_id)
+    assert (blob.media_type, blob.data) == ("image/png", PIXEL)
+
+
+def _stored_blocks(db: Path, input_id: str) -> list[dict[str, Any]]:
+    with closing(sqlite3.connect(db)) as conn:
+        (raw,) = conn.execute(
+            "SELECT state_json FROM runtime_input_states WHERE input_id = ?",
+            (input_id,),
+        ).fetchone()
+    blocks: list[dict[str, Any]] = json.loads(raw)["persisted_input"]["blocks"]
+    return blocks
+
+
+def test_an_old_image_block_is_read_and_written_back_flat(tmp_path: Path) -> None:
+    """PD-23 and T-19: the nested image of a schema-2 record is written
+    back in upstream's flat form the next time the record is stored."""
+    db, _ = copy_legacy(tmp_path)
+    queued = EXPECTED["queued"][str(PENDING)][0]
+    old_image = _stored_blocks(db, queued)[1]
+    assert old_image["data"]["source"] == "blob"  # the fixture's nested form
+
+    async def run() -> None:
+        store = SqliteRuntimeStore(str(db))
+        state = await store.load_input_state(
+            LogicalRuntimeId(str(PENDING)), InputId(queued)
+        )
+        assert state is not None
+        await store.persist_input_state(LogicalRuntimeId(str(PENDING)), state)
+        await store.close()
+
+    asyncio.run(run())
+    assert _stored_blocks(db, queued) == [
+        {"type": "text", "text": "pending 0"},
+        {
+            "type": "image",
+            "media_type": "image/png",
+            "source": "blob",
+            "blob_id": old_image["data"]["blob_id"],
+        },
+    ]
 
 
 def _abandon_in_the_old_form(db: Path, input_id: str) -> None:

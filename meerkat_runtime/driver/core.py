@@ -30,7 +30,12 @@ from meerkat_runtime.driver.validation import (
     peer_mode_violation,
 )
 from meerkat_runtime.driver.withdrawal import WithdrawingCore
-from meerkat_runtime.errors import DestroyedError, NotReadyError, ValidationFailedError
+from meerkat_runtime.errors import (
+    DestroyedError,
+    NotReadyError,
+    PendingLimitError,
+    ValidationFailedError,
+)
 from meerkat_runtime.events import (
     InputAccepted,
     InputApplied,
@@ -81,6 +86,13 @@ from meerkat_runtime.runs import (
     receipt_problem,
 )
 
+_QUEUED = il.InputLifecycleState.QUEUED
+
+# PD-43: the unfinished inputs one runtime holds before accepts are refused
+# (back-pressure). Each costs memory in every process that recovers the
+# runtime, so an unbounded queue is an outage waiting for a restart.
+DEFAULT_MAX_PENDING_INPUTS = 100_000
+
 # The four admissions the machine can be told of, built once (inputs are
 # immutable values): (steer requested, the policy wakes an idle runtime).
 _ADMISSIONS = {
@@ -124,11 +136,17 @@ class RuntimeCore(RecoveringCore, WithdrawingCore):
         *,
         policy_table: PolicyTable | None = None,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+        max_pending_inputs: int = DEFAULT_MAX_PENDING_INPUTS,
         tracks_unsaved: bool = False,
     ) -> None:
+        if not isinstance(max_pending_inputs, int) or max_pending_inputs < 1:
+            raise ValueError(
+                f"max_pending_inputs must be a positive int, not {max_pending_inputs!r}"
+            )
         self.runtime_id = runtime_id
         self._policy: PolicyTable = policy_table or DefaultPolicyTable()
         self._max_input_bytes = max_input_bytes
+        self._max_pending = max_pending_inputs
         self._tracks_unsaved = tracks_unsaved
         self.fresh_state()
 
@@ -152,6 +170,10 @@ class RuntimeCore(RecoveringCore, WithdrawingCore):
             self._emit_input(InputDeduplicated(input_id=inp.id(), existing_id=existing))
             return Deduplicated(input_id=inp.id(), existing_id=existing)
         decision = self._policy.resolve(inp, phase.is_idle_or_attached())
+        if self._ledger.pending() >= self._max_pending and self._adds_pending(
+            inp, decision
+        ):
+            raise PendingLimitError(self.runtime_id, self._max_pending)
         state = self._record(inp, decision)
         self._emit_input(InputAccepted(input_id=state.input_id))
         if (
@@ -162,6 +184,22 @@ class RuntimeCore(RecoveringCore, WithdrawingCore):
         else:
             self._admit_queued(inp, state, decision)
         return Accepted(input_id=state.input_id, policy=decision, state=state.clone())
+
+    def _adds_pending(self, inp: Input, decision: PolicyDecision) -> bool:
+        """PD-43: whether accepting ``inp`` leaves one more unfinished input.
+        Not when it is consumed at once, nor when it replaces a waiting
+        input of its scope (the count stays as it is)."""
+        if (
+            decision.apply_mode is ApplyMode.IGNORE
+            and decision.consume_point is ConsumePoint.ON_ACCEPT
+        ):
+            return False
+        key = inp.header.supersession_key
+        return (
+            decision.queue_mode not in (QueueMode.SUPERSEDE, QueueMode.COALESCE)
+            or key is None
+            or self._find_in_scope(inp.kind_id(), key) is None
+        )
 
     def _existing(self, inp: Input) -> InputId | None:
         """A-6: the input an idempotency key already names. An id accepted
@@ -190,6 +228,7 @@ class RuntimeCore(RecoveringCore, WithdrawingCore):
         self._apply(state, il.QueueAccepted())
         if decision.queue_mode in (QueueMode.SUPERSEDE, QueueMode.COALESCE):
             self._replace_older(inp, decision.queue_mode)
+        self._ledger.scope_added(state)  # after: it does not replace itself
         lane = lane_for(state.policy)
         self._lanes.push(
             state.input_id, lane, front=decision.queue_mode is QueueMode.PRIORITY
@@ -208,7 +247,7 @@ class RuntimeCore(RecoveringCore, WithdrawingCore):
         older = self._find_in_scope(inp.kind_id(), key)
         if older is None:
             return
-        self._lanes.remove(older.input_id)
+        self._lanes.remove(older.input_id, lane_for(older.policy))
         if mode is QueueMode.SUPERSEDE:
             self._apply(older, il.Supersede(superseded_by=inp.id()))
             self._emit_input(
@@ -221,16 +260,11 @@ class RuntimeCore(RecoveringCore, WithdrawingCore):
             )
 
     def _find_in_scope(self, kind: str, key: object) -> InputState | None:
-        for lane in (Lane.QUEUE, Lane.STEER):
-            for input_id in self._lanes.ids(lane):
-                state = self._ledger.get(input_id)
-                payload = state.persisted_input if state else None
-                if (
-                    payload is not None
-                    and payload.kind_id() == kind
-                    and payload.header.supersession_key == key
-                ):
-                    return state
+        """PD-44: the oldest input of the scope still waiting in a lane
+        (queued; a staged one is the run's), from the ledger's scope index."""
+        for state in self._ledger.in_scope((kind, key)):
+            if state.current_state() is _QUEUED:
+                return state
         return None
 
     # ================================================================ runs
@@ -555,12 +589,14 @@ class RuntimeCore(RecoveringCore, WithdrawingCore):
         return events
 
     def take_wake_requested(self) -> bool:
+        """A-16: reads the signal, leaving it for the next take."""
         return self._signal.should_wake()
 
     def take_process_requested(self) -> bool:
+        """A-16: reads the immediate request and resets the signal to None
+        whatever it held (a pending wake is consumed with it)."""
         requested = self._signal.should_process_immediately()
-        if requested:
-            self._signal = PostAdmissionSignal.WAKE_LOOP
+        self._signal = PostAdmissionSignal.NONE
         return requested
 
     def take_post_admission_signal(self) -> PostAdmissionSignal:

@@ -8,6 +8,7 @@ share.
 from __future__ import annotations
 
 from meerkat_runtime.driver.core import (
+    DEFAULT_MAX_PENDING_INPUTS,
     DriverObservation,
     RuntimeControlCommand,
     RuntimeCore,
@@ -37,10 +38,14 @@ class EphemeralRuntimeDriver(RuntimeDriver):
         *,
         policy_table: PolicyTable | None = None,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+        max_pending_inputs: int = DEFAULT_MAX_PENDING_INPUTS,
     ) -> None:
         self.runtime_id = runtime_id
         self._core = RuntimeCore(
-            runtime_id, policy_table=policy_table, max_input_bytes=max_input_bytes
+            runtime_id,
+            policy_table=policy_table,
+            max_input_bytes=max_input_bytes,
+            max_pending_inputs=max_pending_inputs,
         )
 
     def accept_now(self, inp: Input) -> AcceptOutcome:

@@ -152,7 +152,10 @@ class CoreState:
                 checkpoint.touched[state.input_id] = state.clone()
         elif self._tracks_unsaved and not self._recovering:
             self._unsaved[state.input_id] = None
-        return state.apply(lifecycle_input, self._now, error)
+        transition = state.apply(lifecycle_input, self._now, error)
+        if transition.next_phase.is_terminal():  # terminal phases are final
+            self._ledger.finished(state)
+        return transition
 
     def _requeue(
         self,

@@ -32,7 +32,11 @@ from typing import TYPE_CHECKING, TypeVar
 
 from meerkat_runtime.blobs import BlobStore, BlobStoreError
 from meerkat_runtime.codec import gc_paused
-from meerkat_runtime.driver.core import RuntimeControlCommand, RuntimeCore
+from meerkat_runtime.driver.core import (
+    DEFAULT_MAX_PENDING_INPUTS,
+    RuntimeControlCommand,
+    RuntimeCore,
+)
 from meerkat_runtime.driver.face import RuntimeDriver
 from meerkat_runtime.driver.images import externalize_images, has_inline_images
 from meerkat_runtime.driver.journal import Checkpoint, reason_name
@@ -86,6 +90,7 @@ class PersistentRuntimeDriver(RuntimeDriver):
         *,
         policy_table: PolicyTable | None = None,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+        max_pending_inputs: int = DEFAULT_MAX_PENDING_INPUTS,
         ownership: OwnerLeases | None = None,
     ) -> None:
         """``ownership``: the runtime's lease is claimed from it before the
@@ -95,6 +100,7 @@ class PersistentRuntimeDriver(RuntimeDriver):
             runtime_id,
             policy_table=policy_table,
             max_input_bytes=max_input_bytes,
+            max_pending_inputs=max_pending_inputs,
             tracks_unsaved=True,
         )
         self.store = store
@@ -408,23 +414,25 @@ class PersistentRuntimeDriver(RuntimeDriver):
         states = await self.store.load_input_states(self.runtime_id)
         persisted = await self.store.load_runtime_state(self.runtime_id)
         fresh = core.to_recover(states, persisted)
-        named: set[InputId] = set()
-        for state in fresh:
-            needed = not state.is_terminal() and core.needs_receipt(state)
-            if needed and await self._receipt_names(state):
-                named.add(state.input_id)
+        named = await self._named_by_receipts(core.receipts_to_check(fresh))
         result = core.recover_loaded(fresh, named)
         core.restore_phase(persisted)
         return result
 
-    async def _receipt_names(self, state: InputState) -> bool:
-        run_id, sequence = state.last_run_id(), state.last_boundary_sequence()
-        assert run_id is not None  # needs_receipt
-        assert sequence is not None
-        receipt = await self.store.load_boundary_receipt(
-            self.runtime_id, run_id, sequence
-        )
-        return receipt is not None and state.input_id in receipt.contributing_input_ids
+    async def _named_by_receipts(
+        self, groups: dict[tuple[RunId, int], list[InputId]]
+    ) -> set[InputId]:
+        """The inputs of ``groups`` that their committed receipt names: one
+        read per receipt, not per input (a 20k-input batch is one read)."""
+        named: set[InputId] = set()
+        for (run_id, sequence), ids in groups.items():
+            receipt = await self.store.load_boundary_receipt(
+                self.runtime_id, run_id, sequence
+            )
+            if receipt is not None:
+                contributing = set(receipt.contributing_input_ids)
+                named.update(i for i in ids if i in contributing)
+        return named
 
 
 class _UndoOnFailure:

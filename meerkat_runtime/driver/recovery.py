@@ -7,7 +7,7 @@ applied inputs named by a committed receipt are consumed, the others run
 again, and ``restore_phase`` brings the runtime back to the phase the store
 remembers by the inputs the spec lists (``restore``). Both are synchronous
 and do no IO: the persistent driver reads the store first (``to_recover``,
-``needs_receipt``) and hands over what it found, then writes what changed.
+``receipts_to_check``) and hands over what it found, then writes what changed.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from meerkat_runtime.generated import runtime_control as rc
 from meerkat_runtime.generated.policy_table import ApplyMode, ConsumePoint, QueueMode
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.generated.spec_types import InputAbandonReason
-from meerkat_runtime.ids import InputId
+from meerkat_runtime.ids import InputId, RunId
 from meerkat_runtime.input_state import InputState, PolicySnapshot
 from meerkat_runtime.inputs import InputDurability
 from meerkat_runtime.ledger import Lane, lane_for
@@ -95,7 +95,11 @@ class RecoveringCore(CoreState):
             if s.input_id not in self._ledger
             and s.durability is not InputDurability.EPHEMERAL
         ]
+        # A live core's own unfinished inputs count too: restoring a stopped
+        # or destroyed phase over them would leave them queued in a runtime
+        # that can never run them, and write that back.
         live = sum(1 for s in fresh if not s.is_terminal())
+        live += self._ledger.pending()
         if persisted is not None and persisted.is_terminal() and live:
             raise InternalError(
                 f"store corruption: runtime {self.runtime_id} is stored "
@@ -104,15 +108,25 @@ class RecoveringCore(CoreState):
         return fresh
 
     @staticmethod
-    def needs_receipt(state: InputState) -> bool:
-        """D-11 step 1: an applied input a committed receipt may name (an
+    def receipts_to_check(
+        fresh: Iterable[InputState],
+    ) -> dict[tuple[RunId, int], list[InputId]]:
+        """D-11 step 1: the unfinished applied inputs a committed receipt may
+        name, grouped by that receipt's (run, sequence), so a restart reads
+        and decodes each receipt once however many inputs it applied (an
         applied input carries a boundary only when a store stamped it)."""
-        return (
-            state.current_state() in _APPLIED
-            and state.persisted_input is not None
-            and state.last_run_id() is not None
-            and state.last_boundary_sequence() is not None
-        )
+        groups: dict[tuple[RunId, int], list[InputId]] = {}
+        for state in fresh:
+            if state.is_terminal() or state.current_state() not in _APPLIED:
+                continue
+            run_id, sequence = state.last_run_id(), state.last_boundary_sequence()
+            if (
+                state.persisted_input is not None
+                and run_id is not None
+                and sequence is not None
+            ):
+                groups.setdefault((run_id, sequence), []).append(state.input_id)
+        return groups
 
     def recover_loaded(
         self, fresh: list[InputState], named: set[InputId]

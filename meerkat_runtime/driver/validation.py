@@ -36,6 +36,7 @@ from meerkat_runtime.inputs import (
     INPUT_TYPES,
     External,
     FlowStepInput,
+    ImageBlock,
     Input,
     InputDurability,
     Operator,
@@ -148,7 +149,16 @@ def _too_deep(value: object, path: str) -> str | None:
     return None
 
 
-_NESTING = (list, tuple, dict, set, frozenset, msgspec.Struct)
+# Values with named fields: structs, and the image block (a value class, as
+# its wire form is flat: T-19).
+_RECORDS = (msgspec.Struct, ImageBlock)
+_NESTING = (list, tuple, dict, set, frozenset, *_RECORDS)
+
+
+def _field_names(record: Any) -> tuple[str, ...]:
+    if isinstance(record, ImageBlock):
+        return ImageBlock.FIELDS
+    return record.__struct_fields__  # type: ignore[no-any-return]
 
 
 def _nesting_exceeds(value: object, limit: int) -> bool:
@@ -168,8 +178,8 @@ def _nesting_exceeds(value: object, limit: int) -> bool:
 def _members(container: Any) -> Iterable[object]:
     if isinstance(container, dict):
         return container.values()
-    if isinstance(container, msgspec.Struct):
-        return [getattr(container, name) for name in container.__struct_fields__]
+    if isinstance(container, _RECORDS):
+        return [getattr(container, name) for name in _field_names(container)]
     return container  # type: ignore[no-any-return]
 
 
@@ -182,8 +192,8 @@ def _join(path: str, name: str) -> str:
 
 def _children(value: object) -> Iterator[tuple[str, object]]:
     """(path step, child) of a container; a set's members have no index."""
-    if isinstance(value, msgspec.Struct):
-        for name in value.__struct_fields__:
+    if isinstance(value, _RECORDS):
+        for name in _field_names(value):
             yield f".{name}", getattr(value, name)
     elif isinstance(value, dict):
         for key, item in value.items():
@@ -218,7 +228,7 @@ def _first_unencodable(value: object, path: str, field: str, depth: int) -> str 
         problem = _leaf_problem(key, where) if isinstance(key, str) else "is not text"
         if problem is not None:
             return f"{where}: key {_show(key)} {problem.partition(': ')[2] or problem}"
-    struct = isinstance(value, msgspec.Struct)
+    struct = isinstance(value, _RECORDS)
     for step, child in _children(value):
         child_path = _step(path, step)
         found = _first_unencodable(
@@ -245,7 +255,7 @@ def _leaf_problem(value: object, where: str) -> str | None:
 def _largest_field(value: object, path: str) -> str:
     """The field holding most of an oversized input, followed down through
     structs and lists (free-form values are named whole)."""
-    if not isinstance(value, msgspec.Struct | list) or not value:
+    if not isinstance(value, (*_RECORDS, list)) or not value:
         return path or "input"
     step, child = max(_children(value), key=lambda c: _encoded_size(c[1]))
     return _largest_field(child, _step(path, step))
@@ -258,16 +268,20 @@ def _encoded_size(value: object) -> int:
         return 0
 
 
-_AT = re.compile(r"(.*) - at `\$(.*)`", re.DOTALL)
+_AT = re.compile(r"(.*) - at `\$(.*?)`", re.DOTALL)
 
 
 def _decoder_reason(exc: msgspec.ValidationError) -> str:
     """msgspec's "Expected `str`, got `int` - at `$.text`" as "text: expected
-    `str`, got `int`"."""
-    match = _AT.fullmatch(str(exc))
-    if match is None:
+    `str`, got `int`". A value the codec reads through a hook (an image
+    block) adds its inner path first: "... - at `$.data` - at `$.blocks[0]`"
+    is "blocks[0].data"."""
+    problem, path = str(exc), ""
+    while (match := _AT.fullmatch(problem)) is not None:  # the outermost first
+        problem, step = match.groups()
+        path += step
+    if problem == str(exc):
         return f"input: {exc}"
-    problem, path = match.groups()
     return f"{path.lstrip('.') or 'input'}: {problem[:1].lower()}{problem[1:]}"
 
 
@@ -302,7 +316,7 @@ def _paired(given: object, stored: object) -> Iterator[tuple[str, object, object
         for key, item in given.items():
             if key in stored:
                 yield f".{key}", item, stored[key]
-    elif isinstance(given, msgspec.Struct | list):
+    elif isinstance(given, (*_RECORDS, list)):
         if isinstance(given, list) and len(given) != len(stored):  # type: ignore[arg-type]
             return
         yield from (

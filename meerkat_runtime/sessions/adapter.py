@@ -28,6 +28,7 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 from meerkat_runtime.blobs import BlobStore
+from meerkat_runtime.driver.core import DEFAULT_MAX_PENDING_INPUTS
 from meerkat_runtime.driver.ephemeral import (
     EphemeralRuntimeDriver,
     RuntimeControlCommand,
@@ -88,6 +89,7 @@ class RuntimeSessionAdapter:
         policy_table: PolicyTable | None = None,
         run_timeout: float | None = None,
         retry_delay: float = DEFAULT_RETRY_DELAY,
+        max_pending_inputs: int = DEFAULT_MAX_PENDING_INPUTS,
         owner: str | None = None,
         claim_wait: float = 0.0,
         store_backoff: StoreBackoff | None = None,
@@ -97,7 +99,8 @@ class RuntimeSessionAdapter:
         reached (PD-39; by default 50 ms doubling up to 5 s); ``owner`` names
         this adapter in the store's leases (unique per adapter by default);
         ``claim_wait`` is how long registering waits for a runtime another
-        owner holds before ``RuntimeOwnedError``."""
+        owner holds before ``RuntimeOwnedError``; ``max_pending_inputs``
+        bounds each session's unfinished inputs (PD-43)."""
         if (store is None) != (blob_store is None):
             raise ValueError("a persistent adapter needs both a store and a blob store")
         self.ownership = (
@@ -117,6 +120,7 @@ class RuntimeSessionAdapter:
         self.policy_table = policy_table
         self.run_timeout = run_timeout
         self.retry_delay = retry_delay
+        self.max_pending_inputs = max_pending_inputs  # per session (PD-43)
         self.store_backoff = store_backoff or StoreBackoff()
         self.sessions: dict[SessionId, Session] = {}
         self._registering: dict[SessionId, asyncio.Future[None]] = {}
@@ -130,9 +134,13 @@ class RuntimeSessionAdapter:
         *,
         run_timeout: float | None = None,
         retry_delay: float = DEFAULT_RETRY_DELAY,
+        max_pending_inputs: int = DEFAULT_MAX_PENDING_INPUTS,
     ) -> RuntimeSessionAdapter:
         return cls(
-            policy_table=policy_table, run_timeout=run_timeout, retry_delay=retry_delay
+            policy_table=policy_table,
+            run_timeout=run_timeout,
+            retry_delay=retry_delay,
+            max_pending_inputs=max_pending_inputs,
         )
 
     @classmethod
@@ -144,6 +152,7 @@ class RuntimeSessionAdapter:
         *,
         run_timeout: float | None = None,
         retry_delay: float = DEFAULT_RETRY_DELAY,
+        max_pending_inputs: int = DEFAULT_MAX_PENDING_INPUTS,
         owner: str | None = None,
         claim_wait: float = 0.0,
         store_backoff: StoreBackoff | None = None,
@@ -154,6 +163,7 @@ class RuntimeSessionAdapter:
             policy_table=policy_table,
             run_timeout=run_timeout,
             retry_delay=retry_delay,
+            max_pending_inputs=max_pending_inputs,
             owner=owner,
             claim_wait=claim_wait,
             store_backoff=store_backoff,
@@ -168,9 +178,14 @@ class RuntimeSessionAdapter:
                 self.store,
                 self.blob_store,
                 policy_table=self.policy_table,
+                max_pending_inputs=self.max_pending_inputs,
                 ownership=self.ownership,
             )
-        return EphemeralRuntimeDriver(runtime_id, policy_table=self.policy_table)
+        return EphemeralRuntimeDriver(
+            runtime_id,
+            policy_table=self.policy_table,
+            max_pending_inputs=self.max_pending_inputs,
+        )
 
     async def register_session(self, session_id: SessionId) -> None:
         """X-3: create the session's runtime and recover it from the store.

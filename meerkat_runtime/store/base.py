@@ -264,8 +264,22 @@ class RuntimeStore(ABC):
     async def load_boundary_receipts(
         self, runtime_id: LogicalRuntimeId
     ) -> list[RunBoundaryReceipt]:
-        """Every receipt of a runtime (for ``verify``); stores may override."""
-        raise NotImplementedError(f"{type(self).__name__} cannot list receipts")
+        """Every receipt of a runtime, in commit order (what ``verify`` and
+        audits read). Both built-in stores list their receipt rows; this
+        default, for a store that cannot, finds the receipts its stored
+        inputs name (each input keeps the last boundary that applied it),
+        each read once, in the order those inputs were stored. It misses a
+        receipt that names only ephemeral or later re-applied inputs: a
+        store that can list its receipts should override it."""
+        found: dict[tuple[RunId, int], RunBoundaryReceipt] = {}
+        for state in await self.load_input_states(runtime_id):
+            run_id, sequence = state.last_run_id(), state.last_boundary_sequence()
+            if run_id is None or sequence is None or (run_id, sequence) in found:
+                continue
+            receipt = await self.load_boundary_receipt(runtime_id, run_id, sequence)
+            if receipt is not None:
+                found[run_id, sequence] = receipt
+        return list(found.values())
 
     # ------------------------------------------------------------ ownership
     # PD-36 (store/leases.py). A store that keeps leases sets

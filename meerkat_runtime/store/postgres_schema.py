@@ -32,8 +32,9 @@ A write transaction of an owner first reads its runtime's lease row ``FOR
 SHARE`` (``fence``): a claim must wait until that write committed, and a
 write that comes after a claim sees its epoch.
 
-Version 2 added arrivals and leases; rows of version 1 are numbered in
-input-id order, the order version 1 loaded them in.
+Version 2 added arrivals, leases and the receipts' commit order; rows of
+version 1 are numbered in input-id order, the order version 1 loaded them
+in.
 """
 
 from __future__ import annotations
@@ -97,6 +98,10 @@ def migrations(s: str) -> dict[int, tuple[str, ...]]:
             f"""INSERT INTO "{s}".runtime_arrivals
                 SELECT runtime_id, max(arrival) FROM "{s}".runtime_input_states
                 GROUP BY runtime_id""",
+            # Receipts list in commit order (a runtime's writes come from its
+            # one owner, one after the other: insert order is commit order).
+            f"""ALTER TABLE "{s}".runtime_boundary_receipts
+                ADD COLUMN committed bigint GENERATED ALWAYS AS IDENTITY""",
             f"""CREATE TABLE "{s}".runtime_leases (
                 runtime_id text PRIMARY KEY, owner text NOT NULL,
                 epoch bigint NOT NULL, expires_at double precision NOT NULL)""",
@@ -202,7 +207,10 @@ class Statements:
 
     @property
     def insert_receipt(self) -> str:
-        return f"INSERT INTO {self.table('runtime_boundary_receipts')} VALUES (%s, %s, %s, %s)"
+        return (
+            f"INSERT INTO {self.table('runtime_boundary_receipts')} {_RECEIPT_COLUMNS} "
+            "VALUES (%s, %s, %s, %s)"
+        )
 
     @property
     def insert_receipt_once(self) -> str:
@@ -210,7 +218,8 @@ class Statements:
         (rows inserted, the receipt stored before) for decision 16."""
         t = self.table("runtime_boundary_receipts")
         return (
-            f"WITH new AS (INSERT INTO {t} VALUES (%(r)s, %(run)s, %(seq)s, %(data)s) "
+            f"WITH new AS (INSERT INTO {t} {_RECEIPT_COLUMNS} "
+            "VALUES (%(r)s, %(run)s, %(seq)s, %(data)s) "
             "ON CONFLICT DO NOTHING RETURNING 1) "
             f"SELECT (SELECT count(*) FROM new), (SELECT receipt_json FROM {t} "
             "WHERE runtime_id = %(r)s AND run_id = %(run)s AND sequence = %(seq)s)"
@@ -244,7 +253,7 @@ class Statements:
         return (
             "SELECT run_id, sequence, receipt_json FROM "
             f"{self.table('runtime_boundary_receipts')} WHERE runtime_id = %s "
-            "ORDER BY run_id, sequence"
+            "ORDER BY committed"
         )
 
     @property
@@ -361,6 +370,8 @@ class Statements:
 # Seconds on the database server's clock (PD-50), unless the store was given
 # a clock of its own (%(now)s not NULL: the conformance suite's fake clock).
 _LEASE_NOW = "COALESCE(%(now)s::float8, extract(epoch FROM now())::float8)"
+
+_RECEIPT_COLUMNS = "(runtime_id, run_id, sequence, receipt_json)"
 
 _INPUT_CONFLICT = (
     " ON CONFLICT (runtime_id, input_id) DO UPDATE SET "

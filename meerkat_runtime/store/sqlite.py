@@ -474,8 +474,10 @@ class SqliteRuntimeStore(RuntimeStore):
         rid = str(runtime_id)
         rows = await self._read(
             lambda conn: conn.execute(
+                # Receipt rows are never deleted, so rowid order is the
+                # order they were committed in.
                 "SELECT run_id, sequence, receipt_json FROM runtime_boundary_receipts "
-                "WHERE runtime_id = ? ORDER BY run_id, sequence",
+                "WHERE runtime_id = ? ORDER BY rowid",
                 (rid,),
             ).fetchall()
         )

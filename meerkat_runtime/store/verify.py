@@ -24,13 +24,13 @@ async def verify(store: RuntimeStore, runtime_id: LogicalRuntimeId) -> list[str]
         (r.run_id, r.sequence): r
         for r in await store.load_boundary_receipts(runtime_id)
     }
+    # Sets, built once: a receipt may name 20k inputs, each looked up in it.
+    names = {key: set(r.contributing_input_ids) for key, r in receipts.items()}
     problems = []
     for state in states.values():
         phase = state.current_state()
         key = (state.last_run_id(), state.last_boundary_sequence())
-        named = (
-            key in receipts and state.input_id in receipts[key].contributing_input_ids
-        )
+        named = key in names and state.input_id in names[key]
         if (
             phase is _S.CONSUMED
             and key[0] is not None

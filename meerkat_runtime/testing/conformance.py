@@ -212,6 +212,25 @@ class StoreConformance(OwnershipConformance):
 
         self.run(body)
 
+    def test_receipts_are_listed_in_commit_order(self) -> None:
+        """``load_boundary_receipts``: every receipt of the runtime, in the
+        order committed (not by run id: the newer run commits first here),
+        and none of another runtime's."""
+
+        async def body(store: RuntimeStore) -> None:
+            older_run, newer_run = RunId.new(), RunId.new()
+            committed = [
+                receipt_for(newer_run, [], 0),
+                receipt_for(older_run, [], 0),
+                receipt_for(newer_run, [], 1),
+            ]
+            for receipt in committed:
+                await store.atomic_apply(A, None, receipt, [])
+            await store.atomic_apply(B, None, receipt_for(RunId.new(), []), [])
+            assert await store.load_boundary_receipts(A) == committed
+
+        self.run(body)
+
     def test_commit_session_boundary_mints_sequences_per_run(self) -> None:
         """S-5: sequences start at 0 per run; states are stamped with them."""
 
@@ -243,6 +262,38 @@ class StoreConformance(OwnershipConformance):
                 run_id,
                 1,
             )
+
+        self.run(body)
+
+    @pytest.mark.parametrize("steps", range(6))
+    def test_commit_session_boundary_stamps_an_input_in_any_phase(
+        self, steps: int
+    ) -> None:
+        """S-3, S-5: a store never judges lifecycle legality. Stamping writes
+        the receipt's (run, sequence) on the state whatever its phase,
+        ``accepted`` (which the lifecycle itself never stamps) included, and
+        changes nothing else."""
+
+        async def body(store: RuntimeStore) -> None:
+            run_id = RunId.new()
+            state = rich_state(steps)
+            receipt = await store.commit_session_boundary(
+                A,
+                SessionDelta(session_snapshot=b"snap"),
+                run_id,
+                RunApplyBoundary.RUN_START,
+                [state.input_id],
+                [state],
+            )
+            stored = await store.load_input_state(A, state.input_id)
+            assert stored is not None
+            assert (stored.last_run_id(), stored.last_boundary_sequence()) == (
+                run_id,
+                receipt.sequence,
+            )
+            assert stored.current_state() is state.current_state()
+            assert stored.history() == state.history()
+            assert await store.load_session_snapshot(A) == b"snap"
 
         self.run(body)
 
@@ -366,19 +417,14 @@ class StoreConformance(OwnershipConformance):
 
         self.run(body)
 
-    @pytest.mark.parametrize("bad", ["poisoned", "accepted"])
-    def test_session_boundary_commit_is_all_or_nothing(self, bad: str) -> None:
-        """S-5 and L-9: a state that cannot be encoded, or one still in
-        ``accepted`` (the spec's invariant: no run metadata there), fails the
-        whole commit as ``WriteFailed`` in every store; nothing is written."""
+    def test_session_boundary_commit_is_all_or_nothing(self) -> None:
+        """S-5: a state that cannot be encoded fails the whole commit as
+        ``WriteFailed`` in every store; nothing is written. (Its phase is
+        never a reason: S-3.)"""
 
         async def body(store: RuntimeStore) -> None:
             run_id = RunId.new()
-            state = (
-                poisoned(rich_state(4, run_id))
-                if bad == "poisoned"
-                else InputState.new_accepted(InputId.new())
-            )
+            state = poisoned(rich_state(4, run_id))
             with pytest.raises(RuntimeStoreError.WriteFailed):
                 await store.commit_session_boundary(
                     A,

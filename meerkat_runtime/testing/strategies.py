@@ -28,7 +28,15 @@ from hypothesis import strategies as st
 
 from meerkat_runtime.driver.validation import DEFAULT_MAX_INPUT_BYTES, MAX_JSON_DEPTH
 from meerkat_runtime.ids import MAX_ID_LENGTH, IdempotencyKey, InputId, _TextId
-from meerkat_runtime.inputs import INPUT_TYPES, Input, InputVisibility
+from meerkat_runtime.inputs import (
+    INPUT_TYPES,
+    AnyImageData,
+    ContentBlock,
+    ImageBlock,
+    Input,
+    InputVisibility,
+    TextBlock,
+)
 
 Strategy = st.SearchStrategy[Any]
 
@@ -214,11 +222,22 @@ class _Builder:
         fields = {f.name: self.of(f.type) for f in t.fields}
         return st.fixed_dictionaries(fields).map(lambda kw: t.cls(**kw))
 
+    def _image(self) -> Strategy:
+        return st.builds(
+            ImageBlock,
+            media_type=self.of(mi.type_info(str)),
+            data=self.of(mi.type_info(AnyImageData)),
+        )
+
     def _custom(self, cls: type) -> Strategy:
         if cls in self.overrides:
             return self.overrides[cls]
         if issubclass(cls, _TextId):
             return _ID_TEXT.map(cls)
+        if cls is ContentBlock:  # written through the codec's hooks (T-19)
+            return st.one_of(self.valid(mi.type_info(TextBlock)), self._image())
+        if cls is ImageBlock:
+            return self._image()
         if cls is datetime:
             return st.datetimes(timezones=st.just(UTC))
         return st.from_type(cls)

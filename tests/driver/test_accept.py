@@ -478,24 +478,70 @@ def test_admission_signal_and_lane(
         assert driver.queued_input_ids(each) == ([inp.id()] if each is lane else [])
 
 
+_NONE = PostAdmissionSignal.NONE
+_WAKE = PostAdmissionSignal.WAKE_LOOP
+_NOW = PostAdmissionSignal.REQUEST_IMMEDIATE
+
+# What each take returns, in the order called, for the signal the driver
+# holds: "wake" reads (>= WakeLoop) without resetting; "process" reads
+# (== RequestImmediateProcessing) and resets to None whatever it held;
+# "signal" returns the signal and resets it.
+_TAKES: list[tuple[PostAdmissionSignal, tuple[str, ...], tuple[object, ...]]] = [
+    (_NONE, ("wake", "process", "signal"), (False, False, _NONE)),
+    (_NONE, ("wake", "signal", "process"), (False, _NONE, False)),
+    (_NONE, ("process", "wake", "signal"), (False, False, _NONE)),
+    (_NONE, ("process", "signal", "wake"), (False, _NONE, False)),
+    (_NONE, ("signal", "wake", "process"), (_NONE, False, False)),
+    (_NONE, ("signal", "process", "wake"), (_NONE, False, False)),
+    (_WAKE, ("wake", "process", "signal"), (True, False, _NONE)),
+    (_WAKE, ("wake", "signal", "process"), (True, _WAKE, False)),
+    (_WAKE, ("process", "wake", "signal"), (False, False, _NONE)),
+    (_WAKE, ("process", "signal", "wake"), (False, _NONE, False)),
+    (_WAKE, ("signal", "wake", "process"), (_WAKE, False, False)),
+    (_WAKE, ("signal", "process", "wake"), (_WAKE, False, False)),
+    (_NOW, ("wake", "process", "signal"), (True, True, _NONE)),
+    (_NOW, ("wake", "signal", "process"), (True, _NOW, False)),
+    (_NOW, ("process", "wake", "signal"), (True, False, _NONE)),
+    (_NOW, ("process", "signal", "wake"), (True, _NONE, False)),
+    (_NOW, ("signal", "wake", "process"), (_NOW, False, False)),
+    (_NOW, ("signal", "process", "wake"), (_NOW, False, False)),
+]
+
+# An admission that leaves each signal on an idle driver (A-16's table).
+_RAISING: dict[PostAdmissionSignal, InputBuilder] = {
+    _NONE: operation,
+    _WAKE: prompt,
+    _NOW: detached_continuation,
+}
+
+
+@pytest.mark.parametrize(
+    ("signal", "order", "expected"),
+    _TAKES,
+    ids=[f"{s.name.lower()}-{'-'.join(o)}" for s, o, _ in _TAKES],
+)
+def test_take_calls_read_and_reset_the_signal(
+    signal: PostAdmissionSignal, order: tuple[str, ...], expected: tuple[object, ...]
+) -> None:
+    """A-16: every signal under every order of the three takes. Only
+    ``take_wake_requested`` leaves the signal as it was; a plain queued
+    accept then ``take_process_requested`` leaves nothing to wake for."""
+    driver = new_driver()
+    accept_all(driver, _RAISING[signal]())
+    takes: dict[str, Callable[[], object]] = {
+        "wake": driver.take_wake_requested,
+        "process": driver.take_process_requested,
+        "signal": driver.take_post_admission_signal,
+    }
+    assert tuple(takes[name]() for name in order) == expected
+
+
 def test_take_wake_requested_does_not_reset() -> None:
-    """A-16: take_wake_requested reads; take_post_admission_signal resets."""
+    """A-16: take_wake_requested reads, however often it is called."""
     driver = new_driver()
     accept_all(driver, prompt())
-    assert driver.take_wake_requested()
-    assert driver.take_wake_requested()
-    assert not driver.take_process_requested()
-    assert driver.take_post_admission_signal() is PostAdmissionSignal.WAKE_LOOP
-    assert driver.take_post_admission_signal() is PostAdmissionSignal.NONE
-    assert not driver.take_wake_requested()
-
-
-def test_take_process_requested_resets() -> None:
-    """A-16: take_process_requested returns the immediate request once."""
-    driver = new_driver()
-    accept_all(driver, detached_continuation())
-    assert driver.take_process_requested()
-    assert not driver.take_process_requested()
+    assert [driver.take_wake_requested() for _ in range(3)] == [True] * 3
+    assert driver.take_post_admission_signal() is _WAKE
 
 
 def test_signal_is_the_maximum_since_last_take() -> None:

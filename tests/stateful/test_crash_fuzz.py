@@ -14,6 +14,7 @@ restart.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
 import time
@@ -33,6 +34,7 @@ from meerkat_runtime import (
     HandlingMode,
     IdempotencyKey,
     InputDurability,
+    InputHeader,
     InputId,
     LogicalRuntimeId,
     OperationInput,
@@ -74,6 +76,9 @@ RID = LogicalRuntimeId("fuzzed")
 STATS: Counter[str] = Counter()
 KINDS = ("prompt", "steer_prompt", "flow_step", "continuation", "operation")
 KEYS = [IdempotencyKey(f"key-{n}") for n in range(4)]
+# Inputs of the big applied batch rule (the memory machine takes 3x): `make
+# fuzz` (HYPOTHESIS_PROFILE=fuzz) goes further than `make test`.
+BIG_BATCH = 400 if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else 100
 
 
 # Ids a caller chose (PD-42): any text, arriving in no particular order; a
@@ -105,6 +110,8 @@ _PINNED: dict[type, st.SearchStrategy[Any]] = {
     IdempotencyKey: st.just(KEYS[0]),
     SupersessionKey: st.just(SupersessionKey("drawn")),
 }
+# The big applied batch's inputs: plain, so that hundreds of accepts stay cheap.
+PLAIN_PROMPT = PromptInput(header=InputHeader.new(), text="hello")
 DRAWN_INPUTS = st.one_of(
     [
         st.tuples(st.just(kind), inputs(kinds=[KIND_TYPES[kind]], overrides=_PINNED))
@@ -147,6 +154,8 @@ def build_input(
 class CrashMachine(RuleBasedStateMachine):
     """Drives one runtime; subclasses choose the store."""
 
+    big_batch_size: int
+
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
@@ -159,6 +168,7 @@ class CrashMachine(RuleBasedStateMachine):
         self.crashes = 0
         self.steps = 0
         self.fired: list[tuple[Fault, str]] = []
+        self.big_batch_done = False
         self.payloads: dict[InputId, Input] = {}
         self.clock_ms = time.time_ns() // 1_000_000  # ids of accept_on_the_clock
         self.minted = 0
@@ -488,6 +498,39 @@ class CrashMachine(RuleBasedStateMachine):
             self.model.restart()  # that recovery is on disk
         self.restart()
 
+    @precondition(
+        lambda self: (
+            self.run_id is None
+            and not self.big_batch_done
+            and self.model.phase in (RuntimeState.IDLE, RuntimeState.ATTACHED)
+            and not self.model.lanes[Lane.STEER]
+        )
+    )
+    @rule(roll=st.integers(0, 3))
+    def big_applied_batch_then_crash(self, roll: int) -> None:
+        """Issue 12 item 5: hundreds of inputs applied by one boundary, then
+        the process dies before the run completes; the restart must consume
+        every one (and read each receipt once: a quadratic restart shows
+        here as a stalled example). Once per example, a quarter of the times
+        it is drawn, so the suite's time stays as it was."""
+        if roll:
+            return
+        self.big_batch_done = True
+        STATS[f"{type(self).__name__} big applied batches"] += 1
+        self.store.disarm()
+        size = self.big_batch_size
+        note(f"big applied batch of {size}")
+        for _ in range(size):
+            self.accept("prompt", True, None, PLAIN_PROMPT)
+        run_id = RunId.new()
+        self.driver.start_run(run_id)
+        ids = self.model.begin(run_id, len(self.model.lanes[Lane.QUEUE]))
+        self.driver.stage_batch(ids, run_id)
+        self.run_id, self.applied = run_id, False
+        self.boundary_applied()
+        self.store.disarm()
+        self.restart()
+
     @rule()
     def crash(self) -> None:
         note("crash (between operations)")
@@ -552,6 +595,8 @@ class CrashMachine(RuleBasedStateMachine):
 class MemoryCrashMachine(CrashMachine):
     """The in-memory store object plays the disk: it outlives each "process"."""
 
+    big_batch_size = 3 * BIG_BATCH
+
     def open_disk(self) -> object:
         self.memory = InMemoryRuntimeStore()
         return self.memory
@@ -565,6 +610,8 @@ class MemoryCrashMachine(CrashMachine):
 
 class SqliteCrashMachine(CrashMachine):
     """A real file; each restart opens a new store object on it."""
+
+    big_batch_size = BIG_BATCH  # each accept waits for its fsync
 
     def open_disk(self) -> object:
         self.folder = tempfile.mkdtemp(prefix="meerkat-fuzz-")
