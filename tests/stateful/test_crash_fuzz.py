@@ -629,6 +629,8 @@ class PostgresCrashMachine(CrashMachine):
     """A schema of its own on the tests' PostgreSQL; each restart opens a new
     store (and pool) on it."""
 
+    big_batch_size = BIG_BATCH  # each accept waits for its commit
+
     def open_disk(self) -> object:
         self.schema = new_schema()
         return self.schema
