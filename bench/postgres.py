@@ -11,7 +11,7 @@ sessions:
   size per autocommit statement: what an application gets without us.
 
 Goals: at least 0.85x raw with 1 and 4 sessions; above raw with 16 and 64
-(concurrent acknowledgements share commits, PD-48).
+(concurrent acknowledgements share commits, PD-53).
 
 ``python bench/postgres.py [--quick] [--seconds S]``
 """

@@ -1,4 +1,4 @@
-"""The PostgreSQL the tests run against (PD-45).
+"""The PostgreSQL the tests run against (PD-50).
 
 One throwaway server (``meerkat_runtime.testing.postgres_server``) is
 started on first use and serves the whole test run; ``MEERKAT_TEST_PG_DSN``

@@ -1,7 +1,7 @@
 """What the PostgreSQL store adds to the ownership and arrival contracts the
 conformance suite pins: leases on the database's clock and fencing under a
-row lock (PD-50), arrival numbers from a counter row per runtime under
-concurrent writers (PD-51), and the migration of a version-1 schema."""
+row lock (PD-55), arrival numbers from a counter row per runtime under
+concurrent writers (PD-56), and the migration of a version-1 schema."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def test_a_stale_and_a_current_owner_in_one_merged_commit(
     pg_dsn: str, pg_schema: str
 ) -> None:
     """Both owners' accepts arrive together and are merged into one commit
-    (PD-48): the stale one is fenced, the current one written."""
+    (PD-53): the stale one is fenced, the current one written."""
 
     async def body(store: PostgresRuntimeStore) -> None:
         clock = FakeClock()

@@ -1,7 +1,7 @@
 """The PostgreSQL server restarts under load (``pg_ctl restart -m
 immediate``: every backend killed, crash recovery from the WAL): nothing
 acknowledged is lost, nothing is applied twice, and the store reconnects by
-itself (no caller sees an error: PD-47).
+itself (no caller sees an error: PD-52).
 
 The server is a throwaway one of this test's own (it must be restarted),
 also when ``MEERKAT_TEST_PG_DSN`` names another.

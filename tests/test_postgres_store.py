@@ -1,6 +1,6 @@
 """What the PostgreSQL store adds to the conformance suite: its schema
 (concurrent migrators, a newer version refused, a configurable name), an
-application's own pool, group commit, and its error boundary (PD-46)."""
+application's own pool, group commit, and its error boundary (PD-51)."""
 
 from __future__ import annotations
 

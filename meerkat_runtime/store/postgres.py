@@ -17,13 +17,13 @@ constructor and the contract methods.
   reconnects by itself (waiting up to ``reconnect_timeout``).
 * **Errors** (``postgres_boundary``): the only code that looks at psycopg's
   exceptions; connection loss, shutdown and serialization failures are
-  ``Unavailable``, constraint violations ``Conflict`` (PD-46).
+  ``Unavailable``, constraint violations ``Conflict`` (PD-51).
 * **Integrity**: records are framed with a checksum and decoded strictly
-  (``records``, PD-32). The second count at load is not done here (PD-49).
-* **Arrival order** (PD-42, PD-51): each runtime's inputs load in the order
+  (``records``, PD-32). The second count at load is not done here (PD-54).
+* **Arrival order** (PD-42, PD-56): each runtime's inputs load in the order
   their first writes committed, numbered by a per-runtime counter row that
   the write's own statement raises (``postgres_schema``).
-* **Leases** (PD-36, PD-50): ``claim``/``renew``/``release`` are
+* **Leases** (PD-36, PD-55): ``claim``/``renew``/``release`` are
   statements on ``runtime_leases`` with the database server's ``now()`` as
   the clock, so the processes sharing a database need not share a clock;
   every write of an owner (``store.fenced``) reads its lease ``FOR SHARE``
@@ -113,7 +113,7 @@ class PostgresRuntimeStore(RuntimeStore):
                 raise ValueError(f"{name} must be an int >= 1, not {count!r}")
         self.schema = checked_schema(schema)
         self.lease_ttl = leases.checked_ttl(lease_ttl)
-        # Lease expiries are on the database server's clock (PD-50); a clock
+        # Lease expiries are on the database server's clock (PD-55); a clock
         # set here replaces it (the conformance suite's fake clock).
         self.lease_clock: leases.Clock | None = None
         self.reconnect_timeout = float(reconnect_timeout)

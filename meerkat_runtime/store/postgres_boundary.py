@@ -1,5 +1,5 @@
 """The PostgreSQL store's error boundary: the only place that looks at
-psycopg's exceptions and turns them into store errors (PD-46).
+psycopg's exceptions and turns them into store errors (PD-51).
 
 Classified by SQLSTATE class, never by message:
 

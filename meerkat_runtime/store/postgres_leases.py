@@ -1,4 +1,4 @@
-"""The PostgreSQL store's leases (PD-36, PD-50): the transactions of claim,
+"""The PostgreSQL store's leases (PD-36, PD-55): the transactions of claim,
 renew and release, each a ``Work`` for ``PostgresWriter.transact``.
 
 The rules (who may claim, which epoch, what a renewal or release needs) are

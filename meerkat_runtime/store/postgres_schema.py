@@ -15,7 +15,7 @@ rewriting every pending row. ``commit_marks`` holds one row per connection
 that writes: the ticket of its latest committed transaction, which resolves
 a commit whose outcome the connection's loss hid (``postgres_writer``).
 
-**Arrival order** (PD-42, PD-51): an input row's ``arrival`` is given by its
+**Arrival order** (PD-42, PD-56): an input row's ``arrival`` is given by its
 first write and kept by later ones; loads read a runtime's rows in that
 order. The number comes from the runtime's row in ``runtime_arrivals``,
 raised in the write's own statement: the row lock it takes makes concurrent
@@ -26,7 +26,7 @@ all of its rows of that runtime, updates included, so numbers may skip
 (only their order matters). Counters are locked in runtime-id order, so two
 merged commits of several runtimes never deadlock on them.
 
-**Leases** (PD-36, PD-50): ``runtime_leases`` holds one row per runtime
+**Leases** (PD-36, PD-55): ``runtime_leases`` holds one row per runtime
 that was ever claimed; expiries are seconds on the database server's clock.
 A write transaction of an owner first reads its runtime's lease row ``FOR
 SHARE`` (``fence``): a claim must wait until that write committed, and a
@@ -367,7 +367,7 @@ class Statements:
         return f"DELETE FROM {self.table('commit_marks')} WHERE writer = ANY(%s)"
 
 
-# Seconds on the database server's clock (PD-50), unless the store was given
+# Seconds on the database server's clock (PD-55), unless the store was given
 # a clock of its own (%(now)s not NULL: the conformance suite's fake clock).
 _LEASE_NOW = "COALESCE(%(now)s::float8, extract(epoch FROM now())::float8)"
 

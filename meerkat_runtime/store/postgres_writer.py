@@ -7,13 +7,13 @@ write's statements inside ``BEGIN`` ... ``COMMIT`` in pipeline mode, so a
 write that reads nothing costs one round trip and one WAL flush; the caller
 is answered only after ``COMMIT`` returned.
 
-**Fencing (PD-36, PD-50).** A write of an owner (``fences``: the
+**Fencing (PD-36, PD-55).** A write of an owner (``fences``: the
 (runtime, epoch) pairs it writes under) first reads those leases' epochs
 ``FOR SHARE`` inside its transaction and is refused whole (``Fenced``,
 rolled back) when one moved on. That read is the one extra round trip an
 owner's write costs.
 
-**A lost connection is resolved, not guessed (PD-47).** Every write
+**A lost connection is resolved, not guessed (PD-52).** Every write
 transaction also stamps its connection's row in ``commit_marks`` with a new
 ticket. When the connection breaks, nobody knows whether the server
 committed; the writer then reads the row on another connection (``FOR
@@ -24,7 +24,7 @@ trying, across a server restart, for ``reconnect_timeout`` seconds; then a
 write that certainly did not commit is ``Unavailable``, and one whose outcome
 could not be learned is ``Internal`` ("in doubt"), never a guess.
 
-**Group commit (PD-48).** ``InputBatcher`` merges concurrent
+**Group commit (PD-53).** ``InputBatcher`` merges concurrent
 ``persist_input_state`` calls (the acknowledgement path) into one statement
 of one transaction: while a commit is in flight, new rows wait and go
 together in the next. Each caller is answered when that transaction's

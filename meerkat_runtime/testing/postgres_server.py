@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL server for tests and benchmarks (PD-45).
+"""A throwaway PostgreSQL server for tests and benchmarks (PD-50).
 
 ``ThrowawayPostgres().start()`` runs ``initdb`` in a new temporary directory
 and starts a server on a Unix socket in that directory only

@@ -1,6 +1,6 @@
 """Two real processes race to own one runtime of one SQLite file, or of one
 PostgreSQL schema: exactly one wins, the other is refused naming the winner
-(PD-36; on PostgreSQL both may find no lease row yet, PD-50)."""
+(PD-36; on PostgreSQL both may find no lease row yet, PD-55)."""
 
 from __future__ import annotations
 
