@@ -83,6 +83,7 @@ bench: install ## run the benchmarks (ratios against same-run baselines, goal ve
 	$(PY) bench/durable.py
 	$(PY) bench/scale.py
 	$(PY) bench/sessions.py
+	$(PY) bench/postgres.py
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis diagrams/*.svg docs/*.svg

@@ -26,6 +26,7 @@ from meerkat_runtime import __version__
 from meerkat_runtime.audit import audit_database, audit_records, report_lines
 from meerkat_runtime.inspection import (
     InspectionError,
+    RuntimeView,
     load_database,
     print_views,
     runtimes_table,
@@ -75,13 +76,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    path: Path = args.path
+    target: str = args.path
     try:
-        views = load_database(path, args.limit or None)
+        views, path = _load_target(target, args.schema, args.limit or None)
     except InspectionError as exc:
         return _error(str(exc))
     except RuntimeStoreError as exc:  # a row that does not decode
-        return _error(f"{path}: {exc}")
+        return _error(f"{target}: {exc}")
     audits = [audit_records(v.runtime_id, v.state, v.inputs, v.receipts) for v in views]
     if args.json:
         report = to_json(path, views)
@@ -121,6 +122,23 @@ def cmd_audit(args: argparse.Namespace) -> int:
         for line in report_lines(audits) or [f"{path}: no runtimes to audit"]:
             print(line)
     return 0 if clean else 1
+
+
+def _load_target(
+    target: str, schema: str, limit: int | None
+) -> tuple[list[RuntimeView], Path]:
+    """The views of a SQLite file or, for a ``postgresql://`` DSN, of a
+    PostgreSQL store's schema (the ``postgres`` extra), and what to call it;
+    ``limit`` as for ``load_database``."""
+    if not target.startswith(("postgresql://", "postgres://")):
+        return load_database(Path(target), limit), Path(target)
+    try:
+        from meerkat_runtime.inspection_postgres import label, load_postgres
+    except ImportError as exc:
+        raise InspectionError(
+            f"inspecting PostgreSQL needs the postgres extra ({exc})"
+        ) from None
+    return load_postgres(target, schema, limit), Path(label(target, schema))
 
 
 def find_checkout(root: Path) -> Path | None:
@@ -184,9 +202,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=cmd_demo)
     inspect = sub.add_parser(
-        "inspect", help="show the runtimes, inputs and receipts in a SQLite file"
+        "inspect",
+        help="show the runtimes, inputs and receipts in a SQLite file or a "
+        "PostgreSQL store",
     )
-    inspect.add_argument("path", type=Path, help="a meerkat SQLite database")
+    inspect.add_argument(
+        "path", help="a meerkat SQLite database, or a postgresql:// DSN"
+    )
+    inspect.add_argument(
+        "--schema",
+        default="meerkat",
+        help="the PostgreSQL store's schema (default: meerkat)",
+    )
     inspect.add_argument("--json", action="store_true", help="print JSON instead")
     inspect.add_argument(
         "--limit",

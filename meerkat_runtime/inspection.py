@@ -109,7 +109,7 @@ def load_database(path: Path, limit: int | None = None) -> list[RuntimeView]:
         # Read-only, so a version-1 file is read as it is: no recovery epochs.
         select = SELECT_INPUTS if version >= 2 else _SELECT_INPUTS_V1
         views = [_load_runtime(conn, rid, select, limit) for rid in _runtime_ids(conn)]
-        return _with_leases(views, all_leases(conn))
+        return with_leases(views, all_leases(conn))
     except sqlite3.Error as exc:  # damaged pages, an I/O error: said, not raised
         raise _read_failure(path, exc) from None
     finally:
@@ -220,7 +220,7 @@ def _load_runtime(
     )
 
 
-def _with_leases(views: list[RuntimeView], leases: list[Lease]) -> list[RuntimeView]:
+def with_leases(views: list[RuntimeView], leases: list[Lease]) -> list[RuntimeView]:
     by_runtime = {lease.runtime_id: lease for lease in leases}
     return [
         dataclasses.replace(view, lease=by_runtime.get(view.runtime_id))

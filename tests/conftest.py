@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,27 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> str:
+    """The PostgreSQL server of the test run (see tests/postgres.py)."""
+    from tests.postgres import server_dsn
+
+    return server_dsn()
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    """A schema of this test's own on that server, dropped afterwards."""
+    from tests.postgres import drop_schema, new_schema
+
+    schema = new_schema()
+    yield schema
+    drop_schema(schema)
+
+
+def pytest_sessionfinish() -> None:
+    from tests.postgres import stop_server
+
+    stop_server()

@@ -36,6 +36,7 @@ from meerkat_runtime.generated.policy_table import QueueMode
 from meerkat_runtime.input_state import InputState
 from meerkat_runtime.policy import PolicyTable
 from meerkat_runtime.store import InMemoryRuntimeStore, RuntimeStore, SqliteRuntimeStore
+from meerkat_runtime.store.postgres import PostgresRuntimeStore
 from meerkat_runtime.store.records import input_row
 from meerkat_runtime.store.sqlite_schema import upsert_inputs_sql
 from tests.driver.helpers import RoutingPolicyTable
@@ -86,15 +87,20 @@ async def queued_after_restart(
     return [str(i) for i in driver.queued_input_ids()]
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
 def open_store(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Callable[[], RuntimeStore]:
-    """A "process" opens the same data again: a new SQLite store on the
-    file, or the one memory store (which outlives the driver)."""
+    """A "process" opens the same data again: a new SQLite or PostgreSQL
+    store on the same data, or the one memory store (which outlives the
+    driver)."""
     if request.param == "memory":
         memory = InMemoryRuntimeStore()
         return lambda: memory
+    if request.param == "postgres":
+        dsn = request.getfixturevalue("pg_dsn")
+        schema = request.getfixturevalue("pg_schema")
+        return lambda: PostgresRuntimeStore(dsn, schema=schema)
     return lambda: SqliteRuntimeStore(tmp_path / "arrivals.db")
 
 

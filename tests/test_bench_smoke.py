@@ -23,6 +23,7 @@ GOALS = {
     "authority.py": 2,
     "driver.py": 3,
     "durable.py": 5,
+    "postgres.py": 4,
     "scale.py": 2,
     "sessions.py": 1,
 }

@@ -1,4 +1,4 @@
-"""The shipped store conformance suite, run against both built-in stores."""
+"""The shipped store conformance suite, run against every built-in store (PostgreSQL: tests/postgres.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from meerkat_runtime.store import InMemoryRuntimeStore, RuntimeStore, SqliteRuntimeStore
+from meerkat_runtime.store.postgres import PostgresRuntimeStore
 from meerkat_runtime.testing.conformance import StoreConformance
 
 
@@ -27,3 +28,13 @@ class TestSqliteStore(StoreConformance):
 class TestSqliteMemoryStore(StoreConformance):
     def make_store(self) -> RuntimeStore:
         return SqliteRuntimeStore(":memory:")
+
+
+class TestPostgresStore(StoreConformance):
+    @pytest.fixture(autouse=True)
+    def _schema(self, pg_dsn: str, pg_schema: str) -> None:
+        self.dsn = pg_dsn
+        self.schema = pg_schema
+
+    def make_store(self) -> RuntimeStore:
+        return PostgresRuntimeStore(self.dsn, schema=self.schema)

@@ -1,5 +1,6 @@
 """A worker process for the ownership race: ``python -m
-tests.ownership.race_child DB OWNER``. It registers the session "raced" and
+tests.ownership.race_child TARGET OWNER`` (TARGET as for
+``tests.stateful.kill_child``: a SQLite path or ``postgres:<schema>:<dsn>``). It registers the session "raced" and
 prints ``won`` or ``owned <holder>``; a winner then holds the runtime until
 its stdin closes."""
 
@@ -8,17 +9,13 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from meerkat_runtime import (
-    RuntimeOwnedError,
-    RuntimeSessionAdapter,
-    SessionId,
-    SqliteRuntimeStore,
-)
+from meerkat_runtime import RuntimeOwnedError, RuntimeSessionAdapter, SessionId
 from meerkat_runtime.blobs import MemoryBlobStore
+from tests.stateful.kill_child import open_target
 
 
-async def main(db: str, owner: str) -> None:
-    store = await SqliteRuntimeStore.open(db)
+async def main(target: str, owner: str) -> None:
+    store = open_target(target)
     adapter = RuntimeSessionAdapter.persistent(store, MemoryBlobStore(), owner=owner)
     try:
         await adapter.register_session(SessionId("raced"))

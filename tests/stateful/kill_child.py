@@ -1,7 +1,8 @@
 """The child process of the SIGKILL test: a driver on a SQLite file that
 accepts inputs and completes runs, reporting every acknowledgement on stdout
 only after ``accept_input`` returned, and every completed run after
-``RunCompleted`` returned. ``python -m tests.stateful.kill_child PATH SEED MODE``
+``RunCompleted`` returned. ``python -m tests.stateful.kill_child TARGET SEED MODE``
+(TARGET: a SQLite path, or ``postgres:<schema>:<dsn>``)
 with MODE ``work`` (until killed), ``drain`` (finish everything, then exit) or
 ``broken`` (``work`` on a store that acknowledges before it commits)."""
 
@@ -26,6 +27,7 @@ from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
 from meerkat_runtime.inputs import Input
 from meerkat_runtime.ledger import Lane
 from meerkat_runtime.store import RuntimeStore, SqliteRuntimeStore
+from meerkat_runtime.store.postgres import PostgresRuntimeStore
 from meerkat_runtime.testing.faults import BrokenStore, Defect
 
 RID = LogicalRuntimeId("killed")
@@ -63,9 +65,17 @@ async def run_once(driver: PersistentRuntimeDriver) -> None:
     say("DONE", *batch)
 
 
-async def main(path: str, seed: int, mode: str) -> None:
+def open_target(target: str) -> RuntimeStore:
+    """The store a TARGET names (see the module notes)."""
+    if target.startswith("postgres:"):
+        schema, dsn = target.removeprefix("postgres:").split(":", 1)
+        return PostgresRuntimeStore(dsn, schema=schema)
+    return SqliteRuntimeStore(target)
+
+
+async def main(target: str, seed: int, mode: str) -> None:
     rng = random.Random(seed)
-    store: RuntimeStore = SqliteRuntimeStore(path)
+    store = open_target(target)
     if mode == "broken":
         store = BrokenStore(store, Defect.ACK_BEFORE_COMMIT)
     driver = PersistentRuntimeDriver(RID, store, MemoryBlobStore())

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import msgspec
 import pytest
-from hypothesis import note
+from hypothesis import note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -60,6 +60,7 @@ from meerkat_runtime.inputs import Input
 from meerkat_runtime.ledger import Lane
 from meerkat_runtime.outcomes import Accepted, Deduplicated
 from meerkat_runtime.store import InMemoryRuntimeStore, RuntimeStore, SqliteRuntimeStore
+from meerkat_runtime.store.postgres import PostgresRuntimeStore
 from meerkat_runtime.testing.faults import (
     WRITES,
     Fault,
@@ -67,6 +68,7 @@ from meerkat_runtime.testing.faults import (
     SimulatedCrash,
 )
 from meerkat_runtime.testing.strategies import inputs
+from tests.postgres import drop_schema, new_schema, server_dsn
 from tests.stateful.model import Model, ModelInput
 
 T = TypeVar("T")
@@ -631,5 +633,29 @@ class SqliteCrashMachine(CrashMachine):
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+class PostgresCrashMachine(CrashMachine):
+    """A schema of its own on the tests' PostgreSQL; each restart opens a new
+    store (and pool) on it."""
+
+    big_batch_size = BIG_BATCH  # each accept waits for its commit
+
+    def open_disk(self) -> object:
+        self.schema = new_schema()
+        return self.schema
+
+    def open_store(self) -> RuntimeStore:
+        return PostgresRuntimeStore(server_dsn(), schema=self.schema)
+
+    def teardown(self) -> None:
+        super().teardown()
+        drop_schema(self.schema)
+
+
 TestMemoryCrashes = MemoryCrashMachine.TestCase
 TestSqliteCrashes = SqliteCrashMachine.TestCase
+TestPostgresCrashes = PostgresCrashMachine.TestCase
+# Every step waits for real commits and every crash reconnects: a quarter
+# of the profile's examples keeps CI's time (`make fuzz` runs 375).
+TestPostgresCrashes.settings = settings(
+    max_examples=max(settings().max_examples // 4, 30)
+)

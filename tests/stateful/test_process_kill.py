@@ -1,5 +1,5 @@
 """Real crashes (issue 5, deliverable 4): a child process runs a driver on a
-SQLite file and reports each acknowledgement only after ``accept_input``
+SQLite file or a PostgreSQL schema and reports each acknowledgement only after ``accept_input``
 returned; the parent SIGKILLs it at random moments and starts a new child
 that recovers and goes on. Afterwards every acknowledged input is in the
 store and no input was applied twice (named by two receipts).
@@ -24,7 +24,7 @@ import pytest
 
 from meerkat_runtime import LogicalRuntimeId
 from meerkat_runtime.generated.input_lifecycle import InputLifecycleState
-from meerkat_runtime.store import SqliteRuntimeStore
+from tests.stateful.kill_child import open_target
 
 ROOT = Path(__file__).resolve().parents[2]
 RID = LogicalRuntimeId("killed")
@@ -38,9 +38,9 @@ class KillRun:
     refused: list[str] = field(default_factory=list)  # recoveries that failed closed
 
 
-def spawn(path: Path, seed: int, mode: str) -> subprocess.Popen[str]:
+def spawn(path: str, seed: int, mode: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.stateful.kill_child", str(path), str(seed), mode],
+        [sys.executable, "-m", "tests.stateful.kill_child", path, str(seed), mode],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -65,7 +65,7 @@ def read_lines(
 
 
 def kill_cycle(
-    path: Path, seed: int, mode: str, run: KillRun, rng: random.Random
+    path: str, seed: int, mode: str, run: KillRun, rng: random.Random
 ) -> None:
     child = spawn(path, seed, mode)
     ready = threading.Event()
@@ -101,7 +101,7 @@ def _stderr(child: subprocess.Popen[str]) -> str:
     return close(child)
 
 
-def drain(path: Path, run: KillRun) -> None:
+def drain(path: str, run: KillRun) -> None:
     child = spawn(path, 0, "drain")
     ready = threading.Event()
     read_lines_thread = threading.Thread(
@@ -114,9 +114,9 @@ def drain(path: Path, run: KillRun) -> None:
     assert status == 0, err
 
 
-async def check(path: Path, run: KillRun) -> list[str]:
+async def check(path: str, run: KillRun) -> list[str]:
     """What the store says against what the children acknowledged."""
-    store = SqliteRuntimeStore(path)
+    store = open_target(path)
     try:
         states = {str(s.input_id): s for s in await store.load_input_states(RID)}
         receipts = await store.load_boundary_receipts(RID)
@@ -145,9 +145,11 @@ async def check(path: Path, run: KillRun) -> list[str]:
 
 
 def kill_test(
-    tmp_path: Path, mode: str, kills: int, seed: int = 1
+    tmp_path: Path, mode: str, kills: int, seed: int = 1, target: str | None = None
 ) -> tuple[KillRun, list[str]]:
-    path = tmp_path / "killed.db"
+    """``target``: where the children keep their store (default: a SQLite
+    file in ``tmp_path``; see kill_child)."""
+    path = target or str(tmp_path / "killed.db")
     rng = random.Random(seed)
     run = KillRun()
     for n in range(kills):
@@ -161,10 +163,18 @@ def kill_test(
 KILLS = int(os.environ.get("MEERKAT_KILLS", "8"))
 
 
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
 def test_sigkill_loses_no_acknowledged_input_and_applies_none_twice(
-    tmp_path: Path,
+    tmp_path: Path, store: str, request: pytest.FixtureRequest
 ) -> None:
-    run, problems = kill_test(tmp_path, "work", KILLS)
+    target = None
+    if store == "postgres":
+        dsn, schema = (
+            request.getfixturevalue("pg_dsn"),
+            request.getfixturevalue("pg_schema"),
+        )
+        target = f"postgres:{schema}:{dsn}"
+    run, problems = kill_test(tmp_path, "work", KILLS, target=target)
     print(f"kills={run.kills} acknowledged={len(run.acked)} completed={len(run.done)}")
     assert run.kills == KILLS
     assert run.acked, "the children acknowledged nothing: the test tested nothing"
