@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import sqlite3
 import zlib
+from collections import Counter
+from collections.abc import Collection
 
 from meerkat_runtime.store.base import CorruptError
 
@@ -82,29 +84,54 @@ def frame_problem(data: bytes) -> str | None:
     )
 
 
-# The rows of one runtime, counted by a full scan of the table (which shares
-# no b-tree page with an index), and through the primary-key index. The load
-# goes through the arrival index (PD-42) on a file of schema 3 or later; the
-# primary key is what every write's upsert finds a row by, so a row it hides
-# would be written twice.
-_COUNTS = (
-    "SELECT (SELECT count(*) FROM runtime_input_states NOT INDEXED "
-    "WHERE runtime_id = ?1), (SELECT count(*) FROM runtime_input_states "
-    "INDEXED BY sqlite_autoindex_runtime_input_states_1 WHERE runtime_id = ?1)"
+# The rows of one runtime, read by a full scan of the table (which shares no
+# b-tree page with an index), and counted through the primary-key index. The
+# load goes through the arrival index (PD-42) on a file of schema 3 or later;
+# the primary key is what every write's upsert finds a row by, so a row it
+# hides would be written twice. A damaged index entry can also point at the
+# wrong row: the load then returns as many rows as the table holds, one of
+# them twice or another runtime's, so the ids are compared, not only counted.
+_TABLE_IDS = (
+    "SELECT input_id FROM runtime_input_states NOT INDEXED WHERE runtime_id = ?1"
+)
+_KEYED_COUNT = (
+    "SELECT count(*) FROM runtime_input_states "
+    "INDEXED BY sqlite_autoindex_runtime_input_states_1 WHERE runtime_id = ?1"
 )
 
 
-def check_input_count(conn: sqlite3.Connection, runtime_id: str, loaded: int) -> None:
-    """Fail when a load, or the primary-key index, finds a number of input
-    rows other than the table holds for ``runtime_id``. Run it after the
-    load, on a connection that saw the same data: nothing writes a runtime
-    while it is being recovered (a driver's operations do not interleave)."""
-    held, keyed = conn.execute(_COUNTS, (runtime_id,)).fetchone()
-    for found, path in ((loaded, "the index"), (keyed, "the primary-key index")):
-        if found != held:
-            raise corruption(
-                "runtime_input_states",
+def check_input_count(
+    conn: sqlite3.Connection, runtime_id: str, loaded: int | Collection[str]
+) -> None:
+    """Fail when a load, or the primary-key index, finds other input rows
+    than the table holds for ``runtime_id``: ``loaded`` is the ids the load
+    returned (or only their number, where the caller keeps no ids). Run it
+    after the load, on a connection that saw the same data: nothing writes
+    a runtime while it is being recovered (a driver's operations do not
+    interleave)."""
+    held = [row[0] for row in conn.execute(_TABLE_IDS, (runtime_id,))]
+    (keyed,) = conn.execute(_KEYED_COUNT, (runtime_id,)).fetchone()
+    found = loaded if isinstance(loaded, int) else len(loaded)
+    for count, path in ((found, "the index"), (keyed, "the primary-key index")):
+        if count != len(held):
+            _damaged(
                 runtime_id,
-                f"{path} found {found} input rows but the table holds {held}: "
-                "an index or the table's pages are damaged",
+                f"{path} found {count} input rows but the table holds {len(held)}",
             )
+    if isinstance(loaded, int):
+        return
+    loaded_set = set(loaded)
+    if len(loaded_set) != len(loaded):
+        twice = next(i for i, n in Counter(loaded).items() if n > 1)
+        _damaged(runtime_id, f"the index returned input {twice!r} twice")
+    if loaded_set != set(held):
+        stray = sorted(loaded_set.symmetric_difference(held))[0]
+        _damaged(runtime_id, f"the index and the table disagree on input {stray!r}")
+
+
+def _damaged(runtime_id: str, problem: str) -> None:
+    raise corruption(
+        "runtime_input_states",
+        runtime_id,
+        f"{problem}: an index or the table's pages are damaged",
+    )

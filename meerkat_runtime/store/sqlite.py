@@ -436,7 +436,8 @@ class SqliteRuntimeStore(RuntimeStore):
         with gc_paused():  # a bulk decode: see codec.gc_paused
             await self._read_chunks(*query, decode)
         # A damaged index can hide rows: count them again by the table.
-        await self._read(lambda c: check_input_count(c, rid, len(states)))
+        ids = [str(state.input_id) for state in states]
+        await self._read(lambda c: check_input_count(c, rid, ids))
         return states
 
     async def load_input_state(
