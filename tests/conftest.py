@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,6 +68,8 @@ def pg_schema() -> Iterator[str]:
 
 
 def pytest_sessionfinish() -> None:
-    from tests.postgres import stop_server
-
-    stop_server()
+    # Only a session that used PostgreSQL imported tests.postgres (and has a
+    # server to stop); importing it here would need psycopg in every run.
+    postgres = sys.modules.get("tests.postgres")
+    if postgres is not None:
+        postgres.stop_server()
