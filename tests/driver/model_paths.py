@@ -96,8 +96,9 @@ def _steps(node: Node, op: str) -> Planned | None:
     match op:
         case "accept_consumed":  # consumed at once: no lane, no signal
             return [("ConsumeOnAccept", {})], [], run_open
-        case "accept_queued":
-            return [("QueueAccepted", {})], [_admission(node)], run_open
+        case "accept_queued" | "accept_steer":
+            lane = "steer" if op == "accept_steer" else "queue"
+            return [("QueueAccepted", {})], [_admission(node, lane)], run_open
         case "stage" if phase == "queued" and not run_open:
             run = ("BeginRun", {"run_id": RUN})
             return [("StageForRun", {"run_id": RUN})], [run], True
@@ -158,11 +159,11 @@ def _plain(*names: str) -> list[LifecycleStep]:
     return [(name, {}) for name in names]
 
 
-def _admission(node: Node) -> LifecycleStep:
+def _admission(node: Node, lane: str = "queue") -> LifecycleStep:
     """A prompt queued: it asks to wake an idle (or attached) runtime, not a
     running one (the policy table's wake modes for prompts)."""
     wake = node.runtime_phase in ("idle", "attached")
-    return ("AdmissionAccepted", {"handling_mode": "queue", "wake_if_idle": wake})
+    return ("AdmissionAccepted", {"handling_mode": lane, "wake_if_idle": wake})
 
 
 def _abandon(node: Node, reason: str) -> list[LifecycleStep]:
@@ -173,6 +174,7 @@ def _abandon(node: Node, reason: str) -> list[LifecycleStep]:
 
 OPERATIONS = (
     "accept_queued",
+    "accept_steer",
     "accept_consumed",
     "stage",
     "boundary",

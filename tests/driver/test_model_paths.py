@@ -79,10 +79,6 @@ NOT_PLANNED = {
         "a queue-lane input accepted while a run is open; the plan's runs "
         "stage its only input (tests/driver/test_control.py pins the signals)"
     ),
-    "rc:admission_steer": (
-        "a steer-lane input; the plan's inputs are queue-lane prompts "
-        "(tests/driver/test_control.py pins the signals)"
-    ),
 }
 
 PLAN: Plan = plan(load_machines())
@@ -140,6 +136,13 @@ def test_a_walk_notices_a_driver_that_leaves_the_spec(tmp_path: Path) -> None:
         asyncio.run(main())
 
 
+_FIRST: dict[str, Callable[[], Input]] = {
+    "accept_queued": lambda: prompt(scope="s"),
+    "accept_steer": lambda: prompt(scope="s", steer=True),
+    "accept_consumed": operation,
+}
+
+
 class _Walk:
     """Runs one path against a driver and checks it after every step."""
 
@@ -171,9 +174,8 @@ class _Walk:
 
     async def _perform(self, move: Move) -> None:
         driver, op = self.driver, move.op
-        if op in ("accept_queued", "accept_consumed"):
-            inp = prompt(scope="s") if op == "accept_queued" else operation()
-            self.target = await self._accept(inp)
+        if op.startswith("accept"):
+            self.target = await self._accept(_FIRST[op]())
         elif op in ("supersede", "coalesce"):
             await self._accept(prompt("newer", scope="s"))
         elif op == "stage":
