@@ -50,8 +50,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 @pytest.fixture(scope="session")
 def pg_dsn() -> str:
-    """The PostgreSQL server of the test run (see tests/postgres.py)."""
-    from tests.postgres import server_dsn
+    """The PostgreSQL server of the test run (see tests/store/postgres.py)."""
+    from tests.store.postgres import server_dsn
 
     return server_dsn()
 
@@ -59,7 +59,7 @@ def pg_dsn() -> str:
 @pytest.fixture
 def pg_schema() -> Iterator[str]:
     """A schema of this test's own on that server, dropped afterwards."""
-    from tests.postgres import drop_schema, new_schema
+    from tests.store.postgres import drop_schema, new_schema
 
     schema = new_schema()
     yield schema
@@ -67,6 +67,6 @@ def pg_schema() -> Iterator[str]:
 
 
 def pytest_sessionfinish() -> None:
-    from tests.postgres import stop_server
+    from tests.store.postgres import stop_server
 
     stop_server()

@@ -25,7 +25,7 @@ from meerkat_runtime.store.postgres import PostgresRuntimeStore
 from meerkat_runtime.store.postgres_boundary import store_error
 from meerkat_runtime.store.postgres_schema import SCHEMA_VERSION, SchemaTooNewError
 from meerkat_runtime.testing.conformance import A, rich_state
-from tests.postgres import drop_schema, new_schema
+from tests.store.postgres import drop_schema, new_schema
 
 
 def test_concurrent_migrators_all_open_one_schema(pg_dsn: str, pg_schema: str) -> None:

@@ -58,9 +58,9 @@ from meerkat_runtime.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, appl
 from meerkat_runtime.store.sqlite_writer import SOLO_STREAK
 from meerkat_runtime.store.verify import verify
 from meerkat_runtime.testing.conformance import poisoned, receipt_for, rich_state
-from tests.test_wire_legacy import EXPECTED as LEGACY_EXPECTED
-from tests.test_wire_legacy import PENDING as LEGACY_PENDING
-from tests.test_wire_legacy import copy_legacy
+from tests.store.test_wire_legacy import EXPECTED as LEGACY_EXPECTED
+from tests.store.test_wire_legacy import PENDING as LEGACY_PENDING
+from tests.store.test_wire_legacy import copy_legacy
 
 A = LogicalRuntimeId("sqlite-a")
 SHARED = LogicalRuntimeId("sqlite-shared")
@@ -980,7 +980,7 @@ def test_close_while_another_thread_commits_inline_does_not_crash(
         text=True,
         timeout=120,
         check=False,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert done.returncode == 0, done.stderr[-2000:]
     outcomes = done.stdout.strip().split(" | ")

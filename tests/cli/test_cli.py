@@ -47,7 +47,7 @@ from meerkat_runtime.inspection import (
 from meerkat_runtime.runs import RunBoundaryReceipt
 from meerkat_runtime.store import SqliteRuntimeStore, records
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ T-1..T-7, T-18, T-19, P-1, R-1, R-2, A-19, L-10, L-12, E-1..E-3).
 Every value type round-trips through ``encode``/``decode`` (a union base class
 decodes into its variants) and through ``to_json``/``from_json``, using
 upstream's tag names and shapes (an image's data flattened into its block);
-``tests/test_wire.py`` and the golden documents of ``tests/fixtures/wire/``
+``tests/values/test_wire.py`` and the golden documents of ``tests/fixtures/wire/``
 pin the rest of upstream's shapes.
 """
 

@@ -40,7 +40,7 @@ from meerkat_runtime.events import (
     TopologyEvent,
 )
 
-WIRE = Path(__file__).parent / "fixtures" / "wire"
+WIRE = Path(__file__).parents[1] / "fixtures" / "wire"
 REPORTS: dict[str, type[Any]] = {
     cls.__name__: cls
     for cls in (RecoveryReport, RetireReport, ResetReport, RecycleReport, DestroyReport)

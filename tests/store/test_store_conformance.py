@@ -1,4 +1,4 @@
-"""The shipped store conformance suite, run against every built-in store (PostgreSQL: tests/postgres.py)."""
+"""The shipped store conformance suite, run against every built-in store (PostgreSQL: tests/store/postgres.py)."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ from meerkat_runtime.store import records, sqlite_schema
 from meerkat_runtime.store.base import RuntimeStoreError
 from meerkat_runtime.store.integrity import frame_problem
 from meerkat_runtime.store.sqlite_schema import SCHEMA_VERSION
-from tests.test_wire_legacy import DONE, EXPECTED, LEGACY, PENDING, copy_legacy
+from tests.store.test_wire_legacy import DONE, EXPECTED, LEGACY, PENDING, copy_legacy
 
 
 def open_and_close(db: Path) -> None:

@@ -31,7 +31,7 @@ from meerkat_runtime import (
 from meerkat_runtime.inputs import BlobImage, ImageBlock, TextBlock
 from tests.fixtures.legacy.make_schema2 import PIXEL
 
-LEGACY = Path(__file__).parent / "fixtures" / "legacy"
+LEGACY = Path(__file__).parents[1] / "fixtures" / "legacy"
 EXPECTED = json.loads((LEGACY / "expected.json").read_text())
 DONE = SessionId("0190a000-0000-7000-8000-000000000001")
 PENDING = SessionId("0190a000-0000-7000-8000-000000000002")

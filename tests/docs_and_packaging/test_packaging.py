@@ -19,7 +19,7 @@ import meerkat_runtime
 from codegen import render
 from codegen.__main__ import main as codegen_main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SPEC_TOOLING = {"pyyaml", "jinja2", "graphviz"}
 NOT_SOURCE = (
     ".git",

@@ -19,7 +19,7 @@ from meerkat_runtime.store.base import RuntimeStoreError
 from meerkat_runtime.testing.conformance import rich_state
 
 A = LogicalRuntimeId("parts")
-STORE_DIR = Path(__file__).resolve().parents[1] / "meerkat_runtime" / "store"
+STORE_DIR = Path(__file__).resolve().parents[2] / "meerkat_runtime" / "store"
 
 
 def run(body: Callable[[], Coroutine[Any, Any, None]]) -> None:

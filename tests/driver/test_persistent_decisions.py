@@ -1,4 +1,4 @@
-"""Persistent driver beyond the ported seed suite (tests/test_driver_persistent.py): the port decisions 5, 13, 14, 16, 18, 22, 23, 24 and restarts.
+"""Persistent driver beyond the ported seed suite (tests/driver/test_driver_persistent.py): the port decisions 5, 13, 14, 16, 18, 22, 23, 24 and restarts.
 
 Rule ids: D-5 (durable before ack), D-6 (boundary commit), D-7 .. D-9 (terminal
 events and control ops), D-11 (recovery), D-13 (recycle), Z-7 / Z-8 (restart

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 SCANNED_DIRS = ("meerkat_runtime", "codegen", "spec", "tests", "bench", "scripts")
 SCANNED_SUFFIXES = {".py", ".yaml", ".yml", ".j2", ".toml"}

@@ -30,8 +30,7 @@ from meerkat_runtime import (
 )
 from meerkat_runtime.cli import main
 from meerkat_runtime.inspection import InspectionError, load_database
-
-from .sessions.helpers import outcome_of, prompt
+from tests.sessions.helpers import outcome_of, prompt
 
 NOBODY = 65534
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "authority.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "authority.py"
 
 
 def test_benchmark_tables_match_the_spec(monkeypatch: pytest.MonkeyPatch) -> None:

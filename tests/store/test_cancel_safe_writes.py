@@ -4,7 +4,7 @@ ended, so the driver's memory follows the store. A write that committed is
 kept (the store raises ``CommittedThenCancelled``, a ``CancelledError``; the
 driver keeps memory and its caller stays cancelled); one that never ran or
 failed leaves nothing. The generic path, for stores that
-do not declare ``cancel_safe_writes``, is tests/regressions/test_cancelled_write.py."""
+do not declare ``cancel_safe_writes``, is tests/driver/test_cancelled_write.py."""
 
 from __future__ import annotations
 

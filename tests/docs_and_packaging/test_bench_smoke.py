@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # helpers of the benchmarks, not benchmarks themselves
 SHARED = {"sqlite_tools.py", "durable_parts.py", "durable_floors.py", "goals.py"}
 BENCHMARKS = sorted(
