@@ -1,5 +1,5 @@
 """Fixtures the persistent driver's tests share."""
 
-from tests.driver.test_persistent_decisions import backend
+from tests.driver.persistent import backend
 
 __all__ = ["backend"]

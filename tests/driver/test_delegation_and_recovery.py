@@ -35,7 +35,7 @@ from meerkat_runtime.generated.input_lifecycle import (
 )
 from meerkat_runtime.inputs import PromptInput
 from meerkat_runtime.runs import BoundaryApplied, RunCompleted, RunFailed
-from tests.driver.test_persistent_decisions import (
+from tests.driver.persistent import (
     _S,
     RID,
     Backend,
