@@ -1,4 +1,4 @@
-"""Child process for test_sqlite_store: one thread commits big writes inline
+"""Child process for test_sqlite_errors_and_closing: one thread commits big writes inline
 on its own event loop while the main thread closes the store. It prints how
 the writes ended; a crash (the defect) kills the process instead."""
 
