@@ -356,6 +356,8 @@ def test_a_close_after_one_cancelled_among_the_readers_waits_for_them(
     the reader still open. The second waits until it is closed."""
 
     in_query, go_on = threading.Event(), threading.Event()
+    # Released each time a close() is about to wait for the reader.
+    closes_waiting = threading.Semaphore(0)
 
     def hold() -> None:  # a reader in the middle of a query
         in_query.set()
@@ -365,17 +367,16 @@ def test_a_close_after_one_cancelled_among_the_readers_waits_for_them(
         store = SqliteRuntimeStore(tmp_path / "readers.db")
         await store.persist_input_state(A, queued_state())
         store.readers.hooks.chunk = hold
+        store.readers.hooks.close_wait = closes_waiting.release
         load = asyncio.ensure_future(store.load_input_states(A))
         await asyncio.to_thread(in_query.wait, 30)
         try:
             first = asyncio.ensure_future(store.close())
-            while store.writer.running():
-                await asyncio.sleep(0.01)
-            await asyncio.sleep(0.05)  # now waiting for the reader
+            assert await asyncio.to_thread(closes_waiting.acquire, True, 30)
             first.cancel()
             await asyncio.wait({first})
             second = asyncio.ensure_future(store.close())
-            await asyncio.sleep(0.05)
+            assert await asyncio.to_thread(closes_waiting.acquire, True, 30)
             assert not second.done()  # waits for the reader
             assert store.readers.open_connections() == 1
         finally:
