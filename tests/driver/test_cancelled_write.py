@@ -1,7 +1,7 @@
-"""Regression (found by the cold review): a caller cancelled while its write
-was in flight used to undo memory although the write then committed, so after
+"""A caller cancelled while its write is in flight: memory follows what the
+store did. (It once undid memory although the write then committed, so after
 a restart an input the caller never saw acknowledged ran anyway, and a retry
-with the same key was stored twice. Memory must follow what the store did."""
+with the same key was stored twice.)"""
 
 from __future__ import annotations
 

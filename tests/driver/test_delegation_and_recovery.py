@@ -1,5 +1,5 @@
-"""Regressions found by a cold review of the persistent driver, each on both
-stores:
+"""The persistent driver's delegations, recovery and refused operations, each
+on both stores; what once went wrong:
 
 * pure delegations (D-2: ``apply_input``, ``consume_inputs``,
   ``rollback_staged`` ...) change memory without writing, and the next

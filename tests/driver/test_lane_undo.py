@@ -1,6 +1,6 @@
-"""Regressions: every failure a fuzzer or a review ever found, pinned as an
-explicit test before it was fixed (issue 5). Each test names where it was
-found. Paste a shrunk Hypothesis example here as a plain sequence of calls."""
+"""Undo of lane changes and of failed commits: failures the fuzzers found,
+each pinned as a plain sequence of calls (a shrunk Hypothesis example) before
+it was fixed (issue 5). Each test names where it was found."""
 
 from __future__ import annotations
 

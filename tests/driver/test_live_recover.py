@@ -1,6 +1,6 @@
-"""Regression (found by the cold review): ``recover()`` on a live persistent
-driver skipped the in-memory half of recovery (D-12, CP-7), so a staged batch
-stayed staged forever."""
+"""``recover()`` on a live persistent driver runs the in-memory half of
+recovery too (D-12, CP-7). It once skipped it, so a staged batch stayed
+staged forever."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Regression (found by the cold review of per-runtime recovery counts): a
+"""Calls that interleave with a driver's first recovery are refused. A
 driver's first recovery runs without a checkpoint, so nothing refused an
 ``accept_input`` (or a second ``recover()``) started while it awaited its
 load. On SQLite the accepted row was then stamped with the old recovery epoch

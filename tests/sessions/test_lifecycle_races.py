@@ -1,5 +1,5 @@
-"""Regressions found by a cold review of the sessions layer: waiters left
-pending for ever, a loop that died holding a run, and stop, unregister or
+"""Lifecycle operations racing waiters, cancellation and a store that refuses
+a run's end. What once went wrong: waiters left pending for ever, a loop that died holding a run, and stop, unregister or
 close hanging while a store refuses a run's end.
 
 Rules: K-3/K-4 (every waiter answered exactly once), X-5 (unregister), X-6
