@@ -51,8 +51,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 @pytest.fixture(scope="session")
 def pg_dsn() -> str:
-    """The PostgreSQL server of the test run (see tests/postgres.py)."""
-    from tests.postgres import server_dsn
+    """The PostgreSQL server of the test run (see tests/store/postgres.py)."""
+    from tests.store.postgres import server_dsn
 
     return server_dsn()
 
@@ -60,7 +60,7 @@ def pg_dsn() -> str:
 @pytest.fixture
 def pg_schema() -> Iterator[str]:
     """A schema of this test's own on that server, dropped afterwards."""
-    from tests.postgres import drop_schema, new_schema
+    from tests.store.postgres import drop_schema, new_schema
 
     schema = new_schema()
     yield schema
@@ -68,8 +68,8 @@ def pg_schema() -> Iterator[str]:
 
 
 def pytest_sessionfinish() -> None:
-    # Only a session that used PostgreSQL imported tests.postgres (and has a
+    # Only a session that used PostgreSQL imported tests.store.postgres (and a
     # server to stop); importing it here would need psycopg in every run.
-    postgres = sys.modules.get("tests.postgres")
+    postgres = sys.modules.get("tests.store.postgres")
     if postgres is not None:
         postgres.stop_server()

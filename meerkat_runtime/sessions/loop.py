@@ -110,6 +110,9 @@ class RuntimeLoop:
         self.retry_delay = retry_delay
         self.store_backoff = store_backoff or StoreBackoff()
         self._attention = asyncio.Event()
+        # Set while the loop has nothing to do and waits to be woken: tests
+        # wait on it to know a turn is over instead of sleeping.
+        self.waiting = asyncio.Event()
         self._controls: deque[AnyRunControlCommand] = deque()
         self._stop_sent = asyncio.Event()  # a Stop is queued: pauses end early
         self._withdrawn = 0  # runs withdrawn in a row (store faults, PD-38)
@@ -158,7 +161,9 @@ class RuntimeLoop:
     async def _main(self) -> None:
         try:
             while not self.stopped:
+                self.waiting.set()
                 await self._attention.wait()
+                self.waiting.clear()
                 self._attention.clear()
                 if await self._apply_controls():
                     return

@@ -43,6 +43,8 @@ class ReaderHooks:
 
     # Reader thread, before each chunk of a bulk read is fetched.
     chunk: Callable[[], None] | None = None
+    # Closing thread, before it waits for a connection's reader to finish.
+    close_wait: Callable[[], None] | None = None
 
 
 class SqliteReaders:
@@ -150,6 +152,8 @@ class SqliteReaders:
             pairs = list(self._pairs)
         for pair in pairs:
             conn, lock = pair
+            if self.hooks.close_wait is not None:
+                self.hooks.close_wait()
             with lock:
                 conn.close()
             with self._pairs_lock:

@@ -7,7 +7,7 @@ ones included, so a field added to an input is fuzzed without anyone editing
 a generator. With ``wrong=True`` any field may instead hold a hostile value:
 another type, a malformed id, text with a lone surrogate, a number JSON
 cannot hold, a set, non-text keys, nesting a thousand deep, a value over the
-size limit. The runtime's promise, checked by ``tests/test_admission.py``, is
+size limit. The runtime's promise, checked by ``tests/driver/test_admission.py``, is
 that such an input is either refused with ``ValidationFailed`` naming the
 field, or accepted and read back unchanged after a restart.
 

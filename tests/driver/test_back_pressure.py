@@ -38,7 +38,7 @@ from tests.driver.helpers import (
     run_to_completion,
     stage_run,
 )
-from tests.test_persistent_decisions import (
+from tests.driver.persistent import (
     RID,
     Backend,
     accepted,
@@ -46,7 +46,7 @@ from tests.test_persistent_decisions import (
     raw,
     run,
 )
-from tests.test_persistent_decisions import (
+from tests.driver.persistent import (
     new_driver as new_persistent,
 )
 
@@ -141,7 +141,7 @@ def test_a_recovery_above_the_limit_keeps_everything(backend: Backend) -> None:
         await accepted(new_persistent(b.open()), *(prompt(str(n)) for n in range(5)))
         from meerkat_runtime.blobs import MemoryBlobStore
         from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
-        from tests.test_persistent_decisions import RID
+        from tests.driver.persistent import RID
 
         restarted = PersistentRuntimeDriver(
             RID, b.open(), MemoryBlobStore(), max_pending_inputs=LIMIT

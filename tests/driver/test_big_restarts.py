@@ -22,7 +22,7 @@ from meerkat_runtime.runs import RunBoundaryReceipt
 from meerkat_runtime.store import records
 from meerkat_runtime.store.base import RuntimeStore
 from meerkat_runtime.testing.faults import FaultyStore
-from tests.test_persistent_decisions import (
+from tests.driver.persistent import (
     RID,
     Backend,
     accepted,

@@ -194,6 +194,14 @@ async def held(event: asyncio.Event) -> None:
     await asyncio.wait_for(event.wait(), TIMEOUT)
 
 
+def turn_over(adapter: RuntimeSessionAdapter, sid: SessionId) -> asyncio.Event:
+    """Set once the session's loop has finished its turn and waits for work
+    (call it while the loop is busy: it is set while the loop is idle)."""
+    loop = adapter.sessions[sid].loop
+    assert loop is not None, "the session has no loop"
+    return loop.waiting
+
+
 class GatedStore(InMemoryRuntimeStore):
     """An in-memory store whose next ``persist_input_state`` waits for ``gate``
     (holding the session lock meanwhile, as a slow disk would)."""

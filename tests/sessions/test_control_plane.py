@@ -47,6 +47,7 @@ from .helpers import (
     progress_peer,
     prompt,
     state_of,
+    turn_over,
 )
 
 Body = Callable[[RuntimeSessionAdapter, SessionId, LogicalRuntimeId], Awaitable[None]]
@@ -263,7 +264,7 @@ def test_reset_abandons_queued_progress_peer_before_it_runs() -> None:
         assert report.inputs_abandoned == 1
         assert await outcome_of(handle) == RuntimeTerminated(reason="runtime reset")
         executor.control_release.set()
-        await asyncio.sleep(0.01)  # give the loop its chance to (not) run it
+        await held(turn_over(adapter, sid))  # the loop had its chance to run it
         assert executor.calls == []
         assert await adapter.runtime_state(sid) is RuntimeState.IDLE
         assert await adapter.list_active_inputs(sid) == []
@@ -424,7 +425,7 @@ def test_destroy_with_loop_keeps_session_registered() -> None:
         assert report.inputs_abandoned == 1
         assert await outcome_of(handle) == RuntimeTerminated(reason="runtime destroyed")
         executor.control_release.set()
-        await asyncio.sleep(0.01)
+        await held(turn_over(adapter, sid))
         assert executor.calls == []
         assert await adapter.control_plane.runtime_state(rid) is RuntimeState.DESTROYED
         assert adapter.sessions[sid].has_live_loop()

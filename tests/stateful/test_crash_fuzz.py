@@ -68,8 +68,8 @@ from meerkat_runtime.testing.faults import (
     SimulatedCrash,
 )
 from meerkat_runtime.testing.strategies import inputs
-from tests.postgres import drop_schema, new_schema, server_dsn
 from tests.stateful.model import Model, ModelInput
+from tests.store.postgres import drop_schema, new_schema, server_dsn
 
 T = TypeVar("T")
 RID = LogicalRuntimeId("fuzzed")

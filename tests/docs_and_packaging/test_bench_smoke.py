@@ -1,0 +1,58 @@
+"""Every benchmark still runs (at its ``--quick`` sizes), so a change to the
+library cannot silently break one. Nothing here is timed: the figures are
+printed by the benchmarks (`make bench`), never asserted; only that each goal
+gets its one verdict line and that scratch files go to the temp directory."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+# helpers of the benchmarks, not benchmarks themselves
+SHARED = {"sqlite_tools.py", "durable_parts.py", "durable_floors.py", "goals.py"}
+BENCHMARKS = sorted(
+    p.name for p in (ROOT / "bench").glob("*.py") if p.name not in SHARED
+)
+GOALS = {
+    "authority.py": 2,
+    "driver.py": 3,
+    "durable.py": 5,
+    "postgres.py": 4,
+    "scale.py": 2,
+    "sessions.py": 1,
+}
+GOAL_LINE = re.compile(r"GOAL \S.* [≥≤][\d,.]+.*: [\d,.]+.* — (met|NOT MET)")
+SQLITE = {"durable.py", "scale.py", "sessions.py"}  # the ones that write database files
+
+
+def test_every_benchmark_is_covered() -> None:
+    assert sorted(GOALS) == BENCHMARKS
+
+
+@pytest.mark.parametrize("script", BENCHMARKS)
+def test_benchmark_runs_at_quick_sizes(script: str, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), "--quick"],
+        cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    goals = [line for line in done.stdout.splitlines() if line.startswith("GOAL ")]
+    assert len(goals) == GOALS[script], done.stdout[-3000:]
+    for line in goals:
+        assert GOAL_LINE.fullmatch(line), line
+    if script == "durable.py":  # each unmet goal is shown beside its floor
+        assert done.stdout.count("floor:") == 4, done.stdout[-3000:]
+    if script in SQLITE:  # under the system temp directory, and cleaned up
+        assert f"database files in {tmp_path}{os.sep}meerkat-bench-" in done.stdout
+        assert list(tmp_path.iterdir()) == []
