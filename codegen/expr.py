@@ -9,6 +9,10 @@ no ``eval`` anywhere. One parsed tree serves three consumers:
 * ``evaluate`` interprets it over plain values (the model checker, the oracle);
 * ``to_python`` renders it as source for the generated authority module.
 
+This module holds the type checker and is the language's one import: the
+syntax and parser live in ``expr_syntax``, the interpreter in ``expr_eval``
+and the compiler in ``expr_python``, all re-exported here.
+
 Allowed: literals (int, bool, str, None), names of fields/parameters/constants
 and ``phase``, enum members ``Enum.member``, union records
 ``Union.Variant(field=...)``, effects ``Effect(arg=...)`` (in ``emits`` only),
@@ -19,11 +23,23 @@ and ``phase``, enum members ``Enum.member``, union records
 from __future__ import annotations
 
 import ast
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from codegen.errors import Problems
+from codegen.expr_eval import evaluate
+from codegen.expr_python import PyNames, to_python
+from codegen.expr_syntax import (
+    ALLOWED_SYNTAX,
+    Binding,
+    Expr,
+    Scope,
+    UnionVal,
+    describe,
+    names_used,
+    parse,
+    type_names_used,
+)
 from codegen.types import (
     BOOL,
     INT,
@@ -39,141 +55,6 @@ from codegen.types import (
     comparable,
     strip_optional,
 )
-
-ALLOWED_SYNTAX = (
-    "literals",
-    "names",
-    "Enum.member",
-    "Union.Variant(field=...)",
-    "== != < <= > >=",
-    "in / not in (tuple)",
-    "is None / is not None",
-    "and / or / not",
-    "+ - on int",
-    "a if cond else b",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Binding:
-    """What a bare name in an expression refers to."""
-
-    kind: str  # "field" | "param" | "const" | "phase"
-    type: Type
-    value: object = None  # for constants
-
-
-@dataclass(frozen=True, slots=True)
-class UnionVal:
-    """A union record as the interpreter sees it (hashable, printable)."""
-
-    type_name: str
-    variant: str
-    fields: tuple[tuple[str, object], ...] = ()
-
-    def __str__(self) -> str:
-        args = ", ".join(f"{k}={_show(v)}" for k, v in self.fields)
-        return f"{self.variant}({args})"
-
-
-def _show(value: object) -> str:
-    return "None" if value is None else str(value)
-
-
-@dataclass(slots=True)
-class Scope:
-    """Everything a name in one expression may resolve to."""
-
-    names: Mapping[str, Binding]
-    types: Mapping[str, Type]
-    effects: Mapping[str, tuple[tuple[str, Type], ...]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Expr:
-    """A parsed, whitelisted expression and where it came from."""
-
-    text: str
-    tree: ast.expr
-    line: int
-
-
-def parse(text: object, line: int, problems: Problems) -> Expr | None:
-    """Parse ``text`` and reject any syntax outside the whitelist."""
-    if isinstance(text, bool | int):
-        text = str(text)
-    if not isinstance(text, str):
-        problems.add(line, "expression", repr(text), "an expression must be text")
-        return None
-    try:
-        # Parenthesised so that an expression folded over several YAML lines
-        # parses as one expression.
-        tree = ast.parse(f"({text.strip()}\n)", mode="eval").body
-    except SyntaxError as exc:
-        problems.add(line, "expression", text, f"cannot parse expression: {exc.msg}")
-        return None
-    bad = _first_disallowed(tree)
-    if bad is not None:
-        problems.add(
-            line,
-            "expression",
-            text,
-            f"{type(bad).__name__} is not allowed in spec expressions",
-            ALLOWED_SYNTAX,
-        )
-        return None
-    return Expr(" ".join(text.split()), tree, line)
-
-
-_ALLOWED_NODES = (
-    ast.Constant,
-    ast.Name,
-    ast.Attribute,
-    ast.Call,
-    ast.keyword,
-    ast.Compare,
-    ast.BoolOp,
-    ast.UnaryOp,
-    ast.BinOp,
-    ast.IfExp,
-    ast.Tuple,
-    ast.Load,
-    ast.And,
-    ast.Or,
-    ast.Not,
-    ast.USub,
-    ast.Add,
-    ast.Sub,
-    ast.Eq,
-    ast.NotEq,
-    ast.Lt,
-    ast.LtE,
-    ast.Gt,
-    ast.GtE,
-    ast.In,
-    ast.NotIn,
-    ast.Is,
-    ast.IsNot,
-)
-
-
-def _first_disallowed(tree: ast.AST) -> ast.AST | None:
-    for node in ast.walk(tree):
-        if not isinstance(node, _ALLOWED_NODES):
-            return node
-        if isinstance(node, ast.Constant) and not isinstance(
-            node.value, bool | int | str | type(None)
-        ):
-            return node
-        if isinstance(node, ast.Name) and node.id.startswith("_"):
-            return node
-        if isinstance(node, ast.Attribute) and not isinstance(node.value, ast.Name):
-            return node
-    return None
-
-
-# --------------------------------------------------------------------------
-# type checking
 
 
 class _Checker:
@@ -421,215 +302,8 @@ def check(expr: Expr, scope: Scope, problems: Problems) -> Type | None:
     return _Checker(scope, problems, expr).check(expr.tree)
 
 
-def names_used(expr: Expr) -> set[str]:
-    """Bare names (fields, parameters, constants) the expression reads."""
-    skip = {
-        id(n.value) for n in ast.walk(expr.tree) if isinstance(n, ast.Attribute)
-    } | {id(n.func) for n in ast.walk(expr.tree) if isinstance(n, ast.Call)}
-    return {
-        n.id
-        for n in ast.walk(expr.tree)
-        if isinstance(n, ast.Name) and id(n) not in skip
-    }
-
-
-def type_names_used(expr: Expr) -> set[str]:
-    """Named types the expression mentions (``Enum.member``, ``Union.Variant``)."""
-    return {
-        n.value.id
-        for n in ast.walk(expr.tree)
-        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
-    }
-
-
-# --------------------------------------------------------------------------
-# evaluation (model checker, oracle)
-
-Env = Mapping[str, object]
-
-_ORDER: dict[type[ast.cmpop], Callable[[int, int], bool]] = {
-    ast.Lt: lambda a, b: a < b,
-    ast.LtE: lambda a, b: a <= b,
-    ast.Gt: lambda a, b: a > b,
-    ast.GtE: lambda a, b: a >= b,
-}
-
-
-def evaluate(expr: Expr, env: Env) -> object:
-    """Interpret a checked expression; names are looked up in ``env``."""
-    return _eval(expr.tree, env)
-
-
-def _eval(node: ast.expr, env: Env) -> object:
-    if isinstance(node, ast.Constant):
-        return node.value
-    if isinstance(node, ast.Name):
-        return env[node.id]
-    if isinstance(node, ast.Attribute):
-        return node.attr  # enum members are their names
-    if isinstance(node, ast.Call):
-        return _eval_call(node, env)
-    if isinstance(node, ast.Compare):
-        return _eval_compare(node, env)
-    if isinstance(node, ast.BoolOp):
-        if isinstance(node.op, ast.And):
-            return all(_eval(v, env) for v in node.values)
-        return any(_eval(v, env) for v in node.values)
-    if isinstance(node, ast.UnaryOp):
-        operand = _eval(node.operand, env)
-        return (not operand) if isinstance(node.op, ast.Not) else -_int(operand)
-    if isinstance(node, ast.BinOp):
-        left, right = _int(_eval(node.left, env)), _int(_eval(node.right, env))
-        return left + right if isinstance(node.op, ast.Add) else left - right
-    if isinstance(node, ast.IfExp):
-        return _eval(node.body if _eval(node.test, env) else node.orelse, env)
-    raise TypeError(f"cannot evaluate {ast.dump(node)}")
-
-
-def _int(value: object) -> int:
-    assert isinstance(value, int)
-    return value
-
-
-def _eval_call(node: ast.Call, env: Env) -> UnionVal:
-    fields = tuple(sorted((str(kw.arg), _eval(kw.value, env)) for kw in node.keywords))
-    if isinstance(node.func, ast.Attribute):
-        assert isinstance(node.func.value, ast.Name)
-        return UnionVal(node.func.value.id, node.func.attr, fields)
-    assert isinstance(node.func, ast.Name)
-    return UnionVal("effect", node.func.id, fields)
-
-
-def _eval_compare(node: ast.Compare, env: Env) -> bool:
-    op, right = node.ops[0], node.comparators[0]
-    left = _eval(node.left, env)
-    if isinstance(op, ast.Is):
-        return left is None
-    if isinstance(op, ast.IsNot):
-        return left is not None
-    if isinstance(op, ast.In | ast.NotIn):
-        assert isinstance(right, ast.Tuple)
-        found = left in [_eval(e, env) for e in right.elts]
-        return found if isinstance(op, ast.In) else not found
-    right_v = _eval(right, env)
-    if isinstance(op, ast.Eq):
-        return left == right_v
-    if isinstance(op, ast.NotEq):
-        return left != right_v
-    return _ORDER[type(op)](_int(left), _int(right_v))
-
-
-# --------------------------------------------------------------------------
-# compilation to Python source (generated modules)
-
-
-@dataclass(frozen=True, slots=True)
-class PyNames:
-    """How names render in generated code."""
-
-    scope: Scope
-    field: Callable[[str], str]  # field name -> source
-    param: Callable[[str], str]
-    phase: str
-    enum_member: Callable[[EnumT, str], str]
-
-
-def to_python(expr: Expr, names: PyNames) -> str:
-    return _py(expr.tree, names)
-
-
-def _py(node: ast.expr, n: PyNames) -> str:
-    if isinstance(node, ast.Constant):
-        return repr(node.value)
-    if isinstance(node, ast.Name):
-        return _py_name(node.id, n)
-    if isinstance(node, ast.Attribute):
-        assert isinstance(node.value, ast.Name)
-        enum = n.scope.types[node.value.id]
-        assert isinstance(enum, EnumT)
-        return n.enum_member(enum, node.attr)
-    if isinstance(node, ast.Call):
-        args = ", ".join(f"{kw.arg}={_py(kw.value, n)}" for kw in node.keywords)
-        if isinstance(node.func, ast.Attribute):
-            assert isinstance(node.func.value, ast.Name)
-            return f"{node.func.value.id}.{node.func.attr}({args})"
-        assert isinstance(node.func, ast.Name)
-        return f"{node.func.id}({args})"
-    if isinstance(node, ast.Compare):
-        return _py_compare(node, n)
-    if isinstance(node, ast.BoolOp):
-        joiner = " and " if isinstance(node.op, ast.And) else " or "
-        return "(" + joiner.join(_py(v, n) for v in node.values) + ")"
-    if isinstance(node, ast.UnaryOp):
-        prefix = "not " if isinstance(node.op, ast.Not) else "-"
-        return f"({prefix}{_py(node.operand, n)})"
-    if isinstance(node, ast.BinOp):
-        sign = "+" if isinstance(node.op, ast.Add) else "-"
-        return f"({_py(node.left, n)} {sign} {_py(node.right, n)})"
-    if isinstance(node, ast.IfExp):
-        return (
-            f"({_py(node.body, n)} if {_py(node.test, n)} else {_py(node.orelse, n)})"
-        )
-    raise TypeError(f"cannot compile {ast.dump(node)}")
-
-
-def _py_name(name: str, n: PyNames) -> str:
-    binding = n.scope.names[name]
-    if binding.kind == "field":
-        return n.field(name)
-    if binding.kind == "param":
-        return n.param(name)
-    if binding.kind == "phase":
-        return n.phase
-    return repr(binding.value)
-
-
-_PY_OPS: dict[type[ast.cmpop], str] = {
-    ast.Eq: "==",
-    ast.NotEq: "!=",
-    ast.Lt: "<",
-    ast.LtE: "<=",
-    ast.Gt: ">",
-    ast.GtE: ">=",
-    ast.In: "in",
-    ast.NotIn: "not in",
-    ast.Is: "is",
-    ast.IsNot: "is not",
-}
-
-
-def _py_compare(node: ast.Compare, n: PyNames) -> str:
-    op, right = node.ops[0], node.comparators[0]
-    text = _PY_OPS[type(op)]
-    # Enum members and None are singletons: identity is exact and cheaper.
-    if isinstance(op, ast.Eq | ast.NotEq) and (
-        _is_singleton(node.left, n) or _is_singleton(right, n)
-    ):
-        text = "is" if isinstance(op, ast.Eq) else "is not"
-    if isinstance(right, ast.Tuple):
-        inner = ", ".join(_py(e, n) for e in right.elts)
-        rendered = f"({inner},)" if len(right.elts) == 1 else f"({inner})"
-        return f"({_py(node.left, n)} {text} {rendered})"
-    return f"({_py(node.left, n)} {text} {_py(right, n)})"
-
-
-def _is_singleton(node: ast.expr, n: PyNames) -> bool:
-    if isinstance(node, ast.Constant):
-        return node.value is None
-    if isinstance(node, ast.Attribute):
-        return True
-    if isinstance(node, ast.Name):
-        binding = n.scope.names.get(node.id)
-        return binding is not None and binding.kind == "phase"
-    return False
-
-
-def describe(expr: Expr) -> str:
-    """The normalised text of an expression, as diagrams print it."""
-    return ast.unparse(expr.tree)
-
-
 __all__ = [
+    "ALLOWED_SYNTAX",
     "Binding",
     "Expr",
     "IdT",
@@ -643,4 +317,5 @@ __all__ = [
     "parse",
     "strip_optional",
     "to_python",
+    "type_names_used",
 ]

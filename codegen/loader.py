@@ -4,16 +4,18 @@ Every problem is collected (file, line, name, what would be valid) and the
 whole list is raised as one ``SpecError`` at the end, so an author sees all
 mistakes in one run. Whole-machine checks (reachability, determinism, exits
 from terminal states) live in ``codegen.validate`` and run after this.
+
+This module holds the top level and the machines; the YAML shape checks
+are in ``specread`` and the ``types:`` section in ``loader_types``.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
 from pathlib import Path
 
 from codegen import expr as ex
 from codegen.errors import Problems, SpecError
+from codegen.loader_types import literal_fits, load_types, resolve_type
 from codegen.model import (
     EffectDef,
     FieldDef,
@@ -24,24 +26,16 @@ from codegen.model import (
     Spec,
     Transition,
 )
+from codegen.specread import CAMEL, IDENT, SNAKE, Reader
 from codegen.types import (
     BOOL,
     INT,
-    PRIMITIVES,
     EnumT,
     IdT,
-    Opt,
     Type,
-    UnionT,
-    UnknownT,
-    Variant,
     assignable,
 )
 from codegen.yamlsrc import Node, load
-
-_IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-_SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
-_CAMEL = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 
 # `properties` is read by codegen.properties (the checker's declarations).
 TOP_KEYS = ("version", "types", "machines", "properties")
@@ -66,60 +60,6 @@ FIELD_KEYS = ("type", "initial", "range")
 STATE_KEYS = ("doc", "stored_as", "restore")
 
 
-class _Reader:
-    """Shape checks on YAML nodes that report instead of raising."""
-
-    def __init__(self, problems: Problems) -> None:
-        self.problems = problems
-
-    def mapping(self, node: Node | None, what: str) -> dict[str, Node]:
-        if node is None:
-            return {}
-        if not isinstance(node.value, dict):
-            self.problems.add(node.line, "shape", what, f"{what} must be a mapping")
-            return {}
-        return node.value
-
-    def seq(self, node: Node | None, what: str) -> list[Node]:
-        """A list; a single scalar counts as a list of one (``from: idle``)."""
-        if node is None:
-            return []
-        if isinstance(node.value, list):
-            return node.value
-        if isinstance(node.value, dict):
-            self.problems.add(node.line, "shape", what, f"{what} must be a list")
-            return []
-        return [node]
-
-    def text(self, node: Node | None, what: str, line: int) -> str | None:
-        if node is None:
-            self.problems.add(line, "missing", what, f"{what} is required")
-            return None
-        if not isinstance(node.value, str):
-            self.problems.add(node.line, "shape", what, f"{what} must be text")
-            return None
-        return node.value
-
-    def keys(self, mapping: dict[str, Node], allowed: Iterable[str], what: str) -> None:
-        allowed = tuple(allowed)
-        for key, value in mapping.items():
-            if key not in allowed:
-                self.problems.add(
-                    value.line,
-                    "unknown-key",
-                    key,
-                    f"unknown key {key!r} in {what}",
-                    allowed,
-                )
-
-    def name(self, name: str, line: int, pattern: re.Pattern[str], what: str) -> bool:
-        if pattern.match(name):
-            return True
-        style = "snake_case" if pattern is _SNAKE else "CamelCase"
-        self.problems.add(line, "name", name, f"{what} {name!r} must be {style}")
-        return False
-
-
 def load_spec(path: Path, display: str | None = None) -> Spec:
     """Load, type-check and validate a lifecycle spec, or raise ``SpecError``."""
     from codegen.validate import validate_machine
@@ -127,7 +67,7 @@ def load_spec(path: Path, display: str | None = None) -> Spec:
     file = display or str(path)
     root = load(path, file)
     problems = Problems(file)
-    r = _Reader(problems)
+    r = Reader(problems)
     top = r.mapping(root, "the spec")
     r.keys(top, TOP_KEYS, "the spec")
     version = top.get("version")
@@ -139,7 +79,7 @@ def load_spec(path: Path, display: str | None = None) -> Spec:
             "this tool reads spec version 1",
             ("1",),
         )
-    types = _load_types(r, top.get("types"))
+    types = load_types(r, top.get("types"))
     machines = []
     for name, node in r.mapping(top.get("machines"), "machines").items():
         machine = _MachineLoader(r, file, types).load(name, node)
@@ -155,102 +95,11 @@ def load_spec(path: Path, display: str | None = None) -> Spec:
 
 
 # --------------------------------------------------------------------------
-# types
-
-
-def _load_types(r: _Reader, node: Node | None) -> dict[str, Type]:
-    types: dict[str, Type] = {}
-    entries = r.mapping(node, "types")
-    for name, entry in entries.items():  # enums and ids first: unions refer to them
-        body = r.mapping(entry, f"type {name}")
-        kind = body.get("kind")
-        if not r.name(name, entry.line, _CAMEL, "type"):
-            continue
-        if kind is None or kind.value not in ("id", "enum", "union"):
-            r.problems.add(
-                entry.line,
-                "type-kind",
-                name,
-                f"type {name} needs a kind",
-                ("id", "enum", "union"),
-            )
-            continue
-        r.keys(
-            body,
-            ("kind", "doc", "module", "members", "tag_field", "external", "variants"),
-            f"type {name}",
-        )
-        if kind.value == "id":
-            module = r.text(body.get("module"), f"{name}.module", entry.line)
-            types[name] = IdT(name, module or "meerkat_runtime.ids")
-        elif kind.value == "enum":
-            members = [
-                str(m.value)
-                for m in r.seq(body.get("members"), f"{name}.members")
-                if r.name(str(m.value), m.line, _SNAKE, "enum member")
-            ]
-            types[name] = EnumT(name, tuple(members))
-    for name, entry in entries.items():
-        body = r.mapping(entry, f"type {name}")
-        kind = body.get("kind")
-        if kind is not None and kind.value == "union":
-            types[name] = _load_union(r, name, entry, body, types)
-    return types
-
-
-def _load_union(
-    r: _Reader, name: str, entry: Node, body: dict[str, Node], types: dict[str, Type]
-) -> UnionT:
-    tag_field = r.text(body.get("tag_field"), f"{name}.tag_field", entry.line) or "type"
-    variants = []
-    for vname, vnode in r.mapping(body.get("variants"), f"{name}.variants").items():
-        r.name(vname, vnode.line, _CAMEL, "variant")
-        fields = tuple(
-            (fname, _resolve_type(r, fnode, types))
-            for fname, fnode in r.mapping(vnode, f"variant {vname}").items()
-        )
-        from codegen.model import snake_case
-
-        variants.append(Variant(vname, snake_case(vname), fields))
-    external = body.get("external")
-    if external is not None and not isinstance(external.value, bool):
-        r.problems.add(
-            external.line,
-            "shape",
-            f"{name}.external",
-            f"{name}.external must be a boolean",
-        )
-    external_flag = external is not None and external.value is True
-    return UnionT(name, tag_field, tuple(variants), external_flag)
-
-
-_OPTIONAL = re.compile(r"^optional\[(.+)\]$")
-
-
-def _resolve_type(r: _Reader, node: Node, types: dict[str, Type]) -> Type:
-    text = str(node.value).strip()
-    match = _OPTIONAL.match(text)
-    if match:
-        return Opt(_resolve_type(r, Node(match.group(1).strip(), node.line), types))
-    found = PRIMITIVES.get(text) or types.get(text)
-    if found is None:
-        r.problems.add(
-            node.line,
-            "unknown-type",
-            text,
-            f"unknown type {text!r}",
-            [*PRIMITIVES, *types, "optional[T]"],
-        )
-        return UnknownT(text)
-    return found
-
-
-# --------------------------------------------------------------------------
 # machines
 
 
 class _MachineLoader:
-    def __init__(self, r: _Reader, file: str, types: dict[str, Type]) -> None:
+    def __init__(self, r: Reader, file: str, types: dict[str, Type]) -> None:
         self.r = r
         self.p = r.problems
         self.file = file
@@ -258,7 +107,7 @@ class _MachineLoader:
 
     def load(self, name: str, node: Node) -> Machine | None:
         r = self.r
-        r.name(name, node.line, _SNAKE, "machine")
+        r.name(name, node.line, SNAKE, "machine")
         body = r.mapping(node, f"machine {name}")
         r.keys(body, MACHINE_KEYS, f"machine {name}")
         state_type_name = (
@@ -266,7 +115,7 @@ class _MachineLoader:
         )
         state_nodes = r.mapping(body.get("states"), "states")
         for state, snode in state_nodes.items():
-            r.name(state, snode.line, _SNAKE, "state")
+            r.name(state, snode.line, SNAKE, "state")
         state_type = EnumT(state_type_name, tuple(state_nodes))
         self.states = state_type.members
         self.types: dict[str, Type] = {**self.shared_types, state_type_name: state_type}
@@ -410,7 +259,7 @@ class _MachineLoader:
     def _predicates(self, node: Node | None) -> tuple[tuple[str, tuple[str, ...]], ...]:
         out = []
         for name, pnode in self.r.mapping(node, "predicates").items():
-            self.r.name(name, pnode.line, _SNAKE, "predicate")
+            self.r.name(name, pnode.line, SNAKE, "predicate")
             members = tuple(
                 s
                 for s in (
@@ -434,16 +283,16 @@ class _MachineLoader:
     def _fields(self, node: Node | None) -> tuple[FieldDef, ...]:
         out = []
         for name, fnode in self.r.mapping(node, "fields").items():
-            self.r.name(name, fnode.line, _SNAKE, "field")
+            self.r.name(name, fnode.line, SNAKE, "field")
             body = self.r.mapping(fnode, f"field {name}")
             self.r.keys(body, FIELD_KEYS, f"field {name}")
             type_node = body.get("type")
             if type_node is None:
                 self.p.add(fnode.line, "missing", name, f"field {name} needs a type")
                 continue
-            ftype = _resolve_type(self.r, type_node, self.types)
+            ftype = resolve_type(self.r, type_node, self.types)
             initial = body["initial"].value if "initial" in body else None
-            if not _literal_fits(initial, ftype):
+            if not literal_fits(initial, ftype):
                 self.p.add(
                     fnode.line,
                     "type",
@@ -478,11 +327,11 @@ class _MachineLoader:
     ) -> list[tuple[str, tuple[Param, ...], int]]:
         out = []
         for name, snode in self.r.mapping(node, f"{what}s").items():
-            self.r.name(name, snode.line, _CAMEL, what)
+            self.r.name(name, snode.line, CAMEL, what)
             params = tuple(
-                Param(pname, _resolve_type(self.r, pnode, self.types))
+                Param(pname, resolve_type(self.r, pnode, self.types))
                 for pname, pnode in self.r.mapping(snode, f"{what} {name}").items()
-                if self.r.name(pname, pnode.line, _SNAKE, "parameter")
+                if self.r.name(pname, pnode.line, SNAKE, "parameter")
             )
             out.append((name, params, snode.line))
         return out
@@ -521,7 +370,7 @@ class _MachineLoader:
     ) -> tuple[Named, ...]:
         out = []
         for name, enode in self.r.mapping(node, f"{what}s").items():
-            self.r.name(name, enode.line, _SNAKE, what)
+            self.r.name(name, enode.line, SNAKE, what)
             parsed = ex.parse(enode.value, enode.line, self.p)
             if parsed is None:
                 continue
@@ -568,7 +417,7 @@ class _MachineLoader:
         on = r.text(body.get("on"), f"transition {name}: on", tnode.line)
         if name is None or on is None:
             return None
-        r.name(name, tnode.line, _SNAKE, "transition")
+        r.name(name, tnode.line, SNAKE, "transition")
         if on not in self.inputs:
             self.p.add(
                 body["on"].line,
@@ -665,7 +514,7 @@ class _MachineLoader:
         out = []
         for enode in self.r.seq(node, "emits"):
             text = enode.value
-            if isinstance(text, str) and _IDENT.match(text.strip()):
+            if isinstance(text, str) and IDENT.match(text.strip()):
                 text = f"{text.strip()}()"  # a bare effect name
             parsed = ex.parse(text, enode.line, self.p)
             if parsed is None:
@@ -713,18 +562,3 @@ class _MachineLoader:
                 continue
             out.append((tname, tuple(v.value for v in self.r.seq(dnode, tname))))
         return tuple(out)
-
-
-def _literal_fits(value: object, t: Type) -> bool:
-    if isinstance(t, UnknownT):
-        return True
-    if value is None:
-        return isinstance(t, Opt)
-    inner = t.inner if isinstance(t, Opt) else t
-    if inner == BOOL:
-        return isinstance(value, bool)
-    if inner == INT:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(inner, EnumT):
-        return value in inner.members
-    return isinstance(value, str)

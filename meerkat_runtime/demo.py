@@ -12,6 +12,10 @@ the work. Finally the parent reads the file back, prints every input's
 timeline and the receipts, and checks its claims against the file: every
 acknowledged input is there and finished, and no input is named by two
 receipts. Any failed claim makes the demo exit non-zero.
+
+This module holds the story (the sessions, the worker, the crash, the
+restart); the claims checked at the end are in ``demo_claims`` and the
+console rendering in ``demo_narration``.
 """
 
 from __future__ import annotations
@@ -34,8 +38,17 @@ from rich.console import Console
 from rich.text import Text
 
 from meerkat_runtime.blobs import FileBlobStore
+
+# Re-exported: the claims and the rendering moved to their own modules.
+from meerkat_runtime.demo_claims import Claim as Claim
+from meerkat_runtime.demo_claims import Event as Event
+from meerkat_runtime.demo_claims import Journal as Journal
+from meerkat_runtime.demo_claims import check_claims as check_claims
+from meerkat_runtime.demo_claims import durable_claim as durable_claim
+from meerkat_runtime.demo_claims import integrity_claim as integrity_claim
+from meerkat_runtime.demo_narration import Narrator as Narrator
+from meerkat_runtime.demo_narration import print_claims
 from meerkat_runtime.errors import MeerkatError
-from meerkat_runtime.generated.input_lifecycle import InputLifecycleState
 from meerkat_runtime.generated.policy_table import PolicyDecision, QueueMode
 from meerkat_runtime.generated.spec_types import HandlingMode
 from meerkat_runtime.ids import (
@@ -45,7 +58,6 @@ from meerkat_runtime.ids import (
     SessionId,
     SupersessionKey,
 )
-from meerkat_runtime.input_state import InputState
 from meerkat_runtime.inputs import (
     External,
     ExternalEventInput,
@@ -60,7 +72,6 @@ from meerkat_runtime.inspection import (
     describe,
     load_database,
     print_views,
-    receipts_naming,
     short,
 )
 from meerkat_runtime.outcomes import Deduplicated
@@ -96,7 +107,6 @@ DEMO_OWNER = "demo-worker"
 CHILD_TIMEOUT = 20.0  # the worker must reach its crash point within this
 DRAIN_TIMEOUT = 10.0  # phase 2 must finish the recovered work within this
 
-Event = dict[str, Any]
 Emit = Callable[[Event], None]
 
 
@@ -342,93 +352,7 @@ def worker_main(argv: list[str]) -> int:
     return asyncio.run(_worker(Path(argv[1])))
 
 
-# ================================================================ narration
-
-
-class Narrator:
-    """Prints the worker's (and the restarted process's) events as they come."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.texts: dict[str, str] = {}
-
-    def show(self, event: Event) -> None:
-        handlers = {
-            "note": self._on_note,
-            "ack": self._on_ack,
-            "run_started": self._on_run_started,
-            "run_failed": self._on_run_failed,
-            "settled": self._on_settled,
-        }
-        handler = handlers.get(str(event["event"]))
-        if handler is not None:
-            handler(event)
-
-    def line(self, session: str, mark: str, style: str, message: str) -> None:
-        line = Text(f"  {session:<14}", style="bold")
-        line.append(f"{mark} ", style=style)
-        line.append(message)
-        self.console.print(line)
-
-    def quote(self, input_id: str) -> str:
-        return f"“{self.texts.get(input_id, short(input_id))}”"
-
-    def _on_note(self, event: Event) -> None:
-        self.line(event["session"], "·", "dim", event["text"])
-
-    def _on_ack(self, event: Event) -> None:
-        self.texts.setdefault(event["input_id"], event["text"])
-        quoted = self.quote(event["input_id"])
-        if event["outcome"] == "deduplicated":
-            original = short(event["existing_id"])
-            message = f"Deduplicated {quoted}: same idempotency key as {original}"
-            self.line(event["session"], "≡", "yellow", message)
-            return
-        message = f"acknowledged (durable) {quoted}"
-        self.line(event["session"], "✔", "green", message)
-
-    def _on_run_started(self, event: Event) -> None:
-        names = ", ".join(self.quote(i) for i in event["inputs"])
-        message = f"run {short(event['run_id'])} started: {names}"
-        if event["boundary"] == RunApplyBoundary.RUN_CHECKPOINT.value:
-            message += "  [steer: at a run checkpoint]"
-        if event["blocked"]:
-            message += "  ← hangs here, mid-run"
-        self.line(event["session"], "▶", "cyan", message)
-
-    def _on_run_failed(self, event: Event) -> None:
-        message = f"run {short(event['run_id'])} failed ({event['error']}): back to queued, retry"
-        self.line(event["session"], "✘", "red", message)
-
-    def _on_settled(self, event: Event) -> None:
-        quoted = self.quote(event["input_id"])
-        if "superseded" in event["outcome"]:
-            message = f"{quoted} superseded by the newer event before it ran"
-            self.line(event["session"], "⊘", "magenta", message)
-            return
-        self.line(event["session"], "■", "blue", f"{quoted}: {event['outcome']}")
-
-
 # ================================================================ phase 1: the parent
-
-
-@dataclass
-class Journal:
-    """What the worker reported before it was killed."""
-
-    acks: list[Event] = field(default_factory=list)
-    crash_run: str = ""
-    crash_pid: int = 0
-
-    def record(self, event: Event) -> None:
-        if event["event"] == "ack":
-            self.acks.append(event)
-
-    def role(self, name: str) -> Event:
-        return next(a for a in self.acks if a["role"] == name)
-
-    def acknowledged(self) -> list[str]:
-        return [a["input_id"] for a in self.acks if a["outcome"] == "accepted"]
 
 
 def _worker_env() -> dict[str, str]:
@@ -538,179 +462,7 @@ async def _drained(adapter: RuntimeSessionAdapter) -> bool:
     return False
 
 
-# ================================================================ claims
-
-
-@dataclass(frozen=True)
-class Claim:
-    title: str
-    ok: bool
-    text: str
-
-
-def check_claims(
-    journal: Journal, views: list[RuntimeView], after_crash: set[str]
-) -> list[Claim]:
-    states = all_inputs(views)
-    named = receipts_naming(views)
-    return [
-        durable_claim(journal, after_crash),
-        _dedup(journal, states, named),
-        _supersede(journal, states, named),
-        _steer(journal, views),
-        _retry(journal, states, named),
-        _recovery(journal, states, named),
-        integrity_claim(journal, views),
-    ]
-
-
-States = dict[str, InputState]
-Named = dict[str, list[str]]
-
-
-def durable_claim(journal: Journal, after_crash: set[str]) -> Claim:
-    """Every input acknowledged before the crash is in the file after it."""
-    acked = journal.acknowledged()
-    missing = [short(i) for i in acked if i not in after_crash]
-    return Claim(
-        "Durable before ack",
-        not missing,
-        f"each “acknowledged” line was printed only after SQLite committed the input; "
-        f"right after the SIGKILL the file held {len(acked) - len(missing)} of the "
-        f"{len(acked)} acknowledged inputs"
-        + (f" (missing: {missing})" if missing else ""),
-    )
-
-
-def _dedup(journal: Journal, states: States, named: Named) -> Claim:
-    original, duplicate = journal.role("original"), journal.role("duplicate")
-    ok = (
-        duplicate["outcome"] == "deduplicated"
-        and duplicate.get("existing_id") == original["input_id"]
-        and duplicate["input_id"] not in states
-        and len(named.get(original["input_id"], [])) == 1
-    )
-    return Claim(
-        "Dedup",
-        ok,
-        f"the retried “{original['text']}” carried the same idempotency key, so it was "
-        "Deduplicated against the first: one stored input, one run",
-    )
-
-
-def _supersede(journal: Journal, states: States, named: Named) -> Claim:
-    old = journal.role("superseded")
-    state = states.get(old["input_id"])
-    ok = (
-        state is not None
-        and state.current_state() is InputLifecycleState.SUPERSEDED
-        and not named.get(old["input_id"])
-    )
-    return Claim(
-        "Supersede",
-        ok,
-        f"ops-watch routes external events to QueueMode.SUPERSEDE: “{old['text']}” "
-        "was replaced by the newer event with the same supersession key while still "
-        "queued; no receipt names it",
-    )
-
-
-def _steer(journal: Journal, views: list[RuntimeView]) -> Claim:
-    steer, queued = journal.role("steer"), journal.role("queued")
-    order: dict[str, tuple[str, str]] = {}
-    for view in views:
-        for receipt in view.receipts:
-            for input_id in receipt.contributing_input_ids:
-                order[str(input_id)] = (str(receipt.run_id), receipt.boundary.value)
-    mine, theirs = order.get(steer["input_id"]), order.get(queued["input_id"])
-    ok = (
-        mine is not None
-        and theirs is not None
-        and mine[1] == RunApplyBoundary.RUN_CHECKPOINT.value
-        and mine[0] < theirs[0]
-    )
-    return Claim(
-        "Steer",
-        ok,
-        f"“{steer['text']}” (handling_mode STEER) arrived last but ran right after "
-        "the current run, at a run checkpoint, ahead of the prompts queued before it",
-    )
-
-
-def _retry(journal: Journal, states: States, named: Named) -> Claim:
-    flaky = journal.role("flaky")
-    state = states.get(flaky["input_id"])
-    ok = (
-        state is not None
-        and state.current_state() is InputLifecycleState.CONSUMED
-        and state.attempt_count() == 2
-        and len(named.get(flaky["input_id"], [])) == 1
-    )
-    attempts = state.attempt_count() if state is not None else 0
-    return Claim(
-        "Retry",
-        ok,
-        f"the toy model failed “{flaky['text']}” once; the runtime rolled it back to "
-        f"queued and ran it again: {attempts} attempts, one receipt",
-    )
-
-
-def _recovery(journal: Journal, states: States, named: Named) -> Claim:
-    crash = journal.role("crash")
-    state = states.get(crash["input_id"])
-    runs = named.get(crash["input_id"], [])
-    ok = (
-        state is not None
-        and state.current_state() is InputLifecycleState.CONSUMED
-        and state.recovery_count >= 1
-        and len(runs) == 1
-        and not runs[0].startswith(journal.crash_run)
-    )
-    return Claim(
-        "Crash + recovery",
-        ok,
-        f"“{crash['text']}” was mid-run in pid {journal.crash_pid} when it was "
-        "SIGKILLed. Staging is never persisted and the killed run left no receipt, "
-        "so the file still had it queued: the new process recovered it, ran it in "
-        "a new run, then the input queued behind it",
-    )
-
-
-def integrity_claim(journal: Journal, views: list[RuntimeView]) -> Claim:
-    """Every acknowledged input finished; no input is named by two receipts,
-    and every consumed input by exactly one."""
-    states, named = all_inputs(views), receipts_naming(views)
-    acked = journal.acknowledged()
-    lost = [short(i) for i in acked if i not in states or not states[i].is_terminal()]
-    twice = [short(i) for i, runs in named.items() if len(runs) > 1]
-    consumed = [
-        i
-        for i, s in states.items()
-        if s.current_state() is InputLifecycleState.CONSUMED
-    ]
-    unreceipted = [short(i) for i in consumed if len(named.get(i, [])) != 1]
-    ok = not (lost or twice or unreceipted)
-    text = (
-        f"{len(acked)} acknowledged inputs, all finished: {len(consumed)} consumed, "
-        f"each named by exactly one receipt, {len(acked) - len(consumed)} "
-        f"superseded; {len(twice)} named by two receipts"
-    )
-    if not ok:
-        text += f" (lost: {lost}, named twice: {twice}, without receipt: {unreceipted})"
-    return Claim("Nothing lost, nothing applied twice", ok, text)
-
-
 # ================================================================ the whole demo
-
-
-def _print_claims(console: Console, claims: list[Claim]) -> None:
-    console.rule("What you just saw")
-    for claim in claims:
-        mark, style = ("✔", "green") if claim.ok else ("✘", "bold red")
-        line = Text(f"{mark} ", style=style)
-        line.append(f"{claim.title}: ", style="bold")
-        line.append(claim.text)
-        console.print(line)
 
 
 async def _demo(path: Path, console: Console) -> bool:
@@ -726,7 +478,7 @@ async def _demo(path: Path, console: Console) -> bool:
         claims.append(
             Claim("Drain", False, "the recovered work did not finish in time")
         )
-    _print_claims(console, claims)
+    print_claims(console, claims)
     return all(c.ok for c in claims)
 
 

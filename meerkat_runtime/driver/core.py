@@ -4,9 +4,11 @@ Theory of operation: the core owns a runtime control authority (the phase),
 a ledger of input states (each wrapping an input lifecycle authority), the
 queue and steer lanes, the batch staged for the current run, an event buffer
 and the post-admission signal (``journal.CoreState``), plus recovery
-(``recovery``). Every operation first checks that it is legal in the current
-state and only then mutates (decision 6), so an illegal call raises and
-leaves everything as it was. Lifecycle phases change only through the
+(``recovery``), withdrawal (``withdrawal``) and running a batch
+(``running``), each a mixin of its own module; this module holds
+admission, control and the queries. Every operation first checks that it
+is legal in the current state and only then mutates (decision 6), so an
+illegal call raises and leaves everything as it was. Lifecycle phases change only through the
 generated authorities; signals and phase announcements only through the
 effects of the runtime-control machine (``CoreState._drive``).
 
@@ -18,11 +20,12 @@ the checkpoint if the store refuses.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from meerkat_runtime.driver.journal import REASON_DESTROYED, REASON_RESET, Batch
+from meerkat_runtime.driver.journal import REASON_DESTROYED, REASON_RESET
 from meerkat_runtime.driver.recovery import RecoveringCore
+from meerkat_runtime.driver.running import RunningCore
+from meerkat_runtime.driver.running import checked_receipt as checked_receipt
 from meerkat_runtime.driver.validation import (
     DEFAULT_MAX_INPUT_BYTES,
     check_structure,
@@ -34,16 +37,12 @@ from meerkat_runtime.errors import (
     DestroyedError,
     NotReadyError,
     PendingLimitError,
-    ValidationFailedError,
 )
 from meerkat_runtime.events import (
     InputAccepted,
-    InputApplied,
     InputCoalesced,
-    InputConsumed,
     InputDeduplicated,
     InputQueued,
-    InputStaged,
     InputSuperseded,
     RuntimeEventEnvelope,
 )
@@ -75,16 +74,6 @@ from meerkat_runtime.outcomes import (
     RetireReport,
 )
 from meerkat_runtime.policy import DefaultPolicyTable, PolicyTable
-from meerkat_runtime.runs import (
-    BoundaryApplied,
-    RunBoundaryReceipt,
-    RunCancelled,
-    RunCompleted,
-    RunEvent,
-    RunFailed,
-    RunStarted,
-    receipt_problem,
-)
 
 _QUEUED = il.InputLifecycleState.QUEUED
 
@@ -127,7 +116,7 @@ class DriverObservation:
     events: int
 
 
-class RuntimeCore(RecoveringCore, WithdrawingCore):
+class RuntimeCore(RecoveringCore, WithdrawingCore, RunningCore):
     """One runtime's in-memory state and operations (starts IDLE)."""
 
     def __init__(
@@ -268,191 +257,6 @@ class RuntimeCore(RecoveringCore, WithdrawingCore):
         return None
 
     # ================================================================ runs
-
-    def start_run(self, run_id: RunId) -> None:
-        """C-7: BeginRun only; raises RuntimeControlError if not allowed."""
-        self._drive(rc.BeginRun(run_id))
-
-    def complete_run(self) -> RunId:
-        """C-7: end the current run without touching inputs (a failed staging)."""
-        run_id = self._control.current_run_id()
-        if run_id is None:
-            raise NotReadyError(self._control.phase())
-        if self._batch is not None and self._batch.ids:
-            raise ValidationFailedError(
-                f"run {run_id} has staged inputs: send a run event instead"
-            )
-        self._drive(rc.RunCompleted(run_id))
-        return run_id
-
-    def stage_input(self, input_id: InputId, run_id: RunId) -> None:
-        self.stage_batch([input_id], run_id)
-
-    def stage_batch(self, ids: Sequence[InputId], run_id: RunId) -> None:
-        """R-6: stage the head of the active lane for the current run."""
-        self.tick()
-        ids = list(ids)
-        self._check_stage(ids, run_id)
-        lane = self._lanes.pop_prefix(len(ids))
-        before: dict[InputId, InputState] = {}
-        for input_id in ids:
-            state = self._state(input_id)
-            before[input_id] = state.clone()  # PD-38: what withdraw_run restores
-            self._apply(state, il.StageForRun(run_id))
-            self._emit_input(InputStaged(input_id=input_id, run_id=run_id))
-        self._batch = Batch(run_id, ids, lane, before)
-
-    def _check_stage(self, ids: list[InputId], run_id: RunId) -> None:
-        if self._control.current_run_id() != run_id:
-            raise ValidationFailedError(f"stage: run {run_id} is not the current run")
-        if self._batch is not None:
-            raise ValidationFailedError(
-                f"stage: run {run_id} has already staged its batch"
-            )
-        if not ids:
-            raise ValidationFailedError("stage: no input ids")
-        for input_id in ids:
-            state = self._ledger.get(input_id)
-            if (
-                state is None
-                or state.current_state() is not il.InputLifecycleState.QUEUED
-            ):
-                raise ValidationFailedError(f"stage: input {input_id} is not queued")
-        if not self._lanes.is_prefix(ids):
-            lane = self._lanes.active_lane().value
-            raise ValidationFailedError(
-                f"stage: ids must be the head of the {lane} lane"
-            )
-
-    def apply_input(self, input_id: InputId, run_id: RunId) -> None:
-        """R-8: mark one staged input applied at boundary 0 (manual path)."""
-        self.tick()
-        state = self._staged_for(input_id, run_id)
-        self._apply(state, il.MarkApplied(run_id))
-        self._apply(state, il.MarkAppliedPendingConsumption(0))
-        self._emit_input(InputApplied(input_id=input_id, run_id=run_id))
-
-    def rollback_staged(self, ids: Sequence[InputId]) -> None:
-        """R-16: put staged inputs back at the front of their lane, in order."""
-        self.tick()
-        staged = [
-            s
-            for s in map(self._ledger.get, ids)
-            if s and s.current_state() is il.InputLifecycleState.STAGED
-        ]
-        self._rollback(staged)
-        if self._batch is not None:
-            # The batch record stays (possibly empty) until the run ends: a run
-            # stages once (R-7), even after its inputs were rolled back.
-            rolled_back = {s.input_id for s in staged}
-            self._batch.ids = [i for i in self._batch.ids if i not in rolled_back]
-
-    def consume_inputs(self, ids: Sequence[InputId], run_id: RunId) -> None:
-        """R-15: consume the listed inputs applied by ``run_id``."""
-        self.tick()
-        for input_id in ids:
-            state = self._ledger.get(input_id)
-            if state is not None and self._applied_by(state, run_id):
-                self._apply(state, il.Consume())
-                self._emit_input(InputConsumed(input_id=input_id, run_id=run_id))
-
-    def run_event(self, event: RunEvent) -> None:
-        """R-9 .. R-13; decision 21: an event for a run that is not current raises."""
-        self.tick()
-        if isinstance(event, RunStarted):
-            return
-        if not isinstance(
-            event, BoundaryApplied | RunCompleted | RunFailed | RunCancelled
-        ):
-            raise ValidationFailedError(
-                f"run event: unknown event {type(event).__name__}"
-            )
-        if self._control.current_run_id() != event.run_id:
-            raise ValidationFailedError(
-                f"run event: run {event.run_id} is not the current run"
-            )
-        if isinstance(event, BoundaryApplied):
-            self._boundary_applied(event)
-        elif isinstance(event, RunCompleted):
-            self._run_completed(event)
-        else:
-            self._run_failed(event)
-
-    def _boundary_applied(self, event: BoundaryApplied) -> None:
-        receipt = checked_receipt(event.receipt)
-        if receipt.run_id != event.run_id:
-            raise ValidationFailedError(
-                f"run event: the receipt is for run {receipt.run_id}, not {event.run_id}"
-            )
-        if len(set(receipt.contributing_input_ids)) != len(
-            receipt.contributing_input_ids
-        ):
-            raise ValidationFailedError("run event: the receipt names an input twice")
-        states = [
-            self._staged_for(i, event.run_id) for i in receipt.contributing_input_ids
-        ]
-        for state in states:
-            self._apply(state, il.MarkApplied(event.run_id))
-            self._apply(state, il.MarkAppliedPendingConsumption(receipt.sequence))
-            self._emit_input(InputApplied(input_id=state.input_id, run_id=event.run_id))
-
-    def _run_completed(self, event: RunCompleted) -> None:
-        self.consume_inputs(event.consumed_input_ids, event.run_id)
-        self._end_batch()
-        self._drive(rc.RunCompleted(event.run_id))
-
-    def _run_failed(self, event: RunFailed | RunCancelled) -> None:
-        # The run's error goes into the history of every input it puts back.
-        self._end_batch(event.error if isinstance(event, RunFailed) else None)
-        if not self._lanes.is_empty():
-            self._drive(rc.WorkWaiting())  # R-13: the inputs put back wait
-        if isinstance(event, RunFailed):
-            self._drive(rc.RunFailed(event.run_id))
-        else:
-            self._drive(rc.RunCancelled(event.run_id))
-
-    def _end_batch(self, error: str | None = None) -> None:
-        """Inputs of the batch still staged (not applied) go back to the front
-        of their lane in their original order (decision 2)."""
-        if self._batch is None:
-            return
-        staged = [
-            s
-            for s in map(self._state, self._batch.ids)
-            if s.current_state() is il.InputLifecycleState.STAGED
-        ]
-        self._batch = None
-        self._rollback(staged, error)
-
-    def _rollback(self, staged: list[InputState], error: str | None = None) -> None:
-        requeued: dict[Lane, list[InputId]] = {Lane.QUEUE: [], Lane.STEER: []}
-        for state in staged:
-            if self._requeue(state, il.RollbackStaged(), error):
-                requeued[lane_for(state.policy)].append(state.input_id)
-        for lane, ids in requeued.items():
-            if ids:
-                self._lanes.push_front_in_order(ids, lane)
-
-    def _staged_for(self, input_id: InputId, run_id: RunId) -> InputState:
-        state = self._ledger.get(input_id)
-        if state is None:
-            raise ValidationFailedError(f"input {input_id} is unknown")
-        if (
-            state.current_state() is not il.InputLifecycleState.STAGED
-            or state.last_run_id() != run_id
-        ):
-            raise ValidationFailedError(
-                f"input {input_id} is not staged for run {run_id}"
-            )
-        return state
-
-    @staticmethod
-    def _applied_by(state: InputState, run_id: RunId) -> bool:
-        return (
-            state.current_state() is il.InputLifecycleState.APPLIED_PENDING_CONSUMPTION
-            and state.last_run_id() == run_id
-        )
-
     # ================================================================ control
 
     def attach(self) -> None:
@@ -616,13 +420,3 @@ class RuntimeCore(RecoveringCore, WithdrawingCore):
             signal=self._signal,
             events=len(self._events),
         )
-
-
-def checked_receipt(receipt: object) -> RunBoundaryReceipt:
-    """An executor's receipt with its fields' types checked (see
-    ``receipt_problem``): refused before anything changes."""
-    problem = receipt_problem(receipt)
-    if problem is not None:
-        raise ValidationFailedError(f"run event: malformed receipt: {problem}")
-    assert isinstance(receipt, RunBoundaryReceipt)
-    return receipt

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 import pytest
 
@@ -19,6 +18,11 @@ from meerkat_runtime.ids import LogicalRuntimeId, RunId
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
 from meerkat_runtime.store import records
 from meerkat_runtime.store.base import RuntimeStore, SessionDelta
+from meerkat_runtime.testing.conformance_support import (
+    ConformanceHooks,
+    receipt_for,
+    rich_state,
+)
 
 TABLES = (records.INPUTS, records.RECEIPTS, records.SNAPSHOTS, records.STATES)
 R = LogicalRuntimeId("owned-runtime")
@@ -46,8 +50,6 @@ def _writes(
     store: RuntimeStore, runtime_id: LogicalRuntimeId
 ) -> dict[str, Callable[[], Awaitable[object]]]:
     """One call of every write of the contract, each adding a row."""
-    from meerkat_runtime.testing.conformance import receipt_for, rich_state
-
     delta = SessionDelta(session_snapshot=b'{"messages": []}')
     state = rich_state(1)
     receipt: RunBoundaryReceipt = receipt_for(RunId.new(), [state.input_id])
@@ -84,16 +86,8 @@ WRITE_NAMES = (
 )
 
 
-class OwnershipConformance:
+class OwnershipConformance(ConformanceHooks):
     """Claim, renew, release, expiry, takeover, fenced writes."""
-
-    if TYPE_CHECKING:
-
-        def run(self, body: Callable[[RuntimeStore], Awaitable[None]]) -> None: ...
-
-        def raw_rows(
-            self, store: RuntimeStore, table: str, runtime_id: LogicalRuntimeId
-        ) -> dict[str, bytes]: ...
 
     def test_a_claim_takes_a_free_runtime_and_refuses_a_second_owner(self) -> None:
         async def body(store: RuntimeStore) -> None:
