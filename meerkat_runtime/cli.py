@@ -20,7 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 
 from meerkat_runtime import __version__
 from meerkat_runtime.audit import audit_database, audit_records, report_lines
@@ -33,6 +32,7 @@ from meerkat_runtime.inspection import (
     to_json,
 )
 from meerkat_runtime.store.base import RuntimeStoreError
+from meerkat_runtime.terminal_text import markup_safe, printable
 
 SPEC_FILE = Path("spec") / "lifecycle.yaml"
 CODEGEN = Path("codegen") / "__main__.py"
@@ -49,7 +49,8 @@ def _console() -> Console:
 
 
 def _error(message: str) -> int:
-    print(f"meerkat-runtime: error: {message}", file=sys.stderr)
+    # Errors name runtimes and records, which are stored text.
+    print(f"meerkat-runtime: error: {printable(message)}", file=sys.stderr)
     return 1
 
 
@@ -92,11 +93,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return 0
     console = _console()
     if not views:
-        console.print(escape(f"{path}: a meerkat database with no runtimes yet"))
+        console.print(markup_safe(f"{path}: a meerkat database with no runtimes yet"))
         return 0
     console.print(runtimes_table(views))
     for audit in audits:  # one line each; `audit` prints the details
-        console.print(escape(f"{audit.runtime_id}: {audit.verdict()}"))
+        console.print(markup_safe(f"{audit.runtime_id}: {audit.verdict()}"))
     print_views(console, views)
     return 0
 
@@ -108,7 +109,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     try:
         audits = audit_database(path)
     except InspectionError as exc:
-        print(f"meerkat-runtime: error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return 2
     except RuntimeStoreError as exc:  # a row that does not decode
         return _error(f"{path}: {exc}")
@@ -120,7 +121,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         )
     else:
         for line in report_lines(audits) or [f"{path}: no runtimes to audit"]:
-            print(line)
+            print(printable(line))
     return 0 if clean else 1
 
 
