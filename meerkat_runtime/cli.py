@@ -32,6 +32,7 @@ from meerkat_runtime.inspection import (
     to_json,
 )
 from meerkat_runtime.store.base import RuntimeStoreError
+from meerkat_runtime.store.redaction import redact
 from meerkat_runtime.terminal_text import markup_safe, printable
 
 SPEC_FILE = Path("spec") / "lifecycle.yaml"
@@ -49,8 +50,10 @@ def _console() -> Console:
 
 
 def _error(message: str) -> int:
-    # Errors name runtimes and records, which are stored text.
-    print(f"meerkat-runtime: error: {printable(message)}", file=sys.stderr)
+    # Errors name runtimes and records, which are stored text, and may
+    # quote a DSN or the driver's conninfo: never its password.
+    shown = printable(redact(message), keep="\n\t")
+    print(f"meerkat-runtime: error: {shown}", file=sys.stderr)
     return 1
 
 

@@ -36,10 +36,12 @@ def is_dsn(target: str) -> bool:
 
 def label(dsn: str, schema: str) -> str:
     """The DSN without its password, and the schema: safe to print."""
-    try:
-        shown = make_conninfo(dsn, password=None)
+    try:  # make_conninfo(dsn, password=None) would keep it: None is "unchanged"
+        params = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:
-        shown = "a PostgreSQL DSN"
+        return f"a PostgreSQL DSN schema {schema}"
+    params.pop("password", None)
+    shown = make_conninfo("", **{k: v for k, v in params.items() if v is not None})
     return f"{shown} schema {schema}"
 
 

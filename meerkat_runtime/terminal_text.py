@@ -24,16 +24,17 @@ def _unsafe(code: int) -> bool:
     return code < 0x20 or 0x7F <= code <= 0x9F or code in _BIDI
 
 
-def _visible(char: str) -> str:
+def _visible(char: str, keep: str) -> str:
     code = ord(char)
-    if not _unsafe(code):
+    if char in keep or not _unsafe(code):
         return char
     return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
-def printable(text: object) -> str:
-    """``text`` with every control character written as a visible escape."""
-    return "".join(_visible(char) for char in str(text))
+def printable(text: object, keep: str = "") -> str:
+    """``text`` with every control character but those in ``keep`` (say a
+    multi-line error's newlines) written as a visible escape."""
+    return "".join(_visible(char, keep) for char in str(text))
 
 
 def markup_safe(text: object) -> str:
