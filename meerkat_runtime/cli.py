@@ -57,6 +57,19 @@ def _error(message: str) -> int:
     return 1
 
 
+def _unreadable(target: object, exc: InspectionError | RuntimeStoreError) -> int:
+    """The exit status of a target ``inspect`` or ``audit`` could not read:
+    2 when it cannot be read at all (missing, not a meerkat store,
+    unreachable: InspectionError), 1 when it was read and holds a record
+    that does not decode or is damaged (RuntimeStoreError), as a violation
+    is 1 (README, "Exit status")."""
+    if isinstance(exc, InspectionError):
+        _error(str(exc))
+        return 2
+    _error(f"{target}: {exc}")
+    return 1
+
+
 def _non_negative(text: str) -> int:
     try:
         value = int(text)
@@ -81,12 +94,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     target: str = args.path
+    if args.schema is not None and not _is_dsn(target):
+        print(
+            f"meerkat-runtime inspect: error: --schema names a PostgreSQL schema; "
+            f"{printable(target)!r} is a SQLite file, which has none",
+            file=sys.stderr,
+        )
+        return 2
     try:
-        views, path = _load_target(target, args.schema, args.limit or None)
-    except InspectionError as exc:
-        return _error(str(exc))
-    except RuntimeStoreError as exc:  # a row that does not decode
-        return _error(f"{target}: {exc}")
+        views, path = _load_target(target, args.schema or "meerkat", args.limit or None)
+    except (InspectionError, RuntimeStoreError) as exc:
+        return _unreadable(target, exc)
     audits = [audit_records(v.runtime_id, v.state, v.inputs, v.receipts) for v in views]
     if args.json:
         report = to_json(path, views)
@@ -111,11 +129,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     path: Path = args.path
     try:
         audits = audit_database(path)
-    except InspectionError as exc:
-        _error(str(exc))
-        return 2
-    except RuntimeStoreError as exc:  # a row that does not decode
-        return _error(f"{path}: {exc}")
+    except (InspectionError, RuntimeStoreError) as exc:
+        return _unreadable(path, exc)
     clean = all(a.clean for a in audits)
     if args.json:
         report = {"database": str(path), "clean": clean}
@@ -134,7 +149,7 @@ def _load_target(
     """The views of a SQLite file or, for a ``postgresql://`` DSN, of a
     PostgreSQL store's schema (the ``postgres`` extra), and what to call it;
     ``limit`` as for ``load_database``."""
-    if not target.startswith(("postgresql://", "postgres://")):
+    if not _is_dsn(target):
         return load_database(Path(target), limit), Path(target)
     try:
         from meerkat_runtime.inspection_postgres import label, load_postgres
@@ -143,6 +158,10 @@ def _load_target(
             f"inspecting PostgreSQL needs the postgres extra ({exc})"
         ) from None
     return load_postgres(target, schema, limit), Path(label(target, schema))
+
+
+def _is_dsn(target: str) -> bool:
+    return target.startswith(("postgresql://", "postgres://"))
 
 
 def find_checkout(root: Path) -> Path | None:
@@ -215,8 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument(
         "--schema",
-        default="meerkat",
-        help="the PostgreSQL store's schema (default: meerkat)",
+        help="the PostgreSQL store's schema (default: meerkat; a DSN only)",
     )
     inspect.add_argument("--json", action="store_true", help="print JSON instead")
     inspect.add_argument(

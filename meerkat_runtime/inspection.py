@@ -28,7 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from meerkat_runtime import codec
-from meerkat_runtime.errors import MeerkatError
+from meerkat_runtime.errors import CorruptError, MeerkatError
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.input_state import InputState
 from meerkat_runtime.inputs import (
@@ -102,7 +102,8 @@ def load_database(path: Path, limit: int | None = None) -> list[RuntimeView]:
     receipts (None: all). Every row is read and decoded one at a time, so
     memory does not grow with the rows beyond the limit, and a damaged row
     past the limit is still found. Raises ``InspectionError``, or
-    ``RuntimeStoreError.ReadFailed`` for a row that does not decode."""
+    ``RuntimeStoreError.ReadFailed`` for a row that does not decode
+    (``Corrupt`` for damaged pages)."""
     conn = _open(path)
     try:
         version = _check_schema(conn, path)
@@ -127,12 +128,16 @@ def _open(path: Path) -> sqlite3.Connection:
         raise _read_failure(path, exc) from None
 
 
-def _read_failure(path: Path, exc: sqlite3.Error) -> InspectionError:
+def _read_failure(path: Path, exc: sqlite3.Error) -> InspectionError | CorruptError:
     """What stopped SQLite, said once: a file that is not SQLite, a file or
-    directory this user may not use, or else the engine's own text. SQLite
+    directory this user may not use, damaged pages (``Corrupt``, as a
+    damaged record is: the file was read and what it holds is wrong), or
+    else the engine's own text. SQLite
     reports a permission problem as "unable to open" or "readonly", which
     names neither the path nor the cause, so the cause is looked up."""
     code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary code
+    if code == sqlite3.SQLITE_CORRUPT:
+        return CorruptError(f"the file is damaged: {exc}")
     if code == sqlite3.SQLITE_NOTADB:
         return InspectionError(f"{path} is not a meerkat database (not an SQLite file)")
     if code in _ACCESS_CODES:

@@ -17,7 +17,11 @@ from meerkat_runtime.input_state import InputState
 from meerkat_runtime.inspection import InspectionError, RuntimeView, with_leases
 from meerkat_runtime.runs import RunBoundaryReceipt
 from meerkat_runtime.store import records
-from meerkat_runtime.store.base import ReadFailedError, RuntimeStoreError
+from meerkat_runtime.store.base import (
+    CorruptError,
+    ReadFailedError,
+    RuntimeStoreError,
+)
 from meerkat_runtime.store.leases import Lease
 from meerkat_runtime.store.postgres_boundary import store_error
 from meerkat_runtime.store.postgres_schema import (
@@ -68,6 +72,8 @@ def load_postgres(dsn: str, schema: str, limit: int | None = None) -> list[Runti
         raise
     except Exception as exc:
         error = store_error(exc, label(dsn, schema), ReadFailedError)
+        if isinstance(error, CorruptError):  # read, and damaged: as a bad row
+            raise error from None
         raise InspectionError(f"cannot read: {error}") from None
 
 
