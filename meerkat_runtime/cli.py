@@ -20,7 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 
 from meerkat_runtime import __version__
 from meerkat_runtime.audit import audit_database, audit_records, report_lines
@@ -33,6 +32,8 @@ from meerkat_runtime.inspection import (
     to_json,
 )
 from meerkat_runtime.store.base import RuntimeStoreError
+from meerkat_runtime.store.redaction import redact
+from meerkat_runtime.terminal_text import markup_safe, printable
 
 SPEC_FILE = Path("spec") / "lifecycle.yaml"
 CODEGEN = Path("codegen") / "__main__.py"
@@ -49,7 +50,23 @@ def _console() -> Console:
 
 
 def _error(message: str) -> int:
-    print(f"meerkat-runtime: error: {message}", file=sys.stderr)
+    # Errors name runtimes and records, which are stored text, and may
+    # quote a DSN or the driver's conninfo: never its password.
+    shown = printable(redact(message), keep="\n\t")
+    print(f"meerkat-runtime: error: {shown}", file=sys.stderr)
+    return 1
+
+
+def _unreadable(target: object, exc: InspectionError | RuntimeStoreError) -> int:
+    """The exit status of a target ``inspect`` or ``audit`` could not read:
+    2 when it cannot be read at all (missing, not a meerkat store,
+    unreachable: InspectionError), 1 when it was read and holds a record
+    that does not decode or is damaged (RuntimeStoreError), as a violation
+    is 1 (README, "Exit status")."""
+    if isinstance(exc, InspectionError):
+        _error(str(exc))
+        return 2
+    _error(f"{target}: {exc}")
     return 1
 
 
@@ -77,12 +94,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     target: str = args.path
+    if args.schema is not None and not _is_dsn(target):
+        print(
+            f"meerkat-runtime inspect: error: --schema names a PostgreSQL schema; "
+            f"{printable(target)!r} is a SQLite file, which has none",
+            file=sys.stderr,
+        )
+        return 2
     try:
-        views, path = _load_target(target, args.schema, args.limit or None)
-    except InspectionError as exc:
-        return _error(str(exc))
-    except RuntimeStoreError as exc:  # a row that does not decode
-        return _error(f"{target}: {exc}")
+        views, path = _load_target(target, args.schema or "meerkat", args.limit or None)
+    except (InspectionError, RuntimeStoreError) as exc:
+        return _unreadable(target, exc)
     audits = [audit_records(v.runtime_id, v.state, v.inputs, v.receipts) for v in views]
     if args.json:
         report = to_json(path, views)
@@ -92,11 +114,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return 0
     console = _console()
     if not views:
-        console.print(escape(f"{path}: a meerkat database with no runtimes yet"))
+        console.print(markup_safe(f"{path}: a meerkat database with no runtimes yet"))
         return 0
     console.print(runtimes_table(views))
     for audit in audits:  # one line each; `audit` prints the details
-        console.print(escape(f"{audit.runtime_id}: {audit.verdict()}"))
+        console.print(markup_safe(f"{audit.runtime_id}: {audit.verdict()}"))
     print_views(console, views)
     return 0
 
@@ -107,11 +129,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     path: Path = args.path
     try:
         audits = audit_database(path)
-    except InspectionError as exc:
-        print(f"meerkat-runtime: error: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeStoreError as exc:  # a row that does not decode
-        return _error(f"{path}: {exc}")
+    except (InspectionError, RuntimeStoreError) as exc:
+        return _unreadable(path, exc)
     clean = all(a.clean for a in audits)
     if args.json:
         report = {"database": str(path), "clean": clean}
@@ -120,7 +139,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         )
     else:
         for line in report_lines(audits) or [f"{path}: no runtimes to audit"]:
-            print(line)
+            print(printable(line))
     return 0 if clean else 1
 
 
@@ -130,7 +149,7 @@ def _load_target(
     """The views of a SQLite file or, for a ``postgresql://`` DSN, of a
     PostgreSQL store's schema (the ``postgres`` extra), and what to call it;
     ``limit`` as for ``load_database``."""
-    if not target.startswith(("postgresql://", "postgres://")):
+    if not _is_dsn(target):
         return load_database(Path(target), limit), Path(target)
     try:
         from meerkat_runtime.inspection_postgres import label, load_postgres
@@ -139,6 +158,10 @@ def _load_target(
             f"inspecting PostgreSQL needs the postgres extra ({exc})"
         ) from None
     return load_postgres(target, schema, limit), Path(label(target, schema))
+
+
+def _is_dsn(target: str) -> bool:
+    return target.startswith(("postgresql://", "postgres://"))
 
 
 def find_checkout(root: Path) -> Path | None:
@@ -211,8 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument(
         "--schema",
-        default="meerkat",
-        help="the PostgreSQL store's schema (default: meerkat)",
+        help="the PostgreSQL store's schema (default: meerkat; a DSN only)",
     )
     inspect.add_argument("--json", action="store_true", help="print JSON instead")
     inspect.add_argument(

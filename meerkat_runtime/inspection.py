@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from meerkat_runtime import codec
-from meerkat_runtime.errors import MeerkatError
+from meerkat_runtime.errors import CorruptError, MeerkatError
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.input_state import InputState
 from meerkat_runtime.inputs import (
@@ -51,6 +50,7 @@ from meerkat_runtime.store.sqlite_schema import (
     SELECT_INPUTS,
     decode_input_row,
 )
+from meerkat_runtime.terminal_text import cell, markup_safe, printable
 
 _SELECT_INPUTS_V1 = (
     f"SELECT input_id, state_json, 0 FROM {records.INPUTS} WHERE runtime_id = ?"
@@ -102,7 +102,8 @@ def load_database(path: Path, limit: int | None = None) -> list[RuntimeView]:
     receipts (None: all). Every row is read and decoded one at a time, so
     memory does not grow with the rows beyond the limit, and a damaged row
     past the limit is still found. Raises ``InspectionError``, or
-    ``RuntimeStoreError.ReadFailed`` for a row that does not decode."""
+    ``RuntimeStoreError.ReadFailed`` for a row that does not decode
+    (``Corrupt`` for damaged pages)."""
     conn = _open(path)
     try:
         version = _check_schema(conn, path)
@@ -127,12 +128,16 @@ def _open(path: Path) -> sqlite3.Connection:
         raise _read_failure(path, exc) from None
 
 
-def _read_failure(path: Path, exc: sqlite3.Error) -> InspectionError:
+def _read_failure(path: Path, exc: sqlite3.Error) -> InspectionError | CorruptError:
     """What stopped SQLite, said once: a file that is not SQLite, a file or
-    directory this user may not use, or else the engine's own text. SQLite
+    directory this user may not use, damaged pages (``Corrupt``, as a
+    damaged record is: the file was read and what it holds is wrong), or
+    else the engine's own text. SQLite
     reports a permission problem as "unable to open" or "readonly", which
     names neither the path nor the cause, so the cause is looked up."""
     code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary code
+    if code == sqlite3.SQLITE_CORRUPT:
+        return CorruptError(f"the file is damaged: {exc}")
     if code == sqlite3.SQLITE_NOTADB:
         return InspectionError(f"{path} is not a meerkat database (not an SQLite file)")
     if code in _ACCESS_CODES:
@@ -329,12 +334,12 @@ def runtimes_table(views: list[RuntimeView]) -> Table:
         by_state = ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
         phase = "(none stored)" if view.state is None else view.state.value
         table.add_row(
-            Text(view.runtime_id),
+            cell(view.runtime_id),
             phase,
             str(view.input_total()),
             by_state,
             str(view.receipt_total()),
-            describe_lease(view.lease, now),
+            cell(describe_lease(view.lease, now)),
         )
     return table
 
@@ -344,7 +349,7 @@ def inputs_table(view: RuntimeView, start: datetime | None) -> Table:
     per transition of its stored history, offset from ``start`` (the
     runtime's first input, so each runtime's times start near zero)."""
     table = Table(
-        title=f"{escape(view.runtime_id)}: inputs and their timelines"
+        title=f"{markup_safe(view.runtime_id)}: inputs and their timelines"
         + _shown(len(view.inputs), view.input_total()),
         title_justify="left",
     )
@@ -364,18 +369,18 @@ def _shown(shown: int, total: int) -> str:
 def _add_input_rows(table: Table, state: InputState, start: datetime) -> None:
     payload = state.persisted_input
     kind = payload.kind_id() if payload is not None else "?"
-    heading = Text(f"{kind}: {describe(payload)}", style="bold")
-    table.add_row(Text(short(state.input_id)), "", heading, Text(_summary(state)))
+    heading = cell(f"{kind}: {describe(payload)}", style="bold")
+    table.add_row(cell(short(state.input_id)), "", heading, cell(_summary(state)))
     for entry in state.history():
         offset = (entry.timestamp - start).total_seconds()
         table.add_row(
             "",
             f"+{offset:.3f}s",
             f"{entry.from_state.value} → {entry.to_state.value}",
-            Text(entry.reason),  # stored text: never read as markup
+            cell(entry.reason),  # stored text: never read as markup
         )
         if entry.error is not None:  # the failed run that caused it
-            table.add_row("", "", "", Text(f"error: {entry.error}", style="red"))
+            table.add_row("", "", "", cell(f"error: {entry.error}", style="red"))
     table.add_section()
 
 
@@ -390,7 +395,7 @@ def _summary(state: InputState) -> str:
 
 def receipts_table(view: RuntimeView, labels: dict[str, str]) -> Table:
     table = Table(
-        title=f"{escape(view.runtime_id)}: boundary receipts"
+        title=f"{markup_safe(view.runtime_id)}: boundary receipts"
         + _shown(len(view.receipts), view.receipt_total()),
         title_justify="left",
     )
@@ -402,10 +407,10 @@ def receipts_table(view: RuntimeView, labels: dict[str, str]) -> Table:
             for i in receipt.contributing_input_ids
         ]
         table.add_row(
-            Text(short(receipt.run_id)),
+            cell(short(receipt.run_id)),
             str(receipt.sequence),
             receipt.boundary.value,
-            Text("\n".join(named)),
+            Text("\n".join(printable(line) for line in named)),
         )
     return table
 

@@ -17,7 +17,11 @@ from meerkat_runtime.input_state import InputState
 from meerkat_runtime.inspection import InspectionError, RuntimeView, with_leases
 from meerkat_runtime.runs import RunBoundaryReceipt
 from meerkat_runtime.store import records
-from meerkat_runtime.store.base import ReadFailedError, RuntimeStoreError
+from meerkat_runtime.store.base import (
+    CorruptError,
+    ReadFailedError,
+    RuntimeStoreError,
+)
 from meerkat_runtime.store.leases import Lease
 from meerkat_runtime.store.postgres_boundary import store_error
 from meerkat_runtime.store.postgres_schema import (
@@ -36,10 +40,12 @@ def is_dsn(target: str) -> bool:
 
 def label(dsn: str, schema: str) -> str:
     """The DSN without its password, and the schema: safe to print."""
-    try:
-        shown = make_conninfo(dsn, password=None)
+    try:  # make_conninfo(dsn, password=None) would keep it: None is "unchanged"
+        params = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:
-        shown = "a PostgreSQL DSN"
+        return f"a PostgreSQL DSN schema {schema}"
+    params.pop("password", None)
+    shown = make_conninfo("", **{k: v for k, v in params.items() if v is not None})
     return f"{shown} schema {schema}"
 
 
@@ -66,6 +72,8 @@ def load_postgres(dsn: str, schema: str, limit: int | None = None) -> list[Runti
         raise
     except Exception as exc:
         error = store_error(exc, label(dsn, schema), ReadFailedError)
+        if isinstance(error, CorruptError):  # read, and damaged: as a bad row
+            raise error from None
         raise InspectionError(f"cannot read: {error}") from None
 
 

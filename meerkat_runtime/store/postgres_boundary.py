@@ -29,6 +29,7 @@ from meerkat_runtime.store.base import (
     UnavailableError,
     as_store_error,
 )
+from meerkat_runtime.store.redaction import redact
 
 _UNAVAILABLE_CLASSES = ("08", "40", "53", "57")
 _CORRUPT = ("XX001", "XX002")
@@ -72,9 +73,10 @@ def store_error(
     if not isinstance(exc, psycopg.Error):
         if isinstance(exc, Exception):
             return as_store_error(exc)
-        return failure(f"{context}: {type(exc).__name__}: {exc}")
+        return failure(redact(f"{context}: {type(exc).__name__}: {exc}"))
     state = _sqlstate(exc)
-    message = f"{context}: {str(exc).strip() or type(exc).__name__}"
+    # libpq quotes the conninfo, password and all, in some messages.
+    message = redact(f"{context}: {str(exc).strip() or type(exc).__name__}")
     if is_unavailable(exc):
         return UnavailableError(message)
     if state is not None and state[:2] == "23":

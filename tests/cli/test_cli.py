@@ -237,7 +237,7 @@ def test_inspect_a_missing_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     missing = tmp_path / "nope.sqlite3"
-    assert main(["inspect", str(missing)]) == 1
+    assert main(["inspect", str(missing)]) == 2
     err = capsys.readouterr().err
     assert str(missing) in err
     assert "no such file" in err
@@ -251,7 +251,7 @@ def test_inspect_a_sqlite_file_that_is_not_meerkat(
     with contextlib.closing(sqlite3.connect(other)) as conn:
         conn.execute("CREATE TABLE notes (body TEXT)")
         conn.commit()
-    assert main(["inspect", str(other)]) == 1
+    assert main(["inspect", str(other)]) == 2
     err = capsys.readouterr().err
     assert f"{other} is not a meerkat database" in err
     with contextlib.closing(sqlite3.connect(other)) as conn:  # left untouched
@@ -264,7 +264,7 @@ def test_inspect_a_text_file(
 ) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("not a database at all\n" * 20)
-    assert main(["inspect", str(text)]) == 1
+    assert main(["inspect", str(text)]) == 2
     err = capsys.readouterr().err
     assert f"{text} is not a meerkat database" in err
     assert "Traceback" not in err
@@ -294,7 +294,8 @@ def test_inspect_a_damaged_file_is_an_error_not_a_traceback(
     demo_run: DemoRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Review finding: damaged pages made inspect raise sqlite3's
-    DatabaseError; it says what is wrong and exits 1."""
+    DatabaseError; it says what is wrong and exits 1 (damaged, as a bad
+    record is)."""
     copy = tmp_path / "damaged.sqlite3"
     with (
         contextlib.closing(sqlite3.connect(demo_run.database)) as source,
@@ -309,6 +310,44 @@ def test_inspect_a_damaged_file_is_an_error_not_a_traceback(
     err = capsys.readouterr().err
     assert str(copy) in err
     assert "Traceback" not in err
+    # audit said 2 here (and 1 for a record that does not decode): both
+    # commands now say 1 for a file read and found damaged.
+    assert main(["audit", str(copy)]) == 1
+    assert "the file is damaged" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["inspect", "audit"])
+def test_inspect_and_audit_agree_on_exit_status(
+    command: str, demo_run: DemoRun, tmp_path: Path
+) -> None:
+    """Review finding: a missing file was 1 from inspect, 2 from audit. The
+    rule (README, "Exit status"): 2 when the target cannot be read at all,
+    1 when what it holds is wrong, 0 otherwise."""
+    assert main([command, str(tmp_path / "missing.sqlite3")]) == 2
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a database\n" * 20)
+    assert main([command, str(notes)]) == 2
+    copy = tmp_path / "corrupt.sqlite3"
+    with (
+        contextlib.closing(sqlite3.connect(demo_run.database)) as source,
+        contextlib.closing(sqlite3.connect(copy)) as target,
+    ):
+        source.backup(target)
+        target.execute(f"UPDATE {records.INPUTS} SET state_json = ?", (b"{broken",))
+        target.commit()
+    assert main([command, str(copy)]) == 1
+
+
+def test_schema_is_refused_for_a_sqlite_file(
+    demo_run: DemoRun, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review finding: ``--schema`` was silently ignored for a SQLite file."""
+    database = str(demo_run.database)
+    assert main(["inspect", database, "--schema", "foo"]) == 2
+    captured = capsys.readouterr()
+    assert "--schema" in captured.err
+    assert captured.out == ""
+    assert main(["inspect", database]) == 0
 
 
 def test_inspect_shows_runtime_ids_literally_not_as_markup(

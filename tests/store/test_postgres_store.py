@@ -184,5 +184,7 @@ def test_inspect_reads_a_postgresql_store(
 def test_inspect_says_when_a_schema_holds_no_store(
     pg_dsn: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["inspect", _url(pg_dsn), "--schema", "nothing_here"]) == 1
+    assert (
+        main(["inspect", _url(pg_dsn), "--schema", "nothing_here"]) == 2
+    )  # cannot be read at all (README, exit status)
     assert "no meerkat store" in capsys.readouterr().err
