@@ -122,6 +122,10 @@ class InputStateRecord(
     persisted_input: ReadableInput | None = None
     last_run_id: RunId | None = None
     last_boundary_sequence: int | None = None
+    # PD-77: the W3C traceparent of the span that accepted the input, so the
+    # run that applies it links to it, in any process. Only written when
+    # tracing was on; a record without it reads as None.
+    trace_context: str | None = None
 
 
 T = TypeVar("T")
@@ -214,6 +218,7 @@ class InputState:
         "policy",
         "reconstruction_source",
         "recovery_count",
+        "trace_context",
     )
 
     def __init__(
@@ -235,6 +240,7 @@ class InputState:
         self.recovery_count = 0
         self.reconstruction_source: str | None = None
         self.persisted_input: AnyInput | None = None
+        self.trace_context: str | None = None
 
     @classmethod
     def new_accepted(cls, input_id: InputId, now: datetime | None = None) -> InputState:
@@ -344,6 +350,7 @@ class InputState:
         copy.recovery_count = self.recovery_count
         copy.reconstruction_source = self.reconstruction_source
         copy.persisted_input = self.persisted_input
+        copy.trace_context = self.trace_context
         return copy
 
     def to_record(self) -> InputStateRecord:
@@ -364,6 +371,7 @@ class InputState:
             persisted_input=self.persisted_input,
             last_run_id=snap.last_run_id,
             last_boundary_sequence=snap.last_boundary_sequence,
+            trace_context=self.trace_context,
         )
 
     @classmethod
@@ -403,6 +411,7 @@ class InputState:
         state.recovery_count = record.recovery_count
         state.reconstruction_source = record.reconstruction_source
         state.persisted_input = payload
+        state.trace_context = record.trace_context
         return state
 
     def to_json(self) -> bytes:

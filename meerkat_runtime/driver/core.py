@@ -74,6 +74,7 @@ from meerkat_runtime.outcomes import (
     RetireReport,
 )
 from meerkat_runtime.policy import DefaultPolicyTable, PolicyTable
+from meerkat_runtime.telemetry import current_traceparent
 
 _QUEUED = il.InputLifecycleState.QUEUED
 
@@ -204,6 +205,7 @@ class RuntimeCore(RecoveringCore, WithdrawingCore, RunningCore):
         state = InputState.new_accepted(inp.id(), self._now)
         state.durability = inp.header.durability
         state.idempotency_key = inp.header.idempotency_key
+        state.trace_context = current_traceparent()  # PD-77
         state.policy = PolicySnapshot(
             version=decision.policy_version, decision=decision
         )

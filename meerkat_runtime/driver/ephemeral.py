@@ -27,6 +27,7 @@ from meerkat_runtime.outcomes import (
 )
 from meerkat_runtime.policy import PolicyTable
 from meerkat_runtime.runs import RunEvent
+from meerkat_runtime.telemetry import traced_accept, traced_run_event
 
 
 class EphemeralRuntimeDriver(RuntimeDriver):
@@ -52,6 +53,7 @@ class EphemeralRuntimeDriver(RuntimeDriver):
         """The accept pipeline (A-1 .. A-18), synchronously."""
         return self._core.accept(inp)
 
+    @traced_accept
     async def accept_input(self, input: Input) -> AcceptOutcome:
         return self._core.accept(input)
 
@@ -59,6 +61,7 @@ class EphemeralRuntimeDriver(RuntimeDriver):
         """R-9 .. R-13; decision 21: an event for a run that is not current raises."""
         self._core.run_event(event)
 
+    @traced_run_event
     async def on_run_event(self, event: RunEvent) -> None:
         self._core.run_event(event)
 

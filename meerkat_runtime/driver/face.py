@@ -34,6 +34,7 @@ from meerkat_runtime.outcomes import (
     RetireReport,
 )
 from meerkat_runtime.runs import RunEvent
+from meerkat_runtime.telemetry import counts_events
 
 
 class RuntimeDriver(ABC):
@@ -140,6 +141,7 @@ class RuntimeDriver(ABC):
     def payload(self, input_id: InputId) -> Input:
         return self._core.payload(input_id)
 
+    @counts_events
     def drain_events(self) -> list[RuntimeEventEnvelope]:
         return self._core.drain_events()
 

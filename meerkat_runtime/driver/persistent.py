@@ -73,6 +73,13 @@ from meerkat_runtime.store.base import (
     commit_recovery,
 )
 from meerkat_runtime.store.leases import OwnerLease
+from meerkat_runtime.telemetry import (
+    fenced_write,
+    run_withdrawn,
+    traced_accept,
+    traced_recovery,
+    traced_run_event,
+)
 
 if TYPE_CHECKING:
     from meerkat_runtime.sessions.ownership import OwnerLeases
@@ -117,6 +124,7 @@ class PersistentRuntimeDriver(RuntimeDriver):
 
     # ================================================================ accept
 
+    @traced_accept
     async def accept_input(self, input: Input) -> AcceptOutcome:
         """D-5: acknowledged only after the store holds the input."""
         # D-5: a refused write surfaces as the store's own text, unprefixed.
@@ -191,12 +199,14 @@ class PersistentRuntimeDriver(RuntimeDriver):
                     raise
                 raise CommittedThenCancelled from None
         except FencedError as exc:
+            fenced_write(self.runtime_id)
             if lease is not None:
                 lease.lose(f"a write was fenced ({exc})")
             raise
 
     # ================================================================ runs
 
+    @traced_run_event
     async def on_run_event(self, event: RunEvent) -> None:
         if isinstance(event, RunStarted):
             return
@@ -236,6 +246,7 @@ class PersistentRuntimeDriver(RuntimeDriver):
             )
         )
 
+    @run_withdrawn
     async def withdraw_run(self, run_id: RunId) -> None:
         """PD-38: written like a run's end. Usually it writes what the store
         already holds (staging is never written, D-2), which also proves the
@@ -339,6 +350,7 @@ class PersistentRuntimeDriver(RuntimeDriver):
 
     # ================================================================ recovery
 
+    @traced_recovery
     async def recover(self) -> RecoveryReport:
         """D-11 with decisions 4, 5, 18, 22, 24."""
         core = self._core

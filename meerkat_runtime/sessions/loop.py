@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from meerkat_runtime import telemetry
 from meerkat_runtime.driver.face import RuntimeDriver
 from meerkat_runtime.driver.images import hydrate_images
 from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
@@ -236,6 +237,7 @@ class RuntimeLoop:
             driver.stage_batch(ids, run_id)
             return run_id, [(i, driver.payload(i)) for i in ids], lane
 
+    @telemetry.traced_run
     async def _run(
         self, run_id: RunId, batch: list[tuple[InputId, Input]], lane: Lane
     ) -> bool:

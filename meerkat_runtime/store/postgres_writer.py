@@ -55,6 +55,7 @@ from meerkat_runtime.store.base import (
 from meerkat_runtime.store.leases import check_fence
 from meerkat_runtime.store.postgres_boundary import is_unavailable, lost, store_error
 from meerkat_runtime.store.postgres_schema import Statements
+from meerkat_runtime.telemetry import store_commit
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
@@ -271,6 +272,7 @@ class InputBatcher:
             group, self._pending = self._pending, []
             await self._commit(group)
 
+    @store_commit("postgresql")
     async def _commit(self, group: list[_Request]) -> None:
         rows = [request.row for request in group]
         fences = [request.fence for request in group if request.fence is not None]

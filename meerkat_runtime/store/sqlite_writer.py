@@ -57,6 +57,7 @@ from meerkat_runtime.store.sqlite_requests import (
 )
 from meerkat_runtime.store.sqlite_schema import MERGED_ROWS, upsert_inputs_sql
 from meerkat_runtime.store.sqlite_setup import BUSY_TIMEOUT_MS
+from meerkat_runtime.telemetry import store_commit
 
 T = TypeVar("T")
 
@@ -165,6 +166,7 @@ class SqliteWriter:
         finally:
             self._conn_lock.release()
 
+    @store_commit("sqlite", grouped=False)
     def _commit_inline(self, work: Callable[[sqlite3.Connection], T]) -> T | Busy:
         """One write on the caller's thread. It never waits for a lock held by
         another process (that would freeze the event loop): busy means the
@@ -293,6 +295,7 @@ class SqliteWriter:
             if isinstance(request, Request):
                 answer_all([(request, False, closed)])
 
+    @store_commit("sqlite")
     def _commit_group(self, group: list[Request]) -> list[Answer]:
         """Run and commit a group; each request's answer, to give only now
         that the whole group is durable (or failed as one)."""
