@@ -171,7 +171,9 @@ class RuntimeLoop:
                 await self._process_queue()
         except Exception:
             log.exception(
-                "runtime loop of %s stopped by an error", self.session.runtime_id
+                "runtime loop of %s stopped by an error",
+                self.session.runtime_id,
+                extra=self._fields(),
             )
             raise
         finally:
@@ -187,7 +189,9 @@ class RuntimeLoop:
             try:
                 await self.executor.control(command)
             except Exception:
-                log.exception("executor.control(%r) failed", command)
+                log.exception(
+                    "executor.control(%r) failed", command, extra=self._fields()
+                )
             if isinstance(command, StopRuntimeExecutor):
                 await self._stop_runtime()
                 return True
@@ -328,7 +332,12 @@ class RuntimeLoop:
         if not store_fault(refused):
             # The driver refused the executor's output (no receipt, a snapshot
             # that is not bytes): its failure, one attempt (W-6a, decision 3).
-            log.error("run %s: boundary refused (%s)", run_id, refused)
+            log.error(
+                "run %s: boundary refused (%s)",
+                run_id,
+                refused,
+                extra=self._fields(run_id),
+            )
             return await self._retry_later(run_id, f"boundary commit failed: {refused}")
         return await self._withdraw(run_id, refused)
 
@@ -341,7 +350,12 @@ class RuntimeLoop:
         model call each time. A store that refuses for good ends the loop
         with nothing more written: the store still holds the batch as it
         was before the run, for the next recovery."""
-        log.error("run %s: boundary not recorded (%s)", run_id, error)
+        log.error(
+            "run %s: boundary not recorded (%s)",
+            run_id,
+            error,
+            extra=self._fields(run_id),
+        )
         reason = BOUNDARY_NOT_RECORDED.format(run_id=run_id)
         await self._tell_executor(f"{reason}: {error}")
         if not is_retryable(error):
@@ -384,7 +398,11 @@ class RuntimeLoop:
             if not is_retryable(error):
                 return self._end_not_recorded(run_id, error)
             log.warning(
-                "run %s: end not recorded (%s), attempt %d", run_id, error, attempt + 1
+                "run %s: end not recorded (%s), attempt %d",
+                run_id,
+                error,
+                attempt + 1,
+                extra=self._fields(run_id),
             )
             if self._closing or self._stop_requested():
                 # Unregister, close or Stop ends the retries: the driver undid
@@ -398,10 +416,15 @@ class RuntimeLoop:
         itself (not ready, invalid) leaves the loop waiting for the next
         wake-up, as before; a failure under the driver ends the loop."""
         if not store_fault(error):
-            log.error("run %s: end refused (%s)", run_id, error)
+            log.error(
+                "run %s: end refused (%s)", run_id, error, extra=self._fields(run_id)
+            )
             return False
         log.error(
-            "run %s: not recorded (%s), not retryable: the loop stops", run_id, error
+            "run %s: not recorded (%s), not retryable: the loop stops",
+            run_id,
+            error,
+            extra=self._fields(run_id),
         )
         self.stopped = True
         return False
@@ -412,7 +435,13 @@ class RuntimeLoop:
         try:
             await self.executor.control(StopRuntimeExecutor(reason=reason))
         except Exception:
-            log.exception("executor.control(stop: %s) failed", reason)
+            log.exception(
+                "executor.control(stop: %s) failed", reason, extra=self._fields()
+            )
+
+    def _fields(self, run_id: RunId | None = None) -> dict[str, str | None]:
+        """The structured fields of this loop's log records."""
+        return telemetry.log_fields(self.session.runtime_id, run_id=run_id)
 
     def _stop_requested(self) -> bool:
         return any(isinstance(c, StopRuntimeExecutor) for c in self._controls)
@@ -428,6 +457,7 @@ class RuntimeLoop:
                 run_id,
                 self.session.runtime_id,
                 error,
+                extra=self._fields(run_id),
             )
         event: RunEvent = (
             RunEvent.RunCancelled(run_id=run_id)

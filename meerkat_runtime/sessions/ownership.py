@@ -31,6 +31,7 @@ from meerkat_runtime.errors import RuntimeOwnedError, RuntimeStoreError
 from meerkat_runtime.ids import LogicalRuntimeId
 from meerkat_runtime.store.base import RuntimeStore
 from meerkat_runtime.store.leases import CLAIM_POLL_S, OwnerLease
+from meerkat_runtime.telemetry import log_fields
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,12 @@ class OwnerLeases:
         try:
             await self.store.release(runtime_id, self.owner, lease.epoch)
         except RuntimeStoreError as exc:
-            log.warning("lease of runtime %s not released: %s", runtime_id, exc)
+            log.warning(
+                "lease of runtime %s not released: %s",
+                runtime_id,
+                exc,
+                extra=log_fields(runtime_id),
+            )
 
     async def close(self) -> None:
         if self._renewer is not None:
@@ -107,7 +113,12 @@ class OwnerLeases:
         runtime_id = LogicalRuntimeId(str(lease.runtime_id))
         if self.held.get(runtime_id) is lease:
             del self.held[runtime_id]
-        log.error("runtime %s: ownership lost: %s", runtime_id, reason)
+        log.error(
+            "runtime %s: ownership lost: %s",
+            runtime_id,
+            reason,
+            extra=log_fields(runtime_id),
+        )
         self._on_lost(runtime_id, reason)
 
     async def _renewing(self) -> None:

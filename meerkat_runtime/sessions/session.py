@@ -28,6 +28,7 @@ from meerkat_runtime.sessions.completion import (
     CompletionRegistry,
 )
 from meerkat_runtime.sessions.executor import CoreApplyOutput, RunResult
+from meerkat_runtime.telemetry import log_fields
 
 _FINISHING = (InputConsumed, InputSuperseded, InputCoalesced, InputAbandoned)
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class Session:
             self.runtime_id,
             state.attempt_count() if state is not None else 0,
             state.last_error() if state is not None else None,
+            extra=log_fields(self.runtime_id, input_id=event.input_id),
         )
 
     def _follow_coalesced(self, input_id: InputId) -> InputId:

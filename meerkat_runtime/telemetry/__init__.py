@@ -13,16 +13,18 @@ library's log records, which need no OpenTelemetry.
 
 from __future__ import annotations
 
-import importlib.util
-
 from meerkat_runtime.telemetry import names
 from meerkat_runtime.telemetry.logs import fields as log_fields
 
-# find_spec, not a try/except around the import: an ImportError raised by a
-# bug of ours in ``otel`` must not pass for "not installed".
-AVAILABLE = importlib.util.find_spec("opentelemetry") is not None and (
-    importlib.util.find_spec("opentelemetry.trace") is not None
-)
+# Only the API's own import is guarded; ``otel`` is imported outside the
+# guard, so an ImportError of ours is never taken for "not installed".
+try:
+    import opentelemetry.metrics
+    import opentelemetry.trace  # noqa: F401
+except ImportError:
+    AVAILABLE = False
+else:
+    AVAILABLE = True
 
 if AVAILABLE:
     from meerkat_runtime.telemetry import otel as _hooks

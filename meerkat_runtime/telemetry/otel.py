@@ -288,7 +288,8 @@ def traced_run(fn: F) -> F:
             n.RUNTIME: runtime,
             n.RUN_ID: str(run_id),
             n.BATCH_SIZE: len(batch),
-            n.ATTEMPT: 1 + max(attempts, default=0),
+            # Staging counted this run already: the count is its number.
+            n.ATTEMPT: max(attempts, default=1),
             n.LANE: lane.value,
         }
         note = _RunNote()
