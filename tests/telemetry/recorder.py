@@ -8,9 +8,12 @@ the global providers.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
@@ -22,6 +25,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 )
 
 from meerkat_runtime import telemetry
+from meerkat_runtime.telemetry import names
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -44,6 +50,14 @@ class Recorded:
                     if item.name == metric:
                         found.extend(item.data.data_points)
         return found
+
+    def depths(self) -> dict[str, int]:
+        """The queue depth gauge, by runtime id (other tests' runtimes too,
+        until their drivers are collected)."""
+        return {
+            str(p.attributes[names.RUNTIME]): int(p.value)
+            for p in self.points(names.QUEUE_DEPTH)
+        }
 
     def total(self, metric: str) -> int:
         """A counter's sum over all its attributes."""
@@ -87,3 +101,16 @@ def dump(spans: list[ReadableSpan]) -> str:
             f"links=[{links}] {attributes}"
         )
     return "\n".join(lines)
+
+
+def python(*args: str) -> subprocess.CompletedProcess[str]:
+    """This interpreter on ``args``, from the repository root (so that
+    ``tests`` imports), its output captured."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

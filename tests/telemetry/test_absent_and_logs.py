@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
@@ -22,9 +19,7 @@ from tests.ownership.test_adapter_ownership import adapter
 from tests.sessions.executors import Step, ToyExecutor
 from tests.sessions.helpers import TIMEOUT, outcome_of, prompt
 
-from .recorder import recording
-
-ROOT = Path(__file__).resolve().parents[2]
+from .recorder import python, recording
 
 # Hides every opentelemetry module, as if the extra were not installed.
 WITHOUT_OTEL = textwrap.dedent(
@@ -79,14 +74,7 @@ SESSION_WITHOUT_OTEL = textwrap.dedent(
 def test_the_library_runs_without_opentelemetry_installed() -> None:
     """A session accepts and runs an input with every opentelemetry module
     hidden; no hook wraps anything; ``configure`` says what is missing."""
-    done = subprocess.run(
-        [sys.executable, "-c", WITHOUT_OTEL + SESSION_WITHOUT_OTEL],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = python("-c", WITHOUT_OTEL + SESSION_WITHOUT_OTEL)
     assert done.returncode == 0, done.stderr
     completed, refusal, loaded = done.stdout.splitlines()
     assert completed == "CompletedWithoutResult"  # it ran (no result given)

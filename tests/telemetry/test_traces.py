@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from meerkat_runtime import (
@@ -37,9 +35,8 @@ from tests.sessions.helpers import (
     prompt,
 )
 
-from .recorder import Recorded, dump, recording, span_id
+from .recorder import Recorded, dump, python, recording, span_id
 
-ROOT = Path(__file__).resolve().parents[2]
 SID = SessionId("traced")
 
 
@@ -142,21 +139,7 @@ def test_a_run_after_a_crash_links_to_the_accept_in_the_dead_process(
     traceparent, attempts 1 and 2, outcomes failed then completed; the
     boundary commit is a child of the completing run."""
     db, blobs = tmp_path / "crash.db", tmp_path / "blobs"
-    child = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.telemetry.traced_child",
-            str(db),
-            str(blobs),
-            str(SID),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    child = python("-m", "tests.telemetry.traced_child", str(db), str(blobs), str(SID))
     assert child.returncode == 1, child.stderr
     accepted = json.loads(child.stdout.splitlines()[-1])
     accept_context = (int(accepted["trace"], 16), int(accepted["span"], 16))
@@ -203,5 +186,4 @@ def test_a_run_after_a_crash_links_to_the_accept_in_the_dead_process(
     (recovered,) = recorded.points(names.RECOVERY_DURATION)
     assert recovered.count == 1
     assert sum(p.count for p in recorded.points(names.COMMIT_LATENCY)) == len(commits)
-    (depth,) = recorded.points(names.QUEUE_DEPTH)
-    assert depth.value == 0  # the input ran
+    assert recorded.depths()[str(SID)] == 0  # the input ran
