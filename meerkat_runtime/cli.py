@@ -13,6 +13,7 @@ package) in a child process, and say so plainly when there is no checkout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -80,6 +81,16 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected seconds (above 0), not {text!r}")
+    return value
+
+
 # ---------------------------------------------------------------- commands
 
 
@@ -101,6 +112,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.watch:
+        return _watch(target, args)
     try:
         views, path = _load_target(target, args.schema or "meerkat", args.limit or None)
     except (InspectionError, RuntimeStoreError) as exc:
@@ -120,6 +133,31 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for audit in audits:  # one line each; `audit` prints the details
         console.print(markup_safe(f"{audit.runtime_id}: {audit.verdict()}"))
     print_views(console, views)
+    return 0
+
+
+def _watch(target: str, args: argparse.Namespace) -> int:
+    """``inspect --watch``: the live view (``inspection_watch``) until
+    interrupted or ``--iterations`` refreshes. A target unreadable at the
+    start exits as ``inspect`` does; later failures show in the view."""
+    from meerkat_runtime.inspection_watch import watch
+
+    if args.json:
+        print("meerkat-runtime inspect: error: --watch and --json", file=sys.stderr)
+        return 2
+    schema, limit = args.schema or "meerkat", args.limit or None
+    try:
+        _, label = _load_target(target, schema, limit)
+    except (InspectionError, RuntimeStoreError) as exc:
+        return _unreadable(target, exc)
+    with contextlib.suppress(KeyboardInterrupt):  # how a live view is left
+        watch(
+            lambda: _load_target(target, schema, limit)[0],
+            str(label),
+            _console(),
+            interval=args.interval,
+            iterations=args.iterations or None,
+        )
     return 0
 
 
@@ -244,6 +282,26 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"show the first N inputs and receipts of each runtime (counts "
         f"always cover all; 0: show all; default {DEFAULT_INSPECT_LIMIT})",
+    )
+    inspect.add_argument(
+        "--watch",
+        action="store_true",
+        help="a live view (queue depths, inputs in a run, owners, recent "
+        "failures) refreshed in place; read-only, safe beside a running owner",
+    )
+    inspect.add_argument(
+        "--interval",
+        type=_seconds,
+        default=2.0,
+        metavar="SECONDS",
+        help="seconds between refreshes of --watch (default 2)",
+    )
+    inspect.add_argument(
+        "--iterations",
+        type=_non_negative,
+        default=0,
+        metavar="N",
+        help="stop --watch after N refreshes (default 0: until Ctrl-C)",
     )
     inspect.set_defaults(handler=cmd_inspect)
     audit = sub.add_parser(
