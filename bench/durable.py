@@ -110,6 +110,7 @@ from durable_parts import (
     rows_of,
     state_of,
 )
+from durable_tracing import report as tracing_report
 from goals import goal
 from sqlite_tools import GroupCountingStore as BenchStore
 from sqlite_tools import Scratch, count, describe_file_system, scratch_dir
@@ -916,6 +917,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         print(f"  {'prompt text':<44} {PROMPT_BYTES:>9,} bytes")
 
+        tracing_report(scratch, n_accepts, repeats)  # issue 19: on, off, absent
         if args.profile:
             profile_figure(
                 args.profile, scratch, inputs, sessions, cases, pristine, n_pending

@@ -23,11 +23,9 @@ INPUT_ID = "meerkat.input_id"
 INPUT_KIND = "meerkat.input.kind"
 EXISTING_ID = "meerkat.input.existing_id"  # what a duplicate duplicates
 OUTCOME = "meerkat.outcome"
-POLICY_APPLY = "meerkat.policy.apply_mode"
-POLICY_WAKE = "meerkat.policy.wake_mode"
-POLICY_QUEUE = "meerkat.policy.queue_mode"
-POLICY_CONSUME = "meerkat.policy.consume_point"
-POLICY_VERSION = "meerkat.policy.version"
+# The policy decision in one attribute (each one costs the SDK a check):
+# "<queue mode>/<apply mode>/<wake mode>/<consume point> v<table version>".
+POLICY = "meerkat.policy"
 RUN_ID = "meerkat.run_id"
 BATCH_SIZE = "meerkat.run.batch_size"
 ATTEMPT = "meerkat.run.attempt"

@@ -29,6 +29,7 @@ through, so a call site is one line and the logic stays here:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
@@ -209,16 +210,7 @@ def traced_accept(fn: F) -> F:
             counted = {n.INPUT_KIND: kind}
             if isinstance(outcome, Accepted):
                 decision = outcome.policy
-                span.set_attributes(
-                    {
-                        n.OUTCOME: "accepted",
-                        n.POLICY_APPLY: decision.apply_mode.value,
-                        n.POLICY_WAKE: decision.wake_mode.value,
-                        n.POLICY_QUEUE: decision.queue_mode.value,
-                        n.POLICY_CONSUME: decision.consume_point.value,
-                        n.POLICY_VERSION: decision.policy_version,
-                    }
-                )
+                span.set_attributes({n.OUTCOME: "accepted", n.POLICY: policy(decision)})
                 t.instruments.accepted.add(1, counted)
                 _track(driver)
             elif isinstance(outcome, Deduplicated):
@@ -232,6 +224,17 @@ def traced_accept(fn: F) -> F:
             return outcome
 
     return cast(F, accept_input)
+
+
+def policy(decision: Any) -> str:
+    """The ``meerkat.policy`` attribute of an accepted input."""
+    modes = (
+        decision.queue_mode,
+        decision.apply_mode,
+        decision.wake_mode,
+        decision.consume_point,
+    )
+    return "/".join(m.value for m in modes) + f" v{decision.policy_version}"
 
 
 def counts_events(fn: F) -> F:
@@ -412,12 +415,17 @@ def fenced_write(runtime_id: object) -> None:
 
 def store_commit(system: str, grouped: bool = True) -> Callable[[F], F]:
     """A store writer's commit of a group (its first argument after ``self``,
-    when ``grouped``; else a single write): the commit span, its latency and
-    the group size. Works on plain and on async functions."""
+    when ``grouped``): the commit span, its latency and the group size. Not
+    ``grouped``: one write committed inline by its caller, inside the
+    caller's own span (an accept's), so only its latency and size are
+    recorded; a second span per accept would double what tracing costs it.
+    Works on plain and on async functions."""
 
     def decorate(fn: F) -> F:
         def opened(args: tuple[Any, ...]) -> tuple[Any, int, float]:
-            size = len(args[1]) if grouped else 1
+            if not grouped:  # a lone write inside its caller's span: no span
+                return contextlib.nullcontext(), 1, time.perf_counter()
+            size = len(args[1])
             attributes: dict[str, str | int] = {n.DB_SYSTEM: system, n.GROUP_SIZE: size}
             span = _T.tracer.start_as_current_span(
                 n.STORE_COMMIT_SPAN, attributes=attributes

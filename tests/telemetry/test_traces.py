@@ -89,7 +89,8 @@ def test_accepts_are_spans_under_the_callers_span_with_their_outcome(
         assert attributes[names.INPUT_ID] == str(first.id())
         assert attributes[names.INPUT_KIND] == "prompt"
         assert attributes[names.RUNTIME] == str(runtime_id)
-        assert attributes[names.POLICY_QUEUE] == accepted.policy.queue_mode.value
+        queue_mode = accepted.policy.queue_mode.value
+        assert str(attributes[names.POLICY]).startswith(f"{queue_mode}/")
         trace_id, accept_id = span_id(spans[0])
         flags = int(spans[0].get_span_context().trace_flags)  # type: ignore[union-attr]
         stored = states[first.id()].trace_context
@@ -170,8 +171,8 @@ def test_a_run_after_a_crash_links_to_the_accept_in_the_dead_process(
     (boundary,) = recorded.spans(names.BOUNDARY_SPAN)
     assert boundary.parent is not None
     assert boundary.parent.span_id == span_id(runs[1])[1], text
+    # Group commits (the writer thread's) are spans; inline ones only timed.
     commits = recorded.spans(names.STORE_COMMIT_SPAN)
-    assert commits, text
     sizes = [(c.attributes or {})[names.GROUP_SIZE] for c in commits]
     assert all(isinstance(size, int) and size >= 1 for size in sizes)
     durations = {
@@ -181,5 +182,8 @@ def test_a_run_after_a_crash_links_to_the_accept_in_the_dead_process(
     assert durations == {"failed": 1, "completed": 1}
     (recovered,) = recorded.points(names.RECOVERY_DURATION)
     assert recovered.count == 1
-    assert sum(p.count for p in recorded.points(names.COMMIT_LATENCY)) == len(commits)
+    timed = sum(p.count for p in recorded.points(names.COMMIT_LATENCY))
+    assert timed >= max(1, len(commits))
+    sized = sum(p.count for p in recorded.points(names.COMMIT_GROUP))
+    assert sized == timed
     assert recorded.depths()[str(SID)] == 0  # the input ran
