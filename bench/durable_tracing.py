@@ -33,7 +33,6 @@ import gc
 import json
 import subprocess
 import sys
-import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,23 +46,10 @@ from meerkat_runtime.blobs import MemoryBlobStore
 from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
 from meerkat_runtime.inputs import PromptInput
 from meerkat_runtime.store.sqlite import SqliteRuntimeStore
+from meerkat_runtime.testing.without_otel import HIDE_OPENTELEMETRY
 
 ON_GOAL = 1.10  # accepts with tracing on / off
 ABSENT_GOAL = 1.0  # % of an accept that telemetry costs without the API
-
-HIDE_OPENTELEMETRY = textwrap.dedent(
-    """
-    import sys
-
-    class HideOpenTelemetry:
-        def find_spec(self, name, path=None, target=None):
-            if name == "opentelemetry" or name.startswith("opentelemetry."):
-                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-            return None
-
-    sys.meta_path.insert(0, HideOpenTelemetry())
-    """
-)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,26 +15,12 @@ from meerkat_runtime.ids import LogicalRuntimeId
 from meerkat_runtime.telemetry import names
 from meerkat_runtime.testing.conformance_ownership import FakeClock
 from meerkat_runtime.testing.faults import FaultyStore, RenewalFault
+from meerkat_runtime.testing.without_otel import HIDE_OPENTELEMETRY
 from tests.ownership.test_adapter_ownership import adapter
 from tests.sessions.executors import Step, ToyExecutor
 from tests.sessions.helpers import TIMEOUT, outcome_of, prompt
 
 from .recorder import python, recording
-
-# Hides every opentelemetry module, as if the extra were not installed.
-WITHOUT_OTEL = textwrap.dedent(
-    """
-    import sys
-
-    class HideOpenTelemetry:
-        def find_spec(self, name, path=None, target=None):
-            if name == "opentelemetry" or name.startswith("opentelemetry."):
-                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-            return None
-
-    sys.meta_path.insert(0, HideOpenTelemetry())
-    """
-)
 
 SESSION_WITHOUT_OTEL = textwrap.dedent(
     """
@@ -74,7 +60,7 @@ SESSION_WITHOUT_OTEL = textwrap.dedent(
 def test_the_library_runs_without_opentelemetry_installed() -> None:
     """A session accepts and runs an input with every opentelemetry module
     hidden; no hook wraps anything; ``configure`` says what is missing."""
-    done = python("-c", WITHOUT_OTEL + SESSION_WITHOUT_OTEL)
+    done = python("-c", HIDE_OPENTELEMETRY + SESSION_WITHOUT_OTEL)
     assert done.returncode == 0, done.stderr
     completed, refusal, loaded = done.stdout.splitlines()
     assert completed == "CompletedWithoutResult"  # it ran (no result given)
