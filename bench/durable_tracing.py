@@ -12,8 +12,12 @@ each), so a slow spell of the machine hits both:
 * **on**: an SDK ``TracerProvider`` whose ``BatchSpanProcessor`` feeds an
   exporter that drops every span (the production pipeline minus the
   network), and an SDK ``MeterProvider`` with a reader nobody collects (the
-  instruments still aggregate). Each accept makes two spans (the accept and
-  its inline store commit) and two metric recordings.
+  instruments still aggregate). Each accept makes one span and three metric
+  recordings (the accepted count, its commit's latency and group size).
+
+Each figure is given as elapsed time (what the caller waits for; the GOAL)
+and as the process's CPU time (steadier on a loaded machine; larger as a
+ratio, since the disk's flush hides part of the cost in elapsed time).
 
 **absent** runs in a child process in which every ``opentelemetry`` module is
 hidden: there every hook is the undecorated function (the tests pin that),
@@ -175,10 +179,12 @@ def report(scratch: Scratch, n: int, repeats: int) -> None:
     )
     print(f"  {'  of which its one hook call':<46} {'':>10} {hook * 1e9:>8.1f}ns")
     print(f"  on / off: elapsed {on.wall / off.wall:.2f}x, CPU {on.cpu / off.cpu:.2f}x")
-    ratio = on.cpu / off.cpu
+    # The goal is on what a caller waits for, as every durable figure is;
+    # the CPU ratio above is larger where the disk's flush hides less.
+    ratio = on.wall / off.wall
     print(
         goal(
-            "durable accepts, tracing on (CPU)",
+            "durable accepts, tracing on",
             ratio,
             ON_GOAL,
             unit="x",
