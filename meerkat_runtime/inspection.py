@@ -106,6 +106,11 @@ def load_database(path: Path, limit: int | None = None) -> list[RuntimeView]:
     (``Corrupt`` for damaged pages)."""
     conn = _open(path)
     try:
+        # One read transaction: every statement sees the same snapshot, so
+        # a writer committing meanwhile (an owner beside `inspect --watch`)
+        # cannot make the counts disagree with the rows. In WAL mode it
+        # holds no lock a writer waits for.
+        conn.execute("BEGIN")
         version = _check_schema(conn, path)
         # Read-only, so a version-1 file is read as it is: no recovery epochs.
         select = SELECT_INPUTS if version >= 2 else _SELECT_INPUTS_V1

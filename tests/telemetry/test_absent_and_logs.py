@@ -127,3 +127,15 @@ def test_log_records_carry_the_runtime_and_run_ids(
     assert all(r.__dict__["run_id"] is not None for r in failed)
     (abandoned,) = [r for r in ours if "abandoned" in r.getMessage()]
     assert abandoned.__dict__["input_id"] == input_id
+
+
+def test_hooks_stand_aside_until_something_would_record() -> None:
+    """With the API installed but no SDK behind its global providers, the
+    hooks skip their work (nothing would be recorded); providers given to
+    ``configure`` always record."""
+    from meerkat_runtime.telemetry import otel
+
+    assert otel._idle()
+    with recording():
+        assert not otel._idle()
+    assert otel._idle()
