@@ -192,8 +192,8 @@ _T = _providers(None, None)  # the global providers, whenever they are set
 def _idle() -> bool:
     """Nothing would be recorded: ``configure`` named no provider and the
     global ones are still the API's placeholders (no SDK installed yet).
-    Then every hook skips its work: spans that record nothing and metrics
-    that go nowhere would cost an accept tens of microseconds."""
+    Then every hook skips its work: building spans that record nothing and
+    measurements that go nowhere would still cost every accept."""
     return (
         not _T.explicit
         and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
