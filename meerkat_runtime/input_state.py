@@ -122,7 +122,7 @@ class InputStateRecord(
     persisted_input: ReadableInput | None = None
     last_run_id: RunId | None = None
     last_boundary_sequence: int | None = None
-    # PD-77: the W3C traceparent of the span that accepted the input, so the
+    # PD-71: the W3C traceparent of the span that accepted the input, so the
     # run that applies it links to it, in any process. Only written when
     # tracing was on; a record without it reads as None.
     trace_context: str | None = None

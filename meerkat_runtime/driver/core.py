@@ -205,7 +205,7 @@ class RuntimeCore(RecoveringCore, WithdrawingCore, RunningCore):
         state = InputState.new_accepted(inp.id(), self._now)
         state.durability = inp.header.durability
         state.idempotency_key = inp.header.idempotency_key
-        state.trace_context = current_traceparent()  # PD-77
+        state.trace_context = current_traceparent()  # PD-71
         state.policy = PolicySnapshot(
             version=decision.policy_version, decision=decision
         )

@@ -9,7 +9,7 @@ through, so a call site is one line and the logic stays here:
 * ``traced_accept`` (a driver's ``accept_input``): the ``meerkat.accept``
   span, child of the caller's span, and the accepted / deduplicated /
   rejected counters. While it is open, ``current_traceparent`` gives the
-  W3C ``traceparent`` the core stores with the accepted input (PD-77).
+  W3C ``traceparent`` the core stores with the accepted input (PD-71).
 * ``traced_run`` (the session loop's ``_run``): the ``meerkat.run`` span, the
   root of a trace of its own, LINKED to the accept span of every input in
   its batch through their stored ``traceparent`` (also when another process

@@ -107,7 +107,7 @@ def test_accepts_are_spans_under_the_callers_span_with_their_outcome(
 
 
 def test_without_tracing_the_stored_record_is_unchanged() -> None:
-    """PD-77: no span, no trace context: the record has no such key, and a
+    """PD-71: no span, no trace context: the record has no such key, and a
     record without one (every record written before) reads back as None."""
 
     async def body() -> bytes:
