@@ -1,4 +1,5 @@
-"""The ``meerkat-runtime`` command: demo, inspect, audit, verify, diagrams.
+"""The ``meerkat-runtime`` command: demo, inspect, audit, worker, verify,
+diagrams.
 
 Each subcommand is one small function returning the exit status; ``main``
 parses, dispatches and turns the expected failures (a missing file, a file
@@ -143,6 +144,47 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0 if clean else 1
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, not {text!r}")
+    return value
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """One fleet worker until SIGTERM/SIGINT (``meerkat_runtime.worker``)."""
+    from meerkat_runtime.worker import WorkerOptions, WorkerSetupError, run_worker
+
+    if args.schema is not None and not _is_dsn(args.target):
+        print(
+            "meerkat-runtime worker: error: --schema names a PostgreSQL schema; "
+            f"{printable(args.target)!r} is a SQLite file, which has none",
+            file=sys.stderr,
+        )
+        return 2
+    options = WorkerOptions(
+        target=args.target,
+        schema=args.schema or "meerkat",
+        executor=args.executor,
+        lease_ttl=args.lease_ttl,
+        max_runtimes=args.max_runtimes,
+        idle_release=args.idle_release,
+        scan_interval=args.scan_interval,
+        drain=args.drain,
+        owner=args.owner,
+        blobs=args.blobs,
+        quiet=args.quiet,
+    )
+    try:
+        return run_worker(options)
+    except (WorkerSetupError, RuntimeStoreError, OSError) as exc:
+        _error(str(exc))
+        return 2
+
+
 def _load_target(
     target: str, schema: str, limit: int | None
 ) -> tuple[list[RuntimeView], Path]:
@@ -252,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("path", type=Path, help="a meerkat SQLite database")
     audit.add_argument("--json", action="store_true", help="print JSON instead")
     audit.set_defaults(handler=cmd_audit)
+    _add_worker(sub)
     for name, text in (
         ("verify", "validate and model-check spec/ (needs a checkout)"),
         ("diagrams", "render the lifecycle diagrams to SVG (needs a checkout)"),
@@ -262,6 +305,84 @@ def build_parser() -> argparse.ArgumentParser:
         )
         command.set_defaults(handler=_codegen(name))
     return parser
+
+
+def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from meerkat_runtime.sessions import fleet
+    from meerkat_runtime.store.leases import DEFAULT_LEASE_TTL
+    from meerkat_runtime.worker import DEFAULT_EXECUTOR
+
+    worker = sub.add_parser(
+        "worker",
+        help="run one fleet worker: claim runtimes with work, run them, "
+        "release them on SIGTERM",
+    )
+    worker.add_argument("target", help="a meerkat SQLite file, or a postgresql:// DSN")
+    worker.add_argument(
+        "--schema", help="the PostgreSQL store's schema (default: meerkat; a DSN only)"
+    )
+    worker.add_argument(
+        "--executor",
+        default=DEFAULT_EXECUTOR,
+        metavar="MODULE:FACTORY",
+        help="callable(session_id) -> executor (default: the echo executor, "
+        "which applies each run at once and answers its text back)",
+    )
+    worker.add_argument(
+        "--lease-ttl",
+        type=_positive,
+        default=DEFAULT_LEASE_TTL,
+        metavar="SECONDS",
+        help="lifetime of this worker's leases: how soon others take over "
+        f"if it dies (default {DEFAULT_LEASE_TTL:g})",
+    )
+    worker.add_argument(
+        "--max-runtimes",
+        type=_count_at_least_one,
+        default=fleet.DEFAULT_MAX_RUNTIMES,
+        metavar="N",
+        help=f"runtimes held at once, at most (default {fleet.DEFAULT_MAX_RUNTIMES})",
+    )
+    worker.add_argument(
+        "--idle-release",
+        type=float,
+        default=fleet.DEFAULT_IDLE_RELEASE,
+        metavar="SECONDS",
+        help="release a runtime without work after this long "
+        f"(default {fleet.DEFAULT_IDLE_RELEASE:g})",
+    )
+    worker.add_argument(
+        "--scan-interval",
+        type=_positive,
+        default=fleet.DEFAULT_SCAN_INTERVAL,
+        metavar="SECONDS",
+        help=f"between two looks for work (default {fleet.DEFAULT_SCAN_INTERVAL:g})",
+    )
+    worker.add_argument(
+        "--drain",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="on SIGTERM, wait up to this long for held work to finish first",
+    )
+    worker.add_argument(
+        "--owner", help="this worker's owner id (default: host:pid:random)"
+    )
+    worker.add_argument(
+        "--blobs",
+        type=Path,
+        help="shared image blob directory (default: beside a SQLite file; "
+        "in memory for PostgreSQL)",
+    )
+    worker.add_argument("--quiet", action="store_true", help="log warnings only")
+    worker.set_defaults(handler=cmd_worker)
+
+
+def _count_at_least_one(text: str) -> int:
+    value = _non_negative(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a count of 1 or more, not {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -281,6 +281,13 @@ class RuntimeStore(ABC):
                 found[run_id, sequence] = receipt
         return list(found.values())
 
+    async def list_runtimes_with_work(self) -> list[LogicalRuntimeId]:
+        """The runtimes holding at least one unfinished, non-ephemeral input
+        (``store/work.py``): what a fleet worker looks for to claim
+        (PD-68). The built-in stores answer it; a store that cannot list
+        its runtimes raises ``NotImplementedError``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its runtimes")
+
     # ------------------------------------------------------------ ownership
     # PD-36 (store/leases.py). A store that keeps leases sets
     # ``keeps_leases`` and implements all five; drivers over any other store

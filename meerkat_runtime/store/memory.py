@@ -19,7 +19,7 @@ from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
-from meerkat_runtime.store import leases, records
+from meerkat_runtime.store import leases, records, work
 from meerkat_runtime.store.base import (
     ConflictError,
     RuntimeStore,
@@ -232,6 +232,15 @@ class InMemoryRuntimeStore(RuntimeStore):
             rows = list(self._inputs.get(rid, {}).items())
         with gc_paused():  # a bulk decode: see codec.gc_paused
             return [records.decode_state(rid, iid, data) for iid, data in rows]
+
+    async def list_runtimes_with_work(self) -> list[LogicalRuntimeId]:
+        async with self._lock:
+            tables = [(rid, list(rows.values())) for rid, rows in self._inputs.items()]
+        return sorted(
+            LogicalRuntimeId(rid)
+            for rid, rows in tables
+            if any(work.is_work(row) for row in rows)
+        )
 
     async def load_input_state(
         self, runtime_id: LogicalRuntimeId, input_id: InputId

@@ -51,7 +51,7 @@ from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
-from meerkat_runtime.store import leases, postgres_leases, records
+from meerkat_runtime.store import leases, postgres_leases, records, work
 from meerkat_runtime.store.base import (
     ConflictError,
     RuntimeStore,
@@ -386,6 +386,11 @@ class PostgresRuntimeStore(RuntimeStore):
         )
         with gc_paused():  # a bulk decode: see codec.gc_paused
             return [decode_input_row(rid, row) for row in rows]
+
+    async def list_runtimes_with_work(self) -> list[LogicalRuntimeId]:
+        sql = work.postgres_runtimes_with_work(self.sql.table("runtime_input_states"))
+        rows = await self._fetch(sql, (), "list_runtimes_with_work")
+        return [LogicalRuntimeId(rid) for (rid,) in rows]
 
     async def load_input_state(
         self, runtime_id: LogicalRuntimeId, input_id: InputId

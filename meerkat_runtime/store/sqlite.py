@@ -52,7 +52,7 @@ from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
-from meerkat_runtime.store import leases, records, sqlite_leases
+from meerkat_runtime.store import leases, records, sqlite_leases, work
 from meerkat_runtime.store.base import (
     RuntimeStore,
     SessionDelta,
@@ -439,6 +439,12 @@ class SqliteRuntimeStore(RuntimeStore):
         ids = [str(state.input_id) for state in states]
         await self._read(lambda c: check_input_count(c, rid, ids))
         return states
+
+    async def list_runtimes_with_work(self) -> list[LogicalRuntimeId]:
+        rows = await self._read(
+            lambda conn: conn.execute(work.SQLITE_RUNTIMES_WITH_WORK).fetchall()
+        )
+        return [LogicalRuntimeId(rid) for (rid,) in rows]
 
     async def load_input_state(
         self, runtime_id: LogicalRuntimeId, input_id: InputId

@@ -148,6 +148,9 @@ class FaultyStore(RuntimeStore):
     async def load_leases(self) -> list[Lease]:
         return await self.inner.load_leases()
 
+    async def list_runtimes_with_work(self) -> list[LogicalRuntimeId]:
+        return await self.inner.list_runtimes_with_work()
+
     def arm(
         self, fault: Fault, method: str | None = None, skip: int = 0, times: int = 1
     ) -> None:

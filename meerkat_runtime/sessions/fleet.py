@@ -1,0 +1,349 @@
+"""``FleetWorker``: one of N processes sharing the runtimes of one database
+(PD-68, PD-69, PD-70).
+
+Theory of operation: a worker is a ``RuntimeSessionAdapter`` under one owner
+id plus a placement task. Every ``scan_interval`` (jittered, so N workers
+do not ask in step) the task runs one *round*:
+
+1. **Reap.** A session the adapter dropped (its lease was lost: taken over
+   after a pause, fenced) is forgotten; one whose loop died is unregistered,
+   which releases its lease so another worker recovers it; one with no
+   unfinished input for ``idle_release`` seconds is unregistered too.
+2. **Look.** The *work sources* name runtimes that have work; the lease
+   table names those with a live owner (any worker, this one included).
+   What is left, minus runtimes parked here after a failed claim, is free.
+3. **Claim a fair share** (PD-69): ``share = ceil((live leases + free) /
+   live owners)``, where the live owners are the distinct owners of live
+   leases plus this worker. The worker claims at most ``share - held``,
+   ``max_runtimes - held`` and ``claim_batch`` runtimes per round, picked
+   in random order. The batch keeps a worker that starts first (and sees no
+   other owner yet) from taking everything in one round; random order keeps
+   two workers from racing for the same runtimes. A claim that loses the
+   race (``RuntimeOwnedError``) just moves on.
+4. **Run.** A claimed runtime is registered with an executor from
+   ``executor_factory``: the adapter claims its lease, recovers its pending
+   work (a dead owner's staged run is queued again, a committed receipt's
+   inputs are consumed: nothing lost, nothing applied twice) and starts its
+   loop.
+
+A dead worker's runtimes come back as free once their leases expire; a
+paused one loses them (its renewals stop) and its late writes are fenced.
+``close`` stops placing, optionally waits for the held sessions to finish
+what they hold (``drain``), then closes the adapter: loops stop (a run in
+flight is rolled back, to be run again by the next owner) and every lease
+is *released*, so other workers take the runtimes at their next round
+instead of after the lease's lifetime.
+
+**Work sources** (PD-70) are the seam for other kinds of pending work: a
+source is ``async (store) -> iterable of runtime ids``. The default,
+``ledger_work``, asks ``store.list_runtimes_with_work()`` (inputs accepted
+into a runtime's ledger and not finished). A durable inbox of inputs
+submitted by non-owners plugs in as one more source (e.g. one that asks
+``store.list_runtimes_with_inbox()``), passed in ``work_sources=``; the
+placement itself does not change.
+
+Live leases are judged on this process's wall clock. Over PostgreSQL the
+leases' expiries are on the database's clock (PD-55): a skew only makes a
+worker count an owner as live a little too long or too short, which costs a
+refused claim or a late one, never safety (the store's claim decides).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from meerkat_runtime.blobs import BlobStore, MemoryBlobStore
+from meerkat_runtime.errors import MeerkatError, RuntimeOwnedError
+from meerkat_runtime.ids import LogicalRuntimeId, RunId, SessionId
+from meerkat_runtime.sessions.adapter import RuntimeSessionAdapter
+from meerkat_runtime.sessions.executor import (
+    CoreApplyOutput,
+    CoreExecutor,
+    RunControlCommand,
+    RunPrimitive,
+    RunResult,
+    StagedInput,
+    receipt_for,
+)
+from meerkat_runtime.store.base import RuntimeStore, owns_leases
+
+log = logging.getLogger(__name__)
+
+WorkSource = Callable[[RuntimeStore], Awaitable[Iterable[LogicalRuntimeId]]]
+ExecutorFactory = Callable[[SessionId], CoreExecutor]
+
+DEFAULT_MAX_RUNTIMES = 256
+DEFAULT_CLAIM_BATCH = 8
+DEFAULT_SCAN_INTERVAL = 0.25  # seconds between two rounds, on average
+DEFAULT_IDLE_RELEASE = 30.0  # seconds a runtime with no work stays held
+DEFAULT_PARK = 5.0  # seconds a runtime that could not be run is left alone
+DRAIN_POLL = 0.05
+
+
+async def ledger_work(store: RuntimeStore) -> list[LogicalRuntimeId]:
+    """The default work source: runtimes with unfinished accepted inputs."""
+    return await store.list_runtimes_with_work()
+
+
+DEFAULT_WORK_SOURCES: tuple[WorkSource, ...] = (ledger_work,)
+
+
+class EchoExecutor:
+    """The default executor of ``meerkat-runtime worker``: applies every
+    run at once and answers the prompts' text back. No model, no side
+    effect: a fleet with it only moves inputs to completion (demos,
+    benchmarks, a smoke test of a deployment)."""
+
+    async def apply(self, run_id: RunId, primitive: RunPrimitive) -> CoreApplyOutput:
+        text = ""
+        if isinstance(primitive, StagedInput):
+            text = " / ".join(append.text or "" for append in primitive.appends)
+        return CoreApplyOutput(
+            receipt=receipt_for(run_id, primitive),
+            run_result=RunResult(text=f"echo: {text}"),
+        )
+
+    async def control(self, command: RunControlCommand) -> None:
+        pass
+
+
+def echo_executor(session_id: SessionId) -> CoreExecutor:  # noqa: ARG001
+    """``ExecutorFactory`` of ``EchoExecutor`` (the worker's default)."""
+    return EchoExecutor()
+
+
+@dataclass(slots=True)
+class _Held:
+    """What the worker remembers of a runtime it claimed."""
+
+    claimed_at: float
+    idle_since: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementView:
+    """One round's look at the store: what is free, and the fair share."""
+
+    free: list[LogicalRuntimeId]
+    share: int
+
+
+class FleetWorker:
+    """Claims, runs and releases runtimes of a shared store (module doc)."""
+
+    def __init__(
+        self,
+        store: RuntimeStore,
+        executor_factory: ExecutorFactory = echo_executor,
+        *,
+        blob_store: BlobStore | None = None,
+        owner: str | None = None,
+        work_sources: Sequence[WorkSource] = DEFAULT_WORK_SOURCES,
+        max_runtimes: int = DEFAULT_MAX_RUNTIMES,
+        claim_batch: int = DEFAULT_CLAIM_BATCH,
+        scan_interval: float = DEFAULT_SCAN_INTERVAL,
+        idle_release: float = DEFAULT_IDLE_RELEASE,
+        rng: random.Random | None = None,
+        adapter: RuntimeSessionAdapter | None = None,
+    ) -> None:
+        """``adapter``: a persistent adapter of your own (its options: run
+        timeout, back-off, policy); by default one over ``store`` and
+        ``blob_store`` (in memory when None) under ``owner``."""
+        if not owns_leases(store):
+            raise ValueError(
+                f"a fleet needs a store that keeps leases; {type(store).__name__} "
+                "keeps none"
+            )
+        for name, value in (
+            ("max_runtimes", max_runtimes),
+            ("claim_batch", claim_batch),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int ≥ 1, not {value!r}")
+        for name, seconds in (
+            ("scan_interval", scan_interval),
+            ("idle_release", idle_release),
+        ):
+            if not isinstance(seconds, int | float) or not seconds >= 0:
+                raise ValueError(f"{name} must be seconds ≥ 0, not {seconds!r}")
+        self.store = store
+        self.adapter = adapter or RuntimeSessionAdapter.persistent(
+            store, blob_store or MemoryBlobStore(), owner=owner
+        )
+        assert self.adapter.ownership is not None  # the store keeps leases
+        self.owner = self.adapter.ownership.owner
+        self.executor_factory = executor_factory
+        self.work_sources = tuple(work_sources)
+        self.max_runtimes = max_runtimes
+        self.claim_batch = claim_batch
+        self.scan_interval = scan_interval
+        self.idle_release = idle_release
+        self.rng = rng or random.Random()
+        self.held: dict[SessionId, _Held] = {}
+        self.claims = 0  # runtimes claimed so far (released ones included)
+        self._parked: dict[LogicalRuntimeId, float] = {}  # until (monotonic)
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # ---------------------------------------------------------------- life
+
+    def start(self) -> None:
+        """Start placing (once)."""
+        if self._closing:
+            raise RuntimeError("the fleet worker is closed")
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._placing())
+
+    async def close(self, *, drain: float = 0.0) -> None:
+        """Stop claiming; wait up to ``drain`` seconds for the held sessions
+        to finish their work; then stop every loop and release every lease.
+        The store stays open (it is the caller's)."""
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait({self._task})
+        deadline = time.monotonic() + drain
+        while time.monotonic() < deadline and await self._busy():
+            await asyncio.sleep(DRAIN_POLL)
+        await self.adapter.close()
+        self.held.clear()
+
+    async def __aenter__(self) -> FleetWorker:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _busy(self) -> bool:
+        for session_id in list(self.held):
+            if session_id in self.adapter.sessions and (
+                await self.adapter.list_active_inputs(session_id)
+            ):
+                return True
+        return False
+
+    async def _placing(self) -> None:
+        while not self._closing:
+            try:
+                await self.run_once()
+            except MeerkatError as exc:  # the store is down: try next round
+                log.warning("fleet %s: placement round failed: %s", self.owner, exc)
+            pause = self.scan_interval * self.rng.uniform(0.5, 1.5)
+            await asyncio.sleep(pause)
+
+    # ---------------------------------------------------------------- a round
+
+    async def run_once(self) -> int:
+        """One placement round (module doc); the number of runtimes claimed."""
+        await self.reap()
+        if self._closing:
+            return 0
+        view = await self.look()
+        room = min(
+            self.claim_batch,
+            self.max_runtimes - len(self.held),
+            view.share - len(self.held),
+        )
+        claimed = 0
+        for runtime_id in view.free:
+            if claimed >= room or self._closing:
+                break
+            claimed += await self._claim(runtime_id)
+        return claimed
+
+    async def look(self) -> PlacementView:
+        """What is free to claim now, in random order, and the fair share."""
+        wanted: set[LogicalRuntimeId] = set()
+        for source in self.work_sources:
+            wanted.update(await source(self.store))
+        now = time.time()
+        live = {
+            lease.runtime_id: lease.owner
+            for lease in await self.store.load_leases()
+            if lease.held_at(now)
+        }
+        mono = time.monotonic()
+        self._parked = {rid: t for rid, t in self._parked.items() if t > mono}
+        free = [
+            rid
+            for rid in sorted(wanted)
+            if str(rid) not in live
+            and rid not in self._parked
+            and SessionId(str(rid)) not in self.held
+        ]
+        self.rng.shuffle(free)
+        owners = {*live.values(), self.owner}
+        share = math.ceil((len(live) + len(free)) / len(owners))
+        return PlacementView(free, share)
+
+    async def _claim(self, runtime_id: LogicalRuntimeId) -> int:
+        """Claim, recover and start one runtime: 1 when it runs here."""
+        session_id = SessionId(str(runtime_id))
+        try:
+            await self.adapter.register_session_with_executor(
+                session_id, self.executor_factory(session_id)
+            )
+        except RuntimeOwnedError:
+            return 0  # another worker was quicker
+        except MeerkatError as exc:
+            log.warning("fleet %s: could not take %s: %s", self.owner, runtime_id, exc)
+            self._park(runtime_id)
+            return 0
+        session = self.adapter.sessions.get(session_id)
+        if session is None or not session.has_live_loop():
+            # Retired, stopped or destroyed: nothing will run it here.
+            await self._release(session_id, "it cannot run")
+            self._park(runtime_id)
+            return 0
+        self.held[session_id] = _Held(claimed_at=time.monotonic())
+        self.claims += 1
+        log.info("fleet %s: claimed %s", self.owner, runtime_id)
+        return 1
+
+    def _park(self, runtime_id: LogicalRuntimeId) -> None:
+        self._parked[runtime_id] = time.monotonic() + max(
+            DEFAULT_PARK, self.idle_release
+        )
+
+    async def reap(self) -> None:
+        """Forget lost sessions, release dead and long-idle ones."""
+        now = time.monotonic()
+        for session_id, held in list(self.held.items()):
+            session = self.adapter.sessions.get(session_id)
+            if session is None:  # dropped by the adapter: ownership lost
+                del self.held[session_id]
+                log.info("fleet %s: lost %s", self.owner, session_id)
+            elif not session.has_live_loop():
+                await self._release(session_id, "its loop ended")
+                self._park(LogicalRuntimeId(str(session_id)))
+            elif session.driver.active_input_ids():
+                held.idle_since = None
+            elif held.idle_since is None:
+                held.idle_since = now
+            elif now - held.idle_since >= self.idle_release:
+                await self._release(session_id, "idle")
+
+    async def _release(self, session_id: SessionId, why: str) -> None:
+        self.held.pop(session_id, None)
+        if session_id in self.adapter.sessions:
+            await self.adapter.unregister_session(session_id)  # releases the lease
+        log.info("fleet %s: released %s (%s)", self.owner, session_id, why)
+
+
+__all__ = [
+    "DEFAULT_WORK_SOURCES",
+    "EchoExecutor",
+    "ExecutorFactory",
+    "FleetWorker",
+    "PlacementView",
+    "WorkSource",
+    "echo_executor",
+    "ledger_work",
+]
