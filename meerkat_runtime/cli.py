@@ -156,9 +156,14 @@ def _positive(text: str) -> float:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """One fleet worker until SIGTERM/SIGINT (``meerkat_runtime.worker``)."""
-    from meerkat_runtime.worker import WorkerOptions, WorkerSetupError, run_worker
+    from meerkat_runtime.worker import (
+        WorkerOptions,
+        WorkerSetupError,
+        is_dsn,
+        run_worker,
+    )
 
-    if args.schema is not None and not _is_dsn(args.target):
+    if args.schema is not None and not is_dsn(args.target):
         print(
             "meerkat-runtime worker: error: --schema names a PostgreSQL schema; "
             f"{printable(args.target)!r} is a SQLite file, which has none",
@@ -317,7 +322,9 @@ def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="run one fleet worker: claim runtimes with work, run them, "
         "release them on SIGTERM",
     )
-    worker.add_argument("target", help="a meerkat SQLite file, or a postgresql:// DSN")
+    worker.add_argument(
+        "target", help="a meerkat SQLite file, or a PostgreSQL DSN (URL or conninfo)"
+    )
     worker.add_argument(
         "--schema", help="the PostgreSQL store's schema (default: meerkat; a DSN only)"
     )

@@ -1,7 +1,7 @@
 """``meerkat-runtime worker DB``: one fleet worker process (PD-68).
 
-Opens the store (a SQLite file, or a ``postgresql://`` DSN with its
-``--schema``), loads the executor factory named ``module:attribute`` (a
+Opens the store (a SQLite file, or a PostgreSQL DSN, ``postgresql://`` URL
+or ``host=... dbname=...`` conninfo, with its ``--schema``), loads the executor factory named ``module:attribute`` (a
 callable taking the session id and returning a ``CoreExecutor``; by default
 ``meerkat_runtime.sessions.fleet:echo_executor``, which applies every run
 at once and answers its text back), and runs a ``FleetWorker`` until
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import re
 import signal
 import sys
 from dataclasses import dataclass
@@ -57,8 +58,15 @@ class WorkerOptions:
     quiet: bool = False
 
 
+_CONNINFO = re.compile(r"\s*[a-z_]+\s*=")
+
+
 def is_dsn(target: str) -> bool:
-    return target.startswith(("postgresql://", "postgres://"))
+    """A PostgreSQL URL, or a libpq conninfo string (``host=... dbname=...``);
+    anything else is a SQLite file's path."""
+    return target.startswith(("postgresql://", "postgres://")) or bool(
+        _CONNINFO.match(target)
+    )
 
 
 def load_factory(spec: str) -> ExecutorFactory:

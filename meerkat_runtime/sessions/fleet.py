@@ -42,7 +42,8 @@ submitted by non-owners plugs in as one more source (e.g. one that asks
 ``store.list_runtimes_with_inbox()``), passed in ``work_sources=``; the
 placement itself does not change.
 
-Live leases are judged on this process's wall clock. Over PostgreSQL the
+Live leases are judged on the store's ``lease_clock`` when it has one (a
+seam for tests), else on this process's wall clock. Over PostgreSQL the
 leases' expiries are on the database's clock (PD-55): a skew only makes a
 worker count an owner as live a little too long or too short, which costs a
 refused claim or a late one, never safety (the store's claim decides).
@@ -51,6 +52,7 @@ refused claim or a late one, never safety (the store's claim decides).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
@@ -123,6 +125,7 @@ class _Held:
     """What the worker remembers of a runtime it claimed."""
 
     claimed_at: float
+    epoch: int  # of the lease it was claimed under
     idle_since: float | None = None
 
 
@@ -190,6 +193,7 @@ class FleetWorker:
         self._parked: dict[LogicalRuntimeId, float] = {}  # until (monotonic)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._woken = asyncio.Event()  # cuts the pause between rounds short
 
     # ---------------------------------------------------------------- life
 
@@ -205,12 +209,18 @@ class FleetWorker:
         to finish their work; then stop every loop and release every lease.
         The store stays open (it is the caller's)."""
         self._closing = True
+        self._woken.set()
         if self._task is not None:
-            self._task.cancel()
+            # Not cancelled: a claim cut off mid-recovery would finish in the
+            # background and hold its lease past ``adapter.close``. The
+            # round checks ``_closing`` between claims.
             await asyncio.wait({self._task})
         deadline = time.monotonic() + drain
         while time.monotonic() < deadline and await self._busy():
             await asyncio.sleep(DRAIN_POLL)
+        for session_id, held in list(self.held.items()):
+            if session_id not in self.adapter.sessions:
+                await self._give_back_lost(session_id, held)
         await self.adapter.close()
         self.held.clear()
 
@@ -236,7 +246,8 @@ class FleetWorker:
             except MeerkatError as exc:  # the store is down: try next round
                 log.warning("fleet %s: placement round failed: %s", self.owner, exc)
             pause = self.scan_interval * self.rng.uniform(0.5, 1.5)
-            await asyncio.sleep(pause)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), pause)
 
     # ---------------------------------------------------------------- a round
 
@@ -263,7 +274,7 @@ class FleetWorker:
         wanted: set[LogicalRuntimeId] = set()
         for source in self.work_sources:
             wanted.update(await source(self.store))
-        now = time.time()
+        now = (getattr(self.store, "lease_clock", None) or time.time)()
         live = {
             lease.runtime_id: lease.owner
             for lease in await self.store.load_leases()
@@ -302,7 +313,9 @@ class FleetWorker:
             await self._release(session_id, "it cannot run")
             self._park(runtime_id)
             return 0
-        self.held[session_id] = _Held(claimed_at=time.monotonic())
+        lease = getattr(session.driver, "lease", None)
+        epoch = lease.epoch if lease is not None else 0
+        self.held[session_id] = _Held(claimed_at=time.monotonic(), epoch=epoch)
         self.claims += 1
         log.info("fleet %s: claimed %s", self.owner, runtime_id)
         return 1
@@ -318,8 +331,7 @@ class FleetWorker:
         for session_id, held in list(self.held.items()):
             session = self.adapter.sessions.get(session_id)
             if session is None:  # dropped by the adapter: ownership lost
-                del self.held[session_id]
-                log.info("fleet %s: lost %s", self.owner, session_id)
+                await self._give_back_lost(session_id, held)
             elif not session.has_live_loop():
                 await self._release(session_id, "its loop ended")
                 self._park(LogicalRuntimeId(str(session_id)))
@@ -329,6 +341,22 @@ class FleetWorker:
                 held.idle_since = now
             elif now - held.idle_since >= self.idle_release:
                 await self._release(session_id, "idle")
+
+    async def _give_back_lost(self, session_id: SessionId, held: _Held) -> None:
+        """Forget a session the adapter dropped, and release its lease at
+        the epoch it was claimed under. When another owner took it over,
+        that is a no-op (the store's row has a later epoch). When the loss
+        was this process's own view (a pause ran past its local deadline
+        while a renewal still reached the store), the row still names this
+        worker, live, and would keep every other worker out until it
+        expires. Its writes are fenced whatever happens: the session is
+        gone, and a later owner's claim raises the epoch."""
+        del self.held[session_id]
+        log.info("fleet %s: lost %s", self.owner, session_id)
+        with contextlib.suppress(MeerkatError):
+            await self.store.release(
+                LogicalRuntimeId(str(session_id)), self.owner, held.epoch
+            )
 
     async def _release(self, session_id: SessionId, why: str) -> None:
         self.held.pop(session_id, None)

@@ -119,6 +119,15 @@ def still_held(current: Lease | None, owner: str, epoch: int) -> bool:
     return current is not None and current.owner == owner and current.epoch == epoch
 
 
+def renewable(current: Lease | None, owner: str, epoch: int) -> bool:
+    """Whether a renewal applies: held at that epoch and not released. A
+    renewal sent before a release and applied after it must not bring the
+    lease back (PD-68): it would keep every other owner out until expiry."""
+    return still_held(current, owner, epoch) and not (
+        current is not None and current.released
+    )
+
+
 def check_fence(runtime_id: str, epoch: int, current_epoch: int | None) -> None:
     """Refuse a write of ``epoch`` once the lease row has moved on."""
     if current_epoch != epoch:

@@ -187,7 +187,7 @@ class InMemoryRuntimeStore(RuntimeStore):
             expires_at = self.lease_clock() + span
             for runtime_id, epoch in epochs.items():
                 rid = str(runtime_id)
-                if leases.still_held(self._leases.get(rid), owner, epoch):
+                if leases.renewable(self._leases.get(rid), owner, epoch):
                     self._leases[rid] = leases.Lease(rid, owner, epoch, expires_at)
                 else:
                     lost.append(runtime_id)

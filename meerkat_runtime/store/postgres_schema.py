@@ -312,12 +312,13 @@ class Statements:
 
     @property
     def renew_leases(self) -> str:
-        """Extends the leases ``owner`` (%(o)s) holds at the given epochs,
-        locked in runtime-id order; returns the runtimes extended."""
+        """Extends the leases ``owner`` (%(o)s) holds at the given epochs and
+        has not released (``leases.renewable``), locked in runtime-id order;
+        returns the runtimes extended."""
         t = self.table("runtime_leases")
         return (
             f"UPDATE {t} AS l SET expires_at = {_LEASE_NOW} + %(ttl)s FROM (SELECT runtime_id "
-            f"FROM {t} WHERE owner = %(o)s AND (runtime_id, epoch) IN "
+            f"FROM {t} WHERE owner = %(o)s AND expires_at > 0 AND (runtime_id, epoch) IN "
             "(SELECT * FROM unnest(%(r)s::text[], %(e)s::bigint[])) "
             "ORDER BY runtime_id FOR UPDATE) AS mine "
             "WHERE l.runtime_id = mine.runtime_id RETURNING l.runtime_id"
