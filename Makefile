@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 
-.PHONY: demo
+.PHONY: demo demo-fleet
 .PHONY: help install system-deps generate verify diagrams check-generated lint format \
         typecheck test pytest fuzz fuzz-seed bench main clean
 
@@ -35,6 +35,9 @@ system-deps: ## install Graphviz (Debian package) if `dot` is missing
 
 demo: install ## the main job: run `meerkat-runtime demo` (sessions, a crash, recovery)
 	$(BIN)/meerkat-runtime demo
+
+demo-fleet: install ## the demo across processes: 3 workers, one SIGKILLed mid-run, the others finish
+	$(BIN)/meerkat-runtime demo --fleet
 
 main: demo ## alias of demo
 

@@ -88,6 +88,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from meerkat_runtime.demo import DemoError, run_demo
 
     try:
+        if args.fleet:
+            from meerkat_runtime.demo_fleet import run_fleet_demo
+
+            return run_fleet_demo(args.dir, args.keep, _console())
         return run_demo(args.dir, args.keep, _console())
     except (DemoError, InspectionError, RuntimeStoreError, OSError) as exc:
         return _error(str(exc))
@@ -269,6 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--keep", action="store_true", help="keep the SQLite file afterwards"
+    )
+    demo.add_argument(
+        "--fleet",
+        action="store_true",
+        help="the story across processes: worker processes share the sessions, "
+        "one is SIGKILLed mid-run, the others finish its work",
     )
     demo.set_defaults(handler=cmd_demo)
     inspect = sub.add_parser(

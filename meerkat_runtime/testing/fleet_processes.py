@@ -121,14 +121,14 @@ class WorkerProcesses:
                 raise RuntimeError(f"{worker.owner} did not start:\n{worker.text()}")
             time.sleep(0.02)
 
-    def kill(self, worker: Worker) -> Worker:
-        """SIGKILL ``worker`` and start another in its place."""
+    def kill(self, worker: Worker, *, replace: bool = True) -> Worker | None:
+        """SIGKILL ``worker``; with ``replace``, start another in its place."""
         worker.process.send_signal(signal.SIGKILL)
         worker.process.wait()
         self.workers.remove(worker)
         self.retired.append(worker)
         self.kills += 1
-        return self.spawn()
+        return self.spawn() if replace else None
 
     def pause(self, worker: Worker, seconds: float) -> None:
         """SIGSTOP ``worker`` now and SIGCONT it ``seconds`` later, from a
