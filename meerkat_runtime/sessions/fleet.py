@@ -36,11 +36,18 @@ instead of after the lease's lifetime.
 
 **Work sources** (PD-70) are the seam for other kinds of pending work: a
 source is ``async (store) -> iterable of runtime ids``. The default,
-``ledger_work``, asks ``store.list_runtimes_with_work()`` (inputs accepted
-into a runtime's ledger and not finished). A durable inbox of inputs
+``ledger_work``, asks ``store.list_runtimes_with_work(unowned=True)``
+(inputs accepted into a runtime's ledger and not finished, of runtimes
+without a live lease, so the store does not decode the records of runtimes
+being worked on). A source may name leased runtimes too: the worker leaves
+those out itself. A durable inbox of inputs
 submitted by non-owners plugs in as one more source (e.g. one that asks
 ``store.list_runtimes_with_inbox()``), passed in ``work_sources=``; the
 placement itself does not change.
+
+A round that finds nothing free doubles the pause before the next (up to
+``MAX_BACKOFF`` times ``scan_interval``), and a worker at its cap does not
+look at all: the look is a scan of the store.
 
 Live leases are judged on the store's ``lease_clock`` when it has one (a
 seam for tests), else on this process's wall clock. Over PostgreSQL the
@@ -86,11 +93,13 @@ DEFAULT_SCAN_INTERVAL = 0.25  # seconds between two rounds, on average
 DEFAULT_IDLE_RELEASE = 30.0  # seconds a runtime with no work stays held
 DEFAULT_PARK = 5.0  # seconds a runtime that could not be run is left alone
 DRAIN_POLL = 0.05
+MAX_BACKOFF = 8  # times scan_interval, between rounds that find nothing free
 
 
 async def ledger_work(store: RuntimeStore) -> list[LogicalRuntimeId]:
-    """The default work source: runtimes with unfinished accepted inputs."""
-    return await store.list_runtimes_with_work()
+    """The default work source: runtimes with unfinished accepted inputs
+    and no live lease (the store skips decoding the leased ones' records)."""
+    return await store.list_runtimes_with_work(unowned=True)
 
 
 DEFAULT_WORK_SOURCES: tuple[WorkSource, ...] = (ledger_work,)
@@ -194,6 +203,7 @@ class FleetWorker:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._woken = asyncio.Event()  # cuts the pause between rounds short
+        self._found = False  # whether the last round's look found free work
 
     # ---------------------------------------------------------------- life
 
@@ -240,12 +250,17 @@ class FleetWorker:
         return False
 
     async def _placing(self) -> None:
+        quiet = 0  # rounds in a row that found nothing free
         while not self._closing:
             try:
                 await self.run_once()
             except MeerkatError as exc:  # the store is down: try next round
                 log.warning("fleet %s: placement round failed: %s", self.owner, exc)
-            pause = self.scan_interval * self.rng.uniform(0.5, 1.5)
+            # The look scans the store: ask less often while it finds
+            # nothing, at once again when it does.
+            quiet = 0 if self._found else quiet + 1
+            backoff = min(2 ** min(quiet, 8), MAX_BACKOFF)
+            pause = self.scan_interval * backoff * self.rng.uniform(0.5, 1.5)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._woken.wait(), pause)
 
@@ -254,20 +269,21 @@ class FleetWorker:
     async def run_once(self) -> int:
         """One placement round (module doc); the number of runtimes claimed."""
         await self.reap()
-        if self._closing:
-            return 0
+        self._found = False
+        if self._closing or len(self.held) >= self.max_runtimes:
+            return 0  # full: no need to scan
         view = await self.look()
+        self._found = bool(view.free)
         room = min(
             self.claim_batch,
             self.max_runtimes - len(self.held),
             view.share - len(self.held),
         )
-        claimed = 0
-        for runtime_id in view.free:
-            if claimed >= room or self._closing:
-                break
-            claimed += await self._claim(runtime_id)
-        return claimed
+        if room <= 0:
+            return 0
+        # Side by side: each claim recovers its runtime, a few reads each.
+        done = await asyncio.gather(*(self._claim(rid) for rid in view.free[:room]))
+        return sum(done)
 
     async def look(self) -> PlacementView:
         """What is free to claim now, in random order, and the fair share."""

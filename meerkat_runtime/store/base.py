@@ -281,11 +281,15 @@ class RuntimeStore(ABC):
                 found[run_id, sequence] = receipt
         return list(found.values())
 
-    async def list_runtimes_with_work(self) -> list[LogicalRuntimeId]:
+    async def list_runtimes_with_work(
+        self, *, unowned: bool = False
+    ) -> list[LogicalRuntimeId]:
         """The runtimes holding at least one unfinished, non-ephemeral input
-        (``store/work.py``): what a fleet worker looks for to claim
-        (PD-68). The built-in stores answer it; a store that cannot list
-        its runtimes raises ``NotImplementedError``."""
+        (``store/work.py``), in id order; with ``unowned``, only those
+        without a live lease (on the store's lease clock): what a fleet
+        worker looks for to claim (PD-68). The built-in stores answer it;
+        a store that cannot list its runtimes raises
+        ``NotImplementedError``."""
         raise NotImplementedError(f"{type(self).__name__} cannot list its runtimes")
 
     # ------------------------------------------------------------ ownership

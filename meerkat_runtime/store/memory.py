@@ -233,9 +233,18 @@ class InMemoryRuntimeStore(RuntimeStore):
         with gc_paused():  # a bulk decode: see codec.gc_paused
             return [records.decode_state(rid, iid, data) for iid, data in rows]
 
-    async def list_runtimes_with_work(self) -> list[LogicalRuntimeId]:
+    async def list_runtimes_with_work(
+        self, *, unowned: bool = False
+    ) -> list[LogicalRuntimeId]:
         async with self._lock:
-            tables = [(rid, list(rows.values())) for rid, rows in self._inputs.items()]
+            now = self.lease_clock()
+            tables = [
+                (rid, list(rows.values()))
+                for rid, rows in self._inputs.items()
+                if not (
+                    unowned and rid in self._leases and self._leases[rid].held_at(now)
+                )
+            ]
         return sorted(
             LogicalRuntimeId(rid)
             for rid, rows in tables

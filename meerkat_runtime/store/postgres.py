@@ -387,9 +387,15 @@ class PostgresRuntimeStore(RuntimeStore):
         with gc_paused():  # a bulk decode: see codec.gc_paused
             return [decode_input_row(rid, row) for row in rows]
 
-    async def list_runtimes_with_work(self) -> list[LogicalRuntimeId]:
-        sql = work.postgres_runtimes_with_work(self.sql.table("runtime_input_states"))
-        rows = await self._fetch(sql, (), "list_runtimes_with_work")
+    async def list_runtimes_with_work(
+        self, *, unowned: bool = False
+    ) -> list[LogicalRuntimeId]:
+        sql = work.postgres_runtimes_with_work(
+            self.sql.table("runtime_input_states"),
+            self.sql.table("runtime_leases") if unowned else None,
+        )
+        params = {"now": self._lease_now()} if unowned else ()
+        rows = await self._fetch(sql, params, "list_runtimes_with_work")
         return [LogicalRuntimeId(rid) for (rid,) in rows]
 
     async def load_input_state(

@@ -440,10 +440,15 @@ class SqliteRuntimeStore(RuntimeStore):
         await self._read(lambda c: check_input_count(c, rid, ids))
         return states
 
-    async def list_runtimes_with_work(self) -> list[LogicalRuntimeId]:
-        rows = await self._read(
-            lambda conn: conn.execute(work.SQLITE_RUNTIMES_WITH_WORK).fetchall()
+    async def list_runtimes_with_work(
+        self, *, unowned: bool = False
+    ) -> list[LogicalRuntimeId]:
+        query, params = (
+            (work.SQLITE_UNOWNED_RUNTIMES_WITH_WORK, (self.lease_clock(),))
+            if unowned
+            else (work.SQLITE_RUNTIMES_WITH_WORK, ())
         )
+        rows = await self._read(lambda conn: conn.execute(query, params).fetchall())
         return [LogicalRuntimeId(rid) for (rid,) in rows]
 
     async def load_input_state(

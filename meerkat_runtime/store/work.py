@@ -11,9 +11,13 @@ Every store answers from the stored records themselves, so the three give
 the same answer for the same rows: the memory store decodes each record's
 JSON, SQLite and PostgreSQL read the same two fields with their JSON
 functions (a framed record is still one JSON document, see ``integrity``).
-It is a scan of the input table; a fleet runs it every few hundred
-milliseconds per worker, which is cheap next to the writes those workers
-make, but it grows with the rows a database keeps.
+It is a scan of the input table, and decoding records is its cost. A fleet
+asks for the *unowned* runtimes with work only: the runtimes with a live
+lease are left out first, so the records of runtimes being worked on (and
+of those held idle) are not decoded, and a worker that finds nothing free
+asks less often (``sessions/fleet.py``). Its cost still grows with the
+finished rows of released runtimes; an index over unfinished inputs would
+need a schema version.
 """
 
 from __future__ import annotations
@@ -60,24 +64,42 @@ def _quoted(values: tuple[str, ...]) -> str:
 # is not JSON counts as work (as in ``is_work``); CASE evaluates lazily, so
 # json_extract never sees it (it would fail the whole query).
 _TEXT = "CAST(state_json AS TEXT)"
-SQLITE_RUNTIMES_WITH_WORK = (
-    f"SELECT DISTINCT runtime_id FROM runtime_input_states WHERE CASE WHEN "
-    f"json_valid({_TEXT}) THEN json_extract({_TEXT}, '$.current_state') "
+_SQLITE_WORK = (
+    f"CASE WHEN json_valid({_TEXT}) THEN json_extract({_TEXT}, '$.current_state') "
     f"NOT IN ({_quoted(TERMINAL_PHASES)}) AND "
     f"COALESCE(json_extract({_TEXT}, '$.durability'), '') <> '{_EPHEMERAL}' "
-    "ELSE 1 END ORDER BY runtime_id"
+    "ELSE 1 END"
+)
+SQLITE_RUNTIMES_WITH_WORK = (
+    f"SELECT DISTINCT runtime_id FROM runtime_input_states WHERE {_SQLITE_WORK} "
+    "ORDER BY runtime_id"
+)
+# ``unowned``: the runtimes whose lease is live (expiry after ?1) are left
+# out before any record of theirs is decoded.
+SQLITE_UNOWNED_RUNTIMES_WITH_WORK = (
+    "SELECT DISTINCT runtime_id FROM runtime_input_states WHERE runtime_id NOT IN "
+    "(SELECT runtime_id FROM runtime_leases WHERE expires_at > ?1) AND "
+    f"{_SQLITE_WORK} ORDER BY runtime_id"
 )
 
 
-def postgres_runtimes_with_work(table: str) -> str:
-    """The same query over a PostgreSQL store's input ``table`` (qualified).
+def postgres_runtimes_with_work(table: str, leases: str | None = None) -> str:
+    """The same query over a PostgreSQL store's input ``table`` (qualified);
+    given the ``leases`` table, without the runtimes leased live at
+    ``%(now)s`` (None: the database's clock, PD-55).
     PostgreSQL before 16 cannot test a text for JSON without failing on it,
     so a record that is not JSON fails this query (``Corrupt`` or
     ``ReadFailed``) where SQLite would count it as work; a fleet logs that
     and asks again on its next round."""
     document = "convert_from(state_json, 'UTF8')::jsonb"
+    unowned = (
+        ""
+        if leases is None
+        else f"runtime_id NOT IN (SELECT runtime_id FROM {leases} WHERE expires_at "
+        "> COALESCE(%(now)s::float8, extract(epoch FROM now())::float8)) AND "
+    )
     return (
-        f"SELECT DISTINCT runtime_id FROM {table} WHERE "
+        f"SELECT DISTINCT runtime_id FROM {table} WHERE {unowned}"
         f"{document} ->> 'current_state' NOT IN ({_quoted(TERMINAL_PHASES)}) AND "
         f"COALESCE({document} ->> 'durability', '') <> '{_EPHEMERAL}' "
         "ORDER BY runtime_id"

@@ -148,8 +148,10 @@ class FaultyStore(RuntimeStore):
     async def load_leases(self) -> list[Lease]:
         return await self.inner.load_leases()
 
-    async def list_runtimes_with_work(self) -> list[LogicalRuntimeId]:
-        return await self.inner.list_runtimes_with_work()
+    async def list_runtimes_with_work(
+        self, *, unowned: bool = False
+    ) -> list[LogicalRuntimeId]:
+        return await self.inner.list_runtimes_with_work(unowned=unowned)
 
     def arm(
         self, fault: Fault, method: str | None = None, skip: int = 0, times: int = 1

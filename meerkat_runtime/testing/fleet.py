@@ -10,6 +10,7 @@ of its session's arrival order, or is not consumed.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -37,18 +38,22 @@ async def load_sessions(
     release: bool = True,
 ) -> Acknowledged:
     """Accept ``per_session`` prompts into each session as ``owner`` (no
-    executor: nothing runs here), interleaving the sessions. With
+    executor: nothing runs here), the sessions side by side. With
     ``release`` the leases are given back at the end; without, they are
     left to expire, as a crashed loader's would."""
     adapter = RuntimeSessionAdapter.persistent(store, MemoryBlobStore(), owner=owner)
     acknowledged: Acknowledged = {sid: [] for sid in sessions}
-    for sid in sessions:
-        await adapter.register_session(sid)
+    await asyncio.gather(*(adapter.register_session(sid) for sid in sessions))
+
+    async def accept(sid: SessionId, n: int) -> None:
+        outcome = await adapter.accept_input(sid, PromptInput.new(f"{sid} #{n}"))
+        assert isinstance(outcome, Accepted), outcome
+        acknowledged[sid].append(outcome.input_id)
+
+    # The n-th prompts of all sessions at once (they share commits); a
+    # session's own prompts one after the other, so its order is known.
     for n in range(per_session):
-        for sid in sessions:
-            outcome = await adapter.accept_input(sid, PromptInput.new(f"{sid} #{n}"))
-            assert isinstance(outcome, Accepted), outcome
-            acknowledged[sid].append(outcome.input_id)
+        await asyncio.gather(*(accept(sid, n) for sid in sessions))
     if release:
         await adapter.close()
     elif adapter.ownership is not None:

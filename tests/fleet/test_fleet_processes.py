@@ -36,6 +36,9 @@ PER_SESSION = int(os.environ.get("MEERKAT_FLEET_INPUTS", "5"))
 SESSIONS = 100
 WORKERS = 4
 LEASE_TTL = 1.5  # a killed worker's runtimes are free again after this
+# The loader's leases live longer: on a loaded machine its event loop,
+# busy accepting, could miss a renewal deadline of 1.5 s and be fenced.
+LOADER_TTL = 4.0
 RUN_DELAY = 0.03  # per run, so kills land while runs are in flight
 FINISH_WAIT = 600.0  # a hang guard, not a speed limit
 OPTIONS = [
@@ -139,7 +142,7 @@ def test_fleet_over_one_sqlite_file_survives_kills_and_stops(tmp_path: Path) -> 
     path = tmp_path / "fleet.db"
 
     async def open_store() -> RuntimeStore:
-        return await SqliteRuntimeStore.open(path, lease_ttl=LEASE_TTL)
+        return await SqliteRuntimeStore.open(path, lease_ttl=LOADER_TTL)
 
     asyncio.run(run_fleet(str(path), open_store, tmp_path, crash=True))
 
@@ -151,7 +154,7 @@ def test_fleet_over_postgresql_survives_kills_and_stops(
 
     async def open_store() -> RuntimeStore:
         return await PostgresRuntimeStore.open(
-            pg_dsn, schema=pg_schema, lease_ttl=LEASE_TTL
+            pg_dsn, schema=pg_schema, lease_ttl=LOADER_TTL
         )
 
     options = [*OPTIONS, "--schema", pg_schema]

@@ -265,3 +265,21 @@ def test_a_store_without_leases_is_refused() -> None:
 
     with pytest.raises(ValueError, match="NoLeases keeps none"):
         FleetWorker(NoLeases())
+
+
+def test_a_worker_at_its_cap_does_not_scan_the_store() -> None:
+    async def main() -> None:
+        store, _ = clocked_store()
+        looks: list[int] = []
+
+        async def counted(s: RuntimeStore) -> list[LogicalRuntimeId]:
+            looks.append(1)
+            return [LogicalRuntimeId("a"), LogicalRuntimeId("b")]
+
+        w = FleetWorker(store, owner="full", work_sources=(counted,), max_runtimes=1)
+        assert await w.run_once() == 1
+        assert await w.run_once() == 0
+        assert len(looks) == 1
+        await w.close()
+
+    asyncio.run(main())

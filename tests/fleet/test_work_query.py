@@ -117,3 +117,30 @@ def test_a_store_that_cannot_list_says_so() -> None:
     assert (
         asyncio.run(FaultyStore(InMemoryRuntimeStore()).list_runtimes_with_work()) == []
     )
+
+
+async def _unowned(store: RuntimeStore) -> list[str]:
+    await _fill(store)
+    await store.claim(LogicalRuntimeId("queued"), "someone", 30.0)
+    epoch = await store.claim(LogicalRuntimeId("derived"), "someone", 30.0)
+    await store.release(LogicalRuntimeId("derived"), "someone", epoch)
+    return [str(rid) for rid in await store.list_runtimes_with_work(unowned=True)]
+
+
+UNOWNED = ["derived", "staged-and-done"]  # "queued" is leased live
+
+
+def test_unowned_leaves_out_live_leases_in_every_store(
+    tmp_path: Path, pg_dsn: str, pg_schema: str
+) -> None:
+    from meerkat_runtime.store.postgres import PostgresRuntimeStore
+
+    async def main() -> list[list[str]]:
+        answers = [await _unowned(InMemoryRuntimeStore())]
+        async with SqliteRuntimeStore(tmp_path / "w.db") as lite:
+            answers.append(await _unowned(lite))
+        async with await PostgresRuntimeStore.open(pg_dsn, schema=pg_schema) as pg:
+            answers.append(await _unowned(pg))
+        return answers
+
+    assert asyncio.run(main()) == [UNOWNED] * 3
