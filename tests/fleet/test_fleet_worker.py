@@ -272,7 +272,7 @@ def test_a_worker_at_its_cap_does_not_scan_the_store() -> None:
         store, _ = clocked_store()
         looks: list[int] = []
 
-        async def counted(s: RuntimeStore) -> list[LogicalRuntimeId]:
+        async def counted(_: RuntimeStore) -> list[LogicalRuntimeId]:
             looks.append(1)
             return [LogicalRuntimeId("a"), LogicalRuntimeId("b")]
 
