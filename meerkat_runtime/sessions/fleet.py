@@ -256,6 +256,8 @@ class FleetWorker:
                 await self.run_once()
             except MeerkatError as exc:  # the store is down: try next round
                 log.warning("fleet %s: placement round failed: %s", self.owner, exc)
+            except Exception:  # a bug must not end placement silently
+                log.exception("fleet %s: placement round failed", self.owner)
             # The look scans the store: ask less often while it finds
             # nothing, at once again when it does.
             quiet = 0 if self._found else quiet + 1
@@ -314,9 +316,13 @@ class FleetWorker:
         """Claim, recover and start one runtime: 1 when it runs here."""
         session_id = SessionId(str(runtime_id))
         try:
-            await self.adapter.register_session_with_executor(
-                session_id, self.executor_factory(session_id)
-            )
+            executor = self.executor_factory(session_id)
+        except Exception:  # the application's factory: its bug, this runtime
+            log.exception("fleet %s: no executor for %s", self.owner, runtime_id)
+            self._park(runtime_id)
+            return 0
+        try:
+            await self.adapter.register_session_with_executor(session_id, executor)
         except RuntimeOwnedError:
             return 0  # another worker was quicker
         except MeerkatError as exc:

@@ -283,3 +283,22 @@ def test_a_worker_at_its_cap_does_not_scan_the_store() -> None:
         await w.close()
 
     asyncio.run(main())
+
+
+def test_a_factory_that_fails_parks_that_runtime_and_placement_goes_on() -> None:
+    async def main() -> None:
+        store, _ = clocked_store()
+        await load_sessions(store, session_ids(2), 1)
+
+        def factory(session_id: SessionId) -> CoreExecutor:
+            if session_id == session_ids(2)[0]:
+                raise RuntimeError("no model for this one")
+            return EchoExecutor()
+
+        w = FleetWorker(store, factory, owner="picky", rng=random.Random(3))
+        assert await w.run_once() == 1
+        assert list(w.held) == [session_ids(2)[1]]
+        assert await w.run_once() == 0  # the other is parked, not retried now
+        await w.close()
+
+    asyncio.run(main())
