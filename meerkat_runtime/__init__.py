@@ -120,6 +120,7 @@ from meerkat_runtime.sessions.executor import (
     RunResult,
     receipt_for,
 )
+from meerkat_runtime.sessions.fleet import FleetWorker
 from meerkat_runtime.store import (
     InMemoryRuntimeStore,
     RuntimeStore,
@@ -154,6 +155,7 @@ __all__ = [
     "EphemeralRuntimeDriver",
     "ExternalEventInput",
     "FileBlobStore",
+    "FleetWorker",
     "FlowStepInput",
     "HandlingMode",
     "IdempotencyKey",
