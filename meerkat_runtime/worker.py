@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import cast
 
 from meerkat_runtime.blobs import BlobStore, FileBlobStore, MemoryBlobStore
+from meerkat_runtime.errors import MeerkatError
 from meerkat_runtime.sessions.fleet import (
     DEFAULT_IDLE_RELEASE,
     DEFAULT_MAX_RUNTIMES,
@@ -39,7 +40,7 @@ from meerkat_runtime.store.leases import DEFAULT_LEASE_TTL
 DEFAULT_EXECUTOR = "meerkat_runtime.sessions.fleet:echo_executor"
 
 
-class WorkerSetupError(Exception):
+class WorkerSetupError(MeerkatError):
     """The worker cannot start: a bad ``--executor``, an unusable target."""
 
 
