@@ -81,6 +81,7 @@ from meerkat_runtime.sessions.executor import (
     receipt_for,
 )
 from meerkat_runtime.store.base import RuntimeStore, owns_leases
+from meerkat_runtime.store.leases import Lease
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +234,11 @@ class FleetWorker:
                 await self._give_back_lost(session_id, held)
         await self.adapter.close()
         self.held.clear()
+        with contextlib.suppress(MeerkatError):  # what close could not release
+            now = self._lease_now()
+            await self._sweep(
+                [x for x in await self.store.load_leases() if x.held_at(now)]
+            )
 
     async def __aenter__(self) -> FleetWorker:
         self.start()
@@ -292,12 +298,9 @@ class FleetWorker:
         wanted: set[LogicalRuntimeId] = set()
         for source in self.work_sources:
             wanted.update(await source(self.store))
-        now = (getattr(self.store, "lease_clock", None) or time.time)()
-        live = {
-            lease.runtime_id: lease.owner
-            for lease in await self.store.load_leases()
-            if lease.held_at(now)
-        }
+        now = self._lease_now()
+        leases = [x for x in await self.store.load_leases() if x.held_at(now)]
+        live = {x.runtime_id: x.owner for x in await self._sweep(leases)}
         mono = time.monotonic()
         self._parked = {rid: t for rid, t in self._parked.items() if t > mono}
         free = [
@@ -311,6 +314,32 @@ class FleetWorker:
         owners = {*live.values(), self.owner}
         share = math.ceil((len(live) + len(free)) / len(owners))
         return PlacementView(free, share)
+
+    def _lease_now(self) -> float:
+        return (getattr(self.store, "lease_clock", None) or time.time)()
+
+    async def _sweep(self, live: list[Lease], *, closed: bool = False) -> list[Lease]:
+        """Release the live leases the store says are this worker's but
+        that run nothing here; the others. They are what a claim leaves
+        behind when its recovery failed after the lease was lost in this
+        process's view only (a pause), while a late renewal kept the row
+        alive: released, the runtime is free now instead of at expiry. No
+        claim of this worker is in flight meanwhile (rounds claim after
+        they look), and owner ids are unique per worker. Once ``closed``,
+        nothing runs here: every live lease of this owner goes."""
+        kept: list[Lease] = []
+        for lease in live:
+            running = (
+                not closed and SessionId(lease.runtime_id) in self.adapter.sessions
+            )
+            if lease.owner != self.owner or running:
+                kept.append(lease)
+                continue
+            rid = LogicalRuntimeId(lease.runtime_id)
+            with contextlib.suppress(MeerkatError):
+                await self.store.release(rid, self.owner, lease.epoch)
+                log.info("fleet %s: released stray lease of %s", self.owner, rid)
+        return kept
 
     async def _claim(self, runtime_id: LogicalRuntimeId) -> int:
         """Claim, recover and start one runtime: 1 when it runs here."""

@@ -66,6 +66,9 @@ class Worker:
     def text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    def ready(self) -> bool:
+        return f"worker {self.owner} ready" in self.text()
+
 
 @dataclass
 class WorkerProcesses:
@@ -116,7 +119,7 @@ class WorkerProcesses:
 
     def wait_ready(self, worker: Worker) -> None:
         deadline = time.monotonic() + READY_WAIT
-        while f"worker {worker.owner} ready" not in worker.text():
+        while not worker.ready():
             if worker.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{worker.owner} did not start:\n{worker.text()}")
             time.sleep(0.02)
@@ -146,8 +149,8 @@ class WorkerProcesses:
         timer.start()
 
     def running(self) -> list[Worker]:
-        """The live workers not stopped at the moment."""
-        return [w for w in self.workers if not w.stopped]
+        """The live workers started and not stopped at the moment."""
+        return [w for w in self.workers if not w.stopped and w.ready()]
 
     def terminate(self) -> dict[str, int]:
         """SIGTERM every live worker, once each is continued and started;

@@ -28,7 +28,7 @@ from meerkat_runtime.testing.fleet import (
     load_sessions,
     session_ids,
 )
-from meerkat_runtime.testing.fleet_processes import WorkerProcesses
+from meerkat_runtime.testing.fleet_processes import Worker, WorkerProcesses
 
 KILLS = int(os.environ.get("MEERKAT_FLEET_KILLS", "3"))
 PAUSES = max(1, KILLS // 2)
@@ -60,6 +60,7 @@ class Chaos:
         self.rng = random.Random(seed)
         self.done = threading.Event()
         self.mid_run = 0  # actions taken while work was left
+        self.hits = 0  # actions on a worker that had claimed runtimes
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
@@ -69,14 +70,25 @@ class Chaos:
             time.sleep(0.02)
         for action in plan:
             time.sleep(self.rng.uniform(0.05, 0.25))
-            claims = self.fleet.claims()
-            busy = [w for w in self.fleet.running() if claims[w.owner]]
-            victim = self.rng.choice(busy or self.fleet.running())
+            victim = self._victim()
+            self.hits += bool(self.fleet.claims()[victim.owner])
             if action == "kill":
                 self.fleet.kill(victim)
             else:
                 self.fleet.pause(victim, LEASE_TTL * 1.5)
             self.mid_run += not self.done.is_set()
+
+    def _victim(self) -> Worker:
+        """A running worker, preferably one that claimed runtimes (waiting a
+        little for one: replacements claim once leases expire)."""
+        patience = time.monotonic() + 2 * LEASE_TTL
+        while True:
+            running = self.fleet.running()
+            claims = self.fleet.claims()
+            busy = [w for w in running if claims[w.owner]]
+            if busy or (running and time.monotonic() > patience):
+                return self.rng.choice(busy or running)
+            time.sleep(0.05)
 
 
 async def finish(store: RuntimeStore) -> None:

@@ -302,3 +302,24 @@ def test_a_factory_that_fails_parks_that_runtime_and_placement_goes_on() -> None
         await w.close()
 
     asyncio.run(main())
+
+
+def test_a_stray_lease_of_this_worker_is_released_at_its_next_look() -> None:
+    """A claim whose recovery failed after its lease was lost locally can
+    leave the store's row live under this owner: the next look frees it."""
+
+    async def main() -> None:
+        store, _ = clocked_store()
+        await load_sessions(store, session_ids(1), 1)
+        [sid] = session_ids(1)
+        w = FleetWorker(store, owner="sweeper")
+        await store.claim(LogicalRuntimeId(str(sid)), "sweeper", TTL)  # the stray
+        await w.run_once()  # the look releases it
+        [lease] = await store.load_leases()
+        assert lease.released
+        assert await w.run_once() == 1  # then it is free like any other
+        await no_work(store)
+        await w.close()
+        assert all(lease.released for lease in await store.load_leases())
+
+    asyncio.run(main())
