@@ -133,7 +133,8 @@ async def run_fleet(
     print(
         f"fleet seed={seed}: {check.inputs} inputs checked, {check.receipts} "
         f"receipts, {fleet.kills} kills, {fleet.pauses} stops "
-        f"({chaos.mid_run} while work was left), claims {claims}"
+        f"({chaos.mid_run} while work was left, {chaos.hits} on a worker that "
+        f"had claimed runtimes), claims {claims}"
     )
     assert check.inputs == SESSIONS * PER_SESSION
     assert check.problems == [], check.problems[:20]
