@@ -1,4 +1,4 @@
-"""``meerkat-runtime worker DB``: one fleet worker process (PD-68).
+"""``meerkat-runtime worker DB``: one fleet worker process (PD-67).
 
 Opens the store (a SQLite file, or a PostgreSQL DSN, ``postgresql://`` URL
 or ``host=... dbname=...`` conninfo, with its ``--schema``), loads the executor factory named ``module:attribute`` (a

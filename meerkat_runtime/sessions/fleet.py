@@ -1,5 +1,5 @@
 """``FleetWorker``: one of N processes sharing the runtimes of one database
-(PD-68, PD-69, PD-70).
+(PD-67, PD-68, PD-69).
 
 Theory of operation: a worker is a ``RuntimeSessionAdapter`` under one owner
 id plus a placement task. Every ``scan_interval`` (jittered, so N workers
@@ -12,7 +12,7 @@ do not ask in step) the task runs one *round*:
 2. **Look.** The *work sources* name runtimes that have work; the lease
    table names those with a live owner (any worker, this one included).
    What is left, minus runtimes parked here after a failed claim, is free.
-3. **Claim a fair share** (PD-69): ``share = ceil((live leases + free) /
+3. **Claim a fair share** (PD-68): ``share = ceil((live leases + free) /
    live owners)``, where the live owners are the distinct owners of live
    leases plus this worker. The worker claims at most ``share - held``,
    ``max_runtimes - held`` and ``claim_batch`` runtimes per round, picked
@@ -34,7 +34,7 @@ flight is rolled back, to be run again by the next owner) and every lease
 is *released*, so other workers take the runtimes at their next round
 instead of after the lease's lifetime.
 
-**Work sources** (PD-70) are the seam for other kinds of pending work: a
+**Work sources** (PD-69) are the seam for other kinds of pending work: a
 source is ``async (store) -> iterable of runtime ids``. The default,
 ``ledger_work``, asks ``store.list_runtimes_with_work(unowned=True)``
 (inputs accepted into a runtime's ledger and not finished, of runtimes

@@ -287,7 +287,7 @@ class RuntimeStore(ABC):
         """The runtimes holding at least one unfinished, non-ephemeral input
         (``store/work.py``), in id order; with ``unowned``, only those
         without a live lease (on the store's lease clock): what a fleet
-        worker looks for to claim (PD-68). The built-in stores answer it;
+        worker looks for to claim (PD-67). The built-in stores answer it;
         a store that cannot list its runtimes raises
         ``NotImplementedError``."""
         raise NotImplementedError(f"{type(self).__name__} cannot list its runtimes")

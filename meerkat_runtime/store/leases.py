@@ -122,7 +122,7 @@ def still_held(current: Lease | None, owner: str, epoch: int) -> bool:
 def renewable(current: Lease | None, owner: str, epoch: int) -> bool:
     """Whether a renewal applies: held at that epoch and not released. A
     renewal sent before a release and applied after it must not bring the
-    lease back (PD-68): it would keep every other owner out until expiry."""
+    lease back (PD-67): it would keep every other owner out until expiry."""
     return still_held(current, owner, epoch) and not (
         current is not None and current.released
     )

@@ -1,5 +1,5 @@
 """Which runtimes have work waiting: the store query a fleet's placement
-reads (``sessions/fleet.py``, PD-68).
+reads (``sessions/fleet.py``, PD-67).
 
 A runtime *has work* when the store holds at least one of its inputs that is
 unfinished (not consumed, superseded, coalesced or abandoned) and not

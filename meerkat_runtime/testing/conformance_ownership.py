@@ -141,7 +141,7 @@ class OwnershipConformance(ConformanceHooks):
         self.run(body)
 
     def test_a_renewal_after_a_release_does_not_bring_the_lease_back(self) -> None:
-        """A renewal sent before a release and applied after it (PD-68)."""
+        """A renewal sent before a release and applied after it (PD-67)."""
 
         async def body(store: RuntimeStore) -> None:
             _clocked(store)

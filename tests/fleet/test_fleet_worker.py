@@ -1,4 +1,4 @@
-"""``FleetWorker`` in one process over a memory store (PD-68..PD-70):
+"""``FleetWorker`` in one process over a memory store (PD-67..PD-69):
 fair-share claims, takeover after expiry, release on close and when idle,
 lost ownership, the work-source seam. Lease expiry is driven by the store's
 ``lease_clock``, never by waiting for it."""

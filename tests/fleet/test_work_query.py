@@ -1,4 +1,4 @@
-"""``store.list_runtimes_with_work`` (PD-68): the runtimes holding an
+"""``store.list_runtimes_with_work`` (PD-67): the runtimes holding an
 unfinished, durable input, answered alike by the memory, SQLite and
 PostgreSQL stores from the same rows."""
 

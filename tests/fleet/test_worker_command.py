@@ -1,4 +1,4 @@
-"""``meerkat-runtime worker DB`` (PD-68): it runs a runtime's queued work
+"""``meerkat-runtime worker DB`` (PD-67): it runs a runtime's queued work
 with the default echo executor, exits 0 on SIGTERM and on SIGINT with its
 leases released, and refuses bad options once, by name, with exit 2."""
 
