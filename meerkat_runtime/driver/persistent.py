@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
@@ -71,6 +71,9 @@ from meerkat_runtime.store.base import (
     SessionDelta,
     cancel_safe,
     commit_recovery,
+    load_payloads,
+    load_skeletons,
+    loads_lazily,
 )
 from meerkat_runtime.store.leases import OwnerLease
 
@@ -83,6 +86,9 @@ T = TypeVar("T")
 _S = il.InputLifecycleState
 _APPLIED = (_S.APPLIED, _S.APPLIED_PENDING_CONSUMPTION)
 RECOVERY_PERSIST_FAILED = "recovery persist failed"  # D-11 step 11
+# PD-72: past this many unfinished inputs, a durable accept leaves its
+# payload in the store (a lazy driver only).
+PAYLOADS_KEPT = 1024
 
 
 class PersistentRuntimeDriver(RuntimeDriver):
@@ -99,9 +105,14 @@ class PersistentRuntimeDriver(RuntimeDriver):
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         max_pending_inputs: int = DEFAULT_MAX_PENDING_INPUTS,
         ownership: OwnerLeases | None = None,
+        lazy_payloads: bool = False,
     ) -> None:
         """``ownership``: the runtime's lease is claimed from it before the
-        first recovery, and every write is fenced by it (PD-36)."""
+        first recovery, and every write is fenced by it (PD-36).
+        ``lazy_payloads``: over a store that can (``loads_lazily``), leave
+        payloads in the store until a run needs them (PD-71, PD-72): then
+        ``dequeue_next``, ``payload`` and ``input_state`` answer an input's
+        payload only once ``load_payloads`` has brought it back."""
         self.runtime_id = runtime_id
         self._core = RuntimeCore(
             runtime_id,
@@ -114,6 +125,7 @@ class PersistentRuntimeDriver(RuntimeDriver):
         self.blob_store = blob_store
         self.ownership = ownership
         self.lease: OwnerLease | None = None
+        self.lazy_payloads = lazy_payloads and loads_lazily(store)
 
     # ================================================================ accept
 
@@ -127,11 +139,24 @@ class PersistentRuntimeDriver(RuntimeDriver):
             state = self._ledger_state(outcome.input_id)
             moved = has_inline_images(input) and await self._externalize(state)
             await self._persist_accept(checkpoint)
-        if not moved:
-            return outcome  # its state copy is already what was persisted
-        return Accepted(
-            input_id=outcome.input_id, policy=outcome.policy, state=state.clone()
-        )
+        if moved:  # its state copy is not what was persisted
+            outcome = Accepted(
+                input_id=outcome.input_id, policy=outcome.policy, state=state.clone()
+            )
+        self._shed(state)
+        return outcome
+
+    def _shed(self, state: InputState) -> None:
+        """PD-72: a durable input accepted into a deep queue leaves its
+        payload in the store; a short queue keeps it, so a run starting soon
+        does not read it back."""
+        if (
+            self.lazy_payloads
+            and self._core.pending_inputs() > PAYLOADS_KEPT
+            and state.current_state() is _S.QUEUED
+            and state.durability is not InputDurability.EPHEMERAL
+        ):
+            state.drop_payload()
 
     async def _externalize(self, state: InputState) -> bool:
         """T-20: inline images go to the blob store before the record is
@@ -159,11 +184,50 @@ class PersistentRuntimeDriver(RuntimeDriver):
         elif states:
             # Decision 23: a superseded or coalesced input is written in the
             # same commit that acknowledges its replacement.
-            await self._write(
-                self.store.atomic_lifecycle_commit(
+            await self._write_states(
+                states,
+                lambda: self.store.atomic_lifecycle_commit(
                     self.runtime_id, self._core.stored_phase(), states
-                )
+                ),
             )
+
+    async def _write_states(
+        self, states: list[InputState], write: Callable[[], Awaitable[None]]
+    ) -> None:
+        """``_write`` of a call that writes ``states``: a payload left in the
+        store is loaded first (a record is written whole, PD-71), and left
+        there again afterwards."""
+        missing = [s for s in states if not s.payload_loaded()]
+        if missing:
+            found = await load_payloads(
+                self.store, self.runtime_id, [s.input_id for s in missing]
+            )
+            for state in missing:
+                state.load_payload(found[state.input_id])
+        try:
+            await self._write(write())
+        finally:
+            for state in missing:
+                state.drop_payload()
+
+    async def load_payloads(self, ids: Sequence[InputId]) -> None:
+        """Bring the payloads of ``ids`` left in the store back into memory,
+        in one read (PD-71). The store's error is raised as it is, nothing
+        changed: ``Corrupt`` naming the input whose record fails its checks,
+        ``Unavailable`` when trying again may succeed."""
+        missing = self._core.payloads_in_store(ids)
+        if missing:
+            found = await load_payloads(self.store, self.runtime_id, missing)
+            self._core.put_payloads(found)
+
+    async def input_state_with_payload(self, input_id: InputId) -> InputState | None:
+        """``input_state``, with its payload read from the store when it was
+        left there (the copy has it; the runtime's entry stays as it is)."""
+        state = self._core.input_state(input_id)
+        if state is not None and not state.payload_loaded():
+            found = await load_payloads(self.store, self.runtime_id, [input_id])
+            state.load_payload(found[input_id])
+        return state
 
     async def _write(self, call: Awaitable[None]) -> None:
         """A store write that a cancelled caller cannot tear in half: the
@@ -230,10 +294,12 @@ class PersistentRuntimeDriver(RuntimeDriver):
             if event.session_snapshot is not None
             else None
         )
-        await self._write(
-            self.store.atomic_apply(
-                self.runtime_id, delta, event.receipt, self._durable(checkpoint)
-            )
+        states = self._durable(checkpoint)
+        await self._write_states(
+            states,
+            lambda: self.store.atomic_apply(
+                self.runtime_id, delta, event.receipt, states
+            ),
         )
 
     async def withdraw_run(self, run_id: RunId) -> None:
@@ -302,12 +368,12 @@ class PersistentRuntimeDriver(RuntimeDriver):
         delegations changed since the last such commit (``_unsaved``)."""
         unsaved = self._core.take_unsaved()
         try:
-            await self._write(
-                self.store.atomic_lifecycle_commit(
-                    self.runtime_id,
-                    self._core.stored_phase(),
-                    self._durable(checkpoint, unsaved),
-                )
+            states = self._durable(checkpoint, unsaved)
+            await self._write_states(
+                states,
+                lambda: self.store.atomic_lifecycle_commit(
+                    self.runtime_id, self._core.stored_phase(), states
+                ),
             )
         except CommittedThenCancelled:
             raise  # written after all
@@ -418,9 +484,14 @@ class PersistentRuntimeDriver(RuntimeDriver):
         """Read what the store holds (states, phase, the receipts that may
         name applied inputs), then let the core recover from it."""
         core = self._core
-        states = await self.store.load_input_states(self.runtime_id)
+        states = await (
+            load_skeletons(self.store, self.runtime_id)
+            if self.lazy_payloads
+            else self.store.load_input_states(self.runtime_id)
+        )
         persisted = await self.store.load_runtime_state(self.runtime_id)
         fresh = core.to_recover(states, persisted)
+        await self._load_for_recovery(fresh)
         # PD-49: records the spec cannot have produced fail closed here.
         receipts = await stored_receipts(self.store, self.runtime_id)
         check_loaded(str(self.runtime_id), persisted, states, receipts)
@@ -428,6 +499,18 @@ class PersistentRuntimeDriver(RuntimeDriver):
         result = core.recover_loaded(fresh, named)
         core.restore_phase(persisted)
         return result
+
+    async def _load_for_recovery(self, fresh: list[InputState]) -> None:
+        """The payloads recovery needs (``payload_needed``), in one read: it
+        writes those inputs back, and a record is written whole. The rest
+        stay in the store (PD-71)."""
+        needed = [s for s in fresh if self._core.payload_needed(s)]
+        if needed:
+            found = await load_payloads(
+                self.store, self.runtime_id, [s.input_id for s in needed]
+            )
+            for state in needed:
+                state.load_payload(found[state.input_id])
 
     async def _named_by_receipts(
         self,

@@ -120,11 +120,7 @@ class RecoveringCore(CoreState):
             if state.is_terminal() or state.current_state() not in _APPLIED:
                 continue
             run_id, sequence = state.last_run_id(), state.last_boundary_sequence()
-            if (
-                state.persisted_input is not None
-                and run_id is not None
-                and sequence is not None
-            ):
+            if state.has_payload() and run_id is not None and sequence is not None:
                 groups.setdefault((run_id, sequence), []).append(state.input_id)
         return groups
 
@@ -148,7 +144,7 @@ class RecoveringCore(CoreState):
             if (  # the common case: kept as it is
                 state.current_state() is _S.QUEUED
                 and policy is not None
-                and state.persisted_input is not None
+                and state.has_payload()
             ):
                 state.recovery_count += 1  # decision 18
                 recounted.append(state)
@@ -195,7 +191,7 @@ class RecoveringCore(CoreState):
             state.policy = PolicySnapshot(
                 version=decision.policy_version, decision=decision
             )
-        if state.persisted_input is None:
+        if not state.has_payload():
             self._apply(state, il.Abandon(InputAbandonReason.Cancelled()))
             self._emit_abandoned(state)
             details.append(
@@ -219,6 +215,17 @@ class RecoveringCore(CoreState):
         if phase is _S.STAGED:
             return self._requeued(state, il.RollbackStaged())
         return "kept"
+
+    @staticmethod
+    def payload_needed(state: InputState) -> bool:
+        """Whether ``recover_loaded`` needs this loaded state's payload in
+        memory (PD-71): it rewrites every unfinished input it does not keep
+        queued as it is, and resolves a missing policy from the payload."""
+        return (
+            not state.payload_loaded()
+            and not state.is_terminal()
+            and (state.current_state() is not _S.QUEUED or state.policy is None)
+        )
 
     def _requeued(
         self, state: InputState, lifecycle_input: il.InputLifecycleInput

@@ -180,6 +180,7 @@ class RuntimeSessionAdapter:
                 policy_table=self.policy_table,
                 max_pending_inputs=self.max_pending_inputs,
                 ownership=self.ownership,
+                lazy_payloads=True,  # the loop loads them for its runs
             )
         return EphemeralRuntimeDriver(
             runtime_id,
@@ -384,7 +385,12 @@ class RuntimeSessionAdapter:
     async def input_state(
         self, session_id: SessionId, input_id: InputId
     ) -> InputState | None:
-        return self._session(session_id).driver.input_state(input_id)
+        """A copy of the input's state, its payload included (read from the
+        store when the runtime left it there, PD-71)."""
+        driver = self._session(session_id).driver
+        if isinstance(driver, PersistentRuntimeDriver):
+            return await driver.input_state_with_payload(input_id)
+        return driver.input_state(input_id)
 
     async def list_active_inputs(self, session_id: SessionId) -> list[InputId]:
         return self._session(session_id).driver.active_input_ids()

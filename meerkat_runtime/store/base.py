@@ -41,6 +41,7 @@ from meerkat_runtime.errors import (
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
+from meerkat_runtime.inputs import AnyInput
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
 from meerkat_runtime.store.leases import DEFAULT_LEASE_TTL, Lease
 
@@ -62,6 +63,9 @@ __all__ = [
     "as_store_error",
     "cancel_safe",
     "commit_recovery",
+    "load_payloads",
+    "load_skeletons",
+    "loads_lazily",
     "mint_receipt",
     "owns_leases",
     "required_snapshot",
@@ -281,6 +285,40 @@ class RuntimeStore(ABC):
                 found[run_id, sequence] = receipt
         return list(found.values())
 
+    # ------------------------------------------------------------ payloads
+    # PD-71. A store that sets ``lazy_payloads`` reads records without their
+    # payloads and fetches payloads by id, one read per call; a driver over
+    # it leaves payloads in the store until a run needs them. These defaults
+    # (for a store that does not) load everything, as before. A store that
+    # sets it counts ``commit_recovery``'s ``recounted`` inputs without
+    # rewriting their records (their payloads are not in memory).
+
+    lazy_payloads: bool = False
+
+    async def load_input_skeletons(
+        self, runtime_id: LogicalRuntimeId
+    ) -> list[InputState]:
+        """``load_input_states``, each payload left in the store when the
+        store ``lazy_payloads`` (its ``stored_payload`` says what it is)."""
+        return await self.load_input_states(runtime_id)
+
+    async def load_payloads(
+        self, runtime_id: LogicalRuntimeId, input_ids: Sequence[InputId]
+    ) -> dict[InputId, AnyInput]:
+        """The stored payloads of ``input_ids``, in one read. A record that
+        fails its checks, is missing or holds no payload is ``Corrupt``,
+        naming the input. This default reads each record on its own."""
+        found: dict[InputId, AnyInput] = {}
+        for input_id in input_ids:
+            state = await self.load_input_state(runtime_id, input_id)
+            if state is None or state.persisted_input is None:
+                raise CorruptError(
+                    f"runtime {str(runtime_id)!r}, input {str(input_id)!r}: "
+                    "the store holds no payload for it"
+                )
+            found[input_id] = state.persisted_input
+        return found
+
     # ------------------------------------------------------------ ownership
     # PD-36 (store/leases.py). A store that keeps leases sets
     # ``keeps_leases`` and implements all five; drivers over any other store
@@ -356,6 +394,31 @@ class RuntimeStore(ABC):
 def owns_leases(store: object) -> bool:
     """``keeps_leases``; a store that does not say keeps none."""
     return bool(getattr(store, "keeps_leases", False))
+
+
+def loads_lazily(store: object) -> bool:
+    """``lazy_payloads``; a store that does not say loads everything."""
+    return bool(getattr(store, "lazy_payloads", False))
+
+
+async def load_skeletons(
+    store: RuntimeStore, runtime_id: LogicalRuntimeId
+) -> list[InputState]:
+    """``store.load_input_skeletons``, or every state in full."""
+    if loads_lazily(store):
+        return await store.load_input_skeletons(runtime_id)
+    return await store.load_input_states(runtime_id)
+
+
+async def load_payloads(
+    store: RuntimeStore, runtime_id: LogicalRuntimeId, input_ids: Sequence[InputId]
+) -> dict[InputId, AnyInput]:
+    """``store.load_payloads``, or the default (one read per input)."""
+    own = getattr(store, "load_payloads", None)
+    if own is None:
+        return await RuntimeStore.load_payloads(store, runtime_id, input_ids)
+    found: dict[InputId, AnyInput] = await own(runtime_id, input_ids)
+    return found
 
 
 def cancel_safe(store: object) -> bool:

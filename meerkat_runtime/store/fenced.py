@@ -17,12 +17,16 @@ from typing import Any, TypeVar
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
+from meerkat_runtime.inputs import AnyInput
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
 from meerkat_runtime.store.base import (
     RuntimeStore,
     SessionDelta,
     cancel_safe,
     commit_recovery,
+    load_payloads,
+    load_skeletons,
+    loads_lazily,
 )
 from meerkat_runtime.store.leases import WRITE_FENCE, Lease
 
@@ -43,6 +47,7 @@ class FencedStore(RuntimeStore):
         self.lease_ttl = store.lease_ttl
         # No suspension point of its own: as cancel-safe as the store.
         self.cancel_safe_writes = cancel_safe(store)  # type: ignore[misc]
+        self.lazy_payloads = loads_lazily(store)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
@@ -133,6 +138,16 @@ class FencedStore(RuntimeStore):
         self, runtime_id: LogicalRuntimeId, input_id: InputId
     ) -> InputState | None:
         return await self.store.load_input_state(runtime_id, input_id)
+
+    async def load_input_skeletons(
+        self, runtime_id: LogicalRuntimeId
+    ) -> list[InputState]:
+        return await load_skeletons(self.store, runtime_id)
+
+    async def load_payloads(
+        self, runtime_id: LogicalRuntimeId, input_ids: Sequence[InputId]
+    ) -> dict[InputId, AnyInput]:
+        return await load_payloads(self.store, runtime_id, input_ids)
 
     async def load_boundary_receipt(
         self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 from meerkat_runtime.codec import gc_paused
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
+from meerkat_runtime.inputs import AnyInput
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
 from meerkat_runtime.store import leases, records
 from meerkat_runtime.store.base import (
@@ -39,6 +40,9 @@ class InMemoryRuntimeStore(RuntimeStore):
     cancel_safe_writes = True
 
     keeps_leases = True
+    # It holds every record in memory anyway, and its recovery rewrites each
+    # pending record (which needs the payloads): it loads them all (PD-71).
+    lazy_payloads = False
 
     def __init__(self, *, lease_ttl: float = leases.DEFAULT_LEASE_TTL) -> None:
         self.lease_ttl = leases.checked_ttl(lease_ttl)
@@ -227,11 +231,32 @@ class InMemoryRuntimeStore(RuntimeStore):
     # ---------------------------------------------------------------- reads
 
     async def load_input_states(self, runtime_id: LogicalRuntimeId) -> list[InputState]:
+        return await self._load_inputs(runtime_id, records.decode_state)
+
+    async def load_input_skeletons(
+        self, runtime_id: LogicalRuntimeId
+    ) -> list[InputState]:
+        return await self._load_inputs(runtime_id, records.decode_skeleton_state)
+
+    async def _load_inputs(
+        self,
+        runtime_id: LogicalRuntimeId,
+        decode: Callable[[str, str, object], InputState],
+    ) -> list[InputState]:
         rid = str(runtime_id)
         async with self._lock:
             rows = list(self._inputs.get(rid, {}).items())
         with gc_paused():  # a bulk decode: see codec.gc_paused
-            return [records.decode_state(rid, iid, data) for iid, data in rows]
+            return [decode(rid, iid, data) for iid, data in rows]
+
+    async def load_payloads(
+        self, runtime_id: LogicalRuntimeId, input_ids: Sequence[InputId]
+    ) -> dict[InputId, AnyInput]:
+        rid = str(runtime_id)
+        async with self._lock:
+            table = self._inputs.get(rid, {})
+            rows = [(str(i), table[str(i)]) for i in input_ids if str(i) in table]
+        return records.payloads_found(rid, input_ids, rows)
 
     async def load_input_state(
         self, runtime_id: LogicalRuntimeId, input_id: InputId

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Self, TypeVar
 
 import psycopg
@@ -50,6 +50,7 @@ from meerkat_runtime.errors import RuntimeOwnedError
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
+from meerkat_runtime.inputs import AnyInput
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
 from meerkat_runtime.store import leases, postgres_leases, records
 from meerkat_runtime.store.base import (
@@ -83,6 +84,7 @@ class PostgresRuntimeStore(RuntimeStore):
 
     cancel_safe_writes = False
     keeps_leases = True
+    lazy_payloads = True  # PD-71
 
     def __init__(
         self,
@@ -378,6 +380,18 @@ class PostgresRuntimeStore(RuntimeStore):
         return await (await self._ready()).read(work, context)
 
     async def load_input_states(self, runtime_id: LogicalRuntimeId) -> list[InputState]:
+        return await self._load_inputs(runtime_id, records.decode_state)
+
+    async def load_input_skeletons(
+        self, runtime_id: LogicalRuntimeId
+    ) -> list[InputState]:
+        return await self._load_inputs(runtime_id, records.decode_skeleton_state)
+
+    async def _load_inputs(
+        self,
+        runtime_id: LogicalRuntimeId,
+        decode: Callable[[str, str, object], InputState],
+    ) -> list[InputState]:
         rid = str(runtime_id)
         rows = await self._fetch(
             self.sql.select_inputs + self.sql.in_arrival_order,  # PD-42
@@ -385,7 +399,21 @@ class PostgresRuntimeStore(RuntimeStore):
             "load_input_states",
         )
         with gc_paused():  # a bulk decode: see codec.gc_paused
-            return [decode_input_row(rid, row) for row in rows]
+            return [decode_input_row(rid, row, decode) for row in rows]
+
+    async def load_payloads(
+        self, runtime_id: LogicalRuntimeId, input_ids: Sequence[InputId]
+    ) -> dict[InputId, AnyInput]:
+        """One statement for the batch (PD-71)."""
+        rid = str(runtime_id)
+        rows = await self._fetch(
+            f"SELECT input_id, state_json FROM "
+            f"{self.sql.table('runtime_input_states')} "
+            "WHERE runtime_id = %(r)s AND input_id = ANY(%(i)s)",
+            {"r": rid, "i": [str(i) for i in input_ids]},
+            "load_payloads",
+        )
+        return records.payloads_found(rid, input_ids, rows)
 
     async def load_input_state(
         self, runtime_id: LogicalRuntimeId, input_id: InputId

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -51,6 +52,7 @@ from meerkat_runtime.errors import RuntimeOwnedError
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
+from meerkat_runtime.inputs import AnyInput
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
 from meerkat_runtime.store import leases, records, sqlite_leases
 from meerkat_runtime.store.base import (
@@ -69,6 +71,7 @@ from meerkat_runtime.store.sqlite_schema import (
     BUMP_EPOCH,
     IN_ARRIVAL_ORDER,
     SELECT_INPUTS,
+    SELECT_PAYLOADS,
     UPSERT_INPUT,
     UPSERT_PHASE,
     UPSERT_SNAPSHOT,
@@ -104,6 +107,7 @@ class SqliteRuntimeStore(RuntimeStore):
     # A cancelled write either never started (the inline path's one yield
     # comes before any SQL) or waits out the writer thread.
     cancel_safe_writes = True
+    lazy_payloads = True  # PD-71
 
     def __init__(
         self,
@@ -426,19 +430,41 @@ class SqliteRuntimeStore(RuntimeStore):
     # ---------------------------------------------------------------- reads
 
     async def load_input_states(self, runtime_id: LogicalRuntimeId) -> list[InputState]:
+        return await self._load_inputs(runtime_id, records.decode_state)
+
+    async def load_input_skeletons(
+        self, runtime_id: LogicalRuntimeId
+    ) -> list[InputState]:
+        return await self._load_inputs(runtime_id, records.decode_skeleton_state)
+
+    async def _load_inputs(
+        self,
+        runtime_id: LogicalRuntimeId,
+        decode: Callable[[str, str, object], InputState],
+    ) -> list[InputState]:
         rid = str(runtime_id)
         query = (SELECT_INPUTS + IN_ARRIVAL_ORDER, (rid,))  # PD-42
         states: list[InputState] = []
 
-        def decode(rows: list[Any]) -> None:
-            states.extend([decode_input_row(rid, row) for row in rows])
+        def decode_rows(rows: list[Any]) -> None:
+            states.extend([decode_input_row(rid, row, decode) for row in rows])
 
         with gc_paused():  # a bulk decode: see codec.gc_paused
-            await self._read_chunks(*query, decode)
+            await self._read_chunks(*query, decode_rows)
         # A damaged index can hide rows: count them again by the table.
         ids = [str(state.input_id) for state in states]
         await self._read(lambda c: check_input_count(c, rid, ids))
         return states
+
+    async def load_payloads(
+        self, runtime_id: LogicalRuntimeId, input_ids: Sequence[InputId]
+    ) -> dict[InputId, AnyInput]:
+        rid = str(runtime_id)
+        wanted = json.dumps([str(i) for i in input_ids])
+        rows = await self._read(
+            lambda conn: conn.execute(SELECT_PAYLOADS, (rid, wanted)).fetchall()
+        )
+        return records.payloads_found(rid, input_ids, rows)
 
     async def load_input_state(
         self, runtime_id: LogicalRuntimeId, input_id: InputId

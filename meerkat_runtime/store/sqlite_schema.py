@@ -132,6 +132,12 @@ SELECT_INPUTS = (
     "FROM runtime_input_states WHERE runtime_id = ?1"
 )
 IN_ARRIVAL_ORDER = " ORDER BY arrival"
+# The records of some inputs of runtime ?1, their ids a JSON array in ?2:
+# one statement for a batch of any size (PD-71).
+SELECT_PAYLOADS = (
+    "SELECT input_id, state_json FROM runtime_input_states "
+    "WHERE runtime_id = ?1 AND input_id IN (SELECT value FROM json_each(?2))"
+)
 BUMP_EPOCH = (
     "INSERT INTO runtime_states (runtime_id, runtime_state_json, recovery_epoch) "
     "VALUES (?, ?, 1) ON CONFLICT (runtime_id) DO UPDATE SET "
@@ -152,11 +158,16 @@ class SchemaTooNewError(StoreInternalError):
     """The file was written by a newer meerkat-runtime."""
 
 
-def decode_input_row(runtime_id: str, row: tuple[Any, ...]) -> InputState:
-    """One ``SELECT_INPUTS`` row: the record, plus the recoveries that loaded
-    it unfinished since it was written (see the module notes)."""
+def decode_input_row(
+    runtime_id: str,
+    row: tuple[Any, ...],
+    decode: Callable[[str, str, object], InputState] = records.decode_state,
+) -> InputState:
+    """One ``SELECT_INPUTS`` row: the record (as ``decode`` reads it), plus
+    the recoveries that loaded it unfinished since it was written (see the
+    module notes)."""
     input_id, data, lag = row
-    state = records.decode_state(runtime_id, str(input_id), data)
+    state = decode(runtime_id, str(input_id), data)
     # Recovery drops ephemeral records unread (decision 13): never counted.
     if (
         lag > 0

@@ -47,12 +47,16 @@ from typing import TypeVar
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
+from meerkat_runtime.inputs import AnyInput
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
 from meerkat_runtime.store.base import (
     RuntimeStore,
     RuntimeStoreError,
     SessionDelta,
     commit_recovery,
+    load_payloads,
+    load_skeletons,
+    loads_lazily,
     owns_leases,
 )
 from meerkat_runtime.store.leases import DEFAULT_LEASE_TTL, Clock, Lease
@@ -102,6 +106,10 @@ class FaultyStore(RuntimeStore):
         self.armed: Armed | None = None
         self.fired: list[tuple[Fault, str]] = []
         self.keeps_leases = owns_leases(inner)
+        self.lazy_payloads = loads_lazily(inner)
+        # Raised by the next ``load_payloads`` instead of reading (PD-71).
+        self.payload_fault: Exception | None = None
+        self.payload_loads = 0
         self.lease_ttl = getattr(inner, "lease_ttl", DEFAULT_LEASE_TTL)
         self.renewal_fault: RenewalFault | None = None
         self.renewals = 0  # renewals asked for, failed or not
@@ -320,6 +328,22 @@ class FaultyStore(RuntimeStore):
         self, runtime_id: LogicalRuntimeId, input_id: InputId
     ) -> InputState | None:
         return await self.inner.load_input_state(runtime_id, input_id)
+
+    async def load_input_skeletons(
+        self, runtime_id: LogicalRuntimeId
+    ) -> list[InputState]:
+        return await load_skeletons(self.inner, runtime_id)
+
+    async def load_payloads(
+        self, runtime_id: LogicalRuntimeId, input_ids: Sequence[InputId]
+    ) -> dict[InputId, AnyInput]:
+        """The inner store's payloads; ``payload_fault``, when set, is
+        raised instead (once), and every call is counted."""
+        self.payload_loads += 1
+        fault, self.payload_fault = self.payload_fault, None
+        if fault is not None:
+            raise fault
+        return await load_payloads(self.inner, runtime_id, input_ids)
 
     async def load_boundary_receipt(
         self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
