@@ -221,11 +221,12 @@ class RecoveringCore(CoreState):
         """Whether ``recover_loaded`` needs this loaded state's payload in
         memory (PD-71): it rewrites every unfinished input it does not keep
         queued as it is, and resolves a missing policy from the payload."""
-        return (
-            not state.payload_loaded()
-            and not state.is_terminal()
-            and (state.current_state() is not _S.QUEUED or state.policy is None)
-        )
+        if state.payload_loaded():
+            return False
+        phase = state.current_state()
+        if phase is _S.QUEUED:  # the common case first: one comparison
+            return state.policy is None
+        return not phase.is_terminal()
 
     def _requeued(
         self, state: InputState, lifecycle_input: il.InputLifecycleInput

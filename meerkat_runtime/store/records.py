@@ -19,8 +19,8 @@ from meerkat_runtime import codec
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId
 from meerkat_runtime.input_state import (
-    InputState,
     InputSkeletonRecord,
+    InputState,
     InputStateRecord,
     decode_record,
     decode_skeleton,
