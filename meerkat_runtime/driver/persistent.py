@@ -126,6 +126,7 @@ class PersistentRuntimeDriver(RuntimeDriver):
         self.ownership = ownership
         self.lease: OwnerLease | None = None
         self.lazy_payloads = lazy_payloads and loads_lazily(store)
+        self.payloads_kept = PAYLOADS_KEPT  # PD-72 (a seam for tests)
 
     # ================================================================ accept
 
@@ -152,7 +153,7 @@ class PersistentRuntimeDriver(RuntimeDriver):
         does not read it back."""
         if (
             self.lazy_payloads
-            and self._core.pending_inputs() > PAYLOADS_KEPT
+            and self._core.pending_inputs() > self.payloads_kept
             and state.current_state() is _S.QUEUED
             and state.durability is not InputDurability.EPHEMERAL
         ):

@@ -633,6 +633,26 @@ class SqliteCrashMachine(CrashMachine):
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+class LazySqliteCrashMachine(SqliteCrashMachine):
+    """SQLite under a lazy driver (PD-71, PD-72): recovered payloads, and
+    those accepted past two pending inputs, stay on disk until a write or a
+    run needs them; every stored record must keep its payload whole."""
+
+    def new_driver(self) -> PersistentRuntimeDriver:
+        driver = PersistentRuntimeDriver(
+            RID, self.store, MemoryBlobStore(), lazy_payloads=True
+        )
+        driver.payloads_kept = 2
+        return driver
+
+    @invariant()
+    def stored_payloads_are_whole(self) -> None:
+        for state in self.wait(self.store.load_input_states(RID)):
+            expected = self.payloads.get(state.input_id)
+            if expected is not None:
+                assert state.persisted_input == expected, state.input_id
+
+
 class PostgresCrashMachine(CrashMachine):
     """A schema of its own on the tests' PostgreSQL; each restart opens a new
     store (and pool) on it."""
@@ -653,6 +673,7 @@ class PostgresCrashMachine(CrashMachine):
 
 TestMemoryCrashes = MemoryCrashMachine.TestCase
 TestSqliteCrashes = SqliteCrashMachine.TestCase
+TestLazySqliteCrashes = LazySqliteCrashMachine.TestCase
 TestPostgresCrashes = PostgresCrashMachine.TestCase
 # Every step waits for real commits and every crash reconnects: a quarter
 # of the profile's examples keeps CI's time (`make fuzz` runs 375).
