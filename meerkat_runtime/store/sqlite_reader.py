@@ -4,7 +4,8 @@ Theory of operation: reads run in worker threads, each on its own
 connection, opened on first use. In WAL mode they see the last committed
 state and never block the writer. Bulk reads stream: a reader thread
 fetches chunks while the caller decodes the chunk before (SQLite steps
-without the GIL, so fetching and decoding overlap).
+without the GIL, so fetching and decoding overlap), at most ``READ_AHEAD``
+chunks ahead, so the rows of a deep queue never all wait in memory.
 
 Readers memory-map the file (``mmap_bytes``): SQLite only reads through the
 map, so durability is unchanged; the trade-off is that an I/O error while
@@ -35,6 +36,10 @@ T = TypeVar("T")
 Pair = tuple[sqlite3.Connection, threading.Lock]
 
 READ_CHUNK = 1000  # rows a reader thread hands over at a time
+# Chunks a reader thread may fetch ahead of the caller's decoding: fetching
+# is faster than decoding, so without a bound a deep queue's rows would all
+# wait in memory at once, beside what was decoded from them.
+READ_AHEAD = 4
 
 
 @dataclass(slots=True)
@@ -109,6 +114,7 @@ class SqliteReaders:
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue[list[Any] | BaseException | None] = asyncio.Queue()
         stop = threading.Event()  # ``consume`` raised: no more chunks wanted
+        room = threading.Semaphore(READ_AHEAD)  # chunks not yet consumed
 
         def deliver(item: list[Any] | BaseException | None) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is gone
@@ -121,7 +127,10 @@ class SqliteReaders:
             try:
                 with self._reading() as conn:
                     cursor = conn.execute(sql, params)
-                    while not stop.is_set() and (rows := self._fetch(cursor)):
+                    while room.acquire() and not stop.is_set():
+                        rows = self._fetch(cursor)
+                        if not rows:
+                            break
                         deliver(rows)
                     cursor.close()
                 deliver(None)
@@ -134,8 +143,10 @@ class SqliteReaders:
                 if isinstance(item, BaseException):
                     raise item
                 consume(item)
+                room.release()
         finally:
             stop.set()
+            room.release()  # a producer waiting for room sees ``stop``
             await wait_out(producer)  # the reader connection is free again
 
     def _fetch(self, cursor: sqlite3.Cursor) -> list[Any]:

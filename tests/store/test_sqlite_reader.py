@@ -144,6 +144,46 @@ def test_a_reader_that_cannot_open_fails_the_bulk_load_at_once(
     run(body)
 
 
+def test_a_bulk_read_fetches_only_a_few_chunks_ahead_of_its_consumer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader thread fetches at most ``READ_AHEAD`` chunks more than the
+    caller has consumed, however slow the caller: a deep queue's rows never
+    all wait in memory beside what was decoded from them. (The first chunk
+    is held until the reader would have run further ahead, or half a
+    second: without the bound it runs through every row meanwhile.)"""
+    monkeypatch.setattr(sqlite_reader, "READ_CHUNK", 1)
+    monkeypatch.setattr(sqlite_reader, "READ_AHEAD", 2)
+    fetched, consumed, leads = [0], [0], []
+    ran_ahead = threading.Event()
+
+    def count_fetch() -> None:  # the reader thread, before each fetch
+        fetched[0] += 1
+        leads.append(fetched[0] - consumed[0])
+        if leads[-1] > sqlite_reader.READ_AHEAD:
+            ran_ahead.set()
+
+    def consume(rows: list[Any]) -> None:
+        if consumed[0] == 0:
+            ran_ahead.wait(0.5)
+        consumed[0] += len(rows)
+
+    async def body() -> None:
+        async with SqliteRuntimeStore(tmp_path / "ahead.db") as store:
+            states = [queued_state(f"p{i}") for i in range(10)]
+            await store.atomic_lifecycle_commit(A, RuntimeState.IDLE, states)
+            store.readers.hooks.chunk = count_fetch
+            await store.readers.read_chunks(
+                "SELECT input_id FROM runtime_input_states WHERE runtime_id = ?",
+                (str(A),),
+                consume,
+            )
+        assert consumed[0] == 10
+        assert max(leads) <= 2, leads
+
+    run(body)
+
+
 def test_a_bulk_load_cancelled_twice_returns_only_after_its_reader(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
