@@ -48,6 +48,8 @@ class ReaderHooks:
 
     # Reader thread, before each chunk of a bulk read is fetched.
     chunk: Callable[[], None] | None = None
+    # Reader thread, with its connection, when a bulk read starts.
+    bulk_started: Callable[[sqlite3.Connection], None] | None = None
     # Closing thread, before it waits for a connection's reader to finish.
     close_wait: Callable[[], None] | None = None
 
@@ -125,7 +127,9 @@ class SqliteReaders:
             # queue must never be left waiting (with the GC paused, as
             # recovery reads).
             try:
-                with self._reading() as conn:
+                with self._reading() as conn, self._unmapped(conn):
+                    if self.hooks.bulk_started is not None:
+                        self.hooks.bulk_started(conn)
                     cursor = conn.execute(sql, params)
                     while room.acquire() and not stop.is_set():
                         rows = self._fetch(cursor)
@@ -148,6 +152,21 @@ class SqliteReaders:
             stop.set()
             room.release()  # a producer waiting for room sees ``stop``
             await wait_out(producer)  # the reader connection is free again
+
+    @contextlib.contextmanager
+    def _unmapped(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """A bulk read reads through SQLite's page cache, not the map: a
+        scan touches every page of the table once, and mapped pages would
+        all count in the process's resident memory, as much again as the
+        table, with no gain in speed for a single pass."""
+        if not self.mmap_bytes:
+            yield
+            return
+        conn.execute("PRAGMA mmap_size = 0")
+        try:
+            yield
+        finally:
+            conn.execute(f"PRAGMA mmap_size = {self.mmap_bytes}")
 
     def _fetch(self, cursor: sqlite3.Cursor) -> list[Any]:
         if self.hooks.chunk is not None:

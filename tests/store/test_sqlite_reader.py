@@ -184,6 +184,32 @@ def test_a_bulk_read_fetches_only_a_few_chunks_ahead_of_its_consumer(
     run(body)
 
 
+def test_a_bulk_read_does_not_map_the_file(tmp_path: Path) -> None:
+    """A bulk load reads with the map off (a scan of a deep queue would
+    otherwise add the whole table to the resident memory); the reader's
+    connection has its map back afterwards, for point reads."""
+    seen: list[int] = []
+
+    def bulk_started(conn: sqlite3.Connection) -> None:
+        seen.append(conn.execute("PRAGMA mmap_size").fetchone()[0])
+
+    async def body() -> None:
+        async with SqliteRuntimeStore(
+            tmp_path / "map.db", read_mmap_bytes=1 << 20
+        ) as store:
+            states = [queued_state(f"p{i}") for i in range(3)]
+            await store.atomic_lifecycle_commit(A, RuntimeState.IDLE, states)
+            store.readers.hooks.bulk_started = bulk_started
+            assert len(await store.load_input_states(A)) == 3
+            assert seen == [0]
+            settings = await store.readers.read(
+                lambda conn: conn.execute("PRAGMA mmap_size").fetchone()[0]
+            )
+            assert settings == 1 << 20
+
+    run(body)
+
+
 def test_a_bulk_load_cancelled_twice_returns_only_after_its_reader(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
