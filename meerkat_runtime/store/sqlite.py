@@ -192,14 +192,16 @@ class SqliteRuntimeStore(RuntimeStore):
 
     # ---------------------------------------------------------------- access
 
-    async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def _read(
+        self, work: Callable[[sqlite3.Connection], T], *, scan: bool = False
+    ) -> T:
         if self.writer.closed:
             raise closed_error(self.path)
         if self._memory:
             # A shared-cache memory database locks whole tables and fails at
             # once instead of waiting; reading through the writer serialises.
             return await self.writer.write(work, commits=False)
-        return await self.readers.read(work)
+        return await self.readers.read(work, scan=scan)
 
     async def _read_chunks(
         self, sql: str, params: tuple[Any, ...], consume: Callable[[list[Any]], None]
@@ -453,7 +455,7 @@ class SqliteRuntimeStore(RuntimeStore):
             await self._read_chunks(*query, decode_rows)
         # A damaged index can hide rows: count them again by the table.
         ids = [str(state.input_id) for state in states]
-        await self._read(lambda c: check_input_count(c, rid, ids))
+        await self._read(lambda c: check_input_count(c, rid, ids), scan=True)
         return states
 
     async def load_payloads(

@@ -96,13 +96,20 @@ class SqliteReaders:
             with Translated(self.path, ReadFailedError):
                 yield conn
 
-    async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def read(
+        self, work: Callable[[sqlite3.Connection], T], *, scan: bool = False
+    ) -> T:
+        """``work`` on a reader connection; ``scan``: it reads a whole table
+        (see ``_unmapped``)."""
         if self.closed:
             raise closed_error(self.path)
 
         def run() -> T:
             with self._reading() as conn:
-                return work(conn)
+                if not scan:
+                    return work(conn)
+                with self._unmapped(conn):
+                    return work(conn)
 
         return await asyncio.to_thread(run)
 

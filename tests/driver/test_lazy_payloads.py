@@ -110,9 +110,9 @@ class CountingStore(SqliteRuntimeStore):
 
     reads = 0
 
-    async def _read(self, work: Callable[[Any], Any]) -> Any:
+    async def _read(self, work: Callable[[Any], Any], *, scan: bool = False) -> Any:
         CountingStore.reads += 1
-        return await super()._read(work)
+        return await super()._read(work, scan=scan)
 
     async def _read_chunks(self, *args: Any) -> None:
         CountingStore.reads += 1
