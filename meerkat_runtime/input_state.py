@@ -17,6 +17,7 @@ it (run id, boundary sequence, abandon reason, replacing input: PD-48), so
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Self, TypeVar
@@ -217,6 +218,19 @@ def _shared_policy(policy: PolicySnapshot | None) -> PolicySnapshot | None:
             _POLICIES.clear()
         shared = _POLICIES[policy] = policy
     return shared
+
+
+def _shared_entry(
+    entry: InputStateHistoryEntry, created_at: datetime
+) -> InputStateHistoryEntry:
+    """``entry`` with its reason (a transition's name) kept once per
+    process, and its timestamp the input's ``created_at`` when equal (the
+    accept's own entry): two objects fewer for each recovered input."""
+    reason = sys.intern(entry.reason)
+    shared = created_at if entry.timestamp == created_at else entry.timestamp
+    if reason is entry.reason and shared is entry.timestamp:
+        return entry
+    return msgspec.structs.replace(entry, reason=reason, timestamp=shared)
 
 
 def _now() -> datetime:
@@ -472,6 +486,7 @@ class InputState:
         state = cls._restored(record, record.input_id, owned=True)
         if record.updated_at == record.created_at:
             state._updated_at = state.created_at
+        state._history = [_shared_entry(e, state.created_at) for e in state._history]
         state.policy = _shared_policy(record.policy)
         stored = record.persisted_input
         state.stored_payload = None if stored is None else stored.key()

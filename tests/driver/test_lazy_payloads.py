@@ -24,7 +24,9 @@ from meerkat_runtime import (
 )
 from meerkat_runtime.blobs import MemoryBlobStore
 from meerkat_runtime.driver.persistent import PAYLOADS_KEPT
+from meerkat_runtime.generated import input_lifecycle as il
 from meerkat_runtime.generated.policy_table import PolicyDecision, QueueMode
+from meerkat_runtime.input_state import InputState, PolicySnapshot
 from meerkat_runtime.inputs import Input, PromptInput
 from meerkat_runtime.policy import DefaultPolicyTable, PolicySubject
 from meerkat_runtime.store import records
@@ -309,3 +311,31 @@ def test_a_recovered_batch_runs_with_its_payloads(tmp_path: Path) -> None:
             await store.close()
 
     run(body)
+
+
+def test_a_skeleton_shares_what_equal_records_repeat() -> None:
+    """Memory per pending input (PD-71): a skeleton reads back the same
+    record, but its policy, its accept's timestamp and its history's reason
+    are objects shared with other skeletons (or its own ``created_at``)."""
+    states = []
+    for text in ("a", "b"):
+        accepted_state = InputState.new_accepted(InputId.new())
+        accepted_state.policy = PolicySnapshot(
+            version=1, decision=DefaultPolicyTable.resolve(prompt(text), True)
+        )
+        accepted_state.persisted_input = prompt(text)
+        accepted_state.apply(il.QueueAccepted(), now=accepted_state.created_at)
+        states.append(accepted_state)
+    skeletons = [
+        records.decode_skeleton_state("r", str(s.input_id), records.encode_state(s))
+        for s in states
+    ]
+    for state, skeleton in zip(states, skeletons, strict=True):
+        assert skeleton.history() == state.history()
+        assert skeleton.payload_key() == state.payload_key()
+        (entry,) = skeleton.history()
+        assert entry.timestamp is skeleton.created_at
+        assert skeleton.updated_at() is skeleton.created_at
+    first, second = skeletons
+    assert first.policy is second.policy
+    assert first.history()[0].reason is second.history()[0].reason
