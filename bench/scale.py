@@ -10,7 +10,7 @@ runtime holds, on ``SqliteRuntimeStore`` files in a scratch directory:
   decodes the same rows (``load_input_states`` and the receipts). Each
   repeat works on a fresh copy of the file (recovery writes). Linear means
   the 10x batch takes about 10x as long; the goal allows 15x.
-* **pending recovery** (PD-71): a file holding N small queued prompts of
+* **pending recovery** (PD-64): a file holding N small queued prompts of
   one runtime, built with plain sqlite3 inserts of records encoded as the
   store encodes them (one template record, its id replaced per row, each
   framed with its own checksum). Each figure runs in a fresh child process,
@@ -18,12 +18,12 @@ runtime holds, on ``SqliteRuntimeStore`` files in a scratch directory:
   ``ru_maxrss`` where there is no /proc): a lazy recovery until the first
   dequeue (open, ``recover()``, the first input's payload read back,
   ``dequeue_next()``), an eager one (every payload decoded, as before
-  PD-71), loading and decoding the rows, fetching them with plain sqlite3,
+  PD-64), loading and decoding the rows, fetching them with plain sqlite3,
   an idle child (the floor every child pays: the interpreter and the
   imports), and the bytes the recovered driver holds per pending input
   (tracemalloc). At 100k (and, outside ``--quick``, 1M) the goals are
   issue 18's. The same bytes are measured for inputs accepted live by a
-  lazy driver (PD-72 sheds their payloads past its limit).
+  lazy driver (PD-65 sheds their payloads past its limit).
 * **coalescing accept**: an in-memory driver whose policy coalesces prompts
   of one scope, with 10 or 100k other inputs queued; the figure is the time
   of one accept that replaces the waiting input of its scope (best of
@@ -68,7 +68,7 @@ from meerkat_runtime.store.sqlite import SqliteRuntimeStore
 RUNTIME_ID = LogicalRuntimeId("bench-scale")
 BATCH_RATIO_GOAL = 15.0  # restart time of a 10x applied batch, at most
 COALESCE_RATIO_GOAL = 2.0  # coalescing accept at 100k queued / at 10, at most
-# PD-71 (issue 18): at most, each in a fresh process.
+# PD-64 (issue 18): at most, each in a fresh process.
 RECOVERY_100K_GOAL = 0.35  # seconds until the first dequeue, 100k pending
 HELD_BYTES_GOAL = 400  # bytes held per pending input
 RECOVERY_1M_GOAL = 3.0  # seconds, 1M pending
@@ -213,7 +213,7 @@ def build_pending(path: Path, n: int) -> None:
 def driver_over(
     store: SqliteRuntimeStore, n: int, lazy: bool = True
 ) -> PersistentRuntimeDriver:
-    """A driver for ``n`` pending inputs, lazy (PD-71) unless told."""
+    """A driver for ``n`` pending inputs, lazy (PD-64) unless told."""
     return PersistentRuntimeDriver(
         RUNTIME_ID, store, MemoryBlobStore(), max_pending_inputs=n, lazy_payloads=lazy
     )
@@ -221,7 +221,7 @@ def driver_over(
 
 async def child_recover(path: Path, n: int, lazy: bool = True) -> None:
     """Open, ``recover()``, then dequeue the first input: with a lazy
-    driver (PD-71) that includes reading its payload back."""
+    driver (PD-64) that includes reading its payload back."""
     store = SqliteRuntimeStore(path)
     try:
         driver = driver_over(store, n, lazy=lazy)
@@ -356,7 +356,7 @@ def pending_figures(
 
 
 def pending_recovery(scratch: Scratch, deep: int, big: int | None) -> None:
-    """PD-71's goals: the recovery of ``deep`` pending inputs until the
+    """PD-64's goals: the recovery of ``deep`` pending inputs until the
     first dequeue, the memory each holds, and (``big``) a million."""
     figures = pending_figures(scratch, deep, [*PENDING_LABELS, "held"])
     print(
@@ -406,7 +406,7 @@ def pending_recovery(scratch: Scratch, deep: int, big: int | None) -> None:
 
 def accepted_held(scratch: Scratch, n: int) -> None:
     """Memory held per pending input when the ``n`` inputs were accepted
-    live by a lazy driver (PD-72) rather than recovered."""
+    live by a lazy driver (PD-65) rather than recovered."""
     path = scratch.path("accepted")
 
     async def measure() -> int:
@@ -434,7 +434,7 @@ def accepted_held(scratch: Scratch, n: int) -> None:
     finally:
         scratch.remove(path)
     print(
-        f"\n{n:,} inputs accepted live by a lazy driver (payloads past PD-72's limit shed)"
+        f"\n{n:,} inputs accepted live by a lazy driver (payloads past PD-65's limit shed)"
     )
     print(
         goal(

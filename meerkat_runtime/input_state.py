@@ -137,7 +137,7 @@ class InputStateRecord(
 class InputSkeletonRecord(
     _RecordFields, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True
 ):
-    """A stored record read without its payload (PD-71): the payload is
+    """A stored record read without its payload (PD-64): the payload is
     parsed only for its key; its strict decoding waits until it is loaded.
     (Not a subclass of ``InputStateRecord``: the codec would take a
     subclass for a variant of it.)"""
@@ -160,7 +160,7 @@ def decode_record(data: bytes | str) -> InputStateRecord:
 
 
 def decode_skeleton(data: bytes | str) -> InputSkeletonRecord:
-    """``decode_record`` without decoding the payload (PD-71)."""
+    """``decode_record`` without decoding the payload (PD-64)."""
     return _with_legacy_keys(_SKELETON_DECODER, data, _renamed_history)
 
 
@@ -295,7 +295,7 @@ class InputState:
         self.recovery_count = 0
         self.reconstruction_source: str | None = None
         self.persisted_input: AnyInput | None = None
-        # Set while the payload is left in the store (PD-71): what the
+        # Set while the payload is left in the store (PD-64): what the
         # ledger needs of it without loading it.
         self.stored_payload: PayloadKey | None = None
 
@@ -391,7 +391,7 @@ class InputState:
         )
         self._authority = InputLifecycleAuthority.restore(stamped)
 
-    # -- the payload (PD-71) ----------------------------------------------
+    # -- the payload (PD-64) ----------------------------------------------
 
     def has_payload(self) -> bool:
         """The input has a payload, in memory or left in the store."""
@@ -481,7 +481,7 @@ class InputState:
     @classmethod
     def from_skeleton(cls, record: InputSkeletonRecord) -> InputState:
         """``from_record`` of a record read without its payload, which stays
-        in the store (PD-71). Equal policies and timestamps share one object
+        in the store (PD-64). Equal policies and timestamps share one object
         (a deep queue holds a million of these)."""
         state = cls._restored(record, record.input_id, owned=True)
         if record.updated_at == record.created_at:

@@ -590,7 +590,7 @@ def content_blocks(inp: Input) -> list[AnyContentBlock] | None:
 
 
 # ------------------------------------------------------------ payload keys
-# PD-71: an input whose payload is left in the store keeps only what the
+# PD-64: an input whose payload is left in the store keeps only what the
 # ledger needs of it: its kind (lanes batch prompts alone, C-20; scopes are
 # per kind) and its supersession key.
 

@@ -393,7 +393,7 @@ class RuntimeCore(RecoveringCore, WithdrawingCore, RunningCore):
         state = self._state(input_id)
         payload = state.persisted_input
         if payload is None:
-            # PD-71: a persistent driver may leave it in the store.
+            # PD-64: a persistent driver may leave it in the store.
             assert state.stored_payload is not None, "a queued input has a payload"
             raise ValidationFailedError(
                 f"input {input_id}: its payload is in the store, not in memory "
@@ -408,7 +408,7 @@ class RuntimeCore(RecoveringCore, WithdrawingCore, RunningCore):
         return key.kind
 
     def payloads_in_store(self, ids: Iterable[InputId]) -> list[InputId]:
-        """Those of ``ids`` whose payload is left in the store (PD-71)."""
+        """Those of ``ids`` whose payload is left in the store (PD-64)."""
         return [
             i
             for i in ids

@@ -146,7 +146,7 @@ class RuntimeDriver(ABC):
 
     async def load_payloads(self, ids: Sequence[InputId]) -> None:  # noqa: B027 - a no-op but for the persistent driver
         """Bring the payloads of ``ids`` that were left in the store into
-        memory (PD-71); only a persistent driver leaves any there."""
+        memory (PD-64); only a persistent driver leaves any there."""
 
     def drain_events(self) -> list[RuntimeEventEnvelope]:
         return self._core.drain_events()

@@ -86,7 +86,7 @@ T = TypeVar("T")
 _S = il.InputLifecycleState
 _APPLIED = (_S.APPLIED, _S.APPLIED_PENDING_CONSUMPTION)
 RECOVERY_PERSIST_FAILED = "recovery persist failed"  # D-11 step 11
-# PD-72: past this many unfinished inputs, a durable accept leaves its
+# PD-65: past this many unfinished inputs, a durable accept leaves its
 # payload in the store (a lazy driver only).
 PAYLOADS_KEPT = 1024
 
@@ -110,7 +110,7 @@ class PersistentRuntimeDriver(RuntimeDriver):
         """``ownership``: the runtime's lease is claimed from it before the
         first recovery, and every write is fenced by it (PD-36).
         ``lazy_payloads``: over a store that can (``loads_lazily``), leave
-        payloads in the store until a run needs them (PD-71, PD-72): then
+        payloads in the store until a run needs them (PD-64, PD-65): then
         ``dequeue_next``, ``payload`` and ``input_state`` answer an input's
         payload only once ``load_payloads`` has brought it back."""
         self.runtime_id = runtime_id
@@ -126,7 +126,7 @@ class PersistentRuntimeDriver(RuntimeDriver):
         self.ownership = ownership
         self.lease: OwnerLease | None = None
         self.lazy_payloads = lazy_payloads and loads_lazily(store)
-        self.payloads_kept = PAYLOADS_KEPT  # PD-72 (a seam for tests)
+        self.payloads_kept = PAYLOADS_KEPT  # PD-65 (a seam for tests)
 
     # ================================================================ accept
 
@@ -148,7 +148,7 @@ class PersistentRuntimeDriver(RuntimeDriver):
         return outcome
 
     def _shed(self, state: InputState) -> None:
-        """PD-72: a durable input accepted into a deep queue leaves its
+        """PD-65: a durable input accepted into a deep queue leaves its
         payload in the store; a short queue keeps it, so a run starting soon
         does not read it back."""
         if (
@@ -196,7 +196,7 @@ class PersistentRuntimeDriver(RuntimeDriver):
         self, states: list[InputState], write: Callable[[], Awaitable[None]]
     ) -> None:
         """``_write`` of a call that writes ``states``: a payload left in the
-        store is loaded first (a record is written whole, PD-71), and left
+        store is loaded first (a record is written whole, PD-64), and left
         there again afterwards."""
         missing = [s for s in states if not s.payload_loaded()]
         if missing:
@@ -213,7 +213,7 @@ class PersistentRuntimeDriver(RuntimeDriver):
 
     async def load_payloads(self, ids: Sequence[InputId]) -> None:
         """Bring the payloads of ``ids`` left in the store back into memory,
-        in one read (PD-71). The store's error is raised as it is, nothing
+        in one read (PD-64). The store's error is raised as it is, nothing
         changed: ``Corrupt`` naming the input whose record fails its checks,
         ``Unavailable`` when trying again may succeed."""
         missing = self._core.payloads_in_store(ids)
@@ -504,7 +504,7 @@ class PersistentRuntimeDriver(RuntimeDriver):
     async def _load_for_recovery(self, fresh: list[InputState]) -> None:
         """The payloads recovery needs (``payload_needed``), in one read: it
         writes those inputs back, and a record is written whole. The rest
-        stay in the store (PD-71)."""
+        stay in the store (PD-64)."""
         needed = [s for s in fresh if self._core.payload_needed(s)]
         if needed:
             found = await load_payloads(

@@ -219,7 +219,7 @@ class RecoveringCore(CoreState):
     @staticmethod
     def payload_needed(state: InputState) -> bool:
         """Whether ``recover_loaded`` needs this loaded state's payload in
-        memory (PD-71): it rewrites every unfinished input it does not keep
+        memory (PD-64): it rewrites every unfinished input it does not keep
         queued as it is, and resolves a missing policy from the payload."""
         if state.payload_loaded():
             return False

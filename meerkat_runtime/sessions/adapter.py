@@ -386,7 +386,7 @@ class RuntimeSessionAdapter:
         self, session_id: SessionId, input_id: InputId
     ) -> InputState | None:
         """A copy of the input's state, its payload included (read from the
-        store when the runtime left it there, PD-71)."""
+        store when the runtime left it there, PD-64)."""
         driver = self._session(session_id).driver
         if isinstance(driver, PersistentRuntimeDriver):
             return await driver.input_state_with_payload(input_id)

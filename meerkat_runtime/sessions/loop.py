@@ -121,7 +121,7 @@ class RuntimeLoop:
         self._controls: deque[AnyRunControlCommand] = deque()
         self._stop_sent = asyncio.Event()  # a Stop is queued: pauses end early
         self._withdrawn = 0  # runs withdrawn in a row (store faults, PD-38)
-        self._fetch_refusals = 0  # payload loads refused in a row (PD-71)
+        self._fetch_refusals = 0  # payload loads refused in a row (PD-64)
         self.task: asyncio.Task[None] | None = None
         self.stopped = False
         self._closing = False  # cancel() was called: end retries, then go
@@ -229,7 +229,7 @@ class RuntimeLoop:
                 return
 
     async def _fetch_refused(self, error: RuntimeStoreError) -> bool:
-        """The store could not hand over a batch's payloads (PD-71); the
+        """The store could not hand over a batch's payloads (PD-64); the
         batch stays queued. True: it may answer later, so the loop pauses
         (growing, as for any store fault) and tries again. False: it will
         not (a corrupt record above all): the loop stops with the error,
@@ -258,7 +258,7 @@ class RuntimeLoop:
             )
             if not ids:
                 return None
-            # PD-71: one read for the batch's payloads left in the store,
+            # PD-64: one read for the batch's payloads left in the store,
             # before anything changes (a failure leaves the batch queued).
             await driver.load_payloads(ids)
             run_id = RunId.new()

@@ -41,7 +41,7 @@ def next_batch(
 ) -> tuple[list[InputId], Lane]:
     """C-20: the ids of the next run and the lane they come from (``kind``,
     an input's kind, is consulted only for the head of the queue, not the
-    whole lane; payloads may still be in the store, PD-71)."""
+    whole lane; payloads may still be in the store, PD-64)."""
     if steer:
         return list(steer), Lane.STEER
     if not queue:

@@ -286,7 +286,7 @@ class RuntimeStore(ABC):
         return list(found.values())
 
     # ------------------------------------------------------------ payloads
-    # PD-71. A store that sets ``lazy_payloads`` reads records without their
+    # PD-64. A store that sets ``lazy_payloads`` reads records without their
     # payloads and fetches payloads by id, one read per call; a driver over
     # it leaves payloads in the store until a run needs them. These defaults
     # (for a store that does not) load everything, as before. A store that

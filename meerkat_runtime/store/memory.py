@@ -41,7 +41,7 @@ class InMemoryRuntimeStore(RuntimeStore):
 
     keeps_leases = True
     # It holds every record in memory anyway, and its recovery rewrites each
-    # pending record (which needs the payloads): it loads them all (PD-71).
+    # pending record (which needs the payloads): it loads them all (PD-64).
     lazy_payloads = False
 
     def __init__(self, *, lease_ttl: float = leases.DEFAULT_LEASE_TTL) -> None:

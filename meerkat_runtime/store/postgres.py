@@ -84,7 +84,7 @@ class PostgresRuntimeStore(RuntimeStore):
 
     cancel_safe_writes = False
     keeps_leases = True
-    lazy_payloads = True  # PD-71
+    lazy_payloads = True  # PD-64
 
     def __init__(
         self,
@@ -404,7 +404,7 @@ class PostgresRuntimeStore(RuntimeStore):
     async def load_payloads(
         self, runtime_id: LogicalRuntimeId, input_ids: Sequence[InputId]
     ) -> dict[InputId, AnyInput]:
-        """One statement for the batch (PD-71)."""
+        """One statement for the batch (PD-64)."""
         rid = str(runtime_id)
         rows = await self._fetch(
             f"SELECT input_id, state_json FROM "

@@ -44,7 +44,7 @@ def encode_state(state: InputState) -> bytes:
             f"an input state must be an InputState, not {type(state).__name__}"
         )
     if not state.payload_loaded():
-        # Its record would lose the payload the store holds (PD-71): a
+        # Its record would lose the payload the store holds (PD-64): a
         # driver loads payloads before it writes their states.
         raise WriteFailedError(
             f"input {state.input_id}: its payload was left in the store, not loaded"
@@ -102,7 +102,7 @@ def decode_state(runtime_id: str, record_id: str, data: object) -> InputState:
 
 
 def decode_skeleton_state(runtime_id: str, record_id: str, data: object) -> InputState:
-    """``decode_state`` with the payload left in the store (PD-71): the
+    """``decode_state`` with the payload left in the store (PD-64): the
     checksum covers it, its strict decoding waits for ``decode_payload``."""
     record = _decoded(runtime_id, record_id, data, decode_skeleton)
     try:

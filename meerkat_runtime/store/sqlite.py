@@ -107,7 +107,7 @@ class SqliteRuntimeStore(RuntimeStore):
     # A cancelled write either never started (the inline path's one yield
     # comes before any SQL) or waits out the writer thread.
     cancel_safe_writes = True
-    lazy_payloads = True  # PD-71
+    lazy_payloads = True  # PD-64
 
     def __init__(
         self,

@@ -8,7 +8,7 @@ without the GIL, so fetching and decoding overlap), at most ``READ_AHEAD``
 chunks ahead, so the rows of a deep queue never all wait in memory.
 
 Readers memory-map the file (``mmap_bytes``; a whole-table scan turns the
-map off while it runs, PD-73): SQLite only reads through the map, so durability is unchanged; the trade-off is that an I/O error while
+map off while it runs, PD-66): SQLite only reads through the map, so durability is unchanged; the trade-off is that an I/O error while
 reading a mapped page arrives as a signal (SIGBUS) instead of an error, so
 put the file on a local disk, or set it to 0.
 
@@ -36,7 +36,7 @@ T = TypeVar("T")
 Pair = tuple[sqlite3.Connection, threading.Lock]
 
 READ_CHUNK = 1000  # rows a reader thread hands over at a time
-# Chunks a reader thread may fetch ahead of the caller's decoding (PD-73):
+# Chunks a reader thread may fetch ahead of the caller's decoding (PD-66):
 # fetching is faster than decoding, so without a bound a deep queue's rows
 # would all wait in memory at once, beside what was decoded from them.
 READ_AHEAD = 4
@@ -162,7 +162,7 @@ class SqliteReaders:
 
     @contextlib.contextmanager
     def _unmapped(self, conn: sqlite3.Connection) -> Iterator[None]:
-        """PD-73: a bulk read reads through SQLite's page cache, not the map: a
+        """PD-66: a bulk read reads through SQLite's page cache, not the map: a
         scan touches every page of the table once, and mapped pages would
         all count in the process's resident memory, as much again as the
         table, with no gain in speed for a single pass."""

@@ -133,7 +133,7 @@ SELECT_INPUTS = (
 )
 IN_ARRIVAL_ORDER = " ORDER BY arrival"
 # The records of some inputs of runtime ?1, their ids a JSON array in ?2:
-# one statement for a batch of any size (PD-71).
+# one statement for a batch of any size (PD-64).
 SELECT_PAYLOADS = (
     "SELECT input_id, state_json FROM runtime_input_states "
     "WHERE runtime_id = ?1 AND input_id IN (SELECT value FROM json_each(?2))"

@@ -52,7 +52,7 @@ class RecordConformance(ConformanceHooks):
     # ---------------------------------------------------------------- payloads
 
     def test_skeletons_and_payloads_read_back_what_was_written(self) -> None:
-        """PD-71: a skeleton is the record with, for a store that
+        """PD-64: a skeleton is the record with, for a store that
         ``lazy_payloads``, its payload left in the store (only its key
         kept); ``load_payloads`` reads back exactly the stored payloads, in
         one call, of any of a runtime's inputs."""

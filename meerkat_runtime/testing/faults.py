@@ -107,7 +107,7 @@ class FaultyStore(RuntimeStore):
         self.fired: list[tuple[Fault, str]] = []
         self.keeps_leases = owns_leases(inner)
         self.lazy_payloads = loads_lazily(inner)
-        # Raised by the next ``load_payloads`` instead of reading (PD-71).
+        # Raised by the next ``load_payloads`` instead of reading (PD-64).
         self.payload_fault: Exception | None = None
         self.payload_loads = 0
         self.lease_ttl = getattr(inner, "lease_ttl", DEFAULT_LEASE_TTL)

@@ -1,8 +1,8 @@
-"""Lazy payloads (PD-71, PD-72): a lazy persistent driver recovers records
+"""Lazy payloads (PD-64, PD-65): a lazy persistent driver recovers records
 without their payloads and reads a payload back only when it is needed (a
 run, a write of its record), one read per batch.
 
-The store is SQLite (the memory store loads everything: PD-71); a restart
+The store is SQLite (the memory store loads everything: PD-64); a restart
 is a new store object on the same file.
 """
 
@@ -68,7 +68,7 @@ async def accepted_file(path: Path, inputs: list[PromptInput]) -> None:
 def test_recovery_leaves_payloads_in_the_store_until_they_are_loaded(
     tmp_path: Path,
 ) -> None:
-    """PD-71: recovered queued inputs keep their kind and lane but not their
+    """PD-64: recovered queued inputs keep their kind and lane but not their
     payload; ``load_payloads`` brings back exactly what was accepted, and
     only then do ``payload`` and ``dequeue_next`` answer it."""
     path = tmp_path / "lazy.db"
@@ -125,7 +125,7 @@ class CountingStore(SqliteRuntimeStore):
 def test_recovery_reads_a_constant_number_of_times_and_decodes_no_payload(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pending: int
 ) -> None:
-    """Linear recovery (PD-71): the number of store reads does not grow with
+    """Linear recovery (PD-64): the number of store reads does not grow with
     the queue, and no payload is decoded (only skeletons)."""
     path = tmp_path / "count.db"
     full_decodes: list[str] = []
@@ -153,7 +153,7 @@ def test_recovery_reads_a_constant_number_of_times_and_decodes_no_payload(
 
 
 def test_a_payload_load_that_fails_changes_nothing(tmp_path: Path) -> None:
-    """A store fault at fetch (PD-71): the error is the store's own, with its
+    """A store fault at fetch (PD-64): the error is the store's own, with its
     ``retryable``; the input stays queued, still unloaded, and a later load
     succeeds."""
     path = tmp_path / "fault.db"
@@ -193,7 +193,7 @@ def damaged_payload(state_record: bytes) -> bytes:
 def test_a_corrupt_payload_found_when_loading_is_corrupt_naming_the_input(
     tmp_path: Path,
 ) -> None:
-    """PD-71: a payload that fails its checks when it is fetched is
+    """PD-64: a payload that fails its checks when it is fetched is
     ``Corrupt`` naming the input (never treated as absent); nothing changes."""
     path = tmp_path / "corrupt.db"
     good, victim = prompt("fine"), prompt("victim")
@@ -260,7 +260,7 @@ def test_writing_an_input_left_in_the_store_keeps_its_payload(tmp_path: Path) ->
 def test_durable_accepts_into_a_deep_queue_leave_their_payloads_in_the_store(
     tmp_path: Path,
 ) -> None:
-    """PD-72: past ``PAYLOADS_KEPT`` unfinished inputs a durable accept keeps
+    """PD-65: past ``PAYLOADS_KEPT`` unfinished inputs a durable accept keeps
     only the payload's key; a shorter queue keeps payloads in memory. A run
     of a shed input gets its payload back."""
     path = tmp_path / "deep.db"
@@ -314,7 +314,7 @@ def test_a_recovered_batch_runs_with_its_payloads(tmp_path: Path) -> None:
 
 
 def test_a_skeleton_shares_what_equal_records_repeat() -> None:
-    """Memory per pending input (PD-71): a skeleton reads back the same
+    """Memory per pending input (PD-64): a skeleton reads back the same
     record, but its policy, its accept's timestamp and its history's reason
     are objects shared with other skeletons (or its own ``created_at``)."""
     states = []

@@ -1,4 +1,4 @@
-"""The loop and payloads left in the store (PD-71): a recovered session
+"""The loop and payloads left in the store (PD-64): a recovered session
 reads a batch's payloads when it stages the batch. A corrupt payload stops
 the runtime's loop with ``Corrupt`` naming the input (nothing abandoned); a
 store that cannot answer for now keeps the batch queued until it can.

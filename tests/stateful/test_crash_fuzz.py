@@ -634,7 +634,7 @@ class SqliteCrashMachine(CrashMachine):
 
 
 class LazySqliteCrashMachine(SqliteCrashMachine):
-    """SQLite under a lazy driver (PD-71, PD-72): recovered payloads, and
+    """SQLite under a lazy driver (PD-64, PD-65): recovered payloads, and
     those accepted past two pending inputs, stay on disk until a write or a
     run needs them; every stored record must keep its payload whole."""
 
