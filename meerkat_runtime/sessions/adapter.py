@@ -255,25 +255,26 @@ class RuntimeSessionAdapter:
                 await self.ownership.release(session.runtime_id)
 
     def _ownership_lost(self, runtime_id: LogicalRuntimeId, reason: str) -> None:
-        """A lease is lost (PD-36): drop its session now, in a task of its
-        own (the write that found out may hold the session's lock)."""
+        """A lease is lost (PD-36): unregister its session and answer its
+        waiters at once, so that nothing else (the loop ending because its
+        write was fenced) answers them first with another reason; stop
+        its loop in a task of its own (the write that found out may hold
+        the session's lock)."""
         for session in self.sessions.values():
             if session.runtime_id == runtime_id:
-                task = asyncio.ensure_future(
-                    self._drop_lost(session, f"{OWNERSHIP_LOST}: {reason}")
-                )
+                why = f"{OWNERSHIP_LOST}: {reason}"
+                del self.sessions[session.session_id]
+                self._lost[session.session_id] = why
+                session.waiters.resolve_all(RuntimeTerminated(reason=why))
+                task = asyncio.ensure_future(self._drop_lost(session, why))
                 self._dropping.add(task)
                 task.add_done_callback(self._dropping.discard)
                 return
 
     async def _drop_lost(self, session: Session, reason: str) -> None:
-        """Unregister the session for ``reason``: accepts are refused
-        naming it, waiters hear it, the loop (and the run in flight) stops."""
-        if self.sessions.get(session.session_id) is session:
-            del self.sessions[session.session_id]
-            self._lost[session.session_id] = reason
+        """Stop the lost session's loop (and the run in flight); a waiter
+        registered meanwhile hears ``reason`` too."""
         outcome = RuntimeTerminated(reason=reason)
-        session.waiters.resolve_all(outcome)
         try:
             if session.loop is not None:
                 await session.loop.cancel()

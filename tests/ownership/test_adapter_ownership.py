@@ -139,3 +139,30 @@ def test_an_owner_that_cannot_renew_stops_at_its_deadline(fault: RenewalFault) -
         await owner.close()
 
     asyncio.run(body())
+
+
+def test_waiters_of_a_run_whose_boundary_is_fenced_hear_ownership_was_lost() -> None:
+    """The loop ends when its boundary commit is fenced; the waiters must
+    hear why (ownership lost), not merely that the loop exited."""
+
+    async def body() -> None:
+        store = InMemoryRuntimeStore(lease_ttl=60)
+        clock = FakeClock()
+        store.lease_clock = clock
+        first, second = adapter(store, "first"), adapter(store, "second")
+        executor = ToyExecutor([Step.HOLD])
+        await first.register_session_with_executor(S, executor)
+        _, waiter = await first.accept_input_with_completion(S, prompt("one"))
+        assert waiter is not None
+        await asyncio.wait_for(executor.held.wait(), TIMEOUT)
+        clock.now += 61
+        await second.register_session(S)
+        executor.release.set()  # its boundary commit now meets the new epoch
+        outcome = await asyncio.wait_for(waiter.wait(), TIMEOUT)
+        assert isinstance(outcome, RuntimeTerminated)
+        assert outcome.reason.startswith("runtime ownership lost: a write was fenced")
+        assert await store.load_boundary_receipts(R) == []
+        await second.close()
+        await first.close()
+
+    asyncio.run(body())
