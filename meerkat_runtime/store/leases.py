@@ -148,7 +148,7 @@ class OwnerLease:
     deadline on the monotonic clock (PD-37), past which it no longer trusts
     it. ``lose`` marks it lost once and tells ``on_lost``."""
 
-    __slots__ = ("deadline", "epoch", "lost", "on_lost", "runtime_id")
+    __slots__ = ("clock", "deadline", "epoch", "lost", "on_lost", "runtime_id")
 
     def __init__(
         self,
@@ -156,15 +156,17 @@ class OwnerLease:
         epoch: int,
         deadline: float,
         on_lost: Callable[[OwnerLease, str], None],
+        clock: Clock = time.monotonic,
     ) -> None:
         self.runtime_id = runtime_id
         self.epoch = epoch
         self.deadline = deadline
         self.lost: str | None = None
         self.on_lost = on_lost
+        self.clock = clock  # the owner's clock ``deadline`` is on (PD-37)
 
     def valid(self) -> bool:
-        return self.lost is None and time.monotonic() < self.deadline
+        return self.lost is None and self.clock() < self.deadline
 
     def refusal(self) -> FencedError:
         """What a write raises once the lease is not ``valid``: it never
