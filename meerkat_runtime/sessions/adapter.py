@@ -16,7 +16,9 @@ dropped at once: its waiters hear ``RuntimeTerminated`` saying so, its loop
 and executor stop, and its driver never writes again.
 
 ``close`` ends the adapter: from its first line on, nothing new is accepted,
-registered or waited on (``NotReady`` saying the adapter is closed), and
+registered or waited on (``NotReady`` saying the adapter is closed, also for
+an accept that was waiting for the session's lock while close released the
+lease), and
 every waiter, also one an accept racing the close registers after it, is
 answered ``RuntimeTerminated(CLOSED_REASON)``.
 """
@@ -36,7 +38,9 @@ from meerkat_runtime.driver.ephemeral import (
 from meerkat_runtime.driver.face import RuntimeDriver
 from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
 from meerkat_runtime.errors import (
+    FencedError,
     InternalError,
+    MeerkatError,
     NotReadyError,
     RuntimeDriverError,
     ValidationFailedError,
@@ -334,6 +338,14 @@ class RuntimeSessionAdapter:
         except asyncio.CancelledError:
             self._after_admission(session)
             raise
+        except MeerkatError as error:
+            if self._closed and _fenced(error):
+                # It waited for the lock while close gave the lease back:
+                # refused for the close, not for another owner.
+                raise NotReadyError(
+                    session.driver.runtime_state(), "the session adapter is closed"
+                ) from error
+            raise
 
     async def accept_input_with_completion(
         self, session_id: SessionId, input: Input
@@ -504,6 +516,13 @@ class RuntimeSessionAdapter:
             await self.ownership.close()  # after the loops: none writes now
         if cancelled:
             raise asyncio.CancelledError()
+
+
+def _fenced(error: MeerkatError) -> bool:
+    """``Fenced``, as the store raised it or as the driver wrapped it."""
+    if isinstance(error, InternalError):
+        return isinstance(error.store_error, FencedError)
+    return isinstance(error, FencedError)
 
 
 def _finished(driver: RuntimeDriver, input_id: InputId) -> bool:

@@ -5,6 +5,7 @@ their sessions, renewals that fail or stall."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from meerkat_runtime import (
     RuntimeOwnedError,
     RuntimeSessionAdapter,
     SessionId,
+    SqliteRuntimeStore,
 )
 from meerkat_runtime.blobs import MemoryBlobStore
 from meerkat_runtime.errors import FencedError, InternalError, NotReadyError
@@ -21,7 +23,7 @@ from meerkat_runtime.sessions.completion import RuntimeTerminated
 from meerkat_runtime.testing.conformance_ownership import FakeClock
 from meerkat_runtime.testing.faults import FaultyStore, RenewalFault
 from tests.sessions.executors import Step, ToyExecutor
-from tests.sessions.helpers import TIMEOUT, prompt
+from tests.sessions.helpers import TIMEOUT, GatedPersist, prompt
 
 S = SessionId("owned")
 R = LogicalRuntimeId(str(S))
@@ -164,5 +166,36 @@ def test_waiters_of_a_run_whose_boundary_is_fenced_hear_ownership_was_lost() -> 
         assert await store.load_boundary_receipts(R) == []
         await second.close()
         await first.close()
+
+    asyncio.run(body())
+
+
+class GatedSqliteStore(GatedPersist, SqliteRuntimeStore):
+    """On a file, gated (``GatedPersist``): the fence check waits too."""
+
+
+def test_an_accept_waiting_while_close_releases_the_lease_hears_closed(
+    tmp_path: Path,
+) -> None:
+    """The second accept waits for the session lock while close gives the
+    lease back; its write is then refused, and must say the adapter is
+    closed, not that another owner fenced it."""
+
+    async def body() -> None:
+        store = GatedSqliteStore(tmp_path / "closing.db")
+        owner = adapter(store, "closing")
+        await owner.register_session(S)
+        store.gate = gate = asyncio.Event()
+        first = asyncio.ensure_future(owner.accept_input(S, prompt("one")))
+        await asyncio.wait_for(store.entered.wait(), TIMEOUT)
+        second = asyncio.ensure_future(owner.accept_input(S, prompt("two")))
+        await asyncio.sleep(0)  # past its closed check, waiting for the lock
+        await owner.close()
+        gate.set()
+        assert (await asyncio.wait_for(first, TIMEOUT)).is_accepted()
+        with pytest.raises(NotReadyError, match="adapter is closed"):
+            await asyncio.wait_for(second, TIMEOUT)
+        assert len(await store.load_input_states(R)) == 1
+        await store.close()
 
     asyncio.run(body())
