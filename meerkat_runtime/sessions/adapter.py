@@ -72,6 +72,7 @@ from meerkat_runtime.sessions.loop import RuntimeLoop, StoreBackoff
 from meerkat_runtime.sessions.ownership import OwnerLeases, default_owner
 from meerkat_runtime.sessions.session import Session
 from meerkat_runtime.store.base import RuntimeStore, owns_leases
+from meerkat_runtime.store.leases import checked_owner
 
 T = TypeVar("T")
 
@@ -107,6 +108,8 @@ class RuntimeSessionAdapter:
         bounds each session's unfinished inputs (PD-43)."""
         if (store is None) != (blob_store is None):
             raise ValueError("a persistent adapter needs both a store and a blob store")
+        if owner is not None:
+            checked_owner(owner, "owner")
         self.ownership = (
             OwnerLeases(
                 store,

@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from meerkat_runtime.errors import FencedError, RuntimeOwnedError
+from meerkat_runtime.ids import name_problem
 
 # Seconds an owner's lease lives without a renewal, unless a store is told
 # otherwise (``lease_ttl=``). An owner renews every quarter of it, so a
@@ -95,9 +96,14 @@ def checked_ttl(ttl: object) -> float:
     return float(ttl)
 
 
-def checked_owner(owner: object) -> str:
-    if not isinstance(owner, str) or not owner:
-        raise ValueError(f"a lease owner must be a non-empty str, not {owner!r}")
+def checked_owner(owner: object, field: str = "lease owner") -> str:
+    """An owner id, held to the rules of a caller-chosen name
+    (``ids.name_problem``), or a ValueError naming ``field``."""
+    if not isinstance(owner, str):
+        raise ValueError(f"{field} must be a str, not {owner!r}")
+    problem = name_problem(owner)
+    if problem is not None:
+        raise ValueError(f"{field} {owner!r}: {problem}")
     return owner
 
 

@@ -199,3 +199,28 @@ def test_an_accept_waiting_while_close_releases_the_lease_hears_closed(
         await store.close()
 
     asyncio.run(body())
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "must not be blank"),
+        ("   ", "must not be blank"),
+        ("worker\x1b[2J", "contains control characters"),
+        ("\ud800", "lone surrogate"),
+        ("w" * 513, "longer than 512"),
+    ],
+)
+def test_session_ids_and_owners_are_held_to_the_id_rules(
+    text: str, problem: str
+) -> None:
+    """A session id and an owner id are keys a store holds and operators
+    read: refused when made, naming the field, before anything is stored."""
+    with pytest.raises(ValueError, match=f"^SessionId .*{problem}"):
+        SessionId(text)
+    store = InMemoryRuntimeStore()
+    with pytest.raises(ValueError, match=f"^owner .*{problem}"):
+        RuntimeSessionAdapter.persistent(store, MemoryBlobStore(), owner=text)
+    with pytest.raises(ValueError, match=f"^lease owner .*{problem}"):
+        asyncio.run(store.claim(R, text))
+    assert asyncio.run(store.load_leases()) == []
