@@ -53,9 +53,9 @@ from meerkat_runtime.store.base import (
     RuntimeStoreError,
     SessionDelta,
     commit_recovery,
-    owns_leases,
 )
-from meerkat_runtime.store.leases import DEFAULT_LEASE_TTL, Clock, Lease
+from meerkat_runtime.store.leases import Clock
+from meerkat_runtime.store.wrapper import StoreWrapper
 
 T = TypeVar("T")
 
@@ -94,15 +94,13 @@ class RenewalFault(enum.Enum):
     STALL = "stall"  # every renewal waits for ``stall_released``
 
 
-class FaultyStore(RuntimeStore):
+class FaultyStore(StoreWrapper):
     """Delegates to ``inner``; injects the armed fault into one write."""
 
     def __init__(self, inner: RuntimeStore) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.armed: Armed | None = None
         self.fired: list[tuple[Fault, str]] = []
-        self.keeps_leases = owns_leases(inner)
-        self.lease_ttl = getattr(inner, "lease_ttl", DEFAULT_LEASE_TTL)
         self.renewal_fault: RenewalFault | None = None
         self.renewals = 0  # renewals asked for, failed or not
         self.stall_released = asyncio.Event()
@@ -117,16 +115,6 @@ class FaultyStore(RuntimeStore):
 
     # ---------------------------------------------------------------- leases
 
-    async def claim(
-        self,
-        runtime_id: LogicalRuntimeId,
-        owner: str,
-        ttl: float | None = None,
-        *,
-        wait: float = 0.0,
-    ) -> int:
-        return await self.inner.claim(runtime_id, owner, ttl, wait=wait)
-
     async def renew(
         self,
         owner: str,
@@ -139,14 +127,6 @@ class FaultyStore(RuntimeStore):
         if self.renewal_fault is RenewalFault.STALL:
             await self.stall_released.wait()
         return await self.inner.renew(owner, epochs, ttl)
-
-    async def release(
-        self, runtime_id: LogicalRuntimeId, owner: str, epoch: int
-    ) -> None:
-        await self.inner.release(runtime_id, owner, epoch)
-
-    async def load_leases(self) -> list[Lease]:
-        return await self.inner.load_leases()
 
     def arm(
         self, fault: Fault, method: str | None = None, skip: int = 0, times: int = 1
@@ -310,34 +290,6 @@ class FaultyStore(RuntimeStore):
                 _poison(input_updates),
             ),
         )
-
-    # ---------------------------------------------------------------- reads
-
-    async def load_input_states(self, runtime_id: LogicalRuntimeId) -> list[InputState]:
-        return await self.inner.load_input_states(runtime_id)
-
-    async def load_input_state(
-        self, runtime_id: LogicalRuntimeId, input_id: InputId
-    ) -> InputState | None:
-        return await self.inner.load_input_state(runtime_id, input_id)
-
-    async def load_boundary_receipt(
-        self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
-    ) -> RunBoundaryReceipt | None:
-        return await self.inner.load_boundary_receipt(runtime_id, run_id, sequence)
-
-    async def load_boundary_receipts(
-        self, runtime_id: LogicalRuntimeId
-    ) -> list[RunBoundaryReceipt]:
-        return await self.inner.load_boundary_receipts(runtime_id)
-
-    async def load_session_snapshot(self, runtime_id: LogicalRuntimeId) -> bytes | None:
-        return await self.inner.load_session_snapshot(runtime_id)
-
-    async def load_runtime_state(
-        self, runtime_id: LogicalRuntimeId
-    ) -> RuntimeState | None:
-        return await self.inner.load_runtime_state(runtime_id)
 
     async def close(self) -> None:
         await self.inner.close()
