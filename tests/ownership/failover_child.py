@@ -52,7 +52,7 @@ from meerkat_runtime.testing.conformance_support import receipt_for as receipt_n
 from meerkat_runtime.testing.conformance_support import rich_state
 
 SESSION = SessionId("failover")
-LEASE_TTL = 1.5
+LEASE_TTL = 2.0
 CLAIM_WAIT = 60.0
 STOP_INPUTS = 3
 

@@ -1,6 +1,6 @@
 """Failover between real processes (issue 15, PD-36, PD-37): workers of
 ``tests.ownership.failover_child`` drive one runtime of one SQLite file or
-PostgreSQL schema, with a lease of a second and a half.
+PostgreSQL schema, with a lease of two seconds.
 
 * An owner SIGKILLed while it runs and accepts is taken over, after its
   lease ran out, by the next worker, several times over; at the end every
