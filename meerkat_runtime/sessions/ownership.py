@@ -56,7 +56,7 @@ class OwnerLeases:
         clock: Clock = time.monotonic,
     ) -> None:
         """``clock``: the owner's clock its deadlines are on, monotonic
-        seconds; a seam for tests that move time themselves (PD-57)."""
+        seconds; a seam for tests that move time themselves (PD-63)."""
         self.store = store
         self.owner = owner
         self.clock = clock

@@ -5,7 +5,7 @@ PD-37).
 Two slots, owners "A" and "B", each hold at most one persistent driver
 with leases of its own (``OwnerLeases``); both write to the same store.
 Two fake clocks, the store's wall clock (``lease_clock``) and the owners'
-monotonic clock (``OwnerLeases(clock=)``, PD-57), move when a rule says:
+monotonic clock (``OwnerLeases(clock=)``, PD-63), move when a rule says:
 together as time passes, or the wall clock alone when it jumps ahead. Rules: claim (recover), accept,
 run, renew, release, crash (a driver dropped without releasing), time
 passing (a little, or past every lease), and writes sent straight to the
