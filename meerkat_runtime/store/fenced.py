@@ -14,16 +14,21 @@ from __future__ import annotations
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from meerkat_runtime.driver.validation import DEFAULT_MAX_INPUT_BYTES
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
+from meerkat_runtime.inputs import Input
+from meerkat_runtime.outcomes import AcceptOutcome
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
 from meerkat_runtime.store.base import (
     RuntimeStore,
     SessionDelta,
     cancel_safe,
     commit_recovery,
+    keeps_inbox,
 )
+from meerkat_runtime.store.inbox import InboxEntry
 from meerkat_runtime.store.leases import WRITE_FENCE, Lease
 
 T = TypeVar("T")
@@ -39,6 +44,7 @@ class FencedStore(RuntimeStore):
         self, store: RuntimeStore, runtime_id: LogicalRuntimeId, epoch: int
     ) -> None:
         self.store = store
+        self.keeps_inbox = keeps_inbox(store)
         self.fence = (str(runtime_id), epoch)
         self.lease_ttl = store.lease_ttl
         # No suspension point of its own: as cancel-safe as the store.
@@ -123,6 +129,44 @@ class FencedStore(RuntimeStore):
                 input_updates,
             )
         )
+
+    async def admit_from_inbox(
+        self,
+        runtime_id: LogicalRuntimeId,
+        runtime_state: RuntimeState,
+        input_states: Sequence[InputState],
+        taken: Sequence[InboxEntry],
+    ) -> None:
+        await self._fenced(
+            self.store.admit_from_inbox(runtime_id, runtime_state, input_states, taken)
+        )
+
+    # ---------------------------------------------------------------- inbox
+    # A submission is nobody's write: it is not fenced (PD-63).
+
+    async def submit_to_inbox(
+        self,
+        runtime_id: LogicalRuntimeId,
+        input: Input,
+        *,
+        max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+    ) -> AcceptOutcome:
+        return await self.store.submit_to_inbox(
+            runtime_id, input, max_input_bytes=max_input_bytes
+        )
+
+    async def load_inbox(
+        self, runtime_id: LogicalRuntimeId, limit: int | None = None
+    ) -> list[InboxEntry]:
+        return await self.store.load_inbox(runtime_id, limit)
+
+    async def load_inbox_entry(
+        self, runtime_id: LogicalRuntimeId, input_id: InputId
+    ) -> InboxEntry | None:
+        return await self.store.load_inbox_entry(runtime_id, input_id)
+
+    async def list_runtimes_with_inbox(self) -> list[LogicalRuntimeId]:
+        return await self.store.list_runtimes_with_inbox()
 
     # ---------------------------------------------------------------- reads
 

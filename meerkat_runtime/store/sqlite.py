@@ -34,6 +34,8 @@ Several processes may open the same file: SQLite's locks keep it consistent
 ``BUSY_TIMEOUT_MS``; an inline commit hands its write to the thread instead,
 PD-17), and leases (PD-36, ``sqlite_leases``) keep each runtime to one owner:
 a ``fenced`` view's writes read the lease's epoch in their own transaction.
+Processes that do not own a runtime submit to its inbox (PD-63,
+``sqlite_inbox``).
 """
 
 from __future__ import annotations
@@ -62,8 +64,10 @@ from meerkat_runtime.store.base import (
     snapshot_of,
     store_errors,
 )
+from meerkat_runtime.store.inbox import INBOX
 from meerkat_runtime.store.integrity import check_input_count
 from meerkat_runtime.store.sqlite_boundary import closed_error
+from meerkat_runtime.store.sqlite_inbox import SqliteInbox
 from meerkat_runtime.store.sqlite_reader import SqliteReaders
 from meerkat_runtime.store.sqlite_schema import (
     BUMP_EPOCH,
@@ -94,7 +98,7 @@ READ_MMAP_BYTES = 1 << 30
 _memory_names = itertools.count()
 
 
-class SqliteRuntimeStore(RuntimeStore):
+class SqliteRuntimeStore(SqliteInbox, RuntimeStore):
     """A ``RuntimeStore`` in one SQLite file (``":memory:"`` for a private one).
 
     ``writer`` and ``readers`` are its parts; their ``hooks`` and the
@@ -537,6 +541,7 @@ class SqliteRuntimeStore(RuntimeStore):
             records.RECEIPTS: "SELECT run_id || '/' || sequence, receipt_json FROM runtime_boundary_receipts WHERE runtime_id = ?",
             records.STATES: "SELECT runtime_id, runtime_state_json FROM runtime_states WHERE runtime_id = ?",
             records.SNAPSHOTS: "SELECT runtime_id, session_snapshot FROM runtime_session_snapshots WHERE runtime_id = ?",
+            INBOX: "SELECT input_id, entry_json FROM runtime_inbox WHERE runtime_id = ?",
         }
         conn = self._connect(BUSY_TIMEOUT_MS)
         try:
@@ -565,6 +570,12 @@ class SqliteRuntimeStore(RuntimeStore):
                 )
             elif table == records.STATES:
                 conn.execute(UPSERT_PHASE, (rid, data))
+            elif table == INBOX:
+                conn.execute(
+                    "UPDATE runtime_inbox SET entry_json = ? "
+                    "WHERE runtime_id = ? AND input_id = ?",
+                    (data, rid, record_id),
+                )
             else:
                 run, seq = record_id.rsplit("/", 1)
                 conn.execute(

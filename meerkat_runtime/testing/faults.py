@@ -44,17 +44,22 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from meerkat_runtime.driver.validation import DEFAULT_MAX_INPUT_BYTES
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
+from meerkat_runtime.inputs import Input
+from meerkat_runtime.outcomes import AcceptOutcome
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
 from meerkat_runtime.store.base import (
     RuntimeStore,
     RuntimeStoreError,
     SessionDelta,
     commit_recovery,
+    keeps_inbox,
     owns_leases,
 )
+from meerkat_runtime.store.inbox import InboxEntry
 from meerkat_runtime.store.leases import DEFAULT_LEASE_TTL, Clock, Lease
 
 T = TypeVar("T")
@@ -66,6 +71,8 @@ WRITES = (
     "atomic_apply",
     "commit_session_boundary",
     "commit_recovery",
+    "submit_to_inbox",
+    "admit_from_inbox",
 )
 
 
@@ -102,6 +109,7 @@ class FaultyStore(RuntimeStore):
         self.armed: Armed | None = None
         self.fired: list[tuple[Fault, str]] = []
         self.keeps_leases = owns_leases(inner)
+        self.keeps_inbox = keeps_inbox(inner)
         self.lease_ttl = getattr(inner, "lease_ttl", DEFAULT_LEASE_TTL)
         self.renewal_fault: RenewalFault | None = None
         self.renewals = 0  # renewals asked for, failed or not
@@ -310,6 +318,52 @@ class FaultyStore(RuntimeStore):
                 _poison(input_updates),
             ),
         )
+
+    # ---------------------------------------------------------------- inbox
+
+    async def submit_to_inbox(
+        self,
+        runtime_id: LogicalRuntimeId,
+        input: Input,
+        *,
+        max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+    ) -> AcceptOutcome:
+        return await self._write(
+            "submit_to_inbox",
+            lambda: self.inner.submit_to_inbox(
+                runtime_id, input, max_input_bytes=max_input_bytes
+            ),
+        )
+
+    async def admit_from_inbox(
+        self,
+        runtime_id: LogicalRuntimeId,
+        runtime_state: RuntimeState,
+        input_states: Sequence[InputState],
+        taken: Sequence[InboxEntry],
+    ) -> None:
+        await self._write(
+            "admit_from_inbox",
+            lambda: self.inner.admit_from_inbox(
+                runtime_id, runtime_state, input_states, taken
+            ),
+            lambda: self.inner.admit_from_inbox(
+                runtime_id, runtime_state, _poison(input_states), taken
+            ),
+        )
+
+    async def load_inbox(
+        self, runtime_id: LogicalRuntimeId, limit: int | None = None
+    ) -> list[InboxEntry]:
+        return await self.inner.load_inbox(runtime_id, limit)
+
+    async def load_inbox_entry(
+        self, runtime_id: LogicalRuntimeId, input_id: InputId
+    ) -> InboxEntry | None:
+        return await self.inner.load_inbox_entry(runtime_id, input_id)
+
+    async def list_runtimes_with_inbox(self) -> list[LogicalRuntimeId]:
+        return await self.inner.list_runtimes_with_inbox()
 
     # ---------------------------------------------------------------- reads
 
