@@ -28,6 +28,8 @@ constructor and the contract methods.
   the clock, so the processes sharing a database need not share a clock;
   every write of an owner (``store.fenced``) reads its lease ``FOR SHARE``
   in its own transaction before writing (``PostgresWriter.transact``).
+* **Inbox** (PD-63, ``postgres_inbox``): submissions from processes that
+  do not own the runtime, admitted by its owner.
 
 Cancellation: a write's transaction may be cut mid-way by a cancelled task,
 so ``cancel_safe_writes`` is False: the drivers run each write in its own
@@ -63,6 +65,8 @@ from meerkat_runtime.store.base import (
     snapshot_of,
     store_errors,
 )
+from meerkat_runtime.store.inbox import INBOX
+from meerkat_runtime.store.postgres_inbox import PostgresInbox
 from meerkat_runtime.store.postgres_schema import Statements, checked_schema
 from meerkat_runtime.store.postgres_setup import migrate, open_pool
 from meerkat_runtime.store.postgres_writer import (
@@ -78,7 +82,7 @@ __all__ = ["PostgresRuntimeStore"]
 T = TypeVar("T")
 
 
-class PostgresRuntimeStore(RuntimeStore):
+class PostgresRuntimeStore(PostgresInbox, RuntimeStore):
     """A ``RuntimeStore`` in a PostgreSQL database (see the module notes)."""
 
     cancel_safe_writes = False
@@ -499,6 +503,12 @@ class PostgresRuntimeStore(RuntimeStore):
                 )
             elif table == records.STATES:
                 conn.execute(self.sql.upsert_phase, (rid, data))
+            elif table == INBOX:
+                conn.execute(
+                    f"UPDATE {self.sql.table(table)} SET entry_json = %s "
+                    "WHERE runtime_id = %s AND input_id = %s",
+                    (data, rid, record_id),
+                )
             else:
                 run, seq = record_id.rsplit("/", 1)
                 conn.execute(
@@ -513,6 +523,7 @@ _RAW = {
     records.RECEIPTS: "SELECT run_id || '/' || sequence, receipt_json FROM {t} WHERE runtime_id = %s",
     records.STATES: "SELECT runtime_id, runtime_state_json FROM {t} WHERE runtime_id = %s",
     records.SNAPSHOTS: "SELECT runtime_id, session_snapshot FROM {t} WHERE runtime_id = %s",
+    INBOX: "SELECT input_id, entry_json FROM {t} WHERE runtime_id = %s",
 }
 
 _Columns = tuple[list[str], list[str], list[bytes]]

@@ -34,7 +34,7 @@ write that comes after a claim sees its epoch.
 
 Version 2 added arrivals, leases and the receipts' commit order; rows of
 version 1 are numbered in input-id order, the order version 1 loaded them
-in.
+in. Version 3 added the inbox (PD-63, ``postgres_inbox``).
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ import re
 from dataclasses import dataclass
 
 from meerkat_runtime.store.base import StoreInternalError
+from meerkat_runtime.store.postgres_inbox import migration as inbox_migration
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -106,6 +107,7 @@ def migrations(s: str) -> dict[int, tuple[str, ...]]:
                 runtime_id text PRIMARY KEY, owner text NOT NULL,
                 epoch bigint NOT NULL, expires_at double precision NOT NULL)""",
         ),
+        3: inbox_migration(s),  # PD-63 (postgres_inbox)
     }
 
 
