@@ -120,6 +120,7 @@ from meerkat_runtime.sessions.executor import (
     RunResult,
     receipt_for,
 )
+from meerkat_runtime.sessions.submitter import RuntimeSubmitter
 from meerkat_runtime.store import (
     InMemoryRuntimeStore,
     RuntimeStore,
@@ -223,6 +224,7 @@ __all__ = [
     "RuntimeState",
     "RuntimeStore",
     "RuntimeStoreError",
+    "RuntimeSubmitter",
     "RuntimeTurnMetadata",
     "SessionDelta",
     "SessionId",

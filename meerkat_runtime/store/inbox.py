@@ -124,6 +124,15 @@ def decode_entry(
     raise corruption(INBOX, runtime_id, problem, "inbox entry", input_id)
 
 
+def taken_rows(taken: Iterable[InboxEntry]) -> list[tuple[str, bytes | None]]:
+    """(input id, the settled record, or None when admitted) of each entry
+    an admission takes, encoded before its transaction begins."""
+    return [
+        (str(e.input_id), None if e.pending else encode_entry(e.input, e.settlement))
+        for e in taken
+    ]
+
+
 def checked_submission(inp: object, max_bytes: int) -> Input | Rejected:
     """The input a submission may store, or the rejection admission would
     answer (A-2, A-3). Bad values raise ``ValidationFailed`` exactly as an

@@ -194,15 +194,7 @@ class PostgresInbox:
         with store_errors():  # every value encoded before anything is sent
             phase = records.encode_phase(runtime_state)
             latest = dict(records.input_row(state) for state in input_states)
-            rows = [
-                (
-                    str(e.input_id),
-                    None
-                    if e.settlement is None
-                    else inbox.encode_entry(e.input, e.settlement),
-                )
-                for e in taken
-            ]
+            rows = inbox.taken_rows(taken)
         inputs = ([rid] * len(latest), list(latest), list(latest.values()))
         await self._transact(
             _admit(self.sql, rid, phase, inputs, rows), "admit_from_inbox", rid

@@ -159,15 +159,7 @@ class SqliteInbox:
         rid = str(runtime_id)
         phase = records.encode_phase(runtime_state)
         states = list(input_states)
-        rows = [
-            (
-                str(e.input_id),
-                None
-                if e.settlement is None
-                else inbox.encode_entry(e.input, e.settlement),
-            )
-            for e in taken
-        ]
+        rows = inbox.taken_rows(taken)
         await self.writer.write(
             self._guarded(rid, lambda conn: admit(conn, rid, phase, states, rows))
         )
