@@ -3,7 +3,7 @@ tests.sessions.inbox_child owner TARGET`` (TARGET as for
 ``tests.stateful.kill_child``: a SQLite path or ``postgres:<schema>:<dsn>``) owns the session "fleet" with an
 executor (prints ``ready``, holds until its stdin closes); ``python -m
 tests.sessions.inbox_child submit TARGET N`` submits N prompts with keys
-``k0``..``k<N-1>`` and prints one line per input: the outcome's type and
+``k0``, ``k1`` and so on and prints one line per input: the outcome's type and
 what its completion handle answered (``-`` when there was none)."""
 
 from __future__ import annotations
