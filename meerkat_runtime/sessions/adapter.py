@@ -15,6 +15,10 @@ renewed in the background (``sessions.ownership``) and released by
 dropped at once: its waiters hear ``RuntimeTerminated`` saying so, its loop
 and executor stop, and its driver never writes again.
 
+Inputs that processes which do not own a session submit to its inbox
+(``RuntimeSubmitter``, PD-63) are admitted when the session registers and
+whenever the adapter's ``InboxWatcher`` finds some (PD-66).
+
 ``close`` ends the adapter: from its first line on, nothing new is accepted,
 registered or waited on (``NotReady`` saying the adapter is closed), and
 every waiter, also one an accept racing the close registers after it, is

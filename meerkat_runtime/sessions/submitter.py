@@ -65,9 +65,9 @@ _MAX_HOPS = 64  # duplicates and aggregates followed before giving up
 
 class RuntimeSubmitter:
     """Submits inputs to the inboxes of sessions, whoever owns them, and
-    answers their completions from the store. ``max_input_bytes`` is the
-    limit the owners admit with (PD-43's neighbour: the admission refuses
-    what it could not take)."""
+    answers their completions from the store. ``max_input_bytes`` should be
+    the limit the owners admit with: an entry larger than an owner's limit
+    is refused at admission (PD-65) instead of at submission."""
 
     def __init__(
         self,
