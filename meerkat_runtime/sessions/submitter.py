@@ -177,16 +177,21 @@ async def stored_completion(
     while the input is unfinished. The inbox is read before the ledger: an
     admission removes the entry in the commit that writes the state, so an
     entry gone from the inbox is found in the ledger."""
+    in_ledger = False  # the entry names itself: the owner accepted its id
     for _ in range(_MAX_HOPS):
-        entry = await store.load_inbox_entry(runtime_id, input_id)
+        entry = (
+            None if in_ledger else await store.load_inbox_entry(runtime_id, input_id)
+        )
         if entry is not None:
             settlement = entry.settlement
             if settlement is None:
                 return None  # its owner has not admitted it yet
             if settlement.deduplicated_into is None:
                 return RuntimeTerminated(reason=settlement.refused or "refused")
+            in_ledger = settlement.deduplicated_into == input_id
             input_id = settlement.deduplicated_into
             continue
+        in_ledger = False
         state = await store.load_input_state(runtime_id, input_id)
         if state is None:
             return RuntimeTerminated(reason=f"input {input_id} is unknown to the store")

@@ -186,6 +186,34 @@ def test_a_key_accepted_directly_meanwhile_settles_the_entry_into_it(
     run(body, tmp_path)
 
 
+def test_an_id_accepted_directly_meanwhile_settles_the_entry_into_itself(
+    tmp_path: Path,
+) -> None:
+    """The same input (one id) sent both ways: it runs once, and the
+    submitter's waiter is answered when it does."""
+
+    async def body(db: Path) -> None:
+        store = SqliteRuntimeStore(db)
+        owner = owner_adapter(store, inbox_poll=NO_WATCHING)
+        await owner.register_session(S)
+        async with SqliteRuntimeStore(db) as other:
+            submitter = RuntimeSubmitter(other, poll=FAST)
+            both_ways = prompt("twice")
+            _, handle = await submitter.submit_with_completion(S, both_ways)
+            assert isinstance(await owner.accept_input(S, both_ways), Accepted)
+            assert await owner.admit_inbox(S) == 1
+            executor = ToyExecutor()
+            await owner.register_session_with_executor(S, executor)
+            assert handle is not None
+            assert await handle.wait() == CompletedWithoutResult()
+            assert executor.applied_ids() == [both_ways.id()]
+            await submitter.close()
+        await owner.close()
+        await store.close()
+
+    run(body, tmp_path)
+
+
 def test_a_runtime_that_refuses_input_answers_the_submitter(tmp_path: Path) -> None:
     async def body(db: Path) -> None:
         store = SqliteRuntimeStore(db)
