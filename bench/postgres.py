@@ -17,7 +17,8 @@ raw and meerkat take turns, ``--rounds`` times each; the ratio is the
 median of the rounds' ratios, so a burst of load from elsewhere on the
 machine spoils one round, not the verdict. Before the table, the protocol
 messages one acknowledgement costs (libpq's trace of the store's
-connection): statements executed and round trips (``Sync``) to the server.
+connection): statements executed, and round trips (each time the client,
+having sent, waits for the server's answer).
 
 Goals: at least 0.85x raw with 1 and 4 sessions; above raw with 16 and 64
 (concurrent acknowledgements share commits, PD-53, PD-60).
@@ -139,13 +140,19 @@ async def protocol(dsn: str, owner: str | None, count: int = 50) -> Counter[str]
             await driver.accept_input(prompt(header=InputHeader.new(), text=TEXT))
         conn.pgconn.untrace()
         trace.seek(0)
+        last = ""
         for line in trace:
             words = line.split()
-            if len(words) > 2 and words[0] == "F":
+            if len(words) < 3:
+                continue
+            if words[0] == "F":
                 sent[words[2]] += 1
+            elif last == "F":  # the client sent, then waited for answers
+                sent["round trips"] += 1
+            last = words[0]
     await store.close()
     await pool.close()
-    return Counter({kind: n // count for kind, n in sent.items()})
+    return Counter({kind: round(n / count) for kind, n in sent.items()})
 
 
 async def raw(dsn: str, sessions: int, seconds: float) -> float:
@@ -189,9 +196,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         for owner, kind in ((None, "no owner"), ("bench-owner", "owner, fenced")):
             sent = asyncio.run(protocol(server.dsn, owner))
+            trips = sent.pop("round trips")
             print(
                 f"one acknowledgement ({kind}): {sent['Execute']} statement(s), "
-                f"{sent['Sync']} round trip(s) ({_messages(sent)})"
+                f"{trips} round trip(s); sent {_messages(sent)}"
             )
         for peer in PEERS:
             if peer not in peers:

@@ -174,14 +174,38 @@ class Statements:
         It returns whether it wrote and the leases it read (at least one
         row: (NULL, NULL, ok) when it read none), for the caller to say
         which fence failed."""
+        return self._accept(
+            "%(r)s::text[]",
+            "%(i)s::text[]",
+            "%(s)s::bytea[]",
+            "%(fr)s::text[]",
+            "%(fe)s::bigint[]",
+        )
+
+    @property
+    def accept_input(self) -> str:
+        """``accept_inputs`` of one row and at most one fence, given as
+        values (a NULL fence: none), not arrays: the arrays are built by the
+        server, which spares the client the cost of encoding them on the
+        path of a lone caller."""
+        return self._accept(
+            "ARRAY[%(r)s::text]",
+            "ARRAY[%(i)s::text]",
+            "ARRAY[%(s)s::bytea]",
+            "array_remove(ARRAY[%(fr)s::text], NULL)",
+            "array_remove(ARRAY[%(fe)s::bigint], NULL)",
+        )
+
+    def _accept(self, r: str, i: str, s: str, fr: str, fe: str) -> str:
+        """``accept_inputs`` with its arrays given by these expressions."""
         leases = self.table("runtime_leases")
         marks = self.table("commit_marks")
-        rows = "unnest(%(r)s::text[], %(i)s::text[], %(s)s::bytea[])"
+        rows = f"unnest({r}, {i}, {s})"
         return (
             f"WITH held AS (SELECT runtime_id, epoch FROM {leases} "
-            "WHERE runtime_id = ANY(%(fr)s::text[]) ORDER BY runtime_id FOR SHARE), "
-            "go AS (SELECT NOT EXISTS (SELECT FROM unnest(%(fr)s::text[], "
-            "%(fe)s::bigint[]) AS f(r, e) LEFT JOIN held ON held.runtime_id = f.r "
+            f"WHERE runtime_id = ANY({fr}) ORDER BY runtime_id FOR SHARE), "
+            f"go AS (SELECT NOT EXISTS (SELECT FROM unnest({fr}, {fe}) AS f(r, e) "
+            "LEFT JOIN held ON held.runtime_id = f.r "
             "WHERE held.epoch IS DISTINCT FROM f.e) AS ok), "
             f"marked AS (UPDATE {marks} SET ticket = %(ticket)s, touched = now() "
             "WHERE writer = %(writer)s AND (SELECT ok FROM go)), "

@@ -331,11 +331,9 @@ class InputBatcher:
 
     async def _commit(self, group: list[_Request]) -> None:
         try:
+            sql, params = _accept(self.writer.sql, group)
             await self.writer.statement(
-                self.writer.sql.accept_inputs,
-                _accept_params(group),
-                _fence_check(group),
-                "persist_input_state",
+                sql, params, _fence_check(group), "persist_input_state"
             )
         except Exception as exc:
             if len(group) > 1 and not isinstance(exc, UnavailableError):
@@ -361,14 +359,19 @@ class _Request:
     future: asyncio.Future[None]
 
 
-def _accept_params(group: list[_Request]) -> dict[str, Any]:
-    """The parameters of ``accept_inputs`` for a merged group. The last
+def _accept(sql: Statements, group: list[_Request]) -> tuple[str, dict[str, Any]]:
+    """The statement and parameters that write a merged group. The last
     write of an input wins, as it would one after the other (one statement
     may not change a row twice); each distinct fence is checked (a group may
     hold a stale owner's row and the new owner's, both for one runtime)."""
     latest = {(r, i): s for r, i, s in (request.row for request in group)}
     fences = sorted({request.fence for request in group if request.fence})
-    return {
+    if len(latest) == 1 and len(fences) <= 1:  # a lone caller: plain values
+        [((runtime_id, input_id), record)] = latest.items()
+        fr, fe = fences[0] if fences else (None, None)
+        one = {"r": runtime_id, "i": input_id, "s": record, "fr": fr, "fe": fe}
+        return sql.accept_input, one
+    return sql.accept_inputs, {
         "r": [r for r, _ in latest],
         "i": [i for _, i in latest],
         "s": list(latest.values()),
