@@ -184,16 +184,27 @@ class Statements:
 
     @property
     def accept_input(self) -> str:
-        """``accept_inputs`` of one row and at most one fence, given as
-        values (a NULL fence: none), not arrays: the arrays are built by the
-        server, which spares the client the cost of encoding them on the
-        path of a lone caller."""
-        return self._accept(
-            "ARRAY[%(r)s::text]",
-            "ARRAY[%(i)s::text]",
-            "ARRAY[%(s)s::bytea]",
-            "array_remove(ARRAY[%(fr)s::text], NULL)",
-            "array_remove(ARRAY[%(fe)s::bigint], NULL)",
+        """``accept_inputs`` of one row and at most one fence (%(fr)s NULL:
+        none), all given as plain values: the path of a lone caller, with
+        no arrays to encode, unnest, sort or number (its arrival is the
+        counter's new value)."""
+        t = self.table
+        return (
+            f"WITH held AS (SELECT runtime_id, epoch FROM {t('runtime_leases')} "
+            "WHERE runtime_id = %(fr)s::text FOR SHARE), "
+            "go AS (SELECT %(fr)s::text IS NULL OR EXISTS "
+            "(SELECT FROM held WHERE epoch = %(fe)s::bigint) AS ok), "
+            f"marked AS (UPDATE {t('commit_marks')} SET ticket = %(ticket)s, "
+            "touched = now() WHERE writer = %(writer)s AND (SELECT ok FROM go)), "
+            f"taken AS (INSERT INTO {t('runtime_arrivals')} AS c (runtime_id, last) "
+            "SELECT %(r)s::text, 1 WHERE (SELECT ok FROM go) "
+            "ON CONFLICT (runtime_id) DO UPDATE SET last = c.last + 1 RETURNING last), "
+            f"written AS (INSERT INTO {t('runtime_input_states')} "
+            "(runtime_id, input_id, state_json, recovery_epoch, arrival) "
+            "SELECT %(r)s::text, %(i)s::text, %(s)s::bytea, "
+            f"{self.epoch_of.format('%(r)s::text')}, last FROM taken"
+            f"{_INPUT_CONFLICT}) "
+            "SELECT held.runtime_id, held.epoch, go.ok FROM go LEFT JOIN held ON true"
         )
 
     def _accept(self, r: str, i: str, s: str, fr: str, fe: str) -> str:
