@@ -21,7 +21,7 @@ connection): statements executed, and round trips (each time the client,
 having sent, waits for the server's answer).
 
 Goals: at least 0.85x raw with 1 and 4 sessions; above raw with 16 and 64
-(concurrent acknowledgements share commits, PD-53, PD-60).
+(concurrent acknowledgements share commits, PD-53, PD-57).
 
 ``python bench/postgres.py [--quick] [--seconds S] [--rounds R]``
 """

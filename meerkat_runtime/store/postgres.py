@@ -28,7 +28,7 @@ constructor and the contract methods.
   the clock, so the processes sharing a database need not share a clock;
   every write of an owner (``store.fenced``) reads its lease ``FOR SHARE``
   in its own transaction before writing (``PostgresWriter.transact``; an
-  acknowledgement does both in one statement, PD-60).
+  acknowledgement does both in one statement, PD-57).
 
 Cancellation: a write's transaction may be cut mid-way by a cancelled task,
 so ``cancel_safe_writes`` is False: the drivers run each write in its own

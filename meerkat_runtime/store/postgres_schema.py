@@ -167,7 +167,7 @@ class Statements:
     @property
     def accept_inputs(self) -> str:
         """``upsert_inputs`` as a transaction of one statement, the path of
-        every acknowledgement (PD-60): it reads the leases of the fences
+        every acknowledgement (PD-57): it reads the leases of the fences
         (%(fr)s runtimes, %(fe)s epochs) ``FOR SHARE``, and only when each
         still has its epoch does it stamp the connection's commit mark
         (%(ticket)s, %(writer)s) and write the rows (%(r)s, %(i)s, %(s)s).

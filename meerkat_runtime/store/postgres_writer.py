@@ -6,7 +6,7 @@ commit of input writes.
 write's statements inside ``BEGIN`` ... ``COMMIT`` in pipeline mode, so a
 write that reads nothing costs one round trip and one WAL flush; the caller
 is answered only after ``COMMIT`` returned. ``statement`` is the shorter
-path of the acknowledgements (PD-60): one statement in autocommit, which is
+path of the acknowledgements (PD-57): one statement in autocommit, which is
 a transaction by itself.
 
 **Fencing (PD-36, PD-55).** A write of an owner (``fences``: the

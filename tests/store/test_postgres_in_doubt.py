@@ -4,7 +4,7 @@ failure), one that did not is never answered with success: it is tried
 again, or is ``Unavailable`` once ``reconnect_timeout`` has run out.
 
 Both branches on a real acknowledgement (``persist_input_state``, one
-statement that commits by itself, PD-60):
+statement that commits by itself, PD-57):
 
 * committed: the server ran and committed the statement, then the client
   lost the connection before it read the answer (a psycopg-level hook
