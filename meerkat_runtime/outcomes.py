@@ -97,7 +97,7 @@ class Rejected(AcceptOutcome, frozen=True, gc=False, kw_only=True, tag="rejected
 
 
 class Submitted(AcceptOutcome, frozen=True, gc=False, kw_only=True, tag="submitted"):
-    """PD-63: durably in the runtime's inbox, for its owner to admit; the
+    """PD-58: durably in the runtime's inbox, for its owner to admit; the
     policy is decided then, so there is none to report yet."""
 
     input_id: InputId

@@ -210,13 +210,13 @@ class PersistentRuntimeDriver(RuntimeDriver):
     # ================================================================ inbox
 
     async def admit_from_inbox(self, limit: int = INBOX_BATCH) -> int:
-        """PD-63: admit the first ``limit`` entries of the runtime's inbox,
+        """PD-58: admit the first ``limit`` entries of the runtime's inbox,
         in arrival order, as ``accept_input`` would admit them, and remove
         them in the same write (``store.admit_from_inbox``): after a crash
         either the entries are still in the inbox or their states are in
         the ledger. An entry the runtime refuses (not accepting, a
         duplicate by then, a smaller size limit here) is settled with what
-        became of it (PD-65); at the pending limit (PD-43) the rest stay in
+        became of it (PD-60); at the pending limit (PD-43) the rest stay in
         the inbox for later. The number of entries taken."""
         if not keeps_inbox(self.store):
             return 0

@@ -16,8 +16,8 @@ dropped at once: its waiters hear ``RuntimeTerminated`` saying so, its loop
 and executor stop, and its driver never writes again.
 
 Inputs that processes which do not own a session submit to its inbox
-(``RuntimeSubmitter``, PD-63) are admitted when the session registers and
-whenever the adapter's ``InboxWatcher`` finds some (PD-66).
+(``RuntimeSubmitter``, PD-58) are admitted when the session registers and
+whenever the adapter's ``InboxWatcher`` finds some (PD-61).
 
 ``close`` ends the adapter: from its first line on, nothing new is accepted,
 registered or waited on (``NotReady`` saying the adapter is closed), and
@@ -107,7 +107,7 @@ class RuntimeSessionAdapter:
         inbox_poll: float = DEFAULT_INBOX_POLL,
     ) -> None:
         """``inbox_poll``: seconds between two looks for inputs that other
-        processes submitted to this adapter's sessions (PD-66);
+        processes submitted to this adapter's sessions (PD-61);
         ``retry_delay``: the pause after a failed run (PD-10);
         ``store_backoff``: how the loops wait for a store that could not be
         reached (PD-39; by default 50 ms doubling up to 5 s); ``owner`` names
@@ -384,7 +384,7 @@ class RuntimeSessionAdapter:
         return outcome, handle
 
     async def admit_inbox(self, session_id: SessionId) -> int:
-        """PD-63: admit what other processes submitted to the session's
+        """PD-58: admit what other processes submitted to the session's
         inbox now, without waiting for the watcher; the entries taken."""
         return await self._admit_inbox(self._open_session(session_id))
 

@@ -1,4 +1,4 @@
-"""The owner's side of the inbox (PD-63, PD-66): when its sessions admit.
+"""The owner's side of the inbox (PD-58, PD-61): when its sessions admit.
 
 Theory of operation: inputs that other processes submit wait in each
 runtime's inbox in the store until the runtime's owner admits them

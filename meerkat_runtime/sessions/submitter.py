@@ -1,6 +1,6 @@
 """``RuntimeSubmitter``: inputs for sessions that another process owns.
 
-Theory of operation (PD-63, PD-65): a submitter holds only a store. It
+Theory of operation (PD-58, PD-60): a submitter holds only a store. It
 writes each input to its runtime's inbox (``store.submit_to_inbox``:
 durable before it answers, duplicates answered at once), and the runtime's
 owner, wherever it runs, admits it later. A completion handle is answered
@@ -16,7 +16,7 @@ runtime: ``RuntimeTerminated``) and then through the ledger (coalesced:
 follow the aggregate). Terminal states give the values a waiter in the
 owning process gets (``stored_completion``); the one difference is the
 run result, which the store does not keep: a consumed input completes
-``CompletedWithoutResult`` (PD-65).
+``CompletedWithoutResult`` (PD-60).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class RuntimeSubmitter:
     """Submits inputs to the inboxes of sessions, whoever owns them, and
     answers their completions from the store. ``max_input_bytes`` should be
     the limit the owners admit with: an entry larger than an owner's limit
-    is refused at admission (PD-65) instead of at submission."""
+    is refused at admission (PD-60) instead of at submission."""
 
     def __init__(
         self,
@@ -77,7 +77,7 @@ class RuntimeSubmitter:
         poll: StoreBackoff = DEFAULT_COMPLETION_POLL,
     ) -> None:
         if not keeps_inbox(store):
-            raise TypeError(f"{type(store).__name__} keeps no inbox (PD-63)")
+            raise TypeError(f"{type(store).__name__} keeps no inbox (PD-58)")
         self.store = store
         self.max_input_bytes = max_input_bytes
         self.poll = poll
@@ -205,7 +205,7 @@ async def stored_completion(
             return AbandonedOutcome(reason="superseded", error=state.last_error())
         if isinstance(terminal, Abandoned):
             return _abandoned(terminal.reason, state.last_error())
-        return CompletedWithoutResult()  # PD-65: run results are not stored
+        return CompletedWithoutResult()  # PD-60: run results are not stored
     return RuntimeTerminated(reason=f"input {input_id}: too many hops to its outcome")
 
 

@@ -345,7 +345,7 @@ class RuntimeStore(ABC):
         return FencedStore(self, runtime_id, epoch)
 
     # ---------------------------------------------------------------- inbox
-    # PD-63 (store/inbox.py). A store that keeps inboxes sets ``keeps_inbox``
+    # PD-58 (store/inbox.py). A store that keeps inboxes sets ``keeps_inbox``
     # and implements all five; any other refuses submissions from processes
     # that do not own the runtime.
 

@@ -142,7 +142,7 @@ class FencedStore(RuntimeStore):
         )
 
     # ---------------------------------------------------------------- inbox
-    # A submission is nobody's write: it is not fenced (PD-63).
+    # A submission is nobody's write: it is not fenced (PD-58).
 
     async def submit_to_inbox(
         self,

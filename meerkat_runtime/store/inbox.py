@@ -1,6 +1,6 @@
 """The runtime inbox: inputs submitted by processes that do not own the runtime.
 
-Theory of operation (PD-63): a process that does not own a runtime cannot
+Theory of operation (PD-58): a process that does not own a runtime cannot
 admit an input (only the owner's authority decides policy, lanes and
 supersession), but it can make the input durable. ``submit_to_inbox``
 writes it to the runtime's inbox in one transaction that first looks for
@@ -14,12 +14,12 @@ entries in the same fenced transaction that writes the admitted states
 An entry the owner could not admit (its key names an input that arrived
 another way meanwhile, or the runtime no longer accepts input) is not
 removed but **settled**: it stays, with what became of it, so that a
-submitter waiting on it learns the outcome (PD-65). Settled entries are not
+submitter waiting on it learns the outcome (PD-60). Settled entries are not
 loaded as work and no longer make a runtime appear to have an inbox.
 
 This module holds what every store shares: the entry record (framed and
 decoded strictly, like every stored record), the checks a submission gets
-(``checked_submission``: the admission's own round trip, PD-64), and the
+(``checked_submission``: the admission's own round trip, PD-59), and the
 ledger's key match.
 """
 

@@ -187,7 +187,7 @@ class InMemoryRuntimeStore(RuntimeStore):
     def _inbox_duplicate(
         self, rid: str, inp: Input, key: str | None
     ) -> AcceptOutcome | None:
-        """PD-64: the inbox first, then the ledger (as the SQL stores)."""
+        """PD-59: the inbox first, then the ledger (as the SQL stores)."""
         rows = self._inbox.get(rid, {})
         iid = str(inp.id())
         for entry_id, (arrival, entry_key, _, data) in rows.items():

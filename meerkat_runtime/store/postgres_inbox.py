@@ -1,4 +1,4 @@
-"""The PostgreSQL store's inbox (PD-63): its statements and contract methods.
+"""The PostgreSQL store's inbox (PD-58): its statements and contract methods.
 
 A submission is one transaction that first takes a transaction-level
 advisory lock keyed by the schema and the runtime: submissions to one
@@ -13,7 +13,7 @@ longer sees an entry is followed by one that sees its state.
 
 A submission with an idempotency key finds the ledger's records that
 contain the key's JSON form (``position`` on the raw bytes) and decodes
-only those (PD-64).
+only those (PD-59).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def _entries(sql: Statements) -> str:
 async def _duplicate(
     conn: Conn, sql: Statements, rid: str, inp: Input
 ) -> AcceptOutcome | None:
-    """PD-64: the inbox first, then the ledger (see the module notes)."""
+    """PD-59: the inbox first, then the ledger (see the module notes)."""
     iid, key = str(inp.id()), inbox.key_of(inp)
     params = {"r": rid, "i": iid, "k": key}
     cur = await conn.execute(

@@ -1,4 +1,4 @@
-"""The SQLite store's inbox (PD-63): its statements and contract methods.
+"""The SQLite store's inbox (PD-58): its statements and contract methods.
 
 Every submission is one write transaction (``BEGIN IMMEDIATE``), and SQLite
 lets one writer at a time into a file, across processes: the duplicate
@@ -11,7 +11,7 @@ holds, under that same lock: the order submissions committed in.
 
 The ledger has no column for idempotency keys; a submission with a key
 finds the stored records containing the key's JSON form (``instr`` on the
-raw bytes, no decoding) and decodes only those (PD-64).
+raw bytes, no decoding) and decodes only those (PD-59).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ _INSERT = (
 
 
 def duplicate(conn: sqlite3.Connection, rid: str, inp: Input) -> AcceptOutcome | None:
-    """PD-64: the inbox first (pending or settled entries with the input's
+    """PD-59: the inbox first (pending or settled entries with the input's
     id or key), then the ledger (the id, then the key)."""
     iid, key = str(inp.id()), inbox.key_of(inp)
     rows = conn.execute(

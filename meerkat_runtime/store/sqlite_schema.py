@@ -64,7 +64,7 @@ MIGRATIONS: dict[int, tuple[Step, ...]] = {
         "CREATE UNIQUE INDEX runtime_input_arrival "
         "ON runtime_input_states (runtime_id, arrival)",
     ),
-    # PD-63: the inbox of inputs submitted by processes that do not own the
+    # PD-58: the inbox of inputs submitted by processes that do not own the
     # runtime (see sqlite_inbox).
     4: (
         """CREATE TABLE runtime_inbox (

@@ -1,4 +1,4 @@
-"""The inbox part of the store conformance suite (PD-63, PD-64, PD-65).
+"""The inbox part of the store conformance suite (PD-58, PD-59, PD-60).
 
 ``StoreConformance`` includes it. A store that keeps no inbox
 (``keeps_inbox`` False) skips nothing here: it fails, so set the flag only

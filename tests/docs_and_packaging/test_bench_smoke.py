@@ -15,7 +15,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # helpers of the benchmarks, not benchmarks themselves
-SHARED = {"sqlite_tools.py", "durable_parts.py", "durable_floors.py", "goals.py"}
+SHARED = {
+    "sqlite_tools.py",
+    "durable_parts.py",
+    "durable_floors.py",
+    "goals.py",
+    "postgres_peers.py",
+}
 BENCHMARKS = sorted(
     p.name for p in (ROOT / "bench").glob("*.py") if p.name not in SHARED
 )

@@ -1,4 +1,4 @@
-"""Submission from a process that does not own the runtime (PD-63 .. PD-66):
+"""Submission from a process that does not own the runtime (PD-58 .. PD-61):
 a submitter and an owner, each with its own store object on one SQLite file
 (what two processes would hold), the owner's admission in arrival order,
 exactly once across crashes, fenced when stale, and completions read back

@@ -1,4 +1,4 @@
-"""Real processes (PD-63, PD-65): one process submits to a session that
+"""Real processes (PD-58, PD-60): one process submits to a session that
 another process owns, over one SQLite file or one PostgreSQL schema; every
 input runs once, in arrival order, and every handle is answered, from the
 store; submitting the same keys again is deduplicated across processes."""

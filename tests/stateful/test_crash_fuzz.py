@@ -298,7 +298,7 @@ class CrashMachine(RuleBasedStateMachine):
     def submit_then_admit(
         self, drawn: tuple[str, Input], key: IdempotencyKey | None, roll: int
     ) -> None:
-        """PD-63: another process submits to the inbox (never faulted: the
+        """PD-58: another process submits to the inbox (never faulted: the
         fault under test is the owner's), then the owner admits it under
         whatever fault is armed. A refused or crashed admission leaves the
         entry in the inbox; the next one takes it: admitted exactly once.
