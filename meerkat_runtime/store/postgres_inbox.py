@@ -154,7 +154,7 @@ def _admit(
 
 class PostgresInbox:
     """The inbox methods of ``PostgresRuntimeStore`` (a part of it, mixed
-    in: it uses the store's ``sql``, ``_transact`` and ``_fetch``)."""
+    in: it uses the store's ``sql``, ``_transact`` and ``_rows``)."""
 
     keeps_inbox = True
 
@@ -165,7 +165,7 @@ class PostgresInbox:
             self, work: Work[T], context: str, runtime_id: object | None
         ) -> T: ...
 
-        async def _fetch(self, sql: str, params: Any, context: str) -> list[Any]: ...
+        async def _rows(self, sql: str, params: Any, context: str) -> list[Any]: ...
 
     async def submit_to_inbox(
         self,
@@ -204,7 +204,7 @@ class PostgresInbox:
         self, runtime_id: LogicalRuntimeId, limit: int | None = None
     ) -> list[InboxEntry]:
         rid = str(runtime_id)
-        rows = await self._fetch(
+        rows = await self._rows(
             _entries(self.sql) + " AND pending ORDER BY arrival LIMIT %(n)s",
             {"r": rid, "n": limit},
             "load_inbox",
@@ -215,7 +215,7 @@ class PostgresInbox:
         self, runtime_id: LogicalRuntimeId, input_id: InputId
     ) -> InboxEntry | None:
         rid, iid = str(runtime_id), str(input_id)
-        rows = await self._fetch(
+        rows = await self._rows(
             _entries(self.sql) + " AND input_id = %(i)s",
             {"r": rid, "i": iid},
             "load_inbox_entry",
@@ -223,7 +223,7 @@ class PostgresInbox:
         return inbox.decode_entry(rid, iid, rows[0][1], rows[0][2]) if rows else None
 
     async def list_runtimes_with_inbox(self) -> list[LogicalRuntimeId]:
-        rows = await self._fetch(
+        rows = await self._rows(
             f"SELECT DISTINCT runtime_id FROM {self.sql.table(INBOX)} WHERE pending "
             "ORDER BY runtime_id",
             (),
