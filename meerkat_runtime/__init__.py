@@ -126,6 +126,7 @@ from meerkat_runtime.sessions.executor import (
     RunResult,
     receipt_for,
 )
+from meerkat_runtime.sessions.submitter import RuntimeSubmitter
 from meerkat_runtime.store import (
     InMemoryRuntimeStore,
     RuntimeStore,
@@ -243,6 +244,7 @@ __all__ = [
     "RuntimeState",
     "RuntimeStore",
     "RuntimeStoreError",
+    "RuntimeSubmitter",
     "RuntimeTurnMetadata",
     "SessionDelta",
     "SessionId",

@@ -15,6 +15,10 @@ renewed in the background (``sessions.ownership``) and released by
 dropped at once: its waiters hear ``RuntimeTerminated`` saying so, its loop
 and executor stop, and its driver never writes again.
 
+Inputs that processes which do not own a session submit to its inbox
+(``RuntimeSubmitter``, PD-58) are admitted when the session registers and
+whenever the adapter's ``InboxWatcher`` finds some (PD-61).
+
 ``close`` ends the adapter: from its first line on, nothing new is accepted,
 registered or waited on (``NotReady`` saying the adapter is closed, also for
 an accept that was waiting for the session's lock while close released the
@@ -26,6 +30,7 @@ answered ``RuntimeTerminated(CLOSED_REASON)``.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -68,13 +73,19 @@ from meerkat_runtime.sessions.executor import (
     CoreExecutor,
     StopRuntimeExecutor,
 )
+from meerkat_runtime.sessions.inbox import (
+    DEFAULT_INBOX_POLL,
+    InboxWatcher,
+    checked_interval,
+)
 from meerkat_runtime.sessions.loop import RuntimeLoop, StoreBackoff
 from meerkat_runtime.sessions.ownership import OwnerLeases, default_owner
 from meerkat_runtime.sessions.session import Session
-from meerkat_runtime.store.base import RuntimeStore, owns_leases
+from meerkat_runtime.store.base import RuntimeStore, keeps_inbox, owns_leases
 from meerkat_runtime.store.leases import checked_owner
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 DEFAULT_RETRY_DELAY = 0.05
 CLOSED_REASON = "session adapter closed"
@@ -98,8 +109,11 @@ class RuntimeSessionAdapter:
         owner: str | None = None,
         claim_wait: float = 0.0,
         store_backoff: StoreBackoff | None = None,
+        inbox_poll: float = DEFAULT_INBOX_POLL,
     ) -> None:
-        """``retry_delay``: the pause after a failed run (PD-10);
+        """``inbox_poll``: seconds between two looks for inputs that other
+        processes submitted to this adapter's sessions (PD-61);
+        ``retry_delay``: the pause after a failed run (PD-10);
         ``store_backoff``: how the loops wait for a store that could not be
         reached (PD-39; by default 50 ms doubling up to 5 s); ``owner`` names
         this adapter in the store's leases (unique per adapter by default);
@@ -133,6 +147,16 @@ class RuntimeSessionAdapter:
         self._registering: dict[SessionId, asyncio.Future[None]] = {}
         self._closed = False
         self.control_plane = RuntimeControlPlane(self)
+        self.inbox_watcher = (
+            InboxWatcher(
+                store,
+                self._admit_runtime_inbox,
+                checked_interval(inbox_poll),
+                self.store_backoff,
+            )
+            if store is not None and keeps_inbox(store)
+            else None
+        )
 
     @classmethod
     def ephemeral(
@@ -163,6 +187,7 @@ class RuntimeSessionAdapter:
         owner: str | None = None,
         claim_wait: float = 0.0,
         store_backoff: StoreBackoff | None = None,
+        inbox_poll: float = DEFAULT_INBOX_POLL,
     ) -> RuntimeSessionAdapter:
         return cls(
             store,
@@ -174,6 +199,7 @@ class RuntimeSessionAdapter:
             owner=owner,
             claim_wait=claim_wait,
             store_backoff=store_backoff,
+            inbox_poll=inbox_poll,
         )
 
     # ---------------------------------------------------------------- registration
@@ -213,9 +239,14 @@ class RuntimeSessionAdapter:
         driver = self._new_driver(runtime_id)
         report = await driver.recover()  # a failure propagates: not registered
         self._lost.pop(session_id, None)
-        self.sessions[session_id] = Session(
-            session_id, runtime_id, driver, recovery=report
-        )
+        session = Session(session_id, runtime_id, driver, recovery=report)
+        self.sessions[session_id] = session
+        if self.inbox_watcher is not None:
+            self.inbox_watcher.start()
+            try:  # what was submitted before this owner took the runtime
+                await self._admit_inbox(session)
+            except Exception:  # the watcher tries again; registered anyway
+                log.exception("inbox admission of %s failed", runtime_id)
 
     async def register_session_with_executor(
         self, session_id: SessionId, executor: CoreExecutor
@@ -368,6 +399,29 @@ class RuntimeSessionAdapter:
             self._answer_if_gone(session)
         return outcome, handle
 
+    async def admit_inbox(self, session_id: SessionId) -> int:
+        """PD-58: admit what other processes submitted to the session's
+        inbox now, without waiting for the watcher; the entries taken."""
+        return await self._admit_inbox(self._open_session(session_id))
+
+    async def _admit_runtime_inbox(self, runtime_id: LogicalRuntimeId) -> int:
+        session = self.sessions.get(SessionId(str(runtime_id)))
+        if self._closed or session is None or session.runtime_id != runtime_id:
+            return 0  # another owner's runtime (or none's: placement's job)
+        return await self._admit_inbox(session)
+
+    async def _admit_inbox(self, session: Session) -> int:
+        driver = session.driver
+        if not isinstance(driver, PersistentRuntimeDriver):
+            return 0
+        taken = 0
+        async with session.lock:
+            try:
+                taken = await driver.admit_from_inbox()
+            finally:
+                self._after_admission(session)
+        return taken
+
     def _register_waiter(
         self, session: Session, input_id: InputId | None
     ) -> CompletionHandle | None:
@@ -515,6 +569,8 @@ class RuntimeSessionAdapter:
                 except asyncio.CancelledError:
                     cancelled = True
             session.waiters.resolve_all(CLOSED)
+        if self.inbox_watcher is not None:
+            await self.inbox_watcher.close()
         if self.ownership is not None:
             await self.ownership.close()  # after the loops: none writes now
         if cancelled:

@@ -14,9 +14,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
+from meerkat_runtime.driver.validation import DEFAULT_MAX_INPUT_BYTES
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
+from meerkat_runtime.inputs import Input
+from meerkat_runtime.outcomes import AcceptOutcome
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
 from meerkat_runtime.store.base import (
     RuntimeStore,
@@ -24,6 +27,7 @@ from meerkat_runtime.store.base import (
     cancel_safe,
     commit_recovery,
 )
+from meerkat_runtime.store.inbox import InboxEntry
 from meerkat_runtime.store.leases import WRITE_FENCE
 from meerkat_runtime.store.wrapper import StoreWrapper
 
@@ -120,4 +124,27 @@ class FencedStore(StoreWrapper):
                 contributing_input_ids,
                 input_updates,
             )
+        )
+
+    async def admit_from_inbox(
+        self,
+        runtime_id: LogicalRuntimeId,
+        runtime_state: RuntimeState,
+        input_states: Sequence[InputState],
+        taken: Sequence[InboxEntry],
+    ) -> None:
+        await self._fenced(
+            self.inner.admit_from_inbox(runtime_id, runtime_state, input_states, taken)
+        )
+
+    # A submission is nobody's write: it is not fenced (PD-58).
+    async def submit_to_inbox(
+        self,
+        runtime_id: LogicalRuntimeId,
+        input: Input,
+        *,
+        max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+    ) -> AcceptOutcome:
+        return await self.inner.submit_to_inbox(
+            runtime_id, input, max_input_bytes=max_input_bytes
         )

@@ -16,7 +16,8 @@ from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
 from meerkat_runtime.runs import RunBoundaryReceipt
-from meerkat_runtime.store.base import RuntimeStore, owns_leases
+from meerkat_runtime.store.base import RuntimeStore, keeps_inbox, owns_leases
+from meerkat_runtime.store.inbox import InboxEntry
 from meerkat_runtime.store.leases import DEFAULT_LEASE_TTL, Lease
 
 
@@ -24,6 +25,7 @@ class StoreWrapper(RuntimeStore):
     def __init__(self, inner: RuntimeStore) -> None:
         self.inner = inner
         self.keeps_leases = owns_leases(inner)
+        self.keeps_inbox = keeps_inbox(inner)
         self.lease_ttl = getattr(inner, "lease_ttl", DEFAULT_LEASE_TTL)
 
     # ---------------------------------------------------------------- reads
@@ -53,6 +55,19 @@ class StoreWrapper(RuntimeStore):
         self, runtime_id: LogicalRuntimeId
     ) -> RuntimeState | None:
         return await self.inner.load_runtime_state(runtime_id)
+
+    async def load_inbox(
+        self, runtime_id: LogicalRuntimeId, limit: int | None = None
+    ) -> list[InboxEntry]:
+        return await self.inner.load_inbox(runtime_id, limit)
+
+    async def load_inbox_entry(
+        self, runtime_id: LogicalRuntimeId, input_id: InputId
+    ) -> InboxEntry | None:
+        return await self.inner.load_inbox_entry(runtime_id, input_id)
+
+    async def list_runtimes_with_inbox(self) -> list[LogicalRuntimeId]:
+        return await self.inner.list_runtimes_with_inbox()
 
     # ---------------------------------------------------------------- leases
 

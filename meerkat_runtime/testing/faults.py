@@ -44,9 +44,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from meerkat_runtime.driver.validation import DEFAULT_MAX_INPUT_BYTES
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
+from meerkat_runtime.inputs import Input
+from meerkat_runtime.outcomes import AcceptOutcome
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
 from meerkat_runtime.store.base import (
     RuntimeStore,
@@ -54,6 +57,7 @@ from meerkat_runtime.store.base import (
     SessionDelta,
     commit_recovery,
 )
+from meerkat_runtime.store.inbox import InboxEntry
 from meerkat_runtime.store.leases import Clock
 from meerkat_runtime.store.wrapper import StoreWrapper
 
@@ -66,6 +70,8 @@ WRITES = (
     "atomic_apply",
     "commit_session_boundary",
     "commit_recovery",
+    "submit_to_inbox",
+    "admit_from_inbox",
 )
 
 
@@ -288,6 +294,39 @@ class FaultyStore(StoreWrapper):
                 boundary,
                 contributing_input_ids,
                 _poison(input_updates),
+            ),
+        )
+
+    # ---------------------------------------------------------------- inbox
+
+    async def submit_to_inbox(
+        self,
+        runtime_id: LogicalRuntimeId,
+        input: Input,
+        *,
+        max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+    ) -> AcceptOutcome:
+        return await self._write(
+            "submit_to_inbox",
+            lambda: self.inner.submit_to_inbox(
+                runtime_id, input, max_input_bytes=max_input_bytes
+            ),
+        )
+
+    async def admit_from_inbox(
+        self,
+        runtime_id: LogicalRuntimeId,
+        runtime_state: RuntimeState,
+        input_states: Sequence[InputState],
+        taken: Sequence[InboxEntry],
+    ) -> None:
+        await self._write(
+            "admit_from_inbox",
+            lambda: self.inner.admit_from_inbox(
+                runtime_id, runtime_state, input_states, taken
+            ),
+            lambda: self.inner.admit_from_inbox(
+                runtime_id, runtime_state, _poison(input_states), taken
             ),
         )
 

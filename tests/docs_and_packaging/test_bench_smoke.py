@@ -21,6 +21,7 @@ SHARED = {
     "durable_floors.py",
     "durable_fencing.py",
     "goals.py",
+    "postgres_peers.py",
 }
 BENCHMARKS = sorted(
     p.name for p in (ROOT / "bench").glob("*.py") if p.name not in SHARED
