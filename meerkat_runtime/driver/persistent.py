@@ -43,7 +43,13 @@ from meerkat_runtime.driver.face import RuntimeDriver
 from meerkat_runtime.driver.images import externalize_images, has_inline_images
 from meerkat_runtime.driver.journal import Checkpoint, reason_name
 from meerkat_runtime.driver.validation import DEFAULT_MAX_INPUT_BYTES
-from meerkat_runtime.errors import FencedError, InternalError, ValidationFailedError
+from meerkat_runtime.errors import (
+    FencedError,
+    InternalError,
+    NotReadyError,
+    PendingLimitError,
+    ValidationFailedError,
+)
 from meerkat_runtime.generated import input_lifecycle as il
 from meerkat_runtime.generated.spec_types import InputAbandonReason
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
@@ -52,8 +58,10 @@ from meerkat_runtime.inputs import Input, InputDurability
 from meerkat_runtime.outcomes import (
     Accepted,
     AcceptOutcome,
+    Deduplicated,
     DestroyReport,
     RecoveryReport,
+    Rejected,
     ResetReport,
     RetireReport,
 )
@@ -71,10 +79,12 @@ from meerkat_runtime.store.base import (
     SessionDelta,
     cancel_safe,
     commit_recovery,
+    keeps_inbox,
     load_payloads,
     load_skeletons,
     loads_lazily,
 )
+from meerkat_runtime.store.inbox import InboxEntry, InboxSettlement
 from meerkat_runtime.store.leases import OwnerLease
 
 if TYPE_CHECKING:
@@ -89,6 +99,9 @@ RECOVERY_PERSIST_FAILED = "recovery persist failed"  # D-11 step 11
 # PD-65: past this many unfinished inputs, a durable accept leaves its
 # payload in the store (a lazy driver only).
 PAYLOADS_KEPT = 1024
+
+# Inbox entries one admission takes at most (one write; bounds its size).
+INBOX_BATCH = 256
 
 
 class PersistentRuntimeDriver(RuntimeDriver):
@@ -259,6 +272,61 @@ class PersistentRuntimeDriver(RuntimeDriver):
             if lease is not None:
                 lease.lose(f"a write was fenced ({exc})")
             raise
+
+    # ================================================================ inbox
+
+    async def admit_from_inbox(self, limit: int = INBOX_BATCH) -> int:
+        """PD-58: admit the first ``limit`` entries of the runtime's inbox,
+        in arrival order, as ``accept_input`` would admit them, and remove
+        them in the same write (``store.admit_from_inbox``): after a crash
+        either the entries are still in the inbox or their states are in
+        the ledger. An entry the runtime refuses (not accepting, a
+        duplicate by then, a smaller size limit here) is settled with what
+        became of it (PD-60); at the pending limit (PD-43) the rest stay in
+        the inbox for later. The number of entries taken."""
+        if not keeps_inbox(self.store):
+            return 0
+        entries = await self.store.load_inbox(self.runtime_id, limit)
+        if not entries:
+            return 0
+        with self._undo_on_failure("inbox admission failed") as checkpoint:
+            taken = self._admit_entries(entries)
+            for entry in taken:
+                state = self._core.peek_input_state(entry.input_id)
+                if entry.pending and state and has_inline_images(entry.input):
+                    await self._externalize(state)
+            await self._write(
+                self.store.admit_from_inbox(
+                    self.runtime_id,
+                    self._core.stored_phase(),
+                    self._durable(checkpoint),
+                    taken,
+                )
+            )
+        return len(taken)
+
+    def _admit_entries(self, entries: list[InboxEntry]) -> list[InboxEntry]:
+        """Each entry through the accept pipeline, in order: admitted ones
+        as they are, refused ones settled; stops at the pending limit."""
+        taken: list[InboxEntry] = []
+        for entry in entries:
+            try:
+                outcome = self._core.accept(entry.input)
+            except PendingLimitError:
+                break  # the rest wait in the inbox (PD-43)
+            except (NotReadyError, ValidationFailedError) as exc:
+                taken.append(entry.settled(InboxSettlement(refused=str(exc))))
+                continue
+            if isinstance(outcome, Deduplicated):
+                settlement = InboxSettlement(deduplicated_into=outcome.existing_id)
+                taken.append(entry.settled(settlement))
+            elif isinstance(outcome, Rejected):
+                taken.append(
+                    entry.settled(InboxSettlement(refused=str(outcome.reason)))
+                )
+            else:
+                taken.append(entry)
+        return taken
 
     # ================================================================ runs
 

@@ -24,9 +24,10 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from typing import ClassVar, Self
+from typing import TYPE_CHECKING, ClassVar, Self
 
 from meerkat_runtime.codec import Value
+from meerkat_runtime.driver.validation import DEFAULT_MAX_INPUT_BYTES
 from meerkat_runtime.errors import (
     ConflictError,
     CorruptError,
@@ -44,6 +45,11 @@ from meerkat_runtime.input_state import InputState
 from meerkat_runtime.inputs import AnyInput
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
 from meerkat_runtime.store.leases import DEFAULT_LEASE_TTL, Lease
+
+if TYPE_CHECKING:  # the inbox module builds on this one
+    from meerkat_runtime.inputs import Input
+    from meerkat_runtime.outcomes import AcceptOutcome
+    from meerkat_runtime.store.inbox import InboxEntry
 
 # The store error family lives in meerkat_runtime.errors, beside its root;
 # it is re-exported here, where stores and their users always found it.
@@ -63,6 +69,7 @@ __all__ = [
     "as_store_error",
     "cancel_safe",
     "commit_recovery",
+    "keeps_inbox",
     "load_payloads",
     "load_skeletons",
     "loads_lazily",
@@ -375,6 +382,61 @@ class RuntimeStore(ABC):
 
         return FencedStore(self, runtime_id, epoch)
 
+    # ---------------------------------------------------------------- inbox
+    # PD-58 (store/inbox.py). A store that keeps inboxes sets ``keeps_inbox``
+    # and implements all five; any other refuses submissions from processes
+    # that do not own the runtime.
+
+    keeps_inbox: bool = False
+
+    async def submit_to_inbox(
+        self,
+        runtime_id: LogicalRuntimeId,
+        input: Input,
+        *,
+        max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+    ) -> AcceptOutcome:
+        """Write ``input`` to the runtime's inbox, acknowledged after the
+        commit: ``Submitted``. In the same transaction, an input with its id
+        or idempotency key already in the inbox or the ledger answers
+        ``Deduplicated`` and writes nothing. Checked as admission checks an
+        input (``inbox.checked_submission``): a bad value raises
+        ``ValidationFailed`` and a refused one answers ``Rejected``, with
+        nothing written either way."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no inbox")
+
+    async def load_inbox(
+        self, runtime_id: LogicalRuntimeId, limit: int | None = None
+    ) -> list[InboxEntry]:
+        """The runtime's pending entries in arrival order (the first
+        ``limit`` of them)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no inbox")
+
+    async def load_inbox_entry(
+        self, runtime_id: LogicalRuntimeId, input_id: InputId
+    ) -> InboxEntry | None:
+        """One entry, pending or settled; None when the inbox has none (it
+        was admitted, or never submitted)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no inbox")
+
+    async def admit_from_inbox(
+        self,
+        runtime_id: LogicalRuntimeId,
+        runtime_state: RuntimeState,
+        input_states: Sequence[InputState],
+        taken: Sequence[InboxEntry],
+    ) -> None:
+        """The owner's admission, atomically: the phase, ``input_states``
+        (what admitting touched), and each entry of ``taken`` removed (when
+        admitted: ``settlement`` None) or settled. An entry of ``taken`` no
+        longer pending is a ``Conflict``, and nothing is written. Fenced like
+        every write of an owner (``fenced``)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no inbox")
+
+    async def list_runtimes_with_inbox(self) -> list[LogicalRuntimeId]:
+        """Every runtime with at least one pending entry, sorted."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no inbox")
+
     async def close(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Release resources; the store must not be used afterwards."""
 
@@ -394,6 +456,11 @@ class RuntimeStore(ABC):
 def owns_leases(store: object) -> bool:
     """``keeps_leases``; a store that does not say keeps none."""
     return bool(getattr(store, "keeps_leases", False))
+
+
+def keeps_inbox(store: object) -> bool:
+    """``keeps_inbox``; a store that does not say keeps none."""
+    return bool(getattr(store, "keeps_inbox", False))
 
 
 def loads_lazily(store: object) -> bool:

@@ -34,6 +34,8 @@ Several processes may open the same file: SQLite's locks keep it consistent
 ``BUSY_TIMEOUT_MS``; an inline commit hands its write to the thread instead,
 PD-17), and leases (PD-36, ``sqlite_leases``) keep each runtime to one owner:
 a ``fenced`` view's writes read the lease's epoch in their own transaction.
+Processes that do not own a runtime submit to its inbox (PD-58,
+``sqlite_inbox``).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import itertools
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
@@ -56,7 +58,6 @@ from meerkat_runtime.inputs import AnyInput
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
 from meerkat_runtime.store import leases, records, sqlite_leases
 from meerkat_runtime.store.base import (
-    RuntimeStore,
     SessionDelta,
     as_store_error,
     mint_receipt,
@@ -64,8 +65,11 @@ from meerkat_runtime.store.base import (
     snapshot_of,
     store_errors,
 )
+from meerkat_runtime.store.inbox import INBOX
 from meerkat_runtime.store.integrity import check_input_count
+from meerkat_runtime.store.sql_contract import RecordQueries, SqlRuntimeStore
 from meerkat_runtime.store.sqlite_boundary import closed_error
+from meerkat_runtime.store.sqlite_inbox import SqliteInbox
 from meerkat_runtime.store.sqlite_reader import SqliteReaders
 from meerkat_runtime.store.sqlite_schema import (
     BUMP_EPOCH,
@@ -96,8 +100,19 @@ READ_MMAP_BYTES = 1 << 30
 
 _memory_names = itertools.count()
 
+_QUERIES = RecordQueries(
+    receipt="SELECT receipt_json FROM runtime_boundary_receipts "
+    "WHERE runtime_id = ? AND run_id = ? AND sequence = ?",
+    # Receipt rows are never deleted, so rowid order is the order they were
+    # committed in.
+    receipts="SELECT run_id, sequence, receipt_json FROM runtime_boundary_receipts "
+    "WHERE runtime_id = ? ORDER BY rowid",
+    snapshot="SELECT session_snapshot FROM runtime_session_snapshots WHERE runtime_id = ?",
+    phase="SELECT runtime_state_json FROM runtime_states WHERE runtime_id = ?",
+)
 
-class SqliteRuntimeStore(RuntimeStore):
+
+class SqliteRuntimeStore(SqliteInbox, SqlRuntimeStore):
     """A ``RuntimeStore`` in one SQLite file (``":memory:"`` for a private one).
 
     ``writer`` and ``readers`` are its parts; their ``hooks`` and the
@@ -359,8 +374,6 @@ class SqliteRuntimeStore(RuntimeStore):
 
     # ---------------------------------------------------------------- ownership
 
-    keeps_leases = True
-
     def _guarded(
         self, rid: str, work: Callable[[sqlite3.Connection], T]
     ) -> Callable[[sqlite3.Connection], T]:
@@ -379,46 +392,28 @@ class SqliteRuntimeStore(RuntimeStore):
 
         return checked
 
-    async def claim(
-        self,
-        runtime_id: LogicalRuntimeId,
-        owner: str,
-        ttl: float | None = None,
-        *,
-        wait: float = 0.0,
-    ) -> int:
-        rid, owner = str(runtime_id), leases.checked_owner(owner)
-        span = self.lease_ttl if ttl is None else leases.checked_ttl(ttl)
-
-        async def attempt() -> int:
-            # The clock is read inside the transaction: no other claim can
-            # commit between that reading and this one's write.
-            outcome = await self._write(
-                lambda conn: sqlite_leases.claim(
-                    conn, rid, owner, span, self.lease_clock()
-                )
-            )
-            if isinstance(outcome, RuntimeOwnedError):
-                raise outcome
-            return outcome
-
-        return await leases.claim_waiting(attempt, wait, self.lease_clock)
-
-    async def renew(
-        self,
-        owner: str,
-        epochs: Mapping[LogicalRuntimeId, int],
-        ttl: float | None = None,
-    ) -> list[LogicalRuntimeId]:
-        span = self.lease_ttl if ttl is None else leases.checked_ttl(ttl)
-        ids = {str(rid): rid for rid in epochs}
-        pairs = [(str(rid), epoch) for rid, epoch in epochs.items()]
-        lost = await self._write(
-            lambda conn: sqlite_leases.renew(
-                conn, owner, pairs, self.lease_clock() + span
+    async def _claim_once(
+        self, runtime_id: str, owner: str, ttl: float
+    ) -> int | RuntimeOwnedError:
+        # The clock is read inside the transaction: no other claim can
+        # commit between that reading and this one's write.
+        return await self._write(
+            lambda conn: sqlite_leases.claim(
+                conn, runtime_id, owner, ttl, self.lease_clock()
             )
         )
-        return [ids[rid] for rid in lost]
+
+    def _claim_clock(self) -> leases.Clock:
+        return self.lease_clock
+
+    async def _renew_lost(
+        self, owner: str, pairs: list[tuple[str, int]], ttl: float
+    ) -> Collection[str]:
+        return await self._write(
+            lambda conn: sqlite_leases.renew(
+                conn, owner, pairs, self.lease_clock() + ttl
+            )
+        )
 
     async def release(
         self, runtime_id: LogicalRuntimeId, owner: str, epoch: int
@@ -479,66 +474,17 @@ class SqliteRuntimeStore(RuntimeStore):
         )
         return None if row is None else decode_input_row(rid, row)
 
-    async def load_boundary_receipt(
-        self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
-    ) -> RunBoundaryReceipt | None:
-        rid = str(runtime_id)
-        sequence = records.receipt_sequence(sequence)
-        row = await self._read(
-            lambda conn: conn.execute(
-                "SELECT receipt_json FROM runtime_boundary_receipts "
-                "WHERE runtime_id = ? AND run_id = ? AND sequence = ?",
-                (rid, str(run_id), sequence),
-            ).fetchone()
-        )
-        return (
-            None
-            if row is None
-            else records.decode_receipt(rid, f"{run_id}/{sequence}", row[0])
-        )
+    @property
+    def queries(self) -> RecordQueries:
+        return _QUERIES
 
-    async def load_boundary_receipts(
-        self, runtime_id: LogicalRuntimeId
-    ) -> list[RunBoundaryReceipt]:
-        rid = str(runtime_id)
-        rows = await self._read(
-            lambda conn: conn.execute(
-                # Receipt rows are never deleted, so rowid order is the
-                # order they were committed in.
-                "SELECT run_id, sequence, receipt_json FROM runtime_boundary_receipts "
-                "WHERE runtime_id = ? ORDER BY rowid",
-                (rid,),
-            ).fetchall()
-        )
-        return [
-            records.decode_receipt(rid, f"{run}/{seq}", data) for run, seq, data in rows
-        ]
-
-    async def load_session_snapshot(self, runtime_id: LogicalRuntimeId) -> bytes | None:
-        rid = str(runtime_id)
-        row = await self._read(
-            lambda conn: conn.execute(
-                "SELECT session_snapshot FROM runtime_session_snapshots WHERE runtime_id = ?",
-                (rid,),
-            ).fetchone()
-        )
-        return (
-            None
-            if row is None
-            else records.stored_bytes(row[0], records.SNAPSHOTS, rid)
-        )
-
-    async def load_runtime_state(
-        self, runtime_id: LogicalRuntimeId
-    ) -> RuntimeState | None:
-        rid = str(runtime_id)
-        row = await self._read(
-            lambda conn: conn.execute(
-                "SELECT runtime_state_json FROM runtime_states WHERE runtime_id = ?",
-                (rid,),
-            ).fetchone()
-        )
-        return None if row is None else records.decode_phase(rid, row[0])
+    async def _rows(
+        self,
+        sql: str,
+        params: tuple[Any, ...],
+        context: str,  # noqa: ARG002 - errors name the file
+    ) -> list[Any]:
+        return await self._read(lambda conn: conn.execute(sql, params).fetchall())
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -565,6 +511,7 @@ class SqliteRuntimeStore(RuntimeStore):
             records.RECEIPTS: "SELECT run_id || '/' || sequence, receipt_json FROM runtime_boundary_receipts WHERE runtime_id = ?",
             records.STATES: "SELECT runtime_id, runtime_state_json FROM runtime_states WHERE runtime_id = ?",
             records.SNAPSHOTS: "SELECT runtime_id, session_snapshot FROM runtime_session_snapshots WHERE runtime_id = ?",
+            INBOX: "SELECT input_id, entry_json FROM runtime_inbox WHERE runtime_id = ?",
         }
         conn = self._connect(BUSY_TIMEOUT_MS)
         try:
@@ -593,6 +540,12 @@ class SqliteRuntimeStore(RuntimeStore):
                 )
             elif table == records.STATES:
                 conn.execute(UPSERT_PHASE, (rid, data))
+            elif table == INBOX:
+                conn.execute(
+                    "UPDATE runtime_inbox SET entry_json = ? "
+                    "WHERE runtime_id = ? AND input_id = ?",
+                    (data, rid, record_id),
+                )
             else:
                 run, seq = record_id.rsplit("/", 1)
                 conn.execute(

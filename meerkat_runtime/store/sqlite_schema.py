@@ -33,7 +33,7 @@ from meerkat_runtime.store.base import ConflictError, CorruptError, StoreInterna
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 Step = str | Callable[[sqlite3.Connection], None]  # a statement, or code to run
 
@@ -63,6 +63,20 @@ MIGRATIONS: dict[int, tuple[Step, ...]] = {
         ),  # (defined below) numbers the rows: before the index
         "CREATE UNIQUE INDEX runtime_input_arrival "
         "ON runtime_input_states (runtime_id, arrival)",
+    ),
+    # PD-58: the inbox of inputs submitted by processes that do not own the
+    # runtime (see sqlite_inbox).
+    4: (
+        """CREATE TABLE runtime_inbox (
+            runtime_id TEXT NOT NULL, input_id TEXT NOT NULL,
+            arrival INTEGER NOT NULL, idempotency_key TEXT,
+            pending INTEGER NOT NULL, entry_json BLOB NOT NULL,
+            PRIMARY KEY (runtime_id, input_id))""",
+        "CREATE UNIQUE INDEX runtime_inbox_arrival ON runtime_inbox (runtime_id, arrival)",
+        "CREATE INDEX runtime_inbox_key ON runtime_inbox (runtime_id, idempotency_key) "
+        "WHERE idempotency_key IS NOT NULL",
+        "CREATE INDEX runtime_inbox_pending ON runtime_inbox (runtime_id) "
+        "WHERE pending = 1",
     ),
 }
 
