@@ -23,7 +23,7 @@ from pathlib import Path
 from rich.console import Console
 
 from meerkat_runtime import __version__
-from meerkat_runtime.audit import audit_database, audit_records, report_lines
+from meerkat_runtime.audit import audit_records, audit_views, report_lines
 from meerkat_runtime.inspection import (
     InspectionError,
     RuntimeView,
@@ -99,12 +99,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     target: str = args.path
-    if args.schema is not None and not _is_dsn(target):
-        print(
-            f"meerkat-runtime inspect: error: --schema names a PostgreSQL schema; "
-            f"{printable(target)!r} is a SQLite file, which has none",
-            file=sys.stderr,
-        )
+    if _schema_without_dsn("inspect", target, args.schema):
         return 2
     try:
         views, path = _load_target(target, args.schema or "meerkat", args.limit or None)
@@ -130,12 +125,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Exit 0 when every runtime is clean, 1 on a violation (a record that
-    does not decode is one), 2 when the file cannot be audited at all."""
-    path: Path = args.path
+    does not decode is one), 2 when the target cannot be audited at all."""
+    target: str = args.path
+    if _schema_without_dsn("audit", target, args.schema):
+        return 2
     try:
-        audits = audit_database(path)
+        views, path = _load_target(target, args.schema or "meerkat", None)
     except (InspectionError, RuntimeStoreError) as exc:
-        return _unreadable(path, exc)
+        return _unreadable(target, exc)
+    audits = audit_views(views)
     clean = all(a.clean for a in audits)
     if args.json:
         report = {"database": str(path), "clean": clean}
@@ -146,6 +144,23 @@ def cmd_audit(args: argparse.Namespace) -> int:
         for line in report_lines(audits) or [f"{path}: no runtimes to audit"]:
             print(printable(line))
     return 0 if clean else 1
+
+
+def _schema_without_dsn(
+    command: str,
+    target: str,
+    schema: str | None,
+    is_dsn: Callable[[str], bool] | None = None,
+) -> bool:
+    """``--schema`` given for a SQLite file: said, and the command exits 2."""
+    if schema is None or (is_dsn or _is_dsn)(target):
+        return False
+    print(
+        f"meerkat-runtime {command}: error: --schema names a PostgreSQL schema; "
+        f"{printable(target)!r} is a SQLite file, which has none",
+        file=sys.stderr,
+    )
+    return True
 
 
 def _positive(text: str) -> float:
@@ -167,12 +182,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         run_worker,
     )
 
-    if args.schema is not None and not is_dsn(args.target):
-        print(
-            "meerkat-runtime worker: error: --schema names a PostgreSQL schema; "
-            f"{printable(args.target)!r} is a SQLite file, which has none",
-            file=sys.stderr,
-        )
+    # The worker also takes a libpq conninfo string as its target.
+    if _schema_without_dsn("worker", args.target, args.schema, is_dsn):
         return 2
     options = WorkerOptions(
         target=args.target,
@@ -304,9 +315,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.set_defaults(handler=cmd_inspect)
     audit = sub.add_parser(
-        "audit", help="replay every stored history through the spec and check it"
+        "audit",
+        help="replay every stored history (a SQLite file or a PostgreSQL "
+        "store) through the spec and check it",
     )
-    audit.add_argument("path", type=Path, help="a meerkat SQLite database")
+    audit.add_argument("path", help="a meerkat SQLite database, or a postgresql:// DSN")
+    audit.add_argument(
+        "--schema",
+        help="the PostgreSQL store's schema (default: meerkat; a DSN only)",
+    )
     audit.add_argument("--json", action="store_true", help="print JSON instead")
     audit.set_defaults(handler=cmd_audit)
     _add_worker(sub)

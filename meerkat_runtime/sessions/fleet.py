@@ -40,10 +40,9 @@ source is ``async (store) -> iterable of runtime ids``. The default,
 (inputs accepted into a runtime's ledger and not finished, of runtimes
 without a live lease, so the store does not decode the records of runtimes
 being worked on). A source may name leased runtimes too: the worker leaves
-those out itself. A durable inbox of inputs
-submitted by non-owners plugs in as one more source (e.g. one that asks
-``store.list_runtimes_with_inbox()``), passed in ``work_sources=``; the
-placement itself does not change.
+those out itself. The second default, ``inbox_work``, names the runtimes
+whose inbox holds inputs submitted by non-owners (PD-58); the placement
+itself does not know the difference.
 
 A round that finds nothing free doubles the pause before the next (up to
 ``MAX_BACKOFF`` times ``scan_interval``), and a worker at its cap does not
@@ -80,7 +79,7 @@ from meerkat_runtime.sessions.executor import (
     StagedInput,
     receipt_for,
 )
-from meerkat_runtime.store.base import RuntimeStore, owns_leases
+from meerkat_runtime.store.base import RuntimeStore, keeps_inbox, owns_leases
 from meerkat_runtime.store.leases import Lease
 
 log = logging.getLogger(__name__)
@@ -103,7 +102,16 @@ async def ledger_work(store: RuntimeStore) -> list[LogicalRuntimeId]:
     return await store.list_runtimes_with_work(unowned=True)
 
 
-DEFAULT_WORK_SOURCES: tuple[WorkSource, ...] = (ledger_work,)
+async def inbox_work(store: RuntimeStore) -> list[LogicalRuntimeId]:
+    """Runtimes with inputs submitted to their inbox and not yet admitted
+    (PD-58); a store without an inbox has none. Leased ones are left out by
+    the worker."""
+    if not keeps_inbox(store):
+        return []
+    return await store.list_runtimes_with_inbox()
+
+
+DEFAULT_WORK_SOURCES: tuple[WorkSource, ...] = (ledger_work, inbox_work)
 
 
 class EchoExecutor:
@@ -424,5 +432,6 @@ __all__ = [
     "PlacementView",
     "WorkSource",
     "echo_executor",
+    "inbox_work",
     "ledger_work",
 ]
