@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from meerkat_runtime.testing.conformance_atomicity import AtomicityConformance
 from meerkat_runtime.testing.conformance_corruption import CorruptionConformance
+from meerkat_runtime.testing.conformance_inbox import InboxConformance
 from meerkat_runtime.testing.conformance_ownership import OwnershipConformance
 from meerkat_runtime.testing.conformance_records import RecordConformance
 
@@ -34,10 +35,15 @@ __all__ = ["A", "B", "StoreConformance", "poisoned", "receipt_for", "rich_state"
 
 
 class StoreConformance(
-    RecordConformance, AtomicityConformance, CorruptionConformance, OwnershipConformance
+    RecordConformance,
+    AtomicityConformance,
+    CorruptionConformance,
+    OwnershipConformance,
+    InboxConformance,
 ):
     """The contract every ``RuntimeStore`` meets (docs/behaviour.md section 8):
-    records, atomicity, corrupt data and ownership, each a mixin of its own
-    module (``conformance_records``, ``conformance_atomicity``,
-    ``conformance_corruption``, ``conformance_ownership``); the hooks,
+    records, atomicity, corrupt data, ownership and the inbox, each a mixin
+    of its own module (``conformance_records``, ``conformance_atomicity``,
+    ``conformance_corruption``, ``conformance_ownership``,
+    ``conformance_inbox``); the hooks,
     ``make_store`` first, come from ``conformance_support.ConformanceHooks``."""

@@ -19,7 +19,7 @@ from meerkat_runtime.store.base import RuntimeStore
 from meerkat_runtime.store.postgres import PostgresRuntimeStore
 from tests.sessions.executors import Step, ToyExecutor
 from tests.sessions.helpers import eventually, prompt
-from tests.store.test_postgres_store import _url
+from tests.store.postgres import dsn_url
 
 SID = SessionId("watched")
 
@@ -85,7 +85,7 @@ def test_one_refresh_beside_a_live_sqlite_owner(
 def test_one_refresh_of_a_postgresql_store(
     pg_dsn: str, pg_schema: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["inspect", _url(pg_dsn), "--schema", pg_schema, "--watch"]
+    argv = ["inspect", dsn_url(pg_dsn), "--schema", pg_schema, "--watch"]
     argv += ["--iterations", "1"]
 
     async def body() -> tuple[int, int]:
