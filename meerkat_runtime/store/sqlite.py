@@ -4,9 +4,9 @@ Theory of operation: the store is a few parts, and this module holds the
 constructor and the contract methods.
 
 * The **writer** (``sqlite_writer``) owns the only write connection: group
-  commit in a writer thread, an inline path for a lone caller, hand-overs
-  of the GIL to the writer. No caller is acknowledged before its data is
-  durable.
+  commit in a writer thread (an event loop's requests of one turn handed
+  over together), an inline path for a lone caller. No caller is
+  acknowledged before its data is durable.
 * The **readers** (``sqlite_reader``) read in worker threads on their own
   connections (WAL: they never block the writer), and stream bulk reads.
 * The **transaction boundary** (``sqlite_boundary``) is the only code that
