@@ -5,6 +5,7 @@ gets its one verdict line and that scratch files go to the temp directory."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -24,6 +25,8 @@ GOALS = {
     "driver.py": 3,
     "durable.py": 5,
     "group_commit.py": 5,
+    # its one goal compares with LangGraph, an optional peer (the bench extra)
+    "peers.py": int(importlib.util.find_spec("langgraph") is not None),
     "postgres.py": 4,
     "scale.py": 2,
     "sessions.py": 1,
@@ -62,3 +65,30 @@ def test_benchmark_runs_at_quick_sizes(script: str, tmp_path: Path) -> None:
     if script in SQLITE:  # under the system temp directory, and cleaned up
         assert f"database files in {tmp_path}{os.sep}meerkat-bench-" in done.stdout
         assert list(tmp_path.iterdir()) == []
+
+
+def test_peers_absent_print_not_installed_and_nothing_fails(tmp_path: Path) -> None:
+    """Issue 18: the peers are optional. Shadowed here by empty packages of
+    the same names (as if the ``bench`` extra were not installed), each is
+    reported "not installed", meerkat and raw sqlite3 are still measured,
+    and the LangGraph goal says it was not measured."""
+    shadow = tmp_path / "shadow"
+    for name in ("langgraph", "dbos"):
+        (shadow / name).mkdir(parents=True)
+        (shadow / name / "__init__.py").write_text("")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "peers.py"), "--quick"],
+        cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(shadow)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    absent = [line.split()[0] for line in lines if line.endswith("not installed")]
+    assert absent == ["LangGraph", "LangGraph", "DBOS"] * 2, done.stdout
+    assert sum("meerkat accept_input" in line for line in lines) == 2
+    assert not any(line.startswith("GOAL ") for line in lines)
+    assert "not measured" in done.stdout
