@@ -23,6 +23,7 @@ from meerkat_runtime.store.base import (
     SessionDelta,
     cancel_safe,
     commit_recovery,
+    ends_runs_atomically,
 )
 from meerkat_runtime.store.leases import WRITE_FENCE, Lease
 
@@ -43,6 +44,7 @@ class FencedStore(RuntimeStore):
         self.lease_ttl = store.lease_ttl
         # No suspension point of its own: as cancel-safe as the store.
         self.cancel_safe_writes = cancel_safe(store)  # type: ignore[misc]
+        self.ends_runs_atomically = ends_runs_atomically(store)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
@@ -101,6 +103,26 @@ class FencedStore(RuntimeStore):
         await self._fenced(
             self.store.atomic_apply(
                 runtime_id, session_delta, receipt, input_updates, session_store_key
+            )
+        )
+
+    async def atomic_apply_and_lifecycle_commit(
+        self,
+        runtime_id: LogicalRuntimeId,
+        session_delta: SessionDelta | None,
+        receipt: RunBoundaryReceipt,
+        runtime_state: RuntimeState,
+        input_states: Sequence[InputState],
+        session_store_key: str | None = None,
+    ) -> None:
+        await self._fenced(
+            self.store.atomic_apply_and_lifecycle_commit(
+                runtime_id,
+                session_delta,
+                receipt,
+                runtime_state,
+                input_states,
+                session_store_key,
             )
         )
 

@@ -54,7 +54,7 @@ from meerkat_runtime.input_state import InputState
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
 from meerkat_runtime.store import leases, records, sqlite_leases
 from meerkat_runtime.store.base import (
-    RuntimeStore,
+    AppliesRunEnds,
     SessionDelta,
     as_store_error,
     mint_receipt,
@@ -94,7 +94,7 @@ READ_MMAP_BYTES = 1 << 30
 _memory_names = itertools.count()
 
 
-class SqliteRuntimeStore(RuntimeStore):
+class SqliteRuntimeStore(AppliesRunEnds):
     """A ``RuntimeStore`` in one SQLite file (``":memory:"`` for a private one).
 
     ``writer`` and ``readers`` are its parts; their ``hooks`` and the
@@ -282,19 +282,23 @@ class SqliteRuntimeStore(RuntimeStore):
 
         await self._write(self._guarded(rid, work))
 
-    async def atomic_apply(
+    async def _apply(  # S-6, and with runtime_state also S-8 (PD-74)
         self,
         runtime_id: LogicalRuntimeId,
         session_delta: SessionDelta | None,
         receipt: RunBoundaryReceipt,
+        runtime_state: RuntimeState | None,
         input_updates: Sequence[InputState],
-        session_store_key: str | None = None,  # noqa: ARG002 - unused, as upstream (S-6)
     ) -> None:
+        """A boundary, and with ``runtime_state`` also the run's end."""
         rid = str(runtime_id)
         states = list(input_updates)
         with store_errors():  # a bad value fails before anything is queued
             encoded = records.encode_receipt(receipt)
             snapshot = snapshot_of(session_delta)
+            phase = (
+                None if runtime_state is None else records.encode_phase(runtime_state)
+            )
 
         def work(conn: sqlite3.Connection) -> None:
             if not receipt_exists(
@@ -306,6 +310,8 @@ class SqliteRuntimeStore(RuntimeStore):
                 )
             if snapshot is not None:
                 conn.execute(UPSERT_SNAPSHOT, (rid, snapshot))
+            if phase is not None:
+                conn.execute(UPSERT_PHASE, (rid, phase))
             for state in states:
                 conn.execute(
                     UPSERT_INPUT,

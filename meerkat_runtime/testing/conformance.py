@@ -20,6 +20,7 @@ from meerkat_runtime.testing.conformance_atomicity import AtomicityConformance
 from meerkat_runtime.testing.conformance_corruption import CorruptionConformance
 from meerkat_runtime.testing.conformance_ownership import OwnershipConformance
 from meerkat_runtime.testing.conformance_records import RecordConformance
+from meerkat_runtime.testing.conformance_run_end import RunEndConformance
 
 # Re-exported: tests across the repo build their records with these.
 from meerkat_runtime.testing.conformance_support import (
@@ -34,10 +35,15 @@ __all__ = ["A", "B", "StoreConformance", "poisoned", "receipt_for", "rich_state"
 
 
 class StoreConformance(
-    RecordConformance, AtomicityConformance, CorruptionConformance, OwnershipConformance
+    RecordConformance,
+    AtomicityConformance,
+    RunEndConformance,
+    CorruptionConformance,
+    OwnershipConformance,
 ):
     """The contract every ``RuntimeStore`` meets (docs/behaviour.md section 8):
-    records, atomicity, corrupt data and ownership, each a mixin of its own
-    module (``conformance_records``, ``conformance_atomicity``,
+    records, atomicity, a run's end in one commit, corrupt data and
+    ownership, each a mixin of its own module (``conformance_records``,
+    ``conformance_atomicity``, ``conformance_run_end``,
     ``conformance_corruption``, ``conformance_ownership``); the hooks,
     ``make_store`` first, come from ``conformance_support.ConformanceHooks``."""

@@ -53,6 +53,7 @@ from meerkat_runtime.store.base import (
     RuntimeStoreError,
     SessionDelta,
     commit_recovery,
+    ends_runs_atomically,
     owns_leases,
 )
 from meerkat_runtime.store.leases import DEFAULT_LEASE_TTL, Clock, Lease
@@ -66,6 +67,7 @@ WRITES = (
     "atomic_apply",
     "commit_session_boundary",
     "commit_recovery",
+    "atomic_apply_and_lifecycle_commit",
 )
 
 
@@ -97,8 +99,13 @@ class RenewalFault(enum.Enum):
 class FaultyStore(RuntimeStore):
     """Delegates to ``inner``; injects the armed fault into one write."""
 
-    def __init__(self, inner: RuntimeStore) -> None:
+    def __init__(self, inner: RuntimeStore, *, one_commit_runs: bool = False) -> None:
         self.inner = inner
+        # PD-74: off by default, so a driver writes a run's boundary and its
+        # end as two writes, each its own point of failure; on (and the
+        # inner store able to), as the one write
+        # ``atomic_apply_and_lifecycle_commit``.
+        self.ends_runs_atomically = one_commit_runs and ends_runs_atomically(inner)
         self.armed: Armed | None = None
         self.fired: list[tuple[Fault, str]] = []
         self.keeps_leases = owns_leases(inner)
@@ -280,6 +287,31 @@ class FaultyStore(RuntimeStore):
                 _poison(input_updates),
                 session_store_key,
             ),
+        )
+
+    async def atomic_apply_and_lifecycle_commit(
+        self,
+        runtime_id: LogicalRuntimeId,
+        session_delta: SessionDelta | None,
+        receipt: RunBoundaryReceipt,
+        runtime_state: RuntimeState,
+        input_states: Sequence[InputState],
+        session_store_key: str | None = None,
+    ) -> None:
+        def write(states: Sequence[InputState]) -> Awaitable[None]:
+            return self.inner.atomic_apply_and_lifecycle_commit(
+                runtime_id,
+                session_delta,
+                receipt,
+                runtime_state,
+                states,
+                session_store_key,
+            )
+
+        await self._write(
+            "atomic_apply_and_lifecycle_commit",
+            lambda: write(input_states),
+            lambda: write(_poison(input_states)),
         )
 
     async def commit_session_boundary(
