@@ -23,7 +23,7 @@ BENCHMARKS = sorted(
 GOALS = {
     "authority.py": 2,
     "driver.py": 3,
-    "durable.py": 5,
+    "durable.py": 6,
     "group_commit.py": 5,
     # its one goal compares with LangGraph, an optional peer (the bench extra)
     "peers.py": int(importlib.util.find_spec("langgraph") is not None),
