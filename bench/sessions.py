@@ -27,7 +27,7 @@ before the clock starts):
   shield in ``wait()`` and the task's wake-up), as a caller sees it.
 
 Per input the loop costs two store writes: the accept, and the run's end
-(receipt, consumed state and phase in one commit, PD-74).
+(receipt, consumed state and phase in one commit, PD-70).
 The store is a subclass that counts its calls, the writer thread's commit
 groups and the commits a lone caller makes inline on the event loop's thread
 (the writer's ``inline`` hook), to show group commit at work, and profiles the writer

@@ -218,11 +218,11 @@ class PersistentRuntimeDriver(RuntimeDriver):
 
     def ends_runs_in_one_commit(self) -> bool:
         """Whether ``on_run_end`` may be used: the store writes a boundary
-        and a run's end in one transaction (PD-74)."""
+        and a run's end in one transaction (PD-70)."""
         return ends_runs_atomically(self.store)
 
     async def on_run_end(self, boundary: BoundaryApplied) -> None:
-        """W-6 in one commit (PD-74): the boundary, then the run's completion
+        """W-6 in one commit (PD-70): the boundary, then the run's completion
         consuming every input the receipt names, applied in memory and
         written in one transaction; a refusal undoes both (decision 14), so
         the run is as if its boundary had been refused. Only over a store

@@ -302,7 +302,7 @@ class RuntimeLoop:
 
     async def _end_applied(self, run_id: RunId, output: CoreApplyOutput) -> bool:
         """W-6: commit the boundary, then complete the run: in one commit
-        when the driver can (PD-74), else in two."""
+        when the driver can (PD-70), else in two."""
         boundary = RunEvent.BoundaryApplied(
             run_id=run_id,
             receipt=output.receipt,

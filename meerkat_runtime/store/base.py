@@ -238,7 +238,7 @@ class RuntimeStore(ABC):
     ) -> None:
         """S-8: the runtime's phase and every given input state, atomically."""
 
-    # PD-74: a store that can write a run's boundary and its end in one
+    # PD-70: a store that can write a run's boundary and its end in one
     # transaction sets ``ends_runs_atomically`` and implements
     # ``atomic_apply_and_lifecycle_commit``; over any other store the
     # drivers write them in two commits, as before.
@@ -254,7 +254,7 @@ class RuntimeStore(ABC):
         session_store_key: str | None = None,
     ) -> None:
         """``atomic_apply`` then ``atomic_lifecycle_commit`` in one
-        transaction (PD-74): the snapshot (if any) and the receipt (an
+        transaction (PD-70): the snapshot (if any) and the receipt (an
         identical receipt already stored is kept, a different one is a
         ``Conflict``, as in ``atomic_apply``), the runtime's phase and every
         given input state, all or nothing. ``input_states`` are the states
@@ -374,7 +374,7 @@ class RuntimeStore(ABC):
 
 
 class AppliesRunEnds(RuntimeStore):
-    """A store whose boundary write and run-end write (PD-74) are one
+    """A store whose boundary write and run-end write (PD-70) are one
     private ``_apply``: with ``runtime_state`` None a boundary
     (``atomic_apply``), else the boundary and the run's end at once."""
 

@@ -78,7 +78,7 @@ class InMemoryRuntimeStore(AppliesRunEnds):
             self._states[str(runtime_id)] = records.encode_phase(runtime_state)
             self._publish(str(runtime_id), rows)
 
-    async def _apply(  # S-6, and with runtime_state also S-8 (PD-74)
+    async def _apply(  # S-6, and with runtime_state also S-8 (PD-70)
         self,
         runtime_id: LogicalRuntimeId,
         session_delta: SessionDelta | None,

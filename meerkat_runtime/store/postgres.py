@@ -243,7 +243,7 @@ class PostgresRuntimeStore(AppliesRunEnds):
 
         await self._transact(work, "lifecycle commit", rid)
 
-    async def _apply(  # S-6, and with runtime_state also S-8 (PD-74)
+    async def _apply(  # S-6, and with runtime_state also S-8 (PD-70)
         self,
         runtime_id: LogicalRuntimeId,
         session_delta: SessionDelta | None,

@@ -282,7 +282,7 @@ class SqliteRuntimeStore(AppliesRunEnds):
 
         await self._write(self._guarded(rid, work))
 
-    async def _apply(  # S-6, and with runtime_state also S-8 (PD-74)
+    async def _apply(  # S-6, and with runtime_state also S-8 (PD-70)
         self,
         runtime_id: LogicalRuntimeId,
         session_delta: SessionDelta | None,

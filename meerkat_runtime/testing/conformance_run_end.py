@@ -1,4 +1,4 @@
-"""The run-end part of the store conformance suite (PD-74): a store that
+"""The run-end part of the store conformance suite (PD-70): a store that
 ``ends_runs_atomically`` writes a run's boundary and its end in one
 all-or-nothing commit, checking the receipt as ``atomic_apply`` does; a
 store that does not say so refuses the call and writes nothing.

@@ -101,7 +101,7 @@ class FaultyStore(RuntimeStore):
 
     def __init__(self, inner: RuntimeStore, *, one_commit_runs: bool = False) -> None:
         self.inner = inner
-        # PD-74: off by default, so a driver writes a run's boundary and its
+        # PD-70: off by default, so a driver writes a run's boundary and its
         # end as two writes, each its own point of failure; on (and the
         # inner store able to), as the one write
         # ``atomic_apply_and_lifecycle_commit``.

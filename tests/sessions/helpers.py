@@ -184,7 +184,7 @@ async def state_of(
 async def drained(adapter: RuntimeSessionAdapter, sid: SessionId) -> None:
     """Wait until the session has no unfinished input left and its loop, if
     any, waits for work: memory runs ahead of the store (decision 14), so
-    only then is the last run's end written too (PD-74 writes it with the
+    only then is the last run's end written too (PD-70 writes it with the
     boundary, after the inputs are consumed in memory)."""
 
     async def idle() -> bool:

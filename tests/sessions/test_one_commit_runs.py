@@ -1,4 +1,4 @@
-"""PD-74: a run's boundary and its end in one commit.
+"""PD-70: a run's boundary and its end in one commit.
 
 Over a store that ``ends_runs_atomically`` the session loop writes a
 successful run once (receipt, snapshot, consumed inputs, phase); a refusal

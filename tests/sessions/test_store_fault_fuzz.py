@@ -85,7 +85,7 @@ class FlakyExecutor:
 
 
 class StoreFaultMachine(RuleBasedStateMachine):
-    # PD-74: a run's boundary and end as one write (the store's
+    # PD-70: a run's boundary and end as one write (the store's
     # ``atomic_apply_and_lifecycle_commit``) or as two.
     ONE_COMMIT_RUNS = False
 
@@ -163,7 +163,7 @@ class StoreFaultMachine(RuleBasedStateMachine):
         self.store.arm(Fault.REFUSE, target)
 
     def written_by(self, method: str | None) -> str | None:
-        """The write a boundary goes out as (with its run's end, PD-74)."""
+        """The write a boundary goes out as (with its run's end, PD-70)."""
         if self.ONE_COMMIT_RUNS and method == "atomic_apply":
             return "atomic_apply_and_lifecycle_commit"
         return method

@@ -187,7 +187,7 @@ class CrashMachine(RuleBasedStateMachine):
 
     def wrap(self, store: RuntimeStore) -> FaultyStore:
         # The two-write path of a run's end stays reachable through
-        # on_run_event; on_run_end needs the one-write path (PD-74).
+        # on_run_event; on_run_end needs the one-write path (PD-70).
         return FaultyStore(store, one_commit_runs=True)
 
     def new_driver(self) -> PersistentRuntimeDriver:
@@ -368,7 +368,7 @@ class CrashMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.run_id is not None and not self.applied)
     @rule()
     def run_ended_in_one_commit(self) -> None:
-        """PD-74: the boundary and the completion consuming what it applied,
+        """PD-70: the boundary and the completion consuming what it applied,
         as one write (under whatever fault is armed for it)."""
         assert self.run_id is not None
         run_id = self.run_id
