@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 
-.PHONY: demo
+.PHONY: demo demo-fleet
 .PHONY: help install system-deps generate verify diagrams check-generated lint format \
         typecheck test pytest fuzz fuzz-seed bench main clean
 
@@ -35,6 +35,9 @@ system-deps: ## install Graphviz (Debian package) if `dot` is missing
 
 demo: install ## the main job: run `meerkat-runtime demo` (sessions, a crash, recovery)
 	$(BIN)/meerkat-runtime demo
+
+demo-fleet: install ## the demo across processes: 3 workers, one SIGKILLed mid-run, the others finish
+	$(BIN)/meerkat-runtime demo --fleet
 
 main: demo ## alias of demo
 
@@ -67,11 +70,13 @@ pytest: install system-deps ## run the test suite only (some tests render SVGs)
 
 test: lint typecheck check-generated pytest ## everything CI runs: lint, types, freshness, tests
 
-fuzz: install ## long crash fuzzing (thousands of examples, 100+ SIGKILLs) and 4,000 bit flips; prints seed and totals
+fuzz: install ## long crash fuzzing (thousands of examples, 100+ SIGKILLs), 4,000 bit flips and a long fleet run; prints seed and totals
 	@seed=$$(date +%s); echo "hypothesis seed: $$seed (reproduce: make fuzz-seed SEED=$$seed)"; \
 	HYPOTHESIS_PROFILE=fuzz MEERKAT_KILLS=$${MEERKAT_KILLS:-120} $(BIN)/pytest -p no:cacheprovider \
 	  --hypothesis-seed=$$seed --hypothesis-show-statistics -s tests/stateful
 	MEERKAT_CORRUPTION_OFFSETS=$${MEERKAT_CORRUPTION_OFFSETS:-4000} $(BIN)/pytest -p no:cacheprovider -s tests/corruption
+	MEERKAT_FLEET_KILLS=$${MEERKAT_FLEET_KILLS:-30} MEERKAT_FLEET_INPUTS=$${MEERKAT_FLEET_INPUTS:-30} \
+	  $(BIN)/pytest -p no:cacheprovider -s tests/fleet/test_fleet_processes.py
 
 fuzz-seed: install ## rerun the long fuzzing with a given SEED
 	HYPOTHESIS_PROFILE=fuzz MEERKAT_KILLS=$${MEERKAT_KILLS:-120} $(BIN)/pytest -p no:cacheprovider \
@@ -86,6 +91,7 @@ bench: install ## run the benchmarks (ratios against same-run baselines, goal ve
 	$(PY) bench/scale.py
 	$(PY) bench/sessions.py
 	$(PY) bench/postgres.py
+	$(PY) bench/fleet.py
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis diagrams/*.svg docs/*.svg

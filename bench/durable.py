@@ -82,6 +82,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
+from durable_fencing import fencing_report
 from durable_floors import (
     one_floor_accepts,
     one_floor_boundaries,
@@ -813,6 +814,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"({above(1 / floor_64, SESSIONS_GOAL)}); durable / floor = "
             f"{floor_64 / sessions_s:.2f}x"
         )
+
+        fencing_report(scratch, inputs, sessions, repeats)
 
         print(
             f"\nboundary commit: {n_cases:,} runtimes on one store, each with "

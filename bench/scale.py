@@ -10,15 +10,20 @@ runtime holds, on ``SqliteRuntimeStore`` files in a scratch directory:
   decodes the same rows (``load_input_states`` and the receipts). Each
   repeat works on a fresh copy of the file (recovery writes). Linear means
   the 10x batch takes about 10x as long; the goal allows 15x.
-* **1M pending recovery**: a file holding N small queued prompts of one
-  runtime, built with plain sqlite3 inserts of records encoded as the store
-  encodes them (one template record, its id replaced per row, each framed
-  with its own checksum). Each figure runs in a fresh child process, which
-  reports its time and its peak resident memory (``VmHWM``, or
-  ``ru_maxrss`` where there is no /proc): recovery
-  (open, ``recover()``, first ``dequeue_next()``), loading and decoding the
-  rows, fetching them with plain sqlite3, and an idle child (the floor
-  every child pays: the interpreter and the imports).
+* **pending recovery** (PD-64): a file holding N small queued prompts of
+  one runtime, built with plain sqlite3 inserts of records encoded as the
+  store encodes them (one template record, its id replaced per row, each
+  framed with its own checksum). Each figure runs in a fresh child process,
+  which reports its time and its peak resident memory (``VmHWM``, or
+  ``ru_maxrss`` where there is no /proc): a lazy recovery until the first
+  dequeue (open, ``recover()``, the first input's payload read back,
+  ``dequeue_next()``), an eager one (every payload decoded, as before
+  PD-64), loading and decoding the rows, fetching them with plain sqlite3,
+  an idle child (the floor every child pays: the interpreter and the
+  imports), and the bytes the recovered driver holds per pending input
+  (tracemalloc). At 100k (and, outside ``--quick``, 1M) the goals are
+  issue 18's. The same bytes are measured for inputs accepted live by a
+  lazy driver (PD-65 sheds their payloads past its limit).
 * **coalescing accept**: an in-memory driver whose policy coalesces prompts
   of one scope, with 10 or 100k other inputs queued; the figure is the time
   of one accept that replaces the waiting input of its scope (best of
@@ -32,11 +37,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import resource
 import sqlite3
 import subprocess
 import sys
 import time
+import tracemalloc
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -61,6 +68,11 @@ from meerkat_runtime.store.sqlite import SqliteRuntimeStore
 RUNTIME_ID = LogicalRuntimeId("bench-scale")
 BATCH_RATIO_GOAL = 15.0  # restart time of a 10x applied batch, at most
 COALESCE_RATIO_GOAL = 2.0  # coalescing accept at 100k queued / at 10, at most
+# PD-64 (issue 18): at most, each in a fresh process.
+RECOVERY_100K_GOAL = 0.35  # seconds until the first dequeue, 100k pending
+HELD_BYTES_GOAL = 400  # bytes held per pending input
+RECOVERY_1M_GOAL = 3.0  # seconds, 1M pending
+PEAK_1M_GOAL = 600  # MB peak resident, 1M pending
 BUILD_CHUNK = 50_000  # raw rows per transaction when building the big file
 
 
@@ -198,17 +210,45 @@ def build_pending(path: Path, n: int) -> None:
         conn.close()
 
 
-async def child_recover(path: Path, n: int) -> None:
+def driver_over(
+    store: SqliteRuntimeStore, n: int, lazy: bool = True
+) -> PersistentRuntimeDriver:
+    """A driver for ``n`` pending inputs, lazy (PD-64) unless told."""
+    return PersistentRuntimeDriver(
+        RUNTIME_ID, store, MemoryBlobStore(), max_pending_inputs=n, lazy_payloads=lazy
+    )
+
+
+async def child_recover(path: Path, n: int, lazy: bool = True) -> None:
+    """Open, ``recover()``, then dequeue the first input: with a lazy
+    driver (PD-64) that includes reading its payload back."""
     store = SqliteRuntimeStore(path)
     try:
-        driver = PersistentRuntimeDriver(
-            RUNTIME_ID, store, MemoryBlobStore(), max_pending_inputs=n
-        )
+        driver = driver_over(store, n, lazy=lazy)
         report = await driver.recover()
+        await driver.load_payloads(driver.queued_input_ids()[:1])
         assert driver.dequeue_next() is not None
     finally:
         await store.close()
     assert report.inputs_recovered == n, report
+
+
+async def child_held(path: Path, n: int) -> int:
+    """Bytes the recovered (lazy) driver holds per pending input: what
+    tracemalloc counts as allocated once recovery is over, store closed."""
+    tracemalloc.start()
+    store = SqliteRuntimeStore(path)
+    try:
+        driver = driver_over(store, n)
+        before = tracemalloc.get_traced_memory()[0]
+        report = await driver.recover()
+    finally:
+        await store.close()
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert report.inputs_recovered == n, report
+    return held // n
 
 
 async def child_load(path: Path, n: int) -> None:
@@ -228,16 +268,22 @@ def child_fetch(path: Path, n: int) -> None:
 
 
 def child(kind: str, path: Path, n: int) -> None:
-    """In a fresh process: run one figure, print its seconds and peak KB."""
+    """In a fresh process: run one figure, print its seconds and peak KB
+    (``held``: bytes per pending input instead of seconds)."""
     t0 = time.perf_counter()
+    if kind == "held":
+        print(f"{asyncio.run(child_held(path, n))} {peak_kb()} {time.process_time()}")
+        return
     if kind == "recover":
         asyncio.run(child_recover(path, n))
+    elif kind == "recover-eager":
+        asyncio.run(child_recover(path, n, lazy=False))
     elif kind == "load":
         asyncio.run(child_load(path, n))
     elif kind == "fetch":
         child_fetch(path, n)
     elapsed = time.perf_counter() - t0
-    print(f"{elapsed} {peak_kb()}")
+    print(f"{elapsed} {peak_kb()} {time.process_time()}")
 
 
 def peak_kb() -> int:
@@ -253,38 +299,153 @@ def peak_kb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+CPU_SECONDS: dict[str, float] = {}  # of the last child of each kind
+
+
 def in_child(kind: str, path: Path, n: int) -> tuple[float, float]:
-    """(seconds, peak MB) of ``kind`` run in a fresh child process."""
+    """(seconds, peak MB) of ``kind`` run in a fresh child process; the
+    CPU seconds the child used (interpreter start included) are kept in
+    ``CPU_SECONDS``: on a loaded machine they say more than the clock."""
     done = subprocess.run(
         [sys.executable, __file__, "--child", kind, str(path), str(n)],
         capture_output=True,
         text=True,
         check=True,
     )
-    seconds, peak_kb = done.stdout.split()
+    seconds, peak_kb, cpu = done.stdout.split()
+    CPU_SECONDS[kind] = float(cpu)
     return float(seconds), int(peak_kb) / 1024
 
 
-def pending_recovery(scratch: Scratch, n: int) -> None:
+PENDING_LABELS = {
+    "idle": "idle child (interpreter + imports)",
+    "fetch": "raw sqlite3 fetch of the rows",
+    "load": "load + decode (load_input_states)",
+    "recover-eager": "recover(), payloads loaded (eager)",
+    "recover": "recover() + first dequeue (lazy)",
+}
+
+
+def pending_figures(
+    scratch: Scratch, n: int, kinds: Sequence[str]
+) -> dict[str, tuple[float, float]]:
+    """Each figure of ``kinds`` on a file of ``n`` pending inputs, each in a
+    fresh process on its own copy: (seconds, peak MB)."""
     print(f"\n{n:,} small pending inputs, each figure in a fresh process")
-    pristine = scratch.path("pending")
+    pristine = scratch.path(f"pending-{n}")
     t0 = time.perf_counter()
     build_pending(pristine, n)
     print(f"  (file built in {time.perf_counter() - t0:.1f} s)")
-    labels = {
-        "idle": "idle child (interpreter + imports)",
-        "fetch": "raw sqlite3 fetch of the rows",
-        "load": "load + decode (load_input_states)",
-        "recover": "recover() + first dequeue_next()",
-    }
-    for kind, label in labels.items():
+    figures = {}
+    for kind in kinds:
         path = scratch.copy(pristine, kind)
         try:
-            seconds, peak = in_child(kind, path, n)
+            figures[kind] = in_child(kind, path, n)
         finally:
             scratch.remove(path)
-        print(f"  {label:<36} {seconds:7.2f} s   peak {peak:8.0f} MB")
+        if kind == "held":
+            print(f"  {'memory held per pending input':<38} {figures[kind][0]:7.0f} B")
+        else:
+            seconds, peak = figures[kind]
+            print(
+                f"  {PENDING_LABELS[kind]:<38} {seconds:7.2f} s   peak {peak:8.0f} MB"
+                f"   (cpu {CPU_SECONDS[kind]:.2f} s)"
+            )
     scratch.remove(pristine)
+    return figures
+
+
+def pending_recovery(scratch: Scratch, deep: int, big: int | None) -> None:
+    """PD-64's goals: the recovery of ``deep`` pending inputs until the
+    first dequeue, the memory each holds, and (``big``) a million."""
+    figures = pending_figures(scratch, deep, [*PENDING_LABELS, "held"])
+    print(
+        goal(
+            f"recovery of {deep:,} pending until the first dequeue",
+            figures["recover"][0],
+            RECOVERY_100K_GOAL,
+            unit=" s",
+            at_most=True,
+        )
+    )
+    print(
+        goal(
+            "memory held per pending input",
+            figures["held"][0],
+            HELD_BYTES_GOAL,
+            unit=" B",
+            digits=0,
+            at_most=True,
+        )
+    )
+    if big is None:
+        return
+    seconds, peak = pending_figures(scratch, big, ["idle", "fetch", "recover"])[
+        "recover"
+    ]
+    print(
+        goal(
+            f"recovery of {big:,} pending",
+            seconds,
+            RECOVERY_1M_GOAL,
+            unit=" s",
+            at_most=True,
+        )
+    )
+    print(
+        goal(
+            f"peak memory of recovering {big:,} pending",
+            peak,
+            PEAK_1M_GOAL,
+            unit=" MB",
+            digits=0,
+            at_most=True,
+        )
+    )
+
+
+def accepted_held(scratch: Scratch, n: int) -> None:
+    """Memory held per pending input when the ``n`` inputs were accepted
+    live by a lazy driver (PD-65) rather than recovered."""
+    path = scratch.path("accepted")
+
+    async def measure() -> int:
+        store = SqliteRuntimeStore(path, synchronous="OFF")
+        try:
+            driver = driver_over(store, n)
+            await driver.recover()
+            inputs = [PromptInput.new("a small pending prompt") for _ in range(n)]
+            gc.collect()
+            tracemalloc.start()
+            before = tracemalloc.get_traced_memory()[0]
+            for inp in inputs:
+                await driver.accept_input(inp)
+            del inputs
+            driver.drain_events()
+            gc.collect()
+            held = tracemalloc.get_traced_memory()[0] - before
+            tracemalloc.stop()
+        finally:
+            await store.close()
+        return held // n
+
+    try:
+        held = asyncio.run(measure())
+    finally:
+        scratch.remove(path)
+    print(
+        f"\n{n:,} inputs accepted live by a lazy driver (payloads past PD-65's limit shed)"
+    )
+    print(
+        goal(
+            "memory held per input accepted live",
+            held,
+            HELD_BYTES_GOAL,
+            unit=" B",
+            digits=0,
+            at_most=True,
+        )
+    )
 
 
 # ------------------------------------------------------------ coalescing
@@ -358,13 +519,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         child(kind, Path(path), int(n))
         return
     batch = (200, 2_000) if args.quick else (2_000, 20_000)
-    pending = 20_000 if args.quick else 1_000_000
+    deep = 5_000 if args.quick else 100_000
+    big = None if args.quick else 1_000_000
     queues = (10, 10_000) if args.quick else (10, 100_000)
     repeats = 2 if args.quick else 3
     with scratch_dir(args.dir, "scale") as scratch:
         describe_file_system(scratch)
         applied_batches(scratch, batch, repeats)
-        pending_recovery(scratch, pending)
+        pending_recovery(scratch, deep, big)
+        accepted_held(scratch, 2_000 if args.quick else 50_000)
     coalescing(queues, accepts=200 if args.quick else 2_000, repeats=repeats + 2)
 
 

@@ -1,7 +1,13 @@
-"""meerkat_runtime: the durable control plane for LLM-agent sessions."""
+"""meerkat_runtime: the durable control plane for LLM-agent sessions.
+
+``PostgresRuntimeStore`` is imported on first use (as in ``store``): it
+needs the ``postgres`` extra, which nothing else here does.
+"""
 
 # The one place the version is set: pyproject.toml reads it from here.
 __version__ = "0.1.0"
+
+from typing import TYPE_CHECKING, Any
 
 from meerkat_runtime.blobs import (
     BlobPayload,
@@ -16,7 +22,7 @@ from meerkat_runtime.driver.ephemeral import (
     RuntimeControlCommand,
 )
 from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
-from meerkat_runtime.errors import RuntimeDriverError, RuntimeOwnedError
+from meerkat_runtime.errors import MeerkatError, RuntimeDriverError, RuntimeOwnedError
 from meerkat_runtime.events import (
     InputLifecycleEvent,
     RunLifecycleEvent,
@@ -120,6 +126,8 @@ from meerkat_runtime.sessions.executor import (
     RunResult,
     receipt_for,
 )
+from meerkat_runtime.sessions.fleet import FleetWorker
+from meerkat_runtime.sessions.submitter import RuntimeSubmitter
 from meerkat_runtime.store import (
     InMemoryRuntimeStore,
     RuntimeStore,
@@ -128,6 +136,18 @@ from meerkat_runtime.store import (
     SqliteRuntimeStore,
 )
 from meerkat_runtime.store.verify import verify
+
+if TYPE_CHECKING:
+    from meerkat_runtime.store.postgres import PostgresRuntimeStore
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PostgresRuntimeStore":
+        from meerkat_runtime.store.postgres import PostgresRuntimeStore
+
+        return PostgresRuntimeStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AcceptOutcome",
@@ -154,6 +174,7 @@ __all__ = [
     "EphemeralRuntimeDriver",
     "ExternalEventInput",
     "FileBlobStore",
+    "FleetWorker",
     "FlowStepInput",
     "HandlingMode",
     "IdempotencyKey",
@@ -179,6 +200,7 @@ __all__ = [
     "InputVisibility",
     "Lane",
     "LogicalRuntimeId",
+    "MeerkatError",
     "MemoryBlobStore",
     "OperationInput",
     "PeerConvention",
@@ -188,6 +210,7 @@ __all__ = [
     "PolicySnapshot",
     "PolicyTable",
     "PostAdmissionSignal",
+    "PostgresRuntimeStore",
     "PromptInput",
     "QueueMode",
     "RecoveryReport",
@@ -223,6 +246,7 @@ __all__ = [
     "RuntimeState",
     "RuntimeStore",
     "RuntimeStoreError",
+    "RuntimeSubmitter",
     "RuntimeTurnMetadata",
     "SessionDelta",
     "SessionId",

@@ -25,6 +25,7 @@ the same ones recovery runs on what it loads.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,8 +53,15 @@ from meerkat_runtime.generated.spec_types import (
 )
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState, InputStateHistoryEntry
+from meerkat_runtime.inspection import (
+    RuntimeView,
+    describe_lease,
+    lease_json,
+    load_database,
+)
 from meerkat_runtime.runs import RunBoundaryReceipt
 from meerkat_runtime.store.base import RuntimeStore
+from meerkat_runtime.store.leases import Lease
 
 # Rule ids of the replay (the others are in ``audit_checks``).
 HISTORY_START = "history_starts_at_accepted"
@@ -248,6 +256,7 @@ class RuntimeAudit:
     receipts: int
     violations: list[Violation]
     notes: list[str]
+    lease: Lease | None = None  # who owned the runtime (PD-36), if anyone did
 
     @property
     def clean(self) -> bool:
@@ -277,6 +286,7 @@ class RuntimeAudit:
             "clean": self.clean,
             "violations": [v.to_json() for v in self.violations],
             "notes": self.notes,
+            "lease": None if self.lease is None else lease_json(self.lease),
         }
 
 
@@ -285,6 +295,7 @@ def audit_records(
     phase: RuntimeState | None,
     states: Sequence[InputState],
     receipts: Sequence[RunBoundaryReceipt] | None,
+    lease: Lease | None = None,
 ) -> RuntimeAudit:
     """Audit one runtime's records: the stored-record checks, then the
     replay of every input's history (first illegal step per input)."""
@@ -304,6 +315,7 @@ def audit_records(
         0 if receipts is None else len(receipts),
         violations,
         notes,
+        lease,
     )
 
 
@@ -320,21 +332,28 @@ async def audit_store(
     return audits
 
 
-def audit_database(path: Path) -> list[RuntimeAudit]:
-    """Audit every runtime of a SQLite file, read-only (``inspection``)."""
-    from meerkat_runtime.inspection import load_database
-
+def audit_views(views: Iterable[RuntimeView]) -> list[RuntimeAudit]:
+    """Audit runtimes as ``inspect`` loaded them (a SQLite file's or a
+    PostgreSQL store's), each with its lease."""
     return [
-        audit_records(v.runtime_id, v.state, v.inputs, v.receipts)
-        for v in load_database(path)
+        audit_records(v.runtime_id, v.state, v.inputs, v.receipts, v.lease)
+        for v in views
     ]
 
 
-def report_lines(audits: Sequence[RuntimeAudit]) -> list[str]:
-    """The text ``meerkat-runtime audit`` prints."""
+def audit_database(path: Path) -> list[RuntimeAudit]:
+    """Audit every runtime of a SQLite file, read-only (``inspection``)."""
+    return audit_views(load_database(path))
+
+
+def report_lines(audits: Sequence[RuntimeAudit], now: float | None = None) -> list[str]:
+    """The text ``meerkat-runtime audit`` prints; ``now`` (wall-clock
+    seconds, default the current time) says whether a lease still holds."""
+    when = time.time() if now is None else now
     lines: list[str] = []
     for audit in audits:
         lines.append(f"runtime {audit.runtime_id!r}: {audit.verdict()}")
+        lines.append(f"  owner: {describe_lease(audit.lease, when)}")
         lines.extend(f"  {violation}" for violation in audit.violations)
         lines.extend(f"  note: {note}" for note in audit.notes)
     return lines

@@ -1,4 +1,5 @@
-"""The ``meerkat-runtime`` command: demo, inspect, audit, verify, diagrams.
+"""The ``meerkat-runtime`` command: demo, inspect, audit, worker, verify,
+diagrams.
 
 Each subcommand is one small function returning the exit status; ``main``
 parses, dispatches and turns the expected failures (a missing file, a file
@@ -22,7 +23,7 @@ from pathlib import Path
 from rich.console import Console
 
 from meerkat_runtime import __version__
-from meerkat_runtime.audit import audit_database, audit_records, report_lines
+from meerkat_runtime.audit import audit_records, audit_views, report_lines
 from meerkat_runtime.inspection import (
     InspectionError,
     RuntimeView,
@@ -87,6 +88,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from meerkat_runtime.demo import DemoError, run_demo
 
     try:
+        if args.fleet:
+            from meerkat_runtime.demo_fleet import run_fleet_demo
+
+            return run_fleet_demo(args.dir, args.keep, _console())
         return run_demo(args.dir, args.keep, _console())
     except (DemoError, InspectionError, RuntimeStoreError, OSError) as exc:
         return _error(str(exc))
@@ -94,12 +99,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     target: str = args.path
-    if args.schema is not None and not _is_dsn(target):
-        print(
-            f"meerkat-runtime inspect: error: --schema names a PostgreSQL schema; "
-            f"{printable(target)!r} is a SQLite file, which has none",
-            file=sys.stderr,
-        )
+    if _schema_without_dsn("inspect", target, args.schema):
         return 2
     try:
         views, path = _load_target(target, args.schema or "meerkat", args.limit or None)
@@ -125,12 +125,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Exit 0 when every runtime is clean, 1 on a violation (a record that
-    does not decode is one), 2 when the file cannot be audited at all."""
-    path: Path = args.path
+    does not decode is one), 2 when the target cannot be audited at all."""
+    target: str = args.path
+    if _schema_without_dsn("audit", target, args.schema):
+        return 2
     try:
-        audits = audit_database(path)
+        views, path = _load_target(target, args.schema or "meerkat", None)
     except (InspectionError, RuntimeStoreError) as exc:
-        return _unreadable(path, exc)
+        return _unreadable(target, exc)
+    audits = audit_views(views)
     clean = all(a.clean for a in audits)
     if args.json:
         report = {"database": str(path), "clean": clean}
@@ -141,6 +144,65 @@ def cmd_audit(args: argparse.Namespace) -> int:
         for line in report_lines(audits) or [f"{path}: no runtimes to audit"]:
             print(printable(line))
     return 0 if clean else 1
+
+
+def _schema_without_dsn(
+    command: str,
+    target: str,
+    schema: str | None,
+    is_dsn: Callable[[str], bool] | None = None,
+) -> bool:
+    """``--schema`` given for a SQLite file: said, and the command exits 2."""
+    if schema is None or (is_dsn or _is_dsn)(target):
+        return False
+    print(
+        f"meerkat-runtime {command}: error: --schema names a PostgreSQL schema; "
+        f"{printable(target)!r} is a SQLite file, which has none",
+        file=sys.stderr,
+    )
+    return True
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, not {text!r}")
+    return value
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """One fleet worker until SIGTERM/SIGINT (``meerkat_runtime.worker``)."""
+    from meerkat_runtime.worker import (
+        WorkerOptions,
+        WorkerSetupError,
+        is_dsn,
+        run_worker,
+    )
+
+    # The worker also takes a libpq conninfo string as its target.
+    if _schema_without_dsn("worker", args.target, args.schema, is_dsn):
+        return 2
+    options = WorkerOptions(
+        target=args.target,
+        schema=args.schema or "meerkat",
+        executor=args.executor,
+        lease_ttl=args.lease_ttl,
+        max_runtimes=args.max_runtimes,
+        idle_release=args.idle_release,
+        scan_interval=args.scan_interval,
+        drain=args.drain,
+        owner=args.owner,
+        blobs=args.blobs,
+        quiet=args.quiet,
+    )
+    try:
+        return run_worker(options)
+    except (WorkerSetupError, RuntimeStoreError, OSError) as exc:
+        _error(str(exc))
+        return 2
 
 
 def _load_target(
@@ -223,6 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--keep", action="store_true", help="keep the SQLite file afterwards"
     )
+    demo.add_argument(
+        "--fleet",
+        action="store_true",
+        help="the story across processes: worker processes share the sessions, "
+        "one is SIGKILLed mid-run, the others finish its work",
+    )
     demo.set_defaults(handler=cmd_demo)
     inspect = sub.add_parser(
         "inspect",
@@ -247,11 +315,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.set_defaults(handler=cmd_inspect)
     audit = sub.add_parser(
-        "audit", help="replay every stored history through the spec and check it"
+        "audit",
+        help="replay every stored history (a SQLite file or a PostgreSQL "
+        "store) through the spec and check it",
     )
-    audit.add_argument("path", type=Path, help="a meerkat SQLite database")
+    audit.add_argument("path", help="a meerkat SQLite database, or a postgresql:// DSN")
+    audit.add_argument(
+        "--schema",
+        help="the PostgreSQL store's schema (default: meerkat; a DSN only)",
+    )
     audit.add_argument("--json", action="store_true", help="print JSON instead")
     audit.set_defaults(handler=cmd_audit)
+    _add_worker(sub)
     for name, text in (
         ("verify", "validate and model-check spec/ (needs a checkout)"),
         ("diagrams", "render the lifecycle diagrams to SVG (needs a checkout)"),
@@ -262,6 +337,86 @@ def build_parser() -> argparse.ArgumentParser:
         )
         command.set_defaults(handler=_codegen(name))
     return parser
+
+
+def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from meerkat_runtime.sessions import fleet
+    from meerkat_runtime.store.leases import DEFAULT_LEASE_TTL
+    from meerkat_runtime.worker import DEFAULT_EXECUTOR
+
+    worker = sub.add_parser(
+        "worker",
+        help="run one fleet worker: claim runtimes with work, run them, "
+        "release them on SIGTERM",
+    )
+    worker.add_argument(
+        "target", help="a meerkat SQLite file, or a PostgreSQL DSN (URL or conninfo)"
+    )
+    worker.add_argument(
+        "--schema", help="the PostgreSQL store's schema (default: meerkat; a DSN only)"
+    )
+    worker.add_argument(
+        "--executor",
+        default=DEFAULT_EXECUTOR,
+        metavar="MODULE:FACTORY",
+        help="callable(session_id) -> executor (default: the echo executor, "
+        "which applies each run at once and answers its text back)",
+    )
+    worker.add_argument(
+        "--lease-ttl",
+        type=_positive,
+        default=DEFAULT_LEASE_TTL,
+        metavar="SECONDS",
+        help="lifetime of this worker's leases: how soon others take over "
+        f"if it dies (default {DEFAULT_LEASE_TTL:g})",
+    )
+    worker.add_argument(
+        "--max-runtimes",
+        type=_count_at_least_one,
+        default=fleet.DEFAULT_MAX_RUNTIMES,
+        metavar="N",
+        help=f"runtimes held at once, at most (default {fleet.DEFAULT_MAX_RUNTIMES})",
+    )
+    worker.add_argument(
+        "--idle-release",
+        type=float,
+        default=fleet.DEFAULT_IDLE_RELEASE,
+        metavar="SECONDS",
+        help="release a runtime without work after this long "
+        f"(default {fleet.DEFAULT_IDLE_RELEASE:g})",
+    )
+    worker.add_argument(
+        "--scan-interval",
+        type=_positive,
+        default=fleet.DEFAULT_SCAN_INTERVAL,
+        metavar="SECONDS",
+        help=f"between two looks for work (default {fleet.DEFAULT_SCAN_INTERVAL:g})",
+    )
+    worker.add_argument(
+        "--drain",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="on SIGTERM, wait up to this long for held work to finish first",
+    )
+    worker.add_argument(
+        "--owner", help="this worker's owner id (default: host:pid:random)"
+    )
+    worker.add_argument(
+        "--blobs",
+        type=Path,
+        help="shared image blob directory (default: beside a SQLite file; "
+        "in memory for PostgreSQL)",
+    )
+    worker.add_argument("--quiet", action="store_true", help="log warnings only")
+    worker.set_defaults(handler=cmd_worker)
+
+
+def _count_at_least_one(text: str) -> int:
+    value = _non_negative(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a count of 1 or more, not {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -191,9 +191,17 @@ class BlobId(_TextId):
 
 
 class SessionId(_TextId):
-    """Identifies an agent session; its runtime is ``LogicalRuntimeId(str(id))``."""
+    """Identifies an agent session; its runtime is ``LogicalRuntimeId(str(id))``.
+    Chosen by callers and stored as its runtime's key, so held to the
+    rules of ``name_problem`` when made."""
 
     __slots__ = ()
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        problem = name_problem(text)
+        if problem is not None:
+            raise ValueError(f"SessionId {text!r}: {problem}")
 
 
 # The slots' own setters: ``__setattr__`` refuses every write after creation.
@@ -217,6 +225,20 @@ def id_problem(text: str) -> str | None:
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
         return "contains control characters"
     return None if text.strip() else "must not be blank"
+
+
+def name_problem(text: str) -> str | None:
+    """``id_problem`` for text that is a key of its own rather than part
+    of an input record (a session id, a lease owner): it must also be
+    encodable, since no input validation looks at it before a store does."""
+    problem = id_problem(text)
+    if problem is not None or text.isprintable():
+        return problem
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode text (it holds a lone surrogate)"
+    return None
 
 
 def id_types() -> list[type[_TextId]]:

@@ -17,6 +17,7 @@ it (run id, boundary sequence, abandon reason, replacing input: PD-48), so
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Self, TypeVar
@@ -47,7 +48,9 @@ from meerkat_runtime.ids import IdempotencyKey, InputId, RunId
 from meerkat_runtime.inputs import (
     AnyInput,
     InputDurability,
+    PayloadKey,
     ReadableInput,
+    StoredPayload,
     canonical_input,
 )
 
@@ -100,10 +103,10 @@ class InputStateHistoryEntry(
         return _with_legacy_keys(codec.decoder(cls), data, _renamed_entry)
 
 
-class InputStateRecord(
+class _RecordFields(
     Value, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True
 ):
-    """The wire form of an ``InputState`` (L-10), as stores keep it."""
+    """The fields of a stored input record before its payload's."""
 
     input_id: InputId
     current_state: InputLifecycleState
@@ -118,14 +121,35 @@ class InputStateRecord(
     recovery_count: int = msgspec.field(default_factory=int)
     history: list[InputStateHistoryEntry] = msgspec.field(default_factory=list)
     reconstruction_source: str | None = None
+
+
+class InputStateRecord(
+    _RecordFields, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True
+):
+    """The wire form of an ``InputState`` (L-10), as stores keep it."""
+
     # Read with T-1's legacy tags too; ``from_record`` makes them canonical.
     persisted_input: ReadableInput | None = None
     last_run_id: RunId | None = None
     last_boundary_sequence: int | None = None
 
 
+class InputSkeletonRecord(
+    _RecordFields, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True
+):
+    """A stored record read without its payload (PD-64): the payload is
+    parsed only for its key; its strict decoding waits until it is loaded.
+    (Not a subclass of ``InputStateRecord``: the codec would take a
+    subclass for a variant of it.)"""
+
+    persisted_input: StoredPayload | None = None
+    last_run_id: RunId | None = None
+    last_boundary_sequence: int | None = None
+
+
 T = TypeVar("T")
 _RECORD_DECODER = codec.decoder(InputStateRecord)
+_SKELETON_DECODER = codec.decoder(InputSkeletonRecord)
 # Schema 2's names for a history entry's states (PD-40), and today's.
 _LEGACY_HISTORY_KEYS = (("from_state", "from"), ("to_state", "to"))
 
@@ -133,6 +157,11 @@ _LEGACY_HISTORY_KEYS = (("from_state", "from"), ("to_state", "to"))
 def decode_record(data: bytes | str) -> InputStateRecord:
     """A stored record, in the current form or schema 2's (PD-40)."""
     return _with_legacy_keys(_RECORD_DECODER, data, _renamed_history)
+
+
+def decode_skeleton(data: bytes | str) -> InputSkeletonRecord:
+    """``decode_record`` without decoding the payload (PD-64)."""
+    return _with_legacy_keys(_SKELETON_DECODER, data, _renamed_history)
 
 
 def _with_legacy_keys(
@@ -172,6 +201,36 @@ def _renamed_entry(entry: object) -> bool:
             entry[new] = entry.pop(old)
             renamed = True
     return renamed
+
+
+# Decoded policies, each kept once (see ``InputState.from_skeleton``); a
+# table has few distinct decisions, and the cache is emptied if one has many.
+_POLICIES: dict[PolicySnapshot, PolicySnapshot] = {}
+_MAX_POLICIES = 256
+
+
+def _shared_policy(policy: PolicySnapshot | None) -> PolicySnapshot | None:
+    if policy is None:
+        return None
+    shared = _POLICIES.get(policy)
+    if shared is None:
+        if len(_POLICIES) >= _MAX_POLICIES:
+            _POLICIES.clear()
+        shared = _POLICIES[policy] = policy
+    return shared
+
+
+def _shared_entry(
+    entry: InputStateHistoryEntry, created_at: datetime
+) -> InputStateHistoryEntry:
+    """``entry`` with its reason (a transition's name) kept once per
+    process, and its timestamp the input's ``created_at`` when equal (the
+    accept's own entry): two objects fewer for each recovered input."""
+    reason = sys.intern(entry.reason)
+    shared = created_at if entry.timestamp == created_at else entry.timestamp
+    if reason is entry.reason and shared is entry.timestamp:
+        return entry
+    return msgspec.structs.replace(entry, reason=reason, timestamp=shared)
 
 
 def _now() -> datetime:
@@ -214,6 +273,7 @@ class InputState:
         "policy",
         "reconstruction_source",
         "recovery_count",
+        "stored_payload",
     )
 
     def __init__(
@@ -235,6 +295,9 @@ class InputState:
         self.recovery_count = 0
         self.reconstruction_source: str | None = None
         self.persisted_input: AnyInput | None = None
+        # Set while the payload is left in the store (PD-64): what the
+        # ledger needs of it without loading it.
+        self.stored_payload: PayloadKey | None = None
 
     @classmethod
     def new_accepted(cls, input_id: InputId, now: datetime | None = None) -> InputState:
@@ -328,6 +391,34 @@ class InputState:
         )
         self._authority = InputLifecycleAuthority.restore(stamped)
 
+    # -- the payload (PD-64) ----------------------------------------------
+
+    def has_payload(self) -> bool:
+        """The input has a payload, in memory or left in the store."""
+        return self.persisted_input is not None or self.stored_payload is not None
+
+    def payload_loaded(self) -> bool:
+        """False while the payload is left in the store (``stored_payload``)."""
+        return self.stored_payload is None
+
+    def payload_key(self) -> PayloadKey | None:
+        """The kind and supersession key of the payload, loaded or not."""
+        if self.stored_payload is not None:
+            return self.stored_payload
+        payload = self.persisted_input
+        return None if payload is None else PayloadKey.of(payload)
+
+    def load_payload(self, payload: AnyInput) -> None:
+        """Put back the payload the store kept (``stored_payload``)."""
+        self.persisted_input = payload
+        self.stored_payload = None
+
+    def drop_payload(self) -> None:
+        """Leave the (durable) payload in the store: only its key stays."""
+        if self.persisted_input is not None:
+            self.stored_payload = PayloadKey.of(self.persisted_input)
+            self.persisted_input = None
+
     # -- copies and records -----------------------------------------------
 
     def clone(self) -> InputState:
@@ -344,6 +435,7 @@ class InputState:
         copy.recovery_count = self.recovery_count
         copy.reconstruction_source = self.reconstruction_source
         copy.persisted_input = self.persisted_input
+        copy.stored_payload = self.stored_payload
         return copy
 
     def to_record(self) -> InputStateRecord:
@@ -373,6 +465,41 @@ class InputState:
         """Rebuild exactly from a stored record (L-10: no validation of phases).
         ``owned``: the record was just decoded and is dropped after this, so
         the state may keep its history list instead of copying it."""
+        payload = canonical_input(record.persisted_input)
+        # One id object for the state and its payload's header, as accepting
+        # makes them (a decoded record carries two equal copies).
+        input_id = (
+            payload.header.id
+            if payload is not None and payload.header.id == record.input_id
+            else record.input_id
+        )
+        state = cls._restored(record, input_id, owned)
+        state.policy = record.policy
+        state.persisted_input = payload
+        return state
+
+    @classmethod
+    def from_skeleton(cls, record: InputSkeletonRecord) -> InputState:
+        """``from_record`` of a record read without its payload, which stays
+        in the store (PD-64). Equal policies and timestamps share one object
+        (a deep queue holds a million of these)."""
+        state = cls._restored(record, record.input_id, owned=True)
+        if record.updated_at == record.created_at:
+            state._updated_at = state.created_at
+        state._history = [_shared_entry(e, state.created_at) for e in state._history]
+        state.policy = _shared_policy(record.policy)
+        stored = record.persisted_input
+        state.stored_payload = None if stored is None else stored.key()
+        return state
+
+    @classmethod
+    def _restored(
+        cls,
+        record: InputStateRecord | InputSkeletonRecord,
+        input_id: InputId,
+        owned: bool,
+    ) -> InputState:
+        """The state of ``record`` apart from its policy and payload."""
         authority = InputLifecycleAuthority.restore(
             InputLifecycleSnapshot(
                 phase=record.current_state,
@@ -382,14 +509,6 @@ class InputState:
                 attempt_count=record.attempt_count,
             )
         )
-        payload = canonical_input(record.persisted_input)
-        # One id object for the state and its payload's header, as accepting
-        # makes them (a decoded record carries two equal copies).
-        input_id = (
-            payload.header.id
-            if payload is not None and payload.header.id == record.input_id
-            else record.input_id
-        )
         state = cls(
             input_id,
             authority,
@@ -397,12 +516,10 @@ class InputState:
             record.updated_at,
             record.history if owned else list(record.history),
         )
-        state.policy = record.policy
         state.durability = record.durability
         state.idempotency_key = record.idempotency_key
         state.recovery_count = record.recovery_count
         state.reconstruction_source = record.reconstruction_source
-        state.persisted_input = payload
         return state
 
     def to_json(self) -> bytes:

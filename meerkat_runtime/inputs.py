@@ -12,6 +12,7 @@ internally tagged by ``input_type``; absent optional fields are omitted.
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self, Union, cast
 
@@ -586,3 +587,85 @@ def content_blocks(inp: Input) -> list[AnyContentBlock] | None:
     if isinstance(inp, PromptInput | PeerInput | FlowStepInput | ExternalEventInput):
         return inp.blocks
     return None
+
+
+# ------------------------------------------------------------ payload keys
+# PD-64: an input whose payload is left in the store keeps only what the
+# ledger needs of it: its kind (lanes batch prompts alone, C-20; scopes are
+# per kind) and its supersession key.
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadKey:
+    """The kind (T-3) and supersession key of a payload not held in memory."""
+
+    kind: str
+    supersession_key: SupersessionKey | None = None
+
+    @staticmethod
+    def of(inp: Input) -> PayloadKey:
+        return payload_key(inp.kind_id(), inp.header.supersession_key)
+
+
+# One shared key per kind for the inputs without a supersession key (most).
+_UNKEYED: dict[str, PayloadKey] = {}
+
+
+def payload_key(kind: str, supersession_key: SupersessionKey | None) -> PayloadKey:
+    if supersession_key is not None:
+        return PayloadKey(kind, supersession_key)
+    key = _UNKEYED.get(kind)
+    if key is None:
+        key = _UNKEYED[kind] = PayloadKey(kind)
+    return key
+
+
+class _StoredConvention(msgspec.Struct, frozen=True, gc=False):
+    convention_type: str
+
+
+class _StoredHeader(msgspec.Struct, frozen=True, gc=False):
+    supersession_key: SupersessionKey | None = None
+
+
+# The kind of each stored tag, legacy ones included (T-1), and of a peer
+# input by its convention's tag; ``kind_id`` of the decoded input agrees.
+_TAG_KINDS = {
+    "prompt": "prompt",
+    "flow_step": "flow_step",
+    "external_event": "external_event",
+    "continuation": "continuation",
+    "system_generated": "continuation",
+    "operation": "operation",
+    "projected": "operation",
+}
+_CONVENTION_KINDS = {
+    str(convention.__struct_config__.tag): kind
+    for convention, kind in _PEER_KINDS.items()
+}
+
+
+class StoredPayload(msgspec.Struct, frozen=True, gc=False):
+    """A stored payload read for its key only: the decoder skips the rest
+    (checking only that it is well-formed JSON)."""
+
+    input_type: str
+    header: _StoredHeader
+    convention: _StoredConvention | None = None
+
+    def key(self) -> PayloadKey:
+        """Its ``PayloadKey``; an unknown tag raises ``ValueError``."""
+        if self.input_type == "peer":
+            convention = self.convention
+            kind = (
+                "peer_message"
+                if convention is None
+                else _CONVENTION_KINDS.get(convention.convention_type)
+            )
+        else:
+            kind = _TAG_KINDS.get(self.input_type)
+        if kind is None:
+            raise ValueError(
+                f"not an input type this store writes: {self.input_type!r}"
+            )
+        return payload_key(kind, self.header.supersession_key)

@@ -19,7 +19,7 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -308,7 +308,8 @@ def describe_lease(lease: Lease | None, now: float) -> str:
         return "(never claimed)"
     if lease.released:
         return f"released by {lease.owner} (epoch {lease.epoch})"
-    until = datetime.fromtimestamp(lease.expires_at).isoformat(timespec="seconds")
+    # UTC, said so: an operator comparing hosts' logs needs no time zone.
+    until = datetime.fromtimestamp(lease.expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     held = "held" if lease.held_at(now) else "expired"
     return f"{lease.owner} (epoch {lease.epoch}, {held}, until {until})"
 

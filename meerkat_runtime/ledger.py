@@ -44,10 +44,11 @@ Scope = tuple[str, object]
 
 
 def scope_of(state: InputState) -> Scope | None:
-    payload = state.persisted_input
-    if payload is None or payload.header.supersession_key is None:
+    # From the payload's key: the payload itself may be left in the store.
+    key = state.payload_key()
+    if key is None or key.supersession_key is None:
         return None
-    return payload.kind_id(), payload.header.supersession_key
+    return key.kind, key.supersession_key
 
 
 class InputLedger:

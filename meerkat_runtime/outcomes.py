@@ -64,6 +64,7 @@ class AcceptOutcome(
     Accepted: ClassVar[type[Accepted]]
     Deduplicated: ClassVar[type[Deduplicated]]
     Rejected: ClassVar[type[Rejected]]
+    Submitted: ClassVar[type[Submitted]]
 
     def is_accepted(self) -> bool:
         return isinstance(self, Accepted)
@@ -73,6 +74,9 @@ class AcceptOutcome(
 
     def is_rejected(self) -> bool:
         return isinstance(self, Rejected)
+
+    def is_submitted(self) -> bool:
+        return isinstance(self, Submitted)
 
 
 class Accepted(AcceptOutcome, frozen=True, gc=False, kw_only=True, tag="accepted"):
@@ -92,10 +96,19 @@ class Rejected(AcceptOutcome, frozen=True, gc=False, kw_only=True, tag="rejected
     reason: AnyRejectReason
 
 
+class Submitted(AcceptOutcome, frozen=True, gc=False, kw_only=True, tag="submitted"):
+    """PD-58: durably in the runtime's inbox, for its owner to admit; the
+    policy is decided then, so there is none to report yet."""
+
+    input_id: InputId
+
+
 AcceptOutcome.Accepted = Accepted
 AcceptOutcome.Deduplicated = Deduplicated
 AcceptOutcome.Rejected = Rejected
+AcceptOutcome.Submitted = Submitted
 AnyAcceptOutcome = Accepted | Deduplicated | Rejected
+"""What an accept answers (a submission may also answer ``Submitted``)."""
 
 
 # CP-11: the counts are always written, ``details`` only when it has entries.

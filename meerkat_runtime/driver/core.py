@@ -20,6 +20,7 @@ the checkpoint if the store refuses.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from meerkat_runtime.driver.journal import REASON_DESTROYED, REASON_RESET
@@ -37,6 +38,7 @@ from meerkat_runtime.errors import (
     DestroyedError,
     NotReadyError,
     PendingLimitError,
+    ValidationFailedError,
 )
 from meerkat_runtime.events import (
     InputAccepted,
@@ -354,6 +356,10 @@ class RuntimeCore(RecoveringCore, WithdrawingCore, RunningCore):
     def active_input_ids(self) -> list[InputId]:
         return self._ledger.active_ids()
 
+    def pending_inputs(self) -> int:
+        """How many inputs are unfinished."""
+        return self._ledger.pending()
+
     def queued_input_ids(self, lane: Lane = Lane.QUEUE) -> list[InputId]:
         return self._lanes.ids(lane)
 
@@ -384,9 +390,37 @@ class RuntimeCore(RecoveringCore, WithdrawingCore, RunningCore):
         return self._abandon_all(reason)
 
     def _payload(self, input_id: InputId) -> Input:
-        payload = self._state(input_id).persisted_input
-        assert payload is not None, "a queued input always keeps its payload"
+        state = self._state(input_id)
+        payload = state.persisted_input
+        if payload is None:
+            # PD-64: a persistent driver may leave it in the store.
+            assert state.stored_payload is not None, "a queued input has a payload"
+            raise ValidationFailedError(
+                f"input {input_id}: its payload is in the store, not in memory "
+                "(await the driver's load_payloads first)"
+            )
         return payload
+
+    def input_kind(self, input_id: InputId) -> str:
+        """The kind of a known input's payload (T-3), loaded or not."""
+        key = self._state(input_id).payload_key()
+        assert key is not None, "a queued input has a payload"
+        return key.kind
+
+    def payloads_in_store(self, ids: Iterable[InputId]) -> list[InputId]:
+        """Those of ``ids`` whose payload is left in the store (PD-64)."""
+        return [
+            i
+            for i in ids
+            if (state := self._ledger.get(i)) is not None and not state.payload_loaded()
+        ]
+
+    def put_payloads(self, payloads: Mapping[InputId, Input]) -> None:
+        """Hand the ledger the payloads a store kept (``payloads_in_store``)."""
+        for input_id, payload in payloads.items():
+            state = self._ledger.get(input_id)
+            if state is not None and not state.payload_loaded():
+                state.load_payload(payload)  # type: ignore[arg-type]
 
     def drain_events(self) -> list[RuntimeEventEnvelope]:
         events, self._events = self._events, []

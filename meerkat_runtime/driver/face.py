@@ -140,6 +140,14 @@ class RuntimeDriver(ABC):
     def payload(self, input_id: InputId) -> Input:
         return self._core.payload(input_id)
 
+    def input_kind(self, input_id: InputId) -> str:
+        """The kind of a known input's payload (T-3), in memory or not."""
+        return self._core.input_kind(input_id)
+
+    async def load_payloads(self, ids: Sequence[InputId]) -> None:  # noqa: B027 - a no-op but for the persistent driver
+        """Bring the payloads of ``ids`` that were left in the store into
+        memory (PD-64); only a persistent driver leaves any there."""
+
     def drain_events(self) -> list[RuntimeEventEnvelope]:
         return self._core.drain_events()
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
@@ -44,7 +44,13 @@ from meerkat_runtime.driver.face import RuntimeDriver
 from meerkat_runtime.driver.images import externalize_images, has_inline_images
 from meerkat_runtime.driver.journal import Checkpoint, reason_name
 from meerkat_runtime.driver.validation import DEFAULT_MAX_INPUT_BYTES
-from meerkat_runtime.errors import FencedError, InternalError, ValidationFailedError
+from meerkat_runtime.errors import (
+    FencedError,
+    InternalError,
+    NotReadyError,
+    PendingLimitError,
+    ValidationFailedError,
+)
 from meerkat_runtime.generated import input_lifecycle as il
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.generated.spec_types import InputAbandonReason
@@ -54,8 +60,10 @@ from meerkat_runtime.inputs import Input, InputDurability
 from meerkat_runtime.outcomes import (
     Accepted,
     AcceptOutcome,
+    Deduplicated,
     DestroyReport,
     RecoveryReport,
+    Rejected,
     ResetReport,
     RetireReport,
 )
@@ -75,7 +83,12 @@ from meerkat_runtime.store.base import (
     cancel_safe,
     commit_recovery,
     ends_runs_atomically,
+    keeps_inbox,
+    load_payloads,
+    load_skeletons,
+    loads_lazily,
 )
+from meerkat_runtime.store.inbox import InboxEntry, InboxSettlement
 from meerkat_runtime.store.leases import OwnerLease
 
 if TYPE_CHECKING:
@@ -87,6 +100,12 @@ T = TypeVar("T")
 _S = il.InputLifecycleState
 _APPLIED = (_S.APPLIED, _S.APPLIED_PENDING_CONSUMPTION)
 RECOVERY_PERSIST_FAILED = "recovery persist failed"  # D-11 step 11
+# PD-65: past this many unfinished inputs, a durable accept leaves its
+# payload in the store (a lazy driver only).
+PAYLOADS_KEPT = 1024
+
+# Inbox entries one admission takes at most (one write; bounds its size).
+INBOX_BATCH = 256
 
 
 class PersistentRuntimeDriver(RuntimeDriver):
@@ -103,9 +122,14 @@ class PersistentRuntimeDriver(RuntimeDriver):
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         max_pending_inputs: int = DEFAULT_MAX_PENDING_INPUTS,
         ownership: OwnerLeases | None = None,
+        lazy_payloads: bool = False,
     ) -> None:
         """``ownership``: the runtime's lease is claimed from it before the
-        first recovery, and every write is fenced by it (PD-36)."""
+        first recovery, and every write is fenced by it (PD-36).
+        ``lazy_payloads``: over a store that can (``loads_lazily``), leave
+        payloads in the store until a run needs them (PD-64, PD-65): then
+        ``dequeue_next``, ``payload`` and ``input_state`` answer an input's
+        payload only once ``load_payloads`` has brought it back."""
         self.runtime_id = runtime_id
         self._core = RuntimeCore(
             runtime_id,
@@ -118,6 +142,8 @@ class PersistentRuntimeDriver(RuntimeDriver):
         self.blob_store = blob_store
         self.ownership = ownership
         self.lease: OwnerLease | None = None
+        self.lazy_payloads = lazy_payloads and loads_lazily(store)
+        self.payloads_kept = PAYLOADS_KEPT  # PD-65 (a seam for tests)
 
     # ================================================================ accept
 
@@ -131,11 +157,24 @@ class PersistentRuntimeDriver(RuntimeDriver):
             state = self._ledger_state(outcome.input_id)
             moved = has_inline_images(input) and await self._externalize(state)
             await self._persist_accept(checkpoint)
-        if not moved:
-            return outcome  # its state copy is already what was persisted
-        return Accepted(
-            input_id=outcome.input_id, policy=outcome.policy, state=state.clone()
-        )
+        if moved:  # its state copy is not what was persisted
+            outcome = Accepted(
+                input_id=outcome.input_id, policy=outcome.policy, state=state.clone()
+            )
+        self._shed(state)
+        return outcome
+
+    def _shed(self, state: InputState) -> None:
+        """PD-65: a durable input accepted into a deep queue leaves its
+        payload in the store; a short queue keeps it, so a run starting soon
+        does not read it back."""
+        if (
+            self.lazy_payloads
+            and self._core.pending_inputs() > self.payloads_kept
+            and state.current_state() is _S.QUEUED
+            and state.durability is not InputDurability.EPHEMERAL
+        ):
+            state.drop_payload()
 
     async def _externalize(self, state: InputState) -> bool:
         """T-20: inline images go to the blob store before the record is
@@ -163,11 +202,50 @@ class PersistentRuntimeDriver(RuntimeDriver):
         elif states:
             # Decision 23: a superseded or coalesced input is written in the
             # same commit that acknowledges its replacement.
-            await self._write(
-                self.store.atomic_lifecycle_commit(
+            await self._write_states(
+                states,
+                lambda: self.store.atomic_lifecycle_commit(
                     self.runtime_id, self._core.stored_phase(), states
-                )
+                ),
             )
+
+    async def _write_states(
+        self, states: list[InputState], write: Callable[[], Awaitable[None]]
+    ) -> None:
+        """``_write`` of a call that writes ``states``: a payload left in the
+        store is loaded first (a record is written whole, PD-64), and left
+        there again afterwards."""
+        missing = [s for s in states if not s.payload_loaded()]
+        if missing:
+            found = await load_payloads(
+                self.store, self.runtime_id, [s.input_id for s in missing]
+            )
+            for state in missing:
+                state.load_payload(found[state.input_id])
+        try:
+            await self._write(write())
+        finally:
+            for state in missing:
+                state.drop_payload()
+
+    async def load_payloads(self, ids: Sequence[InputId]) -> None:
+        """Bring the payloads of ``ids`` left in the store back into memory,
+        in one read (PD-64). The store's error is raised as it is, nothing
+        changed: ``Corrupt`` naming the input whose record fails its checks,
+        ``Unavailable`` when trying again may succeed."""
+        missing = self._core.payloads_in_store(ids)
+        if missing:
+            found = await load_payloads(self.store, self.runtime_id, missing)
+            self._core.put_payloads(found)
+
+    async def input_state_with_payload(self, input_id: InputId) -> InputState | None:
+        """``input_state``, with its payload read from the store when it was
+        left there (the copy has it; the runtime's entry stays as it is)."""
+        state = self._core.input_state(input_id)
+        if state is not None and not state.payload_loaded():
+            found = await load_payloads(self.store, self.runtime_id, [input_id])
+            state.load_payload(found[input_id])
+        return state
 
     async def _write(self, call: Awaitable[None]) -> None:
         """A store write that a cancelled caller cannot tear in half: the
@@ -198,6 +276,61 @@ class PersistentRuntimeDriver(RuntimeDriver):
             if lease is not None:
                 lease.lose(f"a write was fenced ({exc})")
             raise
+
+    # ================================================================ inbox
+
+    async def admit_from_inbox(self, limit: int = INBOX_BATCH) -> int:
+        """PD-58: admit the first ``limit`` entries of the runtime's inbox,
+        in arrival order, as ``accept_input`` would admit them, and remove
+        them in the same write (``store.admit_from_inbox``): after a crash
+        either the entries are still in the inbox or their states are in
+        the ledger. An entry the runtime refuses (not accepting, a
+        duplicate by then, a smaller size limit here) is settled with what
+        became of it (PD-60); at the pending limit (PD-43) the rest stay in
+        the inbox for later. The number of entries taken."""
+        if not keeps_inbox(self.store):
+            return 0
+        entries = await self.store.load_inbox(self.runtime_id, limit)
+        if not entries:
+            return 0
+        with self._undo_on_failure("inbox admission failed") as checkpoint:
+            taken = self._admit_entries(entries)
+            for entry in taken:
+                state = self._core.peek_input_state(entry.input_id)
+                if entry.pending and state and has_inline_images(entry.input):
+                    await self._externalize(state)
+            await self._write(
+                self.store.admit_from_inbox(
+                    self.runtime_id,
+                    self._core.stored_phase(),
+                    self._durable(checkpoint),
+                    taken,
+                )
+            )
+        return len(taken)
+
+    def _admit_entries(self, entries: list[InboxEntry]) -> list[InboxEntry]:
+        """Each entry through the accept pipeline, in order: admitted ones
+        as they are, refused ones settled; stops at the pending limit."""
+        taken: list[InboxEntry] = []
+        for entry in entries:
+            try:
+                outcome = self._core.accept(entry.input)
+            except PendingLimitError:
+                break  # the rest wait in the inbox (PD-43)
+            except (NotReadyError, ValidationFailedError) as exc:
+                taken.append(entry.settled(InboxSettlement(refused=str(exc))))
+                continue
+            if isinstance(outcome, Deduplicated):
+                settlement = InboxSettlement(deduplicated_into=outcome.existing_id)
+                taken.append(entry.settled(settlement))
+            elif isinstance(outcome, Rejected):
+                taken.append(
+                    entry.settled(InboxSettlement(refused=str(outcome.reason)))
+                )
+            else:
+                taken.append(entry)
+        return taken
 
     # ================================================================ runs
 
@@ -251,10 +384,12 @@ class PersistentRuntimeDriver(RuntimeDriver):
         """D-6: the receipt and the inputs it applied, in one atomic commit. A
         receipt the session layer already committed is accepted as is (its
         states are still written); a different one conflicts (decision 16)."""
-        await self._write(
-            self.store.atomic_apply(
-                self.runtime_id, _delta(event), event.receipt, self._durable(checkpoint)
-            )
+        states = self._durable(checkpoint)
+        await self._write_states(
+            states,
+            lambda: self.store.atomic_apply(
+                self.runtime_id, _delta(event), event.receipt, states
+            ),
         )
 
     async def withdraw_run(self, run_id: RunId) -> None:
@@ -332,8 +467,9 @@ class PersistentRuntimeDriver(RuntimeDriver):
         if commit is None:
             commit = partial(self.store.atomic_lifecycle_commit, self.runtime_id)
         try:
-            await self._write(
-                commit(self._core.stored_phase(), self._durable(checkpoint, unsaved))
+            states = self._durable(checkpoint, unsaved)
+            await self._write_states(
+                states, lambda: commit(self._core.stored_phase(), states)
             )
         except CommittedThenCancelled:
             raise  # written after all
@@ -444,9 +580,14 @@ class PersistentRuntimeDriver(RuntimeDriver):
         """Read what the store holds (states, phase, the receipts that may
         name applied inputs), then let the core recover from it."""
         core = self._core
-        states = await self.store.load_input_states(self.runtime_id)
+        states = await (
+            load_skeletons(self.store, self.runtime_id)
+            if self.lazy_payloads
+            else self.store.load_input_states(self.runtime_id)
+        )
         persisted = await self.store.load_runtime_state(self.runtime_id)
         fresh = core.to_recover(states, persisted)
+        await self._load_for_recovery(fresh)
         # PD-49: records the spec cannot have produced fail closed here.
         receipts = await stored_receipts(self.store, self.runtime_id)
         check_loaded(str(self.runtime_id), persisted, states, receipts)
@@ -454,6 +595,18 @@ class PersistentRuntimeDriver(RuntimeDriver):
         result = core.recover_loaded(fresh, named)
         core.restore_phase(persisted)
         return result
+
+    async def _load_for_recovery(self, fresh: list[InputState]) -> None:
+        """The payloads recovery needs (``payload_needed``), in one read: it
+        writes those inputs back, and a record is written whole. The rest
+        stay in the store (PD-64)."""
+        needed = [s for s in fresh if self._core.payload_needed(s)]
+        if needed:
+            found = await load_payloads(
+                self.store, self.runtime_id, [s.input_id for s in needed]
+            )
+            for state in needed:
+                state.load_payload(found[state.input_id])
 
     async def _named_by_receipts(
         self,

@@ -120,11 +120,7 @@ class RecoveringCore(CoreState):
             if state.is_terminal() or state.current_state() not in _APPLIED:
                 continue
             run_id, sequence = state.last_run_id(), state.last_boundary_sequence()
-            if (
-                state.persisted_input is not None
-                and run_id is not None
-                and sequence is not None
-            ):
+            if state.has_payload() and run_id is not None and sequence is not None:
                 groups.setdefault((run_id, sequence), []).append(state.input_id)
         return groups
 
@@ -148,7 +144,7 @@ class RecoveringCore(CoreState):
             if (  # the common case: kept as it is
                 state.current_state() is _S.QUEUED
                 and policy is not None
-                and state.persisted_input is not None
+                and state.has_payload()
             ):
                 state.recovery_count += 1  # decision 18
                 recounted.append(state)
@@ -195,7 +191,7 @@ class RecoveringCore(CoreState):
             state.policy = PolicySnapshot(
                 version=decision.policy_version, decision=decision
             )
-        if state.persisted_input is None:
+        if not state.has_payload():
             self._apply(state, il.Abandon(InputAbandonReason.Cancelled()))
             self._emit_abandoned(state)
             details.append(
@@ -219,6 +215,18 @@ class RecoveringCore(CoreState):
         if phase is _S.STAGED:
             return self._requeued(state, il.RollbackStaged())
         return "kept"
+
+    @staticmethod
+    def payload_needed(state: InputState) -> bool:
+        """Whether ``recover_loaded`` needs this loaded state's payload in
+        memory (PD-64): it rewrites every unfinished input it does not keep
+        queued as it is, and resolves a missing policy from the payload."""
+        if state.payload_loaded():
+            return False
+        phase = state.current_state()
+        if phase is _S.QUEUED:  # the common case first: one comparison
+            return state.policy is None
+        return not phase.is_terminal()
 
     def _requeued(
         self, state: InputState, lifecycle_input: il.InputLifecycleInput

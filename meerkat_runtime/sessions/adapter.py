@@ -15,8 +15,14 @@ renewed in the background (``sessions.ownership``) and released by
 dropped at once: its waiters hear ``RuntimeTerminated`` saying so, its loop
 and executor stop, and its driver never writes again.
 
+Inputs that processes which do not own a session submit to its inbox
+(``RuntimeSubmitter``, PD-58) are admitted when the session registers and
+whenever the adapter's ``InboxWatcher`` finds some (PD-61).
+
 ``close`` ends the adapter: from its first line on, nothing new is accepted,
-registered or waited on (``NotReady`` saying the adapter is closed), and
+registered or waited on (``NotReady`` saying the adapter is closed, also for
+an accept that was waiting for the session's lock while close released the
+lease), and
 every waiter, also one an accept racing the close registers after it, is
 answered ``RuntimeTerminated(CLOSED_REASON)``.
 """
@@ -24,6 +30,7 @@ answered ``RuntimeTerminated(CLOSED_REASON)``.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -36,7 +43,9 @@ from meerkat_runtime.driver.ephemeral import (
 from meerkat_runtime.driver.face import RuntimeDriver
 from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
 from meerkat_runtime.errors import (
+    FencedError,
     InternalError,
+    MeerkatError,
     NotReadyError,
     RuntimeDriverError,
     ValidationFailedError,
@@ -64,12 +73,19 @@ from meerkat_runtime.sessions.executor import (
     CoreExecutor,
     StopRuntimeExecutor,
 )
+from meerkat_runtime.sessions.inbox import (
+    DEFAULT_INBOX_POLL,
+    InboxWatcher,
+    checked_interval,
+)
 from meerkat_runtime.sessions.loop import RuntimeLoop, StoreBackoff
 from meerkat_runtime.sessions.ownership import OwnerLeases, default_owner
 from meerkat_runtime.sessions.session import Session
-from meerkat_runtime.store.base import RuntimeStore, owns_leases
+from meerkat_runtime.store.base import RuntimeStore, keeps_inbox, owns_leases
+from meerkat_runtime.store.leases import checked_owner
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 DEFAULT_RETRY_DELAY = 0.05
 CLOSED_REASON = "session adapter closed"
@@ -93,8 +109,11 @@ class RuntimeSessionAdapter:
         owner: str | None = None,
         claim_wait: float = 0.0,
         store_backoff: StoreBackoff | None = None,
+        inbox_poll: float = DEFAULT_INBOX_POLL,
     ) -> None:
-        """``retry_delay``: the pause after a failed run (PD-10);
+        """``inbox_poll``: seconds between two looks for inputs that other
+        processes submitted to this adapter's sessions (PD-61);
+        ``retry_delay``: the pause after a failed run (PD-10);
         ``store_backoff``: how the loops wait for a store that could not be
         reached (PD-39; by default 50 ms doubling up to 5 s); ``owner`` names
         this adapter in the store's leases (unique per adapter by default);
@@ -103,6 +122,8 @@ class RuntimeSessionAdapter:
         bounds each session's unfinished inputs (PD-43)."""
         if (store is None) != (blob_store is None):
             raise ValueError("a persistent adapter needs both a store and a blob store")
+        if owner is not None:
+            checked_owner(owner, "owner")
         self.ownership = (
             OwnerLeases(
                 store,
@@ -126,6 +147,16 @@ class RuntimeSessionAdapter:
         self._registering: dict[SessionId, asyncio.Future[None]] = {}
         self._closed = False
         self.control_plane = RuntimeControlPlane(self)
+        self.inbox_watcher = (
+            InboxWatcher(
+                store,
+                self._admit_runtime_inbox,
+                checked_interval(inbox_poll),
+                self.store_backoff,
+            )
+            if store is not None and keeps_inbox(store)
+            else None
+        )
 
     @classmethod
     def ephemeral(
@@ -156,6 +187,7 @@ class RuntimeSessionAdapter:
         owner: str | None = None,
         claim_wait: float = 0.0,
         store_backoff: StoreBackoff | None = None,
+        inbox_poll: float = DEFAULT_INBOX_POLL,
     ) -> RuntimeSessionAdapter:
         return cls(
             store,
@@ -167,6 +199,7 @@ class RuntimeSessionAdapter:
             owner=owner,
             claim_wait=claim_wait,
             store_backoff=store_backoff,
+            inbox_poll=inbox_poll,
         )
 
     # ---------------------------------------------------------------- registration
@@ -180,6 +213,7 @@ class RuntimeSessionAdapter:
                 policy_table=self.policy_table,
                 max_pending_inputs=self.max_pending_inputs,
                 ownership=self.ownership,
+                lazy_payloads=True,  # the loop loads them for its runs
             )
         return EphemeralRuntimeDriver(
             runtime_id,
@@ -206,9 +240,14 @@ class RuntimeSessionAdapter:
         driver = self._new_driver(runtime_id)
         report = await driver.recover()  # a failure propagates: not registered
         self._lost.pop(session_id, None)
-        self.sessions[session_id] = Session(
-            session_id, runtime_id, driver, recovery=report
-        )
+        session = Session(session_id, runtime_id, driver, recovery=report)
+        self.sessions[session_id] = session
+        if self.inbox_watcher is not None:
+            self.inbox_watcher.start()
+            try:  # what was submitted before this owner took the runtime
+                await self._admit_inbox(session)
+            except Exception:  # the watcher tries again; registered anyway
+                log.exception("inbox admission of %s failed", runtime_id)
 
     async def register_session_with_executor(
         self, session_id: SessionId, executor: CoreExecutor
@@ -255,25 +294,26 @@ class RuntimeSessionAdapter:
                 await self.ownership.release(session.runtime_id)
 
     def _ownership_lost(self, runtime_id: LogicalRuntimeId, reason: str) -> None:
-        """A lease is lost (PD-36): drop its session now, in a task of its
-        own (the write that found out may hold the session's lock)."""
+        """A lease is lost (PD-36): unregister its session and answer its
+        waiters at once, so that nothing else (the loop ending because its
+        write was fenced) answers them first with another reason; stop
+        its loop in a task of its own (the write that found out may hold
+        the session's lock)."""
         for session in self.sessions.values():
             if session.runtime_id == runtime_id:
-                task = asyncio.ensure_future(
-                    self._drop_lost(session, f"{OWNERSHIP_LOST}: {reason}")
-                )
+                why = f"{OWNERSHIP_LOST}: {reason}"
+                del self.sessions[session.session_id]
+                self._lost[session.session_id] = why
+                session.waiters.resolve_all(RuntimeTerminated(reason=why))
+                task = asyncio.ensure_future(self._drop_lost(session, why))
                 self._dropping.add(task)
                 task.add_done_callback(self._dropping.discard)
                 return
 
     async def _drop_lost(self, session: Session, reason: str) -> None:
-        """Unregister the session for ``reason``: accepts are refused
-        naming it, waiters hear it, the loop (and the run in flight) stops."""
-        if self.sessions.get(session.session_id) is session:
-            del self.sessions[session.session_id]
-            self._lost[session.session_id] = reason
+        """Stop the lost session's loop (and the run in flight); a waiter
+        registered meanwhile hears ``reason`` too."""
         outcome = RuntimeTerminated(reason=reason)
-        session.waiters.resolve_all(outcome)
         try:
             if session.loop is not None:
                 await session.loop.cancel()
@@ -333,6 +373,14 @@ class RuntimeSessionAdapter:
         except asyncio.CancelledError:
             self._after_admission(session)
             raise
+        except MeerkatError as error:
+            if self._closed and _fenced(error):
+                # It waited for the lock while close gave the lease back:
+                # refused for the close, not for another owner.
+                raise NotReadyError(
+                    session.driver.runtime_state(), "the session adapter is closed"
+                ) from error
+            raise
 
     async def accept_input_with_completion(
         self, session_id: SessionId, input: Input
@@ -351,6 +399,29 @@ class RuntimeSessionAdapter:
             self._after_admission(session)
             self._answer_if_gone(session)
         return outcome, handle
+
+    async def admit_inbox(self, session_id: SessionId) -> int:
+        """PD-58: admit what other processes submitted to the session's
+        inbox now, without waiting for the watcher; the entries taken."""
+        return await self._admit_inbox(self._open_session(session_id))
+
+    async def _admit_runtime_inbox(self, runtime_id: LogicalRuntimeId) -> int:
+        session = self.sessions.get(SessionId(str(runtime_id)))
+        if self._closed or session is None or session.runtime_id != runtime_id:
+            return 0  # another owner's runtime (or none's: placement's job)
+        return await self._admit_inbox(session)
+
+    async def _admit_inbox(self, session: Session) -> int:
+        driver = session.driver
+        if not isinstance(driver, PersistentRuntimeDriver):
+            return 0
+        taken = 0
+        async with session.lock:
+            try:
+                taken = await driver.admit_from_inbox()
+            finally:
+                self._after_admission(session)
+        return taken
 
     def _register_waiter(
         self, session: Session, input_id: InputId | None
@@ -384,7 +455,12 @@ class RuntimeSessionAdapter:
     async def input_state(
         self, session_id: SessionId, input_id: InputId
     ) -> InputState | None:
-        return self._session(session_id).driver.input_state(input_id)
+        """A copy of the input's state, its payload included (read from the
+        store when the runtime left it there, PD-64)."""
+        driver = self._session(session_id).driver
+        if isinstance(driver, PersistentRuntimeDriver):
+            return await driver.input_state_with_payload(input_id)
+        return driver.input_state(input_id)
 
     async def list_active_inputs(self, session_id: SessionId) -> list[InputId]:
         return self._session(session_id).driver.active_input_ids()
@@ -499,10 +575,19 @@ class RuntimeSessionAdapter:
                 except asyncio.CancelledError:
                     cancelled = True
             session.waiters.resolve_all(CLOSED)
+        if self.inbox_watcher is not None:
+            await self.inbox_watcher.close()
         if self.ownership is not None:
             await self.ownership.close()  # after the loops: none writes now
         if cancelled:
             raise asyncio.CancelledError()
+
+
+def _fenced(error: MeerkatError) -> bool:
+    """``Fenced``, as the store raised it or as the driver wrapped it."""
+    if isinstance(error, InternalError):
+        return isinstance(error.store_error, FencedError)
+    return isinstance(error, FencedError)
 
 
 def _finished(driver: RuntimeDriver, input_id: InputId) -> bool:

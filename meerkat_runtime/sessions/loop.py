@@ -33,7 +33,12 @@ from dataclasses import dataclass
 from meerkat_runtime.driver.face import RuntimeDriver
 from meerkat_runtime.driver.images import hydrate_images
 from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
-from meerkat_runtime.errors import InternalError, RuntimeDriverError, is_retryable
+from meerkat_runtime.errors import (
+    InternalError,
+    RuntimeDriverError,
+    RuntimeStoreError,
+    is_retryable,
+)
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, RunId
 from meerkat_runtime.input_state import bounded_error
@@ -116,6 +121,7 @@ class RuntimeLoop:
         self._controls: deque[AnyRunControlCommand] = deque()
         self._stop_sent = asyncio.Event()  # a Stop is queued: pauses end early
         self._withdrawn = 0  # runs withdrawn in a row (store faults, PD-38)
+        self._fetch_refusals = 0  # payload loads refused in a row (PD-64)
         self.task: asyncio.Task[None] | None = None
         self.stopped = False
         self._closing = False  # cancel() was called: end retries, then go
@@ -159,6 +165,7 @@ class RuntimeLoop:
     # ---------------------------------------------------------------- main
 
     async def _main(self) -> None:
+        reason = "runtime loop exited"
         try:
             while not self.stopped:
                 self.waiting.set()
@@ -168,16 +175,15 @@ class RuntimeLoop:
                 if await self._apply_controls():
                     return
                 await self._process_queue()
-        except Exception:
+        except Exception as exc:
             log.exception(
                 "runtime loop of %s stopped by an error", self.session.runtime_id
             )
+            reason = f"{reason}: {failure_text(exc)}"
             raise
         finally:
-            # W-3: whoever is still waiting learns the loop is gone.
-            self.session.waiters.resolve_all(
-                RuntimeTerminated(reason="runtime loop exited")
-            )
+            # W-3: whoever is still waiting learns the loop is gone (and why).
+            self.session.waiters.resolve_all(RuntimeTerminated(reason=reason))
 
     async def _apply_controls(self) -> bool:
         """W-4: forward every queued command; True when the loop must stop."""
@@ -209,13 +215,34 @@ class RuntimeLoop:
         while True:
             if await self._apply_controls():
                 return
-            staged = await self._stage_next()
+            try:
+                staged = await self._stage_next()
+            except RuntimeStoreError as exc:
+                if not await self._fetch_refused(exc):
+                    raise
+                continue
             if staged is None:
                 return
             run_id, batch, lane = staged
             finished = await self._run(run_id, batch, lane)
             if not finished:
                 return
+
+    async def _fetch_refused(self, error: RuntimeStoreError) -> bool:
+        """The store could not hand over a batch's payloads (PD-64); the
+        batch stays queued. True: it may answer later, so the loop pauses
+        (growing, as for any store fault) and tries again. False: it will
+        not (a corrupt record above all): the loop stops with the error,
+        which names the input, and abandons nothing."""
+        if not error.retryable or self._closing:
+            log.error("runtime %s: %s", self.session.runtime_id, error)
+            return False
+        log.warning(
+            "runtime %s: payloads not loaded (%s)", self.session.runtime_id, error
+        )
+        self._fetch_refusals += 1
+        await self._pause(self.store_backoff.pause(self._fetch_refusals - 1))
+        return True
 
     async def _stage_next(
         self,
@@ -227,11 +254,15 @@ class RuntimeLoop:
             ids, lane = next_batch(
                 driver.queued_input_ids(Lane.STEER),
                 driver.queued_input_ids(Lane.QUEUE),
-                driver.payload,
+                driver.input_kind,
             )
             if not ids:
                 return None
+            # PD-64: one read for the batch's payloads left in the store,
+            # before anything changes (a failure leaves the batch queued).
+            await driver.load_payloads(ids)
             run_id = RunId.new()
+            self._fetch_refusals = 0
             driver.start_run(run_id)
             driver.stage_batch(ids, run_id)
             return run_id, [(i, driver.payload(i)) for i in ids], lane

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from meerkat_runtime.errors import RuntimeOwnedError, RuntimeStoreError
 from meerkat_runtime.ids import LogicalRuntimeId
 from meerkat_runtime.store.base import RuntimeStore
-from meerkat_runtime.store.leases import CLAIM_POLL_S, OwnerLease
+from meerkat_runtime.store.leases import CLAIM_POLL_S, Clock, OwnerLease
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,13 @@ class OwnerLeases:
         on_lost: LostCallback,
         *,
         claim_wait: float = 0.0,
+        clock: Clock = time.monotonic,
     ) -> None:
+        """``clock``: the owner's clock its deadlines are on, monotonic
+        seconds; a seam for tests that move time themselves (PD-63)."""
         self.store = store
         self.owner = owner
+        self.clock = clock
         self.ttl = store.lease_ttl
         self.claim_wait = claim_wait
         self.held: dict[LogicalRuntimeId, OwnerLease] = {}
@@ -68,19 +72,21 @@ class OwnerLeases:
     async def claim(self, runtime_id: LogicalRuntimeId) -> OwnerLease:
         """The runtime's lease, or ``RuntimeOwnedError`` once ``claim_wait``
         seconds passed with another owner holding it."""
-        give_up = time.monotonic() + self.claim_wait
+        give_up = self.clock() + self.claim_wait
         while True:
-            sent = time.monotonic()
+            sent = self.clock()
             try:
                 epoch = await self.store.claim(runtime_id, self.owner, self.ttl)
                 break
             except RuntimeOwnedError as exc:
-                left = give_up - time.monotonic()
+                left = give_up - self.clock()
                 if left <= 0:
                     raise
                 expiry = max(0.0, exc.expires_at - time.time())
                 await asyncio.sleep(min(left, expiry, CLAIM_POLL_S))
-        lease = OwnerLease(runtime_id, epoch, self._deadline(sent), self._lost)
+        lease = OwnerLease(
+            runtime_id, epoch, self._deadline(sent), self._lost, self.clock
+        )
         self.held[runtime_id] = lease
         if self._renewer is None or self._renewer.done():
             self._renewer = asyncio.ensure_future(self._renewing())
@@ -112,7 +118,7 @@ class OwnerLeases:
 
     async def _renewing(self) -> None:
         while self.held:
-            now = time.monotonic()
+            now = self.clock()
             earliest = min(lease.deadline for lease in self.held.values())
             await asyncio.sleep(max(0.0, min(self.ttl * RENEW_EVERY, earliest - now)))
             await self.renew_once()
@@ -123,7 +129,7 @@ class OwnerLeases:
         leases = dict(self.held)
         if not leases:
             return
-        sent = time.monotonic()
+        sent = self.clock()
         earliest = min(lease.deadline for lease in leases.values())
         epochs = {rid: lease.epoch for rid, lease in leases.items()}
         try:

@@ -31,23 +31,26 @@ from meerkat_runtime.ledger import Lane
 from meerkat_runtime.runs import RunApplyBoundary
 from meerkat_runtime.sessions.executor import Append, StagedInput
 
+_PROMPT = "prompt"  # ``PromptInput.kind_id``
+
 
 def next_batch(
     steer: Sequence[InputId],
     queue: Sequence[InputId],
-    payload: Callable[[InputId], Input],
+    kind: Callable[[InputId], str],
 ) -> tuple[list[InputId], Lane]:
-    """C-20: the ids of the next run and the lane they come from (``payload``
-    is consulted only for the head of the queue, not the whole lane)."""
+    """C-20: the ids of the next run and the lane they come from (``kind``,
+    an input's kind, is consulted only for the head of the queue, not the
+    whole lane; payloads may still be in the store, PD-64)."""
     if steer:
         return list(steer), Lane.STEER
     if not queue:
         return [], Lane.QUEUE
-    if isinstance(payload(queue[0]), PromptInput):
+    if kind(queue[0]) == _PROMPT:
         return [queue[0]], Lane.QUEUE
     batch: list[InputId] = []
     for input_id in queue:
-        if isinstance(payload(input_id), PromptInput):
+        if kind(input_id) == _PROMPT:
             break
         batch.append(input_id)
     return batch, Lane.QUEUE

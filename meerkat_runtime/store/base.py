@@ -24,9 +24,10 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from typing import ClassVar, Self
+from typing import TYPE_CHECKING, ClassVar, Self
 
 from meerkat_runtime.codec import Value
+from meerkat_runtime.driver.validation import DEFAULT_MAX_INPUT_BYTES
 from meerkat_runtime.errors import (
     ConflictError,
     CorruptError,
@@ -41,8 +42,14 @@ from meerkat_runtime.errors import (
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
+from meerkat_runtime.inputs import AnyInput
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
 from meerkat_runtime.store.leases import DEFAULT_LEASE_TTL, Lease
+
+if TYPE_CHECKING:  # the inbox module builds on this one
+    from meerkat_runtime.inputs import Input
+    from meerkat_runtime.outcomes import AcceptOutcome
+    from meerkat_runtime.store.inbox import InboxEntry
 
 # The store error family lives in meerkat_runtime.errors, beside its root;
 # it is re-exported here, where stores and their users always found it.
@@ -62,6 +69,10 @@ __all__ = [
     "as_store_error",
     "cancel_safe",
     "commit_recovery",
+    "keeps_inbox",
+    "load_payloads",
+    "load_skeletons",
+    "loads_lazily",
     "mint_receipt",
     "owns_leases",
     "required_snapshot",
@@ -307,6 +318,51 @@ class RuntimeStore(ABC):
                 found[run_id, sequence] = receipt
         return list(found.values())
 
+    async def list_runtimes_with_work(
+        self, *, unowned: bool = False
+    ) -> list[LogicalRuntimeId]:
+        """The runtimes holding at least one unfinished, non-ephemeral input
+        (``store/work.py``), in id order; with ``unowned``, only those
+        without a live lease (on the store's lease clock): what a fleet
+        worker looks for to claim (PD-67). The built-in stores answer it;
+        a store that cannot list its runtimes raises
+        ``NotImplementedError``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its runtimes")
+
+    # ------------------------------------------------------------ payloads
+    # PD-64. A store that sets ``lazy_payloads`` reads records without their
+    # payloads and fetches payloads by id, one read per call; a driver over
+    # it leaves payloads in the store until a run needs them. These defaults
+    # (for a store that does not) load everything, as before. A store that
+    # sets it counts ``commit_recovery``'s ``recounted`` inputs without
+    # rewriting their records (their payloads are not in memory).
+
+    lazy_payloads: bool = False
+
+    async def load_input_skeletons(
+        self, runtime_id: LogicalRuntimeId
+    ) -> list[InputState]:
+        """``load_input_states``, each payload left in the store when the
+        store ``lazy_payloads`` (its ``stored_payload`` says what it is)."""
+        return await self.load_input_states(runtime_id)
+
+    async def load_payloads(
+        self, runtime_id: LogicalRuntimeId, input_ids: Sequence[InputId]
+    ) -> dict[InputId, AnyInput]:
+        """The stored payloads of ``input_ids``, in one read. A record that
+        fails its checks, is missing or holds no payload is ``Corrupt``,
+        naming the input. This default reads each record on its own."""
+        found: dict[InputId, AnyInput] = {}
+        for input_id in input_ids:
+            state = await self.load_input_state(runtime_id, input_id)
+            if state is None or state.persisted_input is None:
+                raise CorruptError(
+                    f"runtime {str(runtime_id)!r}, input {str(input_id)!r}: "
+                    "the store holds no payload for it"
+                )
+            found[input_id] = state.persisted_input
+        return found
+
     # ------------------------------------------------------------ ownership
     # PD-36 (store/leases.py). A store that keeps leases sets
     # ``keeps_leases`` and implements all five; drivers over any other store
@@ -362,6 +418,61 @@ class RuntimeStore(ABC):
         from meerkat_runtime.store.fenced import FencedStore  # it builds on this
 
         return FencedStore(self, runtime_id, epoch)
+
+    # ---------------------------------------------------------------- inbox
+    # PD-58 (store/inbox.py). A store that keeps inboxes sets ``keeps_inbox``
+    # and implements all five; any other refuses submissions from processes
+    # that do not own the runtime.
+
+    keeps_inbox: bool = False
+
+    async def submit_to_inbox(
+        self,
+        runtime_id: LogicalRuntimeId,
+        input: Input,
+        *,
+        max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+    ) -> AcceptOutcome:
+        """Write ``input`` to the runtime's inbox, acknowledged after the
+        commit: ``Submitted``. In the same transaction, an input with its id
+        or idempotency key already in the inbox or the ledger answers
+        ``Deduplicated`` and writes nothing. Checked as admission checks an
+        input (``inbox.checked_submission``): a bad value raises
+        ``ValidationFailed`` and a refused one answers ``Rejected``, with
+        nothing written either way."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no inbox")
+
+    async def load_inbox(
+        self, runtime_id: LogicalRuntimeId, limit: int | None = None
+    ) -> list[InboxEntry]:
+        """The runtime's pending entries in arrival order (the first
+        ``limit`` of them)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no inbox")
+
+    async def load_inbox_entry(
+        self, runtime_id: LogicalRuntimeId, input_id: InputId
+    ) -> InboxEntry | None:
+        """One entry, pending or settled; None when the inbox has none (it
+        was admitted, or never submitted)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no inbox")
+
+    async def admit_from_inbox(
+        self,
+        runtime_id: LogicalRuntimeId,
+        runtime_state: RuntimeState,
+        input_states: Sequence[InputState],
+        taken: Sequence[InboxEntry],
+    ) -> None:
+        """The owner's admission, atomically: the phase, ``input_states``
+        (what admitting touched), and each entry of ``taken`` removed (when
+        admitted: ``settlement`` None) or settled. An entry of ``taken`` no
+        longer pending is a ``Conflict``, and nothing is written. Fenced like
+        every write of an owner (``fenced``)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no inbox")
+
+    async def list_runtimes_with_inbox(self) -> list[LogicalRuntimeId]:
+        """Every runtime with at least one pending entry, sorted."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no inbox")
 
     async def close(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Release resources; the store must not be used afterwards."""
@@ -430,6 +541,36 @@ def owns_leases(store: object) -> bool:
 def ends_runs_atomically(store: object) -> bool:
     """``ends_runs_atomically``; a store that does not say cannot."""
     return bool(getattr(store, "ends_runs_atomically", False))
+
+
+def keeps_inbox(store: object) -> bool:
+    """``keeps_inbox``; a store that does not say keeps none."""
+    return bool(getattr(store, "keeps_inbox", False))
+
+
+def loads_lazily(store: object) -> bool:
+    """``lazy_payloads``; a store that does not say loads everything."""
+    return bool(getattr(store, "lazy_payloads", False))
+
+
+async def load_skeletons(
+    store: RuntimeStore, runtime_id: LogicalRuntimeId
+) -> list[InputState]:
+    """``store.load_input_skeletons``, or every state in full."""
+    if loads_lazily(store):
+        return await store.load_input_skeletons(runtime_id)
+    return await store.load_input_states(runtime_id)
+
+
+async def load_payloads(
+    store: RuntimeStore, runtime_id: LogicalRuntimeId, input_ids: Sequence[InputId]
+) -> dict[InputId, AnyInput]:
+    """``store.load_payloads``, or the default (one read per input)."""
+    own = getattr(store, "load_payloads", None)
+    if own is None:
+        return await RuntimeStore.load_payloads(store, runtime_id, input_ids)
+    found: dict[InputId, AnyInput] = await own(runtime_id, input_ids)
+    return found
 
 
 def cancel_safe(store: object) -> bool:

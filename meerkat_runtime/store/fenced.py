@@ -5,18 +5,21 @@ owner's (runtime, epoch); the store underneath reads it at the start of the
 write and checks it against the lease in the write's own transaction. The
 view holds no state of its own: a store subclass or wrapper underneath (a
 fault injector, a gated test store) sees every change made to it after the
-view was made. Reads, and anything else the view does not know, go to the
-store unchanged.
+view was made. Reads, leases (``StoreWrapper``) and anything else the view
+does not know go to the store unchanged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
+from meerkat_runtime.driver.validation import DEFAULT_MAX_INPUT_BYTES
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
+from meerkat_runtime.inputs import Input
+from meerkat_runtime.outcomes import AcceptOutcome
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
 from meerkat_runtime.store.base import (
     RuntimeStore,
@@ -25,29 +28,28 @@ from meerkat_runtime.store.base import (
     commit_recovery,
     ends_runs_atomically,
 )
-from meerkat_runtime.store.leases import WRITE_FENCE, Lease
+from meerkat_runtime.store.inbox import InboxEntry
+from meerkat_runtime.store.leases import WRITE_FENCE
+from meerkat_runtime.store.wrapper import StoreWrapper
 
 T = TypeVar("T")
 
 
-class FencedStore(RuntimeStore):
+class FencedStore(StoreWrapper):
     """``store.fenced(runtime_id, epoch)``. Closing the view does nothing:
     the store is its creator's to close."""
-
-    keeps_leases = True
 
     def __init__(
         self, store: RuntimeStore, runtime_id: LogicalRuntimeId, epoch: int
     ) -> None:
-        self.store = store
+        super().__init__(store)
         self.fence = (str(runtime_id), epoch)
-        self.lease_ttl = store.lease_ttl
         # No suspension point of its own: as cancel-safe as the store.
         self.cancel_safe_writes = cancel_safe(store)  # type: ignore[misc]
         self.ends_runs_atomically = ends_runs_atomically(store)
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.store, name)
+        return getattr(self.inner, name)
 
     async def _fenced(self, call: Awaitable[T]) -> T:
         token = WRITE_FENCE.set(self.fence)
@@ -57,19 +59,19 @@ class FencedStore(RuntimeStore):
             WRITE_FENCE.reset(token)
 
     def fenced(self, runtime_id: LogicalRuntimeId, epoch: int) -> RuntimeStore:
-        return self.store.fenced(runtime_id, epoch)
+        return self.inner.fenced(runtime_id, epoch)
 
     # ---------------------------------------------------------------- writes
 
     async def persist_input_state(
         self, runtime_id: LogicalRuntimeId, state: InputState
     ) -> None:
-        await self._fenced(self.store.persist_input_state(runtime_id, state))
+        await self._fenced(self.inner.persist_input_state(runtime_id, state))
 
     async def persist_runtime_state(
         self, runtime_id: LogicalRuntimeId, state: RuntimeState
     ) -> None:
-        await self._fenced(self.store.persist_runtime_state(runtime_id, state))
+        await self._fenced(self.inner.persist_runtime_state(runtime_id, state))
 
     async def atomic_lifecycle_commit(
         self,
@@ -78,7 +80,7 @@ class FencedStore(RuntimeStore):
         input_states: Sequence[InputState],
     ) -> None:
         await self._fenced(
-            self.store.atomic_lifecycle_commit(runtime_id, runtime_state, input_states)
+            self.inner.atomic_lifecycle_commit(runtime_id, runtime_state, input_states)
         )
 
     async def commit_recovery(
@@ -89,7 +91,7 @@ class FencedStore(RuntimeStore):
         recounted: Sequence[InputState],
     ) -> None:
         await self._fenced(
-            commit_recovery(self.store, runtime_id, runtime_state, changed, recounted)
+            commit_recovery(self.inner, runtime_id, runtime_state, changed, recounted)
         )
 
     async def atomic_apply(
@@ -101,7 +103,7 @@ class FencedStore(RuntimeStore):
         session_store_key: str | None = None,
     ) -> None:
         await self._fenced(
-            self.store.atomic_apply(
+            self.inner.atomic_apply(
                 runtime_id, session_delta, receipt, input_updates, session_store_key
             )
         )
@@ -116,7 +118,7 @@ class FencedStore(RuntimeStore):
         session_store_key: str | None = None,
     ) -> None:
         await self._fenced(
-            self.store.atomic_apply_and_lifecycle_commit(
+            self.inner.atomic_apply_and_lifecycle_commit(
                 runtime_id,
                 session_delta,
                 receipt,
@@ -136,7 +138,7 @@ class FencedStore(RuntimeStore):
         input_updates: Sequence[InputState],
     ) -> RunBoundaryReceipt:
         return await self._fenced(
-            self.store.commit_session_boundary(
+            self.inner.commit_session_boundary(
                 runtime_id,
                 session_delta,
                 run_id,
@@ -146,58 +148,25 @@ class FencedStore(RuntimeStore):
             )
         )
 
-    # ---------------------------------------------------------------- reads
-
-    async def load_input_states(self, runtime_id: LogicalRuntimeId) -> list[InputState]:
-        return await self.store.load_input_states(runtime_id)
-
-    async def load_input_state(
-        self, runtime_id: LogicalRuntimeId, input_id: InputId
-    ) -> InputState | None:
-        return await self.store.load_input_state(runtime_id, input_id)
-
-    async def load_boundary_receipt(
-        self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
-    ) -> RunBoundaryReceipt | None:
-        return await self.store.load_boundary_receipt(runtime_id, run_id, sequence)
-
-    async def load_boundary_receipts(
-        self, runtime_id: LogicalRuntimeId
-    ) -> list[RunBoundaryReceipt]:
-        return await self.store.load_boundary_receipts(runtime_id)
-
-    async def load_session_snapshot(self, runtime_id: LogicalRuntimeId) -> bytes | None:
-        return await self.store.load_session_snapshot(runtime_id)
-
-    async def load_runtime_state(
-        self, runtime_id: LogicalRuntimeId
-    ) -> RuntimeState | None:
-        return await self.store.load_runtime_state(runtime_id)
-
-    # ---------------------------------------------------------------- leases
-
-    async def claim(
+    async def admit_from_inbox(
         self,
         runtime_id: LogicalRuntimeId,
-        owner: str,
-        ttl: float | None = None,
-        *,
-        wait: float = 0.0,
-    ) -> int:
-        return await self.store.claim(runtime_id, owner, ttl, wait=wait)
-
-    async def renew(
-        self,
-        owner: str,
-        epochs: Mapping[LogicalRuntimeId, int],
-        ttl: float | None = None,
-    ) -> list[LogicalRuntimeId]:
-        return await self.store.renew(owner, epochs, ttl)
-
-    async def release(
-        self, runtime_id: LogicalRuntimeId, owner: str, epoch: int
+        runtime_state: RuntimeState,
+        input_states: Sequence[InputState],
+        taken: Sequence[InboxEntry],
     ) -> None:
-        await self.store.release(runtime_id, owner, epoch)
+        await self._fenced(
+            self.inner.admit_from_inbox(runtime_id, runtime_state, input_states, taken)
+        )
 
-    async def load_leases(self) -> list[Lease]:
-        return await self.store.load_leases()
+    # A submission is nobody's write: it is not fenced (PD-58).
+    async def submit_to_inbox(
+        self,
+        runtime_id: LogicalRuntimeId,
+        input: Input,
+        *,
+        max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+    ) -> AcceptOutcome:
+        return await self.inner.submit_to_inbox(
+            runtime_id, input, max_input_bytes=max_input_bytes
+        )

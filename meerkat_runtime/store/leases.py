@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from meerkat_runtime.errors import FencedError, RuntimeOwnedError
+from meerkat_runtime.ids import name_problem
 
 # Seconds an owner's lease lives without a renewal, unless a store is told
 # otherwise (``lease_ttl=``). An owner renews every quarter of it, so a
@@ -95,9 +96,14 @@ def checked_ttl(ttl: object) -> float:
     return float(ttl)
 
 
-def checked_owner(owner: object) -> str:
-    if not isinstance(owner, str) or not owner:
-        raise ValueError(f"a lease owner must be a non-empty str, not {owner!r}")
+def checked_owner(owner: object, field: str = "lease owner") -> str:
+    """An owner id, held to the rules of a caller-chosen name
+    (``ids.name_problem``), or a ValueError naming ``field``."""
+    if not isinstance(owner, str):
+        raise ValueError(f"{field} must be a str, not {owner!r}")
+    problem = name_problem(owner)
+    if problem is not None:
+        raise ValueError(f"{field} {owner!r}: {problem}")
     return owner
 
 
@@ -117,6 +123,15 @@ def still_held(current: Lease | None, owner: str, epoch: int) -> bool:
     """Whether a renewal or release by ``owner`` at ``epoch`` applies: the
     row still carries that epoch (expired or not: nobody took over)."""
     return current is not None and current.owner == owner and current.epoch == epoch
+
+
+def renewable(current: Lease | None, owner: str, epoch: int) -> bool:
+    """Whether a renewal applies: held at that epoch and not released. A
+    renewal sent before a release and applied after it must not bring the
+    lease back (PD-67): it would keep every other owner out until expiry."""
+    return still_held(current, owner, epoch) and not (
+        current is not None and current.released
+    )
 
 
 def check_fence(runtime_id: str, epoch: int, current_epoch: int | None) -> None:
@@ -148,7 +163,7 @@ class OwnerLease:
     deadline on the monotonic clock (PD-37), past which it no longer trusts
     it. ``lose`` marks it lost once and tells ``on_lost``."""
 
-    __slots__ = ("deadline", "epoch", "lost", "on_lost", "runtime_id")
+    __slots__ = ("clock", "deadline", "epoch", "lost", "on_lost", "runtime_id")
 
     def __init__(
         self,
@@ -156,15 +171,17 @@ class OwnerLease:
         epoch: int,
         deadline: float,
         on_lost: Callable[[OwnerLease, str], None],
+        clock: Clock = time.monotonic,
     ) -> None:
         self.runtime_id = runtime_id
         self.epoch = epoch
         self.deadline = deadline
         self.lost: str | None = None
         self.on_lost = on_lost
+        self.clock = clock  # the owner's clock ``deadline`` is on (PD-37)
 
     def valid(self) -> bool:
-        return self.lost is None and time.monotonic() < self.deadline
+        return self.lost is None and self.clock() < self.deadline
 
     def refusal(self) -> FencedError:
         """What a write raises once the lease is not ``valid``: it never

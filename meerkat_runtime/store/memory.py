@@ -12,14 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 from meerkat_runtime.codec import gc_paused
+from meerkat_runtime.driver.validation import DEFAULT_MAX_INPUT_BYTES
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
+from meerkat_runtime.inputs import AnyInput, Input
+from meerkat_runtime.outcomes import AcceptOutcome, Deduplicated, Submitted
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
-from meerkat_runtime.store import leases, records
+from meerkat_runtime.store import inbox, leases, records, work
 from meerkat_runtime.store.base import (
     AppliesRunEnds,
     ConflictError,
@@ -31,6 +34,8 @@ from meerkat_runtime.store.base import (
 )
 
 _Key = tuple[str, str, int]  # (runtime, run, sequence)
+# An inbox row: (arrival, idempotency key, pending, stored record).
+_InboxRow = tuple[int, str | None, bool, bytes]
 
 
 class InMemoryRuntimeStore(AppliesRunEnds):
@@ -39,6 +44,10 @@ class InMemoryRuntimeStore(AppliesRunEnds):
     cancel_safe_writes = True
 
     keeps_leases = True
+    keeps_inbox = True
+    # It holds every record in memory anyway, and its recovery rewrites each
+    # pending record (which needs the payloads): it loads them all (PD-64).
+    lazy_payloads = False
 
     def __init__(self, *, lease_ttl: float = leases.DEFAULT_LEASE_TTL) -> None:
         self.lease_ttl = leases.checked_ttl(lease_ttl)
@@ -50,6 +59,8 @@ class InMemoryRuntimeStore(AppliesRunEnds):
         self._snapshots: dict[str, bytes] = {}
         self._states: dict[str, bytes] = {}
         self._leases: dict[str, leases.Lease] = {}
+        self._inbox: dict[str, dict[str, _InboxRow]] = {}
+        self._arrivals: dict[str, int] = {}  # the last arrival given, per runtime
         # Testing seam: raised by the next write instead of writing (once).
         self.fail_next_commit: Exception | None = None
 
@@ -158,6 +169,128 @@ class InMemoryRuntimeStore(AppliesRunEnds):
                     )
                 yield
 
+    # ---------------------------------------------------------------- inbox
+
+    async def submit_to_inbox(
+        self,
+        runtime_id: LogicalRuntimeId,
+        input: Input,
+        *,
+        max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+    ) -> AcceptOutcome:
+        checked = inbox.checked_submission(input, max_input_bytes)
+        if not isinstance(checked, Input):
+            return checked
+        rid, key = str(runtime_id), inbox.key_of(checked)
+        async with self._writing(runtime_id):
+            duplicate = self._inbox_duplicate(rid, checked, key)
+            if duplicate is not None:
+                return duplicate
+            data = inbox.encode_entry(checked)
+            arrival = self._arrivals.get(rid, 0) + 1
+            self._arrivals[rid] = arrival
+            rows = self._inbox.setdefault(rid, {})
+            rows[str(checked.id())] = (arrival, key, True, data)
+        return Submitted(input_id=checked.id())
+
+    def _inbox_duplicate(
+        self, rid: str, inp: Input, key: str | None
+    ) -> AcceptOutcome | None:
+        """PD-59: the inbox first, then the ledger (as the SQL stores)."""
+        rows = self._inbox.get(rid, {})
+        iid = str(inp.id())
+        for entry_id, (arrival, entry_key, _, data) in rows.items():
+            if entry_id == iid or (key is not None and entry_key == key):
+                entry = inbox.decode_entry(rid, entry_id, arrival, data)
+                found = inbox.duplicate_of(inp, entry)
+                if found is not None:
+                    return found
+        ledger = self._inputs.get(rid, {})
+        if iid in ledger:
+            return Deduplicated(input_id=inp.id(), existing_id=inp.id())
+        if key is None:
+            return None
+        pattern = inbox.key_pattern(key)
+        candidates = [
+            records.decode_state(rid, i, d) for i, d in ledger.items() if pattern in d
+        ]
+        existing = inbox.ledger_key_match(candidates, key)
+        return (
+            None
+            if existing is None
+            else Deduplicated(input_id=inp.id(), existing_id=existing)
+        )
+
+    async def admit_from_inbox(
+        self,
+        runtime_id: LogicalRuntimeId,
+        runtime_state: RuntimeState,
+        input_states: Sequence[InputState],
+        taken: Sequence[inbox.InboxEntry],
+    ) -> None:
+        rid = str(runtime_id)
+        async with self._writing(runtime_id):
+            rows = self._inbox.get(rid, {})
+            changes: dict[str, _InboxRow | None] = {}
+            for entry in taken:
+                iid = str(entry.input_id)
+                row = rows.get(iid)
+                if row is None or not row[2] or iid in changes:
+                    raise ConflictError(
+                        f"inbox entry {iid!r} of runtime {rid!r} is no longer pending"
+                    )
+                settlement = entry.settlement
+                changes[iid] = (
+                    None
+                    if settlement is None
+                    else (
+                        row[0],
+                        row[1],
+                        False,
+                        inbox.encode_entry(entry.input, settlement),
+                    )
+                )
+            encoded = self._encode_all(input_states)
+            phase = records.encode_phase(runtime_state)
+            for iid, new in changes.items():
+                if new is None:
+                    del rows[iid]
+                else:
+                    rows[iid] = new
+            self._states[rid] = phase
+            self._publish(rid, encoded)
+
+    async def load_inbox(
+        self, runtime_id: LogicalRuntimeId, limit: int | None = None
+    ) -> list[inbox.InboxEntry]:
+        rid = str(runtime_id)
+        async with self._lock:
+            rows = sorted(
+                (arrival, iid, data)
+                for iid, (arrival, _, pending, data) in self._inbox.get(rid, {}).items()
+                if pending
+            )
+        return [
+            inbox.decode_entry(rid, iid, arrival, data)
+            for arrival, iid, data in rows[:limit]
+        ]
+
+    async def load_inbox_entry(
+        self, runtime_id: LogicalRuntimeId, input_id: InputId
+    ) -> inbox.InboxEntry | None:
+        rid, iid = str(runtime_id), str(input_id)
+        async with self._lock:
+            row = self._inbox.get(rid, {}).get(iid)
+        return None if row is None else inbox.decode_entry(rid, iid, row[0], row[3])
+
+    async def list_runtimes_with_inbox(self) -> list[LogicalRuntimeId]:
+        async with self._lock:
+            return [
+                LogicalRuntimeId(rid)
+                for rid, rows in sorted(self._inbox.items())
+                if any(row[2] for row in rows.values())
+            ]
+
     # ---------------------------------------------------------------- ownership
 
     async def claim(
@@ -193,7 +326,7 @@ class InMemoryRuntimeStore(AppliesRunEnds):
             expires_at = self.lease_clock() + span
             for runtime_id, epoch in epochs.items():
                 rid = str(runtime_id)
-                if leases.still_held(self._leases.get(rid), owner, epoch):
+                if leases.renewable(self._leases.get(rid), owner, epoch):
                     self._leases[rid] = leases.Lease(rid, owner, epoch, expires_at)
                 else:
                     lost.append(runtime_id)
@@ -233,11 +366,50 @@ class InMemoryRuntimeStore(AppliesRunEnds):
     # ---------------------------------------------------------------- reads
 
     async def load_input_states(self, runtime_id: LogicalRuntimeId) -> list[InputState]:
+        return await self._load_inputs(runtime_id, records.decode_state)
+
+    async def load_input_skeletons(
+        self, runtime_id: LogicalRuntimeId
+    ) -> list[InputState]:
+        return await self._load_inputs(runtime_id, records.decode_skeleton_state)
+
+    async def _load_inputs(
+        self,
+        runtime_id: LogicalRuntimeId,
+        decode: Callable[[str, str, object], InputState],
+    ) -> list[InputState]:
         rid = str(runtime_id)
         async with self._lock:
             rows = list(self._inputs.get(rid, {}).items())
         with gc_paused():  # a bulk decode: see codec.gc_paused
-            return [records.decode_state(rid, iid, data) for iid, data in rows]
+            return [decode(rid, iid, data) for iid, data in rows]
+
+    async def load_payloads(
+        self, runtime_id: LogicalRuntimeId, input_ids: Sequence[InputId]
+    ) -> dict[InputId, AnyInput]:
+        rid = str(runtime_id)
+        async with self._lock:
+            table = self._inputs.get(rid, {})
+            rows = [(str(i), table[str(i)]) for i in input_ids if str(i) in table]
+        return records.payloads_found(rid, input_ids, rows)
+
+    async def list_runtimes_with_work(
+        self, *, unowned: bool = False
+    ) -> list[LogicalRuntimeId]:
+        async with self._lock:
+            now = self.lease_clock()
+            tables = [
+                (rid, list(rows.values()))
+                for rid, rows in self._inputs.items()
+                if not (
+                    unowned and rid in self._leases and self._leases[rid].held_at(now)
+                )
+            ]
+        return sorted(
+            LogicalRuntimeId(rid)
+            for rid, rows in tables
+            if any(work.is_work(row) for row in rows)
+        )
 
     async def load_input_state(
         self, runtime_id: LogicalRuntimeId, input_id: InputId
@@ -300,6 +472,8 @@ class InMemoryRuntimeStore(AppliesRunEnds):
             }
         if table == records.STATES:
             return {rid: self._states[rid]} if rid in self._states else {}
+        if table == inbox.INBOX:
+            return {iid: row[3] for iid, row in self._inbox.get(rid, {}).items()}
         return {rid: self._snapshots[rid]} if rid in self._snapshots else {}
 
     def corrupt_row(
@@ -311,6 +485,9 @@ class InMemoryRuntimeStore(AppliesRunEnds):
             self._inputs.setdefault(rid, {})[record_id] = data
         elif table == records.STATES:
             self._states[rid] = data
+        elif table == inbox.INBOX:
+            arrival, key, pending, _ = self._inbox[rid][record_id]
+            self._inbox[rid][record_id] = (arrival, key, pending, data)
         else:
             run, seq = record_id.rsplit("/", 1)
             self._receipts[(rid, run, int(seq))] = data

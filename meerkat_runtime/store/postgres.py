@@ -27,7 +27,10 @@ constructor and the contract methods.
   statements on ``runtime_leases`` with the database server's ``now()`` as
   the clock, so the processes sharing a database need not share a clock;
   every write of an owner (``store.fenced``) reads its lease ``FOR SHARE``
-  in its own transaction before writing (``PostgresWriter.transact``).
+  in its own transaction before writing (``PostgresWriter.transact``; an
+  acknowledgement does both in one statement, PD-57).
+* **Inbox** (PD-58, ``postgres_inbox``): submissions from processes that
+  do not own the runtime, admitted by its owner.
 
 Cancellation: a write's transaction may be cut mid-way by a cancelled task,
 so ``cancel_safe_writes`` is False: the drivers run each write in its own
@@ -39,7 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Self, TypeVar
 
 import psycopg
@@ -50,8 +53,9 @@ from meerkat_runtime.errors import RuntimeOwnedError
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
+from meerkat_runtime.inputs import AnyInput
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
-from meerkat_runtime.store import leases, postgres_leases, records
+from meerkat_runtime.store import leases, postgres_leases, records, work
 from meerkat_runtime.store.base import (
     AppliesRunEnds,
     ConflictError,
@@ -63,6 +67,8 @@ from meerkat_runtime.store.base import (
     snapshot_of,
     store_errors,
 )
+from meerkat_runtime.store.inbox import INBOX
+from meerkat_runtime.store.postgres_inbox import PostgresInbox
 from meerkat_runtime.store.postgres_schema import Statements, checked_schema
 from meerkat_runtime.store.postgres_setup import migrate, open_pool
 from meerkat_runtime.store.postgres_writer import (
@@ -71,6 +77,7 @@ from meerkat_runtime.store.postgres_writer import (
     PostgresWriter,
     Work,
 )
+from meerkat_runtime.store.sql_contract import RecordQueries, SqlRuntimeStore
 from meerkat_runtime.store.sqlite_schema import decode_input_row
 
 __all__ = ["PostgresRuntimeStore"]
@@ -78,11 +85,11 @@ __all__ = ["PostgresRuntimeStore"]
 T = TypeVar("T")
 
 
-class PostgresRuntimeStore(AppliesRunEnds):
+class PostgresRuntimeStore(PostgresInbox, AppliesRunEnds, SqlRuntimeStore):
     """A ``RuntimeStore`` in a PostgreSQL database (see the module notes)."""
 
     cancel_safe_writes = False
-    keeps_leases = True
+    lazy_payloads = True  # PD-64
 
     def __init__(
         self,
@@ -330,39 +337,23 @@ class PostgresRuntimeStore(AppliesRunEnds):
     def _lease_now(self) -> float | None:
         return None if self.lease_clock is None else self.lease_clock()
 
-    async def claim(
-        self,
-        runtime_id: LogicalRuntimeId,
-        owner: str,
-        ttl: float | None = None,
-        *,
-        wait: float = 0.0,
-    ) -> int:
-        rid, owner = str(runtime_id), leases.checked_owner(owner)
-        span = self.lease_ttl if ttl is None else leases.checked_ttl(ttl)
+    async def _claim_once(
+        self, runtime_id: str, owner: str, ttl: float
+    ) -> int | RuntimeOwnedError:
+        work = postgres_leases.claim(
+            self.sql, runtime_id, owner, ttl, self._lease_now()
+        )
+        return await self._transact(work, "claim", None)
 
-        async def attempt() -> int:
-            work = postgres_leases.claim(self.sql, rid, owner, span, self._lease_now())
-            outcome = await self._transact(work, "claim", None)
-            if isinstance(outcome, RuntimeOwnedError):
-                raise outcome
-            return outcome
+    def _claim_clock(self) -> leases.Clock:
+        return self.lease_clock or time.time  # only paces a waiting claim
 
-        clock = self.lease_clock or time.time  # only paces a waiting claim
-        return await leases.claim_waiting(attempt, wait, clock)
-
-    async def renew(
-        self,
-        owner: str,
-        epochs: Mapping[LogicalRuntimeId, int],
-        ttl: float | None = None,
-    ) -> list[LogicalRuntimeId]:
-        span = self.lease_ttl if ttl is None else leases.checked_ttl(ttl)
-        ids = {str(rid): rid for rid in epochs}
-        pairs = [(key, epochs[rid]) for key, rid in ids.items()]
-        work = postgres_leases.renew(self.sql, owner, pairs, span, self._lease_now())
+    async def _renew_lost(
+        self, owner: str, pairs: list[tuple[str, int]], ttl: float
+    ) -> Collection[str]:
+        work = postgres_leases.renew(self.sql, owner, pairs, ttl, self._lease_now())
         renewed = await self._transact(work, "renew", None)
-        return [rid for key, rid in ids.items() if key not in renewed]
+        return {runtime_id for runtime_id, _ in pairs} - set(renewed)
 
     async def release(
         self, runtime_id: LogicalRuntimeId, owner: str, epoch: int
@@ -371,12 +362,22 @@ class PostgresRuntimeStore(AppliesRunEnds):
         await self._transact(work, "release", None)
 
     async def load_leases(self) -> list[leases.Lease]:
-        rows = await self._fetch(self.sql.select_leases, (), "load_leases")
+        rows = await self._rows(self.sql.select_leases, (), "load_leases")
         return [leases.Lease(*row) for row in rows]
 
     # ---------------------------------------------------------------- reads
 
-    async def _fetch(self, sql: str, params: Any, context: str) -> list[Any]:
+    @property
+    def queries(self) -> RecordQueries:
+        sql = self.sql
+        return RecordQueries(
+            sql.select_receipt,
+            sql.select_receipts,
+            sql.select_snapshot,
+            sql.select_phase,
+        )
+
+    async def _rows(self, sql: str, params: Any, context: str) -> list[Any]:
         async def work(conn: Conn) -> list[Any]:
             cur = await conn.execute(sql, params)
             return await cur.fetchall()
@@ -384,66 +385,62 @@ class PostgresRuntimeStore(AppliesRunEnds):
         return await (await self._ready()).read(work, context)
 
     async def load_input_states(self, runtime_id: LogicalRuntimeId) -> list[InputState]:
+        return await self._load_inputs(runtime_id, records.decode_state)
+
+    async def load_input_skeletons(
+        self, runtime_id: LogicalRuntimeId
+    ) -> list[InputState]:
+        return await self._load_inputs(runtime_id, records.decode_skeleton_state)
+
+    async def _load_inputs(
+        self,
+        runtime_id: LogicalRuntimeId,
+        decode: Callable[[str, str, object], InputState],
+    ) -> list[InputState]:
         rid = str(runtime_id)
-        rows = await self._fetch(
+        rows = await self._rows(
             self.sql.select_inputs + self.sql.in_arrival_order,  # PD-42
             {"r": rid},
             "load_input_states",
         )
         with gc_paused():  # a bulk decode: see codec.gc_paused
-            return [decode_input_row(rid, row) for row in rows]
+            return [decode_input_row(rid, row, decode) for row in rows]
+
+    async def load_payloads(
+        self, runtime_id: LogicalRuntimeId, input_ids: Sequence[InputId]
+    ) -> dict[InputId, AnyInput]:
+        """One statement for the batch (PD-64)."""
+        rid = str(runtime_id)
+        rows = await self._rows(
+            f"SELECT input_id, state_json FROM "
+            f"{self.sql.table('runtime_input_states')} "
+            "WHERE runtime_id = %(r)s AND input_id = ANY(%(i)s)",
+            {"r": rid, "i": [str(i) for i in input_ids]},
+            "load_payloads",
+        )
+        return records.payloads_found(rid, input_ids, rows)
+
+    async def list_runtimes_with_work(
+        self, *, unowned: bool = False
+    ) -> list[LogicalRuntimeId]:
+        sql = work.postgres_runtimes_with_work(
+            self.sql.table("runtime_input_states"),
+            self.sql.table("runtime_leases") if unowned else None,
+        )
+        params = {"now": self._lease_now()} if unowned else ()
+        rows = await self._rows(sql, params, "list_runtimes_with_work")
+        return [LogicalRuntimeId(rid) for (rid,) in rows]
 
     async def load_input_state(
         self, runtime_id: LogicalRuntimeId, input_id: InputId
     ) -> InputState | None:
         rid = str(runtime_id)
-        rows = await self._fetch(
+        rows = await self._rows(
             f"{self.sql.select_inputs} AND input_id = %(i)s",
             {"r": rid, "i": str(input_id)},
             "load_input_state",
         )
         return decode_input_row(rid, rows[0]) if rows else None
-
-    async def load_boundary_receipt(
-        self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
-    ) -> RunBoundaryReceipt | None:
-        rid = str(runtime_id)
-        sequence = records.receipt_sequence(sequence)
-        rows = await self._fetch(
-            self.sql.select_receipt,
-            (rid, str(run_id), sequence),
-            "load_boundary_receipt",
-        )
-        if not rows:
-            return None
-        return records.decode_receipt(rid, f"{run_id}/{sequence}", rows[0][0])
-
-    async def load_boundary_receipts(
-        self, runtime_id: LogicalRuntimeId
-    ) -> list[RunBoundaryReceipt]:
-        rid = str(runtime_id)
-        rows = await self._fetch(
-            self.sql.select_receipts, (rid,), "load_boundary_receipts"
-        )
-        return [
-            records.decode_receipt(rid, f"{run}/{seq}", data) for run, seq, data in rows
-        ]
-
-    async def load_session_snapshot(self, runtime_id: LogicalRuntimeId) -> bytes | None:
-        rid = str(runtime_id)
-        rows = await self._fetch(
-            self.sql.select_snapshot, (rid,), "load_session_snapshot"
-        )
-        return (
-            records.stored_bytes(rows[0][0], records.SNAPSHOTS, rid) if rows else None
-        )
-
-    async def load_runtime_state(
-        self, runtime_id: LogicalRuntimeId
-    ) -> RuntimeState | None:
-        rid = str(runtime_id)
-        rows = await self._fetch(self.sql.select_phase, (rid,), "load_runtime_state")
-        return records.decode_phase(rid, rows[0][0]) if rows else None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -505,6 +502,12 @@ class PostgresRuntimeStore(AppliesRunEnds):
                 )
             elif table == records.STATES:
                 conn.execute(self.sql.upsert_phase, (rid, data))
+            elif table == INBOX:
+                conn.execute(
+                    f"UPDATE {self.sql.table(table)} SET entry_json = %s "
+                    "WHERE runtime_id = %s AND input_id = %s",
+                    (data, rid, record_id),
+                )
             else:
                 run, seq = record_id.rsplit("/", 1)
                 conn.execute(
@@ -519,6 +522,7 @@ _RAW = {
     records.RECEIPTS: "SELECT run_id || '/' || sequence, receipt_json FROM {t} WHERE runtime_id = %s",
     records.STATES: "SELECT runtime_id, runtime_state_json FROM {t} WHERE runtime_id = %s",
     records.SNAPSHOTS: "SELECT runtime_id, session_snapshot FROM {t} WHERE runtime_id = %s",
+    INBOX: "SELECT input_id, entry_json FROM {t} WHERE runtime_id = %s",
 }
 
 _Columns = tuple[list[str], list[str], list[bytes]]

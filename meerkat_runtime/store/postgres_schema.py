@@ -34,7 +34,7 @@ write that comes after a claim sees its epoch.
 
 Version 2 added arrivals, leases and the receipts' commit order; rows of
 version 1 are numbered in input-id order, the order version 1 loaded them
-in.
+in. Version 3 added the inbox (PD-58, ``postgres_inbox``).
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ import re
 from dataclasses import dataclass
 
 from meerkat_runtime.store.base import StoreInternalError
+from meerkat_runtime.store.postgres_inbox import migration as inbox_migration
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -106,6 +107,7 @@ def migrations(s: str) -> dict[int, tuple[str, ...]]:
                 runtime_id text PRIMARY KEY, owner text NOT NULL,
                 epoch bigint NOT NULL, expires_at double precision NOT NULL)""",
         ),
+        3: inbox_migration(s),  # PD-58 (postgres_inbox)
     }
 
 
@@ -161,22 +163,88 @@ class Statements:
         Each runtime's counter is raised by its rows first (in runtime-id
         order), then row k of a runtime's n takes ``last - n + k``; an
         update keeps the row's number (the conflict clause leaves it)."""
+        rows = "unnest(%s::text[], %s::text[], %s::bytea[])"
+        return f"WITH {self._upserted(rows, '')}"
+
+    @property
+    def accept_inputs(self) -> str:
+        """``upsert_inputs`` as a transaction of one statement, the path of
+        every acknowledgement (PD-57): it reads the leases of the fences
+        (%(fr)s runtimes, %(fe)s epochs) ``FOR SHARE``, and only when each
+        still has its epoch does it stamp the connection's commit mark
+        (%(ticket)s, %(writer)s) and write the rows (%(r)s, %(i)s, %(s)s).
+        It returns whether it wrote and the leases it read (at least one
+        row: (NULL, NULL, ok) when it read none), for the caller to say
+        which fence failed."""
+        return self._accept(
+            "%(r)s::text[]",
+            "%(i)s::text[]",
+            "%(s)s::bytea[]",
+            "%(fr)s::text[]",
+            "%(fe)s::bigint[]",
+        )
+
+    @property
+    def accept_input(self) -> str:
+        """``accept_inputs`` of one row and at most one fence (%(fr)s NULL:
+        none), all given as plain values: the path of a lone caller, with
+        no arrays to encode, unnest, sort or number (its arrival is the
+        counter's new value)."""
+        t = self.table
+        return (
+            f"WITH held AS (SELECT runtime_id, epoch FROM {t('runtime_leases')} "
+            "WHERE runtime_id = %(fr)s::text FOR SHARE), "
+            "go AS (SELECT %(fr)s::text IS NULL OR EXISTS "
+            "(SELECT FROM held WHERE epoch = %(fe)s::bigint) AS ok), "
+            f"marked AS (UPDATE {t('commit_marks')} SET ticket = %(ticket)s, "
+            "touched = now() WHERE writer = %(writer)s AND (SELECT ok FROM go)), "
+            f"taken AS (INSERT INTO {t('runtime_arrivals')} AS c (runtime_id, last) "
+            "SELECT %(r)s::text, 1 WHERE (SELECT ok FROM go) "
+            "ON CONFLICT (runtime_id) DO UPDATE SET last = c.last + 1 RETURNING last), "
+            f"written AS (INSERT INTO {t('runtime_input_states')} "
+            "(runtime_id, input_id, state_json, recovery_epoch, arrival) "
+            "SELECT %(r)s::text, %(i)s::text, %(s)s::bytea, "
+            f"{self.epoch_of.format('%(r)s::text')}, last FROM taken"
+            f"{_INPUT_CONFLICT}) "
+            "SELECT held.runtime_id, held.epoch, go.ok FROM go LEFT JOIN held ON true"
+        )
+
+    def _accept(self, r: str, i: str, s: str, fr: str, fe: str) -> str:
+        """``accept_inputs`` with its arrays given by these expressions."""
+        leases = self.table("runtime_leases")
+        marks = self.table("commit_marks")
+        rows = f"unnest({r}, {i}, {s})"
+        return (
+            f"WITH held AS (SELECT runtime_id, epoch FROM {leases} "
+            f"WHERE runtime_id = ANY({fr}) ORDER BY runtime_id FOR SHARE), "
+            f"go AS (SELECT NOT EXISTS (SELECT FROM unnest({fr}, {fe}) AS f(r, e) "
+            "LEFT JOIN held ON held.runtime_id = f.r "
+            "WHERE held.epoch IS DISTINCT FROM f.e) AS ok), "
+            f"marked AS (UPDATE {marks} SET ticket = %(ticket)s, touched = now() "
+            "WHERE writer = %(writer)s AND (SELECT ok FROM go)), "
+            f"{self._upserted(rows, ' WHERE (SELECT ok FROM go)', ', written AS (')}"
+            "SELECT held.runtime_id, held.epoch, go.ok FROM go LEFT JOIN held ON true"
+        )
+
+    def _upserted(self, rows: str, where: str, wrap: str = "") -> str:
+        """The CTEs of an input upsert of ``rows`` (see ``upsert_inputs``),
+        raising the counters only ``where`` holds; the upsert last, as the
+        main statement, or as CTE when ``wrap`` opens one."""
         t = self.table("runtime_input_states")
         counters = self.table("runtime_arrivals")
         epoch = self.epoch_of.format("u.r")
         return (
-            "WITH u AS (SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[]) "
-            "WITH ORDINALITY AS u(r, i, s, k)), "
+            f"u AS (SELECT * FROM {rows} WITH ORDINALITY AS u(r, i, s, k)), "
             f"taken AS (INSERT INTO {counters} AS c (runtime_id, last) "
-            "SELECT r, count(*) FROM u GROUP BY r ORDER BY r "
+            f"SELECT r, count(*) FROM u{where} GROUP BY r ORDER BY r "
             "ON CONFLICT (runtime_id) DO UPDATE SET last = c.last + excluded.last "
-            "RETURNING runtime_id, last) "
+            f"RETURNING runtime_id, last){wrap or ' '}"
             f"INSERT INTO {t} (runtime_id, input_id, state_json, recovery_epoch, arrival) "
             f"SELECT u.r, u.i, u.s, {epoch}, taken.last "
             "- count(*) OVER (PARTITION BY u.r) "
             "+ row_number() OVER (PARTITION BY u.r ORDER BY u.k) "
             "FROM u JOIN taken ON taken.runtime_id = u.r"
-            f"{_INPUT_CONFLICT}"
+            f"{_INPUT_CONFLICT}{') ' if wrap else ''}"
         )
 
     @property
@@ -312,12 +380,13 @@ class Statements:
 
     @property
     def renew_leases(self) -> str:
-        """Extends the leases ``owner`` (%(o)s) holds at the given epochs,
-        locked in runtime-id order; returns the runtimes extended."""
+        """Extends the leases ``owner`` (%(o)s) holds at the given epochs and
+        has not released (``leases.renewable``), locked in runtime-id order;
+        returns the runtimes extended."""
         t = self.table("runtime_leases")
         return (
             f"UPDATE {t} AS l SET expires_at = {_LEASE_NOW} + %(ttl)s FROM (SELECT runtime_id "
-            f"FROM {t} WHERE owner = %(o)s AND (runtime_id, epoch) IN "
+            f"FROM {t} WHERE owner = %(o)s AND expires_at > 0 AND (runtime_id, epoch) IN "
             "(SELECT * FROM unnest(%(r)s::text[], %(e)s::bigint[])) "
             "ORDER BY runtime_id FOR UPDATE) AS mine "
             "WHERE l.runtime_id = mine.runtime_id RETURNING l.runtime_id"

@@ -5,13 +5,16 @@ commit of input writes.
 **One transaction per write, in one round trip.** ``transact`` runs the
 write's statements inside ``BEGIN`` ... ``COMMIT`` in pipeline mode, so a
 write that reads nothing costs one round trip and one WAL flush; the caller
-is answered only after ``COMMIT`` returned.
+is answered only after ``COMMIT`` returned. ``statement`` is the shorter
+path of the acknowledgements (PD-57): one statement in autocommit, which is
+a transaction by itself.
 
 **Fencing (PD-36, PD-55).** A write of an owner (``fences``: the
 (runtime, epoch) pairs it writes under) first reads those leases' epochs
 ``FOR SHARE`` inside its transaction and is refused whole (``Fenced``,
-rolled back) when one moved on. That read is the one extra round trip an
-owner's write costs.
+rolled back) when one moved on. In ``transact`` that read is one more
+round trip; ``accept_inputs`` does it inside its one statement and writes
+only when every fence holds.
 
 **A lost connection is resolved, not guessed (PD-52).** Every write
 transaction also stamps its connection's row in ``commit_marks`` with a new
@@ -26,7 +29,7 @@ could not be learned is ``Internal`` ("in doubt"), never a guess.
 
 **Group commit (PD-53).** ``InputBatcher`` merges concurrent
 ``persist_input_state`` calls (the acknowledgement path) into one statement
-of one transaction: while a commit is in flight, new rows wait and go
+(``accept_inputs``), which is its transaction: while a commit is in flight, new rows wait and go
 together in the next. Each caller is answered when that transaction's
 ``COMMIT`` returned. If a merged commit fails for a reason other than the
 server being unavailable, each row is tried alone, so one caller's failure
@@ -41,7 +44,7 @@ import weakref
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -72,6 +75,24 @@ class _NotCommittedError(Exception):
     def __init__(self, cause: BaseException) -> None:
         super().__init__(str(cause))
         self.cause = cause
+
+
+class _Attempt(Generic[T]):
+    """One try of a write: its mark, and once the commit may have gone out
+    (``committing``), what the caller is answered if it did commit."""
+
+    def __init__(self) -> None:
+        self.mark: _Mark | None = None
+        self.committing = False
+        self.result: T
+
+    def sent(self, result: T) -> None:
+        self.result = result
+        self.committing = True
+
+
+_Body = Callable[[Conn, _Attempt[T]], Awaitable[T]]
+Check = Callable[[list[Any]], None]
 
 
 @dataclass
@@ -106,13 +127,52 @@ class PostgresWriter:
     ) -> T:
         """``work`` in one transaction, committed once, after the check of
         ``fences``; see the module notes."""
-        deadline = _now() + self.reconnect_timeout
-        pause = _FIRST_PAUSE
         if fences:
             work = self._fenced(work, fences)
+        mark_sql = self.sql.mark
+
+        async def body(conn: Conn, attempt: _Attempt[T]) -> T:
+            mark = attempt.mark
+            assert mark is not None
+            async with conn.pipeline(), conn.transaction():
+                result = await work(conn)
+                attempt.sent(result)  # COMMIT goes out as the block ends
+                await conn.execute(mark_sql, (mark.ticket, mark.writer))
+            return result
+
+        return await self._until_committed(body, context)
+
+    async def statement(
+        self, sql: str, params: dict[str, Any], check: Check, context: str
+    ) -> None:
+        """One statement that is a transaction of its own: one round trip,
+        one commit, answered after it. ``sql`` stamps the connection's mark
+        itself (parameters ``ticket`` and ``writer``) and writes nothing
+        unless the condition ``check`` judges (from the rows it returns)
+        held, so a refusal by ``check`` leaves nothing behind."""
+
+        async def body(conn: Conn, attempt: _Attempt[None]) -> None:
+            assert attempt.mark is not None
+            values = {**params, "ticket": attempt.mark.ticket}
+            values["writer"] = attempt.mark.writer
+            attempt.sent(None)  # committed means its condition held
+            if conn.autocommit:
+                cur = await conn.execute(sql, values)
+            else:  # an application's pool: the commit is ours to send
+                async with conn.transaction():
+                    cur = await conn.execute(sql, values)
+            check(await cur.fetchall())
+
+        await self._until_committed(body, context)
+
+    async def _until_committed(self, body: _Body[T], context: str) -> T:
+        """``body`` tried until it commits, or is refused, or the server
+        stayed away for ``reconnect_timeout`` (then ``Unavailable``)."""
+        deadline = _now() + self.reconnect_timeout
+        pause = _FIRST_PAUSE
         while True:
             try:
-                return await self._transact_once(work, deadline)
+                return await self._attempt(body, deadline)
             except _NotCommittedError as failed:
                 self.recoveries["writes tried again"] += 1
                 if _now() >= deadline:
@@ -140,35 +200,33 @@ class PostgresWriter:
 
         return checked
 
-    async def _transact_once(self, work: Work[T], deadline: float) -> T:
+    async def _attempt(self, body: _Body[T], deadline: float) -> T:
+        """``body`` once on a pooled connection with a new ticket of its
+        mark; a connection lost after the commit may have gone out is
+        resolved by reading the mark back (see the module notes)."""
         conn: Conn | None = None
-        mark: _Mark | None = None
-        done = False
-        result: T
+        attempt: _Attempt[T] = _Attempt()
         try:
             async with self.pool.connection() as conn:
-                mark = await self._mark_of(conn)
+                attempt.mark = mark = await self._mark_of(conn)
                 mark.ticket += 1
-                async with conn.pipeline(), conn.transaction():
-                    result = await work(conn)
-                    done = True
-                    await conn.execute(self.sql.mark, (mark.ticket, mark.writer))
+                result = await body(conn, attempt)
             self.commits += 1
             return result
         except Exception as exc:
             if not (lost(exc, conn) or is_unavailable(exc)):
                 raise store_error(exc, "write", WriteFailedError) from exc
             self._purge()
-            if mark is None or not done or not lost(exc, conn):
+            if attempt.mark is None or not attempt.committing or not lost(exc, conn):
                 # Refused before COMMIT was sent (or by the server, which
                 # then rolled back): certainly nothing written.
                 raise _NotCommittedError(exc) from exc
             failure = exc
         # The connection broke while COMMIT may have been on its way.
-        if await self._committed(mark, deadline, failure):
+        if await self._committed(attempt.mark, deadline, failure):
             self.recoveries["read back: committed"] += 1
             self.commits += 1
-            return result
+            return attempt.result
         self.recoveries["read back: not committed"] += 1
         raise _NotCommittedError(failure)
 
@@ -272,11 +330,10 @@ class InputBatcher:
             await self._commit(group)
 
     async def _commit(self, group: list[_Request]) -> None:
-        rows = [request.row for request in group]
-        fences = [request.fence for request in group if request.fence is not None]
         try:
-            await self.writer.transact(
-                self._upsert(rows), "persist_input_state", fences
+            sql, params = _accept(self.writer.sql, group)
+            await self.writer.statement(
+                sql, params, _fence_check(group), "persist_input_state"
             )
         except Exception as exc:
             if len(group) > 1 and not isinstance(exc, UnavailableError):
@@ -287,22 +344,6 @@ class InputBatcher:
             _answer(group, exc)
         else:
             _answer(group, None)
-
-    def _upsert(self, rows: Sequence[InputRow]) -> Work[None]:
-        # The last write of an input wins, as it would one after the other
-        # (one statement may not change a row twice).
-        latest = {(r, i): s for r, i, s in rows}
-        columns = (
-            [r for r, _ in latest],
-            [i for _, i in latest],
-            list(latest.values()),
-        )
-        sql = self.writer.sql.upsert_inputs
-
-        async def work(conn: Conn) -> None:
-            await conn.execute(sql, columns)
-
-        return work
 
     async def drain(self) -> None:
         while self._flushers:
@@ -316,6 +357,44 @@ class _Request:
     row: InputRow
     fence: Fence | None
     future: asyncio.Future[None]
+
+
+def _accept(sql: Statements, group: list[_Request]) -> tuple[str, dict[str, Any]]:
+    """The statement and parameters that write a merged group. The last
+    write of an input wins, as it would one after the other (one statement
+    may not change a row twice); each distinct fence is checked (a group may
+    hold a stale owner's row and the new owner's, both for one runtime)."""
+    latest = {(r, i): s for r, i, s in (request.row for request in group)}
+    fences = sorted({request.fence for request in group if request.fence})
+    if len(latest) == 1 and len(fences) <= 1:  # a lone caller: plain values
+        [((runtime_id, input_id), record)] = latest.items()
+        fr, fe = fences[0] if fences else (None, None)
+        one = {"r": runtime_id, "i": input_id, "s": record, "fr": fr, "fe": fe}
+        return sql.accept_input, one
+    return sql.accept_inputs, {
+        "r": [r for r, _ in latest],
+        "i": [i for _, i in latest],
+        "s": list(latest.values()),
+        "fr": [runtime_id for runtime_id, _ in fences],
+        "fe": [epoch for _, epoch in fences],
+    }
+
+
+def _fence_check(group: list[_Request]) -> Check:
+    """Raises ``Fenced`` for the first fence of ``group`` whose lease (as
+    ``accept_inputs`` returned it) has moved on."""
+    fences = sorted({request.fence for request in group if request.fence})
+
+    def check(rows: list[Any]) -> None:
+        current = {runtime_id: epoch for runtime_id, epoch, _ in rows}
+        for runtime_id, epoch in fences:
+            check_fence(runtime_id, epoch, current.get(runtime_id))
+        if not rows[0][2]:  # the statement's own verdict must agree
+            raise StoreInternalError(
+                f"input write refused by a fence check, but every fence holds: {fences}"
+            )
+
+    return check
 
 
 def _answer(group: list[_Request], error: Exception | None) -> None:

@@ -10,14 +10,27 @@ corrupt row is found, not guessed at.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
+
 import msgspec
 
 from meerkat_runtime import codec
 from meerkat_runtime.generated.runtime_control import RuntimeState
-from meerkat_runtime.input_state import InputState, decode_record
+from meerkat_runtime.ids import InputId
+from meerkat_runtime.input_state import (
+    InputSkeletonRecord,
+    InputState,
+    InputStateRecord,
+    decode_record,
+    decode_skeleton,
+)
+from meerkat_runtime.inputs import AnyInput
 from meerkat_runtime.runs import MAX_COUNT, RunBoundaryReceipt, receipt_problem
 from meerkat_runtime.store.base import ReadFailedError, WriteFailedError
 from meerkat_runtime.store.integrity import corruption, frame, frame_problem
+
+R = TypeVar("R", InputStateRecord, InputSkeletonRecord)
 
 INPUTS = "runtime_input_states"
 RECEIPTS = "runtime_boundary_receipts"
@@ -29,6 +42,12 @@ def encode_state(state: InputState) -> bytes:
     if not isinstance(state, InputState):
         raise WriteFailedError(
             f"an input state must be an InputState, not {type(state).__name__}"
+        )
+    if not state.payload_loaded():
+        # Its record would lose the payload the store holds (PD-64): a
+        # driver loads payloads before it writes their states.
+        raise WriteFailedError(
+            f"input {state.input_id}: its payload was left in the store, not loaded"
         )
     try:
         return frame(codec.encode(state.to_record()))
@@ -78,9 +97,59 @@ def stored_body(
 
 
 def decode_state(runtime_id: str, record_id: str, data: object) -> InputState:
+    record = _decoded(runtime_id, record_id, data, decode_record)
+    return InputState.from_record(record, owned=True)
+
+
+def decode_skeleton_state(runtime_id: str, record_id: str, data: object) -> InputState:
+    """``decode_state`` with the payload left in the store (PD-64): the
+    checksum covers it, its strict decoding waits for ``decode_payload``."""
+    record = _decoded(runtime_id, record_id, data, decode_skeleton)
+    try:
+        return InputState.from_skeleton(record)
+    except ValueError as exc:  # an input type no store writes
+        raise corruption(INPUTS, runtime_id, str(exc), "input", record_id) from None
+
+
+def decode_payload(runtime_id: str, record_id: str, data: object) -> AnyInput:
+    """The payload of a stored record, decoded strictly; a record that fails
+    its checks or holds none is corrupt, naming the input."""
+    payload = decode_state(runtime_id, record_id, data).persisted_input
+    if payload is None:
+        raise corruption(INPUTS, runtime_id, "it holds no payload", "input", record_id)
+    return payload
+
+
+def payloads_found(
+    runtime_id: str, input_ids: Sequence[InputId], rows: Iterable[Sequence[object]]
+) -> dict[InputId, AnyInput]:
+    """The payloads of ``input_ids`` from the (input id, record) ``rows`` a
+    store read for them; a missing row is corrupt too, naming the input."""
+    stored = {str(row[0]): row[1] for row in rows}
+    found: dict[InputId, AnyInput] = {}
+    for input_id in input_ids:
+        record_id = str(input_id)
+        if record_id not in stored:
+            raise corruption(
+                INPUTS,
+                runtime_id,
+                "the store holds no record of it",
+                "input",
+                record_id,
+            )
+        found[input_id] = decode_payload(runtime_id, record_id, stored[record_id])
+    return found
+
+
+def _decoded(
+    runtime_id: str,
+    record_id: str,
+    data: object,
+    decode: Callable[[bytes], R],
+) -> R:
     body = stored_body(data, INPUTS, runtime_id, "input", record_id)
     try:
-        record = decode_record(body)
+        record = decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
         raise corruption(INPUTS, runtime_id, str(exc), "input", record_id) from None
     if str(record.input_id) != record_id:
@@ -91,7 +160,7 @@ def decode_state(runtime_id: str, record_id: str, data: object) -> InputState:
             "input",
             record_id,
         )
-    return InputState.from_record(record, owned=True)
+    return record
 
 
 def encode_receipt(receipt: RunBoundaryReceipt) -> bytes:

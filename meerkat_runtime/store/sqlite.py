@@ -34,15 +34,18 @@ Several processes may open the same file: SQLite's locks keep it consistent
 ``BUSY_TIMEOUT_MS``; an inline commit hands its write to the thread instead,
 PD-17), and leases (PD-36, ``sqlite_leases``) keep each runtime to one owner:
 a ``fenced`` view's writes read the lease's epoch in their own transaction.
+Processes that do not own a runtime submit to its inbox (PD-58,
+``sqlite_inbox``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
@@ -51,8 +54,9 @@ from meerkat_runtime.errors import RuntimeOwnedError
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
+from meerkat_runtime.inputs import AnyInput
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
-from meerkat_runtime.store import leases, records, sqlite_leases
+from meerkat_runtime.store import leases, records, sqlite_leases, work
 from meerkat_runtime.store.base import (
     AppliesRunEnds,
     SessionDelta,
@@ -62,13 +66,17 @@ from meerkat_runtime.store.base import (
     snapshot_of,
     store_errors,
 )
+from meerkat_runtime.store.inbox import INBOX
 from meerkat_runtime.store.integrity import check_input_count
+from meerkat_runtime.store.sql_contract import RecordQueries, SqlRuntimeStore
 from meerkat_runtime.store.sqlite_boundary import closed_error
+from meerkat_runtime.store.sqlite_inbox import SqliteInbox
 from meerkat_runtime.store.sqlite_reader import SqliteReaders
 from meerkat_runtime.store.sqlite_schema import (
     BUMP_EPOCH,
     IN_ARRIVAL_ORDER,
     SELECT_INPUTS,
+    SELECT_PAYLOADS,
     UPSERT_INPUT,
     UPSERT_PHASE,
     UPSERT_SNAPSHOT,
@@ -93,8 +101,19 @@ READ_MMAP_BYTES = 1 << 30
 
 _memory_names = itertools.count()
 
+_QUERIES = RecordQueries(
+    receipt="SELECT receipt_json FROM runtime_boundary_receipts "
+    "WHERE runtime_id = ? AND run_id = ? AND sequence = ?",
+    # Receipt rows are never deleted, so rowid order is the order they were
+    # committed in.
+    receipts="SELECT run_id, sequence, receipt_json FROM runtime_boundary_receipts "
+    "WHERE runtime_id = ? ORDER BY rowid",
+    snapshot="SELECT session_snapshot FROM runtime_session_snapshots WHERE runtime_id = ?",
+    phase="SELECT runtime_state_json FROM runtime_states WHERE runtime_id = ?",
+)
 
-class SqliteRuntimeStore(AppliesRunEnds):
+
+class SqliteRuntimeStore(SqliteInbox, AppliesRunEnds, SqlRuntimeStore):
     """A ``RuntimeStore`` in one SQLite file (``":memory:"`` for a private one).
 
     ``writer`` and ``readers`` are its parts; their ``hooks`` and the
@@ -104,6 +123,7 @@ class SqliteRuntimeStore(AppliesRunEnds):
     # A cancelled write either never started (the inline path's one yield
     # comes before any SQL) or waits out the writer thread.
     cancel_safe_writes = True
+    lazy_payloads = True  # PD-64
 
     def __init__(
         self,
@@ -188,14 +208,16 @@ class SqliteRuntimeStore(AppliesRunEnds):
 
     # ---------------------------------------------------------------- access
 
-    async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def _read(
+        self, work: Callable[[sqlite3.Connection], T], *, scan: bool = False
+    ) -> T:
         if self.writer.closed:
             raise closed_error(self.path)
         if self._memory:
             # A shared-cache memory database locks whole tables and fails at
             # once instead of waiting; reading through the writer serialises.
             return await self.writer.write(work, commits=False)
-        return await self.readers.read(work)
+        return await self.readers.read(work, scan=scan)
 
     async def _read_chunks(
         self, sql: str, params: tuple[Any, ...], consume: Callable[[list[Any]], None]
@@ -359,8 +381,6 @@ class SqliteRuntimeStore(AppliesRunEnds):
 
     # ---------------------------------------------------------------- ownership
 
-    keeps_leases = True
-
     def _guarded(
         self, rid: str, work: Callable[[sqlite3.Connection], T]
     ) -> Callable[[sqlite3.Connection], T]:
@@ -379,46 +399,28 @@ class SqliteRuntimeStore(AppliesRunEnds):
 
         return checked
 
-    async def claim(
-        self,
-        runtime_id: LogicalRuntimeId,
-        owner: str,
-        ttl: float | None = None,
-        *,
-        wait: float = 0.0,
-    ) -> int:
-        rid, owner = str(runtime_id), leases.checked_owner(owner)
-        span = self.lease_ttl if ttl is None else leases.checked_ttl(ttl)
-
-        async def attempt() -> int:
-            # The clock is read inside the transaction: no other claim can
-            # commit between that reading and this one's write.
-            outcome = await self._write(
-                lambda conn: sqlite_leases.claim(
-                    conn, rid, owner, span, self.lease_clock()
-                )
-            )
-            if isinstance(outcome, RuntimeOwnedError):
-                raise outcome
-            return outcome
-
-        return await leases.claim_waiting(attempt, wait, self.lease_clock)
-
-    async def renew(
-        self,
-        owner: str,
-        epochs: Mapping[LogicalRuntimeId, int],
-        ttl: float | None = None,
-    ) -> list[LogicalRuntimeId]:
-        span = self.lease_ttl if ttl is None else leases.checked_ttl(ttl)
-        ids = {str(rid): rid for rid in epochs}
-        pairs = [(str(rid), epoch) for rid, epoch in epochs.items()]
-        lost = await self._write(
-            lambda conn: sqlite_leases.renew(
-                conn, owner, pairs, self.lease_clock() + span
+    async def _claim_once(
+        self, runtime_id: str, owner: str, ttl: float
+    ) -> int | RuntimeOwnedError:
+        # The clock is read inside the transaction: no other claim can
+        # commit between that reading and this one's write.
+        return await self._write(
+            lambda conn: sqlite_leases.claim(
+                conn, runtime_id, owner, ttl, self.lease_clock()
             )
         )
-        return [ids[rid] for rid in lost]
+
+    def _claim_clock(self) -> leases.Clock:
+        return self.lease_clock
+
+    async def _renew_lost(
+        self, owner: str, pairs: list[tuple[str, int]], ttl: float
+    ) -> Collection[str]:
+        return await self._write(
+            lambda conn: sqlite_leases.renew(
+                conn, owner, pairs, self.lease_clock() + ttl
+            )
+        )
 
     async def release(
         self, runtime_id: LogicalRuntimeId, owner: str, epoch: int
@@ -432,19 +434,52 @@ class SqliteRuntimeStore(AppliesRunEnds):
     # ---------------------------------------------------------------- reads
 
     async def load_input_states(self, runtime_id: LogicalRuntimeId) -> list[InputState]:
+        return await self._load_inputs(runtime_id, records.decode_state)
+
+    async def load_input_skeletons(
+        self, runtime_id: LogicalRuntimeId
+    ) -> list[InputState]:
+        return await self._load_inputs(runtime_id, records.decode_skeleton_state)
+
+    async def _load_inputs(
+        self,
+        runtime_id: LogicalRuntimeId,
+        decode: Callable[[str, str, object], InputState],
+    ) -> list[InputState]:
         rid = str(runtime_id)
         query = (SELECT_INPUTS + IN_ARRIVAL_ORDER, (rid,))  # PD-42
         states: list[InputState] = []
 
-        def decode(rows: list[Any]) -> None:
-            states.extend([decode_input_row(rid, row) for row in rows])
+        def decode_rows(rows: list[Any]) -> None:
+            states.extend([decode_input_row(rid, row, decode) for row in rows])
 
         with gc_paused():  # a bulk decode: see codec.gc_paused
-            await self._read_chunks(*query, decode)
+            await self._read_chunks(*query, decode_rows)
         # A damaged index can hide rows: count them again by the table.
         ids = [str(state.input_id) for state in states]
-        await self._read(lambda c: check_input_count(c, rid, ids))
+        await self._read(lambda c: check_input_count(c, rid, ids), scan=True)
         return states
+
+    async def list_runtimes_with_work(
+        self, *, unowned: bool = False
+    ) -> list[LogicalRuntimeId]:
+        query, params = (
+            (work.SQLITE_UNOWNED_RUNTIMES_WITH_WORK, (self.lease_clock(),))
+            if unowned
+            else (work.SQLITE_RUNTIMES_WITH_WORK, ())
+        )
+        rows = await self._read(lambda conn: conn.execute(query, params).fetchall())
+        return [LogicalRuntimeId(rid) for (rid,) in rows]
+
+    async def load_payloads(
+        self, runtime_id: LogicalRuntimeId, input_ids: Sequence[InputId]
+    ) -> dict[InputId, AnyInput]:
+        rid = str(runtime_id)
+        wanted = json.dumps([str(i) for i in input_ids])
+        rows = await self._read(
+            lambda conn: conn.execute(SELECT_PAYLOADS, (rid, wanted)).fetchall()
+        )
+        return records.payloads_found(rid, input_ids, rows)
 
     async def load_input_state(
         self, runtime_id: LogicalRuntimeId, input_id: InputId
@@ -457,66 +492,17 @@ class SqliteRuntimeStore(AppliesRunEnds):
         )
         return None if row is None else decode_input_row(rid, row)
 
-    async def load_boundary_receipt(
-        self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
-    ) -> RunBoundaryReceipt | None:
-        rid = str(runtime_id)
-        sequence = records.receipt_sequence(sequence)
-        row = await self._read(
-            lambda conn: conn.execute(
-                "SELECT receipt_json FROM runtime_boundary_receipts "
-                "WHERE runtime_id = ? AND run_id = ? AND sequence = ?",
-                (rid, str(run_id), sequence),
-            ).fetchone()
-        )
-        return (
-            None
-            if row is None
-            else records.decode_receipt(rid, f"{run_id}/{sequence}", row[0])
-        )
+    @property
+    def queries(self) -> RecordQueries:
+        return _QUERIES
 
-    async def load_boundary_receipts(
-        self, runtime_id: LogicalRuntimeId
-    ) -> list[RunBoundaryReceipt]:
-        rid = str(runtime_id)
-        rows = await self._read(
-            lambda conn: conn.execute(
-                # Receipt rows are never deleted, so rowid order is the
-                # order they were committed in.
-                "SELECT run_id, sequence, receipt_json FROM runtime_boundary_receipts "
-                "WHERE runtime_id = ? ORDER BY rowid",
-                (rid,),
-            ).fetchall()
-        )
-        return [
-            records.decode_receipt(rid, f"{run}/{seq}", data) for run, seq, data in rows
-        ]
-
-    async def load_session_snapshot(self, runtime_id: LogicalRuntimeId) -> bytes | None:
-        rid = str(runtime_id)
-        row = await self._read(
-            lambda conn: conn.execute(
-                "SELECT session_snapshot FROM runtime_session_snapshots WHERE runtime_id = ?",
-                (rid,),
-            ).fetchone()
-        )
-        return (
-            None
-            if row is None
-            else records.stored_bytes(row[0], records.SNAPSHOTS, rid)
-        )
-
-    async def load_runtime_state(
-        self, runtime_id: LogicalRuntimeId
-    ) -> RuntimeState | None:
-        rid = str(runtime_id)
-        row = await self._read(
-            lambda conn: conn.execute(
-                "SELECT runtime_state_json FROM runtime_states WHERE runtime_id = ?",
-                (rid,),
-            ).fetchone()
-        )
-        return None if row is None else records.decode_phase(rid, row[0])
+    async def _rows(
+        self,
+        sql: str,
+        params: tuple[Any, ...],
+        context: str,  # noqa: ARG002 - errors name the file
+    ) -> list[Any]:
+        return await self._read(lambda conn: conn.execute(sql, params).fetchall())
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -543,6 +529,7 @@ class SqliteRuntimeStore(AppliesRunEnds):
             records.RECEIPTS: "SELECT run_id || '/' || sequence, receipt_json FROM runtime_boundary_receipts WHERE runtime_id = ?",
             records.STATES: "SELECT runtime_id, runtime_state_json FROM runtime_states WHERE runtime_id = ?",
             records.SNAPSHOTS: "SELECT runtime_id, session_snapshot FROM runtime_session_snapshots WHERE runtime_id = ?",
+            INBOX: "SELECT input_id, entry_json FROM runtime_inbox WHERE runtime_id = ?",
         }
         conn = self._connect(BUSY_TIMEOUT_MS)
         try:
@@ -571,6 +558,12 @@ class SqliteRuntimeStore(AppliesRunEnds):
                 )
             elif table == records.STATES:
                 conn.execute(UPSERT_PHASE, (rid, data))
+            elif table == INBOX:
+                conn.execute(
+                    "UPDATE runtime_inbox SET entry_json = ? "
+                    "WHERE runtime_id = ? AND input_id = ?",
+                    (data, rid, record_id),
+                )
             else:
                 run, seq = record_id.rsplit("/", 1)
                 conn.execute(

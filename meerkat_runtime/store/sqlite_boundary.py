@@ -15,14 +15,16 @@ Every statement the store runs is inside one of these:
 
 How an error is classified, by SQLite's result code (never its message,
 which may hold a path saying "locked"): a lock held elsewhere, a full disk,
-an I/O error or no memory is ``Unavailable`` (retryable); a damaged file is
-``Corrupt``; anything else is the failure of what was being done
+an I/O error or no memory is ``Unavailable`` (retryable); a damaged file, or
+a stored text value that is not UTF-8 (which sqlite3 reports with no code
+at all), is ``Corrupt``; anything else is the failure of what was being done
 (``WriteFailed``, ``ReadFailed``, or ``Internal`` while opening).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -57,6 +59,20 @@ def _code(exc: BaseException | None) -> int | None:
     return None
 
 
+# What sqlite3 itself (not SQLite) raises when a stored text value does not
+# decode, with no result code: the only message this module reads, and only
+# on an error that carries no code (none of SQLite's own errors lacks one).
+_UNDECODABLE = re.compile(r"Could not decode to UTF-8 column '([^']*)'")
+
+
+def _undecodable_column(exc: sqlite3.Error) -> str | None:
+    """The column whose text sqlite3 could not decode, when that is ``exc``."""
+    if not isinstance(exc, sqlite3.OperationalError) or _code(exc) is not None:
+        return None
+    found = _UNDECODABLE.match(str(exc))
+    return None if found is None else found.group(1)
+
+
 def is_busy(exc: BaseException | None) -> bool:
     """Another connection holds a lock SQLite would have to wait for."""
     return _code(exc) in _BUSY
@@ -70,6 +86,12 @@ def store_error(exc: Exception, context: str, failure: Failure) -> RuntimeStoreE
         return exc
     if not isinstance(exc, sqlite3.Error):
         return as_store_error(exc)
+    column = _undecodable_column(exc)
+    if column is not None:
+        return CorruptError(
+            f"{context}: corrupt record: its column {column} holds text that "
+            "is not UTF-8"
+        )
     code = _code(exc)
     if code in _UNAVAILABLE:
         failure = UnavailableError

@@ -32,8 +32,8 @@ _UPSERT = (
 )
 _EXTEND = (
     "UPDATE runtime_leases SET expires_at = ? "
-    "WHERE runtime_id = ? AND owner = ? AND epoch = ?"
-)
+    "WHERE runtime_id = ? AND owner = ? AND epoch = ? AND expires_at > 0"
+)  # a released lease (expires_at 0) stays released: leases.renewable
 
 
 def create_leases_table(conn: sqlite3.Connection) -> None:

@@ -4,10 +4,11 @@ Theory of operation: reads run in worker threads, each on its own
 connection, opened on first use. In WAL mode they see the last committed
 state and never block the writer. Bulk reads stream: a reader thread
 fetches chunks while the caller decodes the chunk before (SQLite steps
-without the GIL, so fetching and decoding overlap).
+without the GIL, so fetching and decoding overlap), at most ``READ_AHEAD``
+chunks ahead, so the rows of a deep queue never all wait in memory.
 
-Readers memory-map the file (``mmap_bytes``): SQLite only reads through the
-map, so durability is unchanged; the trade-off is that an I/O error while
+Readers memory-map the file (``mmap_bytes``; a whole-table scan turns the
+map off while it runs, PD-66): SQLite only reads through the map, so durability is unchanged; the trade-off is that an I/O error while
 reading a mapped page arrives as a signal (SIGBUS) instead of an error, so
 put the file on a local disk, or set it to 0.
 
@@ -35,6 +36,10 @@ T = TypeVar("T")
 Pair = tuple[sqlite3.Connection, threading.Lock]
 
 READ_CHUNK = 1000  # rows a reader thread hands over at a time
+# Chunks a reader thread may fetch ahead of the caller's decoding (PD-66):
+# fetching is faster than decoding, so without a bound a deep queue's rows
+# would all wait in memory at once, beside what was decoded from them.
+READ_AHEAD = 4
 
 
 @dataclass(slots=True)
@@ -43,6 +48,8 @@ class ReaderHooks:
 
     # Reader thread, before each chunk of a bulk read is fetched.
     chunk: Callable[[], None] | None = None
+    # Reader thread, with its connection, when a bulk read starts.
+    bulk_started: Callable[[sqlite3.Connection], None] | None = None
     # Closing thread, before it waits for a connection's reader to finish.
     close_wait: Callable[[], None] | None = None
 
@@ -89,13 +96,20 @@ class SqliteReaders:
             with Translated(self.path, ReadFailedError):
                 yield conn
 
-    async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def read(
+        self, work: Callable[[sqlite3.Connection], T], *, scan: bool = False
+    ) -> T:
+        """``work`` on a reader connection; ``scan``: it reads a whole table
+        (see ``_unmapped``)."""
         if self.closed:
             raise closed_error(self.path)
 
         def run() -> T:
             with self._reading() as conn:
-                return work(conn)
+                if not scan:
+                    return work(conn)
+                with self._unmapped(conn):
+                    return work(conn)
 
         return await asyncio.to_thread(run)
 
@@ -109,6 +123,7 @@ class SqliteReaders:
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue[list[Any] | BaseException | None] = asyncio.Queue()
         stop = threading.Event()  # ``consume`` raised: no more chunks wanted
+        room = threading.Semaphore(READ_AHEAD)  # chunks not yet consumed
 
         def deliver(item: list[Any] | BaseException | None) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is gone
@@ -119,9 +134,14 @@ class SqliteReaders:
             # queue must never be left waiting (with the GC paused, as
             # recovery reads).
             try:
-                with self._reading() as conn:
+                with self._reading() as conn, self._unmapped(conn):
+                    if self.hooks.bulk_started is not None:
+                        self.hooks.bulk_started(conn)
                     cursor = conn.execute(sql, params)
-                    while not stop.is_set() and (rows := self._fetch(cursor)):
+                    while room.acquire() and not stop.is_set():
+                        rows = self._fetch(cursor)
+                        if not rows:
+                            break
                         deliver(rows)
                     cursor.close()
                 deliver(None)
@@ -134,9 +154,26 @@ class SqliteReaders:
                 if isinstance(item, BaseException):
                     raise item
                 consume(item)
+                room.release()
         finally:
             stop.set()
+            room.release()  # a producer waiting for room sees ``stop``
             await wait_out(producer)  # the reader connection is free again
+
+    @contextlib.contextmanager
+    def _unmapped(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """PD-66: a bulk read reads through SQLite's page cache, not the map: a
+        scan touches every page of the table once, and mapped pages would
+        all count in the process's resident memory, as much again as the
+        table, with no gain in speed for a single pass."""
+        if not self.mmap_bytes:
+            yield
+            return
+        conn.execute("PRAGMA mmap_size = 0")
+        try:
+            yield
+        finally:
+            conn.execute(f"PRAGMA mmap_size = {self.mmap_bytes}")
 
     def _fetch(self, cursor: sqlite3.Cursor) -> list[Any]:
         if self.hooks.chunk is not None:

@@ -33,7 +33,7 @@ from meerkat_runtime.store.base import ConflictError, CorruptError, StoreInterna
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 Step = str | Callable[[sqlite3.Connection], None]  # a statement, or code to run
 
@@ -63,6 +63,20 @@ MIGRATIONS: dict[int, tuple[Step, ...]] = {
         ),  # (defined below) numbers the rows: before the index
         "CREATE UNIQUE INDEX runtime_input_arrival "
         "ON runtime_input_states (runtime_id, arrival)",
+    ),
+    # PD-58: the inbox of inputs submitted by processes that do not own the
+    # runtime (see sqlite_inbox).
+    4: (
+        """CREATE TABLE runtime_inbox (
+            runtime_id TEXT NOT NULL, input_id TEXT NOT NULL,
+            arrival INTEGER NOT NULL, idempotency_key TEXT,
+            pending INTEGER NOT NULL, entry_json BLOB NOT NULL,
+            PRIMARY KEY (runtime_id, input_id))""",
+        "CREATE UNIQUE INDEX runtime_inbox_arrival ON runtime_inbox (runtime_id, arrival)",
+        "CREATE INDEX runtime_inbox_key ON runtime_inbox (runtime_id, idempotency_key) "
+        "WHERE idempotency_key IS NOT NULL",
+        "CREATE INDEX runtime_inbox_pending ON runtime_inbox (runtime_id) "
+        "WHERE pending = 1",
     ),
 }
 
@@ -132,6 +146,12 @@ SELECT_INPUTS = (
     "FROM runtime_input_states WHERE runtime_id = ?1"
 )
 IN_ARRIVAL_ORDER = " ORDER BY arrival"
+# The records of some inputs of runtime ?1, their ids a JSON array in ?2:
+# one statement for a batch of any size (PD-64).
+SELECT_PAYLOADS = (
+    "SELECT input_id, state_json FROM runtime_input_states "
+    "WHERE runtime_id = ?1 AND input_id IN (SELECT value FROM json_each(?2))"
+)
 BUMP_EPOCH = (
     "INSERT INTO runtime_states (runtime_id, runtime_state_json, recovery_epoch) "
     "VALUES (?, ?, 1) ON CONFLICT (runtime_id) DO UPDATE SET "
@@ -152,11 +172,16 @@ class SchemaTooNewError(StoreInternalError):
     """The file was written by a newer meerkat-runtime."""
 
 
-def decode_input_row(runtime_id: str, row: tuple[Any, ...]) -> InputState:
-    """One ``SELECT_INPUTS`` row: the record, plus the recoveries that loaded
-    it unfinished since it was written (see the module notes)."""
+def decode_input_row(
+    runtime_id: str,
+    row: tuple[Any, ...],
+    decode: Callable[[str, str, object], InputState] = records.decode_state,
+) -> InputState:
+    """One ``SELECT_INPUTS`` row: the record (as ``decode`` reads it), plus
+    the recoveries that loaded it unfinished since it was written (see the
+    module notes)."""
     input_id, data, lag = row
-    state = records.decode_state(runtime_id, str(input_id), data)
+    state = decode(runtime_id, str(input_id), data)
     # Recovery drops ephemeral records unread (decision 13): never counted.
     if (
         lag > 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from meerkat_runtime.testing.conformance_atomicity import AtomicityConformance
 from meerkat_runtime.testing.conformance_corruption import CorruptionConformance
+from meerkat_runtime.testing.conformance_inbox import InboxConformance
 from meerkat_runtime.testing.conformance_ownership import OwnershipConformance
 from meerkat_runtime.testing.conformance_records import RecordConformance
 from meerkat_runtime.testing.conformance_run_end import RunEndConformance
@@ -40,10 +41,12 @@ class StoreConformance(
     RunEndConformance,
     CorruptionConformance,
     OwnershipConformance,
+    InboxConformance,
 ):
     """The contract every ``RuntimeStore`` meets (docs/behaviour.md section 8):
-    records, atomicity, a run's end in one commit, corrupt data and
-    ownership, each a mixin of its own module (``conformance_records``,
+    records, atomicity, a run's end in one commit, corrupt data, ownership
+    and the inbox, each a mixin of its own module (``conformance_records``,
     ``conformance_atomicity``, ``conformance_run_end``,
-    ``conformance_corruption``, ``conformance_ownership``); the hooks,
+    ``conformance_corruption``, ``conformance_ownership``,
+    ``conformance_inbox``); the hooks,
     ``make_store`` first, come from ``conformance_support.ConformanceHooks``."""

@@ -140,6 +140,20 @@ class OwnershipConformance(ConformanceHooks):
 
         self.run(body)
 
+    def test_a_renewal_after_a_release_does_not_bring_the_lease_back(self) -> None:
+        """A renewal sent before a release and applied after it (PD-67)."""
+
+        async def body(store: RuntimeStore) -> None:
+            _clocked(store)
+            epoch = await store.claim(R, "owner-1", TTL)
+            await store.release(R, "owner-1", epoch)
+            assert await store.renew("owner-1", {R: epoch}, TTL) == [R]
+            [lease] = await store.load_leases()
+            assert lease.released
+            assert await store.claim(R, "owner-2", TTL) == epoch + 1
+
+        self.run(body)
+
     def test_a_waiting_claim_gets_the_lease_when_it_is_released(self) -> None:
         async def body(store: RuntimeStore) -> None:
             _clocked(store)

@@ -14,7 +14,14 @@ from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.generated.spec_types import InputAbandonReason
 from meerkat_runtime.ids import InputId, RunId
 from meerkat_runtime.runs import RunApplyBoundary
-from meerkat_runtime.store.base import RuntimeStore, RuntimeStoreError, SessionDelta
+from meerkat_runtime.store.base import (
+    RuntimeStore,
+    RuntimeStoreError,
+    SessionDelta,
+    load_payloads,
+    load_skeletons,
+    loads_lazily,
+)
 from meerkat_runtime.testing.conformance_support import (
     A,
     B,
@@ -39,6 +46,47 @@ class RecordConformance(ConformanceHooks):
             assert [s.to_record() for s in await store.load_input_states(A)] == [
                 state.to_record()
             ]
+
+        self.run(body)
+
+    # ---------------------------------------------------------------- payloads
+
+    def test_skeletons_and_payloads_read_back_what_was_written(self) -> None:
+        """PD-64: a skeleton is the record with, for a store that
+        ``lazy_payloads``, its payload left in the store (only its key
+        kept); ``load_payloads`` reads back exactly the stored payloads, in
+        one call, of any of a runtime's inputs."""
+
+        async def body(store: RuntimeStore) -> None:
+            states = [rich_state(steps) for steps in (0, 1, 5)]
+            await store.atomic_lifecycle_commit(A, RuntimeState.IDLE, states)
+            skeletons = {s.input_id: s for s in await load_skeletons(store, A)}
+            for state in states:
+                skeleton = skeletons[state.input_id]
+                assert skeleton.payload_key() == state.payload_key()
+                assert skeleton.history() == state.history()
+                if loads_lazily(store):
+                    assert not skeleton.payload_loaded()
+                else:
+                    assert skeleton == state
+            ids = [s.input_id for s in states[::-1]]
+            payloads = await load_payloads(store, A, ids)
+            assert payloads == {s.input_id: s.persisted_input for s in states}
+
+        self.run(body)
+
+    def test_a_payload_the_store_does_not_hold_is_corrupt_naming_the_input(
+        self,
+    ) -> None:
+        """A payload asked for by id and not found (another runtime's input,
+        an unknown one) is ``Corrupt``, naming the input: never an absence
+        the caller could take for an empty payload."""
+
+        async def body(store: RuntimeStore) -> None:
+            state = rich_state(1)
+            await store.persist_input_state(B, state)
+            with pytest.raises(RuntimeStoreError.Corrupt, match=str(state.input_id)):
+                await load_payloads(store, A, [state.input_id])
 
         self.run(body)
 

@@ -44,9 +44,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from meerkat_runtime.driver.validation import DEFAULT_MAX_INPUT_BYTES
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
+from meerkat_runtime.inputs import AnyInput, Input
+from meerkat_runtime.outcomes import AcceptOutcome
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
 from meerkat_runtime.store.base import (
     RuntimeStore,
@@ -54,9 +57,11 @@ from meerkat_runtime.store.base import (
     SessionDelta,
     commit_recovery,
     ends_runs_atomically,
-    owns_leases,
+    load_payloads,
 )
-from meerkat_runtime.store.leases import DEFAULT_LEASE_TTL, Clock, Lease
+from meerkat_runtime.store.inbox import InboxEntry
+from meerkat_runtime.store.leases import Clock
+from meerkat_runtime.store.wrapper import StoreWrapper
 
 T = TypeVar("T")
 
@@ -68,6 +73,8 @@ WRITES = (
     "commit_session_boundary",
     "commit_recovery",
     "atomic_apply_and_lifecycle_commit",
+    "submit_to_inbox",
+    "admit_from_inbox",
 )
 
 
@@ -96,11 +103,11 @@ class RenewalFault(enum.Enum):
     STALL = "stall"  # every renewal waits for ``stall_released``
 
 
-class FaultyStore(RuntimeStore):
+class FaultyStore(StoreWrapper):
     """Delegates to ``inner``; injects the armed fault into one write."""
 
     def __init__(self, inner: RuntimeStore, *, one_commit_runs: bool = False) -> None:
-        self.inner = inner
+        super().__init__(inner)
         # PD-70: off by default, so a driver writes a run's boundary and its
         # end as two writes, each its own point of failure; on (and the
         # inner store able to), as the one write
@@ -108,8 +115,9 @@ class FaultyStore(RuntimeStore):
         self.ends_runs_atomically = one_commit_runs and ends_runs_atomically(inner)
         self.armed: Armed | None = None
         self.fired: list[tuple[Fault, str]] = []
-        self.keeps_leases = owns_leases(inner)
-        self.lease_ttl = getattr(inner, "lease_ttl", DEFAULT_LEASE_TTL)
+        # Raised by the next ``load_payloads`` instead of reading (PD-64).
+        self.payload_fault: Exception | None = None
+        self.payload_loads = 0
         self.renewal_fault: RenewalFault | None = None
         self.renewals = 0  # renewals asked for, failed or not
         self.stall_released = asyncio.Event()
@@ -124,16 +132,6 @@ class FaultyStore(RuntimeStore):
 
     # ---------------------------------------------------------------- leases
 
-    async def claim(
-        self,
-        runtime_id: LogicalRuntimeId,
-        owner: str,
-        ttl: float | None = None,
-        *,
-        wait: float = 0.0,
-    ) -> int:
-        return await self.inner.claim(runtime_id, owner, ttl, wait=wait)
-
     async def renew(
         self,
         owner: str,
@@ -146,14 +144,6 @@ class FaultyStore(RuntimeStore):
         if self.renewal_fault is RenewalFault.STALL:
             await self.stall_released.wait()
         return await self.inner.renew(owner, epochs, ttl)
-
-    async def release(
-        self, runtime_id: LogicalRuntimeId, owner: str, epoch: int
-    ) -> None:
-        await self.inner.release(runtime_id, owner, epoch)
-
-    async def load_leases(self) -> list[Lease]:
-        return await self.inner.load_leases()
 
     def arm(
         self, fault: Fault, method: str | None = None, skip: int = 0, times: int = 1
@@ -343,33 +333,49 @@ class FaultyStore(RuntimeStore):
             ),
         )
 
-    # ---------------------------------------------------------------- reads
+    # ---------------------------------------------------------------- inbox
 
-    async def load_input_states(self, runtime_id: LogicalRuntimeId) -> list[InputState]:
-        return await self.inner.load_input_states(runtime_id)
+    async def submit_to_inbox(
+        self,
+        runtime_id: LogicalRuntimeId,
+        input: Input,
+        *,
+        max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+    ) -> AcceptOutcome:
+        return await self._write(
+            "submit_to_inbox",
+            lambda: self.inner.submit_to_inbox(
+                runtime_id, input, max_input_bytes=max_input_bytes
+            ),
+        )
 
-    async def load_input_state(
-        self, runtime_id: LogicalRuntimeId, input_id: InputId
-    ) -> InputState | None:
-        return await self.inner.load_input_state(runtime_id, input_id)
+    async def admit_from_inbox(
+        self,
+        runtime_id: LogicalRuntimeId,
+        runtime_state: RuntimeState,
+        input_states: Sequence[InputState],
+        taken: Sequence[InboxEntry],
+    ) -> None:
+        await self._write(
+            "admit_from_inbox",
+            lambda: self.inner.admit_from_inbox(
+                runtime_id, runtime_state, input_states, taken
+            ),
+            lambda: self.inner.admit_from_inbox(
+                runtime_id, runtime_state, _poison(input_states), taken
+            ),
+        )
 
-    async def load_boundary_receipt(
-        self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
-    ) -> RunBoundaryReceipt | None:
-        return await self.inner.load_boundary_receipt(runtime_id, run_id, sequence)
-
-    async def load_boundary_receipts(
-        self, runtime_id: LogicalRuntimeId
-    ) -> list[RunBoundaryReceipt]:
-        return await self.inner.load_boundary_receipts(runtime_id)
-
-    async def load_session_snapshot(self, runtime_id: LogicalRuntimeId) -> bytes | None:
-        return await self.inner.load_session_snapshot(runtime_id)
-
-    async def load_runtime_state(
-        self, runtime_id: LogicalRuntimeId
-    ) -> RuntimeState | None:
-        return await self.inner.load_runtime_state(runtime_id)
+    async def load_payloads(
+        self, runtime_id: LogicalRuntimeId, input_ids: Sequence[InputId]
+    ) -> dict[InputId, AnyInput]:
+        """The inner store's payloads; ``payload_fault``, when set, is
+        raised instead (once), and every call is counted."""
+        self.payload_loads += 1
+        fault, self.payload_fault = self.payload_fault, None
+        if fault is not None:
+            raise fault
+        return await load_payloads(self.inner, runtime_id, input_ids)
 
     async def close(self) -> None:
         await self.inner.close()

@@ -23,7 +23,7 @@ from meerkat_runtime.store import (
     SqliteRuntimeStore,
     records,
 )
-from meerkat_runtime.store.base import ReadFailedError
+from meerkat_runtime.store.base import CorruptError, ReadFailedError
 from meerkat_runtime.store.verify import verify
 from tests.corruption.damage import PER_RUNTIME, RUNTIMES, build, prompt, receipt
 
@@ -203,3 +203,40 @@ def test_a_damaged_index_entry_is_caught_by_load_verify_and_inspect(
     assert main(["inspect", str(path)]) != 0
     err = capsys.readouterr().err
     assert "the table holds 30" in err
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "load"),
+    [
+        (records.INPUTS, "input_id", "load_input_states"),
+        (records.RECEIPTS, "run_id", "load_boundary_receipts"),
+        ("runtime_leases", "owner", "load_leases"),
+    ],
+)
+def test_stored_text_that_is_not_utf8_is_corrupt_naming_its_column(
+    tmp_path: Path, table: str, column: str, load: str
+) -> None:
+    """sqlite3 reports undecodable text as a plain OperationalError with no
+    result code: it was a ReadFailed, as if reading could succeed later."""
+
+    async def body() -> None:
+        path = tmp_path / "text.db"
+        store = SqliteRuntimeStore(path)
+        inp = prompt("keep me")
+        driver = PersistentRuntimeDriver(RID, store, MemoryBlobStore())
+        assert (await driver.accept_input(inp)).is_accepted()
+        await store.atomic_apply(RID, None, receipt(RunId.new(), [inp.id()]), [])
+        await store.claim(RID, "owner")
+        await store.close()
+        with sqlite3.connect(path) as conn:
+            conn.execute(f"UPDATE {table} SET {column} = CAST(X'ff41' AS TEXT)")
+        conn.close()
+        reopened = SqliteRuntimeStore(path)
+        try:
+            call = getattr(reopened, load)
+            with pytest.raises(CorruptError, match=f"column {column} holds text"):
+                await (call() if load == "load_leases" else call(RID))
+        finally:
+            await reopened.close()
+
+    asyncio.run(body())

@@ -16,24 +16,33 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # helpers of the benchmarks, not benchmarks themselves
-SHARED = {"sqlite_tools.py", "durable_parts.py", "durable_floors.py", "goals.py"}
+SHARED = {
+    "sqlite_tools.py",
+    "durable_parts.py",
+    "durable_floors.py",
+    "durable_fencing.py",
+    "goals.py",
+    "postgres_peers.py",
+}
 BENCHMARKS = sorted(
     p.name for p in (ROOT / "bench").glob("*.py") if p.name not in SHARED
 )
 GOALS = {
     "authority.py": 2,
     "driver.py": 3,
-    "durable.py": 6,
+    "durable.py": 8,  # two the fencing cost (durable_fencing), one grouped boundaries
+    "fleet.py": 1,
     "group_commit.py": 5,
     # its one goal compares with LangGraph, an optional peer (the bench extra)
     "peers.py": int(importlib.util.find_spec("langgraph") is not None),
     "postgres.py": 4,
-    "scale.py": 2,
+    "scale.py": 5,
     "sessions.py": 1,
 }
 GOAL_LINE = re.compile(r"GOAL \S.* [≥≤][\d,.]+.*: [\d,.]+.* — (met|NOT MET)")
 SQLITE = {
     "durable.py",
+    "fleet.py",
     "group_commit.py",
     "scale.py",
     "sessions.py",

@@ -132,3 +132,30 @@ def test_the_spec_tooling_names_its_missing_extra() -> None:
     assert done.returncode == 1
     assert "meerkat-runtime[spec]" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_package_root_names_every_store_and_the_error_root() -> None:
+    """``from meerkat_runtime import PostgresRuntimeStore, MeerkatError``
+    works, and importing the package still needs no psycopg (the store is
+    imported on first use): a process without the extra imports the rest."""
+    without_psycopg = (
+        "import sys; sys.modules['psycopg'] = None; sys.modules['psycopg_pool'] = None\n"
+        "from meerkat_runtime import MeerkatError, RuntimeOwnedError, RuntimeStoreError\n"
+        "assert issubclass(RuntimeOwnedError, MeerkatError)\n"
+        "assert issubclass(RuntimeStoreError, MeerkatError)\n"
+        "try:\n"
+        "    from meerkat_runtime import PostgresRuntimeStore\n"
+        "except ImportError:\n"
+        "    print('no postgres extra')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", without_psycopg],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout == "no postgres extra\n", done.stderr
+    from meerkat_runtime.store.postgres import PostgresRuntimeStore
+
+    assert meerkat_runtime.PostgresRuntimeStore is PostgresRuntimeStore
+    assert {"MeerkatError", "PostgresRuntimeStore"} <= set(meerkat_runtime.__all__)

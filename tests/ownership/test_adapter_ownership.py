@@ -5,6 +5,7 @@ their sessions, renewals that fail or stall."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from meerkat_runtime import (
     RuntimeOwnedError,
     RuntimeSessionAdapter,
     SessionId,
+    SqliteRuntimeStore,
 )
 from meerkat_runtime.blobs import MemoryBlobStore
 from meerkat_runtime.errors import FencedError, InternalError, NotReadyError
@@ -21,7 +23,7 @@ from meerkat_runtime.sessions.completion import RuntimeTerminated
 from meerkat_runtime.testing.conformance_ownership import FakeClock
 from meerkat_runtime.testing.faults import FaultyStore, RenewalFault
 from tests.sessions.executors import Step, ToyExecutor
-from tests.sessions.helpers import TIMEOUT, prompt
+from tests.sessions.helpers import TIMEOUT, GatedPersist, prompt
 
 S = SessionId("owned")
 R = LogicalRuntimeId(str(S))
@@ -139,3 +141,86 @@ def test_an_owner_that_cannot_renew_stops_at_its_deadline(fault: RenewalFault) -
         await owner.close()
 
     asyncio.run(body())
+
+
+def test_waiters_of_a_run_whose_boundary_is_fenced_hear_ownership_was_lost() -> None:
+    """The loop ends when its boundary commit is fenced; the waiters must
+    hear why (ownership lost), not merely that the loop exited."""
+
+    async def body() -> None:
+        store = InMemoryRuntimeStore(lease_ttl=60)
+        clock = FakeClock()
+        store.lease_clock = clock
+        first, second = adapter(store, "first"), adapter(store, "second")
+        executor = ToyExecutor([Step.HOLD])
+        await first.register_session_with_executor(S, executor)
+        _, waiter = await first.accept_input_with_completion(S, prompt("one"))
+        assert waiter is not None
+        await asyncio.wait_for(executor.held.wait(), TIMEOUT)
+        clock.now += 61
+        await second.register_session(S)
+        executor.release.set()  # its boundary commit now meets the new epoch
+        outcome = await asyncio.wait_for(waiter.wait(), TIMEOUT)
+        assert isinstance(outcome, RuntimeTerminated)
+        assert outcome.reason.startswith("runtime ownership lost: a write was fenced")
+        assert await store.load_boundary_receipts(R) == []
+        await second.close()
+        await first.close()
+
+    asyncio.run(body())
+
+
+class GatedSqliteStore(GatedPersist, SqliteRuntimeStore):
+    """On a file, gated (``GatedPersist``): the fence check waits too."""
+
+
+def test_an_accept_waiting_while_close_releases_the_lease_hears_closed(
+    tmp_path: Path,
+) -> None:
+    """The second accept waits for the session lock while close gives the
+    lease back; its write is then refused, and must say the adapter is
+    closed, not that another owner fenced it."""
+
+    async def body() -> None:
+        store = GatedSqliteStore(tmp_path / "closing.db")
+        owner = adapter(store, "closing")
+        await owner.register_session(S)
+        store.gate = gate = asyncio.Event()
+        first = asyncio.ensure_future(owner.accept_input(S, prompt("one")))
+        await asyncio.wait_for(store.entered.wait(), TIMEOUT)
+        second = asyncio.ensure_future(owner.accept_input(S, prompt("two")))
+        await asyncio.sleep(0)  # past its closed check, waiting for the lock
+        await owner.close()
+        gate.set()
+        assert (await asyncio.wait_for(first, TIMEOUT)).is_accepted()
+        with pytest.raises(NotReadyError, match="adapter is closed"):
+            await asyncio.wait_for(second, TIMEOUT)
+        assert len(await store.load_input_states(R)) == 1
+        await store.close()
+
+    asyncio.run(body())
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "must not be blank"),
+        ("   ", "must not be blank"),
+        ("worker\x1b[2J", "contains control characters"),
+        ("\ud800", "lone surrogate"),
+        ("w" * 513, "longer than 512"),
+    ],
+)
+def test_session_ids_and_owners_are_held_to_the_id_rules(
+    text: str, problem: str
+) -> None:
+    """A session id and an owner id are keys a store holds and operators
+    read: refused when made, naming the field, before anything is stored."""
+    with pytest.raises(ValueError, match=f"^SessionId .*{problem}"):
+        SessionId(text)
+    store = InMemoryRuntimeStore()
+    with pytest.raises(ValueError, match=f"^owner .*{problem}"):
+        RuntimeSessionAdapter.persistent(store, MemoryBlobStore(), owner=text)
+    with pytest.raises(ValueError, match=f"^lease owner .*{problem}"):
+        asyncio.run(store.claim(R, text))
+    assert asyncio.run(store.load_leases()) == []

@@ -31,6 +31,7 @@ from meerkat_runtime import (
     QueueMode,
     ResponseProgressPhase,
     RuntimeSessionAdapter,
+    RuntimeStore,
     RuntimeTurnMetadata,
     SessionId,
     SupersessionKey,
@@ -208,14 +209,19 @@ def turn_over(adapter: RuntimeSessionAdapter, sid: SessionId) -> asyncio.Event:
     return loop.waiting
 
 
-class GatedStore(InMemoryRuntimeStore):
-    """An in-memory store whose next ``persist_input_state`` waits for ``gate``
-    (holding the session lock meanwhile, as a slow disk would)."""
+class GatedPersist(RuntimeStore):
+    """A store whose next ``persist_input_state`` waits for ``gate`` before
+    any of the write runs (holding the session lock meanwhile, as a slow
+    disk would). Mixed in before a concrete store class."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate: asyncio.Event | None = None
-        self.entered = asyncio.Event()
+    gate: asyncio.Event | None = None
+    _entered: asyncio.Event | None = None
+
+    @property
+    def entered(self) -> asyncio.Event:
+        if self._entered is None:
+            self._entered = asyncio.Event()
+        return self._entered
 
     async def persist_input_state(
         self, runtime_id: LogicalRuntimeId, state: InputState
@@ -224,4 +230,8 @@ class GatedStore(InMemoryRuntimeStore):
         if gate is not None:
             self.entered.set()
             await gate.wait()
-        await super().persist_input_state(runtime_id, state)
+        await super().persist_input_state(runtime_id, state)  # type: ignore[safe-super]
+
+
+class GatedStore(GatedPersist, InMemoryRuntimeStore):
+    """In memory, gated (``GatedPersist``)."""

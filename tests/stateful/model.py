@@ -196,6 +196,10 @@ class Model:
         self.control.apply(rc.RecycleSucceeded())
         self._persist_phase()
 
+    def admitted_from_inbox(self) -> None:
+        """An inbox admission commits the phase with what it admitted."""
+        self._persist_phase()
+
     def _persist_phase(self) -> None:
         phase = self.phase
         if (

@@ -58,7 +58,7 @@ from meerkat_runtime.generated.input_lifecycle import InputLifecycleState
 from meerkat_runtime.generated.runtime_control import RuntimeControlError
 from meerkat_runtime.inputs import Input
 from meerkat_runtime.ledger import Lane
-from meerkat_runtime.outcomes import Accepted, Deduplicated
+from meerkat_runtime.outcomes import Accepted, Deduplicated, Submitted
 from meerkat_runtime.store import InMemoryRuntimeStore, RuntimeStore, SqliteRuntimeStore
 from meerkat_runtime.store.postgres import PostgresRuntimeStore
 from meerkat_runtime.testing.faults import (
@@ -77,6 +77,7 @@ RID = LogicalRuntimeId("fuzzed")
 STATS: Counter[str] = Counter()
 KINDS = ("prompt", "steer_prompt", "flow_step", "continuation", "operation")
 KEYS = [IdempotencyKey(f"key-{n}") for n in range(4)]
+INBOX_KEYS = [IdempotencyKey(f"inbox-{n}") for n in range(3)]
 # Inputs of the big applied batch rule (the memory machine takes 3x): `make
 # fuzz` (HYPOTHESIS_PROFILE=fuzz) goes further than `make test`.
 BIG_BATCH = 400 if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else 100
@@ -290,6 +291,64 @@ class CrashMachine(RuleBasedStateMachine):
         self.minted += 1
         kind, inp = drawn
         self.accept(kind, durable, None, inp, clock_id(self.clock_ms, self.minted))
+
+    @rule(
+        drawn=DRAWN_INPUTS,
+        key=st.none() | st.sampled_from(INBOX_KEYS),
+        roll=st.integers(0, 2),
+    )
+    def submit_then_admit(
+        self, drawn: tuple[str, Input], key: IdempotencyKey | None, roll: int
+    ) -> None:
+        """PD-58: another process submits to the inbox (never faulted: the
+        fault under test is the owner's), then the owner admits it under
+        whatever fault is armed. A refused or crashed admission leaves the
+        entry in the inbox; the next one takes it: admitted exactly once.
+        Its keys are used by no other rule, so the store's dedupe and the
+        model's agree (a destroyed runtime forgets keys only in memory).
+        A third of the times it is drawn: two commits a step would slow the
+        suite down by half."""
+        if roll or self.model.phase.is_terminal():
+            return
+        kind, raw = drawn
+        inp, lane, consumed, front = build_input(kind, True, key, raw)
+        existing = self.model.existing(inp.id(), key)
+        submitted = self.wait(self.store.inner.submit_to_inbox(RID, inp))
+        note(f"submit {kind} {inp.id()} key={key}: {type(submitted).__name__}")
+        if existing is not None:
+            assert submitted == Deduplicated(input_id=inp.id(), existing_id=existing)
+            return
+        assert submitted == Submitted(input_id=inp.id())
+        if not consumed:
+            self.payloads[inp.id()] = self.wait(
+                externalize_images(MemoryBlobStore(), inp)
+            )
+        accepting = self.model.phase.can_accept_input()
+        item = ModelInput(inp.id(), True, lane, key, 0)
+        outcome, _ = self.attempt(self.driver.admit_from_inbox())
+        STATS[f"{type(self).__name__} inbox admissions {outcome}"] += 1
+        if outcome == "crashed_after":
+            if accepting:
+                self.model.accept(item, consumed, front)
+            self.model.admitted_from_inbox()
+        if outcome.startswith("crashed"):
+            self.restart()
+        if outcome in ("failed", "crashed_before"):
+            self.store.disarm()
+            outcome, _ = self.attempt(self.driver.admit_from_inbox())
+            assert outcome == "ok", outcome
+        if outcome == "ok":
+            if accepting:
+                self.model.accept(item, consumed, front)
+            self.model.admitted_from_inbox()
+        entry = self.wait(self.store.load_inbox_entry(RID, inp.id()))
+        if accepting:
+            assert entry is None, entry
+        else:  # settled: the runtime refused it
+            assert entry is not None
+            assert entry.settlement is not None
+            assert entry.settlement.refused is not None
+        assert self.wait(self.store.load_inbox(RID)) == []
 
     @rule(step=st.sampled_from([-HOUR_MS, -1, 1, HOUR_MS]))
     def clock_jump(self, step: int) -> None:
@@ -656,6 +715,26 @@ class SqliteCrashMachine(CrashMachine):
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+class LazySqliteCrashMachine(SqliteCrashMachine):
+    """SQLite under a lazy driver (PD-64, PD-65): recovered payloads, and
+    those accepted past two pending inputs, stay on disk until a write or a
+    run needs them; every stored record must keep its payload whole."""
+
+    def new_driver(self) -> PersistentRuntimeDriver:
+        driver = PersistentRuntimeDriver(
+            RID, self.store, MemoryBlobStore(), lazy_payloads=True
+        )
+        driver.payloads_kept = 2
+        return driver
+
+    @invariant()
+    def stored_payloads_are_whole(self) -> None:
+        for state in self.wait(self.store.load_input_states(RID)):
+            expected = self.payloads.get(state.input_id)
+            if expected is not None:
+                assert state.persisted_input == expected, state.input_id
+
+
 class PostgresCrashMachine(CrashMachine):
     """A schema of its own on the tests' PostgreSQL; each restart opens a new
     store (and pool) on it."""
@@ -676,6 +755,7 @@ class PostgresCrashMachine(CrashMachine):
 
 TestMemoryCrashes = MemoryCrashMachine.TestCase
 TestSqliteCrashes = SqliteCrashMachine.TestCase
+TestLazySqliteCrashes = LazySqliteCrashMachine.TestCase
 TestPostgresCrashes = PostgresCrashMachine.TestCase
 # Every step waits for real commits and every crash reconnects: a quarter
 # of the profile's examples keeps CI's time (`make fuzz` runs 375).

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import uuid
+from urllib.parse import urlencode
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from meerkat_runtime.testing.postgres_server import ThrowawayPostgres
 
@@ -45,3 +47,10 @@ def new_schema() -> str:
 def drop_schema(schema: str) -> None:
     with psycopg.connect(server_dsn(), autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def dsn_url(dsn: str) -> str:
+    """``dsn`` as a postgresql:// URL, as a user would type it."""
+    parts = conninfo_to_dict(dsn)
+    query = urlencode({k: v for k, v in parts.items() if k not in ("user", "dbname")})
+    return f"postgresql://{parts.get('user', '')}@/{parts.get('dbname', '')}?{query}"

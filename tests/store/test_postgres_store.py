@@ -7,11 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
-from urllib.parse import urlencode
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from meerkat_runtime.cli import main
@@ -25,7 +23,7 @@ from meerkat_runtime.store.postgres import PostgresRuntimeStore
 from meerkat_runtime.store.postgres_boundary import store_error
 from meerkat_runtime.store.postgres_schema import SCHEMA_VERSION, SchemaTooNewError
 from meerkat_runtime.testing.conformance import A, rich_state
-from tests.store.postgres import drop_schema, new_schema
+from tests.store.postgres import drop_schema, dsn_url, new_schema
 
 
 def test_concurrent_migrators_all_open_one_schema(pg_dsn: str, pg_schema: str) -> None:
@@ -156,13 +154,6 @@ def test_a_lost_connection_without_sqlstate_is_unavailable() -> None:
     assert translated.retryable
 
 
-def _url(dsn: str) -> str:
-    """The tests' DSN as a postgresql:// URL, as a user would type it."""
-    parts = conninfo_to_dict(dsn)
-    query = urlencode({k: v for k, v in parts.items() if k not in ("user", "dbname")})
-    return f"postgresql://{parts.get('user', '')}@/{parts.get('dbname', '')}?{query}"
-
-
 def test_inspect_reads_a_postgresql_store(
     pg_dsn: str, pg_schema: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -174,7 +165,7 @@ def test_inspect_reads_a_postgresql_store(
         await store.close()
 
     asyncio.run(fill())
-    assert main(["inspect", _url(pg_dsn), "--schema", pg_schema, "--json"]) == 0
+    assert main(["inspect", dsn_url(pg_dsn), "--schema", pg_schema, "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     [runtime] = shown["runtimes"]
     assert runtime["runtime_id"] == str(A)
@@ -185,6 +176,6 @@ def test_inspect_says_when_a_schema_holds_no_store(
     pg_dsn: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert (
-        main(["inspect", _url(pg_dsn), "--schema", "nothing_here"]) == 2
+        main(["inspect", dsn_url(pg_dsn), "--schema", "nothing_here"]) == 2
     )  # cannot be read at all (README, exit status)
     assert "no meerkat store" in capsys.readouterr().err

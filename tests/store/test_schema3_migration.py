@@ -71,7 +71,7 @@ def test_opening_rewrites_every_record_in_the_current_form(tmp_path: Path) -> No
     written."""
     db, _ = copy_legacy(tmp_path)
     open_and_close(db)
-    assert user_version(db) == SCHEMA_VERSION == 3
+    assert user_version(db) == SCHEMA_VERSION == 4
     inputs = [
         bytes(d) for (d,) in rows(db, "SELECT state_json FROM runtime_input_states")
     ]
@@ -152,7 +152,7 @@ def test_a_damaged_legacy_record_is_left_for_its_recovery_to_report(
             "SELECT state_json FROM runtime_input_states WHERE input_id = ?", (victim,)
         ).fetchone()
     open_and_close(db)
-    assert user_version(db) == 3
+    assert user_version(db) == SCHEMA_VERSION
     after = dict(rows(db, "SELECT input_id, state_json FROM runtime_input_states"))
     assert after.pop(victim) == damaged
     assert all(is_framed(bytes(d)) for d in after.values())

@@ -19,9 +19,11 @@ from meerkat_runtime import (
 )
 from meerkat_runtime.store import (
     SqliteRuntimeStore,
+    integrity,
     sqlite_reader,
     sqlite_setup,
 )
+from meerkat_runtime.store import sqlite as sqlite_store
 from meerkat_runtime.store.base import (
     RuntimeStoreError,
     StoreInternalError,
@@ -140,6 +142,83 @@ def test_a_reader_that_cannot_open_fails_the_bulk_load_at_once(
             with pytest.raises(StoreInternalError, match="too many open files"):
                 load.result()
             assert gc.isenabled()
+
+    run(body)
+
+
+def test_a_bulk_read_fetches_only_a_few_chunks_ahead_of_its_consumer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader thread fetches at most ``READ_AHEAD`` chunks more than the
+    caller has consumed, however slow the caller: a deep queue's rows never
+    all wait in memory beside what was decoded from them. (The first chunk
+    is held until the reader would have run further ahead, or half a
+    second: without the bound it runs through every row meanwhile.)"""
+    monkeypatch.setattr(sqlite_reader, "READ_CHUNK", 1)
+    monkeypatch.setattr(sqlite_reader, "READ_AHEAD", 2)
+    fetched, consumed, leads = [0], [0], []
+    ran_ahead = threading.Event()
+
+    def count_fetch() -> None:  # the reader thread, before each fetch
+        fetched[0] += 1
+        leads.append(fetched[0] - consumed[0])
+        if leads[-1] > sqlite_reader.READ_AHEAD:
+            ran_ahead.set()
+
+    def consume(rows: list[Any]) -> None:
+        if consumed[0] == 0:
+            ran_ahead.wait(0.5)
+        consumed[0] += len(rows)
+
+    async def body() -> None:
+        async with SqliteRuntimeStore(tmp_path / "ahead.db") as store:
+            states = [queued_state(f"p{i}") for i in range(10)]
+            await store.atomic_lifecycle_commit(A, RuntimeState.IDLE, states)
+            store.readers.hooks.chunk = count_fetch
+            await store.readers.read_chunks(
+                "SELECT input_id FROM runtime_input_states WHERE runtime_id = ?",
+                (str(A),),
+                consume,
+            )
+        assert consumed[0] == 10
+        assert max(leads) <= 2, leads
+
+    run(body)
+
+
+def test_a_bulk_read_does_not_map_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bulk load reads with the map off, and so does its second count of
+    the rows (a scan of a deep queue would otherwise add the whole table to
+    the resident memory); the reader's connection has its map back
+    afterwards, for point reads."""
+    seen: list[int] = []
+
+    def bulk_started(conn: sqlite3.Connection) -> None:
+        seen.append(conn.execute("PRAGMA mmap_size").fetchone()[0])
+
+    recount = integrity.check_input_count
+
+    def counted(conn: sqlite3.Connection, *args: Any) -> None:
+        bulk_started(conn)
+        recount(conn, *args)
+
+    monkeypatch.setattr(sqlite_store, "check_input_count", counted)
+
+    async def body() -> None:
+        async with SqliteRuntimeStore(
+            tmp_path / "map.db", read_mmap_bytes=1 << 20
+        ) as store:
+            states = [queued_state(f"p{i}") for i in range(3)]
+            await store.atomic_lifecycle_commit(A, RuntimeState.IDLE, states)
+            store.readers.hooks.bulk_started = bulk_started
+            assert len(await store.load_input_states(A)) == 3
+            assert seen == [0, 0]
+            settings = await store.readers.read(
+                lambda conn: conn.execute("PRAGMA mmap_size").fetchone()[0]
+            )
+            assert settings == 1 << 20
 
     run(body)
 

@@ -125,7 +125,7 @@ def test_version_1_file_is_migrated_with_its_rows(tmp_path: Path) -> None:
             assert await store.load_input_states(A) == [state]
 
     run(body)
-    assert user_version(path) == SCHEMA_VERSION == 3
+    assert user_version(path) == SCHEMA_VERSION == 4
 
 
 @pytest.mark.parametrize("start", [0, 1, 2])
