@@ -86,6 +86,8 @@ bench: install ## run the benchmarks (ratios against same-run baselines, goal ve
 	$(PY) bench/authority.py
 	$(PY) bench/driver.py
 	$(PY) bench/durable.py
+	$(PY) bench/group_commit.py
+	$(PY) bench/peers.py
 	$(PY) bench/scale.py
 	$(PY) bench/sessions.py
 	$(PY) bench/postgres.py

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
@@ -51,6 +52,7 @@ from meerkat_runtime.errors import (
     ValidationFailedError,
 )
 from meerkat_runtime.generated import input_lifecycle as il
+from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.generated.spec_types import InputAbandonReason
 from meerkat_runtime.ids import InputId, LogicalRuntimeId, RunId
 from meerkat_runtime.input_state import InputState
@@ -69,6 +71,7 @@ from meerkat_runtime.policy import PolicyTable
 from meerkat_runtime.runs import (
     BoundaryApplied,
     RunBoundaryReceipt,
+    RunCompleted,
     RunEvent,
     RunStarted,
 )
@@ -79,6 +82,7 @@ from meerkat_runtime.store.base import (
     SessionDelta,
     cancel_safe,
     commit_recovery,
+    ends_runs_atomically,
     keeps_inbox,
     load_payloads,
     load_skeletons,
@@ -344,14 +348,7 @@ class PersistentRuntimeDriver(RuntimeDriver):
         if isinstance(event, RunStarted):
             return
         if isinstance(event, BoundaryApplied):
-            snapshot = event.session_snapshot
-            if snapshot is not None and not isinstance(snapshot, bytes):
-                # Refused before anything changes: a run whose executor
-                # hands back text fails like any refused boundary (W-6).
-                raise ValidationFailedError(
-                    "BoundaryApplied.session_snapshot must be bytes, not "
-                    f"{type(snapshot).__name__}"
-                )
+            _check_snapshot(event)
             await self._persisted(
                 lambda: self._core.run_event(event),
                 "runtime boundary commit failed",
@@ -362,22 +359,46 @@ class PersistentRuntimeDriver(RuntimeDriver):
                 lambda: self._core.run_event(event), "terminal event persist failed"
             )
 
+    def ends_runs_in_one_commit(self) -> bool:
+        """Whether ``on_run_end`` may be used: the store writes a boundary
+        and a run's end in one transaction (PD-70)."""
+        return ends_runs_atomically(self.store)
+
+    async def on_run_end(self, boundary: BoundaryApplied) -> None:
+        """W-6 in one commit (PD-70): the boundary, then the run's completion
+        consuming every input the receipt names, applied in memory and
+        written in one transaction; a refusal undoes both (decision 14), so
+        the run is as if its boundary had been refused. Only over a store
+        that ``ends_runs_in_one_commit``."""
+        if not self.ends_runs_in_one_commit():
+            raise ValidationFailedError(
+                f"{type(self.store).__name__} cannot write a run's boundary and end at once"
+            )
+        _check_snapshot(boundary)
+        with self._undo_on_failure("runtime boundary commit failed") as checkpoint:
+            self._core.run_event(boundary)
+            consumed = list(boundary.receipt.contributing_input_ids)
+            self._core.run_event(
+                RunCompleted(run_id=boundary.run_id, consumed_input_ids=consumed)
+            )
+            await self._commit_lifecycle(
+                checkpoint,
+                lambda phase, states: self.store.atomic_apply_and_lifecycle_commit(
+                    self.runtime_id, _delta(boundary), boundary.receipt, phase, states
+                ),
+            )
+
     async def _commit_boundary(
         self, checkpoint: Checkpoint, event: BoundaryApplied
     ) -> None:
         """D-6: the receipt and the inputs it applied, in one atomic commit. A
         receipt the session layer already committed is accepted as is (its
         states are still written); a different one conflicts (decision 16)."""
-        delta = (
-            SessionDelta(session_snapshot=event.session_snapshot)
-            if event.session_snapshot is not None
-            else None
-        )
         states = self._durable(checkpoint)
         await self._write_states(
             states,
             lambda: self.store.atomic_apply(
-                self.runtime_id, delta, event.receipt, states
+                self.runtime_id, _delta(event), event.receipt, states
             ),
         )
 
@@ -442,18 +463,24 @@ class PersistentRuntimeDriver(RuntimeDriver):
         ``_write``)."""
         return _UndoOnFailure(self, what)
 
-    async def _commit_lifecycle(self, checkpoint: Checkpoint) -> None:
+    async def _commit_lifecycle(
+        self,
+        checkpoint: Checkpoint,
+        commit: Callable[[RuntimeState, list[InputState]], Awaitable[None]]
+        | None = None,
+    ) -> None:
         """Upstream writes every ledger state here (D-7 .. D-9); what differs
         from the store is what this operation touched plus what pure
-        delegations changed since the last such commit (``_unsaved``)."""
+        delegations changed since the last such commit (``_unsaved``).
+        ``commit`` (phase, states): the write, ``atomic_lifecycle_commit``
+        unless given."""
         unsaved = self._core.take_unsaved()
+        if commit is None:
+            commit = partial(self.store.atomic_lifecycle_commit, self.runtime_id)
         try:
             states = self._durable(checkpoint, unsaved)
             await self._write_states(
-                states,
-                lambda: self.store.atomic_lifecycle_commit(
-                    self.runtime_id, self._core.stored_phase(), states
-                ),
+                states, lambda: commit(self._core.stored_phase(), states)
             )
         except CommittedThenCancelled:
             raise  # written after all
@@ -654,3 +681,20 @@ class _UndoOnFailure:
 
 
 __all__ = ["PersistentRuntimeDriver", "reason_name"]
+
+
+def _check_snapshot(event: BoundaryApplied) -> None:
+    """Refused before anything changes: a run whose executor hands back
+    text fails like any refused boundary (W-6)."""
+    snapshot = event.session_snapshot
+    if snapshot is not None and not isinstance(snapshot, bytes):
+        raise ValidationFailedError(
+            "BoundaryApplied.session_snapshot must be bytes, not "
+            f"{type(snapshot).__name__}"
+        )
+
+
+def _delta(event: BoundaryApplied) -> SessionDelta | None:
+    if event.session_snapshot is None:
+        return None
+    return SessionDelta(session_snapshot=event.session_snapshot)

@@ -67,7 +67,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from meerkat_runtime.blobs import BlobStore, MemoryBlobStore
-from meerkat_runtime.errors import MeerkatError, RuntimeOwnedError
+from meerkat_runtime.errors import MeerkatError, RuntimeOwnedError, is_retryable
 from meerkat_runtime.ids import LogicalRuntimeId, RunId, SessionId
 from meerkat_runtime.sessions.adapter import RuntimeSessionAdapter
 from meerkat_runtime.sessions.executor import (
@@ -94,6 +94,7 @@ DEFAULT_IDLE_RELEASE = 30.0  # seconds a runtime with no work stays held
 DEFAULT_PARK = 5.0  # seconds a runtime that could not be run is left alone
 DRAIN_POLL = 0.05
 MAX_BACKOFF = 8  # times scan_interval, between rounds that find nothing free
+CLOSE_RELEASE_TRIES = 5  # a busy store at close: then the leases expire instead
 
 
 async def ledger_work(store: RuntimeStore) -> list[LogicalRuntimeId]:
@@ -242,11 +243,25 @@ class FleetWorker:
                 await self._give_back_lost(session_id, held)
         await self.adapter.close()
         self.held.clear()
-        with contextlib.suppress(MeerkatError):  # what close could not release
-            now = self._lease_now()
-            await self._sweep(
-                [x for x in await self.store.load_leases() if x.held_at(now)]
-            )
+        await self._release_remaining()
+
+    async def _release_remaining(self) -> None:
+        """After the adapter closed: release every live lease the store still
+        names this worker for (a release the adapter tried may have met a
+        busy store). A store that stays unavailable is given up on after a
+        few tries: the leases then expire on their own."""
+        for attempt in range(CLOSE_RELEASE_TRIES):
+            try:
+                # Expired ones too: "expired" is judged on the store's clock,
+                # and a late renewal may revive a lease this process gave up.
+                mine = [x for x in await self.store.load_leases() if not x.released]
+                await self._sweep(mine, closed=True, strict=True)
+                return
+            except MeerkatError as exc:
+                if not is_retryable(exc) or attempt + 1 == CLOSE_RELEASE_TRIES:
+                    log.warning("fleet %s: leases left to expire: %s", self.owner, exc)
+                    return
+            await asyncio.sleep(DRAIN_POLL * (attempt + 1))
 
     async def __aenter__(self) -> FleetWorker:
         self.start()
@@ -326,7 +341,9 @@ class FleetWorker:
     def _lease_now(self) -> float:
         return (getattr(self.store, "lease_clock", None) or time.time)()
 
-    async def _sweep(self, live: list[Lease], *, closed: bool = False) -> list[Lease]:
+    async def _sweep(
+        self, live: list[Lease], *, closed: bool = False, strict: bool = False
+    ) -> list[Lease]:
         """Release the live leases the store says are this worker's but
         that run nothing here; the others. They are what a claim leaves
         behind when its recovery failed after the lease was lost in this
@@ -344,9 +361,13 @@ class FleetWorker:
                 kept.append(lease)
                 continue
             rid = LogicalRuntimeId(lease.runtime_id)
-            with contextlib.suppress(MeerkatError):
+            try:
                 await self.store.release(rid, self.owner, lease.epoch)
-                log.info("fleet %s: released stray lease of %s", self.owner, rid)
+            except MeerkatError:
+                if strict:  # the caller retries
+                    raise
+                continue
+            log.info("fleet %s: released stray lease of %s", self.owner, rid)
         return kept
 
     async def _claim(self, runtime_id: LogicalRuntimeId) -> int:

@@ -338,23 +338,37 @@ class RuntimeLoop:
             ) from None
 
     async def _end_applied(self, run_id: RunId, output: CoreApplyOutput) -> bool:
-        """W-6: commit the boundary, then complete the run."""
+        """W-6: commit the boundary, then complete the run: in one commit
+        when the driver can (PD-70), else in two."""
+        boundary = RunEvent.BoundaryApplied(
+            run_id=run_id,
+            receipt=output.receipt,
+            session_snapshot=output.session_snapshot,
+        )
         async with self.session.lock:
-            boundary = RunEvent.BoundaryApplied(
-                run_id=run_id,
-                receipt=output.receipt,
-                session_snapshot=output.session_snapshot,
+            driver = self.session.driver
+            one_commit = (
+                isinstance(driver, PersistentRuntimeDriver)
+                and driver.ends_runs_in_one_commit()
             )
             try:
-                await self.session.driver.on_run_event(boundary)
+                if one_commit:
+                    assert isinstance(driver, PersistentRuntimeDriver)
+                    await driver.on_run_end(boundary)
+                else:
+                    await driver.on_run_event(boundary)
             except Exception as exc:
-                # The driver undid the boundary; the loop must not die
-                # holding a run, whatever refused it.
+                # The driver undid the boundary (and the end); the loop must
+                # not die holding a run, whatever refused it.
                 refused: Exception | None = exc
             else:
                 refused = None
+                if one_commit:
+                    self.session.settle(output)
         if refused is None:
             self._withdrawn = 0
+            if one_commit:
+                return True
             consumed = list(output.receipt.contributing_input_ids)
             done = RunEvent.RunCompleted(run_id=run_id, consumed_input_ids=consumed)
             return await self._record_end(

@@ -249,6 +249,32 @@ class RuntimeStore(ABC):
     ) -> None:
         """S-8: the runtime's phase and every given input state, atomically."""
 
+    # PD-70: a store that can write a run's boundary and its end in one
+    # transaction sets ``ends_runs_atomically`` and implements
+    # ``atomic_apply_and_lifecycle_commit``; over any other store the
+    # drivers write them in two commits, as before.
+    ends_runs_atomically: bool = False
+
+    async def atomic_apply_and_lifecycle_commit(
+        self,
+        runtime_id: LogicalRuntimeId,
+        session_delta: SessionDelta | None,
+        receipt: RunBoundaryReceipt,
+        runtime_state: RuntimeState,
+        input_states: Sequence[InputState],
+        session_store_key: str | None = None,
+    ) -> None:
+        """``atomic_apply`` then ``atomic_lifecycle_commit`` in one
+        transaction (PD-70): the snapshot (if any) and the receipt (an
+        identical receipt already stored is kept, a different one is a
+        ``Conflict``, as in ``atomic_apply``), the runtime's phase and every
+        given input state, all or nothing. ``input_states`` are the states
+        after both, so a state the boundary applied and the end consumed is
+        written once, consumed."""
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot write a run's boundary and end at once"
+        )
+
     async def commit_recovery(
         self,
         runtime_id: LogicalRuntimeId,
@@ -458,6 +484,49 @@ class RuntimeStore(ABC):
         await self.close()
 
 
+class AppliesRunEnds(RuntimeStore):
+    """A store whose boundary write and run-end write (PD-70) are one
+    private ``_apply``: with ``runtime_state`` None a boundary
+    (``atomic_apply``), else the boundary and the run's end at once."""
+
+    ends_runs_atomically = True
+
+    async def atomic_apply(
+        self,
+        runtime_id: LogicalRuntimeId,
+        session_delta: SessionDelta | None,
+        receipt: RunBoundaryReceipt,
+        input_updates: Sequence[InputState],
+        session_store_key: str | None = None,  # noqa: ARG002 - unused, as upstream (S-6)
+    ) -> None:
+        await self._apply(runtime_id, session_delta, receipt, None, input_updates)
+
+    async def atomic_apply_and_lifecycle_commit(
+        self,
+        runtime_id: LogicalRuntimeId,
+        session_delta: SessionDelta | None,
+        receipt: RunBoundaryReceipt,
+        runtime_state: RuntimeState,
+        input_states: Sequence[InputState],
+        session_store_key: str | None = None,  # noqa: ARG002 - as atomic_apply
+    ) -> None:
+        await self._apply(
+            runtime_id, session_delta, receipt, runtime_state, input_states
+        )
+
+    @abstractmethod
+    async def _apply(
+        self,
+        runtime_id: LogicalRuntimeId,
+        session_delta: SessionDelta | None,
+        receipt: RunBoundaryReceipt,
+        runtime_state: RuntimeState | None,
+        input_updates: Sequence[InputState],
+    ) -> None:
+        """The snapshot, the receipt (decision 16), the phase when given, and
+        the input states: one transaction."""
+
+
 # The public API calls RuntimeStore a protocol: a store that only has its ten
 # methods, without subclassing, works too. These two read the extras the
 # persistent driver relies on from any store, with the base class's answers
@@ -467,6 +536,11 @@ class RuntimeStore(ABC):
 def owns_leases(store: object) -> bool:
     """``keeps_leases``; a store that does not say keeps none."""
     return bool(getattr(store, "keeps_leases", False))
+
+
+def ends_runs_atomically(store: object) -> bool:
+    """``ends_runs_atomically``; a store that does not say cannot."""
+    return bool(getattr(store, "ends_runs_atomically", False))
 
 
 def keeps_inbox(store: object) -> bool:

@@ -26,6 +26,7 @@ from meerkat_runtime.store.base import (
     SessionDelta,
     cancel_safe,
     commit_recovery,
+    ends_runs_atomically,
 )
 from meerkat_runtime.store.inbox import InboxEntry
 from meerkat_runtime.store.leases import WRITE_FENCE
@@ -45,6 +46,7 @@ class FencedStore(StoreWrapper):
         self.fence = (str(runtime_id), epoch)
         # No suspension point of its own: as cancel-safe as the store.
         self.cancel_safe_writes = cancel_safe(store)  # type: ignore[misc]
+        self.ends_runs_atomically = ends_runs_atomically(store)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -103,6 +105,26 @@ class FencedStore(StoreWrapper):
         await self._fenced(
             self.inner.atomic_apply(
                 runtime_id, session_delta, receipt, input_updates, session_store_key
+            )
+        )
+
+    async def atomic_apply_and_lifecycle_commit(
+        self,
+        runtime_id: LogicalRuntimeId,
+        session_delta: SessionDelta | None,
+        receipt: RunBoundaryReceipt,
+        runtime_state: RuntimeState,
+        input_states: Sequence[InputState],
+        session_store_key: str | None = None,
+    ) -> None:
+        await self._fenced(
+            self.inner.atomic_apply_and_lifecycle_commit(
+                runtime_id,
+                session_delta,
+                receipt,
+                runtime_state,
+                input_states,
+                session_store_key,
             )
         )
 

@@ -24,8 +24,8 @@ from meerkat_runtime.outcomes import AcceptOutcome, Deduplicated, Submitted
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
 from meerkat_runtime.store import inbox, leases, records, work
 from meerkat_runtime.store.base import (
+    AppliesRunEnds,
     ConflictError,
-    RuntimeStore,
     SessionDelta,
     mint_receipt,
     required_snapshot,
@@ -38,7 +38,7 @@ _Key = tuple[str, str, int]  # (runtime, run, sequence)
 _InboxRow = tuple[int, str | None, bool, bytes]
 
 
-class InMemoryRuntimeStore(RuntimeStore):
+class InMemoryRuntimeStore(AppliesRunEnds):
     # A write's only suspension point is waiting for the lock, before it
     # changes anything; the body under the lock never awaits.
     cancel_safe_writes = True
@@ -89,14 +89,15 @@ class InMemoryRuntimeStore(RuntimeStore):
             self._states[str(runtime_id)] = records.encode_phase(runtime_state)
             self._publish(str(runtime_id), rows)
 
-    async def atomic_apply(
+    async def _apply(  # S-6, and with runtime_state also S-8 (PD-70)
         self,
         runtime_id: LogicalRuntimeId,
         session_delta: SessionDelta | None,
         receipt: RunBoundaryReceipt,
+        runtime_state: RuntimeState | None,
         input_updates: Sequence[InputState],
-        session_store_key: str | None = None,  # noqa: ARG002 - unused, as upstream (S-6)
     ) -> None:
+        """A boundary, and with ``runtime_state`` also the run's end."""
         async with self._writing(runtime_id):
             # Everything is read and encoded first: a bad value fails before
             # anything is published.
@@ -106,10 +107,15 @@ class InMemoryRuntimeStore(RuntimeStore):
             encoded = records.encode_receipt(receipt)
             exists = self._receipt_exists(key, encoded)  # a different one raises
             rows = self._encode_all(input_updates)
+            phase = (
+                None if runtime_state is None else records.encode_phase(runtime_state)
+            )
             if not exists:
                 self._receipts[key] = encoded
             if snapshot is not None:
                 self._snapshots[rid] = snapshot
+            if phase is not None:
+                self._states[rid] = phase
             self._publish(rid, rows)
 
     async def commit_session_boundary(

@@ -57,6 +57,7 @@ from meerkat_runtime.inputs import AnyInput
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
 from meerkat_runtime.store import leases, postgres_leases, records, work
 from meerkat_runtime.store.base import (
+    AppliesRunEnds,
     ConflictError,
     SessionDelta,
     StoreInternalError,
@@ -84,7 +85,7 @@ __all__ = ["PostgresRuntimeStore"]
 T = TypeVar("T")
 
 
-class PostgresRuntimeStore(PostgresInbox, SqlRuntimeStore):
+class PostgresRuntimeStore(PostgresInbox, AppliesRunEnds, SqlRuntimeStore):
     """A ``RuntimeStore`` in a PostgreSQL database (see the module notes)."""
 
     cancel_safe_writes = False
@@ -249,19 +250,23 @@ class PostgresRuntimeStore(PostgresInbox, SqlRuntimeStore):
 
         await self._transact(work, "lifecycle commit", rid)
 
-    async def atomic_apply(
+    async def _apply(  # S-6, and with runtime_state also S-8 (PD-70)
         self,
         runtime_id: LogicalRuntimeId,
         session_delta: SessionDelta | None,
         receipt: RunBoundaryReceipt,
+        runtime_state: RuntimeState | None,
         input_updates: Sequence[InputState],
-        session_store_key: str | None = None,  # noqa: ARG002 - unused, as upstream (S-6)
     ) -> None:
+        """A boundary, and with ``runtime_state`` also the run's end."""
         rid = str(runtime_id)
         with store_errors():  # a bad value fails before anything is sent
             encoded = records.encode_receipt(receipt)
             snapshot = snapshot_of(session_delta)
             inputs = _input_columns(rid, input_updates)
+            phase = (
+                None if runtime_state is None else records.encode_phase(runtime_state)
+            )
         sql = self.sql
         key = {"r": rid, "run": str(receipt.run_id), "seq": receipt.sequence}
 
@@ -272,6 +277,8 @@ class PostgresRuntimeStore(PostgresInbox, SqlRuntimeStore):
                 _same_receipt(rid, receipt, stored, encoded)
             if snapshot is not None:
                 await conn.execute(sql.upsert_snapshot, (rid, snapshot))
+            if phase is not None:
+                await conn.execute(sql.upsert_phase, (rid, phase))
             if inputs[0]:
                 await conn.execute(sql.upsert_inputs, inputs)
 

@@ -4,9 +4,9 @@ Theory of operation: the store is a few parts, and this module holds the
 constructor and the contract methods.
 
 * The **writer** (``sqlite_writer``) owns the only write connection: group
-  commit in a writer thread, an inline path for a lone caller, hand-overs
-  of the GIL to the writer. No caller is acknowledged before its data is
-  durable.
+  commit in a writer thread (an event loop's requests of one turn handed
+  over together), an inline path for a lone caller. No caller is
+  acknowledged before its data is durable.
 * The **readers** (``sqlite_reader``) read in worker threads on their own
   connections (WAL: they never block the writer), and stream bulk reads.
 * The **transaction boundary** (``sqlite_boundary``) is the only code that
@@ -58,6 +58,7 @@ from meerkat_runtime.inputs import AnyInput
 from meerkat_runtime.runs import RunApplyBoundary, RunBoundaryReceipt
 from meerkat_runtime.store import leases, records, sqlite_leases, work
 from meerkat_runtime.store.base import (
+    AppliesRunEnds,
     SessionDelta,
     as_store_error,
     mint_receipt,
@@ -112,7 +113,7 @@ _QUERIES = RecordQueries(
 )
 
 
-class SqliteRuntimeStore(SqliteInbox, SqlRuntimeStore):
+class SqliteRuntimeStore(SqliteInbox, AppliesRunEnds, SqlRuntimeStore):
     """A ``RuntimeStore`` in one SQLite file (``":memory:"`` for a private one).
 
     ``writer`` and ``readers`` are its parts; their ``hooks`` and the
@@ -303,19 +304,23 @@ class SqliteRuntimeStore(SqliteInbox, SqlRuntimeStore):
 
         await self._write(self._guarded(rid, work))
 
-    async def atomic_apply(
+    async def _apply(  # S-6, and with runtime_state also S-8 (PD-70)
         self,
         runtime_id: LogicalRuntimeId,
         session_delta: SessionDelta | None,
         receipt: RunBoundaryReceipt,
+        runtime_state: RuntimeState | None,
         input_updates: Sequence[InputState],
-        session_store_key: str | None = None,  # noqa: ARG002 - unused, as upstream (S-6)
     ) -> None:
+        """A boundary, and with ``runtime_state`` also the run's end."""
         rid = str(runtime_id)
         states = list(input_updates)
         with store_errors():  # a bad value fails before anything is queued
             encoded = records.encode_receipt(receipt)
             snapshot = snapshot_of(session_delta)
+            phase = (
+                None if runtime_state is None else records.encode_phase(runtime_state)
+            )
 
         def work(conn: sqlite3.Connection) -> None:
             if not receipt_exists(
@@ -327,6 +332,8 @@ class SqliteRuntimeStore(SqliteInbox, SqlRuntimeStore):
                 )
             if snapshot is not None:
                 conn.execute(UPSERT_SNAPSHOT, (rid, snapshot))
+            if phase is not None:
+                conn.execute(UPSERT_PHASE, (rid, phase))
             for state in states:
                 conn.execute(
                     UPSERT_INPUT,

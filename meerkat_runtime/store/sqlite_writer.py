@@ -15,10 +15,13 @@ Theory of operation:
   on its own thread instead: two thread hand-offs cost more than the flush
   they would share with nobody. Concurrent writers always go through the
   thread, so they share flushes.
-* **Hand-over**: the event loop lets the writer thread in after every few
-  queued accepts (a GIL hand-over), so the writer commits the first
-  requests while the loop queues the next, instead of starting only when
-  the loop runs dry.
+* **One hand-off per loop turn**: requests queued during one turn of an
+  event loop wait on that loop and go to the writer thread together, in a
+  callback that runs after every coroutine ready in that turn had its go.
+  So 64 sessions woken by one group's answers queue their next writes as
+  one group again (one flush, one thread wake-up), instead of the writer
+  snatching the first few as they come and splitting the sessions into
+  groups that each pay a flush.
 * Every statement runs inside ``sqlite_boundary``'s transaction boundary,
   the only code that looks at ``sqlite3`` errors.
 * ``hooks`` are seams for tests and benchmarks (group sizes, inline
@@ -63,13 +66,6 @@ T = TypeVar("T")
 
 MAX_GROUP = 512  # requests per transaction; bounds one commit's latency
 SOLO_STREAK = 3  # lone writes in a row before a caller may commit inline
-HAND_OVER_EVERY = 8  # queued requests between two moments for the writer
-# Longer than this, another thread kept the GIL (for its 5 ms switch
-# interval): then no hand-overs for HAND_OVER_PAUSE_S.
-HAND_OVER_SLOW_S = 0.003
-HAND_OVER_PAUSE_S = 1.0
-
-_STOP = object()
 
 
 @dataclass(slots=True)
@@ -102,7 +98,11 @@ class SqliteWriter:
         self.hooks = WriterHooks()
         self.closed = False  # no more requests are taken
         self._done = False  # the writer thread has stopped taking requests
-        self._requests: queue.SimpleQueue[Request | object] = queue.SimpleQueue()
+        # Batches of requests, each one event loop's turn; None: stop.
+        self._requests: queue.SimpleQueue[list[Request] | None] = queue.SimpleQueue()
+        # Requests queued on each event loop in its current turn, not yet
+        # handed to the writer (callers may use several loops, in threads).
+        self._turns: dict[asyncio.AbstractEventLoop, list[Request]] = {}
         # The connection is used by the writer thread or, for a lone caller,
         # inline on the caller's thread; never both.
         self._conn_lock = threading.Lock()
@@ -111,7 +111,6 @@ class SqliteWriter:
         # several event loops update it from several threads.
         self._inflight = 0
         self._solo_streak = 0  # consecutive writes that found nothing in flight
-        self._hand_over_paused_until = 0.0
         self._started = 0  # writes started (to notice company during a yield)
         self._thread = threading.Thread(
             target=self._run, name="meerkat-sqlite-writer", daemon=True
@@ -196,16 +195,11 @@ class SqliteWriter:
         request = Request(work, loop, future, self._answered, row=row, fence=fence)
         if self.hooks.queued is not None:
             self.hooks.queued()
-        self._requests.put(request)
-        if self._done:
-            # close() ran since _check_open and the writer has refused its
-            # leftovers already: it would never see this one.
-            self._refuse_leftovers()
-        # Only for an accept's row: the writer merges those into a statement
-        # or two, so its turn is short; for other writes it needs the GIL
-        # per statement, and an early start only made the threads trade it.
-        if row is not None and self._inflight % HAND_OVER_EVERY == 0:
-            self._hand_over()
+        turn = self._turns.get(loop)
+        if turn is None:
+            turn = self._turns[loop] = []
+            loop.call_soon(self._hand_off, loop)
+        turn.append(request)
         try:
             return await future
         except asyncio.CancelledError:
@@ -216,22 +210,13 @@ class SqliteWriter:
                 raise CommittedThenCancelled from None
             raise
 
-    def _hand_over(self) -> None:
-        """Let the writer thread in for a moment. It cannot take the GIL from
-        a busy event loop for up to 5 ms (the switch interval), so it would
-        start only once the loop runs dry, and then every caller waits for
-        one group; let in now and then, it commits the first requests while
-        the loop queues the next. ``time.sleep(0)`` releases the GIL to a
-        waiting thread (``os.sched_yield`` does not). Any runnable thread may
-        take it, though: when one keeps it (a CPU-bound thread of the
-        application), hand-overs stop for a while, so such a thread stalls
-        this loop at most once per ``HAND_OVER_PAUSE_S``."""
-        now = time.monotonic()
-        if now < self._hand_over_paused_until:
-            return
-        release_gil()
-        if time.monotonic() - now > HAND_OVER_SLOW_S:
-            self._hand_over_paused_until = time.monotonic() + HAND_OVER_PAUSE_S
+    def _hand_off(self, loop: asyncio.AbstractEventLoop) -> None:
+        """This loop's turn is over: its requests go to the writer as one."""
+        self._requests.put(self._turns.pop(loop))
+        if self._done:
+            # close() ran since these were queued and the writer has refused
+            # its leftovers already: it would never see them.
+            self._refuse_leftovers()
 
     def _check_open(self) -> None:
         if self.closed:
@@ -254,28 +239,20 @@ class SqliteWriter:
     def _run(self) -> None:
         while True:
             first = self._requests.get()
-            if first is _STOP:
+            if first is None:
                 break
-            group = [first]
-            while len(group) < MAX_GROUP:
+            waiting = list(first)
+            while len(waiting) < MAX_GROUP:
                 try:
                     nxt = self._requests.get_nowait()
                 except queue.Empty:
                     break
-                if nxt is _STOP:
-                    self._requests.put(_STOP)
+                if nxt is None:
+                    self._requests.put(None)
                     break
-                group.append(nxt)
-            requests = [g for g in group if isinstance(g, Request)]
-            with self._conn_lock:
-                if self.hooks.group is not None:
-                    self.hooks.group(len(requests))
-                answers = self._commit_group(requests)
-                if self.hooks.group_done is not None:
-                    self.hooks.group_done(len(requests))
-            # Answer after releasing the connection, so a caller that goes on
-            # writing alone finds it free and may commit inline.
-            answer_all(answers)
+                waiting.extend(nxt)
+            for start in range(0, len(waiting), MAX_GROUP):
+                self._group(waiting[start : start + MAX_GROUP])
         with self._conn_lock:  # a lone caller may be committing inline on it
             # Set under the lock (an inline caller checks it there) and
             # before the drain (a late caller checks it after queueing).
@@ -283,17 +260,28 @@ class SqliteWriter:
             self.conn.close()
         self._refuse_leftovers()
 
+    def _group(self, requests: list[Request]) -> None:
+        with self._conn_lock:
+            if self.hooks.group is not None:
+                self.hooks.group(len(requests))
+            answers = self._commit_group(requests)
+            if self.hooks.group_done is not None:
+                self.hooks.group_done(len(requests))
+        # Answer after releasing the connection, so a caller that goes on
+        # writing alone finds it free and may commit inline.
+        answer_all(answers)
+
     def _refuse_leftovers(self) -> None:
         """Nothing may wait for ever on a stopped writer (``write`` checks
         ``closed`` after its last yield, so this is a second line)."""
         closed = closed_error(self.path)
         while True:
             try:
-                request = self._requests.get_nowait()
+                batch = self._requests.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(request, Request):
-                answer_all([(request, False, closed)])
+            if batch is not None:
+                answer_all([(request, False, closed) for request in batch])
 
     @store_commit("sqlite")
     def _commit_group(self, group: list[Request]) -> list[Answer]:
@@ -330,7 +318,7 @@ class SqliteWriter:
         the connection and ends (``join`` waits for that)."""
         if not self.closed:
             self.closed = True
-            self._requests.put(_STOP)
+            self._requests.put(None)
 
     def join(self) -> None:
         self._thread.join()
@@ -388,11 +376,6 @@ def _merged_rows(conn: sqlite3.Connection, group: list[Request]) -> bool:
 
     ok, _ = attempt(conn, upsert_all, "merged", "merged rows")
     return ok
-
-
-def release_gil() -> None:
-    """Give the GIL to a thread waiting for it, if any."""
-    time.sleep(0)
 
 
 def merged_sizes(count: int) -> list[int]:

@@ -21,6 +21,7 @@ from meerkat_runtime.testing.conformance_corruption import CorruptionConformance
 from meerkat_runtime.testing.conformance_inbox import InboxConformance
 from meerkat_runtime.testing.conformance_ownership import OwnershipConformance
 from meerkat_runtime.testing.conformance_records import RecordConformance
+from meerkat_runtime.testing.conformance_run_end import RunEndConformance
 
 # Re-exported: tests across the repo build their records with these.
 from meerkat_runtime.testing.conformance_support import (
@@ -37,13 +38,15 @@ __all__ = ["A", "B", "StoreConformance", "poisoned", "receipt_for", "rich_state"
 class StoreConformance(
     RecordConformance,
     AtomicityConformance,
+    RunEndConformance,
     CorruptionConformance,
     OwnershipConformance,
     InboxConformance,
 ):
     """The contract every ``RuntimeStore`` meets (docs/behaviour.md section 8):
-    records, atomicity, corrupt data, ownership and the inbox, each a mixin
-    of its own module (``conformance_records``, ``conformance_atomicity``,
+    records, atomicity, a run's end in one commit, corrupt data, ownership
+    and the inbox, each a mixin of its own module (``conformance_records``,
+    ``conformance_atomicity``, ``conformance_run_end``,
     ``conformance_corruption``, ``conformance_ownership``,
     ``conformance_inbox``); the hooks,
     ``make_store`` first, come from ``conformance_support.ConformanceHooks``."""

@@ -56,6 +56,7 @@ from meerkat_runtime.store.base import (
     RuntimeStoreError,
     SessionDelta,
     commit_recovery,
+    ends_runs_atomically,
     load_payloads,
 )
 from meerkat_runtime.store.inbox import InboxEntry
@@ -71,6 +72,7 @@ WRITES = (
     "atomic_apply",
     "commit_session_boundary",
     "commit_recovery",
+    "atomic_apply_and_lifecycle_commit",
     "submit_to_inbox",
     "admit_from_inbox",
 )
@@ -104,8 +106,13 @@ class RenewalFault(enum.Enum):
 class FaultyStore(StoreWrapper):
     """Delegates to ``inner``; injects the armed fault into one write."""
 
-    def __init__(self, inner: RuntimeStore) -> None:
+    def __init__(self, inner: RuntimeStore, *, one_commit_runs: bool = False) -> None:
         super().__init__(inner)
+        # PD-70: off by default, so a driver writes a run's boundary and its
+        # end as two writes, each its own point of failure; on (and the
+        # inner store able to), as the one write
+        # ``atomic_apply_and_lifecycle_commit``.
+        self.ends_runs_atomically = one_commit_runs and ends_runs_atomically(inner)
         self.armed: Armed | None = None
         self.fired: list[tuple[Fault, str]] = []
         # Raised by the next ``load_payloads`` instead of reading (PD-64).
@@ -270,6 +277,31 @@ class FaultyStore(StoreWrapper):
                 _poison(input_updates),
                 session_store_key,
             ),
+        )
+
+    async def atomic_apply_and_lifecycle_commit(
+        self,
+        runtime_id: LogicalRuntimeId,
+        session_delta: SessionDelta | None,
+        receipt: RunBoundaryReceipt,
+        runtime_state: RuntimeState,
+        input_states: Sequence[InputState],
+        session_store_key: str | None = None,
+    ) -> None:
+        def write(states: Sequence[InputState]) -> Awaitable[None]:
+            return self.inner.atomic_apply_and_lifecycle_commit(
+                runtime_id,
+                session_delta,
+                receipt,
+                runtime_state,
+                states,
+                session_store_key,
+            )
+
+        await self._write(
+            "atomic_apply_and_lifecycle_commit",
+            lambda: write(input_states),
+            lambda: write(_poison(input_states)),
         )
 
     async def commit_session_boundary(

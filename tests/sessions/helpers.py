@@ -183,10 +183,16 @@ async def state_of(
 
 
 async def drained(adapter: RuntimeSessionAdapter, sid: SessionId) -> None:
-    """Wait until the session has no unfinished input left."""
+    """Wait until the session has no unfinished input left and its loop, if
+    any, waits for work: memory runs ahead of the store (decision 14), so
+    only then is the last run's end written too (PD-70 writes it with the
+    boundary, after the inputs are consumed in memory)."""
 
     async def idle() -> bool:
-        return not await adapter.list_active_inputs(sid)
+        if await adapter.list_active_inputs(sid):
+            return False
+        loop = adapter.sessions[sid].loop
+        return loop is None or not loop.alive() or loop.waiting.is_set()
 
     await eventually(idle)
 

@@ -85,10 +85,16 @@ class FlakyExecutor:
 
 
 class StoreFaultMachine(RuleBasedStateMachine):
+    # PD-70: a run's boundary and end as one write (the store's
+    # ``atomic_apply_and_lifecycle_commit``) or as two.
+    ONE_COMMIT_RUNS = False
+
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
-        self.store = FaultyStore(InMemoryRuntimeStore())  # the disk, and its faults
+        self.store = FaultyStore(  # the disk, and its faults
+            InMemoryRuntimeStore(), one_commit_runs=self.ONE_COMMIT_RUNS
+        )
         self.sid = SessionId.new()
         self.rid = LogicalRuntimeId(str(self.sid))
         self.acked: set[InputId] = set()
@@ -146,13 +152,21 @@ class StoreFaultMachine(RuleBasedStateMachine):
         times=st.integers(1, 2 * MAX_ATTEMPTS),
     )
     def outage(self, method: str | None, times: int) -> None:
+        method = self.written_by(method)
         note(f"outage: {times} refusals of {method or 'any write'}")
         self.store.arm(Fault.FAIL, method, times=times)
 
     @rule(method=st.sampled_from(["atomic_apply", "atomic_lifecycle_commit"]))
     def refusal_for_good(self, method: str) -> None:
-        note(f"refusal for good of {method}")
-        self.store.arm(Fault.REFUSE, method)
+        target = self.written_by(method)
+        note(f"refusal for good of {target}")
+        self.store.arm(Fault.REFUSE, target)
+
+    def written_by(self, method: str | None) -> str | None:
+        """The write a boundary goes out as (with its run's end, PD-70)."""
+        if self.ONE_COMMIT_RUNS and method == "atomic_apply":
+            return "atomic_apply_and_lifecycle_commit"
+        return method
 
     @rule(count=st.integers(1, MAX_ATTEMPTS))
     def executor_fails(self, count: int) -> None:
@@ -229,9 +243,13 @@ class StoreFaultMachine(RuleBasedStateMachine):
         assert max(self.receipt_counts().values(), default=1) == 1
 
 
+class OneCommitRunsMachine(StoreFaultMachine):
+    ONE_COMMIT_RUNS = True
+
+
 TestStoreFaultsUnderTheLoop = StoreFaultMachine.TestCase
+TestStoreFaultsUnderTheLoopOneCommitRuns = OneCommitRunsMachine.TestCase
 # Each example drives a live loop through outages: fewer examples than the
 # driver fuzzers under the default profile, the profile's own under `make fuzz`.
-TestStoreFaultsUnderTheLoop.settings = settings(
-    max_examples=min(settings().max_examples, 50)
-)
+for case in (TestStoreFaultsUnderTheLoop, TestStoreFaultsUnderTheLoopOneCommitRuns):
+    case.settings = settings(max_examples=min(settings().max_examples, 50))

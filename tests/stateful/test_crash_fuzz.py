@@ -187,7 +187,9 @@ class CrashMachine(RuleBasedStateMachine):
         self.wait(store.close())
 
     def wrap(self, store: RuntimeStore) -> FaultyStore:
-        return FaultyStore(store)
+        # The two-write path of a run's end stays reachable through
+        # on_run_event; on_run_end needs the one-write path (PD-70).
+        return FaultyStore(store, one_commit_runs=True)
 
     def new_driver(self) -> PersistentRuntimeDriver:
         return PersistentRuntimeDriver(RID, self.store, MemoryBlobStore())
@@ -406,18 +408,39 @@ class CrashMachine(RuleBasedStateMachine):
     def boundary_applied(self) -> None:
         assert self.run_id is not None
         run_id = self.run_id
-        receipt = RunBoundaryReceipt(
+        event = RunEvent.BoundaryApplied(run_id=run_id, receipt=self.receipt(run_id))
+        outcome, _ = self.attempt(self.driver.on_run_event(event))
+        if outcome == "ok":
+            self.applied = True
+        self.settle(outcome, lambda: self.model.boundary(run_id))
+
+    def receipt(self, run_id: RunId) -> RunBoundaryReceipt:
+        """The receipt of the first boundary, naming the whole batch."""
+        return RunBoundaryReceipt(
             run_id=run_id,
             boundary=RunApplyBoundary.RUN_START,
             contributing_input_ids=list(self.model.batch),
             message_count=len(self.model.batch),
             sequence=0,
         )
-        event = RunEvent.BoundaryApplied(run_id=run_id, receipt=receipt)
-        outcome, _ = self.attempt(self.driver.on_run_event(event))
+
+    @precondition(lambda self: self.run_id is not None and not self.applied)
+    @rule()
+    def run_ended_in_one_commit(self) -> None:
+        """PD-70: the boundary and the completion consuming what it applied,
+        as one write (under whatever fault is armed for it)."""
+        assert self.run_id is not None
+        run_id = self.run_id
+        event = RunEvent.BoundaryApplied(run_id=run_id, receipt=self.receipt(run_id))
+        outcome, _ = self.attempt(self.driver.on_run_end(event))
         if outcome == "ok":
-            self.applied = True
-        self.settle(outcome, lambda: self.model.boundary(run_id))
+            self.run_id = None
+
+        def both() -> None:
+            self.model.boundary(run_id)
+            self.model.end_run(run_id, "completed")
+
+        self.settle(outcome, both)
 
     @precondition(lambda self: self.run_id is not None and not self.applied)
     @rule(fault=st.sampled_from(list(Fault)))
