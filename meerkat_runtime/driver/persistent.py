@@ -95,6 +95,7 @@ from meerkat_runtime.telemetry import (
     run_withdrawn,
     traced_accept,
     traced_recovery,
+    traced_run_end,
     traced_run_event,
 )
 
@@ -364,6 +365,7 @@ class PersistentRuntimeDriver(RuntimeDriver):
         and a run's end in one transaction (PD-70)."""
         return ends_runs_atomically(self.store)
 
+    @traced_run_end
     async def on_run_end(self, boundary: BoundaryApplied) -> None:
         """W-6 in one commit (PD-70): the boundary, then the run's completion
         consuming every input the receipt names, applied in memory and

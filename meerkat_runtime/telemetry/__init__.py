@@ -41,6 +41,7 @@ traced_accept = _hooks.traced_accept
 traced_recovery = _hooks.traced_recovery
 traced_run = _hooks.traced_run
 traced_run_event = _hooks.traced_run_event
+traced_run_end = _hooks.traced_run_end
 
 __all__ = [
     "AVAILABLE",
@@ -55,5 +56,6 @@ __all__ = [
     "traced_accept",
     "traced_recovery",
     "traced_run",
+    "traced_run_end",
     "traced_run_event",
 ]

@@ -21,7 +21,7 @@ def _unchanged(fn: F) -> F:
 
 
 traced_accept = counts_events = traced_run = _unchanged
-traced_run_event = run_withdrawn = traced_recovery = _unchanged
+traced_run_event = traced_run_end = run_withdrawn = traced_recovery = _unchanged
 
 
 def store_commit(system: str, grouped: bool = True) -> Callable[[F], F]:

@@ -14,7 +14,8 @@ through, so a call site is one line and the logic stays here:
   root of a trace of its own, LINKED to the accept span of every input in
   its batch through their stored ``traceparent`` (also when another process
   accepted them, or this one before a restart). Its outcome is noted by
-  ``traced_run_event`` / ``run_withdrawn`` (a driver's ``on_run_event`` /
+  ``traced_run_event`` / ``traced_run_end`` / ``run_withdrawn`` (a driver's
+  ``on_run_event`` / ``on_run_end`` /
   ``withdraw_run``), which also open ``meerkat.boundary_commit``.
 * ``traced_recovery`` (a driver's ``recover``): ``meerkat.recovery``.
 * ``store_commit`` (a store writer's commit): ``meerkat.store.commit``, the
@@ -389,6 +390,21 @@ def traced_run_event(fn: F) -> F:
             note.error = event.error if isinstance(event, RunFailed) else None
 
     return cast(F, on_run_event)
+
+
+def traced_run_end(fn: F) -> F:
+    """A driver's ``on_run_end(boundary)`` (PD-70: the boundary and the run's
+    end in one commit): the boundary commit span, then the run completed."""
+    boundary_span = traced_run_event(fn)
+
+    @functools.wraps(fn)
+    async def on_run_end(driver: Any, event: Any) -> None:
+        await boundary_span(driver, event)
+        note = _RUN_NOTE.get()
+        if note is not None:
+            note.outcome, note.error = _RUN_OUTCOMES[RunCompleted], None
+
+    return cast(F, on_run_end)
 
 
 def run_withdrawn(fn: F) -> F:
