@@ -4,7 +4,8 @@
 on the database: claiming a lease (checked arguments, a refusal raised,
 waiting for the holder), renewing leases (which runtimes were lost), and
 the reads of one kind of record (a receipt, a runtime's receipts, its
-session snapshot, its phase), decoded by ``records``. Each store gives the
+session snapshot, its phase), decoded by ``records``, and the two loads of a
+runtime's inputs (whole or as skeletons) over the store's ``_load_inputs``. Each store gives the
 primitives: one claim attempt, one renewal, rows of a query in its own SQL
 dialect, and the text of those queries (``RecordQueries``).
 
@@ -17,13 +18,14 @@ lifecycle.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from meerkat_runtime.errors import RuntimeOwnedError
 from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import LogicalRuntimeId, RunId
+from meerkat_runtime.input_state import InputState
 from meerkat_runtime.runs import RunBoundaryReceipt
 from meerkat_runtime.store import leases, records
 from meerkat_runtime.store.base import RuntimeStore
@@ -70,6 +72,23 @@ class SqlRuntimeStore(RuntimeStore):
     ) -> Collection[str]:
         """Renew the (runtime, epoch) leases in one write; the runtimes not
         renewed."""
+
+    @abstractmethod
+    async def _load_inputs(
+        self,
+        runtime_id: LogicalRuntimeId,
+        decode: Callable[[str, str, object], InputState],
+    ) -> list[InputState]:
+        """A runtime's input records in arrival order, each read by
+        ``decode`` (whole, or its skeleton: PD-64)."""
+
+    async def load_input_states(self, runtime_id: LogicalRuntimeId) -> list[InputState]:
+        return await self._load_inputs(runtime_id, records.decode_state)
+
+    async def load_input_skeletons(
+        self, runtime_id: LogicalRuntimeId
+    ) -> list[InputState]:
+        return await self._load_inputs(runtime_id, records.decode_skeleton_state)
 
     # ---------------------------------------------------------------- ownership
 

@@ -433,14 +433,6 @@ class SqliteRuntimeStore(SqliteInbox, AppliesRunEnds, SqlRuntimeStore):
 
     # ---------------------------------------------------------------- reads
 
-    async def load_input_states(self, runtime_id: LogicalRuntimeId) -> list[InputState]:
-        return await self._load_inputs(runtime_id, records.decode_state)
-
-    async def load_input_skeletons(
-        self, runtime_id: LogicalRuntimeId
-    ) -> list[InputState]:
-        return await self._load_inputs(runtime_id, records.decode_skeleton_state)
-
     async def _load_inputs(
         self,
         runtime_id: LogicalRuntimeId,
