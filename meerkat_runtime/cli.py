@@ -211,6 +211,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _non_negative_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds ≥ 0, not {text!r}")
+    return value
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     """One fleet worker until SIGTERM/SIGINT (``meerkat_runtime.worker``)."""
     from meerkat_runtime.worker import (
@@ -437,7 +447,7 @@ def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     worker.add_argument(
         "--idle-release",
-        type=float,
+        type=_non_negative_seconds,
         default=fleet.DEFAULT_IDLE_RELEASE,
         metavar="SECONDS",
         help="release a runtime without work after this long "
@@ -452,7 +462,7 @@ def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     worker.add_argument(
         "--drain",
-        type=float,
+        type=_non_negative_seconds,
         default=0.0,
         metavar="SECONDS",
         help="on SIGTERM, wait up to this long for held work to finish first",
