@@ -25,6 +25,7 @@ from rich.console import Console
 
 from meerkat_runtime import __version__
 from meerkat_runtime.audit import audit_records, audit_views, report_lines
+from meerkat_runtime.ids import name_problem
 from meerkat_runtime.inspection import (
     InspectionError,
     RuntimeView,
@@ -219,6 +220,13 @@ def _non_negative_seconds(text: str) -> float:
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected seconds ≥ 0, not {text!r}")
     return value
+
+
+def _owner(text: str) -> str:
+    problem = name_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{problem}, not {text[:60]!r}")
+    return text
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -468,7 +476,9 @@ def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="on SIGTERM, wait up to this long for held work to finish first",
     )
     worker.add_argument(
-        "--owner", help="this worker's owner id (default: host:pid:random)"
+        "--owner",
+        type=_owner,
+        help="this worker's owner id (default: host:pid:random)",
     )
     worker.add_argument(
         "--blobs",

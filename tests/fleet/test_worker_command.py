@@ -119,3 +119,31 @@ def test_bad_seconds_are_usage_errors_naming_the_option(
     assert option in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "x.db").exists()  # nothing left behind
+
+
+@pytest.mark.parametrize(
+    ("owner", "says"),
+    [("", "must not be blank"), ("a\nb", "control characters"), ("x" * 5000, "longer")],
+)
+def test_a_bad_owner_is_a_usage_error(tmp_path: Path, owner: str, says: str) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "meerkat_runtime.cli",
+            "worker",
+            "x.db",
+            "--owner",
+            owner,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "--owner" in done.stderr
+    assert says in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "x.db").exists()  # nothing left behind
