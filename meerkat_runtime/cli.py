@@ -25,6 +25,7 @@ from rich.console import Console
 
 from meerkat_runtime import __version__
 from meerkat_runtime.audit import audit_records, audit_views, report_lines
+from meerkat_runtime.ids import name_problem
 from meerkat_runtime.inspection import (
     InspectionError,
     RuntimeView,
@@ -209,6 +210,23 @@ def _positive(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected seconds > 0, not {text!r}")
     return value
+
+
+def _non_negative_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds ≥ 0, not {text!r}")
+    return value
+
+
+def _owner(text: str) -> str:
+    problem = name_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{problem}, not {text[:60]!r}")
+    return text
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -437,7 +455,7 @@ def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     worker.add_argument(
         "--idle-release",
-        type=float,
+        type=_non_negative_seconds,
         default=fleet.DEFAULT_IDLE_RELEASE,
         metavar="SECONDS",
         help="release a runtime without work after this long "
@@ -452,13 +470,15 @@ def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     worker.add_argument(
         "--drain",
-        type=float,
+        type=_non_negative_seconds,
         default=0.0,
         metavar="SECONDS",
         help="on SIGTERM, wait up to this long for held work to finish first",
     )
     worker.add_argument(
-        "--owner", help="this worker's owner id (default: host:pid:random)"
+        "--owner",
+        type=_owner,
+        help="this worker's owner id (default: host:pid:random)",
     )
     worker.add_argument(
         "--blobs",

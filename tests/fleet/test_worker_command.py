@@ -100,3 +100,50 @@ def test_non_positive_numbers_are_usage_errors(option: str) -> None:
     )
     assert done.returncode == 2
     assert option in done.stderr
+
+
+@pytest.mark.parametrize("option", ["--idle-release", "--drain"])
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "soon"])
+def test_bad_seconds_are_usage_errors_naming_the_option(
+    tmp_path: Path, option: str, value: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "meerkat_runtime.cli", "worker", "x.db", option, value],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert option in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "x.db").exists()  # nothing left behind
+
+
+@pytest.mark.parametrize(
+    ("owner", "says"),
+    [("", "must not be blank"), ("a\nb", "control characters"), ("x" * 5000, "longer")],
+)
+def test_a_bad_owner_is_a_usage_error(tmp_path: Path, owner: str, says: str) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "meerkat_runtime.cli",
+            "worker",
+            "x.db",
+            "--owner",
+            owner,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "--owner" in done.stderr
+    assert says in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "x.db").exists()  # nothing left behind
