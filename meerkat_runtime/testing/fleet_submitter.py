@@ -4,7 +4,7 @@ owns, and waits on every completion handle it was given, while worker
 processes elsewhere admit and run them.
 
 ``python -m meerkat_runtime.testing.fleet_submitter TARGET REPORT --name N
---sessions S --inputs K [--schema X] [--prefix P]``
+--sessions S --inputs K [--schema X] [--prefix P] [--hold FILE]``
 
 Round by round, each session is sent its next prompt (the sessions side by
 side, a session's own prompts one after another, so its arrival order is
@@ -38,6 +38,7 @@ from meerkat_runtime.store.base import RuntimeStore
 from meerkat_runtime.testing.fleet import session_ids
 
 RETRY_PAUSE = 0.05  # seconds before sending a refused submission again
+HOLD_WAIT = 300.0  # a hang guard for --hold
 SUBMITTING = "submitting"
 SUBMITTED = "submitted"
 
@@ -116,16 +117,24 @@ class _Submitting:
 
 
 async def submit_and_wait(
-    store: RuntimeStore, name: str, sessions: list[SessionId], per_session: int
+    store: RuntimeStore,
+    name: str,
+    sessions: list[SessionId],
+    per_session: int,
+    hold: Path | None = None,
 ) -> SubmitterReport:
     """Submit ``per_session`` prompts to each session (module doc), then wait
-    on every handle; the report of it all."""
+    on every handle; the report of it all. With ``hold``, the second half of
+    the rounds waits until that file exists (a test makes sure something
+    happens while inputs are still arriving)."""
     report = SubmitterReport(name, acked={str(sid): [] for sid in sessions})
     submitter = RuntimeSubmitter(store)
     work = _Submitting(submitter, report)
     try:
         print(SUBMITTING, flush=True)
         for n in range(per_session):
+            if n == per_session // 2 and hold is not None:
+                await _wait_for(hold)
             await asyncio.gather(*(work.one(sid, n) for sid in sessions))
         print(f"{SUBMITTED} {report.inputs}", flush=True)
         outcomes = await asyncio.gather(*(h.wait() for h in work.handles))
@@ -134,6 +143,14 @@ async def submit_and_wait(
     report.handles = len(work.handles)
     report.outcomes = dict(Counter(type(o).__name__ for o in outcomes))
     return report
+
+
+async def _wait_for(path: Path) -> None:
+    deadline = time.monotonic() + HOLD_WAIT
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{path} did not appear")
+        await asyncio.sleep(RETRY_PAUSE)
 
 
 async def _open(target: str, schema: str) -> RuntimeStore:
@@ -153,7 +170,9 @@ async def _main(args: argparse.Namespace) -> None:
     try:
         sessions = session_ids(args.sessions, args.prefix)
         start = time.perf_counter()
-        report = await submit_and_wait(store, args.name, sessions, args.inputs)
+        report = await submit_and_wait(
+            store, args.name, sessions, args.inputs, args.hold
+        )
         print(f"done in {time.perf_counter() - start:.1f}s", flush=True)
     finally:
         await store.close()
@@ -169,6 +188,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--inputs", type=int, default=5, help="per session")
     parser.add_argument("--schema", default="meerkat")
     parser.add_argument("--prefix", default="inbox")
+    parser.add_argument(
+        "--hold", type=Path, help="the second half waits for this file to exist"
+    )
     asyncio.run(_main(parser.parse_args(argv)))
 
 

@@ -75,11 +75,13 @@ class Chaos:
         fleet: WorkerProcesses,
         seed: int,
         submitting: Callable[[], bool] = lambda: False,
+        after_first: Callable[[], object] = lambda: None,
     ) -> None:
         self.fleet = fleet
         self.rng = random.Random(seed)
         self.done = threading.Event()
         self.submitting = submitting  # whether inputs are still arriving
+        self.after_first = after_first  # called once the first action is done
         self.mid_run = 0  # actions taken while work was left
         self.mid_submit = 0  # actions taken while inputs were arriving
         self.hits = 0  # actions on a worker that had claimed runtimes
@@ -100,6 +102,8 @@ class Chaos:
                 self.fleet.pause(victim, LEASE_TTL * 1.5)
             self.mid_run += not self.done.is_set()
             self.mid_submit += self.submitting()
+            if self.fleet.kills + self.fleet.pauses == 1:
+                self.after_first()
 
     def _victim(self) -> Worker:
         """A running worker, preferably one that claimed runtimes (waiting a
@@ -223,6 +227,9 @@ async def run_submitted_fleet(
     fleet = WorkerProcesses(target, logs, options, delay=RUN_DELAY)
     submitters: list[SubmitterProcess] = []
     seed = random.randrange(2**32)
+    # The submitters' second half waits for the chaos's first action, so
+    # some of it surely lands while inputs are still arriving.
+    hold = logs / "chaos-begun"
     try:
         fleet.start(WORKERS)
         submitters = [
@@ -232,11 +239,16 @@ async def run_submitted_fleet(
                 logs,
                 sessions=SESSIONS,
                 inputs=PER_SESSION,
-                options=submit_options or [],
+                options=[*(submit_options or []), "--hold", str(hold)],
             )
             for n in range(SUBMITTERS)
         ]
-        chaos = Chaos(fleet, seed, lambda: any(s.submitting() for s in submitters))
+        chaos = Chaos(
+            fleet,
+            seed,
+            submitting=lambda: any(s.submitting() for s in submitters),
+            after_first=hold.touch,
+        )
         chaos.thread.start()
         reports = [await asyncio.to_thread(s.finish) for s in submitters]
         store = await open_store()
