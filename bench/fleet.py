@@ -10,6 +10,12 @@ the figure is the runtime's own cost per completed input: its staging, the
 boundary commit, the leases. The exactly-once check runs after each
 measurement (not timed) and a failure stops the benchmark.
 
+Then the end-to-end latency of a cross-process submit, p50/p99: this
+process submits to sessions 4 worker processes run and waits until its
+handle sees the stored outcome (the submitter polls the store with
+back-off, the owner looks at its inbox periodically: both show here),
+beside accept-to-completion inside the owning process as the baseline.
+
 Goal (issue 17): on PostgreSQL, 4 worker processes at least 2.5x one.
 
 ``python bench/fleet.py [--quick] [--sessions N] [--inputs N]``
@@ -19,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
+import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -26,7 +34,12 @@ from pathlib import Path
 from goals import goal
 from sqlite_tools import describe_file_system, scratch_dir
 
-from meerkat_runtime.sessions.fleet import FleetWorker
+from meerkat_runtime.blobs import MemoryBlobStore
+from meerkat_runtime.ids import SessionId
+from meerkat_runtime.inputs import PromptInput
+from meerkat_runtime.sessions.adapter import RuntimeSessionAdapter
+from meerkat_runtime.sessions.fleet import EchoExecutor, FleetWorker
+from meerkat_runtime.sessions.submitter import RuntimeSubmitter
 from meerkat_runtime.store.base import RuntimeStore
 from meerkat_runtime.store.postgres import PostgresRuntimeStore
 from meerkat_runtime.store.sqlite import SqliteRuntimeStore
@@ -37,6 +50,8 @@ from meerkat_runtime.testing.postgres_server import ThrowawayPostgres
 WORKER_COUNTS = (1, 2, 4)
 GOAL_RATIO = 2.5  # PostgreSQL, 4 workers over 1
 OPTIONS = ["--scan-interval", "0.05", "--idle-release", "60"]
+LATENCY_SESSIONS = 8
+LATENCY_SAMPLES = 300
 
 Opener = Callable[[str], Awaitable[RuntimeStore]]  # a fresh store, by label
 
@@ -108,14 +123,80 @@ async def run_backend(
     return rates
 
 
-def submit_latency() -> None:
-    # TODO(issue 17, item 6; fleeta's durable inbox): the end-to-end latency
-    # p50/p99 of a cross-process submit: a process that does not own the
-    # runtime submits to its inbox (store.submit_to_inbox) and waits on its
-    # cross-process completion handle while 4 workers run. Measure it here
-    # once the inbox lands, beside the in-process accept-to-completion
-    # latency as its baseline.
-    print("  cross-process submit latency p50/p99: not measured yet (needs the inbox)")
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    """p50 and p99 of ``samples``, in milliseconds."""
+    cuts = statistics.quantiles(samples, n=100, method="inclusive")
+    return cuts[49] * 1000, cuts[98] * 1000
+
+
+async def timed(wait: Callable[[], Awaitable[object]]) -> float:
+    start = time.perf_counter()
+    await wait()
+    return time.perf_counter() - start
+
+
+async def submit_latency(
+    backend: Backend, samples: int, logs: Path
+) -> tuple[float, float]:
+    """p50/p99 (ms) of a cross-process submit: this process owns nothing and
+    submits with ``RuntimeSubmitter`` (the input is durable in the inbox when
+    it returns) to sessions that 4 worker processes run, then waits on the
+    handle until it sees the stored outcome. One input at a time, after a
+    first round that gets every session claimed (steady state)."""
+    store = await backend.open_store("latency")
+    target, *options = backend.target("latency")
+    fleet = WorkerProcesses(target, logs, [*OPTIONS, *options], delay=0.0)
+    submitter = RuntimeSubmitter(store)
+    sessions = session_ids(LATENCY_SESSIONS, "latency")
+    try:
+        fleet.start(4)
+
+        async def one(sid: SessionId) -> None:
+            _, handle = await submitter.submit_with_completion(
+                sid, PromptInput.new("ping")
+            )
+            if handle is not None:
+                await handle.wait()
+
+        await asyncio.gather(*(one(sid) for sid in sessions))  # warm up
+        times = [
+            await timed(functools.partial(one, sessions[n % len(sessions)]))
+            for n in range(samples)
+        ]
+        fleet.terminate()
+    finally:
+        await submitter.close()
+        fleet.kill_all()
+        await store.close()
+    return percentiles(times)
+
+
+async def local_latency(root: Path, samples: int) -> tuple[float, float]:
+    """The baseline: accept to completion inside the owning process (one
+    adapter over a SQLite file, echo executor)."""
+    store = await SqliteRuntimeStore.open(root / "local-latency.db")
+    adapter = RuntimeSessionAdapter.persistent(store, MemoryBlobStore())
+    sid = SessionId("local")
+    try:
+        await adapter.register_session_with_executor(sid, EchoExecutor())
+
+        async def one() -> None:
+            _, handle = await adapter.accept_input_with_completion(
+                sid, PromptInput.new("ping")
+            )
+            if handle is not None:
+                await handle.wait()
+
+        times = [await timed(one) for _ in range(samples)]
+    finally:
+        await adapter.close()
+        await store.close()
+    return percentiles(times)
+
+
+def report_latency(name: str, p50_p99: tuple[float, float]) -> None:
+    p50, p99 = p50_p99
+    print(f"  {name:44s} p50 {p50:7.1f} ms  p99 {p99:7.1f} ms")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -126,6 +207,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--dir", type=Path, help="where the SQLite files go")
     args = parser.parse_args(argv)
     sessions, inputs = (20, 5) if args.quick else (args.sessions, args.inputs)
+    samples = 40 if args.quick else LATENCY_SAMPLES
     print(
         f"fleet: {sessions} sessions x {inputs} prompts, echo executor, fresh db each"
     )
@@ -138,6 +220,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         lite = Backend("sqlite", sqlite, lambda label: [str(root / f"{label}.db")])
         asyncio.run(run_backend(lite, sessions, inputs, root))
+        latency = {
+            "local": asyncio.run(local_latency(root, samples)),
+            "sqlite": asyncio.run(submit_latency(lite, samples, root)),
+        }
         with ThrowawayPostgres() as server:
 
             async def postgres(label: str) -> RuntimeStore:
@@ -151,7 +237,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                 lambda label: [server.dsn, "--schema", f"fleet_{label}"],
             )
             rates = asyncio.run(run_backend(pg, sessions, inputs, root))
-    submit_latency()
+            latency["postgresql"] = asyncio.run(submit_latency(pg, samples, root))
+    print(f"submit -> completion seen by the submitter, {samples} inputs one by one")
+    report_latency("in the owning process (sqlite, baseline)", latency["local"])
+    for name, figures in latency.items():
+        if name != "local":
+            report_latency(f"cross-process, 4 workers ({name})", figures)
     print(
         goal(
             "PostgreSQL 4 workers",

@@ -2,17 +2,20 @@
 across processes.
 
 Theory of operation: three ``meerkat-runtime worker`` processes share one
-SQLite file. A loader (this process, standing in for the web tier)
-acknowledges prompts into a dozen sessions and goes away; the workers claim
-the sessions, a fair share each, and run them through a slow echo executor.
-Mid-run, the demo SIGKILLs the worker holding the most sessions with work
-left. Its leases run out, the other workers take its sessions over, recover
-the staged work and finish it. At the end the survivors are stopped with
-SIGTERM, and the demo checks its claims against the file: every
-acknowledged input consumed and named by exactly one receipt, in each
-session's arrival order; the killed worker's unfinished sessions finished by
-others; the survivors exited cleanly and released their leases. Any failed
-claim makes it exit 1.
+SQLite file. This process stands in for the web tier: it owns nothing and
+submits prompts with a ``RuntimeSubmitter`` to the inboxes of a dozen
+sessions nobody has registered yet, keeping a completion handle for each.
+The workers claim the sessions, a fair share each, admit their inboxes and
+run them through a slow echo executor. Mid-run, the demo SIGKILLs the
+worker holding the most sessions with work left and goes on submitting.
+Its leases run out, the other workers take its sessions over, recover the
+staged work, admit what arrived meanwhile and finish it. At the end the
+survivors are stopped with SIGTERM, and the demo checks its claims against
+the file: every acknowledged input consumed and named by exactly one
+receipt, in each session's arrival order; every handle resolved as
+completed; the killed worker's unfinished sessions finished by others; the
+survivors exited cleanly and released their leases. Any failed claim makes
+it exit 1.
 """
 
 from __future__ import annotations
@@ -22,14 +25,24 @@ import re
 import shutil
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 
+from meerkat_runtime.ids import SessionId
+from meerkat_runtime.inputs import PromptInput
+from meerkat_runtime.outcomes import Submitted
+from meerkat_runtime.sessions.completion import CompletionHandle
+from meerkat_runtime.sessions.submitter import RuntimeSubmitter
 from meerkat_runtime.store.sqlite import SqliteRuntimeStore
 from meerkat_runtime.terminal_text import markup_safe
-from meerkat_runtime.testing.fleet import check_exactly_once, load_sessions, session_ids
+from meerkat_runtime.testing.fleet import (
+    Acknowledged,
+    check_exactly_once,
+    session_ids,
+)
 from meerkat_runtime.testing.fleet_processes import Worker, WorkerProcesses
 
 SESSIONS = 12
@@ -91,12 +104,26 @@ async def _story(work_dir: Path, console: Console) -> list[FleetClaim]:
         console.print(f"[bold]Fleet[/bold]: {WORKERS} worker processes over {path}")
         fleet.start(WORKERS)
         sessions = session_ids(SESSIONS, prefix="agent")
-        acked = await load_sessions(store, sessions, PER_SESSION)
+        web = _WebTier(RuntimeSubmitter(store), sessions)
+        before = PER_SESSION // 2
+        for n in range(before):
+            await web.submit_round(n)
         total = SESSIONS * PER_SESSION
-        console.print(f"a loader acknowledged {total} prompts in {SESSIONS} sessions")
+        console.print(
+            f"this process submitted {SESSIONS * before} prompts to the inboxes "
+            f"of {SESSIONS} sessions"
+        )
         victim, orphaned = await _kill_mid_run(fleet, store, console)
+        for n in range(before, PER_SESSION):
+            await web.submit_round(n)
+        console.print(
+            f"and {SESSIONS * (PER_SESSION - before)} more after the kill; "
+            f"waiting on {len(web.handles)} completion handles"
+        )
+        outcomes = await web.wait()
         await _finish(store)
         codes = fleet.terminate()
+        acked = web.acked
         check = await check_exactly_once(store, acked)
         leases = await store.load_leases()
     finally:
@@ -119,6 +146,12 @@ async def _story(work_dir: Path, console: Console) -> list[FleetClaim]:
             f"{check.inputs} acknowledged inputs: each consumed, named by exactly one "
             f"receipt, in its session's arrival order ({len(check.problems)} problems)",
             check.clean and check.inputs == total,
+        ),
+        FleetClaim(
+            f"every completion handle this process held resolved as completed "
+            f"({sum(outcomes.values())} of {len(web.handles)}: {outcomes})",
+            sum(outcomes.values()) == len(web.handles)
+            and set(outcomes) <= {"Completed", "CompletedWithoutResult"},
         ),
         FleetClaim(
             f"the killed worker's {len(orphaned)} unfinished session(s) were taken over "
@@ -144,14 +177,14 @@ async def _kill_mid_run(
     runs are under way; the sessions it left unfinished."""
     deadline = time.monotonic() + FINISH_WAIT
     while True:
-        work = {str(rid) for rid in await store.list_runtimes_with_work()}
+        work = await _with_work(store)
         busy = [(len(held_by(w) & work), w) for w in fleet.workers]
         count, victim = max(busy, key=lambda pair: pair[0])
         if count >= 2 or not work or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.05)
     fleet.kill(victim, replace=False)  # the others take over
-    orphaned = held_by(victim) & {str(r) for r in await store.list_runtimes_with_work()}
+    orphaned = held_by(victim) & await _with_work(store)
     console.print(
         f"SIGKILL {victim.owner} mid-run: it held {len(held_by(victim))} session(s), "
         f"{len(orphaned)} with work left; its leases expire in {LEASE_TTL:g} s"
@@ -159,7 +192,48 @@ async def _kill_mid_run(
     return victim, orphaned
 
 
+async def _with_work(store: SqliteRuntimeStore) -> set[str]:
+    """Runtimes with inputs unfinished in their ledger or waiting in their
+    inbox."""
+    ledger = await store.list_runtimes_with_work()
+    return {str(rid) for rid in [*ledger, *await store.list_runtimes_with_inbox()]}
+
+
 async def _finish(store: SqliteRuntimeStore) -> None:
     deadline = time.monotonic() + FINISH_WAIT
-    while await store.list_runtimes_with_work() and time.monotonic() < deadline:
+    while await _with_work(store) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
+
+
+class _WebTier:
+    """The demo process as a submitter: what it was acknowledged, per
+    session in order, and the handles it holds."""
+
+    def __init__(self, submitter: RuntimeSubmitter, sessions: list[SessionId]) -> None:
+        self.submitter = submitter
+        self.sessions = sessions
+        self.acked: Acknowledged = {sid: [] for sid in sessions}
+        self.handles: list[CompletionHandle] = []
+
+    async def submit_round(self, n: int) -> None:
+        """The ``n``-th prompt of every session, side by side."""
+
+        async def one(sid: SessionId) -> None:
+            prompt = PromptInput.new(f"{sid} #{n}")
+            outcome, handle = await self.submitter.submit_with_completion(sid, prompt)
+            if isinstance(outcome, Submitted):
+                self.acked[sid].append(outcome.input_id)
+            if handle is not None:
+                self.handles.append(handle)
+
+        await asyncio.gather(*(one(sid) for sid in self.sessions))
+
+    async def wait(self) -> dict[str, int]:
+        """Every handle's outcome, counted by kind; then the submitter closes."""
+        try:
+            done = await asyncio.wait_for(
+                asyncio.gather(*(h.wait() for h in self.handles)), FINISH_WAIT
+            )
+        finally:
+            await self.submitter.close()
+        return dict(Counter(type(outcome).__name__ for outcome in done))

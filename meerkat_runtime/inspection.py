@@ -42,6 +42,7 @@ from meerkat_runtime.inputs import (
 )
 from meerkat_runtime.runs import RunBoundaryReceipt
 from meerkat_runtime.store import records
+from meerkat_runtime.store.inbox import INBOX
 from meerkat_runtime.store.integrity import check_input_count
 from meerkat_runtime.store.leases import Lease
 from meerkat_runtime.store.sqlite_leases import all_leases
@@ -52,6 +53,7 @@ from meerkat_runtime.store.sqlite_schema import (
 )
 from meerkat_runtime.terminal_text import cell, markup_safe, printable
 
+INBOX_VERSION = 4  # the SQLite schema version that added the inbox (PD-58)
 _SELECT_INPUTS_V1 = (
     f"SELECT input_id, state_json, 0 FROM {records.INPUTS} WHERE runtime_id = ?"
 )
@@ -73,6 +75,7 @@ class RuntimeView:
     inputs: list[InputState]
     receipts: list[RunBoundaryReceipt]
     lease: Lease | None = None  # its owner (PD-36), if it ever had one
+    inbox_pending: int = 0  # submitted by non-owners, not yet admitted (PD-58)
     # Over every stored row; None: the lists above hold them all.
     by_state: dict[str, int] | None = None
     receipt_count: int | None = None
@@ -114,8 +117,10 @@ def load_database(path: Path, limit: int | None = None) -> list[RuntimeView]:
         version = _check_schema(conn, path)
         # Read-only, so a version-1 file is read as it is: no recovery epochs.
         select = SELECT_INPUTS if version >= 2 else _SELECT_INPUTS_V1
-        views = [_load_runtime(conn, rid, select, limit) for rid in _runtime_ids(conn)]
-        return with_leases(views, all_leases(conn))
+        inbox = _inbox_counts(conn, version)
+        ids = sorted({*_runtime_ids(conn), *inbox})
+        views = [_load_runtime(conn, rid, select, limit) for rid in ids]
+        return with_inbox(with_leases(views, all_leases(conn)), inbox)
     except sqlite3.Error as exc:  # damaged pages, an I/O error: said, not raised
         raise _read_failure(path, exc) from None
     finally:
@@ -197,6 +202,17 @@ def _runtime_ids(conn: sqlite3.Connection) -> list[str]:
     return [str(rid) for (rid,) in rows]
 
 
+def _inbox_counts(conn: sqlite3.Connection, version: int) -> dict[str, int]:
+    """Pending inbox entries per runtime (the inbox came with version 4)."""
+    if version < INBOX_VERSION:
+        return {}
+    rows = conn.execute(
+        f"SELECT runtime_id, count(*) FROM {INBOX} WHERE pending = 1 "
+        "GROUP BY runtime_id"
+    )
+    return {str(rid): int(n) for rid, n in rows}
+
+
 def _load_runtime(
     conn: sqlite3.Connection, rid: str, select: str, limit: int | None
 ) -> RuntimeView:
@@ -234,6 +250,14 @@ def with_leases(views: list[RuntimeView], leases: list[Lease]) -> list[RuntimeVi
     by_runtime = {lease.runtime_id: lease for lease in leases}
     return [
         dataclasses.replace(view, lease=by_runtime.get(view.runtime_id))
+        for view in views
+    ]
+
+
+def with_inbox(views: list[RuntimeView], pending: dict[str, int]) -> list[RuntimeView]:
+    """``views`` with their counts of pending inbox entries."""
+    return [
+        dataclasses.replace(view, inbox_pending=pending.get(view.runtime_id, 0))
         for view in views
     ]
 
@@ -289,6 +313,7 @@ def to_json(path: Path, views: list[RuntimeView]) -> dict[str, Any]:
                 "input_count": v.input_total(),
                 "inputs_by_state": dict(sorted(v.input_counts().items())),
                 "receipt_count": v.receipt_total(),
+                "inbox_pending": v.inbox_pending,
                 "inputs": [codec.to_builtins(s.to_record()) for s in v.inputs],
                 "receipts": codec.to_builtins(v.receipts),
                 "lease": None if v.lease is None else lease_json(v.lease),
@@ -332,7 +357,7 @@ def runtimes_table(views: list[RuntimeView]) -> Table:
     # A runtime id is shown whole (folded over lines when long): it is the
     # name to pass on, unlike the input and run ids the other tables shorten.
     table.add_column("runtime", overflow="fold")
-    for column in ("state", "inputs", "by state", "receipts", "owner"):
+    for column in ("state", "inputs", "by state", "receipts", "inbox", "owner"):
         table.add_column(column)
     now = time.time()
     for view in views:
@@ -345,6 +370,7 @@ def runtimes_table(views: list[RuntimeView]) -> Table:
             str(view.input_total()),
             by_state,
             str(view.receipt_total()),
+            str(view.inbox_pending),
             cell(describe_lease(view.lease, now)),
         )
     return table

@@ -14,7 +14,12 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from meerkat_runtime.input_state import InputState
-from meerkat_runtime.inspection import InspectionError, RuntimeView, with_leases
+from meerkat_runtime.inspection import (
+    InspectionError,
+    RuntimeView,
+    with_inbox,
+    with_leases,
+)
 from meerkat_runtime.runs import RunBoundaryReceipt
 from meerkat_runtime.store import records
 from meerkat_runtime.store.base import (
@@ -22,6 +27,7 @@ from meerkat_runtime.store.base import (
     ReadFailedError,
     RuntimeStoreError,
 )
+from meerkat_runtime.store.inbox import INBOX
 from meerkat_runtime.store.leases import Lease
 from meerkat_runtime.store.postgres_boundary import store_error
 from meerkat_runtime.store.postgres_schema import (
@@ -64,10 +70,13 @@ def load_postgres(dsn: str, schema: str, limit: int | None = None) -> list[Runti
             # One snapshot for everything read.
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             _check_schema(conn, sql, dsn)
-            ids = [str(r) for (r,) in conn.execute(_runtime_ids(sql))]
+            inbox = {str(rid): int(n) for rid, n in conn.execute(_inbox_counts(sql))}
+            ids = sorted(
+                {*(str(r) for (r,) in conn.execute(_runtime_ids(sql))), *inbox}
+            )
             views = [_load_runtime(conn, sql, rid, limit) for rid in ids]
             leases = [Lease(*row) for row in conn.execute(sql.select_leases)]
-            return with_leases(views, leases)
+            return with_inbox(with_leases(views, leases), inbox)
     except (InspectionError, RuntimeStoreError):
         raise
     except Exception as exc:
@@ -103,6 +112,14 @@ def _runtime_ids(sql: Statements) -> str:
         f"SELECT runtime_id FROM {sql.table(records.INPUTS)} "
         f"UNION SELECT runtime_id FROM {sql.table(records.RECEIPTS)} "
         f"UNION SELECT runtime_id FROM {sql.table(records.STATES)} ORDER BY 1"
+    )
+
+
+def _inbox_counts(sql: Statements) -> str:
+    """Pending inbox entries per runtime (PD-58)."""
+    return (
+        f"SELECT runtime_id, count(*) FROM {sql.table(INBOX)} WHERE pending "
+        "GROUP BY runtime_id"
     )
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from meerkat_runtime.blobs import MemoryBlobStore
 from meerkat_runtime.generated.input_lifecycle import InputLifecycleState
@@ -21,6 +23,9 @@ from meerkat_runtime.inputs import PromptInput
 from meerkat_runtime.outcomes import Accepted
 from meerkat_runtime.sessions.adapter import RuntimeSessionAdapter
 from meerkat_runtime.store.base import RuntimeStore
+
+if TYPE_CHECKING:
+    from meerkat_runtime.testing.fleet_submitter import SubmitterReport
 
 Acknowledged = dict[SessionId, list[InputId]]
 
@@ -105,3 +110,35 @@ async def check_exactly_once(
                 f"{sid}: receipts apply its inputs out of arrival order"
             )
     return check
+
+
+COMPLETED = frozenset({"Completed", "CompletedWithoutResult"})
+
+
+async def check_submitters(
+    store: RuntimeStore, reports: Sequence[SubmitterReport]
+) -> FleetCheck:
+    """``check_exactly_once`` for what each submitter process acknowledged
+    (arrival order per submitter: two submitters' prompts to one session
+    interleave in an order nobody knows), plus what the submitters saw:
+    every resubmission answered ``Deduplicated`` naming the original, and
+    every handle they held resolved once, completed."""
+    total = FleetCheck()
+    for report in reports:
+        acked: Acknowledged = {
+            SessionId(sid): [InputId(i) for i in ids]
+            for sid, ids in report.acked.items()
+        }
+        check = await check_exactly_once(store, acked)
+        total.inputs += check.inputs
+        total.receipts = check.receipts  # the same sessions: counted once
+        total.problems += [f"{report.name}: {p}" for p in check.problems]
+        total.problems += [f"{report.name}: {w}" for w in report.wrong]
+        resolved = sum(report.outcomes.values())
+        if resolved != report.handles:
+            total.problems.append(
+                f"{report.name}: {resolved} of {report.handles} handles resolved"
+            )
+        if set(report.outcomes) - COMPLETED:
+            total.problems.append(f"{report.name}: outcomes {report.outcomes}")
+    return total

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,11 @@ from meerkat_runtime.sessions.executor import (
     RunPrimitive,
 )
 from meerkat_runtime.sessions.fleet import EchoExecutor
+from meerkat_runtime.testing.fleet_submitter import (
+    SUBMITTED,
+    SUBMITTING,
+    SubmitterReport,
+)
 
 DELAY_VARIABLE = "MEERKAT_FLEET_RUN_DELAY"
 READY_WAIT = 60.0  # seconds a child may take to start (a loaded machine)
@@ -179,3 +185,68 @@ class WorkerProcesses:
         """Runtimes each worker (ever) claimed, from its log."""
         every = self.workers + self.retired
         return {w.owner: w.text().count(f"fleet {w.owner}: claimed ") for w in every}
+
+
+SUBMITTER_WAIT = 600.0  # a hang guard for a submitter's whole life
+
+
+@dataclass
+class SubmitterProcess:
+    """A ``fleet_submitter`` child: submits to the inboxes of ``sessions``
+    sessions as ``name`` and waits on its handles; its report goes to
+    ``<logs>/<name>.json``, its log to ``<logs>/<name>.log``."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    report: Path
+
+    @classmethod
+    def start(
+        cls,
+        name: str,
+        target: str,
+        logs: Path,
+        *,
+        sessions: int,
+        inputs: int,
+        options: Sequence[str] = (),
+    ) -> SubmitterProcess:
+        log, report = logs / f"{name}.log", logs / f"{name}.json"
+        with log.open("wb") as sink:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "meerkat_runtime.testing.fleet_submitter",
+                    target,
+                    str(report),
+                    *("--name", name),
+                    *("--sessions", str(sessions)),
+                    *("--inputs", str(inputs)),
+                    *options,
+                ],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        return cls(name, process, log, report)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def submitting(self) -> bool:
+        """Started submitting and not done with it yet."""
+        text = self.text()
+        return SUBMITTING in text and SUBMITTED not in text
+
+    def finish(self) -> SubmitterReport:
+        """Wait for it to exit (0) and read its report."""
+        code = self.process.wait(timeout=SUBMITTER_WAIT)
+        if code != 0:
+            raise RuntimeError(f"{self.name} exited {code}:\n{self.text()}")
+        return SubmitterReport.load(self.report)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()

@@ -214,6 +214,7 @@ def test_inspect_json_is_machine_readable(
         "input_count",
         "inputs_by_state",
         "receipt_count",
+        "inbox_pending",
         "inputs",
         "receipts",
         "lease",

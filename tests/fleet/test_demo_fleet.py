@@ -33,7 +33,7 @@ def test_the_fleet_demo_holds_its_claims(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SIGKILL worker-" in done.stdout
-    assert done.stdout.count("✓") == 4
+    assert done.stdout.count("✓") == 5
     assert "✗" not in done.stdout
     assert "were taken over and finished by the others" in done.stdout
 
