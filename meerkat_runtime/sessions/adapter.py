@@ -429,7 +429,14 @@ class RuntimeSessionAdapter:
         state = session.driver.input_state(input_id) if input_id is not None else None
         if input_id is None or state is None or state.is_terminal():
             return None
-        return session.waiters.register(input_id)
+        handle = session.waiters.register(input_id)
+        loop = session.loop
+        if loop is not None and loop.failure is not None and not loop.alive():
+            # W-3: an error ended the loop; no run will answer this waiter
+            # until an executor is registered again, so it hears what the
+            # others heard (the input stays queued in the store).
+            session.waiters.resolve_all(loop.failure)
+        return handle
 
     def _after_admission(self, session: Session) -> None:
         signal = session.driver.take_post_admission_signal()

@@ -124,6 +124,8 @@ class RuntimeLoop:
         self._withdrawn = 0  # runs withdrawn in a row (store faults, PD-38)
         self._fetch_refusals = 0  # payload loads refused in a row (PD-64)
         self.task: asyncio.Task[None] | None = None
+        # Set when an error ended the loop: what its waiters were told.
+        self.failure: RuntimeTerminated | None = None
         self.stopped = False
         self._closing = False  # cancel() was called: end retries, then go
 
@@ -155,6 +157,8 @@ class RuntimeLoop:
             await asyncio.wait({self.task})
             if not self.task.cancelled():
                 self.task.exception()  # _main logged it; retrieved here
+        elif self.task is not None and not self.task.cancelled():
+            self.task.exception()  # it ended earlier by an error: retrieved too
 
     async def join(self) -> None:
         """Wait for the loop to end; re-raise whatever ended it abnormally."""
@@ -183,6 +187,7 @@ class RuntimeLoop:
                 extra=self._fields(),
             )
             reason = f"{reason}: {failure_text(exc)}"
+            self.failure = RuntimeTerminated(reason=reason)
             raise
         finally:
             # W-3: whoever is still waiting learns the loop is gone (and why).

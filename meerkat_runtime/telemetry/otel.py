@@ -33,10 +33,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from inspect import iscoroutinefunction
@@ -169,9 +170,55 @@ def _queue_depths(_options: metrics.CallbackOptions) -> Iterable[metrics.Observa
 # --------------------------------------------------------------- providers
 
 
+log = logging.getLogger(__name__)
+
+
+class _GuardedSpan:
+    """A span whose methods never raise: an SDK's span processor runs inside
+    ``end`` (and an exporter inside it), and its failure must not fail, or
+    seem to fail, the work the span observed (a commit already done)."""
+
+    def __init__(self, span: trace.Span) -> None:
+        self._span = span
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._span, name)
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            except Exception:
+                log.warning("tracing failed in span.%s", name, exc_info=True)
+                return None
+
+        return guarded
+
+
+class _GuardedTracer:
+    """The tracer the hooks use: a span that cannot be started (a processor's
+    ``on_start`` raised) is a non-recording one, and a failing ``end`` is
+    logged, never raised into the store's writer or the session loop."""
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self._tracer = tracer
+
+    @contextlib.contextmanager
+    def start_as_current_span(self, name: str, **kwargs: Any) -> Iterator[Any]:
+        try:
+            span = self._tracer.start_span(name, **kwargs)
+        except Exception:
+            log.warning("tracing failed to start span %s", name, exc_info=True)
+            span = trace.INVALID_SPAN
+        try:
+            with trace.use_span(span, end_on_exit=False):
+                yield _GuardedSpan(span)
+        finally:
+            _GuardedSpan(span).end()
+
+
 @dataclass(slots=True)
 class _Telemetry:
-    tracer: trace.Tracer
+    tracer: _GuardedTracer
     instruments: _Instruments
     explicit: bool  # configure() named providers: always record
 
@@ -181,7 +228,7 @@ def _providers(
     meter_provider: metrics.MeterProvider | None,
 ) -> _Telemetry:
     return _Telemetry(
-        trace.get_tracer(n.SCOPE, tracer_provider=tracer_provider),
+        _GuardedTracer(trace.get_tracer(n.SCOPE, tracer_provider=tracer_provider)),
         _Instruments(metrics.get_meter(n.SCOPE, meter_provider=meter_provider)),
         tracer_provider is not None or meter_provider is not None,
     )

@@ -160,3 +160,42 @@ def test_a_store_fault_when_loading_payloads_keeps_the_batch_queued(
             await store.close()
 
     asyncio.run(body())
+
+
+def test_a_waiter_registered_after_the_loop_stopped_is_answered(
+    tmp_path: Path,
+) -> None:
+    """The loop stopped on a corrupt payload; an input accepted afterwards
+    (durable, queued behind the damaged one) gets a handle that is answered
+    at once with the loop's error, as the earlier waiters were, instead of
+    waiting until the adapter closes."""
+    path = tmp_path / "late.db"
+
+    async def body() -> None:
+        (victim,) = await queued_file(path, ["victim"])
+        vid = victim.id()
+        store = SqliteRuntimeStore(path)
+        try:
+            adapter = adapter_over(store)
+            await adapter.register_session(SID)
+            row = store.raw_rows(records.INPUTS, RID)[str(vid)]
+            document = row[:-16].replace(b'"text":"victim"', b'"text":7')
+            store.corrupt_row(records.INPUTS, RID, str(vid), frame(document))
+            first = await adapter.completion_for(SID, vid)
+            await adapter.register_session_with_executor(SID, ToyExecutor())
+            assert isinstance(await outcome_of(first), RuntimeTerminated)
+            late = prompt("late")
+            outcome, handle = await adapter.accept_input_with_completion(SID, late)
+            assert outcome.is_accepted()
+            assert handle is not None
+            answer = await outcome_of(handle)
+            assert isinstance(answer, RuntimeTerminated)
+            assert str(vid) in answer.reason
+            again = await adapter.completion_for(SID, late.id())
+            assert again is not None
+            assert isinstance(await outcome_of(again), RuntimeTerminated)
+            await adapter.close()
+        finally:
+            await store.close()
+
+    asyncio.run(body())

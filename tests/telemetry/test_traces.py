@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
+
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
 from meerkat_runtime import (
     FileBlobStore,
@@ -17,12 +20,14 @@ from meerkat_runtime import (
     RuntimeSessionAdapter,
     SessionId,
     SqliteRuntimeStore,
+    telemetry,
 )
 from meerkat_runtime.blobs import MemoryBlobStore
 from meerkat_runtime.driver.persistent import PersistentRuntimeDriver
 from meerkat_runtime.ids import LogicalRuntimeId
 from meerkat_runtime.input_state import InputStateRecord
 from meerkat_runtime.outcomes import Accepted
+from meerkat_runtime.sessions.completion import Completed, CompletedWithoutResult
 from meerkat_runtime.telemetry import names
 from tests.sessions.executors import Step, ToyExecutor
 from tests.sessions.helpers import (
@@ -187,3 +192,47 @@ def test_a_run_after_a_crash_links_to_the_accept_in_the_dead_process(
     sized = sum(p.count for p in recorded.points(names.COMMIT_GROUP))
     assert sized == timed
     assert recorded.depths()[str(SID)] == 0  # the input ran
+
+
+class _RaisingProcessor(SpanProcessor):
+    """A span processor that fails at every span's start and end."""
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:  # noqa: ARG002
+        raise RuntimeError(f"on_start failed: {span.name}")
+
+    def on_end(self, span: Any) -> None:
+        raise RuntimeError(f"on_end failed: {span.name}")
+
+
+def test_a_span_processor_that_raises_breaks_nothing(tmp_path: Path) -> None:
+    """Tracing is an observer: a processor that raises at a span's start or
+    end (an exporter's bug) neither hangs the store's writer thread nor fails
+    an accept, a recovery, a boundary or a run."""
+
+    async def body() -> None:
+        store = SqliteRuntimeStore(tmp_path / "a.db")
+        adapter = RuntimeSessionAdapter.persistent(store, FileBlobStore(tmp_path / "b"))
+        await adapter.register_session_with_executor(SID, ToyExecutor())
+        pairs = await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    adapter.accept_input_with_completion(SID, prompt(f"p{i}"))
+                    for i in range(8)
+                )
+            ),
+            TIMEOUT,
+        )
+        for _outcome, handle in pairs:
+            assert handle is not None
+            done = await asyncio.wait_for(handle.wait(), TIMEOUT)
+            assert isinstance(done, Completed | CompletedWithoutResult), done
+        await adapter.close()
+        await store.close()
+
+    provider = TracerProvider()
+    provider.add_span_processor(_RaisingProcessor())
+    telemetry.configure(provider, None)
+    try:
+        asyncio.run(body())
+    finally:
+        telemetry.configure()
