@@ -36,6 +36,7 @@ from meerkat_runtime.inspection import (
 )
 from meerkat_runtime.store.base import RuntimeStoreError
 from meerkat_runtime.store.redaction import redact
+from meerkat_runtime.targets import is_dsn
 from meerkat_runtime.terminal_text import markup_safe, printable
 
 SPEC_FILE = Path("spec") / "lifecycle.yaml"
@@ -185,14 +186,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0 if clean else 1
 
 
-def _schema_without_dsn(
-    command: str,
-    target: str,
-    schema: str | None,
-    is_dsn: Callable[[str], bool] | None = None,
-) -> bool:
+def _schema_without_dsn(command: str, target: str, schema: str | None) -> bool:
     """``--schema`` given for a SQLite file: said, and the command exits 2."""
-    if schema is None or (is_dsn or _is_dsn)(target):
+    if schema is None or is_dsn(target):
         return False
     print(
         f"meerkat-runtime {command}: error: --schema names a PostgreSQL schema; "
@@ -231,15 +227,9 @@ def _owner(text: str) -> str:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """One fleet worker until SIGTERM/SIGINT (``meerkat_runtime.worker``)."""
-    from meerkat_runtime.worker import (
-        WorkerOptions,
-        WorkerSetupError,
-        is_dsn,
-        run_worker,
-    )
+    from meerkat_runtime.worker import WorkerOptions, WorkerSetupError, run_worker
 
-    # The worker also takes a libpq conninfo string as its target.
-    if _schema_without_dsn("worker", args.target, args.schema, is_dsn):
+    if _schema_without_dsn("worker", args.target, args.schema):
         return 2
     options = WorkerOptions(
         target=args.target,
@@ -267,7 +257,7 @@ def _load_target(
     """The views of a SQLite file or, for a ``postgresql://`` DSN, of a
     PostgreSQL store's schema (the ``postgres`` extra), and what to call it;
     ``limit`` as for ``load_database``."""
-    if not _is_dsn(target):
+    if not is_dsn(target):
         return load_database(Path(target), limit), Path(target)
     try:
         from meerkat_runtime.inspection_postgres import label, load_postgres
@@ -276,10 +266,6 @@ def _load_target(
             f"inspecting PostgreSQL needs the postgres extra ({exc})"
         ) from None
     return load_postgres(target, schema, limit), Path(label(target, schema))
-
-
-def _is_dsn(target: str) -> bool:
-    return target.startswith(("postgresql://", "postgres://"))
 
 
 def find_checkout(root: Path) -> Path | None:

@@ -37,12 +37,6 @@ from meerkat_runtime.store.postgres_schema import (
 )
 from meerkat_runtime.store.sqlite_schema import decode_input_row
 
-DSN_PREFIXES = ("postgresql://", "postgres://")
-
-
-def is_dsn(target: str) -> bool:
-    return target.startswith(DSN_PREFIXES)
-
 
 def label(dsn: str, schema: str) -> str:
     """The DSN without its password, and the schema: safe to print."""

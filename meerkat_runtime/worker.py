@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-import re
 import signal
 import sys
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from meerkat_runtime.sessions.fleet import (
 )
 from meerkat_runtime.store.base import RuntimeStore
 from meerkat_runtime.store.leases import DEFAULT_LEASE_TTL
+from meerkat_runtime.targets import is_dsn
 
 DEFAULT_EXECUTOR = "meerkat_runtime.sessions.fleet:echo_executor"
 
@@ -57,17 +57,6 @@ class WorkerOptions:
     owner: str | None = None
     blobs: Path | None = None
     quiet: bool = False
-
-
-_CONNINFO = re.compile(r"\s*[a-z_]+\s*=")
-
-
-def is_dsn(target: str) -> bool:
-    """A PostgreSQL URL, or a libpq conninfo string (``host=... dbname=...``);
-    anything else is a SQLite file's path."""
-    return target.startswith(("postgresql://", "postgres://")) or bool(
-        _CONNINFO.match(target)
-    )
 
 
 def load_factory(spec: str) -> ExecutorFactory:

@@ -154,7 +154,7 @@ async def _wait_for(path: Path) -> None:
 
 
 async def _open(target: str, schema: str) -> RuntimeStore:
-    from meerkat_runtime.worker import is_dsn
+    from meerkat_runtime.targets import is_dsn
 
     if is_dsn(target):
         from meerkat_runtime.store.postgres import PostgresRuntimeStore
