@@ -25,7 +25,7 @@ ledger's key match.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -106,22 +106,54 @@ def encode_entry(inp: Input, settlement: InboxSettlement | None = None) -> bytes
 
 
 def decode_entry(
-    runtime_id: str, input_id: str, arrival: int, data: object
+    runtime_id: str,
+    input_id: str,
+    arrival: int,
+    data: object,
+    columns: tuple[object, object] | None = None,
 ) -> InboxEntry:
     """A stored entry; one that fails its checksum, does not decode, or
-    names another input is ``Corrupt``, naming the entry."""
+    names another input is ``Corrupt``, naming the entry. ``columns`` are
+    the row's unchecksummed (idempotency key, pending) columns, which must
+    agree with the checksummed record (PD-74): a flipped ``pending`` would
+    otherwise hide an acknowledged entry from its owner."""
     body = stored_body(data, INBOX, runtime_id, "inbox entry", input_id)
+    problem: str | None
     try:
         record = _RECORD_DECODER.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
         problem = str(exc)
     else:
-        if str(record.input.id()) == input_id:
+        problem = _disagreement(record, input_id, columns)
+        if problem is None:
             return InboxEntry(
                 LogicalRuntimeId(runtime_id), arrival, record.input, record.settlement
             )
-        problem = f"the record names input {str(record.input.id())!r}"
     raise corruption(INBOX, runtime_id, problem, "inbox entry", input_id)
+
+
+def decode_row(runtime_id: str, row: Sequence[object]) -> InboxEntry:
+    """A SQL store's row (input id, arrival, entry, idempotency key,
+    pending), its columns checked against its record."""
+    iid, arrival, data, key, pending = row
+    return decode_entry(runtime_id, str(iid), int(str(arrival)), data, (key, pending))
+
+
+def _disagreement(
+    record: InboxRecord, input_id: str, columns: tuple[object, object] | None
+) -> str | None:
+    """What of the row contradicts its record, or None."""
+    if str(record.input.id()) != input_id:
+        return f"the record names input {str(record.input.id())!r}"
+    if columns is None:
+        return None
+    key, pending = columns
+    if key != key_of(record.input):
+        return f"its idempotency_key column {key!r} is not the record's"
+    if bool(pending) != (record.settlement is None):
+        said = "pending" if pending else "settled"
+        return f"its pending column says {said}, the record does not"
+    return None
 
 
 def taken_rows(taken: Iterable[InboxEntry]) -> list[tuple[str, bytes | None]]:
