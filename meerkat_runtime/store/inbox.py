@@ -38,6 +38,7 @@ from meerkat_runtime.driver.validation import (
     peer_mode_violation,
 )
 from meerkat_runtime.errors import ValidationFailedError
+from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import IdempotencyKey, InputId, LogicalRuntimeId
 from meerkat_runtime.input_state import InputState
 from meerkat_runtime.inputs import AnyInput, Input, InputDurability
@@ -46,6 +47,7 @@ from meerkat_runtime.outcomes import (
     Deduplicated,
     DurabilityViolation,
     PeerHandlingModeInvalid,
+    ReasonNotReady,
     Rejected,
 )
 from meerkat_runtime.store.integrity import corruption, frame
@@ -183,6 +185,25 @@ def checked_submission(inp: object, max_bytes: int) -> Input | Rejected:
             "to another process's runtime (the inbox would store it)"
         )
     return checked
+
+
+# Stored phases that refuse input until an operator's control command moves
+# the runtime on. INITIALIZING and RECOVERING are left out: an owner's
+# recovery passes through them and will accept when it is done.
+_REFUSING = frozenset(
+    {RuntimeState.RETIRED, RuntimeState.STOPPED, RuntimeState.DESTROYED}
+)
+
+
+def refused_in(phase: RuntimeState | None) -> Rejected | None:
+    """PD-75: a submission to a runtime whose stored phase refuses input is
+    answered as an accept would refuse it (not ready, naming the phase),
+    read in the submission's own transaction, and nothing is written. Left
+    to the owner, it would be acknowledged and only later settled as
+    refused, which a plain ``submit`` caller never learns."""
+    if phase is None or phase not in _REFUSING:
+        return None
+    return Rejected(reason=ReasonNotReady(state=phase))
 
 
 def key_of(inp: Input) -> str | None:

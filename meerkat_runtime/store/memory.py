@@ -183,6 +183,11 @@ class InMemoryRuntimeStore(AppliesRunEnds):
             return checked
         rid, key = str(runtime_id), inbox.key_of(checked)
         async with self._writing(runtime_id):
+            stored = self._states.get(rid)
+            phase = None if stored is None else records.decode_phase(rid, stored)
+            refused = inbox.refused_in(phase)
+            if refused is not None:
+                return refused
             duplicate = self._inbox_duplicate(rid, checked, key)
             if duplicate is not None:
                 return duplicate
@@ -199,9 +204,10 @@ class InMemoryRuntimeStore(AppliesRunEnds):
         """PD-59: the inbox first, then the ledger (as the SQL stores)."""
         rows = self._inbox.get(rid, {})
         iid = str(inp.id())
-        for entry_id, (arrival, entry_key, _, data) in rows.items():
+        for entry_id, (arrival, entry_key, pending, data) in rows.items():
             if entry_id == iid or (key is not None and entry_key == key):
-                entry = inbox.decode_entry(rid, entry_id, arrival, data)
+                row = (entry_id, arrival, data, entry_key, pending)
+                entry = inbox.decode_row(rid, row)
                 found = inbox.duplicate_of(inp, entry)
                 if found is not None:
                     return found

@@ -102,6 +102,11 @@ async def _duplicate(
 def _submit(sql: Statements, rid: str, inp: Input, data: bytes) -> Work[AcceptOutcome]:
     async def work(conn: Conn) -> AcceptOutcome:
         await conn.execute(sql.lock, (f"meerkat-runtime inbox {sql.schema} {rid}",))
+        row = await (await conn.execute(sql.select_phase, (rid,))).fetchone()
+        phase = None if row is None else records.decode_phase(rid, row[0])
+        refused = inbox.refused_in(phase)
+        if refused is not None:
+            return refused
         found = await _duplicate(conn, sql, rid, inp)
         if found is not None:
             return found

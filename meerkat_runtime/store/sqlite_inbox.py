@@ -86,6 +86,14 @@ def duplicate(conn: sqlite3.Connection, rid: str, inp: Input) -> AcceptOutcome |
 def submit(
     conn: sqlite3.Connection, rid: str, inp: Input, data: bytes
 ) -> AcceptOutcome:
+    row = conn.execute(
+        "SELECT runtime_state_json FROM runtime_states WHERE runtime_id = ?", (rid,)
+    ).fetchone()
+    refused = inbox.refused_in(
+        None if row is None else records.decode_phase(rid, row[0])
+    )
+    if refused is not None:
+        return refused
     found = duplicate(conn, rid, inp)
     if found is not None:
         return found
