@@ -171,6 +171,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         return 2
     try:
         views, path = _load_target(target, args.schema or "meerkat", None)
+        _check_inbox(target, args.schema or "meerkat")
     except (InspectionError, RuntimeStoreError) as exc:
         return _unreadable(target, exc)
     audits = audit_views(views)
@@ -266,6 +267,18 @@ def _load_target(
             f"inspecting PostgreSQL needs the postgres extra ({exc})"
         ) from None
     return load_postgres(target, schema, limit), Path(label(target, schema))
+
+
+def _check_inbox(target: str, schema: str) -> None:
+    """PD-72: every inbox row decoded and checked (``audit_inbox``); a
+    damaged one raises ``Corrupt``. Only after ``_load_target`` read the
+    target, so what cannot be read at all is already said."""
+    from meerkat_runtime.audit_inbox import check_postgres_inbox, check_sqlite_inbox
+
+    if is_dsn(target):
+        check_postgres_inbox(target, schema)
+    else:
+        check_sqlite_inbox(Path(target))
 
 
 def find_checkout(root: Path) -> Path | None:

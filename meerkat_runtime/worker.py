@@ -19,6 +19,7 @@ import asyncio
 import importlib
 import logging
 import signal
+import sqlite3
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,9 +94,35 @@ async def open_store(options: WorkerOptions) -> RuntimeStore:
         )
     from meerkat_runtime.store.sqlite import SqliteRuntimeStore
 
+    refuse_foreign_database(Path(options.target))
     return await SqliteRuntimeStore.open(
         Path(options.target), lease_ttl=options.lease_ttl
     )
+
+
+def refuse_foreign_database(path: Path) -> None:
+    """A SQLite file that holds tables but none of meerkat's belongs to
+    something else: the worker would add its tables to it. Refused as
+    ``inspect`` refuses it; a missing or empty file is a new store, and one
+    SQLite cannot read is left to the store's own error."""
+    from meerkat_runtime.inspection import REQUIRED_TABLES
+
+    if not path.is_file():
+        return
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            tables = {str(name) for (name,) in rows}
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return
+    if tables and tables.isdisjoint(REQUIRED_TABLES):
+        raise WorkerSetupError(
+            f"{path} is not a meerkat database (it holds other tables and "
+            f"no {', '.join(REQUIRED_TABLES)}); name a new file or a meerkat one"
+        )
 
 
 def _blob_store(options: WorkerOptions) -> BlobStore:

@@ -605,6 +605,10 @@ class PersistentRuntimeDriver(RuntimeDriver):
         # PD-49: records the spec cannot have produced fail closed here.
         receipts = await stored_receipts(self.store, self.runtime_id)
         check_loaded(str(self.runtime_id), persisted, states, receipts)
+        if keeps_inbox(self.store):
+            # PD-72: every inbox row checked once per recovery; the poll
+            # reads pending rows only and would never see a hidden one.
+            await self.store.load_whole_inbox(self.runtime_id)
         named = await self._named_by_receipts(core.receipts_to_check(fresh), receipts)
         result = core.recover_loaded(fresh, named)
         core.restore_phase(persisted)

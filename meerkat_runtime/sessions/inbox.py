@@ -17,8 +17,12 @@ inbox first: an input accepted directly may be admitted before one that was
 submitted to the inbox earlier. Within the inbox, arrival order is kept.
 
 A store that cannot be reached is asked again after a growing pause
-(``StoreBackoff``); any other failure is logged and the watcher goes on,
-so that one runtime's damaged entry does not stop the others' admissions.
+(``StoreBackoff``). A runtime whose admission fails otherwise (a damaged
+entry: ``Corrupt``) is parked: skipped for a pause that grows with each
+failure in a row (the same ``StoreBackoff``), logged once per failure (the
+traceback only the first time), so that one runtime's damaged entry costs
+neither the others' admissions nor a log line every poll. Its entries stay
+in the inbox; a success un-parks it.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from meerkat_runtime.errors import is_retryable
 from meerkat_runtime.ids import LogicalRuntimeId
@@ -53,6 +59,15 @@ def checked_interval(interval: object) -> float:
     return float(interval)
 
 
+@dataclass
+class _Parked:
+    """A runtime whose admission failed ``failures`` times in a row; it is
+    not tried again before ``until`` (on the watcher's clock)."""
+
+    failures: int
+    until: float
+
+
 class InboxWatcher:
     """Looks for submitted inputs every ``interval`` seconds and hands each
     runtime that has some to ``admit`` (the adapter's admission; it ignores
@@ -64,12 +79,15 @@ class InboxWatcher:
         admit: Admit,
         interval: float,
         backoff: StoreBackoff,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.admit = admit
         self.interval = interval
         self.backoff = backoff
+        self.clock = clock
         self.task: asyncio.Task[None] | None = None
+        self.parked: dict[LogicalRuntimeId, _Parked] = {}
 
     def start(self) -> None:
         if self.task is None:
@@ -101,9 +119,31 @@ class InboxWatcher:
             await asyncio.sleep(pause)
 
     async def look(self) -> None:
-        """One round: admit every runtime the store says has entries."""
+        """One round: admit every runtime the store says has entries, but
+        those parked after failing."""
         for runtime_id in await self.store.list_runtimes_with_inbox():
+            parked = self.parked.get(runtime_id)
+            if parked is not None and self.clock() < parked.until:
+                continue
             try:
                 await self.admit(runtime_id)
-            except Exception:
-                log.exception("inbox admission of %s failed", runtime_id)
+            except Exception as exc:
+                self._park(runtime_id, parked, exc)
+            else:
+                if self.parked.pop(runtime_id, None) is not None:
+                    log.info("inbox admission of %s succeeded again", runtime_id)
+
+    def _park(
+        self, runtime_id: LogicalRuntimeId, parked: _Parked | None, exc: Exception
+    ) -> None:
+        failures = 1 if parked is None else parked.failures + 1
+        pause = max(self.interval, self.backoff.pause(failures - 1))
+        self.parked[runtime_id] = _Parked(failures, self.clock() + pause)
+        log.error(
+            "inbox admission of %s failed (%d in a row; next try in %.3g s): %s",
+            runtime_id,
+            failures,
+            pause,
+            exc,
+            exc_info=exc if failures == 1 else None,
+        )

@@ -26,7 +26,8 @@ import contextlib
 
 from meerkat_runtime.driver.journal import reason_name
 from meerkat_runtime.driver.validation import DEFAULT_MAX_INPUT_BYTES
-from meerkat_runtime.errors import ValidationFailedError, is_retryable
+from meerkat_runtime.errors import NotReadyError, ValidationFailedError, is_retryable
+from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.generated.spec_types import (
     Abandoned,
     Coalesced,
@@ -38,6 +39,7 @@ from meerkat_runtime.inputs import Input
 from meerkat_runtime.outcomes import (
     AcceptOutcome,
     Deduplicated,
+    ReasonNotReady,
     Rejected,
     Submitted,
 )
@@ -89,7 +91,9 @@ class RuntimeSubmitter:
     async def submit(self, session_id: SessionId, input: Input) -> AcceptOutcome:
         """``Submitted`` once the input is durably in the session's inbox;
         ``Deduplicated`` when its id or idempotency key is already there or
-        in the session's ledger; ``Rejected`` as an accept would reject it.
+        in the session's ledger; ``Rejected`` as an accept would reject it
+        (not ready, too, when the session's stored phase refuses input:
+        PD-73).
         A bad value raises ``ValidationFailed`` and nothing is written."""
         self._refuse_if_closed()
         return await self.store.submit_to_inbox(
@@ -103,7 +107,10 @@ class RuntimeSubmitter:
         unless that is already finished, as ``accept_input_with_completion``."""
         outcome = await self.submit(session_id, input)
         if isinstance(outcome, Rejected):
-            raise ValidationFailedError(str(outcome.reason))
+            reason = outcome.reason
+            if isinstance(reason, ReasonNotReady):  # as the owner's accept raises
+                raise NotReadyError(reason.state)
+            raise ValidationFailedError(str(reason))
         assert isinstance(outcome, Submitted | Deduplicated)
         target = outcome.input_id if isinstance(outcome, Submitted) else None
         if isinstance(outcome, Deduplicated):
@@ -162,8 +169,13 @@ class RuntimeSubmitter:
                 await task
 
     def _refuse_if_closed(self) -> None:
+        """Closed, it refuses as a closed adapter refuses an accept: not
+        ready (it knows no runtime's phase; the adapter says destroyed for
+        a session it does not hold), the text naming the submitter."""
         if self._closed:
-            raise ValidationFailedError("the runtime submitter is closed")
+            raise NotReadyError(
+                RuntimeState.DESTROYED, "the runtime submitter is closed"
+            )
 
 
 def _runtime(session_id: SessionId) -> LogicalRuntimeId:

@@ -365,7 +365,7 @@ class RuntimeStore(ABC):
 
     # ------------------------------------------------------------ ownership
     # PD-36 (store/leases.py). A store that keeps leases sets
-    # ``keeps_leases`` and implements all five; drivers over any other store
+    # ``keeps_leases`` and implements all six; drivers over any other store
     # run without ownership, as before.
 
     keeps_leases: bool = False
@@ -421,7 +421,7 @@ class RuntimeStore(ABC):
 
     # ---------------------------------------------------------------- inbox
     # PD-58 (store/inbox.py). A store that keeps inboxes sets ``keeps_inbox``
-    # and implements all five; any other refuses submissions from processes
+    # and implements all six; any other refuses submissions from processes
     # that do not own the runtime.
 
     keeps_inbox: bool = False
@@ -447,6 +447,13 @@ class RuntimeStore(ABC):
     ) -> list[InboxEntry]:
         """The runtime's pending entries in arrival order (the first
         ``limit`` of them)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no inbox")
+
+    async def load_whole_inbox(self, runtime_id: LogicalRuntimeId) -> list[InboxEntry]:
+        """Every entry of the runtime's inbox, pending and settled, in arrival
+        order, each row checked against its record: what an owner reads once
+        when it recovers the runtime (PD-72), so that a damaged row fails
+        closed instead of hiding an entry."""
         raise NotImplementedError(f"{type(self).__name__} keeps no inbox")
 
     async def load_inbox_entry(

@@ -25,7 +25,7 @@ ledger's key match.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -38,6 +38,7 @@ from meerkat_runtime.driver.validation import (
     peer_mode_violation,
 )
 from meerkat_runtime.errors import ValidationFailedError
+from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import IdempotencyKey, InputId, LogicalRuntimeId
 from meerkat_runtime.input_state import InputState
 from meerkat_runtime.inputs import AnyInput, Input, InputDurability
@@ -46,6 +47,7 @@ from meerkat_runtime.outcomes import (
     Deduplicated,
     DurabilityViolation,
     PeerHandlingModeInvalid,
+    ReasonNotReady,
     Rejected,
 )
 from meerkat_runtime.store.integrity import corruption, frame
@@ -106,22 +108,54 @@ def encode_entry(inp: Input, settlement: InboxSettlement | None = None) -> bytes
 
 
 def decode_entry(
-    runtime_id: str, input_id: str, arrival: int, data: object
+    runtime_id: str,
+    input_id: str,
+    arrival: int,
+    data: object,
+    columns: tuple[object, object] | None = None,
 ) -> InboxEntry:
     """A stored entry; one that fails its checksum, does not decode, or
-    names another input is ``Corrupt``, naming the entry."""
+    names another input is ``Corrupt``, naming the entry. ``columns`` are
+    the row's unchecksummed (idempotency key, pending) columns, which must
+    agree with the checksummed record (PD-72): a flipped ``pending`` would
+    otherwise hide an acknowledged entry from its owner."""
     body = stored_body(data, INBOX, runtime_id, "inbox entry", input_id)
+    problem: str | None
     try:
         record = _RECORD_DECODER.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
         problem = str(exc)
     else:
-        if str(record.input.id()) == input_id:
+        problem = _disagreement(record, input_id, columns)
+        if problem is None:
             return InboxEntry(
                 LogicalRuntimeId(runtime_id), arrival, record.input, record.settlement
             )
-        problem = f"the record names input {str(record.input.id())!r}"
     raise corruption(INBOX, runtime_id, problem, "inbox entry", input_id)
+
+
+def decode_row(runtime_id: str, row: Sequence[object]) -> InboxEntry:
+    """A SQL store's row (input id, arrival, entry, idempotency key,
+    pending), its columns checked against its record."""
+    iid, arrival, data, key, pending = row
+    return decode_entry(runtime_id, str(iid), int(str(arrival)), data, (key, pending))
+
+
+def _disagreement(
+    record: InboxRecord, input_id: str, columns: tuple[object, object] | None
+) -> str | None:
+    """What of the row contradicts its record, or None."""
+    if str(record.input.id()) != input_id:
+        return f"the record names input {str(record.input.id())!r}"
+    if columns is None:
+        return None
+    key, pending = columns
+    if key != key_of(record.input):
+        return f"its idempotency_key column {key!r} is not the record's"
+    if bool(pending) != (record.settlement is None):
+        said = "pending" if pending else "settled"
+        return f"its pending column says {said}, the record does not"
+    return None
 
 
 def taken_rows(taken: Iterable[InboxEntry]) -> list[tuple[str, bytes | None]]:
@@ -151,6 +185,25 @@ def checked_submission(inp: object, max_bytes: int) -> Input | Rejected:
             "to another process's runtime (the inbox would store it)"
         )
     return checked
+
+
+# Stored phases that refuse input until an operator's control command moves
+# the runtime on. INITIALIZING and RECOVERING are left out: an owner's
+# recovery passes through them and will accept when it is done.
+_REFUSING = frozenset(
+    {RuntimeState.RETIRED, RuntimeState.STOPPED, RuntimeState.DESTROYED}
+)
+
+
+def refused_in(phase: RuntimeState | None) -> Rejected | None:
+    """PD-73: a submission to a runtime whose stored phase refuses input is
+    answered as an accept would refuse it (not ready, naming the phase),
+    read in the submission's own transaction, and nothing is written. Left
+    to the owner, it would be acknowledged and only later settled as
+    refused, which a plain ``submit`` caller never learns."""
+    if phase is None or phase not in _REFUSING:
+        return None
+    return Rejected(reason=ReasonNotReady(state=phase))
 
 
 def key_of(inp: Input) -> str | None:

@@ -183,6 +183,11 @@ class InMemoryRuntimeStore(AppliesRunEnds):
             return checked
         rid, key = str(runtime_id), inbox.key_of(checked)
         async with self._writing(runtime_id):
+            stored = self._states.get(rid)
+            phase = None if stored is None else records.decode_phase(rid, stored)
+            refused = inbox.refused_in(phase)
+            if refused is not None:
+                return refused
             duplicate = self._inbox_duplicate(rid, checked, key)
             if duplicate is not None:
                 return duplicate
@@ -199,9 +204,10 @@ class InMemoryRuntimeStore(AppliesRunEnds):
         """PD-59: the inbox first, then the ledger (as the SQL stores)."""
         rows = self._inbox.get(rid, {})
         iid = str(inp.id())
-        for entry_id, (arrival, entry_key, _, data) in rows.items():
+        for entry_id, (arrival, entry_key, pending, data) in rows.items():
             if entry_id == iid or (key is not None and entry_key == key):
-                entry = inbox.decode_entry(rid, entry_id, arrival, data)
+                row = (entry_id, arrival, data, entry_key, pending)
+                entry = inbox.decode_row(rid, row)
                 found = inbox.duplicate_of(inp, entry)
                 if found is not None:
                     return found
@@ -263,16 +269,26 @@ class InMemoryRuntimeStore(AppliesRunEnds):
     async def load_inbox(
         self, runtime_id: LogicalRuntimeId, limit: int | None = None
     ) -> list[inbox.InboxEntry]:
-        rid = str(runtime_id)
+        entries = await self._inbox_rows(str(runtime_id), pending_only=True)
+        return entries[:limit]
+
+    async def load_whole_inbox(
+        self, runtime_id: LogicalRuntimeId
+    ) -> list[inbox.InboxEntry]:
+        return await self._inbox_rows(str(runtime_id), pending_only=False)
+
+    async def _inbox_rows(self, rid: str, pending_only: bool) -> list[inbox.InboxEntry]:
         async with self._lock:
             rows = sorted(
-                (arrival, iid, data)
-                for iid, (arrival, _, pending, data) in self._inbox.get(rid, {}).items()
-                if pending
+                (arrival, iid, data, key, pending)
+                for iid, (arrival, key, pending, data) in self._inbox.get(
+                    rid, {}
+                ).items()
+                if pending or not pending_only
             )
         return [
-            inbox.decode_entry(rid, iid, arrival, data)
-            for arrival, iid, data in rows[:limit]
+            inbox.decode_row(rid, (iid, arrival, data, key, pending))
+            for arrival, iid, data, key, pending in rows
         ]
 
     async def load_inbox_entry(
@@ -281,7 +297,10 @@ class InMemoryRuntimeStore(AppliesRunEnds):
         rid, iid = str(runtime_id), str(input_id)
         async with self._lock:
             row = self._inbox.get(rid, {}).get(iid)
-        return None if row is None else inbox.decode_entry(rid, iid, row[0], row[3])
+        if row is None:
+            return None
+        arrival, key, pending, data = row
+        return inbox.decode_row(rid, (iid, arrival, data, key, pending))
 
     async def list_runtimes_with_inbox(self) -> list[LogicalRuntimeId]:
         async with self._lock:

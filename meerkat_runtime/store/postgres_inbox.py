@@ -56,7 +56,8 @@ def migration(s: str) -> tuple[str, ...]:
 
 def _entries(sql: Statements) -> str:
     return (
-        f"SELECT input_id, arrival, entry_json FROM {sql.table(INBOX)} "
+        "SELECT input_id, arrival, entry_json, idempotency_key, pending "
+        f"FROM {sql.table(INBOX)} "
         "WHERE runtime_id = %(r)s"
     )
 
@@ -72,9 +73,8 @@ async def _duplicate(
         "ORDER BY arrival",
         params,
     )
-    for entry_id, arrival, data in await cur.fetchall():
-        entry = inbox.decode_entry(rid, entry_id, arrival, data)
-        found = inbox.duplicate_of(inp, entry)
+    for row in await cur.fetchall():
+        found = inbox.duplicate_of(inp, inbox.decode_row(rid, row))
         if found is not None:
             return found
     inputs = sql.table("runtime_input_states")
@@ -102,6 +102,11 @@ async def _duplicate(
 def _submit(sql: Statements, rid: str, inp: Input, data: bytes) -> Work[AcceptOutcome]:
     async def work(conn: Conn) -> AcceptOutcome:
         await conn.execute(sql.lock, (f"meerkat-runtime inbox {sql.schema} {rid}",))
+        row = await (await conn.execute(sql.select_phase, (rid,))).fetchone()
+        phase = None if row is None else records.decode_phase(rid, row[0])
+        refused = inbox.refused_in(phase)
+        if refused is not None:
+            return refused
         found = await _duplicate(conn, sql, rid, inp)
         if found is not None:
             return found
@@ -209,7 +214,14 @@ class PostgresInbox:
             {"r": rid, "n": limit},
             "load_inbox",
         )
-        return [inbox.decode_entry(rid, i, a, d) for i, a, d in rows]
+        return [inbox.decode_row(rid, row) for row in rows]
+
+    async def load_whole_inbox(self, runtime_id: LogicalRuntimeId) -> list[InboxEntry]:
+        rid = str(runtime_id)
+        rows = await self._rows(
+            _entries(self.sql) + " ORDER BY arrival", {"r": rid}, "load_whole_inbox"
+        )
+        return [inbox.decode_row(rid, row) for row in rows]
 
     async def load_inbox_entry(
         self, runtime_id: LogicalRuntimeId, input_id: InputId
@@ -220,7 +232,7 @@ class PostgresInbox:
             {"r": rid, "i": iid},
             "load_inbox_entry",
         )
-        return inbox.decode_entry(rid, iid, rows[0][1], rows[0][2]) if rows else None
+        return inbox.decode_row(rid, rows[0]) if rows else None
 
     async def list_runtimes_with_inbox(self) -> list[LogicalRuntimeId]:
         rows = await self._rows(

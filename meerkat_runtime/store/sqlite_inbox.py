@@ -37,7 +37,11 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], T]
 
-_ENTRY = "SELECT input_id, arrival, entry_json FROM runtime_inbox WHERE runtime_id = ?1"
+_ENTRY = (
+    "SELECT input_id, arrival, entry_json, idempotency_key, pending "
+    "FROM runtime_inbox WHERE runtime_id = ?1"
+)
+
 _INSERT = (
     "INSERT INTO runtime_inbox "
     "(runtime_id, input_id, arrival, idempotency_key, pending, entry_json) VALUES "
@@ -54,10 +58,8 @@ def duplicate(conn: sqlite3.Connection, rid: str, inp: Input) -> AcceptOutcome |
         _ENTRY + " AND (input_id = ?2 OR idempotency_key = ?3) ORDER BY arrival",
         (rid, iid, key),
     ).fetchall()
-    for entry_id, arrival, data in rows:
-        found = inbox.duplicate_of(
-            inp, inbox.decode_entry(rid, entry_id, arrival, data)
-        )
+    for row in rows:
+        found = inbox.duplicate_of(inp, inbox.decode_row(rid, row))
         if found is not None:
             return found
     if conn.execute(
@@ -84,6 +86,14 @@ def duplicate(conn: sqlite3.Connection, rid: str, inp: Input) -> AcceptOutcome |
 def submit(
     conn: sqlite3.Connection, rid: str, inp: Input, data: bytes
 ) -> AcceptOutcome:
+    row = conn.execute(
+        "SELECT runtime_state_json FROM runtime_states WHERE runtime_id = ?", (rid,)
+    ).fetchone()
+    refused = inbox.refused_in(
+        None if row is None else records.decode_phase(rid, row[0])
+    )
+    if refused is not None:
+        return refused
     found = duplicate(conn, rid, inp)
     if found is not None:
         return found
@@ -174,7 +184,14 @@ class SqliteInbox:
                 sql, (rid, -1 if limit is None else limit)
             ).fetchall()
         )
-        return [inbox.decode_entry(rid, str(i), a, d) for i, a, d in rows]
+        return [inbox.decode_row(rid, row) for row in rows]
+
+    async def load_whole_inbox(self, runtime_id: LogicalRuntimeId) -> list[InboxEntry]:
+        rid = str(runtime_id)
+        rows = await self._read(
+            lambda conn: conn.execute(_ENTRY + " ORDER BY arrival", (rid,)).fetchall()
+        )
+        return [inbox.decode_row(rid, row) for row in rows]
 
     async def load_inbox_entry(
         self, runtime_id: LogicalRuntimeId, input_id: InputId
@@ -185,7 +202,7 @@ class SqliteInbox:
                 _ENTRY + " AND input_id = ?2", (rid, iid)
             ).fetchone()
         )
-        return None if row is None else inbox.decode_entry(rid, iid, row[1], row[2])
+        return None if row is None else inbox.decode_row(rid, row)
 
     async def list_runtimes_with_inbox(self) -> list[LogicalRuntimeId]:
         rows = await self._read(

@@ -80,6 +80,9 @@ class StoreWrapper(RuntimeStore):
     ) -> list[InboxEntry]:
         return await self.inner.load_inbox(runtime_id, limit)
 
+    async def load_whole_inbox(self, runtime_id: LogicalRuntimeId) -> list[InboxEntry]:
+        return await self.inner.load_whole_inbox(runtime_id)
+
     async def load_inbox_entry(
         self, runtime_id: LogicalRuntimeId, input_id: InputId
     ) -> InboxEntry | None:

@@ -23,7 +23,7 @@ from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import IdempotencyKey, InputId, LogicalRuntimeId
 from meerkat_runtime.input_state import InputState
 from meerkat_runtime.inputs import InputDurability, InputHeader, PromptInput
-from meerkat_runtime.outcomes import Deduplicated, Rejected, Submitted
+from meerkat_runtime.outcomes import Deduplicated, Rejected, RejectReason, Submitted
 from meerkat_runtime.store.base import RuntimeStore
 from meerkat_runtime.store.inbox import INBOX, InboxEntry, InboxSettlement
 from meerkat_runtime.testing.conformance_ownership import FakeClock
@@ -152,6 +152,29 @@ class InboxConformance(ConformanceHooks):
             assert await store.load_inbox(A) == []
             assert await store.list_runtimes_with_inbox() == []
             assert self.raw_rows(store, INBOX, A) == {}
+
+        self.run(body)
+
+    def test_a_runtime_refusing_input_refuses_submissions_writing_nothing(
+        self,
+    ) -> None:
+        """PD-73: answered at once as an accept would refuse it, instead of
+        acknowledged and settled as refused later."""
+
+        async def body(store: RuntimeStore) -> None:
+            for phase in (
+                RuntimeState.RETIRED,
+                RuntimeState.STOPPED,
+                RuntimeState.DESTROYED,
+            ):
+                await store.persist_runtime_state(A, phase)
+                outcome = await store.submit_to_inbox(A, prompt())
+                assert outcome == Rejected(reason=RejectReason.NotReady(state=phase))
+            assert await store.load_inbox(A) == []
+            assert self.raw_rows(store, INBOX, A) == {}
+            for phase in (RuntimeState.RECOVERING, IDLE):  # an owner's own phases
+                await store.persist_runtime_state(A, phase)
+                assert isinstance(await store.submit_to_inbox(A, prompt()), Submitted)
 
         self.run(body)
 

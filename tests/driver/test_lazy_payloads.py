@@ -146,8 +146,8 @@ def test_recovery_reads_a_constant_number_of_times_and_decodes_no_payload(
             await store.close()
         assert report.inputs_recovered == pending
         assert full_decodes == []
-        # states, their count check, the phase, the receipts
-        assert CountingStore.reads == 4
+        # states, their count check, the phase, the receipts, the inbox (PD-72)
+        assert CountingStore.reads == 5
 
     run(body)
 

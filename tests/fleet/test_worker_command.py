@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -88,6 +89,25 @@ def test_bad_worker_options_exit_2_naming_the_problem(
     assert says in err
     assert err.count("error:") == 1
     assert not target.exists()  # nothing left behind
+
+
+def test_a_database_of_something_else_is_refused_and_left_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "other.db"
+    with sqlite3.connect(target) as conn:
+        conn.execute("CREATE TABLE users (name TEXT)")
+        conn.execute("INSERT INTO users VALUES ('ann')")
+    conn.close()
+    assert main(["worker", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1
+    assert "not a meerkat database" in err
+    with sqlite3.connect(target) as conn:
+        tables = conn.execute("SELECT name FROM sqlite_master").fetchall()
+    conn.close()
+    assert tables == [("users",)]
+    assert not Path(f"{target}.blobs").exists()
 
 
 @pytest.mark.parametrize("option", ["--lease-ttl", "--max-runtimes"])

@@ -21,10 +21,22 @@ from meerkat_runtime import (
     SqliteRuntimeStore,
 )
 from meerkat_runtime.blobs import MemoryBlobStore
-from meerkat_runtime.errors import FencedError, InternalError, ValidationFailedError
+from meerkat_runtime.errors import (
+    FencedError,
+    InternalError,
+    NotReadyError,
+    ValidationFailedError,
+)
+from meerkat_runtime.generated.runtime_control import RuntimeState
 from meerkat_runtime.ids import LogicalRuntimeId
 from meerkat_runtime.inputs import InputDurability, InputHeader, PromptInput
-from meerkat_runtime.outcomes import Accepted, Deduplicated, Rejected, Submitted
+from meerkat_runtime.outcomes import (
+    Accepted,
+    Deduplicated,
+    Rejected,
+    RejectReason,
+    Submitted,
+)
 from meerkat_runtime.policy import PolicyTable, QueueMode
 from meerkat_runtime.sessions.completion import (
     AbandonedOutcome,
@@ -219,10 +231,16 @@ def test_a_runtime_that_refuses_input_answers_the_submitter(tmp_path: Path) -> N
         store = SqliteRuntimeStore(db)
         owner = owner_adapter(store, inbox_poll=NO_WATCHING)
         await owner.register_session(S)
-        await owner.retire_runtime(S)
         async with SqliteRuntimeStore(db) as other:
             submitter = RuntimeSubmitter(other, poll=FAST)
+            # Submitted while it accepted, refused by the time it is admitted.
             _, handle = await submitter.submit_with_completion(S, prompt())
+            await owner.retire_runtime(S)
+            late = prompt()  # PD-73: refused at once, nothing stored
+            refused = Rejected(reason=RejectReason.NotReady(state=RuntimeState.RETIRED))
+            assert await submitter.submit(S, late) == refused
+            with pytest.raises(NotReadyError, match="retired"):  # as an accept
+                await submitter.submit_with_completion(S, late)
             assert await owner.admit_inbox(S) == 1
             assert handle is not None
             outcome = await handle.wait()
@@ -419,7 +437,9 @@ def test_closing_the_submitter_answers_its_open_handles(tmp_path: Path) -> None:
             outcome = await handle.wait()
             assert isinstance(outcome, RuntimeTerminated)
             assert "submitter closed" in outcome.reason
-            with pytest.raises(ValidationFailedError, match="closed"):
-                await submitter.submit(S, prompt())
+            # As a closed adapter refuses an accept: not ready, saying why.
+            for call in (submitter.submit, submitter.submit_with_completion):
+                with pytest.raises(NotReadyError, match="runtime submitter is closed"):
+                    await call(S, prompt())
 
     run(body, tmp_path)

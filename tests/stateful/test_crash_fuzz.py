@@ -58,7 +58,13 @@ from meerkat_runtime.generated.input_lifecycle import InputLifecycleState
 from meerkat_runtime.generated.runtime_control import RuntimeControlError
 from meerkat_runtime.inputs import Input
 from meerkat_runtime.ledger import Lane
-from meerkat_runtime.outcomes import Accepted, Deduplicated, Submitted
+from meerkat_runtime.outcomes import (
+    Accepted,
+    Deduplicated,
+    Rejected,
+    RejectReason,
+    Submitted,
+)
 from meerkat_runtime.store import InMemoryRuntimeStore, RuntimeStore, SqliteRuntimeStore
 from meerkat_runtime.store.postgres import PostgresRuntimeStore
 from meerkat_runtime.testing.faults import (
@@ -313,8 +319,13 @@ class CrashMachine(RuleBasedStateMachine):
         kind, raw = drawn
         inp, lane, consumed, front = build_input(kind, True, key, raw)
         existing = self.model.existing(inp.id(), key)
+        stored = self.wait(self.store.inner.load_runtime_state(RID))
         submitted = self.wait(self.store.inner.submit_to_inbox(RID, inp))
         note(f"submit {kind} {inp.id()} key={key}: {type(submitted).__name__}")
+        if stored is RuntimeState.RETIRED:  # PD-73: its stored phase refuses
+            reason = RejectReason.NotReady(state=stored)
+            assert submitted == Rejected(reason=reason)
+            return
         if existing is not None:
             assert submitted == Deduplicated(input_id=inp.id(), existing_id=existing)
             return
